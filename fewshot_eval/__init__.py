@@ -1,0 +1,9 @@
+"""fewshot-eval: plan, launch and collect few-shot prompting evaluations with Hydra.
+
+The path of one job through the package, stage by stage:
+``plan`` (expand groups, skip what is done) -> ``launch`` (local / SLURM pools)
+-> ``evaluate`` (tasks, templates, demonstrations, predictors, scoring, calibration)
+-> ``store`` (result layout, atomic writes, status) -> ``report``.
+"""
+
+__version__ = "0.1.0"

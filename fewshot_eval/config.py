@@ -1,0 +1,123 @@
+"""Where the configs live, and how a job's effective evaluation parameters are layered.
+
+Precedence, lowest to highest (the one place it is defined):
+
+1. run params          -- top-level keys of ``conf/config.yaml``
+2. experiment base     -- top-level keys set by ``experiment=<name>`` (it is applied after ``config.yaml``)
+3. model setting       -- ``model.eval`` of ``conf/model/<key>.yaml``
+4. task setting        -- ``task.eval`` of ``conf/task/<key>.yaml``
+5. experiment final    -- ``final_overrides`` of the experiment file
+6. command line        -- ``key=value`` overrides, swept values (``nshot=0,32``) included
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Evaluation parameters: the keys that model settings (``model.eval``), task settings
+# (``task.eval``) and experiments (``final_overrides``) may set. Each has a top-level
+# default in conf/config.yaml.
+EVAL_KEYS: tuple[str, ...] = (
+    "allowed_nshot",
+    "num_trials",
+    "seed",
+    "scoring",
+    "predictor",
+    "calibrator",
+    "calibration_options",
+    "templates",
+    "languages",
+    "train_languages",
+    "train_set",
+    "eval_set",
+    "train_sep",
+    "description",
+    "balanced",
+    "n_eval_samples",
+    "max_length",
+    "batch_size",
+    "dtype",
+    "device",
+    "unconditional_prompt",
+)
+
+# Eval params that cannot change the numbers: left out of a result's identity.
+NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "device", "allowed_nshot", "description"})
+
+# Run params that steer the scheduler, not the evaluation.
+RUN_KEYS: tuple[str, ...] = ("output_dir", "nshot", "split_trials", "override_completed", "dry_run", "max_parallel")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; the message says what is wrong and what to do."""
+
+
+def conf_dir() -> Path:
+    """The packaged config directory: ``fewshot_eval/conf`` in a wheel, ``<repo>/conf`` in a checkout."""
+    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ConfigError(f"fewshot-eval's config directory is missing (looked in {PACKAGE_DIR / 'conf'}); reinstall the package.")
+
+
+def config_dirs() -> list[Path]:
+    """Config directories in Hydra's search order: user dirs (``--config-dir``, ``hydra.searchpath``) then the packaged one."""
+    dirs: list[Path] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            for src in HydraConfig.get().runtime.config_sources:
+                if src.schema == "file":
+                    dirs.append(Path(src.path))
+    except Exception:  # pragma: no cover - outside a Hydra run
+        pass
+    packaged = conf_dir()
+    if packaged not in dirs:
+        dirs.append(packaged)
+    return dirs
+
+
+def find_config_file(group: str, name: str, search: Iterable[Path] | None = None) -> Path:
+    """Find ``<group>/<name>.yaml`` in the config search path; a missing one lists the available names."""
+    dirs = list(search) if search is not None else config_dirs()
+    for d in dirs:
+        path = d / group / f"{name}.yaml"
+        if path.is_file():
+            return path
+    available = sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml") if not p.stem.startswith("_")})
+    raise ConfigError(
+        f"Unknown {group} '{name}'. Available: {', '.join(available) or '(none)'}. "
+        f"Add {group}/{name}.yaml to a config dir (--config-dir) or pick one of these."
+    )
+
+
+def check_eval_keys(section: Mapping[str, Any] | None, where: str) -> None:
+    """Reject unknown evaluation-parameter keys, naming the file/key and the valid ones."""
+    for key in section or {}:
+        if key not in EVAL_KEYS:
+            raise ConfigError(f"{where}: unknown evaluation parameter '{key}'. Valid keys: {', '.join(EVAL_KEYS)}.")
+
+
+def effective_params(
+    run: Mapping[str, Any],
+    model_eval: Mapping[str, Any] | None,
+    task_eval: Mapping[str, Any] | None,
+    final: Mapping[str, Any] | None,
+    cli: Mapping[str, Any],
+    *,
+    model_key: str = "?",
+    task_key: str = "?",
+) -> dict[str, Any]:
+    """Layer the evaluation parameters as the module docstring says; returns a plain dict."""
+    check_eval_keys(model_eval, f"model/{model_key}.yaml key 'eval'")
+    check_eval_keys(task_eval, f"task/{task_key}.yaml key 'eval'")
+    check_eval_keys(final, "experiment key 'final_overrides'")
+    params = {k: run.get(k) for k in EVAL_KEYS}
+    for layer in (model_eval, task_eval, final):
+        params.update(layer or {})
+    params.update({k: v for k, v in cli.items() if k in EVAL_KEYS})
+    return params

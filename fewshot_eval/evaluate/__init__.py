@@ -1,0 +1,42 @@
+"""Evaluate stage: the job body's interface to the few-shot evaluator.
+
+The scheduler (``fewshot_eval.app``) calls exactly this::
+
+    evaluator = build_evaluator(model, params)          # loads the model once per job
+    for trial in trials:
+        result = evaluator.run_trial(tasks, params, nshot, trial)
+        store.write_trial(result_dir, trial, result)   # predictions JSONL + metrics, atomically
+
+``model`` is a validated model setting (``fewshot_eval.settings.model_setting``), ``params``
+the job's effective evaluation params (``fewshot_eval.config.effective_params``, with
+``params["predictor"]`` already resolved), ``tasks`` the task setting's list of task names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+
+@dataclass
+class TrialResult:
+    """What one trial of one job produced.
+
+    ``metrics`` and ``predictions`` are keyed by sub-result id ``"<task>.<template>[.<lang>]"``
+    (one per task x template x language of the task setting).
+    """
+
+    metrics: dict[str, dict[str, Any]]
+    predictions: dict[str, list[dict[str, Any]]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator(Protocol):
+    def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult: ...
+
+
+def build_evaluator(model: dict[str, Any], params: dict[str, Any]) -> Evaluator:
+    """Build the evaluator for one job: the predictor named by ``params['predictor']``."""
+    from fewshot_eval.evaluate.runner import FewShotEvaluator
+
+    return FewShotEvaluator(model, params)
