@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from hydra.errors import CompactHydraException
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Evaluation parameters: the keys that model settings (``model.eval``), task settings
@@ -48,10 +50,10 @@ EVAL_KEYS: tuple[str, ...] = (
 NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "device", "allowed_nshot", "description"})
 
 # Run params that steer the scheduler, not the evaluation.
-RUN_KEYS: tuple[str, ...] = ("output_dir", "nshot", "split_trials", "override_completed", "dry_run", "max_parallel")
+RUN_KEYS: tuple[str, ...] = ("output_dir", "nshot", "split_trials", "trial", "override_completed", "dry_run", "max_parallel")
 
 
-class ConfigError(ValueError):
+class ConfigError(CompactHydraException, ValueError):
     """A user-facing configuration error; the message says what is wrong and what to do."""
 
 

@@ -1,0 +1,37 @@
+"""Print a plan (dry run) and a sweep summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+from fewshot_eval.plan.planner import PlannedJob
+
+
+def resources(job: PlannedJob) -> str:
+    r = job.unit.model["resources"]
+    mem = f" {r['mem_gb']}G" if r.get("mem_gb") else ""
+    return f"{r['nodes']}n x {r['gpus_per_node']}g x {r['cpus_per_task']}c{mem} {r['timeout_min']}m | max {job.unit.model['max_parallel']}"
+
+
+def format_plan(jobs: Sequence[PlannedJob], root: Path) -> str:
+    """One row per job: status, model, task setting, nshot, trials, result dir, resources."""
+    header = ("STATUS", "MODEL", "TASK", "NSHOT", "TRIALS", "RESULT DIR", "RESOURCES", "NOTE")
+    rows = [header]
+    for j in jobs:
+        u = j.unit
+        try:
+            rdir = str(u.result_dir.relative_to(root))
+        except ValueError:
+            rdir = str(u.result_dir)
+        trials = ",".join(map(str, u.trials)) if len(u.trials) <= 4 else f"{u.trials[0]}-{u.trials[-1]}"
+        rows.append((j.status, u.model_key, u.task_key, str(u.nshot), trials, rdir, resources(j), j.detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def counts(jobs: Sequence[PlannedJob]) -> str:
+    c = Counter(j.status for j in jobs)
+    return ", ".join(f"{n} {s}" for s, n in sorted(c.items(), key=lambda kv: -kv[1]))

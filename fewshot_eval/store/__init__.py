@@ -1,0 +1,1 @@
+"""Store stage: result layout, atomic writes, completion status, the scheduled-jobs log."""

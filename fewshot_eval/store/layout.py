@@ -1,0 +1,40 @@
+"""Where a job's results live.
+
+One result directory per (model setting, task setting, nshot, identity)::
+
+    <output_dir>/<run_name>/<model>/<task>/<nshot>shot.<id8>/
+        identity.json            what produced it (every setting that can change the numbers)
+        config.yaml              the job's full resolved config
+        trial<t>/metrics.json    one trial's metrics, written after its predictions
+        trial<t>/<task>.<template>[.<lang>].predictions.jsonl
+        results.json             mean/std/95% CI over trials; written last = the completion marker
+        submitted.json           SLURM job id of a pending submission (removed when the job ends)
+
+``<id8>`` is a digest of the identity, so two settings that differ in anything that changes
+the numbers (scoring, calibration, template, predictor, train_sep, seed, n_eval_samples, model
+weights ...) never share a directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RESULTS = "results.json"
+IDENTITY = "identity.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+SUBMITTED = "submitted.json"
+LOCK = ".lock"
+JOBS_LOG = "scheduled_jobs.jsonl"
+
+
+def result_dir(output_dir: Path, run_name: str, model_key: str, task_key: str, nshot: int, digest: str) -> Path:
+    return output_dir / run_name / model_key / task_key / f"{nshot}shot.{digest[:8]}"
+
+
+def trial_dir(result_dir: Path, trial: int) -> Path:
+    return result_dir / f"trial{trial}"
+
+
+def predictions_file(result_dir: Path, trial: int, subkey: str) -> Path:
+    return trial_dir(result_dir, trial) / f"{subkey}.predictions.jsonl"

@@ -1,0 +1,48 @@
+"""Write a trial's outputs and the aggregated results of a job."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fewshot_eval.store import layout
+from fewshot_eval.store.atomic import read_json, write_json, write_jsonl
+
+
+def write_trial(result_dir: Path, trial: int, result: Any, fingerprint: str) -> None:
+    """Predictions first, then ``metrics.json``: a trial counts as done only once its metrics exist."""
+    for subkey, rows in result.predictions.items():
+        write_jsonl(layout.predictions_file(result_dir, trial, subkey), rows)
+    write_json(
+        layout.trial_dir(result_dir, trial) / layout.METRICS,
+        {"trial": trial, "fingerprint": fingerprint, "metrics": result.metrics, "info": result.info},
+    )
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """Mean, sample std and 95% t-interval half-width over trials."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    if n > 1:
+        from scipy.stats import t
+
+        half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    else:
+        half = 0.0
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "per_trial": values}
+
+
+def aggregate(result_dir: Path, trials: list[int]) -> dict[str, dict[str, Any]]:
+    """Combine ``trial<t>/metrics.json`` of ``trials`` into per-subresult, per-metric summaries."""
+    per_trial = [read_json(layout.trial_dir(result_dir, t) / layout.METRICS)["metrics"] for t in trials]
+    out: dict[str, dict[str, Any]] = {}
+    for subkey in per_trial[0]:
+        out[subkey] = {}
+        for metric, value in per_trial[0][subkey].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[subkey][metric] = summarize([float(m[subkey][metric]) for m in per_trial])
+            else:
+                out[subkey][metric] = value
+    return out

@@ -1,0 +1,46 @@
+"""Is a job's result complete, partial, stale or missing? Read from disk, never guessed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fewshot_eval.store import layout
+from fewshot_eval.store.atomic import read_json
+
+COMPLETE, PARTIAL, STALE, MISSING = "complete", "partial", "stale", "missing"
+
+
+@dataclass
+class ResultStatus:
+    state: str
+    done_trials: list[int] = field(default_factory=list)
+    detail: str = ""
+
+
+def trial_done(result_dir: Path, trial: int, fingerprint: str) -> bool | None:
+    """True: trial finished for this fingerprint; False: finished for another (stale); None: not finished."""
+    m = read_json(layout.trial_dir(result_dir, trial) / layout.METRICS)
+    if m is None:
+        return None
+    return m.get("fingerprint") == fingerprint
+
+
+def result_status(result_dir: Path, fingerprint: str, trials: list[int]) -> ResultStatus:
+    """Status of ``trials`` in ``result_dir``; ``complete`` only when results.json covers them all."""
+    res = read_json(result_dir / layout.RESULTS)
+    if res is not None:
+        if res.get("fingerprint") != fingerprint:
+            return ResultStatus(STALE, detail="task data or definitions changed since this result was written")
+        if set(trials) <= set(res.get("trials", [])):
+            return ResultStatus(COMPLETE, sorted(res["trials"]))
+    if not result_dir.exists():
+        return ResultStatus(MISSING)
+    done = []
+    for t in trials:
+        ok = trial_done(result_dir, t, fingerprint)
+        if ok is False:
+            return ResultStatus(STALE, detail=f"trial {t} was computed from other task data or definitions")
+        if ok:
+            done.append(t)
+    return ResultStatus(PARTIAL if done else MISSING, done)

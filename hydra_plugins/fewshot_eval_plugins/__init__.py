@@ -1,0 +1,1 @@
+"""Hydra plugins of fewshot-eval: the skip-completed sweeper and the local launchers."""

@@ -1,0 +1,84 @@
+"""The fewshot sweeper: plan the grid, drop what is already done, then launch the rest.
+
+    python -m fewshot_eval -m model=random,majority task=copa_demo nshot=0,2   -> 4 jobs
+
+Unlike Hydra's BasicSweeper it composes no config per job before launching (see
+``fewshot_eval.plan.planner``), skips complete/pending/stale results, prints the plan for
+``dry_run=true``, logs every launched job, and ends with counts and a non-zero exit status
+when a job failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+log = logging.getLogger("fewshot_eval")
+
+
+class FewshotSweeper(Sweeper):
+    def __init__(self, params: Optional[Dict[str, Any]] = None) -> None:
+        self.params = params or {}
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from fewshot_eval.launch.dispatch import launch_jobs
+        from fewshot_eval.plan.expand import expand
+        from fewshot_eval.plan.planner import RUN, Planner
+        from fewshot_eval.plan.table import counts, format_plan
+        from fewshot_eval.plan.unit import output_root
+        from fewshot_eval.store.writable import check_writable
+
+        assert self.config is not None and self.hydra_context is not None
+        tic = time.perf_counter()
+        loader = self.hydra_context.config_loader
+        combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
+        planner = Planner(self.config, loader, pending_check=_pending_check())
+        jobs = planner.plan(combos)
+        root = output_root(planner.run, planner.cwd)
+        check_writable(root)
+        elapsed = time.perf_counter() - tic
+        to_run = [j for j in jobs if j.status == RUN]
+        if self.config.dry_run:
+            print(format_plan(jobs, root))
+            print(f"\nDry run: {len(jobs)} jobs planned in {elapsed:.2f}s ({counts(jobs)}); output dir {root} is writable. Nothing launched.")
+            return []
+        print(f"fewshot-eval: {len(jobs)} jobs planned in {elapsed:.2f}s: {counts(jobs)}. Results under {root}")
+        if not to_run:
+            print("Nothing to launch: every selected result is complete, pending or stale "
+                  "(override_completed=true re-runs them; dry_run=true lists them).")
+            print(f"Aggregate: fewshot-eval report {root}")
+            return []
+        returns = launch_jobs(self, to_run, root)
+        failed = [(j, r) for j, r in zip(to_run, returns) if r.status != JobStatus.COMPLETED]
+        skipped_in_job = sum(1 for r in returns if r.status == JobStatus.COMPLETED and isinstance(r._return_value, dict) and r._return_value.get("status") == "skipped")
+        ran = len(returns) - len(failed) - skipped_in_job
+        print(f"fewshot-eval: ran {ran}, skipped {len(jobs) - len(to_run) + skipped_in_job}, failed {len(failed)}.")
+        for j, r in failed:
+            print(f"  FAILED {j.unit.model_key} x {j.unit.task_key} nshot={j.unit.nshot}: {r._return_value} ({j.unit.result_dir})", file=sys.stderr)
+        print(f"Aggregate: fewshot-eval report {root}")
+        if failed:
+            sys.exit(1)
+        return [returns]
+
+
+def _pending_check() -> Any:
+    from fewshot_eval.launch.pending import pending_reason
+
+    return pending_reason
