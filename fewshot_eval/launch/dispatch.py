@@ -34,11 +34,13 @@ def prepare_overrides(jobs: Sequence[PlannedJob], override_completed: bool) -> l
     return [list(j.overrides) + ["override_completed=false"] for j in jobs]
 
 
-def launch_jobs(sweeper: Any, jobs: Sequence[PlannedJob], root: Path) -> Sequence[JobReturn]:
+def launch_jobs(sweeper: Any, planner: Any, jobs: Sequence[PlannedJob], root: Path) -> Sequence[JobReturn]:
     cfg = sweeper.config
     launcher = sweeper.launcher
     overrides = prepare_overrides(jobs, bool(cfg.override_completed))
     name = type(launcher).__name__
+    if hasattr(launcher, "planner"):
+        launcher.planner = planner
     if hasattr(launcher, "pools"):
         launcher.pools = [(j.unit.model_key, max_parallel(j, cfg.max_parallel)) for j in jobs]
     for j in jobs:

@@ -9,7 +9,7 @@ import sys
 import time
 from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
@@ -27,17 +27,29 @@ def failed_return(overrides: Sequence[str], exc: BaseException) -> JobReturn:
     return ret
 
 
-def launch_sequential(hydra_context: Any, task_function: Any, config: DictConfig, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """Run each job in this process, one after the other; a failure does not stop the others."""
+def launch_sequential(
+    hydra_context: Any,
+    task_function: Any,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    compose: Callable[[list[str]], DictConfig] | None = None,
+) -> list[JobReturn]:
+    """Run each job in this process, one after the other; a failure does not stop the others.
+
+    ``compose`` builds a job's config (the planner's cached ``job_config``); default: Hydra's full composition.
+    """
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    loader = hydra_context.config_loader
+    if compose is None:
+        loader = hydra_context.config_loader
+        compose = lambda overrides: loader.load_sweep_config(config, overrides)  # noqa: E731
     returns = []
     for idx, overrides in enumerate(job_overrides):
         idx += initial_job_idx
         try:
-            sweep_config = loader.load_sweep_config(config, list(overrides))
+            sweep_config = compose(list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                 sweep_config.hydra.job.num = idx

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fewshot_eval.config import ConfigError, conf_dir
@@ -21,6 +22,7 @@ from fewshot_eval.job import override_keys, run_values
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
+from fewshot_eval.store.atomic import read_json
 from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status, trial_done
 
 RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: complete", "skip: pending", "stale", "n/a"
@@ -60,6 +62,7 @@ class Planner:
         exp_touches = self._experiment_touches_settings()
         self.force_slow = exp_touches or any(k.startswith(("model.", "task.")) for k in base_keys)
         self._parsed: dict[str, tuple[str, Any]] = {}
+        self._ctx: Optional[DictConfig] = None
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -89,10 +92,11 @@ class Planner:
             )
         value: Optional[dict[str, Any]] = None
         if "defaults" not in res.config and res.header.get("package") in (None, "", group, f"_group_"):
-            root = OmegaConf.masked_copy(self.base, [k for k in self.base if k not in ("model", "task")])
-            with open_dict(root):
-                root[group] = res.config
-            node = OmegaConf.to_container(root[group], resolve=True)
+            if self._ctx is None:  # resolve a file's interpolations against the run values
+                self._ctx = OmegaConf.create(dict(self.run))
+            with open_dict(self._ctx):
+                self._ctx[group] = res.config
+            node = OmegaConf.to_container(self._ctx[group], resolve=True)
             value = model_setting(node, key) if group == "model" else task_setting(node, key)
         self._settings[(group, key)] = value
         return value
@@ -114,6 +118,44 @@ class Planner:
             task = task_setting(cfg.task, choices["task"])
             self._composed[key] = (model, task, run, choices)
         return self._composed[key]
+
+    def _raw_node(self, group: str, key: str) -> Any:
+        return self.loader.repository.load_config(f"{group}/{key}").config
+
+    def job_config(self, overrides: Sequence[str]) -> DictConfig:
+        """The composed config of one job, equal to Hydra's ``load_sweep_config`` but cheap: one full
+        composition per distinct set of 'other' overrides, then model/task nodes and top-level values
+        are swapped in on a copy."""
+        import copy
+
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        swaps: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        other: list[str] = []
+        for s in overrides:
+            k, v = self._parse(s)
+            if k in ("model", "task") and not self.force_slow and self.setting(k, v) is not None:
+                swaps[k] = v
+            elif k in self.run and "." not in k and k not in self.choices:
+                values[k] = v
+            else:
+                other.append(s)
+        key = ("__job__",) + tuple(other)
+        if key not in self._composed:
+            self._composed[key] = self.loader.load_sweep_config(self.base, other)  # type: ignore[assignment]
+        cfg = copy.deepcopy(self._composed[key])
+        with open_dict(cfg):
+            for group, option in swaps.items():
+                cfg[group] = self._raw_node(group, option)
+                cfg.hydra.runtime.choices[group] = option
+            for k, v in values.items():
+                cfg[k] = v
+            cfg.hydra.overrides.task = list(overrides)
+            jc = cfg.hydra.job.config.override_dirname
+            parsed = OverridesParser.create().parse_overrides(list(overrides))
+            cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, list(jc.exclude_keys), jc.item_sep, jc.kv_sep)
+        return cfg
 
     # ---- planning -----------------------------------------------------------------------
     def resolve(self, overrides: Sequence[str]) -> JobUnit:
@@ -180,11 +222,11 @@ class Planner:
             if reason:
                 return SKIP_PENDING, reason
         if split:
+            res = read_json(unit.result_dir / layout.RESULTS)
             done = trial_done(unit.result_dir, unit.trials[0], unit.fingerprint)
-            agg = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
-            if agg.state == STALE or done is False:
-                return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, agg.detail or "stale trial")
-            if done or agg.state == COMPLETE:
+            if (res is not None and res.get("fingerprint") != unit.fingerprint) or done is False:
+                return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, "task data or definitions changed")
+            if done or (res is not None and unit.trials[0] in res.get("trials", [])):
                 return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
             return RUN, ""
         st = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)

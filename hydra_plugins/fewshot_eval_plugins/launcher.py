@@ -17,6 +17,7 @@ class LocalLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
+        self.planner: Any = None  # set by the fewshot sweeper: composes job configs cheaply
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -24,7 +25,8 @@ class LocalLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from fewshot_eval.launch.local import launch_sequential
 
-        return launch_sequential(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx)
+        compose = self.planner.job_config if self.planner is not None else None
+        return launch_sequential(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx, compose)
 
 
 class LocalParallelLauncher(LocalLauncher):

@@ -65,7 +65,7 @@ class FewshotSweeper(Sweeper):
                   "(override_completed=true re-runs them; dry_run=true lists them).")
             print(f"Aggregate: fewshot-eval report {root}")
             return []
-        returns = launch_jobs(self, to_run, root)
+        returns = launch_jobs(self, planner, to_run, root)
         failed = [(j, r) for j, r in zip(to_run, returns) if r.status != JobStatus.COMPLETED]
         skipped_in_job = sum(1 for r in returns if r.status == JobStatus.COMPLETED and isinstance(r._return_value, dict) and r._return_value.get("status") == "skipped")
         ran = len(returns) - len(failed) - skipped_in_job

@@ -1,0 +1,39 @@
+"""Plan a sweep from Python, exactly as ``python -m fewshot_eval -m ... dry_run=true`` would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from fewshot_eval.config import conf_dir
+from fewshot_eval.plan.planner import PlannedJob, Planner
+
+
+def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tuple[Planner, list[PlannedJob]]:
+    """The planner and planned jobs for command-line ``overrides`` (sweep syntax allowed)."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from fewshot_eval.launch.pending import pending_reason
+    from fewshot_eval.plan.expand import expand
+
+    hydra_ovr = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    task_ovr = [o for o in overrides if o not in hydra_ovr]
+    search = create_config_search_path(str(conf_dir()))
+    for d in config_dirs:  # as --config-dir does
+        search.prepend(provider="command-line", path=f"file://{Path(d).resolve()}", anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()
+    Hydra.create_main_hydra2(task_name="fewshot_eval", config_search_path=search)
+    try:
+        loader = GlobalHydra.instance().config_loader()
+        cfg = loader.load_configuration("config", overrides=hydra_ovr + task_ovr, run_mode=RunMode.MULTIRUN)
+        HydraConfig.instance().set_config(cfg)
+        combos = expand(cfg.hydra.sweeper.params, task_ovr, loader, cfg.hydra.runtime.choices)
+        planner = Planner(cfg, loader, pending_check=pending_reason)
+        return planner, planner.plan(combos)
+    finally:
+        GlobalHydra.instance().clear()

@@ -1,0 +1,1 @@
+"""Report stage: collect results.json files into comparable tables."""
