@@ -25,6 +25,9 @@ log = logging.getLogger("fewshot_eval")
 
 SCHEDULER_KEYS = ("model", "task", "hydra")
 
+# Set by a launcher that runs jobs in this process: "[3/18] " in front of each job's log line.
+progress = ""
+
 
 def override_keys(overrides: list[str]) -> list[str]:
     """Top-level keys named by Hydra override strings (``+a=1`` -> ``a``; dotted keys and groups excluded)."""
@@ -96,7 +99,7 @@ def move_aside(result_dir: Path) -> Path:
 
 def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: Path, override_completed: bool) -> dict[str, Any]:
     """Run the missing trials of ``unit``, then aggregate when all its trials exist. Returns a summary."""
-    tag = f"{unit.model_key} x {unit.task_key} nshot={unit.nshot}"
+    tag = f"{progress}{unit.model_key} x {unit.task_key} nshot={unit.nshot}"
     if not unit.applicable:
         log.info("skip %s: %s", tag, unit.reason)
         return {"status": "skipped", "reason": unit.reason}
@@ -109,6 +112,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
         log.info("%s: moved the old result to %s (override_completed=true)", tag, moved)
         status = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
     start = time.time()
+    started_at = datetime.now().astimezone().isoformat(timespec="milliseconds")
     with locked(unit.result_dir) as have_lock:
         if not have_lock:
             log.info("skip %s: another process is running it (%s)", tag, unit.result_dir)
@@ -141,6 +145,8 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     "params": unit.params,
                     "results": aggregate(unit.result_dir, unit.all_trials),
                     "wall_time_s": round(wall, 3),
+                    "started_at": started_at,
+                    "finished_at": datetime.now().astimezone().isoformat(timespec="milliseconds"),
                     "repro": repro_info(cwd, overrides),
                 },
             )

@@ -15,6 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import DictConfig, open_dict
 
+import fewshot_eval.job as job_module
+
 log = logging.getLogger("fewshot_eval")
 
 # Set in a job process started by the parallel launcher: it runs one job of a sweep.
@@ -54,6 +56,7 @@ def launch_sequential(
                 sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                 sweep_config.hydra.job.num = idx
             HydraConfig.instance().set_config(sweep_config)
+            job_module.progress = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
             ret = run_job(
                 hydra_context=hydra_context,
                 task_function=task_function,

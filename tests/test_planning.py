@@ -1,0 +1,128 @@
+"""Planning: grid expansion, presets, identities, statuses -- computed before anything launches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fewshot_eval.config import ConfigError
+from fewshot_eval.plan.api import plan
+from fewshot_eval.plan.planner import NOT_APPLICABLE, RUN, SKIP_COMPLETE, SKIP_STALE
+from fewshot_eval.store import layout
+from fewshot_eval.store.atomic import write_json
+
+
+def keys(jobs):
+    return sorted((j.unit.model_key, j.unit.task_key, j.unit.nshot) for j in jobs)
+
+
+def test_cartesian_product_of_models_tasks_nshot(tmp_path: Path) -> None:
+    _, jobs = plan(["model=random,majority", "task=copa_demo,nli_demo,pawsx_default", "nshot=0,2", f"output_dir={tmp_path}"])
+    assert len(jobs) == 12 and len(set(keys(jobs))) == 12
+    assert all(j.status == RUN for j in jobs)
+    by_nshot = {j.unit.nshot: j.unit.trials for j in jobs}
+    assert by_nshot == {0: [0], 2: [0, 1, 2]}  # nshot=0 runs one trial; num_trials=3 otherwise
+
+
+def test_presets_combine_and_command_line_overrides_them(tmp_path: Path) -> None:
+    _, jobs = plan(["models=baselines", "tasks=demo", "nshot=0,2", f"output_dir={tmp_path}"])
+    assert {j.unit.model_key for j in jobs} == {"random", "majority"}
+    assert {j.unit.task_key for j in jobs} == {"copa_demo", "nli_demo", "pawsx_default"}
+    assert len(jobs) == 12
+    _, jobs = plan(["models=baselines", "tasks=demo", "model=majority", f"output_dir={tmp_path}"])
+    assert {j.unit.model_key for j in jobs} == {"majority"} and len(jobs) == 3
+
+
+def test_glob_preset_selects_every_option(tmp_path: Path) -> None:
+    _, jobs = plan(["models=all", "task=copa_demo", f"output_dir={tmp_path}"])
+    packaged = {p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml")}
+    assert {j.unit.model_key for j in jobs} == packaged
+
+
+def test_yaml_list_in_a_preset_is_rejected(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "models").mkdir(parents=True)
+    (conf / "models" / "listy.yaml").write_text("# @package _global_\nhydra:\n  sweeper:\n    params:\n      model: [random, majority]\n")
+    with pytest.raises(ConfigError, match=r"models=listy: hydra.sweeper.params.model must be a sweep string.*model: random,majority"):
+        plan(["models=listy", f"output_dir={tmp_path}"], config_dirs=[conf])
+
+
+def test_unknown_names_list_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"Unknown model 'gpt5'. Available: .*majority, .*random"):
+        plan(["model=random,gpt5", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"Unknown task 'nope'. Available: .*copa_demo"):
+        plan(["model=random", "task=nope,copa_demo", f"output_dir={tmp_path}"])
+
+
+def test_bad_nshot_names_the_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nshot must be an integer >= -1.*-5"):
+        plan(["model=random", "nshot=0,-5", f"output_dir={tmp_path}"])
+
+
+def test_task_setting_restricts_nshot(tmp_path: Path) -> None:
+    _, jobs = plan(["model=random", "task=copa_0shot", "nshot=0,2", f"output_dir={tmp_path}"])
+    status = {j.unit.nshot: j.status for j in jobs}
+    assert status == {0: RUN, 2: NOT_APPLICABLE}
+
+
+def test_identity_separates_settings_that_change_numbers(tmp_path: Path) -> None:
+    base = ["model=random", "task=copa_demo", "nshot=2", f"output_dir={tmp_path}"]
+    _, [a] = plan(base)
+    _, [a2] = plan(base + ["batch_size=64", "num_trials=5"])  # cannot change the numbers (trials are kept apart)
+    assert a.unit.result_dir == a2.unit.result_dir
+    dirs = {a.unit.result_dir}
+    for extra in (["scoring=mean"], ["train_sep=' '"], ["seed=1"], ["n_eval_samples=5"], ["calibrator=average_option"],
+                  ["predictor=majority"], ["templates={copa_demo: other}"]):
+        _, [b] = plan(base + extra)
+        assert b.unit.result_dir not in dirs, extra
+        dirs.add(b.unit.result_dir)
+    assert str(a.unit.result_dir).startswith(str(tmp_path / "demo" / "random" / "copa_demo" / "2shot."))
+
+
+def test_complete_partial_and_stale_statuses(tmp_path: Path) -> None:
+    args = ["model=random", "task=copa_demo", "nshot=2", f"output_dir={tmp_path}"]
+    _, [job] = plan(args)
+    u = job.unit
+    write_json(layout.trial_dir(u.result_dir, 0) / layout.METRICS, {"fingerprint": u.fingerprint, "metrics": {}})
+    _, [job] = plan(args)
+    assert job.status == RUN and "trials [0] already done" in job.detail
+    write_json(u.result_dir / layout.RESULTS, {"fingerprint": u.fingerprint, "trials": [0, 1, 2]})
+    _, [job] = plan(args)
+    assert job.status == SKIP_COMPLETE
+    _, [job] = plan(args + ["num_trials=4"])  # more trials wanted: same dir, not complete any more
+    assert job.status == RUN and job.unit.result_dir == u.result_dir
+    write_json(u.result_dir / layout.RESULTS, {"fingerprint": "from-other-data", "trials": [0, 1, 2]})
+    _, [job] = plan(args)
+    assert job.status == SKIP_STALE
+    _, [job] = plan(args + ["override_completed=true"])
+    assert job.status == RUN
+
+
+def test_split_trials_makes_one_job_per_trial(tmp_path: Path) -> None:
+    args = ["model=random", "task=copa_demo", "nshot=0,2", "split_trials=true", f"output_dir={tmp_path}"]
+    _, jobs = plan(args)
+    assert sorted((j.unit.nshot, tuple(j.unit.trials)) for j in jobs) == [(0, (0,)), (2, (0,)), (2, (1,)), (2, (2,))]
+    assert all(f"trial={j.unit.trials[0]}" in j.overrides for j in jobs if j.unit.nshot == 2)
+    two = [j for j in jobs if j.unit.nshot == 2]
+    write_json(layout.trial_dir(two[1].unit.result_dir, 1) / layout.METRICS, {"fingerprint": two[1].unit.fingerprint})
+    _, jobs = plan(args)
+    assert sorted((j.unit.nshot, j.unit.trials[0], j.status) for j in jobs) == [
+        (0, 0, RUN), (2, 0, RUN), (2, 1, SKIP_COMPLETE), (2, 2, RUN)]
+
+
+def test_user_config_dir_adds_models_tasks_and_groups(tmp_path: Path, user_conf: Path) -> None:
+    _, jobs = plan(["models=mine", "task=my_copa,copa_demo", f"output_dir={tmp_path}"], config_dirs=[user_conf])
+    assert keys(jobs) == [("majority", "copa_demo", 0), ("majority", "my_copa", 0), ("my_random", "copa_demo", 0), ("my_random", "my_copa", 0)]
+
+
+def test_job_config_equals_hydra_composition(tmp_path: Path) -> None:
+    """The launcher's cheap per-job config is what Hydra's full composition gives."""
+    from omegaconf import OmegaConf
+
+    planner, jobs = plan(["model=random,tiny_gpt2", "task=copa_demo,pawsx_calib", "nshot=0,2", "scoring=mean", f"output_dir={tmp_path}"])
+    for j in jobs:
+        fast = OmegaConf.to_container(planner.job_config(j.overrides))
+        full = OmegaConf.to_container(planner.loader.load_sweep_config(planner.base, j.overrides))
+        fast["hydra"]["runtime"].pop("output_dir", None), full["hydra"]["runtime"].pop("output_dir", None)
+        assert fast == full, j.overrides

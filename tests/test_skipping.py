@@ -1,0 +1,94 @@
+"""Re-running a sweep launches only what is missing; killed jobs resume; finished results are never lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import run_cli
+
+SWEEP = ["-m", "models=baselines", "task=copa_demo,nli_demo", "nshot=0,2"]
+
+
+def results(workdir: Path) -> dict[Path, float]:
+    return {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("results.json")}
+
+
+def launched(workdir: Path) -> list[dict]:
+    log = workdir / "results" / "scheduled_jobs.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_second_run_launches_nothing_and_says_why(workdir: Path) -> None:
+    first = run_cli(SWEEP, workdir).stdout
+    assert "ran 8, skipped 0, failed 0" in first
+    done = results(workdir)
+    assert len(done) == 8 and len(launched(workdir)) == 8
+    second = run_cli(SWEEP, workdir).stdout
+    assert "8 skip: complete" in second and "Nothing to launch" in second
+    assert results(workdir) == done and len(launched(workdir)) == 8
+
+
+def test_adding_an_nshot_value_launches_only_the_new_jobs(workdir: Path) -> None:
+    run_cli(SWEEP, workdir)
+    done = results(workdir)
+    out = run_cli(SWEEP[:-1] + ["nshot=0,2,4"], workdir).stdout
+    assert "8 skip: complete" in out and "4 run" in out and "ran 4, skipped 8" in out
+    new = results(workdir)
+    assert {p: new[p] for p in done} == done and len(new) == 12
+    assert sorted(j["nshot"] for j in launched(workdir)[8:]) == [4, 4, 4, 4]
+
+
+def test_sigkilled_job_is_rerun_and_nothing_else(workdir: Path) -> None:
+    """Kill the sweep while a tiny-GPT-2 job is between trials; the next sweep resumes just that job."""
+    args = ["-m", "model=random,tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=3"]
+    proc = subprocess.Popen([sys.executable, "-m", "fewshot_eval", *args], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    trial0 = None
+    while time.time() < deadline and trial0 is None:
+        found = list((workdir / "results").glob("demo/tiny_gpt2/copa_demo/2shot.*/trial0/metrics.json"))
+        trial0 = found[0] if found else None
+        time.sleep(0.02)
+    assert trial0 is not None, "tiny_gpt2 never finished its first trial"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rdir = trial0.parent.parent
+    assert not (rdir / "results.json").exists(), "killed too late: the job had finished"
+    finished = results(workdir)  # the random job before it
+    trial0_mtime = trial0.stat().st_mtime_ns
+    plan = run_cli(args + ["dry_run=true"], workdir).stdout
+    assert "1 skip: complete" in plan and "1 run" in plan and "resume: trials [0" in plan
+    out = run_cli(args, workdir).stdout
+    assert "ran 1, skipped 1, failed 0" in out
+    assert trial0.stat().st_mtime_ns == trial0_mtime, "a finished trial was recomputed"
+    assert {p: results(workdir)[p] for p in finished} == finished
+    res = json.loads((rdir / "results.json").read_text())
+    assert res["trials"] == [0, 1, 2] and len(res["results"]) >= 1
+
+
+def test_override_completed_reruns_and_keeps_the_old_result(workdir: Path) -> None:
+    args = ["-m", "model=random", "task=copa_demo", "nshot=2"]
+    run_cli(args, workdir)
+    [old] = results(workdir)
+    old_text = old.read_text()
+    out = run_cli(args + ["override_completed=true"], workdir).stdout
+    assert "ran 1" in out
+    assert old.exists() and old.read_text() != old_text  # rewritten (new repro time)
+    kept = list(old.parent.parent.glob(old.parent.name + ".old-*/results.json"))
+    assert len(kept) == 1 and kept[0].read_text() == old_text
+
+
+def test_failed_job_does_not_stop_the_others_and_exit_is_nonzero(workdir: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "broken.yaml").write_text("name: broken\npredictor: clm\nweights: /nonexistent/model/dir\n")
+    proc = run_cli(["-m", "model=broken,random", "task=copa_demo", "--config-dir", str(conf)], workdir, check=False)
+    assert proc.returncode == 1
+    assert "ran 1, skipped 0, failed 1" in proc.stdout
+    assert "FAILED broken x copa_demo" in proc.stderr
+    assert len(results(workdir)) == 1  # the random job finished
