@@ -121,13 +121,16 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
         if cfg is not None:
             write_text(unit.result_dir / layout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         todo = [t for t in unit.trials if t not in status.done_trials]
+        eval_s = 0.0
         if todo:
             from fewshot_eval.evaluate import build_evaluator
 
+            t0 = time.perf_counter()
             evaluator = build_evaluator(unit.model, unit.params)
             for t in todo:
                 result = evaluator.run_trial(unit.task["tasks"], unit.params, unit.nshot, t)
                 write_trial(unit.result_dir, t, result, unit.fingerprint)
+            eval_s = time.perf_counter() - t0
         finished = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
         wall = time.time() - start
         if set(finished.done_trials) >= set(unit.all_trials) and finished.state != COMPLETE:
@@ -145,6 +148,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     "params": unit.params,
                     "results": aggregate(unit.result_dir, unit.all_trials),
                     "wall_time_s": round(wall, 3),
+                    "eval_time_s": round(eval_s, 4),
                     "started_at": started_at,
                     "finished_at": datetime.now().astimezone().isoformat(timespec="milliseconds"),
                     "repro": repro_info(cwd, overrides),
