@@ -1,0 +1,108 @@
+"""Choosing demonstrations and building prompts.
+
+* Pool: the train split (``params['train_set']`` overrides), in the demonstration language.
+  A task without a train split draws from its validation split minus the evaluated rows.
+* Sampling: ``random.Random(seed + trial)`` picks ``nshot`` rows without replacement, so a
+  trial's demonstrations are the same on every machine and for every template and language
+  of the trial. ``nshot = -1``: the whole pool, shuffled by the same generator.
+  ``nshot`` larger than the pool: a warning and the pool size (recorded in ``info``).
+* ``balanced``: ``nshot / n_classes`` rows per class (error if not divisible or a class is short).
+* Prompt: ``description``, the demonstrations (template filled with the gold label) and the
+  test prompt, joined by ``train_sep``. When a model's ``max_length`` is exceeded, only the
+  first demonstrations that fit are kept (never the test prompt or a candidate is cut).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from fewshot_eval.config import ConfigError
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class Sample:
+    docs: list[Doc]
+    requested: int  # nshot as asked (-1 = all)
+    warnings: list[str] = field(default_factory=list)
+
+
+def sample_demonstrations(pool: Sequence[Doc], nshot: int, seed: int, *, balanced: bool = False, labels: Sequence[str] = (), task: str = "") -> Sample:
+    """Draw the trial's demonstrations from ``pool`` (rows with ``_label``), reproducibly."""
+    if nshot < -1:
+        raise ConfigError(f"nshot must be >= -1 (-1 = the whole train set), got {nshot}.")
+    if nshot == 0:
+        return Sample([], nshot)
+    rng = random.Random(seed)
+    warnings: list[str] = []
+    if nshot == -1:
+        docs = list(pool)
+        rng.shuffle(docs)
+        return Sample(docs, nshot)
+    if balanced:
+        classes = list(labels) or sorted({d["_label"] for d in pool})
+        if nshot % len(classes):
+            raise ConfigError(
+                f"balanced=true for task '{task}': nshot={nshot} is not divisible by the {len(classes)} classes "
+                f"{classes}. Use a multiple of {len(classes)} or balanced=false."
+            )
+        per = nshot // len(classes)
+        docs = []
+        for c in classes:
+            members = [d for d in pool if d["_label"] == c]
+            if len(members) < per:
+                raise ConfigError(f"balanced=true for task '{task}': class '{c}' has {len(members)} demonstration rows, {per} needed for nshot={nshot}.")
+            docs.extend(rng.sample(members, per))
+        rng.shuffle(docs)
+        return Sample(docs, nshot)
+    k = nshot
+    if k > len(pool):
+        warnings.append(f"task '{task}': nshot={nshot} > {len(pool)} demonstration rows; using {len(pool)}.")
+        k = len(pool)
+    return Sample(rng.sample(list(pool), k), nshot, warnings)
+
+
+def demo_pool(train: Optional[list[Doc]], validation: Optional[list[Doc]], evaluated: Sequence[Doc]) -> list[Doc]:
+    """The train split, or (no train split) the validation split minus the evaluated rows."""
+    if train is not None:
+        return train
+    if validation is None:
+        return []
+    ids = {d["_id"] for d in evaluated}
+    return [d for d in validation if d["_id"] not in ids]
+
+
+def join_prompt(demos: Sequence[str], prompt: str, sep: str, description: Optional[str]) -> str:
+    parts = ([description] if description else []) + list(demos) + [prompt]
+    return sep.join(parts)
+
+
+def fit_demonstrations(
+    demos: Sequence[str],
+    build: Callable[[int], list[str]],
+    num_tokens: Callable[[str], int],
+    max_length: Optional[int],
+) -> int:
+    """How many of the first demonstrations fit: the largest k such that every text
+    ``build(k)`` returns (context + continuation, one per candidate/variant) has at most
+    ``max_length + 1`` tokens (the model sees all but the last one). Binary search; the
+    texts grow with k."""
+    if not max_length or not demos:
+        return len(demos)
+
+    def fits(k: int) -> bool:
+        return max(num_tokens(t) for t in build(k)) <= max_length + 1
+
+    if fits(len(demos)):
+        return len(demos)
+    lo, hi = 0, len(demos)  # fits(lo) assumed (0 demonstrations are always used), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -1,0 +1,225 @@
+"""``FewShotEvaluator``: one trial of (tasks x templates x languages) -> metrics + prediction rows.
+
+Per task and evaluated language the trial's demonstrations are drawn once (seed + trial), so
+every template of a trial sees the same demonstrations. All requests of one sub-result
+(candidates, calibration variants, unconditional continuations) go to the predictor in one
+batch, which lets the LM share the demonstrations' computation across them.
+
+Prediction row (one per evaluated example; JSON-serialisable)::
+
+    id, gold, pred, correct, [pred_raw]        # pred_raw: uncalibrated prediction (calibrator set)
+    prompt                                    # context: description + demonstrations + test prefix
+    n_demos                                   # demonstrations kept (fewer than sampled if max_length hit)
+    n_shared_prefix, n_shared_suffix          # tokens all candidates' continuations share at start / end
+    candidates: [{label, text,                # text: continuation = verbalisation + suffix
+                  n_tokens, logprobs,         # per-token log-probs of the continuation (null: baseline)
+                  uncond_logprobs,            # same continuation after unconditional_prompt (LMs)
+                  score, calibrated}]         # score under params scoring; calibrated (calibrator set)
+    calibration: [{option, n_shared_prefix, n_shared_suffix,
+                   candidates: [{label, n_tokens, logprobs, uncond_logprobs, score}]}]   # calibrator set
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional, Sequence
+
+from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate import TrialResult
+from fewshot_eval.evaluate.api import Loglik, Predictor, Request, split_whitespace
+from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
+from fewshot_eval.evaluate.demonstrations import Sample, demo_pool, fit_demonstrations, join_prompt, sample_demonstrations
+from fewshot_eval.evaluate.metrics import compute_metrics
+from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
+from fewshot_eval.evaluate.tasks import TaskDef, load_split, load_task_def, select_languages, select_templates, split_names
+
+log = logging.getLogger(__name__)
+
+
+def build_predictor(model: dict[str, Any], params: dict[str, Any]) -> Predictor:
+    """The predictor named by ``params['predictor']`` (else the model setting's)."""
+    name = params.get("predictor") or model.get("predictor") or "clm"
+    if name == "random":
+        from fewshot_eval.evaluate.baselines import RandomPredictor
+
+        return RandomPredictor()
+    if name == "majority":
+        from fewshot_eval.evaluate.baselines import MajorityPredictor
+
+        return MajorityPredictor()
+    if name == "clm":
+        from fewshot_eval.evaluate.clm import CausalLMPredictor
+
+        return CausalLMPredictor.from_settings(model, params)
+    raise ConfigError(f"predictor: unknown predictor '{name}'. Valid: clm, random, majority.")
+
+
+def sub_result_id(task: str, template: str, lang: Optional[str]) -> str:
+    return f"{task}.{template}" + (f".{lang}" if lang else "")
+
+
+def _description(params: dict[str, Any], task: str) -> Optional[str]:
+    d = params.get("description")
+    return d.get(task) if isinstance(d, dict) else d
+
+
+class FewShotEvaluator:
+    """Implements :class:`fewshot_eval.evaluate.Evaluator`; the predictor (model) loads once."""
+
+    def __init__(self, model: dict[str, Any], params: dict[str, Any], predictor: Optional[Predictor] = None) -> None:
+        self.model = model
+        self.predictor = predictor or build_predictor(model, params)
+
+    # ------------------------------------------------------------------ the interface
+    def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult:
+        t0 = time.time()
+        mode = check_mode(params.get("scoring"))
+        calibrator = check_calibrator(params.get("calibrator"))
+        seed = int(params.get("seed") or 0) + int(trial)
+        metrics: dict[str, dict[str, Any]] = {}
+        predictions: dict[str, list[dict[str, Any]]] = {}
+        info: dict[str, Any] = {
+            "nshot": nshot,
+            "trial": trial,
+            "seed": seed,
+            "scoring": mode,
+            "calibrator": calibrator,
+            **self.predictor.describe(),
+            "preferred_metric": {},
+            "demonstrations": {},
+            "warnings": [],
+        }
+        if not self.predictor.is_lm and (mode != "sum" or calibrator):
+            info["warnings"].append(f"predictor {info['predictor']} is a baseline: scoring '{mode}' and calibrator '{calibrator}' do not apply.")
+        for name in tasks:
+            task = load_task_def(name)
+            templates = select_templates(task, params)
+            langs, train_lang = select_languages(task, params)
+            options = task_options(params, name) if calibrator else []
+            for lang in langs:
+                eval_docs, pool = self._data(task, params, lang, train_lang)
+                sample = sample_demonstrations(pool, nshot, seed, balanced=bool(params.get("balanced")), labels=task.labels, task=name)
+                info["warnings"].extend(sample.warnings)
+                self.predictor.begin(name, [d["_label"] for d in pool], seed)
+                for tname in templates:
+                    sid = sub_result_id(name, tname, lang)
+                    rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
+                    gold = [r["gold"] for r in rows]
+                    metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm else None)
+                    predictions[sid] = rows
+                    info["preferred_metric"][sid] = task.preferred_metric
+                    kept = [r["n_demos"] for r in rows] or [0]
+                    info["demonstrations"][sid] = {
+                        "requested": nshot,
+                        "sampled": len(sample.docs),
+                        "kept_min": min(kept),
+                        "kept_max": max(kept),
+                        "ids": [d["_id"] for d in sample.docs],
+                        "train_language": train_lang or lang,
+                        "pool_size": len(pool),
+                    }
+                    if min(kept) < len(sample.docs):
+                        info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} of {len(sample.docs)} demonstrations.")
+        info["time_s"] = round(time.time() - t0, 3)
+        for w in info["warnings"]:
+            log.warning(w)
+        return TrialResult(metrics=metrics, predictions=predictions, info=info)
+
+    # ------------------------------------------------------------------ data
+    def _data(self, task: TaskDef, params: dict[str, Any], lang: Optional[str], train_lang: Optional[str]) -> tuple[list, list]:
+        train_split, eval_split = split_names(task, params)
+        eval_docs = load_split(task, eval_split, lang)
+        n = int(params.get("n_eval_samples") or 0)
+        if n > 0:
+            eval_docs = eval_docs[:n]
+        demo_lang = train_lang or lang
+        if train_split is not None:
+            pool = load_split(task, train_split, demo_lang)
+            if train_split == eval_split and demo_lang == lang:  # never demonstrate an evaluated row
+                pool = demo_pool(None, pool, eval_docs)
+        else:
+            val = load_split(task, "validation", demo_lang) if "validation" in task.splits else None
+            pool = demo_pool(None, val, eval_docs)
+        return eval_docs, pool
+
+    # ------------------------------------------------------------------ one sub-result
+    def _score(self, task: TaskDef, tname: str, lang, demo_lang, eval_docs, sample: Sample, params, mode: str, options: list[str]) -> list[dict]:
+        tmpl = task.templates[tname]
+        pred = self.predictor
+        sep = params.get("train_sep")
+        sep = "\n\n" if sep is None else str(sep)
+        desc = _description(params, task.name)
+        uncond_prompt = params.get("unconditional_prompt")
+        uncond_prompt = "Answer:" if uncond_prompt is None else str(uncond_prompt)
+        demos = [tmpl.fill(d, d["_label"], demo_lang) for d in sample.docs]
+        parsed = [(o, parse_option(o, task.name)) for o in options] if pred.is_lm else []
+
+        requests: list[Request] = []
+        plans = []
+        for doc in eval_docs:
+            items = [(None, doc)] + [(o, apply_option(doc, pairs, task.name, o)) for o, pairs in parsed]
+            parts = []
+            for option, d in items:
+                prefix, suffix = tmpl.split(d, lang)
+                conts = [tmpl.verbalise(d, lab, lang) + suffix for lab in task.labels]
+                parts.append((option, prefix, conts))
+            k = len(demos)
+            if pred.max_length:
+                k = fit_demonstrations(
+                    demos,
+                    lambda k: [join_prompt(demos[:k], prefix, sep, desc) + c for _, prefix, conts in parts for c in conts],
+                    pred.num_tokens,
+                    pred.max_length,
+                )
+            item_reqs = []
+            for option, prefix, conts in parts:
+                ctx_raw = join_prompt(demos[:k], prefix, sep, desc)
+                pairs = [split_whitespace(ctx_raw, c) for c in conts]
+                idx = []
+                for lab, (ctx, cont) in zip(task.labels, pairs):
+                    idx.append(len(requests))
+                    requests.append(Request(ctx, cont, doc["_id"], lab))
+                    if pred.is_lm:
+                        requests.append(Request(uncond_prompt, cont, doc["_id"], lab))
+                item_reqs.append((option, pairs[0][0], [c for _, c in pairs], idx))
+            plans.append((doc, k, item_reqs))
+
+        results = pred.loglikelihood(requests) if requests else []
+        rows = []
+        for doc, k, item_reqs in plans:
+            scored = []
+            for option, ctx, conts, idx in item_reqs:
+                cands = []
+                for lab, cont, i in zip(task.labels, conts, idx):
+                    res: Loglik = results[i]
+                    c = {"label": lab, "text": cont, "n_tokens": len(res.logprobs) if pred.is_lm else None}
+                    if pred.is_lm:
+                        c.update(logprobs=res.logprobs, uncond_logprobs=results[i + 1].logprobs, _tokens=res.tokens)
+                    else:
+                        c.update(logprobs=None, uncond_logprobs=None, score=res.total)
+                    cands.append(c)
+                p, s = shared_prefix_suffix([c.pop("_tokens") for c in cands]) if pred.is_lm else (0, 0)
+                item = {"n_shared_prefix": p, "n_shared_suffix": s, "candidates": cands}
+                scores = score_candidates(item, mode if pred.is_lm else "sum", where=f" (task '{task.name}' template '{tname}')")
+                for c, sc in zip(cands, scores):
+                    c["score"] = sc
+                scored.append((option, ctx, item))
+            (_, ctx, main), variants = scored[0], scored[1:]
+            raw_scores = [c["score"] for c in main["candidates"]]
+            labels = task.labels
+            row = {"id": doc["_id"], "gold": doc["_label"]}
+            if variants:
+                cal = calibrate(raw_scores, [[c["score"] for c in v["candidates"]] for _, _, v in variants])
+                for c, v in zip(main["candidates"], cal):
+                    c["calibrated"] = v
+                row["pred"] = labels[argmax(cal)]
+                row["pred_raw"] = labels[argmax(raw_scores)]
+            else:
+                row["pred"] = labels[argmax(raw_scores)]
+            row["correct"] = row["pred"] == row["gold"]
+            row.update(prompt=ctx, n_demos=k, **main)
+            if variants:
+                row["calibration"] = [{"option": o, **v} for o, _, v in variants]
+            rows.append(row)
+        return rows

@@ -1,0 +1,368 @@
+"""Task definitions: ``conf/task_def/<name>.yaml``, validated on load, plus their data.
+
+A task definition (see ``conf/task_def/copa_demo.yaml`` for a commented one)::
+
+    description: COPA-like cause/effect choice.
+    data:
+      local:                         # JSON (list) or JSONL files, relative to this YAML; {lang} = language
+        train: data/copa_demo/train.jsonl
+        validation: data/copa_demo/validation.jsonl
+      # or, for real use, a HuggingFace ``datasets`` source ({lang} allowed in name/data_files):
+      # hf: {path: super_glue, name: copa, splits: {train: train, validation: validation}}
+    train_split: train               # demonstrations (params train_set overrides)
+    eval_split: validation           # evaluated (params eval_set overrides)
+    id_field: idx                    # null: "<split>-<row number>"
+    fields: {}                       # template variable -> data column, when they differ
+    label_field: label
+    labels: [0, 1]                   # the candidate set (gold values); compared as strings
+    preferred_metric: accuracy       # accuracy | macro_f1
+    default_template: default
+    templates:
+      default:
+        prompt: "{{ premise }} {{ candidate }}"     # Jinja2; {{ candidate }} exactly once
+        candidates: {0: "{{ choice1 }}", 1: "{{ choice2 }}"}   # label -> verbalisation (Jinja2)
+        vars: {}                     # {lang: {name: text}} extra template variables per language
+    languages: null                  # [en, de, ...] for multilingual tasks
+    default_languages: null          # evaluated when params languages names none (null: all)
+
+Unknown or missing keys, a template naming a field the data lacks, or an unknown
+template/language/split are :class:`~fewshot_eval.config.ConfigError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields as dc_fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from fewshot_eval.config import ConfigError, find_config_file
+from fewshot_eval.evaluate.templates import Template, compile_template
+
+METRICS = ("accuracy", "macro_f1")
+
+
+@dataclass
+class LocalSource:
+    splits: dict[str, str]  # split name -> path (relative to the YAML file), may contain {lang}
+
+
+@dataclass
+class HFSource:
+    path: str  # datasets id ("super_glue") or builder ("json")
+    splits: dict[str, str]  # our split name -> the dataset's split name
+    name: Optional[str] = None  # dataset config, may contain {lang}
+    data_files: Optional[dict[str, str]] = None  # for builders like "json"; relative to the YAML
+    revision: Optional[str] = None
+
+
+@dataclass(eq=False)  # hashable by identity: definitions are cached per file
+class TaskDef:
+    name: str
+    path: Path  # the YAML file it came from
+    source: LocalSource | HFSource
+    label_field: str
+    labels: list[str]
+    templates: dict[str, Template]
+    default_template: str
+    train_split: Optional[str] = "train"  # None: demonstrations from the validation split minus evaluated rows
+    eval_split: str = "validation"
+    id_field: Optional[str] = None
+    fields: dict[str, str] = field(default_factory=dict)
+    preferred_metric: str = "accuracy"
+    languages: Optional[list[str]] = None
+    default_languages: Optional[list[str]] = None
+    description: str = ""
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.source.splits)
+
+    def where(self, key: str = "") -> str:
+        return f"task_def '{self.name}' ({self.path})" + (f" key '{key}'" if key else "")
+
+
+# ---------------------------------------------------------------- loading the YAML
+
+_TOP_KEYS = {
+    "description": False,
+    "data": True,
+    "train_split": False,
+    "eval_split": False,
+    "id_field": False,
+    "fields": False,
+    "label_field": True,
+    "labels": True,
+    "preferred_metric": False,
+    "default_template": False,
+    "templates": True,
+    "languages": False,
+    "default_languages": False,
+}  # key -> required
+
+
+def _check_keys(node: Any, allowed: dict[str, bool] | Iterable[str], where: str) -> dict:
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(node).__name__} {node!r}.")
+    allowed_map = allowed if isinstance(allowed, dict) else {k: False for k in allowed}
+    for key in node:
+        if key not in allowed_map:
+            raise ConfigError(f"{where}: unknown key '{key}'. Valid keys: {', '.join(allowed_map)}.")
+    for key, required in allowed_map.items():
+        if required and key not in node:
+            raise ConfigError(f"{where}: missing required key '{key}'.")
+    return node
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list, got {value!r}.")
+    return [str(v) for v in value]
+
+
+def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
+    """Validate one loaded task-definition YAML into a :class:`TaskDef`."""
+    where = f"task_def/{name}.yaml ({path})"
+    _check_keys(node, _TOP_KEYS, where)
+    data = _check_keys(node["data"], {"local": False, "hf": False}, f"{where} key 'data'")
+    if len(data) != 1:
+        raise ConfigError(f"{where} key 'data': give exactly one of 'local' or 'hf', got {sorted(data) or 'none'}.")
+    source: LocalSource | HFSource
+    if "local" in data:
+        splits = _check_keys(data["local"], [str(k) for k in data["local"] or {}], f"{where} key 'data.local'")
+        if not splits:
+            raise ConfigError(f"{where} key 'data.local': map split names to files, e.g. {{train: data/x/train.jsonl}}.")
+        source = LocalSource({str(k): str(v) for k, v in splits.items()})
+    else:
+        hf = _check_keys(data["hf"], {f.name: f.name in ("path", "splits") for f in dc_fields(HFSource)}, f"{where} key 'data.hf'")
+        source = HFSource(**hf)
+        source.splits = {str(k): str(v) for k, v in (source.splits or {}).items()}
+
+    labels = _str_list(node["labels"], f"{where} key 'labels'")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where} key 'labels': duplicate labels in {labels}.")
+    languages = _str_list(node["languages"], f"{where} key 'languages'") if node.get("languages") is not None else None
+    default_languages = None
+    if node.get("default_languages") is not None:
+        default_languages = _str_list(node["default_languages"], f"{where} key 'default_languages'")
+        bad = [lang for lang in default_languages if lang not in (languages or [])]
+        if bad:
+            raise ConfigError(f"{where} key 'default_languages': {bad} not in languages {languages}.")
+    if languages is None and any("{lang}" in str(v) for v in _source_strings(source)):
+        raise ConfigError(f"{where} key 'data': paths use {{lang}} but the task has no 'languages'.")
+
+    raw_templates = node["templates"]
+    if not isinstance(raw_templates, dict) or not raw_templates:
+        raise ConfigError(f"{where} key 'templates': expected a mapping of template names, got {raw_templates!r}.")
+    templates = {}
+    for tname, tnode in raw_templates.items():
+        twhere = f"{where} key 'templates.{tname}'"
+        _check_keys(tnode, {"prompt": True, "candidates": True, "vars": False}, twhere)
+        templates[str(tname)] = compile_template(str(tname), tnode, labels, languages, twhere)
+    default_template = str(node.get("default_template") or next(iter(templates)))
+    if default_template not in templates:
+        raise ConfigError(f"{where} key 'default_template': '{default_template}' is not a template. Valid: {', '.join(templates)}.")
+    preferred = str(node.get("preferred_metric") or "accuracy")
+    if preferred not in METRICS:
+        raise ConfigError(f"{where} key 'preferred_metric': unknown metric '{preferred}'. Valid: {', '.join(METRICS)}.")
+    fields_map = node.get("fields") or {}
+    if not isinstance(fields_map, dict):
+        raise ConfigError(f"{where} key 'fields': expected {{template variable: data column}}, got {fields_map!r}.")
+    task = TaskDef(
+        name=name,
+        path=path,
+        source=source,
+        label_field=str(node["label_field"]),
+        labels=labels,
+        templates=templates,
+        default_template=default_template,
+        train_split=_train_split(node, source),
+        eval_split=str(node.get("eval_split") or "validation"),
+        id_field=node.get("id_field"),
+        fields={str(k): str(v) for k, v in fields_map.items()},
+        preferred_metric=preferred,
+        languages=languages,
+        default_languages=default_languages,
+        description=str(node.get("description") or ""),
+    )
+    for key in ("train_split", "eval_split"):
+        if getattr(task, key) is not None and getattr(task, key) not in source.splits:
+            raise ConfigError(f"{where} key '{key}': split '{getattr(task, key)}' not in data splits {task.splits}.")
+    return task
+
+
+def _train_split(node: dict, source: LocalSource | HFSource) -> Optional[str]:
+    if "train_split" in node:
+        return None if node["train_split"] is None else str(node["train_split"])
+    return "train" if "train" in source.splits else None
+
+
+def _source_strings(source: LocalSource | HFSource) -> list[str]:
+    if isinstance(source, LocalSource):
+        return list(source.splits.values())
+    return [source.name or "", *((source.data_files or {}).values())]
+
+
+@lru_cache(maxsize=64)
+def _load_task_def_cached(name: str, path: str, mtime: float) -> TaskDef:
+    try:
+        node = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"task_def/{name}.yaml ({path}): not valid YAML: {e}") from None
+    return parse_task_def(name, Path(path), node)
+
+
+def load_task_def(name: str, search: Iterable[Path] | None = None) -> TaskDef:
+    """Find ``task_def/<name>.yaml`` in the config search path and validate it."""
+    path = find_config_file("task_def", name, search)
+    return _load_task_def_cached(name, str(path), path.stat().st_mtime)
+
+
+# ---------------------------------------------------------------- data
+
+Doc = dict[str, Any]
+
+
+def _fmt(text: str, lang: Optional[str]) -> str:
+    return text.replace("{lang}", lang or "")
+
+
+def _read_local(path: Path, where: str) -> list[Doc]:
+    if not path.is_file():
+        raise ConfigError(f"{where}: data file {path} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ConfigError(f"{where}: {path} must hold a JSON list of objects.")
+        return rows
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _read_hf(task: TaskDef, split: str, lang: Optional[str]) -> list[Doc]:
+    import datasets  # lazy: heavy
+
+    src = task.source
+    assert isinstance(src, HFSource)
+    kwargs: dict[str, Any] = {}
+    if src.name:
+        kwargs["name"] = _fmt(src.name, lang)
+    if src.revision:
+        kwargs["revision"] = src.revision
+    if src.data_files:
+        kwargs["data_files"] = {k: str((task.path.parent / _fmt(v, lang)).resolve()) if not "://" in v else v for k, v in src.data_files.items()}
+    ds = datasets.load_dataset(src.path, split=src.splits[split], **kwargs)
+    return [dict(row) for row in ds]
+
+
+def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str) -> list[Doc]:
+    docs = []
+    for i, row in enumerate(rows):
+        doc = dict(row)
+        for var, column in task.fields.items():
+            if column not in row:
+                raise ConfigError(f"{where}: key 'fields' maps '{var}' to column '{column}', missing in the data. Columns: {', '.join(row)}.")
+            doc[var] = row[column]
+        if task.label_field not in doc:
+            raise ConfigError(f"{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+        label = str(doc[task.label_field])
+        if label not in task.labels:
+            raise ConfigError(f"{task.where('labels')}: split '{split}' row {i} has label '{label}', not one of {task.labels}.")
+        doc["_label"] = label
+        if task.id_field:
+            if task.id_field not in doc:
+                raise ConfigError(f"{task.where('id_field')}: field '{task.id_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+            doc["_id"] = str(doc[task.id_field])
+        else:
+            doc["_id"] = f"{split}-{i}"
+        docs.append(doc)
+    return docs
+
+
+@lru_cache(maxsize=128)
+def _load_split_cached(task: TaskDef, split: str, lang: Optional[str]) -> tuple[Doc, ...]:
+    where = task.where("data")
+    if isinstance(task.source, LocalSource):
+        rows = _read_local((task.path.parent / _fmt(task.source.splits[split], lang)).resolve(), where)
+    else:
+        rows = _read_hf(task, split, lang)
+    docs = _normalise(task, rows, split, where)
+    if docs:
+        check_template_fields(task, docs[0], split)
+    return tuple(docs)
+
+
+def load_split(task: TaskDef, split: str, lang: Optional[str] = None) -> list[Doc]:
+    """The rows of one split (one language), with ``_id`` and ``_label`` (str) added; cached."""
+    if split not in task.source.splits:
+        raise ConfigError(f"{task.where()}: unknown split '{split}'. Valid: {', '.join(task.splits)}.")
+    if task.languages and lang not in task.languages:
+        raise ConfigError(f"{task.where('languages')}: unknown language '{lang}'. Valid: {', '.join(task.languages)}.")
+    return [dict(d) for d in _load_split_cached(task, split, lang if task.languages else None)]
+
+
+def check_template_fields(task: TaskDef, doc: Doc, split: str) -> None:
+    """Every variable a template uses must be a data field (or a template var / ``candidate``)."""
+    for tmpl in task.templates.values():
+        missing = sorted(v for v in tmpl.variables if v not in doc and v not in tmpl.var_names and v != "candidate")
+        if missing:
+            raise ConfigError(
+                f"task '{task.name}' template '{tmpl.name}': field '{missing[0]}' is not in the data "
+                f"(split '{split}'). Fields: {', '.join(k for k in doc if not k.startswith('_'))}. ({task.path})"
+            )
+
+
+# ---------------------------------------------------------------- params -> what to evaluate
+
+
+def _per_task(params: dict[str, Any], key: str, task: str) -> Any:
+    value = params.get(key)
+    if isinstance(value, dict):
+        return value.get(task)
+    return value
+
+
+def select_templates(task: TaskDef, params: dict[str, Any]) -> list[str]:
+    """``params['templates'][task]`` (a name or a list) or the task's default template."""
+    chosen = _per_task(params, "templates", task.name)
+    names = [task.default_template] if chosen in (None, [], "") else ([chosen] if isinstance(chosen, str) else [str(c) for c in chosen])
+    for n in names:
+        if n not in task.templates:
+            raise ConfigError(f"templates.{task.name}: unknown template '{n}' for task '{task.name}'. Valid: {', '.join(task.templates)}.")
+    return names
+
+
+def select_languages(task: TaskDef, params: dict[str, Any]) -> tuple[list[Optional[str]], Optional[str]]:
+    """(evaluated languages, demonstration language or None = same as evaluated)."""
+    langs = _per_task(params, "languages", task.name)
+    train_lang = _per_task(params, "train_languages", task.name)
+    if not task.languages:
+        if langs or train_lang:
+            raise ConfigError(f"languages/train_languages.{task.name}: task '{task.name}' is not multilingual (no 'languages' in {task.path}).")
+        return [None], None
+    if langs in (None, [], ""):
+        langs = task.default_languages or task.languages
+    langs = [langs] if isinstance(langs, str) else [str(x) for x in langs]
+    for lang in [*langs, *([train_lang] if train_lang else [])]:
+        if lang not in task.languages:
+            raise ConfigError(f"languages.{task.name}: unknown language '{lang}' for task '{task.name}'. Valid: {', '.join(task.languages)}.")
+    return langs, (str(train_lang) if train_lang else None)
+
+
+def split_names(task: TaskDef, params: dict[str, Any]) -> tuple[Optional[str], str]:
+    """(train split or None, eval split) after the ``train_set``/``eval_set`` overrides.
+
+    None: the task has no train split; demonstrations then come from the validation split
+    minus the evaluated rows (see :func:`fewshot_eval.evaluate.demonstrations.demo_pool`).
+    """
+    train = _per_task(params, "train_set", task.name) or task.train_split
+    evals = _per_task(params, "eval_set", task.name) or task.eval_split
+    for key, split in (("train_set", train), ("eval_set", evals)):
+        if split is not None and split not in task.source.splits:
+            raise ConfigError(f"{key}: unknown split '{split}' for task '{task.name}'. Valid: {', '.join(task.splits)}.")
+    return (str(train) if train else None), str(evals)

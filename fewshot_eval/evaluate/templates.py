@@ -1,0 +1,110 @@
+"""Named Jinja2 prompt templates with a slot for the candidate.
+
+A template has a ``prompt`` that uses ``{{ candidate }}`` exactly once (unfiltered) and a
+verbalisation per label (``candidates``, Jinja2 too, so it may use fields such as
+``{{ choice1 }}``). The prompt is split at the slot into the *prefix* (context) and the
+*suffix* (text after the candidate, scored with it); a demonstration is the prompt filled
+with the gold candidate. ``vars`` gives per-language words (``{en: {yes: Yes}, de: {yes: Ja}}``);
+each example is rendered with the words of its own language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from fewshot_eval.config import ConfigError
+
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+_SLOT = "\x00CANDIDATE\x00"
+
+
+@dataclass
+class Template:
+    name: str
+    prompt: jinja2.Template
+    candidates: dict[str, jinja2.Template]  # label -> verbalisation
+    vars: dict[str, dict[str, str]] = field(default_factory=dict)  # lang -> {variable: text}
+    variables: frozenset[str] = frozenset()  # data fields + vars the template reads
+    var_names: frozenset[str] = frozenset()
+    source: str = ""
+
+    def _env(self, doc: dict[str, Any], lang: Optional[str]) -> dict[str, Any]:
+        env = {k: v for k, v in doc.items() if not k.startswith("_")}
+        if self.vars:
+            env.update(self.vars.get(lang or "", self.vars.get("default", {})))
+        return env
+
+    def verbalise(self, doc: dict[str, Any], label: str, lang: Optional[str] = None) -> str:
+        return self.candidates[label].render(self._env(doc, lang))
+
+    def split(self, doc: dict[str, Any], lang: Optional[str] = None) -> tuple[str, str]:
+        """(prefix, suffix): the prompt before and after the candidate slot."""
+        text = self.prompt.render({**self._env(doc, lang), "candidate": _SLOT})
+        if text.count(_SLOT) != 1:
+            raise ConfigError(f"template '{self.name}': the prompt must use {{{{ candidate }}}} exactly once and unfiltered: {self.source!r}")
+        prefix, suffix = text.split(_SLOT)
+        return prefix, suffix
+
+    def fill(self, doc: dict[str, Any], label: str, lang: Optional[str] = None) -> str:
+        """The prompt filled with the verbalisation of ``label`` (a demonstration, for the gold label)."""
+        prefix, suffix = self.split(doc, lang)
+        return prefix + self.verbalise(doc, label, lang) + suffix
+
+
+def _compile(text: str, where: str) -> tuple[jinja2.Template, set[str]]:
+    try:
+        ast = _ENV.parse(text)
+        return _ENV.from_string(text), set(meta.find_undeclared_variables(ast))
+    except jinja2.TemplateSyntaxError as e:
+        raise ConfigError(f"{where}: Jinja2 syntax error in {text!r}: {e.message}") from None
+
+
+def compile_template(name: str, node: dict[str, Any], labels: list[str], languages: Optional[list[str]], where: str) -> Template:
+    """Validate and compile one template node (``prompt``, ``candidates``, optional ``vars``)."""
+    prompt_src = node["prompt"]
+    if not isinstance(prompt_src, str):
+        raise ConfigError(f"{where} key 'prompt': expected a string, got {prompt_src!r}.")
+    prompt, variables = _compile(prompt_src, f"{where} key 'prompt'")
+    if "candidate" not in variables:
+        raise ConfigError(f"{where} key 'prompt': must contain {{{{ candidate }}}} (the slot for each candidate): {prompt_src!r}.")
+    cands = node["candidates"]
+    if not isinstance(cands, dict):
+        raise ConfigError(f"{where} key 'candidates': expected {{label: verbalisation}}, got {cands!r}.")
+    cands = {str(k): v for k, v in cands.items()}
+    if sorted(cands) != sorted(labels):
+        raise ConfigError(f"{where} key 'candidates': labels {sorted(cands)} must equal the task's labels {sorted(labels)}.")
+    compiled = {}
+    for label in labels:
+        compiled[label], used = _compile(str(cands[label]), f"{where} key 'candidates.{label}'")
+        variables |= used
+    raw_vars = node.get("vars") or {}
+    if not isinstance(raw_vars, dict) or not all(isinstance(v, dict) for v in raw_vars.values()):
+        raise ConfigError(f"{where} key 'vars': expected {{language: {{name: text}}}}, got {raw_vars!r}.")
+    tvars = {str(lang): {str(k): str(v) for k, v in d.items()} for lang, d in raw_vars.items()}
+    var_names: set[str] = set()
+    if tvars:
+        names = [set(d) for d in tvars.values()]
+        var_names = set.union(*names)
+        for lang, d in tvars.items():
+            if set(d) != var_names:
+                raise ConfigError(f"{where} key 'vars.{lang}': defines {sorted(d)}, the other languages {sorted(var_names)}.")
+        needed = languages or []
+        missing = [lang for lang in needed if lang not in tvars and "default" not in tvars]
+        if missing:
+            raise ConfigError(f"{where} key 'vars': no words for languages {missing} (add them or a 'default' entry).")
+        if not languages and "default" not in tvars:
+            raise ConfigError(f"{where} key 'vars': a task without languages needs a 'default' entry, got {sorted(tvars)}.")
+    return Template(
+        name=name,
+        prompt=prompt,
+        candidates=compiled,
+        vars=tvars,
+        variables=frozenset(variables - {"candidate"}),
+        var_names=frozenset(var_names),
+        source=prompt_src,
+    )
