@@ -84,6 +84,9 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
     per_pool: dict[str, int] = defaultdict(int)
     returns: dict[int, JobReturn] = {}
     env = dict(os.environ, **{SWEEP_JOB_ENV: "1"})
+    # the job processes see the same config search path and hydra overrides as this sweep
+    base_args = [f"--config-dir={s.path}" for s in config.hydra.runtime.config_sources if s.provider == "command-line"]
+    base_args += [o for o in config.hydra.overrides.hydra if not o.startswith(("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper"))]
     while queue or running:
         started = True
         while started and len(running) < max_workers:
@@ -96,7 +99,7 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
                     job_dir = sweep_dir / str(idx)
                     job_dir.mkdir(parents=True, exist_ok=True)
                     out = open(job_dir / "job.log", "w")
-                    cmd = [sys.executable, "-m", "fewshot_eval", *overrides, f"hydra.run.dir={job_dir}", "hydra.output_subdir=null"]
+                    cmd = [sys.executable, "-m", "fewshot_eval", *base_args, *overrides, f"hydra.run.dir={job_dir}"]
                     running[idx] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), pool, out)
                     per_pool[pool] += 1
                     started = True
@@ -112,7 +115,8 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
                 ret.return_value = {"status": "ran"}
             else:
                 logf = sweep_dir / str(idx) / "job.log"
-                tail = logf.read_text(errors="replace").strip().splitlines()[-1:] if logf.exists() else []
+                lines = logf.read_text(errors="replace").strip().splitlines() if logf.exists() else []
+                tail = [line for line in lines if line.strip() and "HYDRA_FULL_ERROR" not in line][-1:]
                 ret = failed_return(overrides, RuntimeError(f"exit {proc.returncode}: {' '.join(tail)} (log: {logf})"))
                 log.error("job %d failed (%s): see %s", idx, " ".join(overrides), logf)
             returns[idx] = ret
