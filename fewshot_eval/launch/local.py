@@ -55,7 +55,8 @@ def launch_sequential(
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                 sweep_config.hydra.job.num = idx
-            HydraConfig.instance().set_config(sweep_config)
+                # the job writes its resolved config into its result dir; skip Hydra's three YAML dumps
+                sweep_config.hydra.output_subdir = None
             job_module.progress = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
             ret = run_job(
                 hydra_context=hydra_context,
