@@ -1,0 +1,85 @@
+"""Recompute metrics from stored prediction rows under another scoring mode or calibration.
+
+No model is loaded: rows carry each candidate's per-token log-probs (``logprobs``), those of
+the unconditional continuation (``uncond_logprobs``), the shared prefix/suffix token counts
+and, when the run was calibrated, the content-free variants (``calibration``). Scoring the
+rows with the run's own params reproduces the run's metrics exactly (same functions, same
+floats). Baseline rows (no log-probs) keep their stored ``score``.
+
+    from fewshot_eval.evaluate.recalc import recalc_metrics
+    recalc_metrics(rows, {"scoring": "mean", "calibrator": None})
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.calibration import calibrate, check_calibrator
+from fewshot_eval.evaluate.metrics import compute_metrics
+from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates
+
+
+def _wanted_options(params: dict[str, Any], task: Optional[str]) -> Optional[list[str]]:
+    opts = params.get("calibration_options")
+    if not opts:
+        return None
+    value = opts.get(task) if isinstance(opts, dict) else opts
+    if value in (None, "", []):
+        return None
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def rescore_rows(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: Optional[str] = None) -> list[dict[str, Any]]:
+    """New rows (copies) with ``score``/``calibrated``/``pred``/``pred_raw``/``correct`` for ``params``.
+
+    ``params['scoring']`` picks the mode, ``params['calibrator']`` (``average_option``) uses the
+    stored variants — only those in ``params['calibration_options'][task]`` when given.
+    """
+    mode = check_mode(params.get("scoring"))
+    calibrator = check_calibrator(params.get("calibrator"))
+    wanted = _wanted_options(params, task)
+    out = []
+    for row in rows:
+        where = f" (row '{row.get('id')}')"
+        labels = [c["label"] for c in row["candidates"]]
+        is_lm = all(c.get("logprobs") is not None for c in row["candidates"])
+        scores = score_candidates(row, mode if is_lm else "sum", where=where)
+        new = {**row, "candidates": [{**c, "score": s} for c, s in zip(row["candidates"], scores)]}
+        new.pop("pred_raw", None)
+        if calibrator and is_lm:
+            variants = row.get("calibration") or []
+            if wanted is not None:
+                stored = [v["option"] for v in variants]
+                missing = [o for o in wanted if o not in stored]
+                if missing:
+                    raise ConfigError(f"recalc: calibration option(s) {missing} were not scored in this run{where}; stored: {stored or '(none)'}. Re-run the evaluation with them.")
+                variants = [v for v in variants if v["option"] in wanted]
+            if not variants:
+                raise ConfigError(f"recalc: calibrator=average_option needs rows from a run with calibration_options{where}; this run has no calibration variants.")
+            vscores = [score_candidates(v, mode, where=where) for v in variants]
+            new["calibration"] = [{**v, "candidates": [{**c, "score": s} for c, s in zip(v["candidates"], vs)]} for v, vs in zip(variants, vscores)]
+            cal = calibrate(scores, vscores)
+            for c, v in zip(new["candidates"], cal):
+                c["calibrated"] = v
+            new["pred"] = labels[argmax(cal)]
+            new["pred_raw"] = labels[argmax(scores)]
+        else:
+            for c in new["candidates"]:
+                c.pop("calibrated", None)
+            new["pred"] = labels[argmax(scores)]
+        new["correct"] = new["pred"] == row["gold"]
+        out.append(new)
+    return out
+
+
+def recalc_metrics(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: Optional[str] = None) -> dict[str, Any]:
+    """Metrics of stored rows under ``params`` (``scoring``, ``calibrator``, ``calibration_options``).
+
+    Same keys as a run: ``accuracy``, ``macro_f1``, ``n_examples`` and, calibrated,
+    ``accuracy_raw``/``macro_f1_raw``.
+    """
+    new = rescore_rows(rows, params, task)
+    gold = [r["gold"] for r in new]
+    raw = [r["pred_raw"] for r in new] if new and all("pred_raw" in r for r in new) else None
+    return compute_metrics(gold, [r["pred"] for r in new], raw)

@@ -1,0 +1,69 @@
+"""A full FewShotEvaluator run with the tiny GPT-2 through the public interface."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fewshot_eval.evaluate import build_evaluator
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    pytest.importorskip("torch")
+    d = tmp_path_factory.mktemp("fewshot_cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FEWSHOT_EVAL_CACHE", str(d))
+    yield d
+    mp.undo()
+
+
+def test_tiny_gpt2_build_is_deterministic_and_cached(cache, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from fewshot_eval.evaluate.tiny_model import build_tiny_gpt2, tiny_gpt2_path
+
+    a = tiny_gpt2_path()
+    assert a == cache / "tiny-gpt2-v1" and (a / "tokenizer.json").is_file()
+    mtime = (a / "model.safetensors").stat().st_mtime
+    assert tiny_gpt2_path() == a and (a / "model.safetensors").stat().st_mtime == mtime  # built once
+    b = build_tiny_gpt2(tmp_path / "again")
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
+
+
+def test_full_run_with_tiny_gpt2(cache):
+    model = {"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"}
+    params = {
+        "seed": 0, "scoring": "sum", "predictor": "clm", "device": "auto", "dtype": "float32", "batch_size": 16,
+        "max_length": 160, "train_sep": "\n\n", "n_eval_samples": 8, "description": "Answer the questions.",
+        "templates": {"nli_demo": ["default", "gpt3"]}, "languages": None, "train_languages": None,
+    }
+    ev = build_evaluator(model, params)
+    lm = ev.predictor
+    r0 = ev.run_trial(["copa_demo", "nli_demo"], params, 4, 0)
+    r1 = ev.run_trial(["copa_demo", "nli_demo"], params, 4, 1)
+    assert ev.predictor is lm  # loaded once, reused across trials
+    assert set(r0.metrics) == {"copa_demo.default", "nli_demo.default", "nli_demo.gpt3"}
+    again = build_evaluator(model, params).run_trial(["copa_demo", "nli_demo"], params, 4, 0)
+    assert again.metrics == r0.metrics  # reproducible
+    assert r0.info["demonstrations"]["copa_demo.default"]["ids"] != r1.info["demonstrations"]["copa_demo.default"]["ids"]
+    json.dumps([r0.metrics, r0.predictions, r0.info])
+    # max_length 160 is too short for 4 demonstrations: as many as fit are kept, the test prompt never cut
+    for sid, rows in r0.predictions.items():
+        info = r0.info["demonstrations"][sid]
+        assert info["sampled"] == 4 and 0 <= info["kept_min"] <= info["kept_max"] < 4
+        for row in rows:
+            assert row["prompt"].startswith("Answer the questions.\n\n")
+            assert row["prompt"].count("\n\n") == row["n_demos"] + 1
+            longest = max(lm.num_tokens(row["prompt"] + c["text"]) for c in row["candidates"])
+            assert longest <= 161
+            if row["n_demos"] < 4:  # one more would not fit
+                assert row["n_demos"] < info["sampled"]
+            assert sum(c["n_tokens"] for c in row["candidates"]) > 0
+            assert row["pred"] == max(row["candidates"], key=lambda c: c["score"])["label"]
+    assert any("kept only" in w for w in r0.info["warnings"])
+    assert r0.info["predictor"] == "clm" and r0.info["device"] == "cpu"

@@ -1,0 +1,71 @@
+"""recalc_metrics: stored rows -> metrics under other scoring/calibration, no model, exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.recalc import recalc_metrics, rescore_rows
+
+MODES = ("sum", "mean", "suffix", "unconditional-norm")
+OPTS = {"pawsx_demo": ["sentence1:: | sentence2::"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same trial run once per scoring mode, raw and calibrated; rows round-tripped through JSON."""
+    pytest.importorskip("torch")
+    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.runner import FewShotEvaluator
+    from fewshot_eval.evaluate.tiny_model import build_tiny_gpt2
+
+    path = build_tiny_gpt2(tmp_path_factory.mktemp("cache") / "tiny")
+    lm = CausalLMPredictor.from_settings({"name": "tiny", "weights": str(path)}, {"device": "cpu", "batch_size": 16})
+    ev = FewShotEvaluator({"name": "tiny"}, {}, predictor=lm)
+    out = {}
+    for mode in MODES:
+        for cal in (None, "average_option"):
+            params = {"seed": 1, "scoring": mode, "n_eval_samples": 12, "languages": {"pawsx_demo": "de"}, "calibrator": cal, "calibration_options": OPTS}
+            res = ev.run_trial(["pawsx_demo"], params, 2, 0)
+            rows = json.loads(json.dumps(res.predictions["pawsx_demo.default.de"]))
+            out[(mode, cal)] = (params, res.metrics["pawsx_demo.default.de"], rows)
+    return out
+
+
+def test_recalc_reproduces_every_run_exactly(runs):
+    for (mode, cal), (params, metrics, rows) in runs.items():
+        assert recalc_metrics(rows, params, "pawsx_demo") == metrics, (mode, cal)
+
+
+def test_recalc_switches_mode_and_calibration_from_one_run(runs):
+    _, _, calibrated_sum_rows = runs[("sum", "average_option")]
+    for (mode, cal), (params, metrics, rows) in runs.items():
+        assert recalc_metrics(calibrated_sum_rows, params, "pawsx_demo") == metrics, (mode, cal)
+        new = rescore_rows(calibrated_sum_rows, params, "pawsx_demo")
+        assert [r["pred"] for r in new] == [r["pred"] for r in rows]
+        # other batch compositions (variants in the batch) change float rounding only
+        assert [c["score"] for r in new for c in r["candidates"]] == pytest.approx([c["score"] for r in rows for c in r["candidates"]], abs=1e-4)
+    assert len({json.dumps(m, sort_keys=True) for _, m, _ in runs.values()}) > 2  # the modes really differ
+
+
+def test_recalc_errors(runs):
+    _, _, raw_rows = runs[("sum", None)]
+    with pytest.raises(ConfigError, match="no calibration variants"):
+        recalc_metrics(raw_rows, {"scoring": "sum", "calibrator": "average_option"})
+    _, _, cal_rows = runs[("sum", "average_option")]
+    with pytest.raises(ConfigError, match=r"option\(s\) \['sentence1::'\] were not scored"):
+        recalc_metrics(cal_rows, {"calibrator": "average_option", "calibration_options": {"pawsx_demo": ["sentence1::"]}}, "pawsx_demo")
+    with pytest.raises(ConfigError, match="unknown mode"):
+        recalc_metrics(raw_rows, {"scoring": "median"})
+
+
+def test_recalc_baseline_rows():
+    from fewshot_eval.evaluate import build_evaluator
+
+    params = {"seed": 0, "predictor": "random"}
+    res = build_evaluator({"predictor": "random"}, params).run_trial(["copa_demo"], params, 0, 0)
+    rows = res.predictions["copa_demo.default"]
+    assert recalc_metrics(rows, params) == res.metrics["copa_demo.default"]
+    assert recalc_metrics(rows, {"scoring": "mean"}) == res.metrics["copa_demo.default"]
