@@ -47,7 +47,7 @@ EVAL_KEYS: tuple[str, ...] = (
 )
 
 # Eval params that cannot change the numbers: left out of a result's identity.
-NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "device", "allowed_nshot", "description"})
+NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "device", "allowed_nshot"})
 
 # Run params that steer the scheduler, not the evaluation.
 RUN_KEYS: tuple[str, ...] = ("output_dir", "nshot", "split_trials", "trial", "override_completed", "dry_run", "max_parallel")

@@ -73,7 +73,7 @@ def test_identity_separates_settings_that_change_numbers(tmp_path: Path) -> None
     assert a.unit.result_dir == a2.unit.result_dir
     dirs = {a.unit.result_dir}
     for extra in (["scoring=mean"], ["train_sep=' '"], ["seed=1"], ["n_eval_samples=5"], ["calibrator=average_option"],
-                  ["predictor=majority"], ["templates={copa_demo: other}"]):
+                  ["predictor=majority"], ["description=Answer the question."]):
         _, [b] = plan(base + extra)
         assert b.unit.result_dir not in dirs, extra
         dirs.add(b.unit.result_dir)
@@ -126,3 +126,16 @@ def test_job_config_equals_hydra_composition(tmp_path: Path) -> None:
         full = OmegaConf.to_container(planner.loader.load_sweep_config(planner.base, j.overrides))
         fast["hydra"]["runtime"].pop("output_dir", None), full["hydra"]["runtime"].pop("output_dir", None)
         assert fast == full, j.overrides
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("scoring=best", r"scoring: unknown mode 'best'. Valid: sum, mean, suffix, unconditional-norm"),
+        ("templates={copa_demo: fancy}", r"unknown template 'fancy' for task 'copa_demo'. Valid: default"),
+        ("calibrator=platt", r"platt"),
+    ],
+)
+def test_bad_eval_params_fail_at_planning(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan(["model=random", "task=copa_demo", override, f"output_dir={tmp_path}"])

@@ -63,6 +63,7 @@ class Planner:
         self.force_slow = exp_touches or any(k.startswith(("model.", "task.")) for k in base_keys)
         self._parsed: dict[str, tuple[str, Any]] = {}
         self._ctx: Optional[DictConfig] = None
+        self._checked: set[str] = set()
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -200,6 +201,7 @@ class Planner:
         override = bool(self.run.get("override_completed"))
         for combo in combos:
             unit = self.resolve(combo)
+            self._check_eval_params(unit)
             if not unit.applicable:
                 jobs.append(PlannedJob(list(combo), unit, NOT_APPLICABLE, unit.reason))
                 continue
@@ -215,6 +217,27 @@ class Planner:
                 status, detail = self._status(u, split, override)
                 jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
         return jobs
+
+    def _check_eval_params(self, unit: JobUnit) -> None:
+        """Catch bad templates, languages, splits, scoring modes and calibrators before anything launches
+        (once per distinct task setting and params; reads task definitions, not data)."""
+        import json
+
+        key = json.dumps([unit.task_key, unit.params], sort_keys=True, default=str)
+        if key in self._checked:
+            return
+        from fewshot_eval.evaluate.calibration import check_calibrator
+        from fewshot_eval.evaluate.scoring import check_mode
+        from fewshot_eval.evaluate.tasks import load_task_def, select_languages, select_templates, split_names
+
+        check_mode(unit.params.get("scoring"))
+        check_calibrator(unit.params.get("calibrator"))
+        for name in unit.task["tasks"]:
+            td = load_task_def(name, self.search)
+            select_templates(td, unit.params)
+            select_languages(td, unit.params)
+            split_names(td, unit.params)
+        self._checked.add(key)
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         if self.pending_check is not None and (unit.result_dir / layout.SUBMITTED).exists():
