@@ -121,14 +121,30 @@ class CausalLMPredictor(Predictor):
         return ctx, whole[len(ctx) :]
 
     # ------------------------------------------------------------------ scoring
+    def _encode_many(self, texts: Sequence[str]) -> dict[str, list[int]]:
+        """``tok_encode`` of many texts in one batched tokenizer call (each distinct text once)."""
+        distinct = list(dict.fromkeys(texts))
+        if not distinct:
+            return {}
+        ids = self.tokenizer(distinct)["input_ids"]
+        return dict(zip(distinct, (list(x) for x in ids)))
+
     def loglikelihood(self, requests: Sequence[Request]) -> list[Loglik]:
         unique: dict[tuple[str, str], int] = {}
         for r in requests:
             unique.setdefault((r.context, r.continuation), len(unique))
-        keys = list(unique)
+        pairs = []
+        for ctx, cont in unique:  # lm-eval's whitespace move; empty contexts handled by encode_pair
+            n = len(ctx) - len(ctx.rstrip())
+            pairs.append((ctx[:-n], ctx[-n:] + cont) if n else (ctx, cont))
+        enc = self._encode_many([c for c, _ in pairs if c] + [c + t for c, t in pairs if c])
         seqs = []
-        for ctx, cont in keys:
-            c, t = self.encode_pair(ctx, cont)
+        for (ctx_raw, cont_raw), (ctx, cont) in zip(unique, pairs):
+            if ctx:
+                c = enc[ctx]
+                t = enc[ctx + cont][len(c) :]
+            else:
+                c, t = self.encode_pair(ctx_raw, cont_raw)
             if not t:
                 raise ValueError(f"empty continuation for context ending {ctx[-40:]!r}")
             full = (c + t)[-(self.max_length + 1) :]
