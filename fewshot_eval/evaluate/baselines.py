@@ -20,6 +20,9 @@ from fewshot_eval.evaluate.api import Loglik, Predictor, Request
 
 
 class RandomPredictor(Predictor):
+    def describe(self) -> dict:
+        return {"predictor": "random"}
+
     def __init__(self) -> None:
         self._task, self._seed = "", 0
 
@@ -37,6 +40,9 @@ class RandomPredictor(Predictor):
 
 
 class MajorityPredictor(Predictor):
+    def describe(self) -> dict:
+        return {"predictor": "majority"}
+
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
 

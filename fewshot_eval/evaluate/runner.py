@@ -90,13 +90,14 @@ class FewShotEvaluator:
             "demonstrations": {},
             "warnings": [],
         }
-        if not self.predictor.is_lm and (mode != "sum" or calibrator):
-            info["warnings"].append(f"predictor {info['predictor']} is a baseline: scoring '{mode}' and calibrator '{calibrator}' do not apply.")
+        unused = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
+        if not self.predictor.is_lm and unused:
+            info["warnings"].append(f"predictor '{info['predictor']}' is a baseline: {' and '.join(unused)} do not apply; its own scores are used.")
         for name in tasks:
             task = load_task_def(name)
             templates = select_templates(task, params)
             langs, train_lang = select_languages(task, params)
-            options = task_options(params, name) if calibrator else []
+            options = task_options(params, name) if calibrator and self.predictor.is_lm else []
             for lang in langs:
                 eval_docs, pool = self._data(task, params, lang, train_lang)
                 sample = sample_demonstrations(pool, nshot, seed, balanced=bool(params.get("balanced")), labels=task.labels, task=name)
