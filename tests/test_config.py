@@ -62,23 +62,23 @@ def test_precedence_each_layer_overrides_the_one_before() -> None:
 
 
 def test_precedence_through_the_real_config_stack(tmp_path: Path) -> None:
-    """Every layer sets train_sep: run params < experiment base < model < task < experiment final < command line."""
+    """Every layer sets some of the same keys: run params < experiment base < model < task < experiment final < command line."""
     conf = tmp_path / "conf"
     for g in ("model", "task", "experiment"):
         (conf / g).mkdir(parents=True)
-    (conf / "model" / "m.yaml").write_text("name: m\npredictor: random\neval: {train_sep: M, scoring: M, seed: 1}\n")
-    (conf / "task" / "t.yaml").write_text("run_name: r\ntasks: [copa_demo]\neval: {train_sep: T, seed: 2}\n")
+    (conf / "model" / "m.yaml").write_text("name: m\npredictor: random\neval: {train_sep: M, description: M, seed: 1, n_eval_samples: 5}\n")
+    (conf / "task" / "t.yaml").write_text("run_name: r\ntasks: [copa_demo]\neval: {train_sep: T, seed: 2, n_eval_samples: 7}\n")
     (conf / "experiment" / "e.yaml").write_text(
-        "# @package _global_\ntrain_sep: EXP_BASE\nscoring: EXP_BASE\ncalibrator: EXP_BASE\n"
+        "# @package _global_\ntrain_sep: EXP_BASE\ndescription: EXP_BASE\nunconditional_prompt: EXP_BASE\n"
         "final_overrides: {train_sep: FINAL, seed: 3}\n"
     )
     base = ["model=m", "task=t", "experiment=e", f"output_dir={tmp_path}"]
     _, [job] = plan(base, config_dirs=[conf])
     p = job.unit.params
-    assert p["calibrator"] == "EXP_BASE"  # experiment base beats run params
-    assert p["scoring"] == "M"  # model beats experiment base
-    assert p["seed"] == 3  # final beats task and model
-    assert p["train_sep"] == "FINAL"
-    assert p["dtype"] == "float32"  # run param untouched by anyone
-    _, [job] = plan(base + ["train_sep=CLI", "scoring=sum"], config_dirs=[conf])
-    assert job.unit.params["train_sep"] == "CLI" and job.unit.params["scoring"] == "sum"  # command line beats all
+    assert p["unconditional_prompt"] == "EXP_BASE"  # experiment base beats run params
+    assert p["description"] == "M"  # model beats experiment base
+    assert p["n_eval_samples"] == 7  # task beats model
+    assert p["seed"] == 3 and p["train_sep"] == "FINAL"  # experiment final beats task and model
+    assert p["dtype"] == "float32"  # a run param nobody touched
+    _, [job] = plan(base + ["train_sep=CLI", "seed=9"], config_dirs=[conf])
+    assert job.unit.params["train_sep"] == "CLI" and job.unit.params["seed"] == 9  # command line beats all

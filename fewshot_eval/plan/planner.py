@@ -64,6 +64,7 @@ class Planner:
         self._parsed: dict[str, tuple[str, Any]] = {}
         self._ctx: Optional[DictConfig] = None
         self._checked: set[str] = set()
+        self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -120,8 +121,15 @@ class Planner:
             self._composed[key] = (model, task, run, choices)
         return self._composed[key]
 
-    def _raw_node(self, group: str, key: str) -> Any:
-        return self.loader.repository.load_config(f"{group}/{key}").config
+    def _setting_node(self, group: str, key: str) -> DictConfig:
+        """What composition puts at ``cfg.<group>``: the schema (config.yaml's ``*_schema@<group>``) merged with the file."""
+        if (group, key) not in self._nodes:
+            from fewshot_eval.settings import ModelSetting, TaskSetting
+
+            raw = self.loader.repository.load_config(f"{group}/{key}").config
+            schema = OmegaConf.structured(ModelSetting if group == "model" else TaskSetting)
+            self._nodes[(group, key)] = OmegaConf.merge(schema, raw)
+        return self._nodes[(group, key)]
 
     def job_config(self, overrides: Sequence[str]) -> DictConfig:
         """The composed config of one job, equal to Hydra's ``load_sweep_config`` but cheap: one full
@@ -148,7 +156,7 @@ class Planner:
         cfg = copy.deepcopy(self._composed[key])
         with open_dict(cfg):
             for group, option in swaps.items():
-                cfg[group] = self._raw_node(group, option)
+                cfg[group] = copy.deepcopy(self._setting_node(group, option))
                 cfg.hydra.runtime.choices[group] = option
             for k, v in values.items():
                 cfg[k] = v

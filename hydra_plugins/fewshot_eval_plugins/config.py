@@ -10,6 +10,8 @@ from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from fewshot_eval.settings import ModelSetting, TaskSetting
+
 
 @dataclass
 class FewshotSweeperConf:
@@ -32,6 +34,10 @@ class LocalParallelLauncherConf:
 
 
 cs = ConfigStore.instance()
+# Schemas of model and task settings: conf/config.yaml puts them under every model/task file,
+# so a file holds only what differs and a typo'd key fails at composition.
+cs.store(name="model_schema", node=ModelSetting)
+cs.store(name="task_schema", node=TaskSetting)
 cs.store(group="hydra/sweeper", name="fewshot", node=FewshotSweeperConf, provider="fewshot_eval")
 cs.store(group="hydra/launcher", name="local", node=LocalLauncherConf, provider="fewshot_eval")
 cs.store(group="hydra/launcher", name="local_parallel", node=LocalParallelLauncherConf, provider="fewshot_eval")
