@@ -76,8 +76,9 @@ def test_errors():
         run("random", ["copa_demo"], scoring="avg")
     with pytest.raises(ConfigError, match="unknown calibrator"):
         run("random", ["copa_demo"], calibrator="contextual")
-    with pytest.raises(ConfigError, match=r"needs calibration_options.copa_demo"):
-        run("random", ["copa_demo"], calibrator="average_option")
+    # baselines ignore calibration (no options needed) and say so
+    res = run("random", ["copa_demo"], calibrator="average_option")
+    assert "calibrator=average_option ignored" in res.info["warnings"][0] and "accuracy_raw" not in res.metrics["copa_demo.default"]
     with pytest.raises(ConfigError, match=r"Unknown task_def 'copa'. Available: .*copa_demo"):
         run("random", ["copa"])
     with pytest.raises(ConfigError, match="unknown predictor 'gpt3'"):

@@ -92,7 +92,7 @@ class FewShotEvaluator:
         }
         unused = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
         if not self.predictor.is_lm and unused:
-            info["warnings"].append(f"predictor '{info['predictor']}' is a baseline: {' and '.join(unused)} do not apply; its own scores are used.")
+            info["warnings"].append(f"predictor '{info['predictor']}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores).")
         for name in tasks:
             task = load_task_def(name)
             templates = select_templates(task, params)
