@@ -69,3 +69,11 @@ def test_recalc_baseline_rows():
     rows = res.predictions["copa_demo.default"]
     assert recalc_metrics(rows, params) == res.metrics["copa_demo.default"]
     assert recalc_metrics(rows, {"scoring": "mean"}) == res.metrics["copa_demo.default"]
+
+
+def test_package_level_helpers(runs):
+    from fewshot_eval.evaluate import preferred_metric, recalc_metrics as public_recalc
+
+    params, metrics, rows = runs[("mean", "average_option")]
+    assert public_recalc(rows, params, "pawsx_demo") == metrics
+    assert preferred_metric("nli_demo") == "macro_f1" and preferred_metric("copa_demo") == "accuracy"

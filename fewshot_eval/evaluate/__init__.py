@@ -40,3 +40,20 @@ def build_evaluator(model: dict[str, Any], params: dict[str, Any]) -> Evaluator:
     from fewshot_eval.evaluate.runner import FewShotEvaluator
 
     return FewShotEvaluator(model, params)
+
+
+def recalc_metrics(rows: list[dict[str, Any]], params: dict[str, Any], task: str | None = None) -> dict[str, Any]:
+    """Metrics of stored prediction rows under ``params['scoring']``/``['calibrator']``; no model loaded.
+
+    See :mod:`fewshot_eval.evaluate.recalc`. ``task`` selects ``params['calibration_options'][task]``.
+    """
+    from fewshot_eval.evaluate.recalc import recalc_metrics as _recalc
+
+    return _recalc(rows, params, task)
+
+
+def preferred_metric(task: str) -> str:
+    """The metric a task definition prefers (``accuracy`` or ``macro_f1``)."""
+    from fewshot_eval.evaluate.tasks import load_task_def
+
+    return load_task_def(task).preferred_metric
