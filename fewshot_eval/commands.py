@@ -80,6 +80,7 @@ def run(argv: list[str]) -> int:
     c.add_argument("result_dirs", nargs="+", help="result dirs (or output dirs: every result below)")
     c.add_argument("--scoring", help="sum | mean | suffix | unconditional-norm")
     c.add_argument("--calibrator", help="none | average_option")
+    c.add_argument("--config-dir", action="append", default=[], help="your own config dir (for its task definitions)")
     c.set_defaults(func=_recalc)
     args = p.parse_args(argv)
     return int(args.func(args))
