@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from cli_helpers import run_cli
 
 
 def test_help_lists_groups_and_examples(workdir: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from cli_helpers import run_cli
 
 SWEEP = ["-m", "model=tiny_gpt2", "task=copa_demo,pawsx_calib", "nshot=2", "num_trials=2", "n_eval_samples=6"]
 

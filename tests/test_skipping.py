@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import run_cli
+from cli_helpers import run_cli
 
 SWEEP = ["-m", "models=baselines", "task=copa_demo,nli_demo", "nshot=0,2"]
 

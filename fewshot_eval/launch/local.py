@@ -16,6 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup
 from omegaconf import DictConfig, open_dict
 
 import fewshot_eval.job as job_module
+from fewshot_eval.store.atomic import append_jsonl
 
 log = logging.getLogger("fewshot_eval")
 
@@ -77,13 +78,16 @@ def launch_sequential(
 
 def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int]], max_workers: int) -> list[JobReturn]:
     """Run jobs as subprocesses (``python -m fewshot_eval <overrides>``); at most ``max_workers`` at once
-    and at most each pool's limit per pool. ``jobs``: (overrides, pool name, pool max_parallel)."""
+    and at most each pool's limit per pool. ``jobs``: (overrides, pool name, pool max_parallel).
+    Each job's output goes to ``<sweep dir>/<idx>/job.log``; ``<sweep dir>/launches.jsonl`` records
+    when each process started and ended."""
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     queue = deque(enumerate(jobs))
     running: dict[int, tuple[subprocess.Popen, str, Any]] = {}
     per_pool: dict[str, int] = defaultdict(int)
     returns: dict[int, JobReturn] = {}
+    starts: dict[int, float] = {}
     env = dict(os.environ, **{SWEEP_JOB_ENV: "1"})
     # the job processes see the same config search path and hydra overrides as this sweep
     base_args = [f"--config-dir={s.path}" for s in config.hydra.runtime.config_sources if s.provider == "command-line"]
@@ -102,6 +106,7 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
                     out = open(job_dir / "job.log", "w")
                     cmd = [sys.executable, "-m", "fewshot_eval", *base_args, *overrides, f"hydra.run.dir={job_dir}"]
                     running[idx] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), pool, out)
+                    starts[idx] = time.time()
                     per_pool[pool] += 1
                     started = True
                     break
@@ -121,4 +126,6 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
                 ret = failed_return(overrides, RuntimeError(f"exit {proc.returncode}: {' '.join(tail)} (log: {logf})"))
                 log.error("job %d failed (%s): see %s", idx, " ".join(overrides), logf)
             returns[idx] = ret
+            append_jsonl(sweep_dir / "launches.jsonl", {"job": idx, "pool": pool, "start": starts[idx], "end": time.time(),
+                                                       "exit": proc.returncode, "overrides": overrides})
     return [returns[i] for i in range(len(jobs))]

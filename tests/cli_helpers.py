@@ -1,0 +1,53 @@
+"""Helpers for the tests: run the real CLI in a subprocess; fixtures for a launch dir and a user config dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def run_cli(args: Sequence[str], cwd: Path, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m fewshot_eval ARGS`` in ``cwd``; on unexpected failure the output is shown."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fewshot_eval", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty directory to launch from (not the repo), with results under ./results."""
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def user_conf(tmp_path: Path) -> Path:
+    """A user config dir (``--config-dir``) with a few cheap settings of its own."""
+    d = tmp_path / "userconf"
+    (d / "model").mkdir(parents=True)
+    (d / "task").mkdir()
+    (d / "models").mkdir()
+    (d / "model" / "my_random.yaml").write_text("name: my_random\npredictor: random\nmax_parallel: 2\n")
+    (d / "task" / "my_copa.yaml").write_text("run_name: mine\ntasks: [copa_demo]\n")
+    (d / "models" / "mine.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      model: my_random,majority\n"
+    )
+    return d
