@@ -11,8 +11,7 @@ venv="$here/.venv-lm-eval"
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 echo "*" > "$venv/.gitignore"   # keep the venv out of git
 "$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
-  || "$venv/bin/pip" install -q "torch==2.13.0"
+"$venv/bin/pip" install -q "torch==2.13.0"
 "$venv/bin/pip" install -q "lm-eval[hf]"   # [hf]: accelerate, peft for its HF model
 "$venv/bin/pip" install -q -e "$repo"
 "$venv/bin/python" -c "import lm_eval, torch, transformers; print('lm_eval', getattr(lm_eval, '__version__', '?'), 'torch', torch.__version__, 'transformers', transformers.__version__)"
