@@ -1,40 +1,147 @@
-"""Is a job that was submitted to a scheduler still queued or running?"""
+"""Is a job that was submitted to SLURM still queued or running, or must it be submitted again?
+
+The SLURM launcher writes ``submitted.json`` into each result dir it submits (format in
+``fewshot_eval.launch.slurm.marker``) and the job removes it when it finishes. For every result
+dir that still has one, the planner asks :func:`pending_reason`, which asks SLURM (squeue, then
+sacct) about the job::
+
+    PENDING, RUNNING, REQUEUED, ...          -> (True,  "SLURM job 12_3 is RUNNING")       skip: pending
+    FAILED, CANCELLED, TIMEOUT, ... unknown  -> (False, "resubmit: SLURM job 12_3 was CANCELLED")
+    COMPLETED (but no complete result)       -> (False, "resubmit: SLURM job 12_3 COMPLETED without a complete result")
+    squeue and sacct cannot be reached       -> (True,  "... cannot be reached ...")      run with override_completed=true
+
+The planner shows the note only when the job runs (a complete result is ``skip: complete``
+whatever its marker says). States are cached for a few seconds per array, so planning many
+result dirs of one array costs one squeue (and at most one sacct) call.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
 
-ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+# The job will still run (or is running): do not submit it again.
+ACTIVE = frozenset({
+    "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
+    "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD",
+})
+CACHE_S = 10.0
 
 
-def slurm_state(job_id: str) -> Optional[str]:
-    """The job's state from squeue, else sacct; None when SLURM does not know it."""
-    if shutil.which("squeue"):
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.split()[0]
-    if shutil.which("sacct"):
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.split()[0]
-    return None
+class SlurmUnreachable(RuntimeError):
+    """Neither squeue nor sacct answered."""
 
 
-def pending_reason(result_dir: Path) -> Optional[str]:
-    """A reason to skip the job as pending, or None when it should be (re)submitted."""
+def _expand(job_id: str) -> list[str]:
+    """``12_[1-3,5%2]`` -> 12_1 12_2 12_3 12_5 (squeue/sacct rows of array remainders); other ids as they are."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not m:
+        return [job_id]
+    out = []
+    for part in m.group(2).split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def _query(args: list[str]) -> tuple[bool, str]:
+    """(answered, stdout); not answering = missing binary, timeout, or a non-zero exit other than 'invalid job id'."""
+    if not shutil.which(args[0]):
+        return False, f"{args[0]} not found"
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, f"{args[0]}: {e}"
+    if p.returncode == 0:
+        return True, p.stdout
+    if "invalid job id" in p.stderr.lower():  # squeue: the job left the queue (MinJobAge)
+        return True, ""
+    lines = (p.stderr or p.stdout).strip().splitlines()
+    return False, lines[-1] if lines else f"{args[0]}: exit {p.returncode}"
+
+
+class SlurmStates:
+    """Job states by id, fetched per array: ``squeue -r -j ARRAY`` for live jobs, then ``sacct -j ARRAY``."""
+
+    def __init__(self, ttl_s: float = CACHE_S) -> None:
+        self.ttl_s = ttl_s
+        self._arrays: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def state(self, job_id: str) -> Optional[str]:
+        """``RUNNING``, ``CANCELLED`` ... or None when SLURM does not know the job; raises SlurmUnreachable."""
+        array = job_id.split("_")[0]
+        hit = self._arrays.get(array)
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            hit = (time.monotonic(), self._fetch(array))
+            self._arrays[array] = hit
+        # tasks of an array cancelled before any of them started have one record: the array's ("39")
+        return hit[1].get(job_id) or hit[1].get(array)
+
+    @staticmethod
+    def _fetch(array: str) -> dict[str, str]:
+        states: dict[str, str] = {}
+        sq_ok, sq = _query(["squeue", "-h", "-r", "-j", array, "-o", "%i|%T"])
+        for line in sq.splitlines() if sq_ok else []:
+            jid, _, st = line.strip().partition("|")
+            for j in _expand(jid):
+                states[j] = st.strip()
+        sa_ok, sa = _query(["sacct", "-n", "-X", "-P", "-j", array, "-o", "JobID,State"])
+        for line in sa.splitlines() if sa_ok else []:
+            jid, _, st = line.strip().partition("|")
+            for j in _expand(jid):
+                states.setdefault(j, st.split()[0] if st.split() else "UNKNOWN")  # "CANCELLED by 0"
+        if not (sq_ok or sa_ok):
+            raise SlurmUnreachable(sq)
+        return states
+
+
+_states = SlurmStates()
+
+
+def marker_jobs(marker: dict[str, Any], trials: Optional[Sequence[int]]) -> list[dict[str, Any]]:
+    """The submissions in a marker that produce ``trials`` (all of them when trials is None)."""
+    jobs = marker.get("jobs") or ([{"job_id": marker["job_id"], "trials": marker.get("trials")}] if marker.get("job_id") else [])
+    if trials is None:
+        return jobs
+    mine = [j for j in jobs if j.get("trials") is None or set(j["trials"]) & set(trials)]
+    return mine
+
+
+def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, override_completed: bool = False,
+                   states: Optional[SlurmStates] = None) -> tuple[bool, str]:
+    """(skip as pending?, note) for a result dir with a ``submitted.json``; see the module docstring."""
     marker = read_json(result_dir / layout.SUBMITTED)
-    if not marker or not marker.get("job_id"):
-        return None
-    job_id = str(marker["job_id"])
-    if not (shutil.which("squeue") or shutil.which("sacct")):
-        return f"submitted as SLURM job {job_id}; SLURM cannot be reached from here, so treated as pending"
-    state = slurm_state(job_id)
-    if state in ACTIVE:
-        return f"SLURM job {job_id} is {state}"
-    return None
+    if not isinstance(marker, dict):
+        return False, ""
+    jobs = marker_jobs(marker, trials)
+    if not jobs:
+        return False, ""
+    states = states or _states
+    seen = []
+    for j in jobs:
+        job_id = str(j["job_id"])
+        try:
+            state = states.state(job_id)
+        except SlurmUnreachable as e:
+            if override_completed:
+                return False, f"resubmit: SLURM job {job_id}: SLURM cannot be reached ({e}); override_completed=true"
+            return True, f"SLURM job {job_id}: SLURM cannot be reached ({e}); treated as pending (override_completed=true runs it again)"
+        if state in ACTIVE:
+            return True, f"SLURM job {job_id} is {state}"
+        seen.append((job_id, state))
+    job_id, state = seen[0]
+    if state is None:
+        return False, f"resubmit: SLURM has no record of job {job_id} (cancelled while queued, or purged)"
+    log = jobs[0].get("stdout") or marker.get("stdout")
+    if state == "COMPLETED":
+        return False, f"resubmit: SLURM job {job_id} COMPLETED without a complete result (log: {log})"
+    if state == "CANCELLED":
+        return False, f"resubmit: SLURM job {job_id} was CANCELLED"
+    return False, f"resubmit: SLURM job {job_id} was {state} (log: {log})"

@@ -1,0 +1,290 @@
+"""SLURM launch: one submitit job array per model setting (a "pool"), submit-and-return by default.
+
+    model=random,majority task=copa_demo,nli_demo,story_demo  ->  6 jobs, 2 pools:
+        pool random:   array 101, tasks 101_0..101_2, random's resources, %<random's max_parallel>
+        pool majority: array 102, tasks 102_0..102_2, majority's resources, %<majority's max_parallel>
+
+Every pool is submitted before anything is waited on. Each job is recorded twice: a
+``submitted.json`` marker in its result dir (:func:`marker`; the next sweep's planner asks SLURM
+about it through ``fewshot_eval.launch.pending``, the job deletes it when it finishes) and a line
+with its job id in ``<output_dir>/scheduled_jobs.jsonl``. A model setting with
+``job.combine_tasks: true`` runs all its jobs in one SLURM job (:class:`CombinedJobs`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus
+
+from fewshot_eval.launch.joblog import log_launch
+from fewshot_eval.launch.local import failed_return
+from fewshot_eval.store import layout
+from fewshot_eval.store.atomic import write_json
+from fewshot_eval.store.status import COMPLETE, result_status
+
+log = logging.getLogger("fewshot_eval")
+
+RESOURCE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "timeout_min")
+# launcher options that are not passed to sbatch as they are
+OWN_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "name", "stderr_to_stdout", "wait", "mail_type", "mail_user")
+JOB_DIR_KEY = "hydra.sweep.dir"
+
+
+@dataclass
+class Pool:
+    """The jobs of one model setting (with one set of resources): one job array."""
+
+    name: str
+    limit: int  # array throttle: the model's max_parallel, or the run param max_parallel
+    resources: dict[str, Any]
+    combine: bool
+    members: list[int] = field(default_factory=list)  # indices into the sweep's jobs
+
+
+def make_pools(pool_info: Sequence[dict[str, Any]]) -> list[Pool]:
+    """Group jobs by model setting (and resources, throttle, combine flag), in order of first appearance."""
+    pools: dict[str, Pool] = {}
+    names: set[str] = set()
+    for i, info in enumerate(pool_info):
+        key = json.dumps([info["pool"], info["resources"], info["max_parallel"], info["combine_tasks"]], sort_keys=True)
+        if key not in pools:
+            name, n = info["pool"], 2
+            while name in names:  # the same model setting with other resources (e.g. model.resources.x=...)
+                name, n = f"{info['pool']}-{n}", n + 1
+            names.add(name)
+            pools[key] = Pool(name, int(info["max_parallel"]), dict(info["resources"]), bool(info["combine_tasks"]))
+        pools[key].members.append(i)
+    return list(pools.values())
+
+
+def pool_resources(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
+    """A launcher value (set on the command line or in the yaml) wins over the model setting's resources."""
+    return {k: params.get(k) if params.get(k) is not None else pool.resources.get(k) for k in RESOURCE_KEYS}
+
+
+def throttle(params: dict[str, Any], pool: Pool) -> int:
+    return max(1, min(pool.limit, int(params.get("array_parallelism") or pool.limit)))
+
+
+def executor_parameters(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
+    """``AutoExecutor.update_parameters`` arguments of one pool."""
+    res = pool_resources(params, pool)
+    out: dict[str, Any] = {
+        "name": f"{params.get('name') or 'fewshot'}-{pool.name}",
+        "timeout_min": res["timeout_min"],
+        "nodes": res["nodes"],
+        "tasks_per_node": res["tasks_per_node"],
+        "cpus_per_task": res["cpus_per_task"],
+        "stderr_to_stdout": bool(params.get("stderr_to_stdout")),
+        "slurm_array_parallelism": throttle(params, pool),
+    }
+    if res["gpus_per_node"]:
+        out["gpus_per_node"] = res["gpus_per_node"]
+    if res["mem_gb"]:
+        out["mem_gb"] = res["mem_gb"]
+    if params.get("mail_type") and str(params["mail_type"]).upper() != "NONE":
+        out["slurm_mail_type"] = params["mail_type"]
+        if params.get("mail_user"):
+            out["slurm_mail_user"] = params["mail_user"]
+    for k, v in params.items():
+        if k not in RESOURCE_KEYS and k not in OWN_KEYS and k != "_target_" and v is not None and v != {}:
+            out[f"slurm_{k}"] = v
+    return out
+
+
+def hydra_overrides(params: dict[str, Any], pool: Pool) -> list[str]:
+    """What a pool's jobs got, as overrides of the launcher config: ``.hydra/hydra.yaml`` of each job shows them."""
+    res = pool_resources(params, pool)
+    out = [f"hydra.launcher.{k}={res[k]}" for k in RESOURCE_KEYS if res[k] is not None]
+    return out + [f"hydra.launcher.array_parallelism={throttle(params, pool)}"]
+
+
+def pool_folder(template: str, pool: str) -> str:
+    """``<sweep>/.submitit/%j`` -> ``<sweep>/.submitit/<pool>/%j``: one folder per pool, one subfolder per job."""
+    return template.replace("%j", f"{pool}/%j") if "%j" in template else str(Path(template) / pool / "%j")
+
+
+def marker(job: Any, pool: Pool, trials: list[int], sweep_dir: Path, job_num: int) -> dict[str, Any]:
+    """The ``submitted.json`` record of one submission (the planner reads ``job_id`` / ``jobs``)."""
+    job_id = str(job.job_id)
+    array_id, _, index = job_id.partition("_")
+    return {
+        "scheduler": "slurm",
+        "job_id": job_id,
+        "array_job_id": array_id,
+        "array_index": int(index) if index else None,
+        "trials": list(trials),
+        "pool": pool.name,
+        "combined": pool.combine,
+        "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "submitted_from": socket.gethostname(),
+        "submitit_folder": str(job.paths.folder),
+        "stdout": str(job.paths.stdout),
+        "stderr": str(job.paths.stderr),
+        "sweep_dir": str(sweep_dir),
+        "hydra_job_num": job_num,
+    }
+
+
+class CombinedJobs:
+    """One SLURM job that runs several jobs of one model setting in one process, one after the other.
+
+    Each job still writes its own result dir and skips itself when complete. The SLURM job fails
+    (after running all of them) when one of them failed, so the next sweep resubmits those."""
+
+    def __init__(self, launcher: Any) -> None:
+        self.launcher = launcher
+
+    def __call__(self, overrides: list[list[str]], job_dir_key: str, job_nums: list[int], singleton_state: Any) -> list[JobReturn]:
+        returns, failed = [], []
+        for ovr, num in zip(overrides, job_nums):
+            try:
+                ret = self.launcher(ovr, job_dir_key, num, f"job_id_for_{num}", singleton_state)
+            except Exception as e:  # noqa: BLE001 - the others still run
+                log.exception("job %d of a combined SLURM job failed (%s)", num, " ".join(ovr))
+                ret = failed_return(ovr, e)
+                failed.append((num, e))
+            returns.append(ret)
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(overrides)} combined jobs failed: " + "; ".join(f"job {n}: {e}" for n, e in failed))
+        return returns
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Requeue after timeout/preemption with the same jobs; the finished ones skip themselves."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def launch_pools(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Submit one array per pool, record every job, print a summary; with ``wait`` also wait for them."""
+    import submitit
+
+    from fewshot_eval.config import ConfigError
+
+    if launcher.pool_info is None or launcher.planned is None:
+        raise ConfigError("hydra/launcher=submitit_slurm needs fewshot-eval's sweeper (hydra/sweeper=fewshot, the default).")
+    params: dict[str, Any] = dict(launcher.params)
+    planned, root = launcher.planned, Path(launcher.output_root)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).absolute()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    state = Singleton.get_state()
+    pools = make_pools(launcher.pool_info)
+    owner: dict[int, Any] = {}  # job index -> submitit job
+    returns: dict[int, JobReturn] = {}
+    lines = []
+    for pool in pools:
+        nums = [initial_job_idx + i for i in pool.members]
+        extra = hydra_overrides(params, pool)
+        ovrs = [list(job_overrides[i]) + extra for i in pool.members]
+        ex = submitit.AutoExecutor(folder=pool_folder(str(params["submitit_folder"]), pool.name), cluster="slurm",
+                                   slurm_max_num_timeout=int(params.get("max_num_timeout") or 0))
+        try:
+            ex.update_parameters(**executor_parameters(params, pool))
+            if pool.combine:
+                jobs = [ex.submit(CombinedJobs(launcher), ovrs, JOB_DIR_KEY, nums, state)] * len(nums)
+            else:
+                jobs = ex.map_array(launcher, ovrs, [JOB_DIR_KEY] * len(nums), nums, [f"job_id_for_{n}" for n in nums], [state] * len(nums))
+        except Exception as e:  # noqa: BLE001 - sbatch refused (bad partition, account ...): these jobs fail, other pools go on
+            log.error("pool %s: submission failed: %s", pool.name, e)
+            lines.append(f"  pool {pool.name}: NOT submitted ({len(nums)} jobs): {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+            for i in pool.members:
+                returns[i] = failed_return(job_overrides[i], e)
+            continue
+        markers: dict[Path, list[dict[str, Any]]] = {}
+        for i, job, num in zip(pool.members, jobs, nums):
+            owner[i] = job
+            pj = planned[i]
+            markers.setdefault(pj.unit.result_dir, []).append(marker(job, pool, pj.unit.trials, sweep_dir, num))
+            log_launch(root, pj, type(launcher).__name__, job_id=str(job.job_id), pool=pool.name, stdout=str(job.paths.stdout))
+        for rdir, entries in markers.items():  # split_trials: several submissions share a result dir
+            write_json(rdir / layout.SUBMITTED, {**entries[0], "jobs": [{k: e[k] for k in ("job_id", "trials", "stdout", "stderr")} for e in entries]})
+        lines.append(pool_line(params, pool, jobs))
+    print(summary(lines, owner, Path(pool_folder(str(params["submitit_folder"]), "<pool>")).parent, params))
+    if not params.get("wait"):
+        for i, job in owner.items():
+            ret = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED)
+            ret.return_value = {"status": "submitted", "job_id": str(job.job_id), "result_dir": str(planned[i].unit.result_dir)}
+            returns[i] = ret
+        return [returns[i] for i in range(len(job_overrides))]
+    try:
+        returns.update(wait_for(owner, planned, job_overrides))
+    except KeyboardInterrupt:
+        print("\nfewshot-eval: stopped waiting. The SLURM jobs keep running and are recorded (submitted.json, "
+              "scheduled_jobs.jsonl); re-run the same command to see their state and collect what is missing.")
+        raise SystemExit(130) from None
+    return [returns[i] for i in range(len(job_overrides))]
+
+
+def wait_for(owner: dict[int, Any], planned: Sequence[Any], job_overrides: Sequence[Sequence[str]]) -> dict[int, JobReturn]:
+    """Each job's JobReturn once its SLURM job has ended (a combined job answers for all its jobs)."""
+    out: dict[int, JobReturn] = {}
+    done: dict[str, Any] = {}
+    for i, job in owner.items():
+        if job.job_id not in done:
+            try:
+                done[job.job_id] = job.results()[0]
+            except Exception as e:  # noqa: BLE001 - failed, cancelled, timed out: reported per job
+                done[job.job_id] = RuntimeError(f"SLURM job {job.job_id}: {error_line(e)} (log: {job.paths.stderr})")
+        res = done[job.job_id]
+        if isinstance(res, list):  # combined: one JobReturn per job, in submission order
+            members = [k for k, j in owner.items() if j is job]
+            res = res[members.index(i)]
+        if isinstance(res, Exception):
+            u = planned[i].unit
+            if result_status(u.result_dir, u.fingerprint, u.all_trials).state == COMPLETE:  # its part of a combined job went well
+                res = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED)
+                res.return_value = {"status": "ran", "result_dir": str(u.result_dir)}
+            else:
+                res = failed_return(job_overrides[i], res)
+        out[i] = res
+    return out
+
+
+def error_line(e: BaseException) -> str:
+    """The informative line of a submitit error: the job's own exception (last line of the shipped
+    traceback, between the ``----`` rulers) or the first line (not started, cancelled, timed out)."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    rulers = [i for i, ln in enumerate(lines) if set(ln.strip()) == {"-"}]
+    if len(rulers) >= 2 and rulers[1] > 0:
+        return lines[rulers[1] - 1].strip()
+    return lines[0].strip() if lines else type(e).__name__
+
+
+def pool_line(params: dict[str, Any], pool: Pool, jobs: Sequence[Any]) -> str:
+    r = pool_resources(params, pool)
+    ids = sorted({str(j.job_id) for j in jobs}, key=lambda s: [int(x) for x in s.split("_")])
+    if pool.combine:
+        what = f"1 SLURM job running its {len(pool.members)} jobs one after the other (combine_tasks)"
+    elif len(ids) == 1:
+        what = "1 job"
+    else:
+        what = f"array {ids[0].split('_')[0]}: {len(ids)} tasks, at most {throttle(params, pool)} at once"
+    mem = f", {r['mem_gb']} GB" if r["mem_gb"] else ""
+    res = f"{r['nodes']} node x {r['tasks_per_node']} task x {r['cpus_per_task']} cpu, {r['gpus_per_node'] or 0} gpu{mem}, {r['timeout_min']} min"
+    shown = ", ".join(ids) if len(ids) <= 4 else f"{ids[0]} .. {ids[-1]}"
+    return f"  pool {pool.name}: {what} ({res}) -> SLURM job {shown}"
+
+
+def summary(lines: list[str], owner: dict[int, Any], logs: Path, params: dict[str, Any]) -> str:
+    arrays = sorted({str(j.job_id).split("_")[0] for j in owner.values()}, key=int)
+    ids = ",".join(arrays)
+    out = [f"fewshot-eval: submitted {len(owner)} job{'s' if len(owner) != 1 else ''} to SLURM in {len(lines)} pool{'s' if len(lines) != 1 else ''}:"] + lines
+    if owner:
+        out += [
+            f"  logs:    {logs.absolute()}/<job id>/<job id>_0_log.out|.err (each result dir's submitted.json names its own)",
+            f"  watch:   squeue -j {ids}    |    sacct -X -j {ids} -o JobID,State,Elapsed,ExitCode",
+            "  collect: re-run the same command: complete results are skipped, queued/running ones stay pending, "
+            "failed or cancelled ones are submitted again (add dry_run=true to see their SLURM states).",
+        ]
+        if params.get("wait"):
+            out.append("  waiting for them (Ctrl-C stops waiting; the jobs keep running) ...")
+    return "\n".join(out)

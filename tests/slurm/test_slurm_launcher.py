@@ -1,0 +1,238 @@
+"""``hydra/launcher=submitit_slurm`` on the real test cluster, through the CLI.
+
+Model settings of different resources live in a ``--config-dir`` (see ``conf``); every test
+launches from its own directory. Jobs are held (``--hold`` via additional_parameters) where
+a test needs them to sit in the queue, and released with ``scontrol release``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+
+pytestmark = pytest.mark.slurm
+
+GOLDEN = Path(__file__).parent / "golden"
+HOLD = "+hydra.launcher.additional_parameters.hold=true"
+MODELS = {
+    "slurm_small": "name: slurm_small\npredictor: random\nmax_parallel: 1\nresources: {cpus_per_task: 1, timeout_min: 7}\n",
+    "slurm_wide": "name: slurm_wide\npredictor: majority\nmax_parallel: 2\nresources: {cpus_per_task: 2, mem_gb: 1, timeout_min: 9}\n",
+    "slurm_broken": "name: slurm_broken\npredictor: clm\nweights: /nonexistent/weights/dir\nresources: {timeout_min: 5}\n",
+    "slurm_comb": "name: slurm_comb\npredictor: random\njob: {combine_tasks: true}\nresources: {timeout_min: 6}\n",
+}
+
+
+@pytest.fixture(scope="module")
+def conf(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("slurmconf")
+    (d / "model").mkdir()
+    for name, text in MODELS.items():
+        (d / "model" / f"{name}.yaml").write_text(text)
+    return d
+
+
+def sweep(workdir: Path, conf: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", *args],
+                   workdir, check=check, timeout=240)
+
+
+def launched(workdir: Path, root: str = "results") -> list[dict]:
+    log = workdir / root / "scheduled_jobs.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def slurm_ids(workdir: Path, cluster) -> list[str]:
+    ids = [r["job_id"] for r in launched(workdir) if r["launcher"] == "SlurmPoolLauncher"]
+    cluster.track(*ids)
+    return ids
+
+
+def scontrol(*args: str) -> str:
+    return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True).stdout
+
+
+def markers(workdir: Path) -> dict[Path, dict]:
+    return {p.parent: json.loads(p.read_text()) for p in (workdir / "results").rglob("submitted.json")}
+
+
+def metrics(root: Path) -> dict[Path, dict]:
+    return {f.parent.relative_to(root): json.loads(f.read_text())["results"] for f in root.rglob("results.json")}
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare a generated sbatch file with tests/slurm/golden/<name> (FEWSHOT_UPDATE_GOLDEN=1 rewrites it)."""
+    path = GOLDEN / name
+    if os.environ.get("FEWSHOT_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs from the golden file:\n{text}"
+
+
+def test_pools_sbatch_throttle_pending_skip_and_results(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_small,slurm_wide", "task=copa_demo,nli_demo,pawsx_default", "nshot=0"]
+    out = sweep(workdir, conf, *grid, HOLD).stdout
+    assert "submitted 6 jobs to SLURM in 2 pools" in out and "submitted 6 (SLURM" in out
+    assert "squeue -j" in out and "sacct" in out and "re-run the same command" in out
+    ids = slurm_ids(workdir, slurm_cluster)
+    small, wide = {i.split("_")[0] for i in ids[:3]}, {i.split("_")[0] for i in ids[3:]}
+    assert len(small) == len(wide) == 1 and small != wide
+    small, wide = small.pop(), wide.pop()
+    assert sorted(ids) == sorted([f"{small}_{i}" for i in range(3)] + [f"{wide}_{i}" for i in range(3)])
+
+    # both pools sit in the queue at the same time, each with its own throttle
+    queued = {j["array_job_id"] for j in slurm_cluster.squeue_jobs() if j["state"] == "PENDING"}
+    assert {small, wide} <= queued
+    assert "ArrayTaskThrottle=1" in scontrol("show", "job", small)
+    assert "ArrayTaskThrottle=2" in scontrol("show", "job", wide)
+
+    # per-pool #SBATCH parameters, paths normalised
+    marks = markers(workdir)
+    assert len(marks) == 6 and {m["job_id"] for m in marks.values()} == set(ids)
+    sweep_dir = Path(next(iter(marks.values()))["sweep_dir"])
+    for pool, array in (("slurm_small", small), ("slurm_wide", wide)):
+        text = (sweep_dir / ".submitit" / pool / array / f"{array}_submission.sh").read_text()
+        check_golden(f"{pool}.sbatch", text.replace(str(sweep_dir), "<SWEEP>").replace(sys.executable, "<PYTHON>"))
+    m = marks[next(p for p in marks if "slurm_wide" in str(p))]
+    assert m["pool"] == "slurm_wide" and m["array_job_id"] == wide and m["stdout"].endswith("_0_log.out")
+
+    # pending: the dry run says so, a second sweep submits nothing
+    plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    assert plan.count("\nskip: pending ") == 6 and f"SLURM job {small}_0 is PENDING" in plan
+    again = sweep(workdir, conf, *grid).stdout
+    assert "6 skip: pending" in again and "Nothing to launch" in again
+    assert len(launched(workdir)) == 6
+
+    # release: never more than max_parallel tasks of a pool at once, the two pools side by side
+    scontrol("release", small, wide)
+    peak = {small: 0, wide: 0}
+    together = throttled = False
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        rows = [j for j in slurm_cluster.squeue_jobs() if j["array_job_id"] in peak]
+        if not rows:
+            break
+        running = {a: sum(1 for j in rows if j["array_job_id"] == a and j["state"] == "RUNNING") for a in peak}
+        peak = {a: max(peak[a], running[a]) for a in peak}
+        together |= all(running.values())
+        throttled |= any(j["reason"] == "JobArrayTaskLimit" for j in rows)
+        time.sleep(0.1)
+    assert peak[small] == 1 and 1 <= peak[wide] <= 2 and throttled, peak
+    for i in ids:
+        slurm_cluster.wait_for_state(i, "COMPLETED", timeout=30)
+    intervals = {a: [] for a in peak}
+    for a in peak:
+        for row in subprocess.run(["sacct", "-n", "-X", "-P", "-j", a, "-o", "JobID,State,Start,End"],
+                                  capture_output=True, text=True).stdout.splitlines():
+            jid, state, start, end = row.split("|")
+            assert state == "COMPLETED", row
+            intervals[a].append((start, end))
+    s = sorted(intervals[small])
+    assert all(s[i][1] <= s[i + 1][0] for i in range(len(s) - 1)), s  # %1: one after the other
+    together |= any(a0 < b1 and b0 < a1 for a0, a1 in intervals[small] for b0, b1 in intervals[wide])
+    assert together, "the two pools never ran at the same time"
+
+    assert not markers(workdir) and len(metrics(workdir / "results")) == 6
+    # what a job got is in its .hydra/hydra.yaml
+    hydra_yaml = (sweep_dir / "3" / ".hydra" / "hydra.yaml").read_text()
+    assert "hydra.launcher.cpus_per_task=2" in hydra_yaml and "hydra.launcher.array_parallelism=2" in hydra_yaml
+    third = sweep(workdir, conf, *grid).stdout
+    assert "6 skip: complete" in third and "Nothing to launch" in third
+
+    # the same numbers as a local run
+    run_cli(["-m", "--config-dir", str(conf), *grid, "output_dir=local"], workdir)
+    assert metrics(workdir / "results") == metrics(workdir / "local")
+
+
+def test_cancelled_and_failed_jobs_are_resubmitted_with_the_reason(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_small,slurm_broken", "task=copa_demo", "nshot=0"]
+    sweep(workdir, conf, *grid, HOLD)
+    small, broken = slurm_ids(workdir, slurm_cluster)  # one job per pool: plain job ids
+    assert "_" not in small + broken
+    subprocess.run(["scancel", small], check=True)
+    scontrol("release", broken)
+    slurm_cluster.wait_for_state(small, "CANCELLED", timeout=30)
+    slurm_cluster.wait_for_state(broken, "FAILED", timeout=90)
+
+    plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    assert plan.count("\nrun ") == 2, plan
+    assert f"resubmit: SLURM job {small} was CANCELLED" in plan
+    assert f"resubmit: SLURM job {broken} was FAILED (log: " in plan
+
+    proc = sweep(workdir, conf, *grid, "hydra.launcher.wait=true", check=False)
+    assert proc.returncode == 1 and "ran 1, skipped 0, failed 1" in proc.stdout, proc.stdout + proc.stderr
+    assert "FAILED slurm_broken x copa_demo" in proc.stderr and "/nonexistent/weights/dir" in proc.stderr
+    new = slurm_ids(workdir, slurm_cluster)[2:]
+    assert len(new) == 2 and not set(new) & {small, broken}
+    [left] = markers(workdir).values()  # the failed job's marker stays, pointing at the new job
+    assert left["job_id"] in new and left["pool"] == "slurm_broken"
+
+
+def test_combine_tasks_runs_one_slurm_job_and_skips_complete_results(slurm_cluster, conf, workdir):
+    run_cli(["-m", "--config-dir", str(conf), "model=slurm_comb", "task=copa_demo", "nshot=0"], workdir)  # one done locally
+    out = sweep(workdir, conf, "model=slurm_comb", "task=copa_demo,nli_demo", "nshot=0,2", "hydra.launcher.wait=true").stdout
+    assert "3 run, 1 skip: complete" in out and "ran 3, skipped 1, failed 0" in out
+    ids = slurm_ids(workdir, slurm_cluster)
+    assert len(ids) == 3 and len(set(ids)) == 1 and "_" not in ids[0]
+    slurm_cluster.wait_for_state(ids[0], "COMPLETED", timeout=30)  # accounting lags a little behind
+    assert [r["state"] for r in slurm_cluster.sacct_rows(ids[0])] == ["COMPLETED"]
+    sbatch = next((workdir / "results").glob(f".hydra_sweeps/*/.submitit/slurm_comb/{ids[0]}/{ids[0]}_submission.sh")).read_text()
+    assert "--array" not in sbatch and "#SBATCH --time=6" in sbatch
+    assert len(metrics(workdir / "results")) == 4 and not markers(workdir)
+
+
+def test_requeue_after_timeout_signal_keeps_finished_trials(slurm_cluster, workdir):
+    """USR2 is what SLURM sends signal_delay_s before the time limit; with timeout_min < 10 submitit
+    counts it as a timeout: it checkpoints (our launcher) and requeues, bounded by max_num_timeout.
+    The requeued job runs only the missing trials."""
+    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=6", "hydra/launcher=submitit_slurm",
+            "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=1"]
+    run_cli(args, workdir)
+    [job] = slurm_ids(workdir, slurm_cluster)
+    trial0 = slurm_cluster.wait_until(lambda: next((workdir / "results").glob("*/tiny_gpt2/copa_demo/*/trial0/metrics.json"), None),
+                                      timeout=90, what="trial 0")
+    rdir, first = trial0.parent.parent, trial0.stat().st_mtime_ns
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    requeued = lambda: re.search(r"JobState=PENDING Reason=BeginTime.*Restarts=1", scontrol("show", "job", job), re.S)  # noqa: E731
+    slurm_cluster.wait_until(requeued, timeout=30, what="the requeue")
+    assert not (rdir / "results.json").exists(), "the job had finished before the signal"
+    plan = run_cli(args + ["dry_run=true"], workdir).stdout
+    assert "skip: pending" in plan and f"SLURM job {job} is" in plan
+    scontrol("update", f"JobId={job}", "StartTime=now")  # SLURM delays a requeued job by ~2 min
+    slurm_cluster.wait_for_state(job, "COMPLETED", timeout=90)
+    assert trial0.stat().st_mtime_ns == first, "a finished trial was recomputed"
+    assert json.loads((rdir / "results.json").read_text())["trials"] == list(range(6))
+    text = Path(launched(workdir)[0]["stdout"]).read_text()
+    assert "this job is timed-out" in text and f"Requeued job {job}" in text
+    done = re.findall(r"done tiny_gpt2 x copa_demo nshot=2: trials \[([\d, ]+)\]", text)
+    assert done and "0" not in done[-1].split(", "), done
+
+
+def test_ctrl_c_while_waiting_leaves_the_jobs_queued_and_recorded(slurm_cluster, conf, workdir):
+    cmd = [sys.executable, "-m", "fewshot_eval", "-m", "--config-dir", str(conf), "model=slurm_small", "task=copa_demo", "nshot=0",
+           "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.wait=true", HOLD]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        slurm_cluster.wait_until(lambda: markers(workdir), timeout=60, what="the submission")
+        [job] = slurm_ids(workdir, slurm_cluster)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "stopped waiting" in out and "keep running" in out, out
+    assert [j["state"] for j in slurm_cluster.squeue_jobs() if j["id"] == job] == ["PENDING"]
+    [m] = markers(workdir).values()
+    assert m["job_id"] == job
+    plan = sweep(workdir, conf, "model=slurm_small", "task=copa_demo", "nshot=0", "dry_run=true").stdout
+    assert f"SLURM job {job} is PENDING" in plan
+    slurm_cluster.cancel(job)

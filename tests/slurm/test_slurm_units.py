@@ -1,0 +1,165 @@
+"""The SLURM launcher's parts that need no cluster: config selection, pools and their sbatch
+parameters, and the pending/resubmit decision against fake ``squeue``/``sacct`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from fewshot_eval.launch import pending
+from fewshot_eval.launch.slurm import Pool, error_line, executor_parameters, hydra_overrides, make_pools, pool_folder
+
+FAKE = """#!/bin/sh
+# fake {name}: prints $FAKE_{NAME} (escapes allowed), $FAKE_{NAME}_ERR on stderr, exits $FAKE_{NAME}_RC
+printf '%b' "$FAKE_{NAME}"
+[ -n "$FAKE_{NAME}_ERR" ] && printf '%s\\n' "$FAKE_{NAME}_ERR" >&2
+exit ${{FAKE_{NAME}_RC:-0}}
+"""
+UNREACHABLE = {"FAKE_SQUEUE_RC": "1", "FAKE_SQUEUE_ERR": "slurm_load_jobs error: Unable to contact slurm controller",
+               "FAKE_SACCT_RC": "1", "FAKE_SACCT_ERR": "sacct: error: Problem talking to the database"}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """squeue/sacct on PATH that print what FAKE_SQUEUE / FAKE_SACCT say; returns the env for a subprocess."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for name in ("squeue", "sacct"):
+        (bin_dir / name).write_text(FAKE.format(name=name, NAME=name.upper()))
+        (bin_dir / name).chmod(0o755)
+    path = f"{bin_dir}:{__import__('os').environ['PATH']}"
+    monkeypatch.setenv("PATH", path)
+    for k in ("FAKE_SQUEUE", "FAKE_SACCT", *UNREACHABLE):
+        monkeypatch.delenv(k, raising=False)
+    return {"PATH": path}
+
+
+def write_marker(rdir: Path, job_id: str = "12_3", jobs: list | None = None) -> None:
+    rdir.mkdir(parents=True, exist_ok=True)
+    m = {"job_id": job_id, "trials": [0, 1, 2], "stdout": f"/logs/{job_id}_0_log.out"}
+    if jobs is not None:
+        m["jobs"] = jobs
+    (rdir / "submitted.json").write_text(json.dumps(m))
+
+
+def decide(rdir: Path, trials=None, override=False) -> tuple[bool, str]:
+    return pending.pending_reason(rdir, trials, override, states=pending.SlurmStates(ttl_s=0))
+
+
+# ---- which launcher hydra/launcher=... gives ------------------------------------------------
+def test_submitit_slurm_is_ours_without_schema_warning(workdir: Path) -> None:
+    proc = run_cli(["--cfg", "hydra", "hydra/launcher=submitit_slurm"], workdir)
+    assert "_target_: hydra_plugins.fewshot_eval_plugins.slurm_launcher.SlurmPoolLauncher" in proc.stdout
+    for line in ("mail_type: FAIL", "wait: false", "max_num_timeout: 3", "cpus_per_task: null", "partition: null"):
+        assert line in proc.stdout
+    assert "deprecated" not in proc.stderr and "schema" not in proc.stderr, proc.stderr
+    bad = run_cli(["--cfg", "hydra", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=soon"], workdir, check=False)
+    assert bad.returncode != 0 and "timeout_min" in bad.stderr
+    local = run_cli(["--cfg", "hydra", "hydra/launcher=submitit_local"], workdir).stdout
+    assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher" in local
+
+
+# ---- pools and their parameters ---------------------------------------------------------------
+def info(pool: str, limit: int = 2, combine: bool = False, **res) -> dict:
+    resources = {"nodes": 1, "gpus_per_node": 0, "tasks_per_node": 1, "cpus_per_task": 1, "mem_gb": None, "timeout_min": 10, **res}
+    return {"pool": pool, "max_parallel": limit, "resources": resources, "combine_tasks": combine}
+
+
+def test_pools_group_by_model_and_resources() -> None:
+    pools = make_pools([info("a"), info("b", 3), info("a"), info("a", cpus_per_task=4)])
+    assert [(p.name, p.limit, p.members) for p in pools] == [("a", 2, [0, 2]), ("b", 3, [1]), ("a-2", 2, [3])]
+    assert pools[2].resources["cpus_per_task"] == 4
+
+
+def test_executor_parameters_model_resources_launcher_values_and_throttle() -> None:
+    params = {"name": "fewshot", "partition": "dev", "cpus_per_task": None, "timeout_min": None, "mem_gb": None, "nodes": None,
+              "gpus_per_node": None, "tasks_per_node": None, "array_parallelism": 256, "mail_type": "FAIL", "mail_user": "me@x",
+              "additional_parameters": {"begin": "now+1hour"}, "setup": None, "signal_delay_s": 120, "qos": None,
+              "submitit_folder": "x/%j", "max_num_timeout": 3, "wait": False, "stderr_to_stdout": False}
+    pool = Pool("big", 3, info("big", gpus_per_node=2, cpus_per_task=8, mem_gb=64, timeout_min=240)["resources"], False)
+    p = executor_parameters(params, pool)
+    assert p["cpus_per_task"] == 8 and p["gpus_per_node"] == 2 and p["mem_gb"] == 64 and p["timeout_min"] == 240
+    assert p["slurm_array_parallelism"] == 3 and p["name"] == "fewshot-big" and p["slurm_partition"] == "dev"
+    assert p["slurm_mail_type"] == "FAIL" and p["slurm_mail_user"] == "me@x"
+    assert p["slurm_additional_parameters"] == {"begin": "now+1hour"} and "slurm_qos" not in p and "slurm_wait" not in p
+    p = executor_parameters({**params, "timeout_min": 5, "array_parallelism": 2}, pool)  # launcher values win
+    assert p["timeout_min"] == 5 and p["slurm_array_parallelism"] == 2
+    assert "gpus_per_node" not in executor_parameters(params, Pool("cpu", 1, info("cpu")["resources"], False))
+    assert "hydra.launcher.cpus_per_task=8" in hydra_overrides(params, pool)
+    assert "hydra.launcher.array_parallelism=3" in hydra_overrides(params, pool)
+    assert pool_folder("out/.submitit/%j", "big") == "out/.submitit/big/%j"
+
+
+def test_error_line_picks_the_jobs_exception() -> None:
+    e = RuntimeError("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent call last):\n"
+                     "  File x\nOSError: no weights at /w\n\n----------------------\nYou can check full logs ...\n  - /a.err")
+    assert error_line(e) == "OSError: no weights at /w"
+    assert error_line(RuntimeError("Job 5 has not produced any output (state: CANCELLED by 0)\nmore")).startswith("Job 5 has not")
+
+
+# ---- pending or resubmit ----------------------------------------------------------------------
+def test_expand_array_ranges() -> None:
+    assert pending._expand("12_[1-3,5%2]") == ["12_1", "12_2", "12_3", "12_5"]
+    assert pending._expand("12_4") == ["12_4"] and pending._expand("12") == ["12"]
+
+
+def test_queued_or_running_is_pending(tmp_path: Path, fake_slurm, monkeypatch) -> None:
+    write_marker(tmp_path / "r")
+    monkeypatch.setenv("FAKE_SQUEUE", "12_2|RUNNING\\n12_3|RUNNING\\n")
+    assert decide(tmp_path / "r") == (True, "SLURM job 12_3 is RUNNING")
+    monkeypatch.setenv("FAKE_SQUEUE", "12_[3-5%2]|PENDING\\n")  # without -r a remainder is one row
+    assert decide(tmp_path / "r") == (True, "SLURM job 12_3 is PENDING")
+
+
+@pytest.mark.parametrize("sacct, note", [
+    ("12_3|CANCELLED by 0\n", "resubmit: SLURM job 12_3 was CANCELLED"),
+    ("12|CANCELLED by 0\n", "resubmit: SLURM job 12_3 was CANCELLED"),  # the whole array, cancelled while queued
+    ("12_3|FAILED\n", "resubmit: SLURM job 12_3 was FAILED (log: /logs/12_3_0_log.out)"),
+    ("12_3|TIMEOUT\n", "resubmit: SLURM job 12_3 was TIMEOUT (log: /logs/12_3_0_log.out)"),
+    ("12_3|OUT_OF_MEMORY\n", "resubmit: SLURM job 12_3 was OUT_OF_MEMORY (log: /logs/12_3_0_log.out)"),
+    ("12_3|COMPLETED\n", "resubmit: SLURM job 12_3 COMPLETED without a complete result (log: /logs/12_3_0_log.out)"),
+    ("", "resubmit: SLURM has no record of job 12_3 (cancelled while queued, or purged)"),
+])
+def test_ended_jobs_are_resubmitted_with_the_reason(tmp_path: Path, fake_slurm, monkeypatch, sacct, note) -> None:
+    write_marker(tmp_path / "r")
+    monkeypatch.setenv("FAKE_SQUEUE_RC", "1")
+    monkeypatch.setenv("FAKE_SQUEUE_ERR", "slurm_load_jobs error: Invalid job id specified")
+    monkeypatch.setenv("FAKE_SACCT", sacct)
+    assert decide(tmp_path / "r") == (False, note)
+
+
+def test_unreachable_slurm_is_pending_unless_override(tmp_path: Path, fake_slurm, monkeypatch) -> None:
+    write_marker(tmp_path / "r")
+    for k, v in UNREACHABLE.items():
+        monkeypatch.setenv(k, v)
+    is_pending, note = decide(tmp_path / "r")
+    assert is_pending and "cannot be reached" in note and "Unable to contact" in note and "override_completed=true" in note
+    is_pending, note = decide(tmp_path / "r", override=True)
+    assert not is_pending and note.startswith("resubmit:")
+
+
+def test_split_trials_look_up_their_own_job(tmp_path: Path, fake_slurm, monkeypatch) -> None:
+    write_marker(tmp_path / "r", "12_0", jobs=[{"job_id": "12_0", "trials": [0]}, {"job_id": "12_1", "trials": [1]}])
+    monkeypatch.setenv("FAKE_SQUEUE", "12_1|RUNNING\\n")
+    monkeypatch.setenv("FAKE_SACCT", "12_0|FAILED\\n12_1|RUNNING\\n")
+    assert decide(tmp_path / "r", [1]) == (True, "SLURM job 12_1 is RUNNING")
+    assert decide(tmp_path / "r", [0])[1].startswith("resubmit: SLURM job 12_0 was FAILED")
+
+
+def test_plan_shows_pending_and_resubmit_notes(workdir: Path, fake_slurm) -> None:
+    args = ["-m", "model=random", "task=copa_demo,nli_demo", "nshot=0", "dry_run=true"]
+    rows = [ln.split() for ln in run_cli(args, workdir, env=fake_slurm).stdout.splitlines() if ln.startswith("run ")]
+    rdirs = [workdir / "results" / r[5] for r in rows]
+    write_marker(rdirs[0], "7_0")
+    write_marker(rdirs[1], "7_1")
+    env = {**fake_slurm, "FAKE_SQUEUE": "7_0|PENDING\\n", "FAKE_SACCT": "7_1|NODE_FAIL\\n"}
+    plan = run_cli(args, workdir, env=env).stdout
+    assert "skip: pending" in plan and "SLURM job 7_0 is PENDING" in plan
+    assert "resubmit: SLURM job 7_1 was NODE_FAIL" in plan and "(1 skip: pending, 1 run)" in plan.replace("1 run, 1 skip: pending", "1 skip: pending, 1 run")
+    out = run_cli(args[:-1], workdir, env=env).stdout  # the local launcher runs the resubmitted one, not the pending one
+    assert "ran 1, skipped 1, failed 0" in out
+    assert not (rdirs[1] / "submitted.json").exists() and (rdirs[1] / "results.json").exists()
+    assert (rdirs[0] / "submitted.json").exists() and not (rdirs[0] / "results.json").exists()
