@@ -43,6 +43,14 @@ def launch_jobs(sweeper: Any, planner: Any, jobs: Sequence[PlannedJob], root: Pa
         launcher.planner = planner
     if hasattr(launcher, "pools"):
         launcher.pools = [(j.unit.model_key, max_parallel(j, cfg.max_parallel)) for j in jobs]
+    if hasattr(launcher, "pool_info"):  # SLURM pools: the launcher logs each job with its SLURM job id
+        launcher.pool_info = [
+            {"pool": j.unit.model_key, "max_parallel": max_parallel(j, cfg.max_parallel),
+             "resources": dict(j.unit.model["resources"]), "combine_tasks": bool(j.unit.model["job"]["combine_tasks"])}
+            for j in jobs
+        ]
+        launcher.planned, launcher.output_root = list(jobs), root
+        return launcher.launch(overrides, initial_job_idx=0)
     for j in jobs:
         log_launch(root, j, name)
     return launcher.launch(overrides, initial_job_idx=0)

@@ -28,8 +28,9 @@ from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status, t
 RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: complete", "skip: pending", "stale", "n/a"
 CHEAP_KEYS = ("nshot", "trial")
 
-# (result_dir) -> reason string when a submitted job is still queued or running, else None.
-PendingCheck = Callable[[Path], Optional[str]]
+# (result_dir, trials, override_completed) -> (skip as pending?, note) for a result dir with a
+# submitted.json: the note says why it is pending, or why it is submitted again ("resubmit: ...").
+PendingCheck = Callable[[Path, list[int], bool], tuple[bool, str]]
 
 
 @dataclass
@@ -248,10 +249,17 @@ class Planner:
         self._checked.add(key)
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
+        note = ""
         if self.pending_check is not None and (unit.result_dir / layout.SUBMITTED).exists():
-            reason = self.pending_check(unit.result_dir)
-            if reason:
-                return SKIP_PENDING, reason
+            pending, note = self.pending_check(unit.result_dir, unit.trials, override)
+            if pending:
+                return SKIP_PENDING, note
+        status, detail = self._disk_status(unit, split, override)
+        if status == RUN and note:  # e.g. "resubmit: SLURM job 12_3 was CANCELLED"
+            detail = f"{note}; {detail}" if detail else note
+        return status, detail
+
+    def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         if split:
             res = read_json(unit.result_dir / layout.RESULTS)
             done = trial_done(unit.result_dir, unit.trials[0], unit.fingerprint)

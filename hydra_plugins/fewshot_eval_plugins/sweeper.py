@@ -68,8 +68,10 @@ class FewshotSweeper(Sweeper):
         returns = launch_jobs(self, planner, to_run, root)
         failed = [(j, r) for j, r in zip(to_run, returns) if r.status != JobStatus.COMPLETED]
         skipped_in_job = sum(1 for r in returns if r.status == JobStatus.COMPLETED and isinstance(r._return_value, dict) and r._return_value.get("status") == "skipped")
-        ran = len(returns) - len(failed) - skipped_in_job
-        print(f"fewshot-eval: ran {ran}, skipped {len(jobs) - len(to_run) + skipped_in_job}, failed {len(failed)}.")
+        submitted = sum(1 for r in returns if r.status == JobStatus.COMPLETED and isinstance(r._return_value, dict) and r._return_value.get("status") == "submitted")
+        ran = len(returns) - len(failed) - skipped_in_job - submitted
+        sub = f"submitted {submitted} (SLURM; re-run to collect), " if submitted else ""
+        print(f"fewshot-eval: ran {ran}, {sub}skipped {len(jobs) - len(to_run) + skipped_in_job}, failed {len(failed)}.")
         for j, r in failed:
             print(f"  FAILED {j.unit.model_key} x {j.unit.task_key} nshot={j.unit.nshot}: {r._return_value} ({j.unit.result_dir})", file=sys.stderr)
         print(f"Aggregate: fewshot-eval report {root}")
