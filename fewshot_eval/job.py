@@ -6,7 +6,7 @@ import fcntl
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fewshot_eval.config import ConfigError, config_dirs
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import write_json, write_text
+from fewshot_eval.store.atomic import read_json, write_json, write_text
 from fewshot_eval.store.repro import repro_info
 from fewshot_eval.store.results import aggregate, write_trial
 from fewshot_eval.store.status import COMPLETE, STALE, result_status
@@ -70,19 +70,43 @@ def unit_from_config(cfg: DictConfig) -> JobUnit:
 
 
 @contextmanager
-def locked(result_dir: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on the result dir; yields False when another process holds it."""
-    result_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(result_dir / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+def locked(path: Path, wait: bool = False) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path``; yields False when another process holds it (unless ``wait``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
         yield True
     finally:
         os.close(fd)
+
+
+@contextmanager
+def claim_trials(result_dir: Path, trials: list[int]) -> Iterator[list[int]]:
+    """Lock each trial of a result dir; yields the trials this process holds (the others run elsewhere).
+
+    One lock per trial lets split-trial jobs of one result dir run at the same time."""
+    with ExitStack() as stack:
+        held = [t for t in trials if stack.enter_context(locked(result_dir / f"{layout.LOCK}.trial{t}"))]
+        yield held
+
+
+def forget_submission(result_dir: Path, trials: list[int]) -> None:
+    """Drop the ``submitted.json`` entries of the SLURM jobs that produce ``trials``; the file goes with the last one."""
+    path = result_dir / layout.SUBMITTED
+    marker = read_json(path)
+    if not isinstance(marker, dict):
+        return
+    jobs = marker.get("jobs")
+    keep = [j for j in jobs if j.get("trials") is not None and not set(j["trials"]) <= set(trials)] if jobs else []
+    if keep:
+        write_json(path, {**marker, **keep[0], "jobs": keep})
+    else:
+        path.unlink(missing_ok=True)
 
 
 def move_aside(result_dir: Path) -> Path:
@@ -113,14 +137,18 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
         status = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
     start = time.time()
     started_at = datetime.now().astimezone().isoformat(timespec="milliseconds")
-    with locked(unit.result_dir) as have_lock:
-        if not have_lock:
+    missing = [t for t in unit.trials if t not in status.done_trials]
+    with claim_trials(unit.result_dir, missing) as held:
+        if missing and not held:
             log.info("skip %s: another process is running it (%s)", tag, unit.result_dir)
             return {"status": "skipped", "reason": "running elsewhere"}
+        if len(held) < len(missing):
+            log.info("%s: trials %s run in another process", tag, sorted(set(missing) - set(held)))
+        done_now = result_status(unit.result_dir, unit.fingerprint, unit.all_trials).done_trials  # finished meanwhile?
+        todo = [t for t in held if t not in done_now]
         write_json(unit.result_dir / layout.IDENTITY, {"fingerprint": unit.fingerprint, **unit.identity})
         if cfg is not None:
             write_text(unit.result_dir / layout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-        todo = [t for t in unit.trials if t not in status.done_trials]
         eval_s = 0.0
         if todo:
             from fewshot_eval.evaluate import build_evaluator
@@ -131,6 +159,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                 result = evaluator.run_trial(unit.task["tasks"], unit.params, unit.nshot, t)
                 write_trial(unit.result_dir, t, result, unit.fingerprint)
             eval_s = time.perf_counter() - t0
+    with locked(unit.result_dir / layout.LOCK, wait=True):  # split trials: the last one to finish aggregates
         finished = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
         wall = time.time() - start
         if set(finished.done_trials) >= set(unit.all_trials) and finished.state != COMPLETE:
@@ -154,7 +183,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     "repro": repro_info(cwd, overrides),
                 },
             )
-        (unit.result_dir / layout.SUBMITTED).unlink(missing_ok=True)
+        forget_submission(unit.result_dir, unit.trials)
     log.info("done %s: trials %s in %.1fs -> %s", tag, todo, wall, unit.result_dir)
     return {"status": "ran", "trials": todo, "result_dir": str(unit.result_dir), "wall_time_s": wall}
 

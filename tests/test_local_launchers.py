@@ -44,3 +44,26 @@ def test_parallel_and_sequential_give_identical_metrics(workdir: Path) -> None:
     seq = {f.relative_to(workdir / "seq"): json.loads(f.read_text())["results"] for f in (workdir / "seq").rglob("results.json")}
     par = {f.relative_to(workdir / "par"): json.loads(f.read_text())["results"] for f in (workdir / "par").rglob("results.json")}
     assert len(seq) == 4 and seq == par
+
+
+def test_split_trials_of_one_result_run_side_by_side(workdir: Path) -> None:
+    """split_trials in the parallel launcher: the trials of one result dir run at once, the last aggregates;
+    override_completed moves the old result aside once, not once per trial."""
+    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=3", "split_trials=true",
+            "hydra/launcher=local_parallel", "hydra.launcher.max_workers=3", "model.max_parallel=3"]
+    out = run_cli(args, workdir).stdout
+    assert "ran 3, skipped 0, failed 0" in out
+    [log] = (workdir / "results" / ".hydra_sweeps").glob("*/launches.jsonl")
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert max_overlap([(r["start"], r["end"]) for r in rows]) >= 2  # three processes on one result dir at once
+    [res] = (workdir / "results").rglob("results.json")
+    split = json.loads(res.read_text())
+    assert split["trials"] == [0, 1, 2] and sorted(p.name for p in res.parent.glob("trial*")) == ["trial0", "trial1", "trial2"]
+    whole = run_cli(["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=3", "output_dir=whole"], workdir)
+    assert "ran 1" in whole.stdout
+    [ref] = (workdir / "whole").rglob("results.json")
+    assert json.loads(ref.read_text())["results"] == split["results"]
+    again = run_cli(args + ["override_completed=true"], workdir).stdout
+    assert "ran 3, skipped 0, failed 0" in again
+    assert len(list(res.parent.parent.glob(res.parent.name + ".old-*"))) == 1
+    assert json.loads(res.read_text())["results"] == split["results"]

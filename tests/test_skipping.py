@@ -92,3 +92,21 @@ def test_failed_job_does_not_stop_the_others_and_exit_is_nonzero(workdir: Path, 
     assert "ran 1, skipped 0, failed 1" in proc.stdout
     assert "FAILED broken x copa_demo" in proc.stderr
     assert len(results(workdir)) == 1  # the random job finished
+
+
+def test_a_trial_running_elsewhere_is_left_to_it(workdir: Path) -> None:
+    """Split trials lock per trial: while another process holds trial 0, the sweep runs trial 1 only
+    and does not aggregate; the next sweep runs trial 0 and completes the result."""
+    from fewshot_eval.job import claim_trials
+
+    args = ["-m", "model=random", "task=copa_demo", "nshot=2", "num_trials=2", "split_trials=true"]
+    [row] = {ln.split()[5] for ln in run_cli(args + ["dry_run=true"], workdir).stdout.splitlines() if ln.startswith("run ")}
+    rdir = workdir / "results" / row
+    with claim_trials(rdir, [0]) as held:
+        assert held == [0]
+        run_cli(args, workdir)
+        assert (rdir / "trial1" / "metrics.json").exists()
+        assert not (rdir / "trial0").exists() and not (rdir / "results.json").exists()
+    out = run_cli(args, workdir).stdout
+    assert "1 skip: complete" in out and "ran 1" in out
+    assert json.loads((rdir / "results.json").read_text())["trials"] == [0, 1]

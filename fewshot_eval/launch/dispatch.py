@@ -28,7 +28,7 @@ def prepare_overrides(jobs: Sequence[PlannedJob], override_completed: bool) -> l
     moved: set[Path] = set()
     for j in jobs:
         d = j.unit.result_dir
-        if d not in moved and d.exists() and any((d / n).exists() for n in (layout.RESULTS, "trial0")) or any(d.glob("trial*")):
+        if d not in moved and ((d / layout.RESULTS).exists() or any(d.glob("trial*"))):
             moved.add(d)
             log.info("moved old result %s -> %s", d, move_aside(d))
     return [list(j.overrides) + ["override_completed=false"] for j in jobs]

@@ -163,3 +163,19 @@ def test_plan_shows_pending_and_resubmit_notes(workdir: Path, fake_slurm) -> Non
     assert "ran 1, skipped 1, failed 0" in out
     assert not (rdirs[1] / "submitted.json").exists() and (rdirs[1] / "results.json").exists()
     assert (rdirs[0] / "submitted.json").exists() and not (rdirs[0] / "results.json").exists()
+
+
+def test_a_finished_split_trial_leaves_the_other_trials_marked(workdir: Path, fake_slurm) -> None:
+    """Trial 0's job failed, trial 1's still runs: the sweep reruns trial 0 only and keeps trial 1's record."""
+    args = ["-m", "model=random", "task=copa_demo", "nshot=2", "num_trials=2", "split_trials=true"]
+    rows = [ln.split() for ln in run_cli(args + ["dry_run=true"], workdir, env=fake_slurm).stdout.splitlines() if ln.startswith("run ")]
+    rdir = workdir / "results" / rows[0][5]
+    write_marker(rdir, "12_0", jobs=[{"job_id": "12_0", "trials": [0]}, {"job_id": "12_1", "trials": [1]}])
+    env = {**fake_slurm, "FAKE_SQUEUE": "12_1|RUNNING\\n", "FAKE_SACCT": "12_0|FAILED\\n12_1|RUNNING\\n"}
+    out = run_cli(args, workdir, env=env).stdout
+    assert "ran 1, skipped 1, failed 0" in out
+    marker = json.loads((rdir / "submitted.json").read_text())
+    assert [j["job_id"] for j in marker["jobs"]] == ["12_1"] and marker["job_id"] == "12_1"
+    assert (rdir / "trial0" / "metrics.json").exists() and not (rdir / "results.json").exists()
+    plan = run_cli(args + ["dry_run=true"], workdir, env=env).stdout
+    assert "SLURM job 12_1 is RUNNING" in plan and "(1 skip: pending)" in plan.replace("1 skip: complete, ", "")
