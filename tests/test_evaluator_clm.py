@@ -67,3 +67,14 @@ def test_full_run_with_tiny_gpt2(cache):
             assert row["pred"] == max(row["candidates"], key=lambda c: c["score"])["label"]
     assert any("kept only" in w for w in r0.info["warnings"])
     assert r0.info["predictor"] == "clm" and r0.info["device"] == "cpu"
+
+
+def test_model_is_loaded_once_per_process_and_setting(cache):
+    model = {"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"}
+    params = {"device": "cpu", "dtype": "float32", "batch_size": 4, "max_length": None}
+    a = build_evaluator(model, params).predictor
+    b = build_evaluator(model, {**params, "batch_size": 16, "max_length": 64}).predictor
+    assert b.model is a.model and b.tokenizer is a.tokenizer  # shared weights ...
+    assert (a.batch_size, b.batch_size, b.max_length) == (4, 16, 64)  # ... per-job settings
+    c = build_evaluator(model, {**params, "dtype": "bfloat16"}).predictor
+    assert c.model is not a.model and str(c.model.dtype) == "torch.bfloat16"

@@ -67,3 +67,9 @@ def test_split_trials_of_one_result_run_side_by_side(workdir: Path) -> None:
     assert "ran 3, skipped 0, failed 0" in again
     assert len(list(res.parent.parent.glob(res.parent.name + ".old-*"))) == 1
     assert json.loads(res.read_text())["results"] == split["results"]
+
+
+def test_sequential_sweep_loads_a_model_once(workdir: Path) -> None:
+    proc = run_cli(["-m", "model=tiny_gpt2", "task=copa_demo,nli_demo", "nshot=0,1"], workdir)
+    assert "ran 4, skipped 0, failed 0" in proc.stdout
+    assert (proc.stdout + proc.stderr).count("loaded model") == 1

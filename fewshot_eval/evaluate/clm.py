@@ -1,4 +1,4 @@
-"""``clm``: any HuggingFace causal LM (``AutoModelForCausalLM``), loaded once per evaluator.
+"""``clm``: any HuggingFace causal LM (``AutoModelForCausalLM``), loaded once per process and model.
 
 Tokenisation is exactly lm-evaluation-harness's HF model (``HFLM``): trailing whitespace of
 the context moves to the continuation; ``whole = encode(context + continuation)``,
@@ -17,12 +17,16 @@ attention no mask is needed). Log-softmax is taken only at continuation position
 from __future__ import annotations
 
 import copy
+import functools
+import logging
+import time
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request
 
 DTYPES = ("float32", "float16", "bfloat16")
+log = logging.getLogger("fewshot_eval")
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -31,6 +35,21 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+@functools.lru_cache(maxsize=1)
+def load_model(weights: str, revision: Optional[str], dtype: str, device: str) -> tuple[Any, Any]:
+    """(model, tokenizer), loaded once per process: the jobs of one model that run in one process
+    (the sequential launcher, a combine_tasks SLURM job) share it. Only the last one is kept."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    kwargs = {"revision": revision} if revision else {}
+    tok = AutoTokenizer.from_pretrained(weights, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype), **kwargs).to(device).eval()
+    log.info("loaded model %s (%s, %s) in %.1fs", weights, dtype, device, time.perf_counter() - t0)
+    return lm, tok
 
 
 class CausalLMPredictor(Predictor):
@@ -54,7 +73,6 @@ class CausalLMPredictor(Predictor):
     @classmethod
     def from_settings(cls, model: dict[str, Any], params: dict[str, Any]) -> "CausalLMPredictor":
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         weights = model.get("weights")
         if not weights:
@@ -75,9 +93,7 @@ class CausalLMPredictor(Predictor):
         if device == "cpu" and dtype == "float16":
             notes.append("dtype float16 is not supported well on CPU; using float32.")
             dtype = "float32"
-        kwargs = {"revision": model["revision"]} if model.get("revision") else {}
-        tok = AutoTokenizer.from_pretrained(weights, **kwargs)
-        lm = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype), **kwargs).to(device).eval()
+        lm, tok = load_model(weights, model.get("revision"), dtype, device)
         pred = cls(lm, tok, device=device, batch_size=params.get("batch_size") or 8, max_length=params.get("max_length"), name=model.get("name", weights))
         pred.notes = notes
         return pred
