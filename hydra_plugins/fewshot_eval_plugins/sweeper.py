@@ -57,9 +57,9 @@ class FewshotSweeper(Sweeper):
         to_run = [j for j in jobs if j.status == RUN]
         if self.config.dry_run:
             print(format_plan(jobs, root))
-            print(f"\nDry run: {len(jobs)} job{"s" if len(jobs) != 1 else ""} planned in {elapsed:.2f}s ({counts(jobs)}); output dir {root} is writable. Nothing launched.")
+            print(f"\nDry run: {len(jobs)} job{'s' if len(jobs) != 1 else ''} planned in {elapsed:.2f}s ({counts(jobs)}); output dir {root} is writable. Nothing launched.")
             return []
-        print(f"fewshot-eval: {len(jobs)} job{"s" if len(jobs) != 1 else ""} planned in {elapsed:.2f}s: {counts(jobs)}. Results under {root}")
+        print(f"fewshot-eval: {len(jobs)} job{'s' if len(jobs) != 1 else ''} planned in {elapsed:.2f}s: {counts(jobs)}. Results under {root}")
         if not to_run:
             print("Nothing to launch: every selected result is complete, pending or stale "
                   "(override_completed=true re-runs them; dry_run=true lists them).")
