@@ -267,7 +267,7 @@ def pool_line(params: dict[str, Any], pool: Pool, jobs: Sequence[Any]) -> str:
     elif len(ids) == 1:
         what = "1 job"
     else:
-        what = f"array {ids[0].split('_')[0]}: {len(ids)} tasks, at most {throttle(params, pool)} at once"
+        what = f"array {ids[0].split('_')[0]}: {len(ids)} tasks, at most {min(throttle(params, pool), len(ids))} at once"
     mem = f", {r['mem_gb']} GB" if r["mem_gb"] else ""
     res = f"{r['nodes']} node x {r['tasks_per_node']} task x {r['cpus_per_task']} cpu, {r['gpus_per_node'] or 0} gpu{mem}, {r['timeout_min']} min"
     shown = ", ".join(ids) if len(ids) <= 4 else f"{ids[0]} .. {ids[-1]}"

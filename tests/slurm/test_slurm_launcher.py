@@ -83,6 +83,8 @@ def test_pools_sbatch_throttle_pending_skip_and_results(slurm_cluster, conf, wor
     out = sweep(workdir, conf, *grid, HOLD).stdout
     assert "submitted 6 jobs to SLURM in 2 pools" in out and "submitted 6 (SLURM" in out
     assert "squeue -j" in out and "sacct" in out and "re-run the same command" in out
+    assert "pool slurm_small: array " in out and "3 tasks, at most 1 at once (1 node x 1 task x 1 cpu, 0 gpu, 7 min)" in out
+    assert "3 tasks, at most 2 at once (1 node x 1 task x 2 cpu, 0 gpu, 1 GB, 9 min)" in out
     ids = slurm_ids(workdir, slurm_cluster)
     small, wide = {i.split("_")[0] for i in ids[:3]}, {i.split("_")[0] for i in ids[3:]}
     assert len(small) == len(wide) == 1 and small != wide
