@@ -14,9 +14,10 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from fewshot_eval.config import ConfigError, config_dirs
+from fewshot_eval.launch.pending import forget_submission
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json, write_json, write_text
+from fewshot_eval.store.atomic import write_json, write_text
 from fewshot_eval.store.repro import repro_info
 from fewshot_eval.store.results import aggregate, write_trial
 from fewshot_eval.store.status import COMPLETE, STALE, result_status
@@ -95,20 +96,6 @@ def claim_trials(result_dir: Path, trials: list[int]) -> Iterator[list[int]]:
         yield held
 
 
-def forget_submission(result_dir: Path, trials: list[int]) -> None:
-    """Drop the ``submitted.json`` entries of the SLURM jobs that produce ``trials``; the file goes with the last one."""
-    path = result_dir / layout.SUBMITTED
-    marker = read_json(path)
-    if not isinstance(marker, dict):
-        return
-    jobs = marker.get("jobs")
-    keep = [j for j in jobs if j.get("trials") is not None and not set(j["trials"]) <= set(trials)] if jobs else []
-    if keep:
-        write_json(path, {**marker, **keep[0], "jobs": keep})
-    else:
-        path.unlink(missing_ok=True)
-
-
 def move_aside(result_dir: Path) -> Path:
     """Rename an old result out of the way (never delete it); returns the new path."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -134,18 +121,17 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     if status.state in (COMPLETE, STALE) or (override_completed and status.done_trials):
         moved = move_aside(unit.result_dir)
         log.info("%s: moved the old result to %s (override_completed=true)", tag, moved)
-        status = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
     start = time.time()
     started_at = datetime.now().astimezone().isoformat(timespec="milliseconds")
-    missing = [t for t in unit.trials if t not in status.done_trials]
-    with claim_trials(unit.result_dir, missing) as held:
-        if missing and not held:
+    with claim_trials(unit.result_dir, unit.trials) as held:
+        done = result_status(unit.result_dir, unit.fingerprint, unit.all_trials).done_trials  # finished meanwhile?
+        todo = [t for t in held if t not in done]
+        elsewhere = [t for t in unit.trials if t not in held and t not in done]
+        if elsewhere and not todo:
             log.info("skip %s: another process is running it (%s)", tag, unit.result_dir)
             return {"status": "skipped", "reason": "running elsewhere"}
-        if len(held) < len(missing):
-            log.info("%s: trials %s run in another process", tag, sorted(set(missing) - set(held)))
-        done_now = result_status(unit.result_dir, unit.fingerprint, unit.all_trials).done_trials  # finished meanwhile?
-        todo = [t for t in held if t not in done_now]
+        if elsewhere:
+            log.info("%s: trials %s run in another process", tag, elsewhere)
         write_json(unit.result_dir / layout.IDENTITY, {"fingerprint": unit.fingerprint, **unit.identity})
         if cfg is not None:
             write_text(unit.result_dir / layout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))

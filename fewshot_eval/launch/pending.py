@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json
+from fewshot_eval.store.atomic import read_json, write_json
 
 # The job will still run (or is running): do not submit it again.
 ACTIVE = frozenset({
@@ -112,6 +112,20 @@ def marker_jobs(marker: dict[str, Any], trials: Optional[Sequence[int]]) -> list
         return jobs
     mine = [j for j in jobs if j.get("trials") is None or set(j["trials"]) & set(trials)]
     return mine
+
+
+def forget_submission(result_dir: Path, trials: Sequence[int]) -> None:
+    """A job that ended drops the ``submitted.json`` entries of ``trials``; the file goes with the last one."""
+    path = result_dir / layout.SUBMITTED
+    marker = read_json(path)
+    if not isinstance(marker, dict):
+        return
+    done = marker_jobs(marker, trials)
+    keep = [j for j in marker_jobs(marker, None) if j not in done]
+    if keep:
+        write_json(path, {**marker, **keep[0], "jobs": keep})
+    else:
+        path.unlink(missing_ok=True)
 
 
 def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, override_completed: bool = False,

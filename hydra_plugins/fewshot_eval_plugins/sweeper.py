@@ -55,11 +55,12 @@ class FewshotSweeper(Sweeper):
         check_writable(root)
         elapsed = time.perf_counter() - tic
         to_run = [j for j in jobs if j.status == RUN]
+        planned = f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} planned in {elapsed:.2f}s"
         if self.config.dry_run:
             print(format_plan(jobs, root))
-            print(f"\nDry run: {len(jobs)} job{'s' if len(jobs) != 1 else ''} planned in {elapsed:.2f}s ({counts(jobs)}); output dir {root} is writable. Nothing launched.")
+            print(f"\nDry run: {planned} ({counts(jobs)}); output dir {root} is writable. Nothing launched.")
             return []
-        print(f"fewshot-eval: {len(jobs)} job{'s' if len(jobs) != 1 else ''} planned in {elapsed:.2f}s: {counts(jobs)}. Results under {root}")
+        print(f"fewshot-eval: {planned}: {counts(jobs)}. Results under {root}")
         if not to_run:
             print("Nothing to launch: every selected result is complete, pending or stale "
                   "(override_completed=true re-runs them; dry_run=true lists them).")
