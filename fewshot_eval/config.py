@@ -52,6 +52,13 @@ NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "devic
 # Run params that steer the scheduler, not the evaluation.
 RUN_KEYS: tuple[str, ...] = ("output_dir", "nshot", "split_trials", "trial", "override_completed", "dry_run", "max_parallel")
 
+# Top-level keys of a composed job config that are not run/eval values.
+SCHEDULER_KEYS: tuple[str, ...] = ("model", "task", "hydra")
+
+# Set in the environment of a job started by a launcher: it runs one job of a sweep
+# (so a preset without -m is not refused there).
+SWEEP_JOB_ENV = "FEWSHOT_EVAL_SWEEP_JOB"
+
 
 class ConfigError(CompactHydraException, ValueError):
     """A user-facing configuration error; the message says what is wrong and what to do."""
@@ -102,6 +109,29 @@ def check_eval_keys(section: Mapping[str, Any] | None, where: str) -> None:
     for key in section or {}:
         if key not in EVAL_KEYS:
             raise ConfigError(f"{where}: unknown evaluation parameter '{key}'. Valid keys: {', '.join(EVAL_KEYS)}.")
+
+
+def override_keys(overrides: Iterable[str]) -> list[str]:
+    """Top-level keys named by Hydra override strings (``+a=1`` -> ``a``; dotted keys and groups excluded)."""
+    keys = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if "." not in key and "/" not in key and "@" not in key:
+            keys.append(key)
+    return keys
+
+
+def run_values(cfg: Any) -> dict[str, Any]:
+    """The resolved top-level run/eval values of a composed config (model, task and hydra left out)."""
+    from omegaconf import OmegaConf
+
+    out = {}
+    for k in cfg:
+        if k in SCHEDULER_KEYS:
+            continue
+        v = cfg[k]
+        out[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    return out
 
 
 def effective_params(

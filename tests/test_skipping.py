@@ -97,14 +97,15 @@ def test_failed_job_does_not_stop_the_others_and_exit_is_nonzero(workdir: Path, 
 def test_a_trial_running_elsewhere_is_left_to_it(workdir: Path) -> None:
     """Split trials lock per trial: while another process holds trial 0, the sweep runs trial 1 only
     and does not aggregate; the next sweep runs trial 0 and completes the result."""
-    from fewshot_eval.job import claim_trials
+    from fewshot_eval.store.locks import claim_trials
 
     args = ["-m", "model=random", "task=copa_demo", "nshot=2", "num_trials=2", "split_trials=true"]
     [row] = {ln.split()[5] for ln in run_cli(args + ["dry_run=true"], workdir).stdout.splitlines() if ln.startswith("run ")}
     rdir = workdir / "results" / row
     with claim_trials(rdir, [0]) as held:
         assert held == [0]
-        run_cli(args, workdir)
+        held_out = run_cli(args, workdir, check=False)
+        assert held_out.returncode == 3 and "ran 1, running elsewhere 1, skipped 0, failed 0" in held_out.stdout
         assert (rdir / "trial1" / "metrics.json").exists()
         assert not (rdir / "trial0").exists() and not (rdir / "results.json").exists()
     out = run_cli(args, workdir).stdout

@@ -14,25 +14,11 @@ the job's effective evaluation params (``fewshot_eval.config.effective_params``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any
 
+from fewshot_eval.evaluate.api import Evaluator, TrialResult
 
-@dataclass
-class TrialResult:
-    """What one trial of one job produced.
-
-    ``metrics`` and ``predictions`` are keyed by sub-result id ``"<task>.<template>[.<lang>]"``
-    (one per task x template x language of the task setting).
-    """
-
-    metrics: dict[str, dict[str, Any]]
-    predictions: dict[str, list[dict[str, Any]]]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-class Evaluator(Protocol):
-    def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult: ...
+__all__ = ["Evaluator", "TrialResult", "build_evaluator", "recalc_metrics", "preferred_metric"]
 
 
 def build_evaluator(model: dict[str, Any], params: dict[str, Any]) -> Evaluator:

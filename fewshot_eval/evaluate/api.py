@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,20 @@ class Predictor(ABC):
 
     def describe(self) -> dict:
         return {"predictor": type(self).__name__}
+
+
+@dataclass
+class TrialResult:
+    """What one trial of one job produced.
+
+    ``metrics`` and ``predictions`` are keyed by sub-result id ``"<task>.<template>[.<lang>]"``
+    (one per task x template x language of the task setting).
+    """
+
+    metrics: dict[str, dict[str, Any]]
+    predictions: dict[str, list[dict[str, Any]]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator(Protocol):
+    def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult: ...

@@ -26,8 +26,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate import TrialResult
-from fewshot_eval.evaluate.api import Loglik, Predictor, Request, split_whitespace
+from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.demonstrations import Sample, demo_pool, fit_demonstrations, join_prompt, sample_demonstrations
 from fewshot_eval.evaluate.metrics import compute_metrics

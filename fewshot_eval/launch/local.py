@@ -15,13 +15,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import DictConfig, open_dict
 
-import fewshot_eval.job as job_module
-from fewshot_eval.store.atomic import append_jsonl
+from fewshot_eval import progress
+from fewshot_eval.config import SWEEP_JOB_ENV
+from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
+from fewshot_eval.store.atomic import append_jsonl, read_json
 
 log = logging.getLogger("fewshot_eval")
-
-# Set in a job process started by the parallel launcher: it runs one job of a sweep.
-SWEEP_JOB_ENV = "FEWSHOT_EVAL_SWEEP_JOB"
 
 
 def failed_return(overrides: Sequence[str], exc: BaseException) -> JobReturn:
@@ -58,7 +57,7 @@ def launch_sequential(
                 sweep_config.hydra.job.num = idx
                 # the job writes its resolved config into its result dir; skip Hydra's three YAML dumps
                 sweep_config.hydra.output_subdir = None
-            job_module.progress = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
+            progress.job_prefix = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
             ret = run_job(
                 hydra_context=hydra_context,
                 task_function=task_function,
@@ -91,7 +90,7 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
     env = dict(os.environ, **{SWEEP_JOB_ENV: "1"})
     # the job processes see the same config search path and hydra overrides as this sweep
     base_args = [f"--config-dir={s.path}" for s in config.hydra.runtime.config_sources if s.provider == "command-line"]
-    base_args += [o for o in config.hydra.overrides.hydra if not o.startswith(("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper"))]
+    base_args += [o for o in config.hydra.overrides.hydra if not o.startswith(("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper", "hydra.mode"))]
     while queue or running:
         started = True
         while started and len(running) < max_workers:
@@ -105,7 +104,8 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
                     job_dir.mkdir(parents=True, exist_ok=True)
                     out = open(job_dir / "job.log", "w")
                     cmd = [sys.executable, "-m", "fewshot_eval", *base_args, *overrides, f"hydra.run.dir={job_dir}"]
-                    running[idx] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), pool, out)
+                    job_env = {**env, OUTCOME_FILE_ENV: str(job_dir / "outcome.json")}
+                    running[idx] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=job_env), pool, out)
                     starts[idx] = time.time()
                     per_pool[pool] += 1
                     started = True
@@ -118,7 +118,7 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
             overrides = jobs[idx][0]
             if proc.returncode == 0:
                 ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
-                ret.return_value = {"status": "ran"}
+                ret.return_value = read_json(sweep_dir / str(idx) / "outcome.json") or {"status": Outcome.RAN.value}
             else:
                 logf = sweep_dir / str(idx) / "job.log"
                 lines = logf.read_text(errors="replace").strip().splitlines() if logf.exists() else []

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json, write_json
+from fewshot_eval.store.atomic import read_json
+from fewshot_eval.store.markers import marker_jobs
 
 # The job will still run (or is running): do not submit it again.
 ACTIVE = frozenset({
@@ -103,29 +104,6 @@ class SlurmStates:
 
 
 _states = SlurmStates()
-
-
-def marker_jobs(marker: dict[str, Any], trials: Optional[Sequence[int]]) -> list[dict[str, Any]]:
-    """The submissions in a marker that produce ``trials`` (all of them when trials is None)."""
-    jobs = marker.get("jobs") or ([{"job_id": marker["job_id"], "trials": marker.get("trials")}] if marker.get("job_id") else [])
-    if trials is None:
-        return jobs
-    mine = [j for j in jobs if j.get("trials") is None or set(j["trials"]) & set(trials)]
-    return mine
-
-
-def forget_submission(result_dir: Path, trials: Sequence[int]) -> None:
-    """A job that ended drops the ``submitted.json`` entries of ``trials``; the file goes with the last one."""
-    path = result_dir / layout.SUBMITTED
-    marker = read_json(path)
-    if not isinstance(marker, dict):
-        return
-    done = marker_jobs(marker, trials)
-    keep = [j for j in marker_jobs(marker, None) if j not in done]
-    if keep:
-        write_json(path, {**marker, **keep[0], "jobs": keep})
-    else:
-        path.unlink(missing_ok=True)
 
 
 def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, override_completed: bool = False,

@@ -24,8 +24,10 @@ from typing import Any, Sequence
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 
+from fewshot_eval.launch.batch import LaunchBatch
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.launch.local import failed_return
+from fewshot_eval.outcome import Outcome
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import write_json
 from fewshot_eval.store.status import COMPLETE, result_status
@@ -164,20 +166,26 @@ class CombinedJobs:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
-def launch_pools(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
+    """Per job: its pool (model setting), throttle, resources and combine flag."""
+    return [
+        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i), "resources": dict(j.unit.model["resources"]),
+         "combine_tasks": bool(j.unit.model["job"]["combine_tasks"])}
+        for i, j in enumerate(batch.jobs)
+    ]
+
+
+def launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
     """Submit one array per pool, record every job, print a summary; with ``wait`` also wait for them."""
     import submitit
 
-    from fewshot_eval.config import ConfigError
-
-    if launcher.pool_info is None or launcher.planned is None:
-        raise ConfigError("hydra/launcher=submitit_slurm needs fewshot-eval's sweeper (hydra/sweeper=fewshot, the default).")
     params: dict[str, Any] = dict(launcher.params)
-    planned, root = launcher.planned, Path(launcher.output_root)
+    planned, root = batch.jobs, Path(batch.output_root)
+    job_overrides, initial_job_idx = batch.overrides, 0
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     state = Singleton.get_state()
-    pools = make_pools(launcher.pool_info)
+    pools = make_pools(pool_info(batch))
     owner: dict[int, Any] = {}  # job index -> submitit job
     returns: dict[int, JobReturn] = {}
     lines = []
@@ -212,7 +220,7 @@ def launch_pools(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_
     if not params.get("wait"):
         for i, job in owner.items():
             ret = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED)
-            ret.return_value = {"status": "submitted", "job_id": str(job.job_id), "result_dir": str(planned[i].unit.result_dir)}
+            ret.return_value = {"status": Outcome.SUBMITTED.value, "job_id": str(job.job_id), "result_dir": str(planned[i].unit.result_dir)}
             returns[i] = ret
         return [returns[i] for i in range(len(job_overrides))]
     try:
@@ -242,7 +250,7 @@ def wait_for(owner: dict[int, Any], planned: Sequence[Any], job_overrides: Seque
             u = planned[i].unit
             if result_status(u.result_dir, u.fingerprint, u.all_trials).state == COMPLETE:  # its part of a combined job went well
                 res = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED)
-                res.return_value = {"status": "ran", "result_dir": str(u.result_dir)}
+                res.return_value = {"status": Outcome.RAN.value, "result_dir": str(u.result_dir)}
             else:
                 res = failed_return(job_overrides[i], res)
         out[i] = res

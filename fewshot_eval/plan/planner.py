@@ -17,8 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fewshot_eval.config import ConfigError, conf_dir
-from fewshot_eval.job import override_keys, run_values
+from fewshot_eval.config import ConfigError, conf_dir, override_keys, run_values
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout

@@ -34,6 +34,27 @@ def summarize(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "per_trial": values}
 
 
+def prepare_aggregation() -> None:
+    """Import what aggregating needs (scipy takes seconds the first time) before the last trial is written,
+    so that the window between the last ``metrics.json`` and ``results.json`` stays short."""
+    import scipy.stats  # noqa: F401
+
+
+def write_results(result_dir: Path, record: dict[str, Any], trials: list[int]) -> dict[str, Any]:
+    """Aggregate ``trials`` and write ``results.json`` (the completion marker), last.
+
+    ``record`` holds the result's header (fingerprint, model, task setting, params, repro ...);
+    each sub-result gets its task's ``preferred_metric`` (from the trials' info)."""
+    results = aggregate(result_dir, trials)
+    first = read_json(layout.trial_dir(result_dir, trials[0]) / layout.METRICS) or {}
+    for sub, name in ((first.get("info") or {}).get("preferred_metric") or {}).items():
+        if sub in results and isinstance(name, str):
+            results[sub]["preferred_metric"] = name
+    data = {**record, "trials": list(trials), "results": results}
+    write_json(result_dir / layout.RESULTS, data)
+    return data
+
+
 def aggregate(result_dir: Path, trials: list[int]) -> dict[str, dict[str, Any]]:
     """Combine ``trial<t>/metrics.json`` of ``trials`` into per-subresult, per-metric summaries."""
     per_trial = [read_json(layout.trial_dir(result_dir, t) / layout.METRICS)["metrics"] for t in trials]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from fewshot_eval.launch.batch import LaunchBatch
 
 
 class LocalLauncher(Launcher):
@@ -17,7 +20,6 @@ class LocalLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
-        self.planner: Any = None  # set by the fewshot sweeper: composes job configs cheaply
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -25,8 +27,16 @@ class LocalLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from fewshot_eval.launch.local import launch_sequential
 
-        compose = self.planner.job_config if self.planner is not None else None
-        return launch_sequential(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx, compose)
+        return launch_sequential(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx)
+
+    def launch_batch(self, batch: LaunchBatch) -> Sequence[JobReturn]:
+        """The sweep's planned jobs; each job's config is composed cheaply by the planner."""
+        from fewshot_eval.launch.joblog import log_launch
+        from fewshot_eval.launch.local import launch_sequential
+
+        for j in batch.jobs:
+            log_launch(batch.output_root, j, type(self).__name__)
+        return launch_sequential(self.hydra_context, self.task_function, self.config, batch.overrides, 0, batch.planner.job_config)
 
 
 class LocalParallelLauncher(LocalLauncher):
@@ -35,11 +45,18 @@ class LocalParallelLauncher(LocalLauncher):
     def __init__(self, max_workers: int = 2) -> None:
         super().__init__()
         self.max_workers = max_workers
-        self.pools: Optional[list[tuple[str, int]]] = None  # set by the sweeper: (pool, limit) per job
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from fewshot_eval.launch.local import launch_parallel
 
-        pools = self.pools or [("all", self.max_workers)] * len(job_overrides)
-        jobs = [(list(o), p, lim) for o, (p, lim) in zip(job_overrides, pools)]
+        return launch_parallel(self.config, [(list(o), "all", self.max_workers) for o in job_overrides], self.max_workers)
+
+    def launch_batch(self, batch: LaunchBatch) -> Sequence[JobReturn]:
+        """Per-model pools: each model's jobs run at most its max_parallel at once."""
+        from fewshot_eval.launch.joblog import log_launch
+        from fewshot_eval.launch.local import launch_parallel
+
+        for j in batch.jobs:
+            log_launch(batch.output_root, j, type(self).__name__)
+        jobs = [(o, j.unit.model_key, batch.pool_limit(i)) for i, (o, j) in enumerate(zip(batch.overrides, batch.jobs))]
         return launch_parallel(self.config, jobs, self.max_workers)

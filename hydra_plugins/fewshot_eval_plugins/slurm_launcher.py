@@ -13,7 +13,7 @@ null resources added here). ``hydra/launcher=submitit_local`` stays stock.
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.config_search_path import ConfigSearchPath
@@ -21,6 +21,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+if TYPE_CHECKING:
+    from fewshot_eval.launch.batch import LaunchBatch
 
 
 @dataclass
@@ -53,38 +56,31 @@ class SlurmPoolLauncherConf(SlurmQueueConf):
 class SlurmPoolLauncher(SlurmLauncher):
     """hydra-submitit-launcher's SlurmLauncher with per-model pools, submit-and-return and job records.
 
-    On the submitting side the fewshot sweeper (``fewshot_eval.launch.dispatch``) sets
-    ``pool_info``, ``planned`` and ``output_root`` before ``launch``; on the node submitit calls
-    the inherited ``__call__`` (one job) or ``checkpoint`` (requeue after timeout/preemption).
+    On the submitting side the fewshot sweeper hands it a ``LaunchBatch`` (``launch_batch``);
+    on the node submitit calls the inherited ``__call__`` (one job) or ``checkpoint`` (requeue
+    after timeout/preemption).
     """
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.pool_info: Optional[list[dict[str, Any]]] = None  # per job: pool, max_parallel, resources, combine_tasks
-        self.planned: Optional[list[Any]] = None  # the PlannedJobs, in job_overrides order
-        self.output_root: Any = None
-
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from fewshot_eval.config import ConfigError
+
+        raise ConfigError("hydra/launcher=submitit_slurm needs fewshot-eval's sweeper (hydra/sweeper=fewshot, the default).")
+
+    def launch_batch(self, batch: "LaunchBatch") -> Sequence[JobReturn]:
+        """One job array per model pool; see ``fewshot_eval.launch.slurm``."""
         from fewshot_eval.launch.slurm import launch_pools
 
-        return launch_pools(self, job_overrides, initial_job_idx)
+        return launch_pools(self, batch)
 
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """Run one job on the node; a failed job raises, so SLURM records it as FAILED."""
-        from fewshot_eval.launch.local import SWEEP_JOB_ENV
+        from fewshot_eval.config import SWEEP_JOB_ENV
 
         os.environ[SWEEP_JOB_ENV] = "1"  # a job of a sweep, even if it was selected by a preset
         ret = super().__call__(*args, **kwargs)
         if ret.status == JobStatus.FAILED:
             ret.return_value  # noqa: B018 - raises the job's exception
         return ret
-
-    def __getstate__(self) -> dict[str, Any]:
-        """What a node needs: the sweep-side job lists stay behind (they would be pickled once per job)."""
-        state = dict(self.__dict__)
-        for key in ("pool_info", "planned", "output_root"):
-            state[key] = None
-        return state
 
 
 class ShadowStockSlurmConfig(SearchPathPlugin):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -22,6 +23,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 log = logging.getLogger("fewshot_eval")
+
+# Exit status when no job failed but some results are still being computed by another process.
+EXIT_ELSEWHERE = 3
 
 
 class FewshotSweeper(Sweeper):
@@ -39,6 +43,7 @@ class FewshotSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from fewshot_eval.launch.dispatch import launch_jobs
+        from fewshot_eval.outcome import Outcome, job_outcome
         from fewshot_eval.plan.expand import expand
         from fewshot_eval.plan.planner import RUN, Planner
         from fewshot_eval.plan.table import counts, format_plan
@@ -67,17 +72,21 @@ class FewshotSweeper(Sweeper):
             print(f"Aggregate: fewshot-eval report {root}")
             return []
         returns = launch_jobs(self, planner, to_run, root)
-        failed = [(j, r) for j, r in zip(to_run, returns) if r.status != JobStatus.COMPLETED]
-        skipped_in_job = sum(1 for r in returns if r.status == JobStatus.COMPLETED and isinstance(r._return_value, dict) and r._return_value.get("status") == "skipped")
-        submitted = sum(1 for r in returns if r.status == JobStatus.COMPLETED and isinstance(r._return_value, dict) and r._return_value.get("status") == "submitted")
-        ran = len(returns) - len(failed) - skipped_in_job - submitted
-        sub = f"submitted {submitted} (SLURM; re-run to collect), " if submitted else ""
-        print(f"fewshot-eval: ran {ran}, {sub}skipped {len(jobs) - len(to_run) + skipped_in_job}, failed {len(failed)}.")
+        outcomes = [job_outcome(r.status == JobStatus.COMPLETED, r._return_value) for r in returns]
+        n = Counter(outcomes)
+        failed = [(j, r) for j, r, o in zip(to_run, returns, outcomes) if o == Outcome.FAILED]
+        sub = f"submitted {n[Outcome.SUBMITTED]} (SLURM; re-run to collect), " if n[Outcome.SUBMITTED] else ""
+        elsewhere = f"running elsewhere {n[Outcome.ELSEWHERE]}, " if n[Outcome.ELSEWHERE] else ""
+        print(f"fewshot-eval: ran {n[Outcome.RAN]}, {sub}{elsewhere}skipped {len(jobs) - len(to_run) + n[Outcome.SKIPPED]}, failed {len(failed)}.")
         for j, r in failed:
             print(f"  FAILED {j.unit.model_key} x {j.unit.task_key} nshot={j.unit.nshot}: {r._return_value} ({j.unit.result_dir})", file=sys.stderr)
+        if n[Outcome.ELSEWHERE]:
+            print(f"  {n[Outcome.ELSEWHERE]} job(s) were being run by another process; re-run this command once it has finished to collect them.")
         print(f"Aggregate: fewshot-eval report {root}")
         if failed:
             sys.exit(1)
+        if n[Outcome.ELSEWHERE]:
+            sys.exit(EXIT_ELSEWHERE)
         return [returns]
 
 

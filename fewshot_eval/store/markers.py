@@ -1,0 +1,36 @@
+"""``submitted.json``: the record of a result's pending SLURM submissions (written by the SLURM
+launcher, read by the planner, trimmed by the job when it ends)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from fewshot_eval.store import layout
+from fewshot_eval.store.atomic import read_json, write_json
+
+
+def read_marker(result_dir: Path) -> Optional[dict[str, Any]]:
+    marker = read_json(result_dir / layout.SUBMITTED)
+    return marker if isinstance(marker, dict) else None
+
+
+def marker_jobs(marker: dict[str, Any], trials: Optional[Sequence[int]]) -> list[dict[str, Any]]:
+    """The submissions in a marker that produce ``trials`` (all of them when trials is None)."""
+    jobs = marker.get("jobs") or ([{"job_id": marker["job_id"], "trials": marker.get("trials")}] if marker.get("job_id") else [])
+    if trials is None:
+        return jobs
+    return [j for j in jobs if j.get("trials") is None or set(j["trials"]) & set(trials)]
+
+
+def forget_submission(result_dir: Path, trials: Sequence[int]) -> None:
+    """A job that ended drops the ``submitted.json`` entries of ``trials``; the file goes with the last one."""
+    marker = read_marker(result_dir)
+    if marker is None:
+        return
+    done = marker_jobs(marker, trials)
+    keep = [j for j in marker_jobs(marker, None) if j not in done]
+    if keep:
+        write_json(result_dir / layout.SUBMITTED, {**marker, **keep[0], "jobs": keep})
+    else:
+        (result_dir / layout.SUBMITTED).unlink(missing_ok=True)
