@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Collection, Union
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
 
 COMPLETE, PARTIAL, STALE, MISSING = "complete", "partial", "stale", "missing"
+
+
+# The fingerprint a result must carry: one string, or the set of accepted ones (the current
+# formula's and those of earlier releases that give the same numbers).
+Fingerprints = Union[str, Collection[str]]
+
+
+def fingerprint_ok(recorded: object, expected: Fingerprints) -> bool:
+    """Does a recorded fingerprint match what the job expects?"""
+    return recorded == expected if isinstance(expected, str) else recorded in expected
 
 
 @dataclass
@@ -18,19 +29,19 @@ class ResultStatus:
     detail: str = ""
 
 
-def trial_done(result_dir: Path, trial: int, fingerprint: str) -> bool | None:
+def trial_done(result_dir: Path, trial: int, fingerprint: Fingerprints) -> bool | None:
     """True: trial finished for this fingerprint; False: finished for another (stale); None: not finished."""
     m = read_json(layout.trial_dir(result_dir, trial) / layout.METRICS)
     if m is None:
         return None
-    return m.get("fingerprint") == fingerprint
+    return fingerprint_ok(m.get("fingerprint"), fingerprint)
 
 
-def result_status(result_dir: Path, fingerprint: str, trials: list[int]) -> ResultStatus:
+def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int]) -> ResultStatus:
     """Status of ``trials`` in ``result_dir``; ``complete`` only when results.json covers them all."""
     res = read_json(result_dir / layout.RESULTS)
     if res is not None:
-        if res.get("fingerprint") != fingerprint:
+        if not fingerprint_ok(res.get("fingerprint"), fingerprint):
             return ResultStatus(STALE, detail="task data or definitions changed since this result was written")
         if set(trials) <= set(res.get("trials", [])):
             return ResultStatus(COMPLETE, sorted(res["trials"]))
