@@ -50,7 +50,10 @@ EVAL_KEYS: tuple[str, ...] = (
 NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "device", "allowed_nshot"})
 
 # Run params that steer the scheduler, not the evaluation.
-RUN_KEYS: tuple[str, ...] = ("output_dir", "nshot", "split_trials", "trial", "override_completed", "dry_run", "max_parallel")
+RUN_KEYS: tuple[str, ...] = (
+    "output_dir", "nshot", "split_trials", "trial", "override_completed", "dry_run", "max_parallel",
+    "max_failures", "retry_failed", "planned_id",
+)
 
 # Top-level keys of a composed job config that are not run/eval values.
 SCHEDULER_KEYS: tuple[str, ...] = ("model", "task", "hydra")
@@ -58,6 +61,8 @@ SCHEDULER_KEYS: tuple[str, ...] = ("model", "task", "hydra")
 # Set in the environment of a job started by a launcher: it runs one job of a sweep
 # (so a preset without -m is not refused there).
 SWEEP_JOB_ENV = "FEWSHOT_EVAL_SWEEP_JOB"
+# The log file of a job process (set by local_parallel), recorded with a failure.
+JOB_LOG_ENV = "FEWSHOT_EVAL_JOB_LOG"
 
 
 class ConfigError(CompactHydraException, ValueError):

@@ -15,12 +15,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fewshot_eval import progress
-from fewshot_eval.config import SWEEP_JOB_ENV, ConfigError, config_dirs, override_keys, run_values
+from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV, ConfigError, config_dirs, override_keys, run_values
 from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import write_json, write_text
 from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, writing
+from fewshot_eval.store.failures import clear_failures, error_line, record_failure
 from fewshot_eval.store.markers import forget_submission
 from fewshot_eval.store.repro import repro_info
 from fewshot_eval.store.results import prepare_aggregation, write_results, write_trial
@@ -49,6 +50,7 @@ def unit_from_config(cfg: DictConfig) -> JobUnit:
 def _header(unit: JobUnit) -> dict[str, Any]:
     return {
         "fingerprint": unit.fingerprint,
+        "weights": unit.weights,
         "model": unit.model_key,
         "model_name": unit.model["name"],
         "task_setting": unit.task_key,
@@ -65,7 +67,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     if not unit.applicable:
         log.info("skip %s: %s", tag, unit.reason)
         return {"status": Outcome.SKIPPED.value, "reason": unit.reason}
-    status = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
+    status = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
     if status.state in (COMPLETE, STALE) and not override_completed:
         log.info("skip %s: %s (%s)", tag, status.state, unit.result_dir)
         return {"status": Outcome.SKIPPED.value, "reason": status.state, "result_dir": str(unit.result_dir)}
@@ -81,7 +83,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     repro = repro_info(cwd, overrides)  # slow parts (git) before the trials, not between the last trial and results.json
     prepare_aggregation()
     with writing(unit.result_dir), claim_trials(unit.result_dir, unit.trials) as held:
-        done = result_status(unit.result_dir, unit.fingerprint, unit.all_trials).done_trials  # finished meanwhile?
+        done = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights).done_trials  # finished meanwhile?
         todo = [t for t in held if t not in done]
         elsewhere = [t for t in unit.trials if t not in held and t not in done]
         if elsewhere and not todo:
@@ -97,13 +99,17 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
             from fewshot_eval.evaluate import build_evaluator
 
             t0 = time.perf_counter()
-            evaluator = build_evaluator(unit.model, unit.params)
-            for t in todo:
-                result = evaluator.run_trial(unit.task["tasks"], unit.params, unit.nshot, t)
-                write_trial(unit.result_dir, t, result, unit.fingerprint)
+            try:
+                evaluator = build_evaluator(unit.model, unit.params)
+                for t in todo:
+                    result = evaluator.run_trial(unit.task["tasks"], unit.params, unit.nshot, t)
+                    write_trial(unit.result_dir, t, result, unit.fingerprint, unit.weights)
+            except Exception as e:  # recorded so that the planner bounds retries; then the job fails as before
+                record_failure(unit.result_dir, error_line(e), unit.config_digest, job_id=_job_id(), log=_log_path(), exc=e)
+                raise
             eval_s = time.perf_counter() - t0
         with locked(unit.result_dir / layout.LOCK, wait=True):  # split trials: the last one to finish aggregates
-            finished = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
+            finished = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
             wall = time.time() - start
             if set(finished.done_trials) >= set(unit.all_trials) and finished.state != COMPLETE:
                 record = {
@@ -115,9 +121,42 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     "repro": repro,
                 }
                 write_results(unit.result_dir, record, unit.all_trials)
+                clear_failures(unit.result_dir)
             forget_submission(unit.result_dir, unit.trials)
     log.info("done %s: trials %s in %.1fs -> %s", tag, todo, wall, unit.result_dir)
     return {"status": Outcome.RAN.value, "trials": todo, "result_dir": str(unit.result_dir), "wall_time_s": wall}
+
+
+def _job_id() -> str | None:
+    """The SLURM job id (``<array>_<index>`` for array tasks), or None outside SLURM."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
+def _log_path() -> str | None:
+    """Where this job's output goes: submitit's stderr file on SLURM, the job.log of local_parallel."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        try:
+            import submitit
+
+            return str(submitit.JobEnvironment().paths.stderr)
+        except Exception:  # noqa: BLE001 - best effort
+            return None
+    return os.environ.get(JOB_LOG_ENV)
+
+
+def check_planned(cfg: DictConfig, unit: JobUnit) -> None:
+    """Refuse to write when this job resolves to another result than the sweep planned for it
+    (configs or data changed between planning and the job's start)."""
+    planned = cfg.get("planned_id")
+    if planned and not unit.id_digest.startswith(str(planned)):
+        raise ConfigError(
+            f"{unit.model_key} x {unit.task_key} nshot={unit.nshot}: this job resolves to result {unit.id_digest[:16]} "
+            f"but the sweep planned {planned} (a config file changed after planning?); nothing written. "
+            f"Re-run the sweep to plan it again."
+        )
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
@@ -133,6 +172,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"e.g. python -m fewshot_eval -m {' '.join(presets)}"
         )
     unit = unit_from_config(cfg)
+    check_planned(cfg, unit)
     ret = run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))
     if os.environ.get(OUTCOME_FILE_ENV):  # a local_parallel job process: tell the sweep how it ended
         write_json(Path(os.environ[OUTCOME_FILE_ENV]), ret)

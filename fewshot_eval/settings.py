@@ -57,10 +57,6 @@ class TaskSetting:
     description: str = ""
 
 
-# Parts of a model setting that cannot change the numbers.
-MODEL_NON_IDENTITY = ("job", "resources", "max_parallel", "description", "name")
-
-
 def _check(schema: type, node: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
     """Plain-Python validation against a dataclass schema (OmegaConf's costs ~10 ms a file):
     unknown keys, missing mandatory keys and wrong types are errors naming file and key."""

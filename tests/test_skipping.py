@@ -86,7 +86,10 @@ def test_override_completed_reruns_and_keeps_the_old_result(workdir: Path) -> No
 def test_failed_job_does_not_stop_the_others_and_exit_is_nonzero(workdir: Path, tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
-    (conf / "model" / "broken.yaml").write_text("name: broken\npredictor: clm\nweights: /nonexistent/model/dir\n")
+    weights = tmp_path / "weights"  # passes the planning checks (a dir with a config.json), fails to load
+    weights.mkdir()
+    (weights / "config.json").write_text("{not json")
+    (conf / "model" / "broken.yaml").write_text(f"name: broken\npredictor: clm\nweights: {weights}\n")
     proc = run_cli(["-m", "model=broken,random", "task=copa_demo", "--config-dir", str(conf)], workdir, check=False)
     assert proc.returncode == 1
     assert "ran 1, skipped 0, failed 1" in proc.stdout

@@ -28,10 +28,10 @@ from typing import Any, Optional, Sequence
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
-from fewshot_eval.evaluate.demonstrations import Sample, demo_pool, fit_demonstrations, join_prompt, sample_demonstrations
+from fewshot_eval.evaluate.demonstrations import Sample, fit_demonstrations, join_prompt, sample_demonstrations
 from fewshot_eval.evaluate.metrics import compute_metrics
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
-from fewshot_eval.evaluate.tasks import TaskDef, load_split, load_task_def, select_languages, select_templates, split_names
+from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages, select_templates, split_data
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class FewShotEvaluator:
             langs, train_lang = select_languages(task, params)
             options = task_options(params, name) if calibrator and self.predictor.is_lm else []
             for lang in langs:
-                eval_docs, pool = self._data(task, params, lang, train_lang)
+                eval_docs, pool = split_data(task, params, lang, train_lang)
                 sample = sample_demonstrations(pool, nshot, seed, balanced=bool(params.get("balanced")), labels=task.labels, task=name)
                 info["warnings"].extend(sample.warnings)
                 self.predictor.begin(name, [d["_label"] for d in pool], seed)
@@ -125,23 +125,6 @@ class FewShotEvaluator:
         for w in info["warnings"]:
             log.warning(w)
         return TrialResult(metrics=metrics, predictions=predictions, info=info)
-
-    # ------------------------------------------------------------------ data
-    def _data(self, task: TaskDef, params: dict[str, Any], lang: Optional[str], train_lang: Optional[str]) -> tuple[list, list]:
-        train_split, eval_split = split_names(task, params)
-        eval_docs = load_split(task, eval_split, lang)
-        n = int(params.get("n_eval_samples") or 0)
-        if n > 0:
-            eval_docs = eval_docs[:n]
-        demo_lang = train_lang or lang
-        if train_split is not None:
-            pool = load_split(task, train_split, demo_lang)
-            if train_split == eval_split and demo_lang == lang:  # never demonstrate an evaluated row
-                pool = demo_pool(None, pool, eval_docs)
-        else:
-            val = load_split(task, "validation", demo_lang) if "validation" in task.splits else None
-            pool = demo_pool(None, val, eval_docs)
-        return eval_docs, pool
 
     # ------------------------------------------------------------------ one sub-result
     def _score(self, task: TaskDef, tname: str, lang, demo_lang, eval_docs, sample: Sample, params, mode: str, options: list[str]) -> list[dict]:

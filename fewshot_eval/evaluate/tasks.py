@@ -232,16 +232,35 @@ def _fmt(text: str, lang: Optional[str]) -> str:
     return text.replace("{lang}", lang or "")
 
 
-def _read_local(path: Path, where: str) -> list[Doc]:
+def _read_local(path: Path, where: str) -> tuple[list[Doc], list[int]]:
+    """Rows of a JSON list or JSONL file and the line each starts on; bad JSON names file and line."""
     if not path.is_file():
         raise ConfigError(f"{where}: data file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read data file ({e}).") from None
     if path.suffix == ".json":
-        rows = json.loads(text)
-        if not isinstance(rows, list):
-            raise ConfigError(f"{where}: {path} must hold a JSON list of objects.")
-        return rows
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg}). ({where})") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ConfigError(f"{path}: must hold a JSON list of objects. ({where})")
+        return rows, [0] * len(rows)
+    rows, lines = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg}). ({where})") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{n}: expected a JSON object per line, got {type(row).__name__}. ({where})")
+        rows.append(row)
+        lines.append(n)
+    return rows, lines
 
 
 def _read_hf(task: TaskDef, split: str, lang: Optional[str]) -> list[Doc]:
@@ -260,27 +279,34 @@ def _read_hf(task: TaskDef, split: str, lang: Optional[str]) -> list[Doc]:
     return [dict(row) for row in ds]
 
 
-def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str) -> list[Doc]:
+def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: Optional[Path] = None, lines: Optional[list[int]] = None) -> list[Doc]:
+    def at(i: int) -> str:  # "file:line: " for local files
+        if origin is None:
+            return f"split '{split}' row {i}: "
+        return f"{origin}:{lines[i]}: " if lines and lines[i] else f"{origin} row {i}: "
+
     docs = []
     for i, row in enumerate(rows):
         doc = dict(row)
         for var, column in task.fields.items():
             if column not in row:
-                raise ConfigError(f"{where}: key 'fields' maps '{var}' to column '{column}', missing in the data. Columns: {', '.join(row)}.")
+                raise ConfigError(f"{at(i)}{where}: key 'fields' maps '{var}' to column '{column}', missing in the data. Columns: {', '.join(row)}.")
             doc[var] = row[column]
         if task.label_field not in doc:
-            raise ConfigError(f"{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+            raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
         label = str(doc[task.label_field])
         if label not in task.labels:
-            raise ConfigError(f"{task.where('labels')}: split '{split}' row {i} has label '{label}', not one of {task.labels}.")
+            raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
         doc["_label"] = label
         if task.id_field:
             if task.id_field not in doc:
-                raise ConfigError(f"{task.where('id_field')}: field '{task.id_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+                raise ConfigError(f"{at(i)}{task.where('id_field')}: field '{task.id_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
             doc["_id"] = str(doc[task.id_field])
         else:
             doc["_id"] = f"{split}-{i}"
         docs.append(doc)
+    for i, doc in enumerate(docs):
+        check_template_fields(task, doc, split, at(i))
     return docs
 
 
@@ -288,12 +314,11 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str) -> list[D
 def _load_split_cached(task: TaskDef, split: str, lang: Optional[str]) -> tuple[Doc, ...]:
     where = task.where("data")
     if isinstance(task.source, LocalSource):
-        rows = _read_local((task.path.parent / _fmt(task.source.splits[split], lang)).resolve(), where)
+        path = (task.path.parent / _fmt(task.source.splits[split], lang)).resolve()
+        rows, lines = _read_local(path, where)
+        docs = _normalise(task, rows, split, where, path, lines)
     else:
-        rows = _read_hf(task, split, lang)
-    docs = _normalise(task, rows, split, where)
-    if docs:
-        check_template_fields(task, docs[0], split)
+        docs = _normalise(task, _read_hf(task, split, lang), split, where)
     return tuple(docs)
 
 
@@ -306,13 +331,13 @@ def load_split(task: TaskDef, split: str, lang: Optional[str] = None) -> list[Do
     return [dict(d) for d in _load_split_cached(task, split, lang if task.languages else None)]
 
 
-def check_template_fields(task: TaskDef, doc: Doc, split: str) -> None:
+def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "") -> None:
     """Every variable a template uses must be a data field (or a template var / ``candidate``)."""
     for tmpl in task.templates.values():
         missing = sorted(v for v in tmpl.variables if v not in doc and v not in tmpl.var_names and v != "candidate")
         if missing:
             raise ConfigError(
-                f"task '{task.name}' template '{tmpl.name}': field '{missing[0]}' is not in the data "
+                f"{at}task '{task.name}' template '{tmpl.name}': field '{missing[0]}' is not in the data "
                 f"(split '{split}'). Fields: {', '.join(k for k in doc if not k.startswith('_'))}. ({task.path})"
             )
 
@@ -366,3 +391,24 @@ def split_names(task: TaskDef, params: dict[str, Any]) -> tuple[Optional[str], s
         if split is not None and split not in task.source.splits:
             raise ConfigError(f"{key}: unknown split '{split}' for task '{task.name}'. Valid: {', '.join(task.splits)}.")
     return (str(train) if train else None), str(evals)
+
+
+def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train_lang: Optional[str]) -> tuple[list[Doc], list[Doc]]:
+    """(evaluated rows, demonstration pool) of one language: ``n_eval_samples`` applied; the pool is
+    the train split in the demonstration language, never containing an evaluated row."""
+    from fewshot_eval.evaluate.demonstrations import demo_pool
+
+    train_split, eval_split = split_names(task, params)
+    eval_docs = load_split(task, eval_split, lang)
+    n = int(params.get("n_eval_samples") or 0)
+    if n > 0:
+        eval_docs = eval_docs[:n]
+    demo_lang = train_lang or lang
+    if train_split is not None:
+        pool = load_split(task, train_split, demo_lang)
+        if train_split == eval_split and demo_lang == lang:  # never demonstrate an evaluated row
+            pool = demo_pool(None, pool, eval_docs)
+    else:
+        val = load_split(task, "validation", demo_lang) if "validation" in task.splits else None
+        pool = demo_pool(None, val, eval_docs)
+    return eval_docs, pool

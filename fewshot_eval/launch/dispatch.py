@@ -22,7 +22,7 @@ def prepare_overrides(jobs: Sequence[PlannedJob], override_completed: bool) -> l
     the jobs then run with override_completed=false so split trials do not move each other's work.
     A result a running job writes into is left alone (its jobs then find it 'running elsewhere')."""
     if not override_completed:
-        return [list(j.overrides) for j in jobs]
+        return [list(j.overrides) + planned_id(j) for j in jobs]
     moved: set[Path] = set()
     for j in jobs:
         d = j.unit.result_dir
@@ -32,7 +32,12 @@ def prepare_overrides(jobs: Sequence[PlannedJob], override_completed: bool) -> l
                 log.info("moved old result %s -> %s", d, move_aside(d))
             except ResultBusy as e:
                 log.warning("%s", e)
-    return [list(j.overrides) + ["override_completed=false"] for j in jobs]
+    return [list(j.overrides) + planned_id(j) + ["override_completed=false"] for j in jobs]
+
+
+def planned_id(job: PlannedJob) -> list[str]:
+    """The override that makes a job refuse to write a result other than the one planned."""
+    return [f"planned_id={job.unit.id_digest[:16]}"]
 
 
 def launch_jobs(sweeper: Any, planner: Any, jobs: Sequence[PlannedJob], root: Path) -> Sequence[JobReturn]:

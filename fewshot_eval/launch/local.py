@@ -16,7 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup
 from omegaconf import DictConfig, open_dict
 
 from fewshot_eval import progress
-from fewshot_eval.config import SWEEP_JOB_ENV
+from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV
 from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
 from fewshot_eval.store.atomic import append_jsonl, read_json
 
@@ -104,7 +104,7 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
                     job_dir.mkdir(parents=True, exist_ok=True)
                     out = open(job_dir / "job.log", "w")
                     cmd = [sys.executable, "-m", "fewshot_eval", *base_args, *overrides, f"hydra.run.dir={job_dir}"]
-                    job_env = {**env, OUTCOME_FILE_ENV: str(job_dir / "outcome.json")}
+                    job_env = {**env, OUTCOME_FILE_ENV: str(job_dir / "outcome.json"), JOB_LOG_ENV: str((job_dir / "job.log").absolute())}
                     running[idx] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=job_env), pool, out)
                     starts[idx] = time.time()
                     per_pool[pool] += 1

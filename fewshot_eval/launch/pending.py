@@ -9,6 +9,11 @@ sacct) about the job::
     FAILED, CANCELLED, TIMEOUT, ... unknown  -> (False, "resubmit: SLURM job 12_3 was CANCELLED")
     COMPLETED (but no complete result)       -> (False, "resubmit: SLURM job 12_3 COMPLETED without a complete result")
     squeue and sacct cannot be reached       -> (True,  "... cannot be reached ...")      run with override_completed=true
+                                                (local launcher: not pending, the note says the marker is ignored)
+
+FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL ... also return a failed attempt, which the planner
+records in the result's ``failure.json`` (once per job id), so SLURM resubmission obeys the
+same ``max_failures`` limit as local runs.
 
 The planner shows the note only when the job runs (a complete result is ``skip: complete``
 whatever its marker says). States are cached for a few seconds per array, so planning many
@@ -21,6 +26,7 @@ import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -106,15 +112,29 @@ class SlurmStates:
 _states = SlurmStates()
 
 
+# Terminal states that count as a failed attempt (a user's scancel does not).
+FAILED_STATES = frozenset({"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
+
+
+@dataclass
+class Pending:
+    """What SLURM says about a result dir's recorded submission."""
+
+    pending: bool  # still queued or running: do not submit again
+    note: str = ""  # why it is pending, or why it is submitted again ("resubmit: ...")
+    failure: Optional[dict[str, Any]] = None  # a failed attempt to record: {job_id, error, log}
+
+
 def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, override_completed: bool = False,
-                   states: Optional[SlurmStates] = None) -> tuple[bool, str]:
-    """(skip as pending?, note) for a result dir with a ``submitted.json``; see the module docstring."""
+                   states: Optional[SlurmStates] = None, local_launcher: bool = False) -> Pending:
+    """SLURM's view of a result dir with a ``submitted.json``; see the module docstring. With
+    ``local_launcher`` a submission SLURM cannot be asked about is ignored (and the note says so)."""
     marker = read_json(result_dir / layout.SUBMITTED)
     if not isinstance(marker, dict):
-        return False, ""
+        return Pending(False)
     jobs = marker_jobs(marker, trials)
     if not jobs:
-        return False, ""
+        return Pending(False)
     states = states or _states
     seen = []
     for j in jobs:
@@ -122,18 +142,21 @@ def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, ove
         try:
             state = states.state(job_id)
         except SlurmUnreachable as e:
+            if local_launcher:
+                return Pending(False, f"ignoring submitted.json of SLURM job {job_id}: SLURM cannot be reached from here ({e}); the local launcher runs it")
             if override_completed:
-                return False, f"resubmit: SLURM job {job_id}: SLURM cannot be reached ({e}); override_completed=true"
-            return True, f"SLURM job {job_id}: SLURM cannot be reached ({e}); treated as pending (override_completed=true runs it again)"
+                return Pending(False, f"resubmit: SLURM job {job_id}: SLURM cannot be reached ({e}); override_completed=true")
+            return Pending(True, f"SLURM job {job_id}: SLURM cannot be reached ({e}); treated as pending (override_completed=true runs it again)")
         if state in ACTIVE:
-            return True, f"SLURM job {job_id} is {state}"
-        seen.append((job_id, state))
-    job_id, state = seen[0]
+            return Pending(True, f"SLURM job {job_id} is {state}")
+        seen.append((job_id, state, j))
+    job_id, state, j = seen[0]
     if state is None:
-        return False, f"resubmit: SLURM has no record of job {job_id} (cancelled while queued, or purged)"
-    log = jobs[0].get("stdout") or marker.get("stdout")
+        return Pending(False, f"resubmit: SLURM has no record of job {job_id} (cancelled while queued, or purged)")
+    log = j.get("stderr") or marker.get("stderr") or j.get("stdout") or marker.get("stdout")
     if state == "COMPLETED":
-        return False, f"resubmit: SLURM job {job_id} COMPLETED without a complete result (log: {log})"
+        return Pending(False, f"resubmit: SLURM job {job_id} COMPLETED without a complete result (log: {log})")
     if state == "CANCELLED":
-        return False, f"resubmit: SLURM job {job_id} was CANCELLED"
-    return False, f"resubmit: SLURM job {job_id} was {state} (log: {log})"
+        return Pending(False, f"resubmit: SLURM job {job_id} was CANCELLED")
+    failure = {"job_id": job_id, "error": f"SLURM job {job_id} was {state}", "log": log} if state in FAILED_STATES else None
+    return Pending(False, f"resubmit: SLURM job {job_id} was {state} (log: {log})", failure)

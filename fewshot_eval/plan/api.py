@@ -33,7 +33,7 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
         cfg = loader.load_configuration("config", overrides=hydra_ovr + task_ovr, run_mode=RunMode.MULTIRUN)
         HydraConfig.instance().set_config(cfg)
         combos = expand(cfg.hydra.sweeper.params, task_ovr, loader, cfg.hydra.runtime.choices)
-        planner = Planner(cfg, loader, pending_check=pending_reason)
+        planner = Planner(cfg, loader, pending_check=pending_reason, local_launcher="slurm" not in str(cfg.hydra.launcher.get("_target_", "")).lower())
         return planner, planner.plan(combos)
     finally:
         GlobalHydra.instance().clear()

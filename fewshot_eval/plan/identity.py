@@ -1,15 +1,58 @@
-"""A job's identity (everything that can change its numbers), its digest and its data fingerprint."""
+"""A result's identity (everything that can change its numbers), its digest and its fingerprints.
+
+This module is the one owner of the formula; the planner, the job and ``recalc`` all call it.
+
+* **Identity** -- model (minus resources etc.), tasks, evaluation params (minus batch size,
+  device ...), nshot. Its digest names the result dir (``<nshot>shot.<digest[:8]>``).
+* **Stable as the code grows.** The keys that were in the identity in release 0.1.0 are
+  always in it (``PARAMS_0_1_0``, ``MODEL_0_1_0``), so every 0.1.0 result keeps its digest.
+  A key added later goes into ``NEUTRAL_PARAMS`` / ``NEUTRAL_MODEL`` with its *neutral*
+  value -- the value that reproduces what the code did before the key existed -- and enters
+  the identity only when a job sets another value. Adding a parameter therefore re-keys
+  nothing, while setting it (or changing its default away from neutral) gives a new result.
+  A key in neither table is a programming error (tests/test_upgrades.py checks the tables).
+* **Fingerprint** -- identity digest + the task definitions and every local data file they
+  read (``{lang}`` paths expanded for each language). If the data changes under a result, the
+  result becomes ``stale``. Format 2 is ``"2:<sha256>"``; results of 0.1.0 carry the format-1
+  fingerprint (``{lang}`` files left out), which is still accepted for them.
+* **Weights fingerprint** -- recorded beside the fingerprint: for a local checkpoint dir, its
+  file names, sizes and mtimes (never the bytes); for a hub id, the resolved commit from the
+  local HuggingFace cache; for ``tiny-gpt2``, its builder version. A replaced checkpoint makes
+  results ``stale``; an unknown one (hub cache empty) is not compared.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional, Sequence
 
-from fewshot_eval.config import NON_NUMERIC_KEYS
-from fewshot_eval.settings import MODEL_NON_IDENTITY
+from fewshot_eval.config import NON_NUMERIC_KEYS, find_config_file
+
+# ---- which keys are in the identity --------------------------------------------------------
+
+# Evaluation params in every identity since 0.1.0 (null values included).
+PARAMS_0_1_0: tuple[str, ...] = (
+    "balanced", "calibration_options", "calibrator", "description", "dtype", "eval_set", "languages",
+    "max_length", "n_eval_samples", "predictor", "scoring", "seed", "templates", "train_languages",
+    "train_sep", "train_set", "unconditional_prompt",
+)
+# Model-setting fields in every identity since 0.1.0.
+MODEL_0_1_0: tuple[str, ...] = ("predictor", "weights", "revision")
+# Model-setting fields that cannot change the numbers.
+MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_parallel", "description", "name", "eval"})
+
+# Keys added after 0.1.0 -> their neutral value (the behaviour before they existed).
+NEUTRAL_PARAMS: dict[str, Any] = {}
+NEUTRAL_MODEL: dict[str, Any] = {}
+
+
+class IdentityError(AssertionError):
+    """A parameter was added without declaring how it enters the identity (a programming error)."""
 
 
 def digest(obj: Any) -> str:
@@ -17,17 +60,43 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _pick(values: dict[str, Any], always: Sequence[str], neutral: dict[str, Any], skip: Iterable[str], what: str) -> dict[str, Any]:
+    skip = set(skip)
+    unknown = [k for k in values if k not in skip and k not in always and k not in neutral]
+    if unknown:
+        raise IdentityError(
+            f"{what} '{unknown[0]}' is not declared in fewshot_eval/plan/identity.py: add it to NEUTRAL_"
+            f"{'PARAMS' if what == 'parameter' else 'MODEL'} with its neutral value (or to the non-identity keys)."
+        )
+    out = {k: values.get(k) for k in always}
+    out.update({k: v for k, v in values.items() if k in neutral and v != neutral[k]})
+    return dict(sorted(out.items()))
+
+
 def job_identity(model: dict[str, Any], tasks: list[str], params: dict[str, Any], nshot: int) -> dict[str, Any]:
     """What makes two jobs' numbers comparable: model (minus resources etc.), tasks, eval params, nshot.
 
-    ``model['eval']`` is left out: its values are already in ``params`` (after layering).
-    """
+    ``model['eval']`` is left out: its values are already in ``params`` (after layering)."""
     return {
-        "model": {k: v for k, v in model.items() if k not in MODEL_NON_IDENTITY and k != "eval"},
+        "model": _pick(model, MODEL_0_1_0, NEUTRAL_MODEL, MODEL_NON_IDENTITY, "model field"),
         "tasks": list(tasks),
-        "params": {k: v for k, v in sorted(params.items()) if k not in NON_NUMERIC_KEYS},
+        "params": _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter"),
         "nshot": nshot,
     }
+
+
+def identity_digest(identity: dict[str, Any]) -> str:
+    return digest(identity)
+
+
+def with_params(identity: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` with its params replaced by those of ``params`` (used by recalc)."""
+    return {**identity, "params": _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter")}
+
+
+# ---- fingerprints of task data ---------------------------------------------------------------
+
+FINGERPRINT_FORMAT = 2
 
 
 @lru_cache(maxsize=4096)
@@ -44,24 +113,43 @@ def file_digest(path: Path) -> str:
     return _file_digest(path, st.st_mtime_ns, st.st_size)
 
 
-def _referenced_files(node: Any, base: Path) -> Iterable[Path]:
+def _strings(node: Any) -> Iterable[str]:
     if isinstance(node, dict):
         for v in node.values():
-            yield from _referenced_files(v, base)
+            yield from _strings(v)
     elif isinstance(node, list):
         for v in node:
-            yield from _referenced_files(v, base)
-    elif isinstance(node, str) and 0 < len(node) < 512 and "\n" not in node and "{" not in node:
-        candidate = base / node
+            yield from _strings(v)
+    elif isinstance(node, str) and 0 < len(node) < 512 and "\n" not in node:
+        yield node
+
+
+def _existing(candidates: Iterable[Path]) -> list[Path]:
+    out = []
+    for c in candidates:
         try:
-            if candidate.is_file():
-                yield candidate
+            if c.is_file():
+                out.append(c)
         except OSError:
             pass
+    return out
 
 
-def task_data_digest(task_def_file: Path) -> str:
-    """Digest of a task definition and every local data file it names (paths relative to it)."""
+def _referenced_files(node: Any, base: Path, expand_lang: bool) -> list[Path]:
+    """Local files a task definition names (relative to it); with ``expand_lang``, ``{lang}`` paths
+    for each of its ``languages``."""
+    langs = [str(x) for x in node.get("languages") or []] if isinstance(node, dict) else []
+    found: set[Path] = set()
+    for s in _strings(node):
+        if "{" not in s:
+            found.update(_existing([base / s]))
+        elif expand_lang and "{lang}" in s and s.replace("{lang}", "").count("{") == 0:
+            found.update(_existing(base / s.replace("{lang}", lang) for lang in langs))
+    return sorted(found)
+
+
+def task_data_digest(task_def_file: Path, fmt: int = FINGERPRINT_FORMAT) -> str:
+    """Digest of a task definition and every local data file it names (format 1: ``{lang}`` files left out)."""
     import yaml
 
     text = task_def_file.read_text(encoding="utf-8")
@@ -70,6 +158,71 @@ def task_data_digest(task_def_file: Path) -> str:
         node = yaml.safe_load(text)
     except yaml.YAMLError:
         node = None
-    for f in sorted(set(_referenced_files(node, task_def_file.parent))):
+    for f in _referenced_files(node, task_def_file.parent, expand_lang=fmt >= 2):
         parts.append(file_digest(f))
     return digest(parts)
+
+
+@lru_cache(maxsize=1024)
+def _data_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
+    return task_data_digest(find_config_file("task_def", name, search), fmt)
+
+
+def fingerprints(id_digest: str, tasks: Sequence[str], search: Sequence[Path]) -> tuple[str, frozenset[str]]:
+    """(the fingerprint a new result records, every fingerprint an existing result may carry)."""
+    search_t = tuple(search)
+    current = f"{FINGERPRINT_FORMAT}:" + digest([id_digest] + [_data_digest(search_t, t, FINGERPRINT_FORMAT) for t in tasks])
+    format1 = digest([id_digest] + [_data_digest(search_t, t, 1) for t in tasks])  # release 0.1.0
+    return current, frozenset({current, format1})
+
+
+def clear_caches() -> None:
+    """Forget cached data digests (tests that edit data files in place within one process)."""
+    _data_digest.cache_clear()
+
+
+# ---- fingerprints of model weights ------------------------------------------------------------
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+def _hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+
+
+def is_local_weights(weights: str) -> bool:
+    """A path (absolute, ``./``, ``~``) or an existing directory; else a hub id (``org/name``)."""
+    return weights.startswith(("/", ".", "~")) or Path(weights).expanduser().is_dir()
+
+
+def weights_fingerprint(weights: Optional[str], revision: Optional[str]) -> Optional[str]:
+    """What identifies the bytes behind ``weights`` without reading them; None when unknown."""
+    if not weights:
+        return None
+    if weights == "tiny-gpt2":
+        from fewshot_eval.evaluate.tiny_model import VERSION
+
+        return VERSION
+    if is_local_weights(weights):
+        root = Path(weights).expanduser()
+        if not root.is_dir():
+            return None
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for f in sorted(filenames):
+                if f.startswith("."):
+                    continue
+                st = os.stat(os.path.join(dirpath, f))
+                entries.append([os.path.relpath(os.path.join(dirpath, f), root), st.st_size, st.st_mtime_ns])
+        return "files:" + digest(entries)[:16]
+    rev = revision or "main"
+    if _HEX40.fullmatch(rev):
+        return f"hub:{weights}@{rev}"
+    ref = _hub_cache() / f"models--{weights.replace('/', '--')}" / "refs" / rev
+    try:
+        return f"hub:{weights}@{ref.read_text().strip()}"
+    except OSError:
+        return None

@@ -22,14 +22,16 @@ from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
-from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status, trial_done
+from fewshot_eval.store.failures import failure_streak, record_failure
+from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, fingerprint_ok, result_status, trial_done
 
 RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: complete", "skip: pending", "stale", "n/a"
+ERROR, FAILED = "error", "failed"  # error: would die at start (fix the config); failed: failed max_failures times
 CHEAP_KEYS = ("nshot", "trial")
 
-# (result_dir, trials, override_completed) -> (skip as pending?, note) for a result dir with a
-# submitted.json: the note says why it is pending, or why it is submitted again ("resubmit: ...").
-PendingCheck = Callable[[Path, list[int], bool], tuple[bool, str]]
+# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.pending.Pending
+# (.pending, .note, .failure) for a result dir with a submitted.json.
+PendingCheck = Callable[[Path, list[int], bool, bool], Any]
 
 
 @dataclass
@@ -47,10 +49,11 @@ class PlannedJob:
 class Planner:
     """Plans jobs against a composed base config (the sweeper's) and its config loader."""
 
-    def __init__(self, base: DictConfig, config_loader: Any, pending_check: PendingCheck | None = None) -> None:
+    def __init__(self, base: DictConfig, config_loader: Any, pending_check: PendingCheck | None = None, local_launcher: bool = True) -> None:
         self.base = base
         self.loader = config_loader
         self.pending_check = pending_check
+        self.local_launcher = local_launcher  # SLURM markers it cannot resolve are ignored, not pending
         hc = base.hydra
         self.cwd = Path(hc.runtime.cwd or os.getcwd())
         self.search = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
@@ -63,7 +66,7 @@ class Planner:
         self.force_slow = exp_touches or any(k.startswith(("model.", "task.")) for k in base_keys)
         self._parsed: dict[str, tuple[str, Any]] = {}
         self._ctx: Optional[DictConfig] = None
-        self._checked: set[str] = set()
+        self._checked: dict[str, Optional[str]] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
@@ -209,10 +212,10 @@ class Planner:
         override = bool(self.run.get("override_completed"))
         for combo in combos:
             unit = self.resolve(combo)
-            self._check_eval_params(unit)
             if not unit.applicable:
                 jobs.append(PlannedJob(list(combo), unit, NOT_APPLICABLE, unit.reason))
                 continue
+            error = self.check(unit)
             split = bool(self.run.get("split_trials")) and len(unit.all_trials) > 1
             parts = [[t] for t in unit.all_trials] if split else [unit.all_trials]
             for trials in parts:
@@ -222,57 +225,93 @@ class Planner:
                 seen.add(key)
                 u = unit if not split else _with_trials(unit, trials)
                 extra = [f"trial={trials[0]}"] if split else []
-                status, detail = self._status(u, split, override)
+                if error:
+                    status, detail = ERROR, error
+                else:
+                    status, detail = self._status(u, split, override)
+                if unit.requested_nshot is not None:
+                    cap = f"nshot={unit.requested_nshot} > the {unit.nshot} demonstration rows: the same result as nshot={unit.nshot}"
+                    detail = f"{detail}; {cap}" if detail else cap
                 jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
         return jobs
 
-    def _check_eval_params(self, unit: JobUnit) -> None:
-        """Catch bad templates, languages, splits, scoring modes and calibrators before anything launches
-        (once per distinct task setting and params; reads task definitions, not data)."""
+    def check(self, unit: JobUnit) -> Optional[str]:
+        """What would make this job die at its start (None: nothing), checked once per distinct task
+        setting and params and once per model -- see :mod:`fewshot_eval.evaluate.checks`."""
         import json
 
-        key = json.dumps([unit.task_key, unit.params], sort_keys=True, default=str)
-        if key in self._checked:
-            return
-        from fewshot_eval.evaluate.calibration import check_calibrator
-        from fewshot_eval.evaluate.scoring import check_mode
-        from fewshot_eval.evaluate.tasks import load_task_def, select_languages, select_templates, split_names
+        from fewshot_eval.evaluate import checks
 
-        check_mode(unit.params.get("scoring"))
-        check_calibrator(unit.params.get("calibrator"))
-        for name in unit.task["tasks"]:
-            td = load_task_def(name, self.search)
-            select_templates(td, unit.params)
-            select_languages(td, unit.params)
-            split_names(td, unit.params)
-        self._checked.add(key)
+        def once(key: str, fn: Callable[[], None]) -> Optional[str]:
+            if key not in self._checked:
+                try:
+                    fn()
+                    self._checked[key] = None
+                except ConfigError as e:
+                    self._checked[key] = str(e)
+            return self._checked[key]
+
+        tasks = unit.task["tasks"]
+        return (
+            once(json.dumps(["tasks", tasks, unit.params], sort_keys=True, default=str), lambda: checks.check_tasks(tasks, unit.params, self.search))
+            or once(json.dumps(["model", unit.model_key, unit.model, unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]], sort_keys=True, default=str),
+                    lambda: checks.check_model(unit.model_key, unit.model, unit.params))
+            or once(json.dumps(["balanced", tasks, unit.params, unit.nshot], sort_keys=True, default=str),
+                    lambda: checks.check_balanced(tasks, unit.params, unit.nshot, self.search))
+        )
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         note = ""
         if self.pending_check is not None and (unit.result_dir / layout.SUBMITTED).exists():
-            pending, note = self.pending_check(unit.result_dir, unit.trials, override)
-            if pending:
-                return SKIP_PENDING, note
+            state = self.pending_check(unit.result_dir, unit.trials, override, local_launcher=self.local_launcher)
+            if state.pending:
+                return SKIP_PENDING, state.note
+            note = state.note
+            if state.failure:
+                record_failure(unit.result_dir, state.failure["error"], unit.config_digest, job_id=state.failure["job_id"], log=state.failure["log"])
         status, detail = self._disk_status(unit, split, override)
+        if status == RUN:
+            failed, why = self._failures(unit)
+            if failed:
+                return FAILED, why
+            if why:
+                note = f"{note}; {why}" if note else why
         if status == RUN and note:  # e.g. "resubmit: SLURM job 12_3 was CANCELLED"
             detail = f"{note}; {detail}" if detail else note
         return status, detail
 
+    def _failures(self, unit: JobUnit) -> tuple[bool, str]:
+        """(stop relaunching?, note) from the result's failure record."""
+        n, last = failure_streak(unit.result_dir, unit.config_digest)
+        if not n or last is None:
+            return False, ""
+        where = last.get("log") or last.get("traceback") or unit.result_dir / layout.FAILURE
+        limit = int(self.run.get("max_failures") or 0)
+        if limit and n >= limit and not self.run.get("retry_failed"):
+            return True, f"failed {n}x ({last['error']}); not relaunched: fix it, change the config or add retry_failed=true (log: {where})"
+        return False, f"retry: failed {n}x ({last['error']}) (log: {where})"
+
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         if split:
             res = read_json(unit.result_dir / layout.RESULTS)
-            done = trial_done(unit.result_dir, unit.trials[0], unit.fingerprint)
-            if (res is not None and res.get("fingerprint") != unit.fingerprint) or done is False:
-                return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, "task data or definitions changed")
+            done = trial_done(unit.result_dir, unit.trials[0], unit.expected, unit.weights)
+            if (res is not None and not fingerprint_ok(res.get("fingerprint"), unit.expected)) or done is False:
+                return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, "task data, definitions or weights changed")
+            if res is None and done and unit.trials[0] == unit.all_trials[-1]:
+                others = [trial_done(unit.result_dir, t, unit.expected, unit.weights) for t in unit.all_trials]
+                if all(others):  # killed between the last trial and results.json: this job aggregates
+                    return (RUN, "override_completed") if override else (RUN, "aggregate: every trial is done, results.json is missing")
             if done or (res is not None and unit.trials[0] in res.get("trials", [])):
                 return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
             return RUN, ""
-        st = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
+        st = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
         if st.state == COMPLETE:
             return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
         if st.state == STALE:
             return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
         if st.state == PARTIAL:
+            if set(st.done_trials) >= set(unit.all_trials):
+                return RUN, "aggregate: every trial is done, results.json is missing"
             return RUN, f"resume: trials {st.done_trials} already done"
         return RUN, ""
 

@@ -6,13 +6,13 @@ they always agree on where a result lives and whether it is complete.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-from fewshot_eval.config import ConfigError, effective_params, find_config_file
-from fewshot_eval.plan.identity import digest, job_identity, task_data_digest
+from fewshot_eval.config import ConfigError, effective_params
+from fewshot_eval.plan.identity import fingerprints, identity_digest, job_identity, weights_fingerprint
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 
@@ -29,14 +29,65 @@ class JobUnit:
     all_trials: list[int]  # the trials that make the result complete
     result_dir: Path
     identity: dict[str, Any]
-    fingerprint: str
+    fingerprint: str  # what this job records
     applicable: bool = True
     reason: str = ""
+    accepted: frozenset[str] = field(default_factory=frozenset)  # fingerprints an existing result may carry
+    weights: Optional[str] = None  # fingerprint of the model's weights (None: unknown / none)
+    id_digest: str = ""
+    requested_nshot: Optional[int] = None  # nshot as asked, when it was capped to the demonstration pool
+
+    @property
+    def config_digest(self) -> str:
+        """Digest of the job's whole configuration (resources, batch size ... included): a failure
+        recorded under another one does not count against this job."""
+        from fewshot_eval.plan.identity import digest
+
+        return digest({"model": self.model, "task": self.task, "params": self.params, "nshot": self.nshot})[:16]
+
+    @property
+    def expected(self) -> frozenset[str]:
+        """Fingerprints that make an existing trial or result count as this job's."""
+        return self.accepted or frozenset({self.fingerprint})
 
 
-@lru_cache(maxsize=1024)
-def _data_digest(search: tuple[Path, ...], name: str) -> str:
-    return task_data_digest(find_config_file("task_def", name, search))
+_POOLS: dict[str, Optional[int]] = {}
+_POOL_KEYS = ("train_set", "eval_set", "languages", "train_languages", "n_eval_samples")
+
+
+def _pool_size(tasks: Sequence[str], params: Mapping[str, Any], search: Sequence[Path]) -> Optional[int]:
+    """Largest demonstration pool of a task setting under ``params`` (cached); None if unknown."""
+    key = json.dumps([list(tasks), {k: params.get(k) for k in _POOL_KEYS}, [str(s) for s in search]], sort_keys=True, default=str)
+    if key not in _POOLS:
+        from fewshot_eval.evaluate.checks import demo_pool_size
+
+        try:
+            _POOLS[key] = demo_pool_size(tasks, dict(params), search)
+        except ConfigError:  # broken data: the planning checks report it on the job's row
+            _POOLS[key] = None
+    return _POOLS[key]
+
+
+_WEIGHTS: dict[tuple[Any, Any], tuple[float, Optional[str]]] = {}
+
+
+def _weights(weights: Any, revision: Any) -> Optional[str]:
+    """Weights fingerprint, cached for a minute (a plan resolves thousands of jobs of one model)."""
+    import time
+
+    hit = _WEIGHTS.get((weights, revision))
+    if hit is None or time.monotonic() - hit[0] > 60:
+        hit = (time.monotonic(), weights_fingerprint(weights, revision))
+        _WEIGHTS[(weights, revision)] = hit
+    return hit[1]
+
+
+def effective_nshot(nshot: int, tasks: Sequence[str], params: Mapping[str, Any], search: Sequence[Path]) -> int:
+    """nshot above the demonstration pool gives the same demonstrations as the pool size: one result."""
+    if nshot <= 0 or params.get("balanced"):
+        return nshot
+    pool = _pool_size(tasks, params, search)
+    return pool if pool is not None and nshot > pool else nshot
 
 
 def output_root(run: Mapping[str, Any], cwd: Path) -> Path:
@@ -73,6 +124,7 @@ def resolve_unit(
     nshot = run["nshot"]
     if not isinstance(nshot, int) or isinstance(nshot, bool) or nshot < -1:
         raise ConfigError(f"nshot must be an integer >= -1 (-1 = the whole train set), got {nshot!r}.")
+    requested, nshot = nshot, effective_nshot(nshot, task["tasks"], params, search)
     num_trials = params["num_trials"]
     if not isinstance(num_trials, int) or num_trials < 1:
         raise ConfigError(f"num_trials must be an integer >= 1, got {num_trials!r}.")
@@ -83,13 +135,14 @@ def resolve_unit(
         raise ConfigError(f"trial={trial} is outside this job's trials {all_trials} (num_trials={num_trials}, nshot={nshot}).")
 
     identity = job_identity(model, task["tasks"], params, nshot)
-    id_digest = digest(identity)
-    search_t = tuple(search)
-    fingerprint = digest([id_digest] + [_data_digest(search_t, t) for t in task["tasks"]])
+    id_digest = identity_digest(identity)
+    fingerprint, accepted = fingerprints(id_digest, task["tasks"], search)
+    weights = _weights(model.get("weights"), model.get("revision")) if params["predictor"] == "clm" else None
     rdir = layout.result_dir(output_root(run, cwd), task["run_name"], model_key, task_key, nshot, id_digest)
 
     allowed = params.get("allowed_nshot")
     applicable, reason = True, ""
-    if allowed is not None and nshot not in allowed:
+    if allowed is not None and requested not in allowed:
         applicable, reason = False, f"task setting '{task_key}' runs only with nshot in {allowed}"
-    return JobUnit(model_key, task_key, model, task, params, nshot, trials, all_trials, rdir, identity, fingerprint, applicable, reason)
+    return JobUnit(model_key, task_key, model, task, params, nshot, trials, all_trials, rdir, identity, fingerprint, applicable, reason,
+                   accepted=accepted, weights=weights, id_digest=id_digest, requested_nshot=requested if requested != nshot else None)

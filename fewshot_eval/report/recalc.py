@@ -10,18 +10,18 @@ same fingerprint), so a later sweep with ``scoring=mean`` finds it complete.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from fewshot_eval.config import NON_NUMERIC_KEYS, ConfigError, conf_dir
-from fewshot_eval.plan.identity import digest
-from fewshot_eval.plan.unit import _data_digest
+from fewshot_eval.config import ConfigError, conf_dir
+from fewshot_eval.plan.identity import fingerprints, identity_digest, with_params
 from fewshot_eval.report.collect import find_results
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json, write_json, write_jsonl
 from fewshot_eval.store.repro import repro_info
-from fewshot_eval.store.results import aggregate
+from fewshot_eval.store.results import write_results
 
 
 def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Path]) -> tuple[Path, str]:
@@ -32,45 +32,45 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
     if res is None or ident is None:
         raise ConfigError(f"{result_dir} is not a complete result (no results.json / identity.json).")
     old_identity = {k: v for k, v in ident.items() if k != "fingerprint"}
-    old_digest = digest(old_identity)
-    current = digest([old_digest] + [_data_digest(tuple(search), t) for t in res["tasks"]])
-    if current != res["fingerprint"]:
+    _, accepted = fingerprints(identity_digest(old_identity), res["tasks"], search)
+    if res["fingerprint"] not in accepted:
         raise ConfigError(f"{result_dir} is stale: its task data or definitions changed since it was computed; re-run it instead.")
     params = {**res["params"], **changes}
-    identity = {**old_identity, "params": {k: v for k, v in sorted(params.items()) if k not in NON_NUMERIC_KEYS}}
-    new_digest = digest(identity)
-    fingerprint = digest([new_digest] + [_data_digest(tuple(search), t) for t in res["tasks"]])
+    identity = with_params(old_identity, params)
+    new_digest = identity_digest(identity)
+    fingerprint, new_accepted = fingerprints(new_digest, res["tasks"], search)
     root = result_dir.parents[3]
     new_dir = layout.result_dir(root, res["run_name"], res["model"], res["task_setting"], res["nshot"], new_digest)
     if new_dir == result_dir:
         return new_dir, "unchanged (same setting)"
     done = read_json(new_dir / layout.RESULTS)
-    if done is not None and done.get("fingerprint") == fingerprint:
+    if done is not None and done.get("fingerprint") in new_accepted:
         return new_dir, "already there"
+    weights = res.get("weights")
     for t in res["trials"]:
-        tdir = layout.trial_dir(result_dir, t)
-        old_metrics = read_json(tdir / layout.METRICS)["metrics"]
+        old = read_json(layout.trial_dir(result_dir, t) / layout.METRICS)
         metrics = {}
-        for sub in old_metrics:
-            rows = [__import__("json").loads(line) for line in layout.predictions_file(result_dir, t, sub).read_text().splitlines()]
+        for sub in old["metrics"]:
+            rows = [json.loads(line) for line in layout.predictions_file(result_dir, t, sub).read_text().splitlines()]
             task = sub.split(".")[0]
             write_jsonl(layout.predictions_file(new_dir, t, sub), rescore_rows(rows, params, task))
-            kept = {k: v for k, v in old_metrics[sub].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+            kept = {k: v for k, v in old["metrics"][sub].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
             metrics[sub] = {**kept, **recalc_metrics(rows, params, task)}
-        write_json(layout.trial_dir(new_dir, t) / layout.METRICS, {"trial": t, "fingerprint": fingerprint, "metrics": metrics, "info": {"recalc_from": str(result_dir)}})
+        record = {"trial": t, "fingerprint": fingerprint, "metrics": metrics, "info": {**(old.get("info") or {}), "recalc_from": str(result_dir)}}
+        if weights is not None:
+            record["weights"] = weights
+        write_json(layout.trial_dir(new_dir, t) / layout.METRICS, record)
     write_json(new_dir / layout.IDENTITY, {"fingerprint": fingerprint, **identity})
-    write_json(
-        new_dir / layout.RESULTS,
-        {
-            **{k: res[k] for k in ("model", "model_name", "task_setting", "run_name", "tasks", "nshot", "trials")},
-            "fingerprint": fingerprint,
-            "params": params,
-            "results": aggregate(new_dir, res["trials"]),
-            "recalc_from": str(result_dir),
-            "wall_time_s": None,
-            "repro": repro_info(Path.cwd(), [f"recalc {k}={v}" for k, v in changes.items()]),
-        },
-    )
+    header = {k: res.get(k) for k in ("model", "model_name", "task_setting", "run_name", "tasks", "nshot")}
+    write_results(new_dir, {
+        **header,
+        "fingerprint": fingerprint,
+        "weights": weights,
+        "params": params,
+        "recalc_from": str(result_dir),
+        "wall_time_s": None,
+        "repro": repro_info(Path.cwd(), [f"recalc {k}={v}" for k, v in changes.items()]),
+    }, res["trials"])
     return new_dir, "written"
 
 

@@ -9,6 +9,7 @@ One result directory per (model setting, task setting, nshot, identity)::
         trial<t>/<task>.<template>[.<lang>].predictions.jsonl
         results.json             mean/std/95% CI over trials; written last = the completion marker
         submitted.json           SLURM job id of a pending submission (removed when the job ends)
+        failure.json             failed attempts (error line, log, traceback) until the result completes
 
 ``<id8>`` is a digest of the identity, so two settings that differ in anything that changes
 the numbers (scoring, calibration, template, predictor, train_sep, seed, n_eval_samples, model
@@ -24,6 +25,8 @@ IDENTITY = "identity.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 SUBMITTED = "submitted.json"
+FAILURE = "failure.json"
+FAILURE_TRACEBACK = "failure.traceback.txt"
 LOCK = ".lock"
 JOBS_LOG = "scheduled_jobs.jsonl"
 

@@ -10,14 +10,14 @@ from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json, write_json, write_jsonl
 
 
-def write_trial(result_dir: Path, trial: int, result: Any, fingerprint: str) -> None:
+def write_trial(result_dir: Path, trial: int, result: Any, fingerprint: str, weights: str | None = None) -> None:
     """Predictions first, then ``metrics.json``: a trial counts as done only once its metrics exist."""
     for subkey, rows in result.predictions.items():
         write_jsonl(layout.predictions_file(result_dir, trial, subkey), rows)
-    write_json(
-        layout.trial_dir(result_dir, trial) / layout.METRICS,
-        {"trial": trial, "fingerprint": fingerprint, "metrics": result.metrics, "info": result.info},
-    )
+    record = {"trial": trial, "fingerprint": fingerprint, "metrics": result.metrics, "info": result.info}
+    if weights is not None:
+        record["weights"] = weights
+    write_json(layout.trial_dir(result_dir, trial) / layout.METRICS, record)
 
 
 def summarize(values: list[float]) -> dict[str, Any]:

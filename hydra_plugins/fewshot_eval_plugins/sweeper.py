@@ -24,7 +24,9 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("fewshot_eval")
 
-# Exit status when no job failed but some results are still being computed by another process.
+# Exit statuses: a planning error (nothing launched); no job failed but some results are still
+# being computed by another process.
+EXIT_CONFIG = 2
 EXIT_ELSEWHERE = 3
 
 
@@ -45,7 +47,7 @@ class FewshotSweeper(Sweeper):
         from fewshot_eval.launch.dispatch import launch_jobs
         from fewshot_eval.outcome import Outcome, job_outcome
         from fewshot_eval.plan.expand import expand
-        from fewshot_eval.plan.planner import RUN, Planner
+        from fewshot_eval.plan.planner import ERROR, FAILED, RUN, Planner
         from fewshot_eval.plan.table import counts, format_plan
         from fewshot_eval.plan.unit import output_root
         from fewshot_eval.store.writable import check_writable
@@ -54,22 +56,39 @@ class FewshotSweeper(Sweeper):
         tic = time.perf_counter()
         loader = self.hydra_context.config_loader
         combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
-        planner = Planner(self.config, loader, pending_check=_pending_check())
+        local = "slurm" not in str(self.config.hydra.launcher.get("_target_", "")).lower()
+        planner = Planner(self.config, loader, pending_check=_pending_check(), local_launcher=local)
         jobs = planner.plan(combos)
         root = output_root(planner.run, planner.cwd)
         check_writable(root)
         elapsed = time.perf_counter() - tic
         to_run = [j for j in jobs if j.status == RUN]
+        errors = [j for j in jobs if j.status == ERROR]
         planned = f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} planned in {elapsed:.2f}s"
         if self.config.dry_run:
             print(format_plan(jobs, root))
+            if errors:
+                print(f"\nDry run: {planned} ({counts(jobs)}). Nothing launched.")
+                _report_errors(errors)
+                sys.exit(EXIT_CONFIG)
             print(f"\nDry run: {planned} ({counts(jobs)}); output dir {root} is writable. Nothing launched.")
             return []
         print(f"fewshot-eval: {planned}: {counts(jobs)}. Results under {root}")
+        if errors:
+            _report_errors(errors)
+            print("Nothing launched: these jobs would fail at their start. Fix them (dry_run=true shows the plan) "
+                  "or leave them out of the sweep.", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
+        for j in jobs:
+            if j.status == FAILED:
+                print(f"  failed, not relaunched: {j.unit.model_key} x {j.unit.task_key} nshot={j.unit.nshot}: {j.detail}", file=sys.stderr)
+        given_up = [j for j in jobs if j.status == FAILED]
         if not to_run:
-            print("Nothing to launch: every selected result is complete, pending or stale "
+            print("Nothing to launch: every selected result is complete, pending, stale or failed "
                   "(override_completed=true re-runs them; dry_run=true lists them).")
             print(f"Aggregate: fewshot-eval report {root}")
+            if given_up:
+                sys.exit(1)
             return []
         returns = launch_jobs(self, planner, to_run, root)
         outcomes = [job_outcome(r.status == JobStatus.COMPLETED, r._return_value) for r in returns]
@@ -83,11 +102,22 @@ class FewshotSweeper(Sweeper):
         if n[Outcome.ELSEWHERE]:
             print(f"  {n[Outcome.ELSEWHERE]} job(s) were being run by another process; re-run this command once it has finished to collect them.")
         print(f"Aggregate: fewshot-eval report {root}")
-        if failed:
+        if failed or given_up:
             sys.exit(1)
         if n[Outcome.ELSEWHERE]:
             sys.exit(EXIT_ELSEWHERE)
         return [returns]
+
+
+def _report_errors(errors: list[Any]) -> None:
+    """Each distinct planning error once, with the jobs it affects."""
+    by_reason: dict[str, list[Any]] = {}
+    for j in errors:
+        by_reason.setdefault(j.detail, []).append(j)
+    for reason, js in by_reason.items():
+        first = js[0].unit
+        more = f" (and {len(js) - 1} more job{'s' if len(js) > 2 else ''})" if len(js) > 1 else ""
+        print(f"fewshot-eval: error: {first.model_key} x {first.task_key} nshot={first.nshot}{more}: {reason}", file=sys.stderr)
 
 
 def _pending_check() -> Any:

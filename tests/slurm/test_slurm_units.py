@@ -45,8 +45,9 @@ def write_marker(rdir: Path, job_id: str = "12_3", jobs: list | None = None) -> 
     (rdir / "submitted.json").write_text(json.dumps(m))
 
 
-def decide(rdir: Path, trials=None, override=False) -> tuple[bool, str]:
-    return pending.pending_reason(rdir, trials, override, states=pending.SlurmStates(ttl_s=0))
+def decide(rdir: Path, trials=None, override=False, local=False) -> tuple[bool, str]:
+    p = pending.pending_reason(rdir, trials, override, states=pending.SlurmStates(ttl_s=0), local_launcher=local)
+    return p.pending, p.note
 
 
 # ---- which launcher hydra/launcher=... gives ------------------------------------------------
