@@ -78,9 +78,23 @@ def test_missing_config_dir_is_a_one_line_error(tmp_path: Path, workdir: Path) -
         plan(["model=random"], config_dirs=[tmp_path / "nope"])
     msg = one_line_error(run_cli(["-m", "-cd", "nope", "model=random", "dry_run=true"], workdir, check=False))
     assert f"config dir '{workdir / 'nope'}'" in msg
+    msg = one_line_error(run_cli(["list", "models", "--config-dir", "nope"], workdir, check=False))
+    assert "not found" in msg
 
 
-# ---- fewshot-eval list ----------------------------------------------------------------------
+# ---- fewshot-eval list: where each option comes from ---------------------------------------
+def test_list_shows_the_source_and_what_shadows_a_packaged_file(workdir: Path, shadowing: Path) -> None:
+    lines = {line.split()[0]: line for line in run_cli(["list", "models", "--config-dir", str(shadowing)], workdir).stdout.splitlines()}
+    assert f"{shadowing} (shadows packaged)" in lines["tiny_gpt2"] and "my tiny_gpt2" in lines["tiny_gpt2"]
+    assert str(shadowing) in lines["my_random"] and "shadows" not in lines["my_random"]
+    assert lines["random"].split()[1] == "packaged"
+    groups = run_cli(["list", "model-groups", "--config-dir", str(shadowing)], workdir).stdout
+    assert any(line.startswith("mine ") and str(shadowing) in line and "model=my_random,majority" in line for line in groups.splitlines())
+    assert "source: packaged" in run_cli(["list", "experiments"], workdir).stdout
+    defs = run_cli(["list", "task-defs"], workdir).stdout
+    assert defs.splitlines()[0].split()[:2] == ["copa_demo", "packaged"]
+
+
 def test_list_into_a_closed_pipe_ends_quietly(workdir: Path) -> None:
     """`fewshot-eval list | head -1`: the reader is gone before anything is written."""
     proc = subprocess.Popen([sys.executable, "-m", "fewshot_eval", "list", "models"], cwd=workdir,
