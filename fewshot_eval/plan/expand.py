@@ -132,12 +132,11 @@ def _options(config_loader: Any, group: str) -> list[str]:
 def group_list_error(arguments: Iterable[str], available: Any) -> Optional[str]:
     """For the command line before Hydra runs: the message for a ``model=[...]``/``task=[...]``
     argument, else None. ``available(group)`` lists a group's options."""
-    parser = OverridesParser.create()
     for a in arguments:
         if a.split("=", 1)[0].lstrip("+~") not in SETTING_GROUPS or "[" not in a:
             continue
         try:
-            o = parser.parse_override(a)
+            o = OverridesParser.create().parse_override(a)
         except Exception:  # Hydra reports unparsable overrides itself
             continue
         try:
