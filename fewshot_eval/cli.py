@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 SUBCOMMANDS = ("report", "list", "recalc")
@@ -15,10 +16,37 @@ SUBCOMMANDS = ("report", "list", "recalc")
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:
-        from fewshot_eval import commands
+    code = 0
+    try:
+        try:
+            if argv and argv[0] in SUBCOMMANDS:
+                from fewshot_eval import commands
 
-        sys.exit(commands.run(argv))
-    from fewshot_eval.app import run_hydra
+                code = commands.run(argv)
+            else:
+                from fewshot_eval.app import run_hydra
 
-    run_hydra()
+                run_hydra()
+        finally:
+            sys.stdout.flush()  # now rather than at exit, where a broken pipe cannot be handled
+    except BrokenPipeError:  # the reader went away, e.g. `fewshot-eval list | head -1`
+        quiet_broken_pipe()
+        code = 0 if _only_prints(argv) else 1
+    sys.exit(code)
+
+
+def _only_prints(argv: list[str]) -> bool:
+    """A subcommand that only prints has done its job when its reader goes away (exit 0); recalc,
+    ``report --out`` and the Hydra app were cut short (exit 1)."""
+    first = argv[0] if argv else ""
+    return first == "list" or (first == "report" and not any(a.startswith("--out") for a in argv))
+
+
+def quiet_broken_pipe() -> None:
+    """After a BrokenPipeError on stdout: point stdout at /dev/null so that Python's final flush
+    does not raise again (as Python's docs on SIGPIPE recommend)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout already closed or replaced
+        pass

@@ -38,23 +38,56 @@ def _first_comment(path: Path) -> str:
     return ""
 
 
-def _list(args: argparse.Namespace) -> int:
-    dirs = [Path(d) for d in args.config_dir] + [conf_dir()]
-    group = GROUPS[args.what]
-    seen: set[str] = set()
-    for d in dirs:
+def _sources(config_dirs: list[str], group: str) -> list[tuple[str, Path, str, list[str]]]:
+    """(name, file, source, shadowed sources) per option of ``group``, in search order: the user's
+    dirs first (the first one given first), then the packaged one -- the first file of a name wins."""
+    from fewshot_eval.searchpath import checked_dirs
+
+    packaged = conf_dir()
+    dirs = [(Path(d), d) for d in checked_dirs(config_dirs, packaged=packaged)] + [(packaged, "packaged")]
+    found: dict[str, list[tuple[Path, str]]] = {}
+    for d, label in dirs:
         for f in sorted((d / group).glob("*.yaml")):
-            if f.stem in seen or f.stem.startswith("_"):
-                continue
-            seen.add(f.stem)
-            if group == "experiment":
-                info = (yaml.safe_load(f.read_text()) or {}).get("experiment_info", {})
-                print(f"{f.stem}\n    {info.get('description', _first_comment(f))}\n    $ {info.get('command', f'python -m fewshot_eval -m experiment={f.stem}')}")
-            elif group in ("models", "tasks"):
-                params = ((yaml.safe_load(f.read_text()) or {}).get("hydra", {}).get("sweeper", {}).get("params", {}))
-                print(f"{f.stem:28s} {', '.join(f'{k}={v}' for k, v in params.items())}   # {_first_comment(f)}")
-            else:
-                print(f"{f.stem:28s} {_first_comment(f)}")
+            if not f.stem.startswith("_"):
+                found.setdefault(f.stem, []).append((f, label))
+    return [(name, hits[0][0], hits[0][1], [label for _, label in hits[1:]]) for name, hits in sorted(found.items())]
+
+
+def _load_yaml(f: Path) -> dict:
+    try:
+        with f.open() as fh:  # the stream's name puts the file into YAML's error marks
+            data = yaml.safe_load(fh)
+        return data if isinstance(data, dict) else {}
+    except yaml.YAMLError as e:
+        from fewshot_eval.app import user_error_message
+
+        return {"_error": user_error_message(e) or str(e)}
+
+
+def _list(args: argparse.Namespace) -> int:
+    from fewshot_eval.config import ConfigError
+
+    group = GROUPS[args.what]
+    try:
+        rows = _sources(args.config_dir, group)
+    except ConfigError as e:
+        print(f"fewshot-eval: error: {e}", file=sys.stderr)
+        return 2
+    source = {name: f"{label} (shadows {', '.join(shadowed)})" if shadowed else label for name, _, label, shadowed in rows}
+    width = max((len(s) for s in source.values()), default=0)
+    for name, f, _, _ in rows:
+        if group == "experiment":
+            data = _load_yaml(f)
+            info = data.get("experiment_info") or {}
+            print(f"{name}\n    {data.get('_error') or info.get('description', _first_comment(f))}\n"
+                  f"    $ {info.get('command', f'python -m fewshot_eval -m experiment={name}')}\n    source: {source[name]}")
+        elif group in ("models", "tasks"):
+            data = _load_yaml(f)
+            params = ((data.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+            what = data.get("_error") or ", ".join(f"{k}={v}" for k, v in params.items())
+            print(f"{name:28s} {source[name]:{width}s}  {what}   # {_first_comment(f)}".rstrip(" #"))
+        else:
+            print(f"{name:28s} {source[name]:{width}s}  {_first_comment(f)}".rstrip())
     return 0
 
 

@@ -140,3 +140,40 @@ def test_job_config_equals_hydra_composition(tmp_path: Path) -> None:
 def test_bad_eval_params_fail_at_planning(tmp_path: Path, override: str, message: str) -> None:
     _, [job] = plan(["model=random", "task=copa_demo", override, f"output_dir={tmp_path}"])
     assert job.status == "error" and re.search(message, job.detail), job.detail
+
+
+def test_several_presets_plan_the_union_of_their_settings(tmp_path: Path) -> None:
+    _, jobs = plan(["models=demo,baselines", "task=copa_demo", f"output_dir={tmp_path}"])
+    assert [j.unit.model_key for j in jobs] == ["random", "majority", "tiny_gpt2"]  # first appearance, each once
+    _, jobs = plan(["model=random", "tasks=demo,multilingual_multichoice", f"output_dir={tmp_path}"])
+    assert [j.unit.task_key for j in jobs] == ["copa_demo", "nli_demo", "pawsx_default", "pawsx_calib"]
+    _, jobs = plan(["models=baselines,all", "task=copa_demo", f"output_dir={tmp_path}"])  # glob(*) expanded by Hydra
+    packaged = {p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml")}
+    assert [j.unit.model_key for j in jobs][:2] == ["random", "majority"] and {j.unit.model_key for j in jobs} == packaged
+    _, jobs = plan(["models=demo,baselines", "model=tiny_gpt2", "task=copa_demo", f"output_dir={tmp_path}"])
+    assert [j.unit.model_key for j in jobs] == ["tiny_gpt2"]  # a command-line value still beats the presets'
+
+
+def test_union_of_a_user_preset_and_a_packaged_one(tmp_path: Path, user_conf: Path) -> None:
+    _, jobs = plan(["models=mine,baselines", "task=copa_demo", f"output_dir={tmp_path}"], config_dirs=[user_conf])
+    assert [j.unit.model_key for j in jobs] == ["my_random", "majority", "random"]
+
+
+def test_presets_that_cannot_be_combined_say_why(tmp_path: Path, user_conf: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown models preset 'nope'. Available: all, baselines, demo, dense_vs_moe_lang16\.$"):
+        plan(["models=demo,nope", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"'experiment=demo,baselines': select one experiment per run -- an experiment sets run params"):
+        plan(["experiment=demo,baselines", f"output_dir={tmp_path}"])
+    (user_conf / "models" / "heavy.yaml").write_text("# @package _global_\nnum_trials: 9\nhydra:\n  sweeper:\n    params:\n      model: random\n")
+    with pytest.raises(ConfigError, match=r"models preset 'heavy' sets more than a sweep \(num_trials\)"):
+        plan(["models=heavy,baselines", f"output_dir={tmp_path}"], config_dirs=[user_conf])
+    (user_conf / "models" / "withshots.yaml").write_text("# @package _global_\nhydra:\n  sweeper:\n    params:\n      model: random\n      nshot: 0,2\n")
+    with pytest.raises(ConfigError, match=r"sweep different keys \(withshots sets model, nshot; baselines sets model\)"):
+        plan(["models=withshots,baselines", f"output_dir={tmp_path}"], config_dirs=[user_conf])
+
+
+def test_a_list_as_model_or_task_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'model=\[\]' selects no model: pick at least one.*Available: .*majority, .*random, tiny_gpt2\.$"):
+        plan(["model=[]", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"'task=\[copa_demo,nli_demo\]' is a list: to run each write task=copa_demo,nli_demo with -m"):
+        plan(["task=[copa_demo,nli_demo]", f"output_dir={tmp_path}"])

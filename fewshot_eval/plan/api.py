@@ -10,22 +10,27 @@ from fewshot_eval.plan.planner import PlannedJob, Planner
 
 
 def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tuple[Planner, list[PlannedJob]]:
-    """The planner and planned jobs for command-line ``overrides`` (sweep syntax allowed)."""
+    """The planner and planned jobs for command-line ``overrides`` (sweep syntax allowed);
+    ``config_dirs`` as ``--config-dir``: searched before the packaged dir, the first one first."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
-    from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from fewshot_eval.launch.pending import pending_reason
     from fewshot_eval.plan.expand import expand
+    from fewshot_eval.searchpath import checked_dirs, env_dirs, set_env_dirs
 
     hydra_ovr = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     task_ovr = [o for o in overrides if o not in hydra_ovr]
-    search = create_config_search_path(str(conf_dir()))
-    for d in config_dirs:  # as --config-dir does
-        search.prepend(provider="command-line", path=f"file://{Path(d).resolve()}", anchor=SearchPathQuery(provider="schema"))
+    dirs = checked_dirs(config_dirs, packaged=conf_dir())  # a missing one: ConfigError
+    saved = env_dirs()
+    set_env_dirs(dirs)  # the search path exactly as the command line builds it (fewshot_eval.searchpath)
+    try:
+        search = create_config_search_path(str(conf_dir()))
+    finally:
+        set_env_dirs(saved)
     GlobalHydra.instance().clear()
     Hydra.create_main_hydra2(task_name="fewshot_eval", config_search_path=search)
     try:

@@ -2,20 +2,23 @@
 
     model=a,b task=x nshot=0,32   ->   4 jobs
     models=<group>                ->   the group's ``hydra.sweeper.params.model`` string, e.g. "a,b"
+    models=<g1>,<g2>              ->   the union of both groups' models (first appearance first)
 
 Command-line values override a preset's (``models=all model=a`` runs only ``a``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 
 from fewshot_eval.config import ConfigError
 
 PRESET_GROUPS = ("models", "tasks", "experiment")
+SETTING_GROUPS = ("model", "task")
 
 
 def preset_overrides(params: Mapping[str, Any] | None, choices: Mapping[str, Any]) -> list[str]:
@@ -36,13 +39,108 @@ def preset_overrides(params: Mapping[str, Any] | None, choices: Mapping[str, Any
 
 
 def expand(params: Mapping[str, Any] | None, arguments: Sequence[str], config_loader: Any, choices: Mapping[str, Any]) -> list[list[str]]:
-    """All job override lists, presets first so that command-line values replace theirs."""
+    """All job override lists, presets first so that command-line values replace theirs.
+
+    A swept preset (``models=a,b``) is replaced by the union of its presets' sweeps, placed before
+    the base config's sweep params: as with one preset, an experiment's or another preset's values
+    and command-line values win over it."""
     parser = OverridesParser.create(config_loader=config_loader)
-    overrides = parser.parse_overrides(preset_overrides(params, choices) + list(arguments))
-    for o in overrides:
-        if o.get_key_element() in PRESET_GROUPS and o.is_sweep_override():
-            raise ConfigError(
-                f"'{o.input_line}': select one {o.get_key_element()} preset per run; to combine presets, "
-                f"list their members instead (e.g. model=a,b,c) or add a new preset file."
-            )
+    args = parser.parse_overrides(list(arguments))
+    unions: list[str] = []
+    kept: list[Override] = []
+    for o in args:
+        key = o.get_key_element()
+        if key in SETTING_GROUPS:
+            check_not_a_list(key, o.value(), lambda k=key: _options(config_loader, k))
+        if key in PRESET_GROUPS and o.is_sweep_override():
+            unions += preset_union(o, config_loader, parser)
+        else:
+            kept.append(o)
+    overrides = parser.parse_overrides(unions + preset_overrides(params, choices)) + kept
     return BasicSweeper.split_arguments(overrides, None)[0]
+
+
+def preset_union(override: Override, config_loader: Any, parser: OverridesParser) -> list[str]:
+    """``models=a,b`` -> one override per swept key with the union of the presets' values, in order
+    of first appearance, each once. Each preset value is expanded by Hydra's parser (``glob(*)``,
+    ``range(...)``, ``a,b``)."""
+    group = override.get_key_element()
+    if group == "experiment":
+        raise ConfigError(
+            f"'{override.input_line}': select one experiment per run -- an experiment sets run params "
+            f"(output_dir, num_trials, ...) as well as its sweep, so two cannot be combined. Run them one "
+            f"after the other, or combine model/task presets (models=a,b tasks=c,d)."
+        )
+    names = list(dict.fromkeys(override.sweep_string_iterator()))
+    values: dict[str, list[str]] = {}
+    keys_of: dict[str, tuple[str, ...]] = {}
+    for name in names:
+        params = _preset_params(group, name, override.input_line, config_loader)
+        keys_of[name] = tuple(params)
+        for o in parser.parse_overrides(preset_overrides(params, {group: name})):
+            vals = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            acc = values.setdefault(o.get_key_element(), [])
+            acc += [v for v in vals if v not in acc]
+    if len({tuple(sorted(k)) for k in keys_of.values()}) > 1:
+        detail = "; ".join(f"{n} sets {', '.join(k) or 'nothing'}" for n, k in keys_of.items())
+        raise ConfigError(
+            f"'{override.input_line}': these {group} presets sweep different keys ({detail}); their union "
+            f"is not one grid. Combine presets that sweep the same keys, or list the values (e.g. model=a,b,c)."
+        )
+    return [f"{key}={','.join(vals)}" for key, vals in values.items()]
+
+
+def _preset_params(group: str, name: str, where: str, config_loader: Any) -> Mapping[str, Any]:
+    """A preset file's ``hydra.sweeper.params``; a preset that does more than set a sweep cannot be combined."""
+    from omegaconf import OmegaConf
+
+    res = config_loader.repository.load_config(f"{group}/{name}")
+    if res is None:
+        raise ConfigError(
+            f"'{where}': unknown {group} preset '{name}'. Available: {', '.join(_options(config_loader, group)) or '(none)'}."
+        )
+    cfg = OmegaConf.to_container(res.config, resolve=False) or {}
+    params = (((cfg.get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
+    rest = sorted(k for k in cfg if k != "hydra") + sorted(f"hydra.{k}" for k in (cfg.get("hydra") or {}) if k != "sweeper")
+    if rest:
+        raise ConfigError(
+            f"'{where}': {group} preset '{name}' sets more than a sweep ({', '.join(rest)}), so it cannot be "
+            f"combined with other presets; select it on its own ({group}={name})."
+        )
+    return params
+
+
+def check_not_a_list(key: str, value: Any, available: Any) -> None:
+    """``model=[]`` / ``model=[a,b]`` select no or several configs at once: a one-line error.
+    ``available``: a callable that returns the option names (called only for the message)."""
+    if not isinstance(value, list):
+        return
+    if not value:
+        raise ConfigError(
+            f"'{key}=[]' selects no {key}: pick at least one, e.g. {key}=a or {key}=a,b with -m. "
+            f"Available: {', '.join(available()) or '(none)'}."
+        )
+    names = ",".join(map(str, value))
+    fix = f"select it with {key}={names}" if len(value) == 1 else f"to run each write {key}={names} with -m"
+    raise ConfigError(f"'{key}=[{names}]' is a list: {fix}.")
+
+
+def _options(config_loader: Any, group: str) -> list[str]:
+    return sorted(o for o in config_loader.get_group_options(group) if not o.startswith("_"))
+
+
+def group_list_error(arguments: Iterable[str], available: Any) -> Optional[str]:
+    """For the command line before Hydra runs: the message for a ``model=[...]``/``task=[...]``
+    argument, else None. ``available(group)`` lists a group's options."""
+    for a in arguments:
+        if a.split("=", 1)[0].lstrip("+~") not in SETTING_GROUPS or "[" not in a:
+            continue
+        try:
+            o = OverridesParser.create().parse_override(a)
+        except Exception:  # Hydra reports unparsable overrides itself
+            continue
+        try:
+            check_not_a_list(o.get_key_element(), o.value(), lambda: available(o.get_key_element()))
+        except ConfigError as e:
+            return str(e)
+    return None
