@@ -116,4 +116,10 @@ def run(argv: list[str]) -> int:
     c.add_argument("--config-dir", action="append", default=[], help="your own config dir (for its task definitions)")
     c.set_defaults(func=_recalc)
     args = p.parse_args(argv)
-    return int(args.func(args))
+    from fewshot_eval.config import ConfigError
+
+    try:
+        return int(args.func(args))
+    except ConfigError as e:  # a user mistake: one line, no traceback
+        print(f"fewshot-eval: error: {e}", file=sys.stderr)
+        return 2

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from fewshot_eval import progress
 from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV, ConfigError, config_dirs, override_keys, run_values
 from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
+from fewshot_eval.plan.checks import check_job_keys
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import write_json, write_text
@@ -35,6 +36,7 @@ def unit_from_config(cfg: DictConfig) -> JobUnit:
 
     hc = HydraConfig.get()
     choices = hc.runtime.choices
+    check_job_keys(run_values(cfg), choices, list(hc.overrides.task))
     return resolve_unit(
         choices["model"],
         choices["task"],

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_eval.config import ConfigError, check_eval_keys
+from fewshot_eval.plan.checks import check_setting_name
 
 PREDICTORS = ("clm", "random", "majority")
 
@@ -113,6 +114,8 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     """Validate one model setting; errors name ``model/<key>.yaml`` and the key."""
     where = f"model/{key}.yaml"
     data = _validate(ModelSetting, node, where)
+    check_setting_name(key, "model", where)
+    check_setting_name(data["name"], "name", where)
     if data["predictor"] not in PREDICTORS:
         raise ConfigError(f"{where}: unknown predictor '{data['predictor']}'. Valid: {', '.join(PREDICTORS)}.")
     if data["predictor"] == "clm" and not data["weights"]:
@@ -127,6 +130,8 @@ def task_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     """Validate one task setting; errors name ``task/<key>.yaml`` and the key."""
     where = f"task/{key}.yaml"
     data = _validate(TaskSetting, node, where)
+    check_setting_name(key, "task", where)
+    check_setting_name(data["run_name"], "run_name", where)
     if not data["tasks"] or not all(isinstance(t, str) for t in data["tasks"]):
         raise ConfigError(f"{where}: 'tasks' must be a non-empty list of task names, got {data['tasks']!r}.")
     check_eval_keys(data["eval"], f"{where} key 'eval'")

@@ -35,6 +35,9 @@ from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages
 
 log = logging.getLogger(__name__)
 
+# Warnings already logged by this process: each distinct text is logged once (every trial still records its own in info).
+_logged_warnings: set[str] = set()
+
 
 def build_predictor(model: dict[str, Any], params: dict[str, Any]) -> Predictor:
     """The predictor named by ``params['predictor']`` (else the model setting's)."""
@@ -123,7 +126,9 @@ class FewShotEvaluator:
                         info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} of {len(sample.docs)} demonstrations.")
         info["time_s"] = round(time.time() - t0, 3)
         for w in info["warnings"]:
-            log.warning(w)
+            if w not in _logged_warnings:
+                _logged_warnings.add(w)
+                log.warning(w)
         return TrialResult(metrics=metrics, predictions=predictions, info=info)
 
     # ------------------------------------------------------------------ one sub-result

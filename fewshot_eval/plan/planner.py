@@ -18,6 +18,7 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fewshot_eval.config import ConfigError, conf_dir, override_keys, run_values
+from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
@@ -207,8 +208,9 @@ class Planner:
 
     def plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         """One PlannedJob per distinct result (split_trials: per trial), with its status."""
+        check_plan(self, combos)
         jobs: list[PlannedJob] = []
-        seen: set[tuple[Path, tuple[int, ...]]] = set()
+        seen: dict[tuple[Path, tuple[int, ...]], list[str]] = {}
         override = bool(self.run.get("override_completed"))
         for combo in combos:
             unit = self.resolve(combo)
@@ -221,8 +223,9 @@ class Planner:
             for trials in parts:
                 key = (unit.result_dir, tuple(trials))
                 if key in seen:
+                    check_same_result(seen[key], combo, unit.result_dir)
                     continue
-                seen.add(key)
+                seen[key] = list(combo)
                 u = unit if not split else _with_trials(unit, trials)
                 extra = [f"trial={trials[0]}"] if split else []
                 if error:

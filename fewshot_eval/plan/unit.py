@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, effective_params
+from fewshot_eval.plan.checks import check_run_values
 from fewshot_eval.plan.identity import fingerprints, identity_digest, job_identity, weights_fingerprint
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
@@ -121,6 +122,7 @@ def resolve_unit(
         run, model["eval"], task["eval"], run.get("final_overrides") or {}, cli, model_key=model_key, task_key=task_key
     )
     params["predictor"] = params.get("predictor") or model["predictor"]
+    check_run_values(run, params)
     nshot = run["nshot"]
     if not isinstance(nshot, int) or isinstance(nshot, bool) or nshot < -1:
         raise ConfigError(f"nshot must be an integer >= -1 (-1 = the whole train set), got {nshot!r}.")

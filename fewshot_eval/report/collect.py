@@ -16,11 +16,18 @@ from fewshot_eval.store import layout
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
-    """Every results.json below the given dirs (or glob patterns); moved-aside old results are left out."""
+    """Every results.json below the given dirs (or glob patterns, relative or absolute); moved-aside
+    old results are left out. A path that does not exist and matches nothing is a ConfigError."""
+    import glob
+
+    from fewshot_eval.config import ConfigError
+
     found: list[Path] = []
     for p in paths:
         p = Path(p)
-        roots = [p] if p.exists() else sorted(Path().glob(str(p)))
+        roots = [p] if p.exists() else [Path(m) for m in sorted(glob.glob(str(p.expanduser())))]
+        if not roots:
+            raise ConfigError(f"{p}: no such file or directory, and no match as a glob pattern. Pass an output dir, a result dir or a pattern such as 'results/*/tiny_gpt2'.")
         for r in roots:
             if r.is_file() and r.name == layout.RESULTS:
                 found.append(r)

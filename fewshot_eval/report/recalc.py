@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fewshot_eval.config import ConfigError, conf_dir
+from fewshot_eval.plan.checks import RESULT_LAYOUT, check_result_layout
 from fewshot_eval.plan.identity import fingerprints, identity_digest, with_params
 from fewshot_eval.report.collect import find_results
 from fewshot_eval.store import layout
@@ -31,6 +32,7 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
     res, ident = read_json(result_dir / layout.RESULTS), read_json(result_dir / layout.IDENTITY)
     if res is None or ident is None:
         raise ConfigError(f"{result_dir} is not a complete result (no results.json / identity.json).")
+    check_result_layout(result_dir, res)
     old_identity = {k: v for k, v in ident.items() if k != "fingerprint"}
     _, accepted = fingerprints(identity_digest(old_identity), res["tasks"], search)
     if res["fingerprint"] not in accepted:
@@ -86,8 +88,9 @@ def recalc_command(args: argparse.Namespace) -> int:
     search = [Path(d).resolve() for d in args.config_dir] + [conf_dir()]
     files = find_results(args.result_dirs)
     if not files:
-        print(f"No results.json under {' '.join(args.result_dirs)}.", file=sys.stderr)
-        return 1
+        raise ConfigError(f"no results under {' '.join(args.result_dirs)}: pass result dirs ({RESULT_LAYOUT}) or an output dir above them.")
+    for f in files:  # all of them before writing anything
+        check_result_layout(f.parent, read_json(f))
     failed = 0
     for f in files:
         if "recalc_from" in (read_json(f) or {}):

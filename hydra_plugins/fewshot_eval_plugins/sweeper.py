@@ -22,6 +22,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from fewshot_eval.plan.checks import exit_on_config_error, print_plan_warnings
+
 log = logging.getLogger("fewshot_eval")
 
 # Exit statuses: a planning error (nothing launched); no job failed but some results are still
@@ -43,6 +45,7 @@ class FewshotSweeper(Sweeper):
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
 
+    @exit_on_config_error
     def sweep(self, arguments: List[str]) -> Any:
         from fewshot_eval.launch.dispatch import launch_jobs
         from fewshot_eval.outcome import Outcome, job_outcome
@@ -59,6 +62,7 @@ class FewshotSweeper(Sweeper):
         local = "slurm" not in str(self.config.hydra.launcher.get("_target_", "")).lower()
         planner = Planner(self.config, loader, pending_check=_pending_check(), local_launcher=local)
         jobs = planner.plan(combos)
+        print_plan_warnings(jobs)
         root = output_root(planner.run, planner.cwd)
         check_writable(root)
         elapsed = time.perf_counter() - tic
