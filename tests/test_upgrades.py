@@ -44,6 +44,7 @@ def test_release_0_1_0_results_plan_complete(tree_0_1_0: Path, sweep: list[str])
 def test_a_new_parameter_with_a_neutral_default_keeps_results_complete(tree_0_1_0: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Simulate the next release adding an eval parameter 'chat_template' (neutral: null) and a model field."""
     monkeypatch.setattr("fewshot_eval.config.EVAL_KEYS", EVAL_KEYS + ("chat_template",))
+    monkeypatch.setattr("fewshot_eval.plan.checks.EVAL_KEYS", EVAL_KEYS + ("chat_template",))
     monkeypatch.setitem(identity.NEUTRAL_PARAMS, "chat_template", None)
     monkeypatch.setitem(identity.NEUTRAL_MODEL, "device_map", None)
     sweep = SWEEPS_0_1_0[0]
