@@ -110,7 +110,7 @@ def test_local_parallel_prints_one_line_per_finished_job(workdir: Path) -> None:
     assert ": ran in " in by_job["random x copa_demo nshot=2 trial=1"]
     for t in (0, 1):
         failed = by_job[f"random x copa_demo nshot=3 trial={t}"]
-        assert ": FAILED in " in failed and "exit 1: " in failed and "not divisible by the 2 classes" in failed
+        assert ": FAILED in " in failed and re.search(r": exit \d: balanced=true .* not divisible by the 2 classes", failed)
         log = Path(failed.split("(log: ")[1].split(")")[0])
         assert log.name == "job.log" and "not divisible" in log.read_text()
     assert got[-1].endswith(tuple(f"| 2 failed, 1 running elsewhere, took {s}s" for s in range(100)))
@@ -207,3 +207,9 @@ def test_stopping_a_local_parallel_sweep_stops_its_job_processes(workdir: Path, 
     assert [k for k in kids if Path(f"/proc/{k}").exists()] == [], "job processes outlived the sweep"
     rows = [json.loads(line) for line in next(sweeps.glob("*/launches.jsonl")).read_text().splitlines()]
     assert sorted(r["job"] for r in rows) == [0, 1] and all(r["stopped"] for r in rows)
+
+
+def test_a_configuration_error_exits_2_with_one_line(workdir: Path) -> None:
+    proc = run_cli(["-m", "model=random,gpt5", "dry_run=true"], workdir, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("fewshot-eval: error: Unknown model 'gpt5'.")

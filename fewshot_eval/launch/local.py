@@ -121,7 +121,7 @@ def _error_line(logf: Path) -> str:
     """The last line of a failed job's log that says something (Hydra's HYDRA_FULL_ERROR hint is not)."""
     lines = logf.read_text(errors="replace").strip().splitlines() if logf.exists() else []
     tail = [line for line in lines if line.strip() and "HYDRA_FULL_ERROR" not in line][-1:]
-    return " ".join(tail)
+    return " ".join(tail).removeprefix("fewshot-eval: error: ")
 
 
 def _stop_jobs(procs: Sequence[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
