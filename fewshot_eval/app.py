@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator, Optional
 import hydra
 from omegaconf import DictConfig
 
+from fewshot_eval import progress
 from fewshot_eval.config import ConfigError, conf_dir
 
 log = logging.getLogger("fewshot_eval")
@@ -26,7 +27,12 @@ def _task(cfg: DictConfig) -> object:
 
 def run_hydra() -> None:
     """Run the Hydra app with the packaged config dir, the user's ``--config-dir`` dirs searched
-    first (see ``fewshot_eval.searchpath``); user errors exit 2 with a one-line message."""
+    first (see ``fewshot_eval.searchpath``).
+
+    Exit status: a configuration error 2, with a one-line message; Ctrl-C 130, SIGTERM 143,
+    SIGHUP 129, with one line (finished results are kept). A sweep exits 1 when a job failed and
+    3 when some jobs were running elsewhere (see the sweeper).
+    """
     from fewshot_eval.plan.expand import group_list_error
     from fewshot_eval.searchpath import checked_dirs, set_env_dirs, take_config_dir_args
 
@@ -38,11 +44,20 @@ def run_hydra() -> None:
         if message:  # model=[] would otherwise fail deep inside a job or the planner
             _fail(message)
         sys.argv = sys.argv[:1] + argv
+        if not progress.is_tty(sys.stderr):
+            # no carriage-return progress bars of the HuggingFace libraries in logs (weights loading ...)
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         app = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_task)
-        with _compact_user_errors():
+        with progress.signals_raise(), _compact_user_errors():
             app()
     except ConfigError as e:  # raised outside Hydra's error handler (a missing --config-dir, ...)
         _fail(str(e))
+    except KeyboardInterrupt as e:  # Hydra reports only Exception: Ctrl-C (and SIGTERM, see progress) arrive here as raised
+        stop = e if isinstance(e, progress.Interrupted) else progress.Interrupted.of(e)
+        progress.ignore_stop_signals()  # a second Ctrl-C must not turn the one line into a traceback
+        sys.stdout.flush()
+        print(stop.message(), file=sys.stderr)
+        sys.exit(stop.exit_status)
 
 
 def _options(group: str, dirs: list[str]) -> list[str]:

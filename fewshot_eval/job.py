@@ -103,7 +103,8 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
             t0 = time.perf_counter()
             try:
                 evaluator = build_evaluator(unit.model, unit.params)
-                for t in todo:
+                for i, t in enumerate(todo, 1):
+                    progress.trial_tag = f"trial {t} ({i}/{len(todo)})"  # evaluate/runner logs it with examples/s
                     result = evaluator.run_trial(unit.task["tasks"], unit.params, unit.nshot, t)
                     write_trial(unit.result_dir, t, result, unit.fingerprint, unit.weights)
             except Exception as e:  # recorded so that the planner bounds retries; then the job fails as before

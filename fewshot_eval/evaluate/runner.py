@@ -25,6 +25,7 @@ import logging
 import time
 from typing import Any, Optional, Sequence
 
+from fewshot_eval import progress
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
@@ -107,7 +108,9 @@ class FewShotEvaluator:
                 self.predictor.begin(name, [d["_label"] for d in pool], seed)
                 for tname in templates:
                     sid = sub_result_id(name, tname, lang)
+                    t_sub = time.perf_counter()
                     rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
+                    self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
                     gold = [r["gold"] for r in rows]
                     metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm else None)
                     predictions[sid] = rows
@@ -130,6 +133,14 @@ class FewShotEvaluator:
                 _logged_warnings.add(w)
                 log.warning(w)
         return TrialResult(metrics=metrics, predictions=predictions, info=info)
+
+    def _log_rate(self, sid: str, trial: int, n: int, seconds: float) -> None:
+        """``[3/18] trial 1 (2/3) copa_demo.default: 100 examples in 2.1s (47.6 ex/s)`` -- the progress of
+        a long job. Baselines take milliseconds: their lines are DEBUG, not to drown a sweep's log."""
+        tag = progress.trial_tag  # "trial 1 (2/3)", set by the job for the trial it runs
+        where = tag if tag.startswith(f"trial {trial} ") else f"trial {trial}"
+        log.log(logging.INFO if self.predictor.is_lm else logging.DEBUG, "%s%s %s: %d examples in %.1fs (%.1f ex/s)",
+                progress.job_prefix, where, sid, n, seconds, n / seconds if seconds > 0 else float("inf"))
 
     # ------------------------------------------------------------------ one sub-result
     def _score(self, task: TaskDef, tname: str, lang, demo_lang, eval_docs, sample: Sample, params, mode: str, options: list[str]) -> list[dict]:
