@@ -18,8 +18,23 @@ from cli_helpers import run_cli
 from fewshot_eval import progress
 from fewshot_eval.outcome import Outcome
 
-# A cheap job that fails at run time (not at planning): 3 demonstrations cannot be balanced over 2 classes.
-FAILS = ["balanced=true"]
+
+
+@pytest.fixture
+def broken_conf(tmp_path: Path) -> list[str]:
+    """A task setting 'copa_broken' whose jobs fail at run time, not at planning: its template reads an
+    attribute the data's strings do not have (planning checks fields, not Jinja expressions)."""
+    from fewshot_eval.config import conf_dir
+
+    conf = tmp_path / "brokenconf"
+    (conf / "task_def").mkdir(parents=True)
+    (conf / "task").mkdir()
+    src = conf_dir() / "task_def" / "copa_demo.yaml"
+    text = src.read_text().replace("data/copa_demo/", f"{src.parent}/data/copa_demo/").replace("{{ premise[:-1] }}", "{{ premise.nope }}")
+    assert "premise.nope" in text
+    (conf / "task_def" / "copa_broken.yaml").write_text(text)
+    (conf / "task" / "copa_broken.yaml").write_text("run_name: demo\ntasks: [copa_broken]\n")
+    return ["--config-dir", str(conf)]
 
 
 def lines_with(text: str, prefix: str) -> list[str]:
@@ -77,8 +92,8 @@ def test_interrupted_says_one_line_and_its_exit_status() -> None:
 
 
 # ------------------------------------------------------------------------------- progress in real sweeps
-def test_sequential_sweep_prints_done_total_failures_and_eta(workdir: Path) -> None:
-    proc = run_cli(["-m", "model=random,majority", "task=copa_demo", "nshot=2,3", *FAILS], workdir, check=False)
+def test_sequential_sweep_prints_done_total_failures_and_eta(workdir: Path, broken_conf: list[str]) -> None:
+    proc = run_cli(["-m", *broken_conf, "model=random,majority", "task=copa_demo,copa_broken", "nshot=2"], workdir, check=False)
     assert proc.returncode == 1
     got = lines_with(proc.stdout, "fewshot-eval: [")
     assert [g.split(", ETA ")[0].split(", took ")[0] for g in got] == [
@@ -90,14 +105,14 @@ def test_sequential_sweep_prints_done_total_failures_and_eta(workdir: Path) -> N
     assert ", ETA " in got[0] and ", took " in got[3]
 
 
-def test_local_parallel_prints_one_line_per_finished_job(workdir: Path) -> None:
+def test_local_parallel_prints_one_line_per_finished_job(workdir: Path, broken_conf: list[str]) -> None:
     """ran, running elsewhere (a trial this test holds) and failed (with the error line and the log)."""
     from fewshot_eval.store.locks import claim_trials
 
-    args = ["-m", "model=random", "task=copa_demo", "nshot=2,3", "num_trials=2", "split_trials=true", *FAILS,
+    args = ["-m", *broken_conf, "model=random", "task=copa_demo,copa_broken", "nshot=2", "num_trials=2", "split_trials=true",
             "hydra/launcher=local_parallel"]
     plan = run_cli(args + ["dry_run=true"], workdir).stdout
-    [row] = {ln.split()[5] for ln in plan.splitlines() if ln.startswith("run ") and ln.split()[3] == "2"}
+    [row] = {ln.split()[5] for ln in plan.splitlines() if ln.startswith("run ") and ln.split()[2] == "copa_demo"}
     with claim_trials(workdir / "results" / row, [0]) as held:
         assert held == [0]
         proc = run_cli(args, workdir, check=False)
@@ -105,14 +120,14 @@ def test_local_parallel_prints_one_line_per_finished_job(workdir: Path) -> None:
     got = lines_with(proc.stdout, "fewshot-eval: [")
     assert sorted(g.split("]")[0] for g in got) == ["fewshot-eval: [1/4", "fewshot-eval: [2/4", "fewshot-eval: [3/4", "fewshot-eval: [4/4"]
     by_job = {g.split("] ", 1)[1].split(":")[0]: g for g in got}
-    assert set(by_job) == {f"random x copa_demo nshot={n} trial={t}" for n in (2, 3) for t in (0, 1)}
+    assert set(by_job) == {f"random x {task} nshot=2 trial={t}" for task in ("copa_demo", "copa_broken") for t in (0, 1)}
     assert ": running elsewhere in " in by_job["random x copa_demo nshot=2 trial=0"]
     assert ": ran in " in by_job["random x copa_demo nshot=2 trial=1"]
     for t in (0, 1):
-        failed = by_job[f"random x copa_demo nshot=3 trial={t}"]
-        assert ": FAILED in " in failed and re.search(r": exit \d: balanced=true .* not divisible by the 2 classes", failed)
+        failed = by_job[f"random x copa_broken nshot=2 trial={t}"]
+        assert ": FAILED in " in failed and re.search(r": exit \d: .*has no attribute 'nope'", failed), failed
         log = Path(failed.split("(log: ")[1].split(")")[0])
-        assert log.name == "job.log" and "not divisible" in log.read_text()
+        assert log.name == "job.log" and "nope" in log.read_text()
     assert got[-1].endswith(tuple(f"| 2 failed, 1 running elsewhere, took {s}s" for s in range(100)))
     assert "ran 1, running elsewhere 1, skipped 0, failed 2." in proc.stdout
 
