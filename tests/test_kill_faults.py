@@ -1,0 +1,72 @@
+"""Faults found by killing and racing sweeps: each test reproduces one (it failed before the fix)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from fewshot_eval.store.locks import ResultBusy, move_aside, writing
+
+
+def only_result(workdir: Path) -> Path:
+    [res] = (workdir / "results").rglob("results.json")
+    return res.parent
+
+
+def test_split_trials_killed_before_aggregation_are_aggregated_by_the_next_sweep(workdir: Path) -> None:
+    """A kill between the last trial's metrics.json and results.json used to leave every trial job
+    'skip: complete' forever, and the result never reached the report."""
+    args = ["-m", "model=random", "task=copa_demo", "nshot=2", "num_trials=2", "split_trials=true"]
+    run_cli(args, workdir)
+    rdir = only_result(workdir)
+    before = json.loads((rdir / "results.json").read_text())["results"]
+    (rdir / "results.json").unlink()  # the state a kill at that moment leaves
+    dry = run_cli(args + ["dry_run=true"], workdir).stdout
+    assert "aggregate: every trial is done, results.json is missing" in dry, dry
+    out = run_cli(args, workdir).stdout
+    assert "ran 1, skipped 1" in out
+    assert json.loads((rdir / "results.json").read_text())["results"] == before
+
+
+def test_a_result_being_written_is_never_moved_aside(workdir: Path) -> None:
+    """override_completed next to a running job used to move the dir away under the writer, which then
+    recreated it with a results.json and no trial files."""
+    args = ["-m", "model=random", "task=copa_demo", "nshot=0"]
+    run_cli(args, workdir)
+    rdir = only_result(workdir)
+    with writing(rdir):  # a job of another sweep is writing into it
+        with pytest.raises(ResultBusy):
+            move_aside(rdir)
+        proc = run_cli(args + ["override_completed=true"], workdir, check=False)
+    assert proc.returncode == 3 and "running elsewhere 1" in proc.stdout, proc.stdout + proc.stderr
+    assert not list(rdir.parent.glob(rdir.name + ".old-*")) and (rdir / "results.json").exists()
+    moved = move_aside(rdir)  # once the writer is gone it moves, and a new run starts afresh
+    assert moved is not None and (moved / "results.json").exists() and not rdir.exists()
+
+
+def test_a_leftover_slurm_marker_does_not_block_a_local_sweep_when_slurm_is_unreachable(workdir: Path, tmp_path: Path) -> None:
+    args = ["-m", "model=random", "task=copa_demo", "nshot=0"]
+    dry = run_cli(args + ["dry_run=true"], workdir).stdout
+    [rdir] = {ln.split()[5] for ln in dry.splitlines() if ln.startswith("run ")}
+    rdir = workdir / "results" / rdir
+    rdir.mkdir(parents=True)
+    (rdir / "submitted.json").write_text(json.dumps({"job_id": "12_3", "trials": [0], "stdout": "/logs/12_3_0_log.out"}))
+    bin_dir = tmp_path / "bin"  # a PATH with python but without squeue/sacct: SLURM cannot be asked
+    bin_dir.mkdir()
+    os.symlink(sys.executable, bin_dir / "python")
+    env = {"PATH": str(bin_dir)}
+    dry = run_cli(args + ["dry_run=true"], workdir, env=env).stdout
+    assert "ignoring submitted.json of SLURM job 12_3: SLURM cannot be reached" in dry, dry
+    out = run_cli(args, workdir, env=env).stdout
+    assert "ran 1" in out and (rdir / "results.json").exists()
+
+
+def test_a_job_refuses_to_write_another_result_than_planned(workdir: Path) -> None:
+    proc = run_cli(["model=random", "task=copa_demo", "nshot=0", "planned_id=0123456789abcdef"], workdir, check=False)
+    assert proc.returncode != 0 and "but the sweep planned 0123456789abcdef" in proc.stderr, proc.stderr
+    assert not list((workdir / "results").rglob("trial0"))
