@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fewshot_eval.plan.api import plan
+from fewshot_eval.api import plan
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import write_json
 

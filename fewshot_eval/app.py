@@ -87,8 +87,6 @@ def _compact_user_errors() -> Iterator[None]:
             try:
                 return func()
             except BrokenPipeError:  # e.g. `... dry_run=true | head`: stop quietly
-                from fewshot_eval.cli import quiet_broken_pipe
-
                 quiet_broken_pipe()
                 sys.exit(1)
             except Exception as ex:
@@ -157,3 +155,13 @@ def _yaml_error(ex: BaseException) -> Optional[str]:
             return f"invalid YAML: {' '.join(str(e).split())}"
         e = e.__cause__ or e.__context__
     return None
+
+
+def quiet_broken_pipe() -> None:
+    """After a BrokenPipeError on stdout: point stdout at /dev/null so that Python's final flush
+    does not raise again (as Python's docs on SIGPIPE recommend)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout already closed or replaced
+        pass

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 SUBCOMMANDS = ("report", "list", "recalc")
@@ -30,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             sys.stdout.flush()  # now rather than at exit, where a broken pipe cannot be handled
     except BrokenPipeError:  # the reader went away, e.g. `fewshot-eval list | head -1`
+        from fewshot_eval.app import quiet_broken_pipe
+
         quiet_broken_pipe()
         code = 0 if _only_prints(argv) else 1
     sys.exit(code)
@@ -40,13 +41,3 @@ def _only_prints(argv: list[str]) -> bool:
     ``report --out`` and the Hydra app were cut short (exit 1)."""
     first = argv[0] if argv else ""
     return first == "list" or (first == "report" and not any(a.startswith("--out") for a in argv))
-
-
-def quiet_broken_pipe() -> None:
-    """After a BrokenPipeError on stdout: point stdout at /dev/null so that Python's final flush
-    does not raise again (as Python's docs on SIGPIPE recommend)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # pragma: no cover - stdout already closed or replaced
-        pass

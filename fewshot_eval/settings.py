@@ -7,6 +7,7 @@ Files hold only what differs from these defaults; :func:`model_setting` and
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
@@ -15,9 +16,27 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_eval.config import ConfigError, check_eval_keys
-from fewshot_eval.plan.checks import check_setting_name
 
 PREDICTORS = ("clm", "random", "majority")
+
+NAME_RULE = "non-empty, not starting with '.', without '/', '\\' or '..'"
+
+
+def check_setting_name(value: Any, what: str, where: str) -> None:
+    """``value`` becomes a directory name of result paths: reject what would escape or hide it."""
+    s = value if isinstance(value, str) else ""
+    if s and not s.startswith(".") and "/" not in s and "\\" not in s and ".." not in s:
+        return
+    fixed = re.sub(r"\.{2,}", ".", re.sub(r"[/\\]", "_", s)).lstrip(".")
+    suggestion = f" (e.g. '{fixed}')" if fixed else ""
+    raise ConfigError(f"{where}: {what} {value!r} is used as a directory name and must be {NAME_RULE}. Rename it{suggestion}.")
+
+
+def is_local_weights(weights: str) -> bool:
+    """``weights`` names a local checkpoint dir (absolute, ``./``, ``~``, or an existing dir), else a hub id."""
+    from pathlib import Path
+
+    return weights.startswith(("/", ".", "~")) or Path(weights).expanduser().is_dir()
 
 
 @dataclass

@@ -14,8 +14,9 @@ import pytest
 
 from cli_helpers import run_cli
 from fewshot_eval.config import ConfigError
-from fewshot_eval.plan.api import plan
-from fewshot_eval.plan.checks import check_result_layout, check_same_result, check_setting_name, check_slurm_client
+from fewshot_eval.api import plan
+from fewshot_eval.plan.checks import check_result_layout, check_same_result, check_slurm_client
+from fewshot_eval.settings import check_setting_name
 
 BASE = ["-m", "model=random", "task=copa_demo"]
 DRY = BASE + ["dry_run=true"]

@@ -10,7 +10,7 @@ import pytest
 
 from fewshot_eval.config import EVAL_KEYS, NON_NUMERIC_KEYS
 from fewshot_eval.plan import identity
-from fewshot_eval.plan.api import plan
+from fewshot_eval.api import plan
 from fewshot_eval.settings import ModelSetting
 
 FIXTURES = Path(__file__).parent / "fixtures"

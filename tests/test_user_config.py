@@ -11,7 +11,7 @@ import pytest
 
 from cli_helpers import run_cli
 from fewshot_eval.config import ConfigError, conf_dir
-from fewshot_eval.plan.api import plan
+from fewshot_eval.api import plan
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

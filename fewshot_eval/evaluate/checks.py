@@ -92,7 +92,7 @@ def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int
 
 def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -> None:
     """A language model's weights path, dtype and device; raises ConfigError."""
-    from fewshot_eval.plan.identity import is_local_weights
+    from fewshot_eval.settings import is_local_weights
 
     predictor = params.get("predictor") or model.get("predictor")
     dtype = params.get("dtype")

@@ -9,7 +9,7 @@ do. Where they are called:
   -- the same for a single run (``fewshot_eval.job``).
 * :func:`check_run_values` -- ``resolve_unit``: ``output_dir``, ``max_parallel``, ``batch_size``,
   ``n_eval_samples``, ``seed`` (after layering, so a model/task setting's value is checked too).
-* :func:`check_setting_name` -- ``settings.model_setting`` / ``task_setting``: names that become directories.
+* ``fewshot_eval.settings.check_setting_name`` -- names that become directories (model/task settings).
 * :func:`check_same_result` -- ``Planner.plan``: two override combinations with one result dir.
 * :func:`check_result_layout` -- ``fewshot-eval recalc``: a results.json in the result-dir layout.
 * :func:`plan_warnings` / :func:`baseline_warning` -- one warning per sweep instead of one per trial.
@@ -187,19 +187,6 @@ def check_run_values(run: Mapping[str, Any], params: Mapping[str, Any]) -> None:
 
 
 # ---- 3. names that become directories -------------------------------------------------------
-NAME_RULE = "non-empty, not starting with '.', without '/', '\\' or '..'"
-
-
-def check_setting_name(value: Any, what: str, where: str) -> None:
-    """``value`` becomes a directory name of result paths: reject what would escape or hide it."""
-    s = value if isinstance(value, str) else ""
-    if s and not s.startswith(".") and "/" not in s and "\\" not in s and ".." not in s:
-        return
-    fixed = re.sub(r"\.{2,}", ".", re.sub(r"[/\\]", "_", s)).lstrip(".")
-    suggestion = f" (e.g. '{fixed}')" if fixed else ""
-    raise ConfigError(f"{where}: {what} {value!r} is used as a directory name and must be {NAME_RULE}. Rename it{suggestion}.")
-
-
 # ---- 4. swept values that give the same result -----------------------------------------------
 def _split(o: str) -> tuple[str, str]:
     k, _, v = o.partition("=")

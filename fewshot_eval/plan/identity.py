@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from fewshot_eval.config import NON_NUMERIC_KEYS, find_config_file
+from fewshot_eval.settings import is_local_weights
 
 # ---- which keys are in the identity --------------------------------------------------------
 
@@ -190,11 +191,6 @@ def _hub_cache() -> Path:
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
-
-
-def is_local_weights(weights: str) -> bool:
-    """A path (absolute, ``./``, ``~``) or an existing directory; else a hub id (``org/name``)."""
-    return weights.startswith(("/", ".", "~")) or Path(weights).expanduser().is_dir()
 
 
 def weights_fingerprint(weights: Optional[str], revision: Optional[str]) -> Optional[str]:

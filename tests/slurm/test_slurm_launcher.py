@@ -27,7 +27,8 @@ HOLD = "+hydra.launcher.additional_parameters.hold=true"
 MODELS = {
     "slurm_small": "name: slurm_small\npredictor: random\nmax_parallel: 1\nresources: {cpus_per_task: 1, timeout_min: 7}\n",
     "slurm_wide": "name: slurm_wide\npredictor: majority\nmax_parallel: 2\nresources: {cpus_per_task: 2, mem_gb: 1, timeout_min: 9}\n",
-    "slurm_broken": "name: slurm_broken\npredictor: clm\nweights: /nonexistent/weights/dir\nresources: {timeout_min: 5}\n",
+    # weights that pass the planning checks (a dir with a config.json) but cannot be loaded
+    "slurm_broken": "name: slurm_broken\npredictor: clm\nweights: ${oc.env:FEWSHOT_TEST_BROKEN_WEIGHTS}\nresources: {timeout_min: 5}\n",
     "slurm_comb": "name: slurm_comb\npredictor: random\njob: {combine_tasks: true}\nresources: {timeout_min: 6}\n",
 }
 
@@ -36,6 +37,9 @@ MODELS = {
 def conf(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("slurmconf")
     (d / "model").mkdir()
+    (d / "broken_weights").mkdir()
+    (d / "broken_weights" / "config.json").write_text("{not json")
+    os.environ["FEWSHOT_TEST_BROKEN_WEIGHTS"] = str(d / "broken_weights")
     for name, text in MODELS.items():
         (d / "model" / f"{name}.yaml").write_text(text)
     return d
@@ -172,11 +176,18 @@ def test_cancelled_and_failed_jobs_are_resubmitted_with_the_reason(slurm_cluster
 
     proc = sweep(workdir, conf, *grid, "hydra.launcher.wait=true", check=False)
     assert proc.returncode == 1 and "ran 1, skipped 0, failed 1" in proc.stdout, proc.stdout + proc.stderr
-    assert "FAILED slurm_broken x copa_demo" in proc.stderr and "/nonexistent/weights/dir" in proc.stderr
+    assert "FAILED slurm_broken x copa_demo" in proc.stderr and "broken_weights" in proc.stderr
     new = slurm_ids(workdir, slurm_cluster)[2:]
     assert len(new) == 2 and not set(new) & {small, broken}
     [left] = markers(workdir).values()  # the failed job's marker stays, pointing at the new job
     assert left["job_id"] in new and left["pool"] == "slurm_broken"
+    # each SLURM failure is recorded once (by the job on the node, or by the planner from sacct) ...
+    [record] = (workdir / "results").rglob("failure.json")
+    attempts = json.loads(record.read_text())["attempts"]
+    assert [a["job_id"] for a in attempts] == [broken, left["job_id"]], attempts
+    # ... and resubmission obeys the failure limit like local runs
+    plan = sweep(workdir, conf, *grid, "dry_run=true", "max_failures=2").stdout
+    assert "\nfailed " in plan and "failed 2x" in plan, plan
 
 
 def test_combine_tasks_runs_one_slurm_job_and_skips_complete_results(slurm_cluster, conf, workdir):
