@@ -24,8 +24,8 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request
+from fewshot_eval.evaluate.checks import DTYPES
 
-DTYPES = ("float32", "float16", "bfloat16")
 log = logging.getLogger("fewshot_eval")
 
 
