@@ -19,7 +19,7 @@ from fewshot_eval.config import SWEEP_JOB_ENV, ConfigError, config_dirs, overrid
 from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import write_json, write_text
+from fewshot_eval.store.atomic import clean_temp_files, write_json, write_text
 from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, writing
 from fewshot_eval.store.markers import forget_submission
 from fewshot_eval.store.repro import repro_info
@@ -81,6 +81,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     repro = repro_info(cwd, overrides)  # slow parts (git) before the trials, not between the last trial and results.json
     prepare_aggregation()
     with writing(unit.result_dir), claim_trials(unit.result_dir, unit.trials) as held:
+        clean_temp_files(unit.result_dir)  # temp files of killed writes (only old ones: never a live writer's)
         done = result_status(unit.result_dir, unit.fingerprint, unit.all_trials).done_trials  # finished meanwhile?
         todo = [t for t in held if t not in done]
         elsewhere = [t for t in unit.trials if t not in held and t not in done]
