@@ -106,7 +106,8 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
         with locked(unit.result_dir / layout.LOCK, wait=True):  # split trials: the last one to finish aggregates
             finished = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
             wall = time.time() - start
-            if set(finished.done_trials) >= set(unit.all_trials) and finished.state != COMPLETE:
+            # aggregate once all trials are done; again when this job recomputed a trial (files were broken)
+            if set(finished.done_trials) >= set(unit.all_trials) and (finished.state != COMPLETE or todo):
                 record = {
                     **_header(unit),
                     "wall_time_s": round(wall, 3),

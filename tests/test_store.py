@@ -1,4 +1,5 @@
-"""store.atomic in-process: permissions, durability, short writes, temp-file cleaning."""
+"""store.atomic and store.status in-process: permissions, durability, short writes, temp-file cleaning,
+and the file checks behind ``complete``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import Iterator
 
 import pytest
 
+from fewshot_eval.evaluate.api import TrialResult
 from fewshot_eval.store import atomic
 from fewshot_eval.store.atomic import append_jsonl, clean_temp_files, write_json, write_text
+from fewshot_eval.store.results import write_results, write_trial
+from fewshot_eval.store.status import COMPLETE, MISSING, PARTIAL, result_status, trial_done, verify_files
 
 
 @pytest.fixture
@@ -133,3 +137,70 @@ def test_clean_temp_files_removes_only_old_temp_files_of_ours(tmp_path: Path) ->
     assert sorted(clean_temp_files(rdir, older_than_s=600)) == sorted(old)
     assert not any(p.exists() for p in old) and all(p.exists() for p in keep)
     assert clean_temp_files(tmp_path / "nonexistent") == []
+
+
+def _trial(rows: int) -> TrialResult:
+    return TrialResult(metrics={"copa_demo.default": {"accuracy": 0.5}}, predictions={"copa_demo.default": [{"i": i} for i in range(rows)]})
+
+
+def _complete_result(rdir: Path, fp: str = "fp") -> None:
+    for t in (0, 1):
+        write_trial(rdir, t, _trial(3 + t), fp)
+    write_results(rdir, {"fingerprint": fp}, [0, 1])
+
+
+PRED = "copa_demo.default.predictions.jsonl"
+
+
+def test_trial_files_are_recorded_and_checked(tmp_path: Path) -> None:
+    write_trial(tmp_path, 0, _trial(3), "fp")
+    metrics = json.loads((tmp_path / "trial0" / "metrics.json").read_text())
+    data = (tmp_path / "trial0" / PRED).read_bytes()
+    assert metrics["files"] == {PRED: {"size": len(data), "sha256": __import__("hashlib").sha256(data).hexdigest()}}
+    assert trial_done(tmp_path, 0, "fp") is True
+    (tmp_path / "trial0" / PRED).write_bytes(data[:-1])
+    assert trial_done(tmp_path, 0, "fp") is None
+    st = result_status(tmp_path, "fp", [0])
+    assert st.state == MISSING and st.detail == f"incomplete: trial0/{PRED} is {len(data) - 1} bytes, {len(data)} recorded"
+
+
+def test_complete_needs_the_recorded_files(tmp_path: Path) -> None:
+    _complete_result(tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res["files"]) == {f"trial{t}/{n}" for t in (0, 1) for n in ("metrics.json", PRED)}
+    assert result_status(tmp_path, "fp", [0, 1]).state == COMPLETE
+    (tmp_path / "trial1" / PRED).unlink()
+    st = result_status(tmp_path, "fp", [0, 1])
+    assert (st.state, st.done_trials, st.detail) == (PARTIAL, [0], f"incomplete: trial1/{PRED} missing")
+    assert result_status(tmp_path, "fp", [0]).state == COMPLETE  # only the asked trials' files count
+
+
+def test_a_complete_result_with_a_lost_metrics_file_is_not_complete(tmp_path: Path) -> None:
+    _complete_result(tmp_path)
+    (tmp_path / "trial0" / "metrics.json").unlink()
+    st = result_status(tmp_path, "fp", [0, 1])
+    assert (st.state, st.done_trials, st.detail) == (PARTIAL, [1], "incomplete: trial0/metrics.json missing")
+
+
+def test_results_without_files_maps_count_as_before(tmp_path: Path) -> None:
+    """Results of 0.1.0 recorded no files: complete/done as then, whatever is on disk."""
+    _complete_result(tmp_path)
+    for f in [tmp_path / "results.json", *tmp_path.glob("trial*/metrics.json")]:
+        data = json.loads(f.read_text())
+        del data["files"]
+        f.write_text(json.dumps(data))
+    for p in tmp_path.glob("trial*/*.predictions.jsonl"):
+        p.unlink()
+    assert result_status(tmp_path, "fp", [0, 1]).state == COMPLETE
+    (tmp_path / "results.json").unlink()
+    assert trial_done(tmp_path, 0, "fp") is True and result_status(tmp_path, "fp", [0, 1]).done_trials == [0, 1]
+
+
+def test_verify_files_with_hashes_catches_same_size_damage(tmp_path: Path) -> None:
+    _complete_result(tmp_path)
+    files = json.loads((tmp_path / "results.json").read_text())["files"]
+    pred = tmp_path / "trial0" / PRED
+    data = pred.read_bytes()
+    pred.write_bytes(data.replace(b'"i": 0', b'"i": 9'))
+    assert verify_files(tmp_path, files) == []
+    assert verify_files(tmp_path, files, hashes=True) == [f"trial0/{PRED} content differs from its recorded sha256"]

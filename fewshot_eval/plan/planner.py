@@ -21,8 +21,7 @@ from fewshot_eval.config import ConfigError, conf_dir, override_keys, run_values
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json
-from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status, trial_done
+from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status
 
 RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: complete", "skip: pending", "stale", "n/a"
 CHEAP_KEYS = ("nshot", "trial")
@@ -259,22 +258,16 @@ class Planner:
         return status, detail
 
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
-        if split:
-            res = read_json(unit.result_dir / layout.RESULTS)
-            done = trial_done(unit.result_dir, unit.trials[0], unit.fingerprint)
-            if (res is not None and res.get("fingerprint") != unit.fingerprint) or done is False:
-                return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, "task data or definitions changed")
-            if done or (res is not None and unit.trials[0] in res.get("trials", [])):
-                return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
-            return RUN, ""
-        st = result_status(unit.result_dir, unit.fingerprint, unit.all_trials)
-        if st.state == COMPLETE:
-            return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
+        st = result_status(unit.result_dir, unit.fingerprint, unit.trials if split else unit.all_trials)
         if st.state == STALE:
-            return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
-        if st.state == PARTIAL:
-            return RUN, f"resume: trials {st.done_trials} already done"
-        return RUN, ""
+            detail = "task data or definitions changed" if split else st.detail
+            return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, detail)
+        if st.state == COMPLETE or (split and set(unit.trials) <= set(st.done_trials) and not st.problems):
+            return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
+        if st.state == PARTIAL and not split:
+            resume = f"resume: trials {st.done_trials} already done"
+            return RUN, f"{st.detail}; {resume}" if st.detail else resume
+        return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"
 
 
 def _with_trials(unit: JobUnit, trials: list[int]) -> JobUnit:

@@ -19,9 +19,10 @@ from fewshot_eval.plan.identity import digest
 from fewshot_eval.plan.unit import _data_digest
 from fewshot_eval.report.collect import find_results
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json, write_json, write_jsonl
+from fewshot_eval.store.atomic import read_json, write_json
 from fewshot_eval.store.repro import repro_info
-from fewshot_eval.store.results import aggregate
+from fewshot_eval.store.results import aggregate, trial_files, write_trial_files
+from fewshot_eval.store.status import verify_files
 
 
 def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Path]) -> tuple[Path, str]:
@@ -31,6 +32,9 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
     res, ident = read_json(result_dir / layout.RESULTS), read_json(result_dir / layout.IDENTITY)
     if res is None or ident is None:
         raise ConfigError(f"{result_dir} is not a complete result (no results.json / identity.json).")
+    broken = verify_files(result_dir, res.get("files"))
+    if broken:
+        raise ConfigError(f"{result_dir} is incomplete ({', '.join(broken[:3])}); re-run it instead.")
     old_identity = {k: v for k, v in ident.items() if k != "fingerprint"}
     old_digest = digest(old_identity)
     current = digest([old_digest] + [_data_digest(tuple(search), t) for t in res["tasks"]])
@@ -50,14 +54,14 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
     for t in res["trials"]:
         tdir = layout.trial_dir(result_dir, t)
         old_metrics = read_json(tdir / layout.METRICS)["metrics"]
-        metrics = {}
+        metrics, predictions = {}, {}
         for sub in old_metrics:
             rows = [__import__("json").loads(line) for line in layout.predictions_file(result_dir, t, sub).read_text().splitlines()]
             task = sub.split(".")[0]
-            write_jsonl(layout.predictions_file(new_dir, t, sub), rescore_rows(rows, params, task))
+            predictions[sub] = rescore_rows(rows, params, task)
             kept = {k: v for k, v in old_metrics[sub].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
             metrics[sub] = {**kept, **recalc_metrics(rows, params, task)}
-        write_json(layout.trial_dir(new_dir, t) / layout.METRICS, {"trial": t, "fingerprint": fingerprint, "metrics": metrics, "info": {"recalc_from": str(result_dir)}})
+        write_trial_files(new_dir, t, predictions, {"trial": t, "fingerprint": fingerprint, "metrics": metrics, "info": {"recalc_from": str(result_dir)}})
     write_json(new_dir / layout.IDENTITY, {"fingerprint": fingerprint, **identity})
     write_json(
         new_dir / layout.RESULTS,
@@ -66,6 +70,7 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
             "fingerprint": fingerprint,
             "params": params,
             "results": aggregate(new_dir, res["trials"]),
+            "files": trial_files(new_dir, res["trials"]),
             "recalc_from": str(result_dir),
             "wall_time_s": None,
             "repro": repro_info(Path.cwd(), [f"recalc {k}={v}" for k, v in changes.items()]),
