@@ -49,8 +49,9 @@ def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool = False)
     if not isinstance(files, Mapping):
         return []
     problems = []
+    root = os.fspath(base)
     for name, rec in files.items():
-        path = base / name
+        path = os.path.join(root, name)  # str, not Path: this runs for every job of a plan
         try:
             size = os.stat(path).st_size
         except OSError:
