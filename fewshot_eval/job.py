@@ -20,7 +20,7 @@ from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
 from fewshot_eval.plan.checks import check_job_keys
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import write_json, write_text
+from fewshot_eval.store.atomic import clean_temp_files, write_json, write_text
 from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, writing
 from fewshot_eval.store.failures import clear_failures, error_line, record_failure
 from fewshot_eval.store.markers import forget_submission
@@ -85,6 +85,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     repro = repro_info(cwd, overrides)  # slow parts (git) before the trials, not between the last trial and results.json
     prepare_aggregation()
     with writing(unit.result_dir), claim_trials(unit.result_dir, unit.trials) as held:
+        clean_temp_files(unit.result_dir)  # temp files of killed writes (only old ones: never a live writer's)
         done = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights).done_trials  # finished meanwhile?
         todo = [t for t in held if t not in done]
         elsewhere = [t for t in unit.trials if t not in held and t not in done]
@@ -114,7 +115,8 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
         with locked(unit.result_dir / layout.LOCK, wait=True):  # split trials: the last one to finish aggregates
             finished = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
             wall = time.time() - start
-            if set(finished.done_trials) >= set(unit.all_trials) and finished.state != COMPLETE:
+            # aggregate once all trials are done; again when this job recomputed a trial (files were broken)
+            if set(finished.done_trials) >= set(unit.all_trials) and (finished.state != COMPLETE or todo):
                 record = {
                     **_header(unit),
                     "wall_time_s": round(wall, 3),

@@ -177,9 +177,6 @@ def fingerprints(id_digest: str, tasks: Sequence[str], search: Sequence[Path]) -
     return current, frozenset({current, format1})
 
 
-def clear_caches() -> None:
-    """Forget cached data digests (tests that edit data files in place within one process)."""
-    _data_digest.cache_clear()
 
 
 # ---- fingerprints of model weights ------------------------------------------------------------

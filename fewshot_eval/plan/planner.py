@@ -22,9 +22,8 @@ from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json
 from fewshot_eval.store.failures import failure_streak, record_failure
-from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, fingerprint_ok, result_status, trial_done
+from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status
 
 RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: complete", "skip: pending", "stale", "n/a"
 ERROR, FAILED = "error", "failed"  # error: would die at start (fix the config); failed: failed max_failures times
@@ -295,28 +294,24 @@ class Planner:
         return False, f"retry: failed {n}x ({last['error']}) (log: {where})"
 
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
-        if split:
-            res = read_json(unit.result_dir / layout.RESULTS)
-            done = trial_done(unit.result_dir, unit.trials[0], unit.expected, unit.weights)
-            if (res is not None and not fingerprint_ok(res.get("fingerprint"), unit.expected)) or done is False:
-                return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, "task data, definitions or weights changed")
-            if res is None and done and unit.trials[0] == unit.all_trials[-1]:
-                others = [trial_done(unit.result_dir, t, unit.expected, unit.weights) for t in unit.all_trials]
-                if all(others):  # killed between the last trial and results.json: this job aggregates
-                    return (RUN, "override_completed") if override else (RUN, "aggregate: every trial is done, results.json is missing")
-            if done or (res is not None and unit.trials[0] in res.get("trials", [])):
-                return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
-            return RUN, ""
-        st = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
-        if st.state == COMPLETE:
-            return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
+        aggregate = "aggregate: every trial is done, results.json is missing"
+        st = result_status(unit.result_dir, unit.expected, unit.trials if split else unit.all_trials, unit.weights)
         if st.state == STALE:
             return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
-        if st.state == PARTIAL:
-            if set(st.done_trials) >= set(unit.all_trials):
-                return RUN, "aggregate: every trial is done, results.json is missing"
-            return RUN, f"resume: trials {st.done_trials} already done"
-        return RUN, ""
+        if split and st.state != COMPLETE and set(unit.trials) <= set(st.done_trials) and not st.problems:
+            # this trial is done; if every trial is and results.json is missing (a kill just before it was
+            # written), the last trial's job runs again to aggregate
+            if unit.trials[0] == unit.all_trials[-1] and not (unit.result_dir / layout.RESULTS).exists():
+                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
+                if set(whole.done_trials) >= set(unit.all_trials) and not whole.problems:
+                    return RUN, "override_completed" if override else aggregate
+            return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
+        if st.state == COMPLETE:
+            return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
+        if st.state == PARTIAL and not split:
+            note = aggregate if set(st.done_trials) >= set(unit.all_trials) else f"resume: trials {st.done_trials} already done"
+            return RUN, f"{st.detail}; {note}" if st.detail else note
+        return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"
 
 
 def _with_trials(unit: JobUnit, trials: list[int]) -> JobUnit:

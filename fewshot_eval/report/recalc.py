@@ -20,9 +20,10 @@ from fewshot_eval.plan.checks import RESULT_LAYOUT, check_result_layout
 from fewshot_eval.plan.identity import fingerprints, identity_digest, with_params
 from fewshot_eval.report.collect import find_results
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json, write_json, write_jsonl
+from fewshot_eval.store.atomic import read_json, write_json
 from fewshot_eval.store.repro import repro_info
-from fewshot_eval.store.results import write_results
+from fewshot_eval.store.results import write_results, write_trial_files
+from fewshot_eval.store.status import verify_files
 
 
 def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Path]) -> tuple[Path, str]:
@@ -33,6 +34,9 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
     if res is None or ident is None:
         raise ConfigError(f"{result_dir} is not a complete result (no results.json / identity.json).")
     check_result_layout(result_dir, res)
+    broken = verify_files(result_dir, res.get("files"))
+    if broken:
+        raise ConfigError(f"{result_dir} is incomplete ({', '.join(broken[:3])}); re-run it instead.")
     old_identity = {k: v for k, v in ident.items() if k != "fingerprint"}
     _, accepted = fingerprints(identity_digest(old_identity), res["tasks"], search)
     if res["fingerprint"] not in accepted:
@@ -51,17 +55,17 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
     weights = res.get("weights")
     for t in res["trials"]:
         old = read_json(layout.trial_dir(result_dir, t) / layout.METRICS)
-        metrics = {}
+        metrics, predictions = {}, {}
         for sub in old["metrics"]:
             rows = [json.loads(line) for line in layout.predictions_file(result_dir, t, sub).read_text().splitlines()]
             task = sub.split(".")[0]
-            write_jsonl(layout.predictions_file(new_dir, t, sub), rescore_rows(rows, params, task))
+            predictions[sub] = rescore_rows(rows, params, task)
             kept = {k: v for k, v in old["metrics"][sub].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
             metrics[sub] = {**kept, **recalc_metrics(rows, params, task)}
         record = {"trial": t, "fingerprint": fingerprint, "metrics": metrics, "info": {**(old.get("info") or {}), "recalc_from": str(result_dir)}}
         if weights is not None:
             record["weights"] = weights
-        write_json(layout.trial_dir(new_dir, t) / layout.METRICS, record)
+        write_trial_files(new_dir, t, predictions, record)
     write_json(new_dir / layout.IDENTITY, {"fingerprint": fingerprint, **identity})
     header = {k: res.get(k) for k in ("model", "model_name", "task_setting", "run_name", "tasks", "nshot")}
     write_results(new_dir, {

@@ -1,44 +1,162 @@
-"""Atomic file writes: write a temp file in the same directory, fsync, then rename over the target."""
+"""Atomic, durable file writes that follow the process umask.
+
+A write goes to a temp file ``.<name>.<random>.tmp`` in the target's directory, is fsynced, renamed
+over the target, and the directory is fsynced: readers see the old file or the whole new one, and
+after a crash the file is either there whole or not at all. Files get ``0o666 & ~umask`` and
+directories ``0o777 & ~umask`` (``tempfile.mkstemp`` alone would give 0600, so colleagues sharing
+an output dir through their Unix group could not read finished results). Temp files of writes that
+were killed are removed later by :func:`clean_temp_files`.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
 import tempfile
+import threading
+import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+# The temp files this module creates: mkstemp's ".<name>.<8 random chars>.tmp".
+TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+# A temp file untouched for this long belongs to a write that was killed (a live write renames
+# its temp file within seconds of its last byte).
+TEMP_MAX_AGE_S = 15 * 60
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+_umask_lock = threading.Lock()
+
+
+@lru_cache(maxsize=None)
+def process_umask() -> int:
+    """The process umask, read once (``os.umask`` can only be read by setting it, process-wide)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:  # Linux >= 4.7: read-only
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:  # for the instant in between, files other threads create are private, never more open
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    return 0o666 & ~process_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~process_umask()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable; a no-op where the filesystem refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EBADF, errno.EROFS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES, errno.EPERM):
+            raise
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path) -> None:
+    """``mkdir -p`` with the umask's permissions; the parent of each new directory is fsynced."""
+    if path.is_dir():
+        return
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o777)  # the kernel applies the umask
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue
+        fsync_dir(d.parent)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            try:
+                os.fchmod(fd, file_mode())  # mkstemp creates 0600 whatever the umask
+            except OSError as e:  # a filesystem without Unix modes: keep what it gives
+                if e.errno not in (errno.EPERM, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"write to {tmp} made no progress")
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+
+
+def jsonl_bytes(rows: Iterable[Any]) -> bytes:
+    return "".join(json.dumps(r, default=str) + "\n" for r in rows).encode("utf-8")
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_bytes(path, json_bytes(data))
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
-    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+    write_bytes(path, jsonl_bytes(rows))
+
+
+def file_record(data: bytes) -> dict[str, Any]:
+    """What ``files`` maps record of a file written with ``data``: its size and sha256."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def append_jsonl(path: Path, row: Any) -> None:
-    """Append one line; a single ``write`` of a short line with O_APPEND is atomic w.r.t. other appenders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Append one line. One ``write`` of a short line with O_APPEND is atomic w.r.t. other appenders;
+    should the kernel still write less (a full disk, a signal), the rest is written or an error raised,
+    never a line silently cut."""
+    ensure_dir(path.parent)
     line = (json.dumps(row, default=str, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the kernel applies the umask
     try:
-        os.write(fd, line)
+        view = memoryview(line)
+        while view:
+            n = os.write(fd, view)
+            if n <= 0:
+                raise OSError(errno.EIO, f"append to {path} made no progress ({len(view)} of {len(line)} bytes unwritten)")
+            view = view[n:]
     finally:
         os.close(fd)
 
@@ -49,3 +167,27 @@ def read_json(path: Path) -> Any | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def clean_temp_files(path: Path, older_than_s: float = TEMP_MAX_AGE_S, depth: int = 1) -> list[Path]:
+    """Remove the temp files of killed writes (``.<name>.<random>.tmp``, nothing else) in ``path`` and
+    its subdirectories down to ``depth`` levels (a result dir: itself and its ``trial<t>/`` dirs),
+    when untouched for ``older_than_s`` seconds, so that a live writer's temp file is never taken.
+    Returns what was removed; files that cannot be removed (another user's) are left alone."""
+    removed: list[Path] = []
+    cutoff = time.time() - older_than_s
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return removed
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                if depth > 0:
+                    removed += clean_temp_files(Path(e.path), older_than_s, depth - 1)
+            elif TEMP_RE.match(e.name) and e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed

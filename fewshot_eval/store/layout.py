@@ -5,9 +5,10 @@ One result directory per (model setting, task setting, nshot, identity)::
     <output_dir>/<run_name>/<model>/<task>/<nshot>shot.<id8>/
         identity.json            what produced it (every setting that can change the numbers)
         config.yaml              the job's full resolved config
-        trial<t>/metrics.json    one trial's metrics, written after its predictions
+        trial<t>/metrics.json    one trial's metrics, written after its predictions; ``files``: their size, sha256
         trial<t>/<task>.<template>[.<lang>].predictions.jsonl
-        results.json             mean/std/95% CI over trials; written last = the completion marker
+        results.json             mean/std/95% CI over trials; written last = the completion marker;
+                                 ``files``: size and sha256 of every trial file (see store.status)
         submitted.json           SLURM job id of a pending submission (removed when the job ends)
         failure.json             failed attempts (error line, log, traceback) until the result completes
 

@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json, write_json, write_jsonl
+from fewshot_eval.store.atomic import file_record, json_bytes, jsonl_bytes, read_json, write_bytes
+
+
+def write_trial_files(result_dir: Path, trial: int, predictions: dict[str, list[Any]], record: dict[str, Any]) -> None:
+    """Predictions first, then ``metrics.json`` (``record`` plus a ``files`` map: size and sha256 of each
+    predictions file): a trial counts as done only once its metrics exist and the files they list are
+    whole. Every file is replaced atomically, so recomputing a broken trial overwrites it cleanly."""
+    files: dict[str, dict[str, Any]] = {}
+    for subkey, rows in predictions.items():
+        path = layout.predictions_file(result_dir, trial, subkey)
+        data = jsonl_bytes(rows)
+        write_bytes(path, data)
+        files[path.name] = file_record(data)
+    write_bytes(layout.trial_dir(result_dir, trial) / layout.METRICS, json_bytes({**record, "files": files}))
 
 
 def write_trial(result_dir: Path, trial: int, result: Any, fingerprint: str, weights: str | None = None) -> None:
-    """Predictions first, then ``metrics.json``: a trial counts as done only once its metrics exist."""
-    for subkey, rows in result.predictions.items():
-        write_jsonl(layout.predictions_file(result_dir, trial, subkey), rows)
     record = {"trial": trial, "fingerprint": fingerprint, "metrics": result.metrics, "info": result.info}
     if weights is not None:
         record["weights"] = weights
-    write_json(layout.trial_dir(result_dir, trial) / layout.METRICS, record)
+    write_trial_files(result_dir, trial, result.predictions, record)
+
+
+def trial_files(result_dir: Path, trials: list[int]) -> dict[str, dict[str, Any]]:
+    """The ``files`` map of ``results.json``: each trial's ``metrics.json`` and the predictions files
+    its own map lists, keyed ``trial<t>/<name>`` (so a complete result is checked with stats only)."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        tdir = layout.trial_dir(result_dir, t)
+        data = (tdir / layout.METRICS).read_bytes()
+        out[f"{tdir.name}/{layout.METRICS}"] = file_record(data)
+        listed = json.loads(data).get("files")
+        if isinstance(listed, dict):  # trials written by 0.1.0 list none
+            for name, rec in sorted(listed.items()):
+                out[f"{tdir.name}/{name}"] = rec
+    return out
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
@@ -44,14 +70,15 @@ def write_results(result_dir: Path, record: dict[str, Any], trials: list[int]) -
     """Aggregate ``trials`` and write ``results.json`` (the completion marker), last.
 
     ``record`` holds the result's header (fingerprint, model, task setting, params, repro ...);
-    each sub-result gets its task's ``preferred_metric`` (from the trials' info)."""
+    each sub-result gets its task's ``preferred_metric`` (from the trials' info); ``files`` lists the
+    trials' files with their sizes (see :func:`trial_files`)."""
     results = aggregate(result_dir, trials)
     first = read_json(layout.trial_dir(result_dir, trials[0]) / layout.METRICS) or {}
     for sub, name in ((first.get("info") or {}).get("preferred_metric") or {}).items():
         if sub in results and isinstance(name, str):
             results[sub]["preferred_metric"] = name
-    data = {**record, "trials": list(trials), "results": results}
-    write_json(result_dir / layout.RESULTS, data)
+    data = {**record, "trials": list(trials), "results": results, "files": trial_files(result_dir, trials)}
+    write_bytes(result_dir / layout.RESULTS, json_bytes(data))
     return data
 
 

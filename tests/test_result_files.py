@@ -1,0 +1,123 @@
+"""A result counts as complete only while the files it recorded are there, whole; broken trials are
+recomputed (and only they); temp files of killed writes are cleaned by the next sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from cli_helpers import run_cli
+
+ARGS = ["-m", "model=random", "task=copa_demo", "nshot=2", "num_trials=3"]
+PRED = "copa_demo.default.predictions.jsonl"
+
+
+def result_dir(workdir: Path) -> Path:
+    [rdir] = (workdir / "results").glob("demo/random/copa_demo/2shot.*")
+    return rdir
+
+
+def mtimes(rdir: Path) -> dict[str, int]:
+    return {str(p.relative_to(rdir)): p.stat().st_mtime_ns for p in rdir.glob("trial*/*")}
+
+
+def plan_rows(workdir: Path, args: list[str]) -> list[str]:
+    return [ln for ln in run_cli(args + ["dry_run=true"], workdir).stdout.splitlines() if ln.startswith(("run ", "skip: "))]
+
+
+def test_complete_result_with_a_deleted_predictions_file_reruns_only_that_trial(workdir: Path) -> None:
+    run_cli(ARGS, workdir)
+    rdir = result_dir(workdir)
+    res = json.loads((rdir / "results.json").read_text())
+    assert {f"trial{t}/{n}" for t in range(3) for n in ("metrics.json", PRED)} == set(res["files"])
+    metrics1 = json.loads((rdir / "trial1" / "metrics.json").read_text())
+    assert metrics1["files"][PRED]["size"] == (rdir / "trial1" / PRED).stat().st_size
+    before = mtimes(rdir)
+    (rdir / "trial1" / PRED).unlink()
+    [row] = plan_rows(workdir, ARGS)
+    assert row.startswith("run ") and f"incomplete: trial1/{PRED} missing" in row and "resume: trials [0, 2] already done" in row
+    out = run_cli(ARGS, workdir).stdout
+    assert "ran 1, skipped 0, failed 0" in out
+    after = mtimes(rdir)
+    assert {k: v for k, v in after.items() if not k.startswith("trial1/")} == {k: v for k, v in before.items() if not k.startswith("trial1/")}
+    assert after["trial1/metrics.json"] != before["trial1/metrics.json"] and (rdir / "trial1" / PRED).exists()
+    files = json.loads((rdir / "results.json").read_text())["files"]  # aggregated again, with trial1's new files
+    assert files[f"trial1/{PRED}"] == res["files"][f"trial1/{PRED}"]  # the random baseline is seeded
+    assert files["trial1/metrics.json"]["size"] == (rdir / "trial1" / "metrics.json").stat().st_size
+    [row] = plan_rows(workdir, ARGS)
+    assert row.startswith("skip: complete")
+
+
+def test_truncated_metrics_of_a_complete_result_split_trials(workdir: Path) -> None:
+    """split_trials: only the job of the broken trial runs."""
+    args = ARGS + ["split_trials=true"]
+    run_cli(args, workdir)
+    rdir = result_dir(workdir)
+    metrics = rdir / "trial2" / "metrics.json"
+    text = metrics.read_text()
+    metrics.write_text(text[:100])
+    rows = plan_rows(workdir, args)
+    assert [r.split()[0] for r in rows].count("run") == 1
+    [broken] = [r for r in rows if r.startswith("run ")]
+    assert " 2 " in broken and f"incomplete: trial2/metrics.json is 100 bytes, {len(text)} recorded" in broken
+    out = run_cli(args, workdir).stdout
+    assert "2 skip: complete, 1 run" in out and "ran 1" in out
+    assert json.loads(metrics.read_text())["trial"] == 2
+    assert all(r.startswith("skip: complete") for r in plan_rows(workdir, args))
+
+
+def test_partial_result_with_a_truncated_predictions_file_recomputes_that_trial(workdir: Path) -> None:
+    run_cli(ARGS, workdir)
+    rdir = result_dir(workdir)
+    (rdir / "results.json").unlink()  # as if killed before aggregating: all trials there, no results.json
+    pred = rdir / "trial2" / PRED
+    whole = pred.read_bytes()
+    pred.write_bytes(whole[: len(whole) // 2])
+    before = mtimes(rdir)
+    [row] = plan_rows(workdir, ARGS)
+    assert f"incomplete: trial2/{PRED} is {len(whole) // 2} bytes, {len(whole)} recorded; resume: trials [0, 1] already done" in row
+    assert "ran 1" in run_cli(ARGS, workdir).stdout
+    assert pred.read_bytes() == whole  # recomputed (the random baseline is seeded), not aggregated as it was
+    after = mtimes(rdir)
+    assert all(after[k] == before[k] for k in before if not k.startswith("trial2/"))
+    assert json.loads((rdir / "results.json").read_text())["trials"] == [0, 1, 2]
+
+
+def test_results_of_0_1_0_without_files_maps_stay_complete(workdir: Path) -> None:
+    run_cli(ARGS, workdir)
+    rdir = result_dir(workdir)
+    for f in [rdir / "results.json", *rdir.glob("trial*/metrics.json")]:
+        data = json.loads(f.read_text())
+        del data["files"]
+        f.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    (rdir / "trial1" / PRED).unlink()  # 0.1.0 recorded nothing to check it against
+    [row] = plan_rows(workdir, ARGS)
+    assert row.startswith("skip: complete")
+
+
+def test_temp_files_of_killed_writes_are_removed_by_the_next_sweep(workdir: Path) -> None:
+    run_cli(ARGS, workdir)
+    rdir = result_dir(workdir)
+    (rdir / "results.json").unlink()
+    (rdir / "trial1" / PRED).unlink()
+    old = [rdir / "trial1" / f".{PRED}.k1ll3d_x.tmp", rdir / ".results.json.abcd1234.tmp"]
+    fresh = rdir / "trial1" / ".metrics.json.l1vewr1t.tmp"  # a live writer's (recent): left alone
+    other = rdir / "trial1" / "notes.tmp"  # not our pattern
+    for p in old + [fresh, other]:
+        p.write_text("partial")
+    hour_ago = time.time() - 3600
+    for p in old + [other]:
+        os.utime(p, (hour_ago, hour_ago))
+    assert "ran 1" in run_cli(ARGS, workdir).stdout
+    assert not any(p.exists() for p in old)
+    assert fresh.exists() and other.exists()
+
+
+def test_recalc_refuses_a_result_with_broken_files(workdir: Path) -> None:
+    run_cli(ARGS, workdir)
+    rdir = result_dir(workdir)
+    (rdir / "trial0" / PRED).write_text("")
+    proc = run_cli(["recalc", "results", "--scoring", "mean"], workdir, check=False)
+    assert proc.returncode == 1 and f"is incomplete (trial0/{PRED} is 0 bytes" in proc.stderr

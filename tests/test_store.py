@@ -1,0 +1,206 @@
+"""store.atomic and store.status in-process: permissions, durability, short writes, temp-file cleaning,
+and the file checks behind ``complete``."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fewshot_eval.evaluate.api import TrialResult
+from fewshot_eval.store import atomic
+from fewshot_eval.store.atomic import append_jsonl, clean_temp_files, write_json, write_text
+from fewshot_eval.store.results import write_results, write_trial
+from fewshot_eval.store.status import COMPLETE, MISSING, PARTIAL, result_status, trial_done, verify_files
+
+
+@pytest.fixture
+def umask() -> Iterator:
+    """Set the process umask for a test (and forget the module's cached reading of it)."""
+    old = os.umask(0o022)
+    os.umask(old)
+
+    def set_mask(mask: int) -> None:
+        os.umask(mask)
+        atomic.process_umask.cache_clear()
+
+    yield set_mask
+    os.umask(old)
+    atomic.process_umask.cache_clear()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_files_and_dirs_follow_the_umask(tmp_path: Path, umask, mask: int) -> None:
+    umask(mask)
+    assert atomic.process_umask() == mask
+    write_json(tmp_path / "a" / "b" / "x.json", {"k": 1})
+    write_text(tmp_path / "a" / "y.txt", "hi")
+    append_jsonl(tmp_path / "c" / "log.jsonl", {"k": 1})
+    for f in ("a/b/x.json", "a/y.txt", "c/log.jsonl"):
+        assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o666 & ~mask, f
+    for d in ("a", "a/b", "c"):
+        assert stat.S_IMODE((tmp_path / d).stat().st_mode) == 0o777 & ~mask, d
+
+
+def test_umask_is_read_without_changing_it(umask) -> None:
+    umask(0o027)
+    assert atomic.process_umask() == 0o027
+    assert os.umask(0o027) == 0o027
+
+
+def _fsynced_kinds(monkeypatch) -> list[str]:
+    kinds: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        kinds.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return kinds
+
+
+def test_write_fsyncs_the_file_and_then_its_directory(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "d").mkdir()
+    kinds = _fsynced_kinds(monkeypatch)
+    write_text(tmp_path / "d" / "x.txt", "data")
+    assert kinds == ["file", "dir"]
+
+
+def test_a_filesystem_that_refuses_directory_fsync_is_tolerated(tmp_path: Path, monkeypatch) -> None:
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_text(tmp_path / "x.txt", "data")
+    assert (tmp_path / "x.txt").read_text() == "data"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "x.json"
+    write_json(target, {"v": 1})
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        write_json(target, {"v": 2})
+    assert json.loads(target.read_text()) == {"v": 1} and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_append_completes_a_short_write(tmp_path: Path, monkeypatch) -> None:
+    log = tmp_path / "log.jsonl"
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:7])))  # the kernel writes 7 bytes at a time
+    append_jsonl(log, {"model": "random", "task": "copa_demo"})
+    append_jsonl(log, {"n": 2})
+    monkeypatch.undo()
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [{"model": "random", "task": "copa_demo"}, {"n": 2}]
+
+
+def test_append_that_makes_no_progress_raises(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    with pytest.raises(OSError, match="no progress"):
+        append_jsonl(tmp_path / "log.jsonl", {"k": "v"})
+
+
+def _age(p: Path, seconds: float) -> None:
+    t = time.time() - seconds
+    os.utime(p, (t, t))
+
+
+def test_clean_temp_files_removes_only_old_temp_files_of_ours(tmp_path: Path) -> None:
+    rdir = tmp_path / "2shot.abcdef12"
+    (rdir / "trial0").mkdir(parents=True)
+    (rdir / "trial0" / "deeper").mkdir()
+    old = [rdir / ".results.json.a1b2c3d4.tmp", rdir / "trial0" / ".metrics.json.x_y_z_12.tmp"]
+    keep = [
+        rdir / "trial0" / ".copa_demo.default.predictions.jsonl.live1234.tmp",  # recent: a live writer's
+        rdir / "results.json", rdir / ".lock", rdir / "trial0" / "notes.tmp", rdir / ".x.tmp",  # not our pattern
+        rdir / "trial0" / "deeper" / ".metrics.json.a1b2c3d4.tmp",  # below the depth looked at
+    ]
+    for p in old + keep:
+        p.write_text("x")
+    for p in old + keep[1:]:
+        _age(p, 3600)
+    assert sorted(clean_temp_files(rdir, older_than_s=600)) == sorted(old)
+    assert not any(p.exists() for p in old) and all(p.exists() for p in keep)
+    assert clean_temp_files(tmp_path / "nonexistent") == []
+
+
+def _trial(rows: int) -> TrialResult:
+    return TrialResult(metrics={"copa_demo.default": {"accuracy": 0.5}}, predictions={"copa_demo.default": [{"i": i} for i in range(rows)]})
+
+
+def _complete_result(rdir: Path, fp: str = "fp") -> None:
+    for t in (0, 1):
+        write_trial(rdir, t, _trial(3 + t), fp)
+    write_results(rdir, {"fingerprint": fp}, [0, 1])
+
+
+PRED = "copa_demo.default.predictions.jsonl"
+
+
+def test_trial_files_are_recorded_and_checked(tmp_path: Path) -> None:
+    write_trial(tmp_path, 0, _trial(3), "fp")
+    metrics = json.loads((tmp_path / "trial0" / "metrics.json").read_text())
+    data = (tmp_path / "trial0" / PRED).read_bytes()
+    assert metrics["files"] == {PRED: {"size": len(data), "sha256": __import__("hashlib").sha256(data).hexdigest()}}
+    assert trial_done(tmp_path, 0, "fp") is True
+    (tmp_path / "trial0" / PRED).write_bytes(data[:-1])
+    assert trial_done(tmp_path, 0, "fp") is None
+    st = result_status(tmp_path, "fp", [0])
+    assert st.state == MISSING and st.detail == f"incomplete: trial0/{PRED} is {len(data) - 1} bytes, {len(data)} recorded"
+
+
+def test_complete_needs_the_recorded_files(tmp_path: Path) -> None:
+    _complete_result(tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res["files"]) == {f"trial{t}/{n}" for t in (0, 1) for n in ("metrics.json", PRED)}
+    assert result_status(tmp_path, "fp", [0, 1]).state == COMPLETE
+    (tmp_path / "trial1" / PRED).unlink()
+    st = result_status(tmp_path, "fp", [0, 1])
+    assert (st.state, st.done_trials, st.detail) == (PARTIAL, [0], f"incomplete: trial1/{PRED} missing")
+    assert result_status(tmp_path, "fp", [0]).state == COMPLETE  # only the asked trials' files count
+
+
+def test_a_complete_result_with_a_lost_metrics_file_is_not_complete(tmp_path: Path) -> None:
+    _complete_result(tmp_path)
+    (tmp_path / "trial0" / "metrics.json").unlink()
+    st = result_status(tmp_path, "fp", [0, 1])
+    assert (st.state, st.done_trials, st.detail) == (PARTIAL, [1], "incomplete: trial0/metrics.json missing")
+
+
+def test_results_without_files_maps_count_as_before(tmp_path: Path) -> None:
+    """Results of 0.1.0 recorded no files: complete/done as then, whatever is on disk."""
+    _complete_result(tmp_path)
+    for f in [tmp_path / "results.json", *tmp_path.glob("trial*/metrics.json")]:
+        data = json.loads(f.read_text())
+        del data["files"]
+        f.write_text(json.dumps(data))
+    for p in tmp_path.glob("trial*/*.predictions.jsonl"):
+        p.unlink()
+    assert result_status(tmp_path, "fp", [0, 1]).state == COMPLETE
+    (tmp_path / "results.json").unlink()
+    assert trial_done(tmp_path, 0, "fp") is True and result_status(tmp_path, "fp", [0, 1]).done_trials == [0, 1]
+
+
+def test_verify_files_with_hashes_catches_same_size_damage(tmp_path: Path) -> None:
+    _complete_result(tmp_path)
+    files = json.loads((tmp_path / "results.json").read_text())["files"]
+    pred = tmp_path / "trial0" / PRED
+    data = pred.read_bytes()
+    pred.write_bytes(data.replace(b'"i": 0', b'"i": 9'))
+    assert verify_files(tmp_path, files) == []
+    assert verify_files(tmp_path, files, hashes=True) == [f"trial0/{PRED} content differs from its recorded sha256"]
