@@ -91,7 +91,7 @@ def _run_as(user: str, args: list[str], cwd: Path, home: Path) -> subprocess.Com
 def test_another_user_sees_a_umask_022_sweep_as_complete_and_can_read_it(shared_dir: Path, other_user: str) -> None:
     out = shared_dir / "results"
     out.mkdir()
-    out.chmod(0o1777)  # a shared scratch dir (like /tmp): the dry run checks that the output dir is writable
+    out.chmod(0o755)  # user A's tree: the other user may read it, not write it
     _with_umask(0o022, SWEEP + [f"output_dir={out}"], shared_dir)
     for p, mode in _modes(out).items():
         if stat.S_ISDIR(mode) and p != out:
@@ -103,7 +103,7 @@ def test_another_user_sees_a_umask_022_sweep_as_complete_and_can_read_it(shared_
     shutil.chown(home, user=other_user)
     plan = _run_as(other_user, ["-m", "fewshot_eval", *SWEEP, f"output_dir={out}", "dry_run=true"], shared_dir, home)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    assert "(4 skip: complete)" in plan.stdout, plan.stdout[-3000:]
+    assert "(4 skip: complete)" in plan.stdout and "is not writable by you (nothing would run)" in plan.stdout, plan.stdout[-3000:]
     read = subprocess.run(["runuser", "-u", other_user, "--", "find", str(out), "-type", "f", "-exec", "cat", "{}", "+"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert read.returncode == 0, read.stderr[-3000:]

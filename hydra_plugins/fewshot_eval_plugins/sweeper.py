@@ -47,6 +47,7 @@ class FewshotSweeper(Sweeper):
 
     @exit_on_config_error
     def sweep(self, arguments: List[str]) -> Any:
+        from fewshot_eval.config import ConfigError
         from fewshot_eval.launch.dispatch import launch_jobs
         from fewshot_eval.outcome import Outcome, job_outcome
         from fewshot_eval.plan.expand import expand
@@ -64,7 +65,13 @@ class FewshotSweeper(Sweeper):
         jobs = planner.plan(combos)
         print_plan_warnings(jobs)
         root = output_root(planner.run, planner.cwd)
-        check_writable(root)
+        unwritable = ""
+        try:
+            check_writable(root)
+        except ConfigError as e:  # a dry run may look at a colleague's read-only tree
+            if not self.config.dry_run:
+                raise
+            unwritable = str(e)
         elapsed = time.perf_counter() - tic
         to_run = [j for j in jobs if j.status == RUN]
         errors = [j for j in jobs if j.status == ERROR]
@@ -75,7 +82,12 @@ class FewshotSweeper(Sweeper):
                 print(f"\nDry run: {planned} ({counts(jobs)}). Nothing launched.")
                 _report_errors(errors)
                 sys.exit(EXIT_CONFIG)
-            print(f"\nDry run: {planned} ({counts(jobs)}); output dir {root} is writable. Nothing launched.")
+            if unwritable and to_run:
+                print(f"\nDry run: {planned} ({counts(jobs)}). Nothing launched.")
+                print(f"fewshot-eval: error: {unwritable}", file=sys.stderr)
+                sys.exit(EXIT_CONFIG)
+            writable = "is not writable by you (nothing would run)" if unwritable else "is writable"
+            print(f"\nDry run: {planned} ({counts(jobs)}); output dir {root} {writable}. Nothing launched.")
             return []
         print(f"fewshot-eval: {planned}: {counts(jobs)}. Results under {root}")
         if errors:
