@@ -6,4 +6,4 @@ The path of one job through the package, stage by stage:
 -> ``store`` (result layout, atomic writes, status) -> ``report``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

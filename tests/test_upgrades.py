@@ -15,18 +15,25 @@ from fewshot_eval.settings import ModelSetting
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# The sweeps that wrote results_0.1.0 (tests/fixtures/README.md).
+# The sweeps that wrote each release's tree (tests/fixtures/README.md).
 SWEEPS_0_1_0 = [
     ["model=random,majority,tiny_gpt2", "task=copa_demo,pawsx_calib", "nshot=0,2", "num_trials=2", "n_eval_samples=6"],
     ["model=random,tiny_gpt2", "task=nli_demo", "nshot=2", "num_trials=2", "n_eval_samples=6", "split_trials=true"],
 ]
 
 
+RELEASES = ["0.1.0", "0.2.0"]  # every release that wrote results; add each new format's tree here
+
+
+def tree(tmp_path: Path, release: str) -> Path:
+    out = tmp_path / f"results_{release}"
+    shutil.copytree(FIXTURES / f"results_{release}", out)
+    return out
+
+
 @pytest.fixture
 def tree_0_1_0(tmp_path: Path) -> Path:
-    out = tmp_path / "results_0.1.0"
-    shutil.copytree(FIXTURES / "results_0.1.0", out)
-    return out
+    return tree(tmp_path, "0.1.0")
 
 
 def statuses(out: Path, sweep: list[str], *extra: str) -> list[tuple[str, str]]:
@@ -34,11 +41,13 @@ def statuses(out: Path, sweep: list[str], *extra: str) -> list[tuple[str, str]]:
     return [(j.status, str(j.unit.result_dir.relative_to(out))) for j in jobs]
 
 
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("sweep", SWEEPS_0_1_0, ids=["unsplit", "split_trials"])
-def test_release_0_1_0_results_plan_complete(tree_0_1_0: Path, sweep: list[str]) -> None:
-    rows = statuses(tree_0_1_0, sweep)
+def test_results_of_every_release_plan_complete(tmp_path: Path, release: str, sweep: list[str]) -> None:
+    out = tree(tmp_path, release)
+    rows = statuses(out, sweep)
     assert rows and all(status == "skip: complete" for status, _ in rows), rows
-    assert all((tree_0_1_0 / rdir / "results.json").exists() for _, rdir in rows)
+    assert all((out / rdir / "results.json").exists() for _, rdir in rows)
 
 
 def test_a_new_parameter_with_a_neutral_default_keeps_results_complete(tree_0_1_0: Path, monkeypatch: pytest.MonkeyPatch) -> None:
