@@ -26,7 +26,7 @@ def plan_row(out: str, model: str) -> str:
 
 def test_failures_are_recorded_retried_then_not_relaunched(workdir: Path, tmp_path: Path) -> None:
     conf = broken_model(tmp_path)
-    args = ["-m", "--config-dir", str(conf), "model=broken", "task=copa_demo", "nshot=0", "max_failures=2"]
+    args = ["-m", "--config-dir", str(conf), "model=broken", "task=copa_demo", "nshot=0"]  # max_failures: 3 (default)
     first = run_cli(args, workdir, check=False)
     assert first.returncode == 1 and "failed 1" in first.stdout
     [record] = (workdir / "results").rglob("failure.json")
@@ -36,14 +36,16 @@ def test_failures_are_recorded_retried_then_not_relaunched(workdir: Path, tmp_pa
 
     dry = run_cli(args + ["dry_run=true"], workdir).stdout
     row = plan_row(dry, "broken")
-    assert row.startswith("run ") and "retry: failed 1x (" + attempts[0]["error"][:20] in row
+    assert row.startswith("run ") and "retry: failed 1× (" + attempts[0]["error"][:20] in row
 
     assert run_cli(args, workdir, check=False).returncode == 1  # the second failure
+    assert "retry: failed 2×" in plan_row(run_cli(args + ["dry_run=true"], workdir).stdout, "broken")
+    assert run_cli(args, workdir, check=False).returncode == 1  # the third
     dry = run_cli(args + ["dry_run=true"], workdir).stdout
-    assert plan_row(dry, "broken").startswith("failed ") and "retry_failed=true" in dry
-    third = run_cli(args, workdir, check=False)
-    assert "Nothing to launch" in third.stdout and third.returncode == 1
-    assert len(json.loads(record.read_text())["attempts"]) == 2  # not relaunched
+    assert plan_row(dry, "broken").startswith("failed ") and "failed 3×" in dry and "retry_failed=true" in dry
+    fourth = run_cli(args, workdir, check=False)
+    assert "Nothing to launch" in fourth.stdout and fourth.returncode == 1
+    assert len(json.loads(record.read_text())["attempts"]) == 3  # not relaunched
 
     # retry_failed=true, or a changed config (batch size), relaunches it
     assert plan_row(run_cli(args + ["retry_failed=true", "dry_run=true"], workdir).stdout, "broken").startswith("run ")

@@ -290,8 +290,8 @@ class Planner:
         where = last.get("log") or last.get("traceback") or unit.result_dir / layout.FAILURE
         limit = int(self.run.get("max_failures") or 0)
         if limit and n >= limit and not self.run.get("retry_failed"):
-            return True, f"failed {n}x ({last['error']}); not relaunched: fix it, change the config or add retry_failed=true (log: {where})"
-        return False, f"retry: failed {n}x ({last['error']}) (log: {where})"
+            return True, f"failed {n}× ({last['error']}); not relaunched: fix it, change the config or add retry_failed=true (log: {where})"
+        return False, f"retry: failed {n}× ({last['error']}) (log: {where})"
 
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         aggregate = "aggregate: every trial is done, results.json is missing"

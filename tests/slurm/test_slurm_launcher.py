@@ -187,7 +187,7 @@ def test_cancelled_and_failed_jobs_are_resubmitted_with_the_reason(slurm_cluster
     assert [a["job_id"] for a in attempts] == [broken, left["job_id"]], attempts
     # ... and resubmission obeys the failure limit like local runs
     plan = sweep(workdir, conf, *grid, "dry_run=true", "max_failures=2").stdout
-    assert "\nfailed " in plan and "failed 2x" in plan, plan
+    assert "\nfailed " in plan and "failed 2×" in plan, plan
 
 
 def test_combine_tasks_runs_one_slurm_job_and_skips_complete_results(slurm_cluster, conf, workdir):
