@@ -102,12 +102,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             except OSError as e:  # a filesystem without Unix modes: keep what it gives
                 if e.errno not in (errno.EPERM, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                if n <= 0:
-                    raise OSError(errno.EIO, f"write to {tmp} made no progress")
-                view = view[n:]
+            write_all(fd, data, tmp)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -116,6 +111,16 @@ def write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_all(fd: int, data: bytes, name: object) -> None:
+    """Write every byte of ``data`` (a short ``os.write`` continues); no progress is an error, never a silent cut."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.EIO, f"write to {name} made no progress ({len(view)} of {len(data)} bytes unwritten)")
+        view = view[n:]
 
 
 def write_text(path: Path, text: str) -> None:
@@ -151,12 +156,7 @@ def append_jsonl(path: Path, row: Any) -> None:
     line = (json.dumps(row, default=str, sort_keys=True) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the kernel applies the umask
     try:
-        view = memoryview(line)
-        while view:
-            n = os.write(fd, view)
-            if n <= 0:
-                raise OSError(errno.EIO, f"append to {path} made no progress ({len(view)} of {len(line)} bytes unwritten)")
-            view = view[n:]
+        write_all(fd, line, path)
     finally:
         os.close(fd)
 
