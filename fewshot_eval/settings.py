@@ -17,8 +17,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_eval.config import ConfigError, check_eval_keys
 
-PREDICTORS = ("clm", "random", "majority")
-
 NAME_RULE = "non-empty, not starting with '.', without '/', '\\' or '..'"
 
 
@@ -59,7 +57,7 @@ class JobParams:
 @dataclass
 class ModelSetting:
     name: str = "???"  # display name, used in result paths and tables
-    predictor: str = "clm"  # clm | random | majority
+    predictor: str = "clm"  # a registered predictor: clm | random | majority | your own
     weights: Optional[str] = None  # local dir, hub id or 'tiny-gpt2' (built locally); null for baselines
     revision: Optional[str] = None  # hub revision / checkpoint tag, part of the result identity
     eval: dict = field(default_factory=dict)  # evaluation params of this model (train_sep, max_length, ...)
@@ -135,8 +133,6 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     data = _validate(ModelSetting, node, where)
     check_setting_name(key, "model", where)
     check_setting_name(data["name"], "name", where)
-    if data["predictor"] not in PREDICTORS:
-        raise ConfigError(f"{where}: unknown predictor '{data['predictor']}'. Valid: {', '.join(PREDICTORS)}.")
     if data["predictor"] == "clm" and not data["weights"]:
         raise ConfigError(f"{where}: predictor 'clm' needs 'weights' (a local dir, a hub id, or 'tiny-gpt2').")
     if data["max_parallel"] < 1:

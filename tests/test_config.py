@@ -41,8 +41,10 @@ def test_model_setting_errors_name_file_and_key() -> None:
         model_setting({"name": "x", "predictor": "random", "weigths": "a"}, "x")
     with pytest.raises(ConfigError, match=r"model/x.yaml: key 'max_parallel' must be int, got 'two'"):
         model_setting({"name": "x", "predictor": "random", "max_parallel": "two"}, "x")
-    with pytest.raises(ConfigError, match=r"unknown predictor 'gpt'. Valid: clm, random, majority"):
-        model_setting({"name": "x", "predictor": "gpt"}, "x")
+    from fewshot_eval.evaluate.checks import check_model  # predictors are a registry: checked at planning
+
+    with pytest.raises(ConfigError, match=r"unknown predictor 'gpt'. Valid: clm, majority, random"):
+        check_model("x", model_setting({"name": "x", "predictor": "gpt"}, "x"), {})
     with pytest.raises(ConfigError, match=r"model/x.yaml: key 'resources.nodes' must be int"):
         model_setting({"name": "x", "predictor": "random", "resources": {"nodes": "many"}}, "x")
     with pytest.raises(ConfigError, match=r"task/t.yaml key 'eval': unknown evaluation parameter 'scorng'"):

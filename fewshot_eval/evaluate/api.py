@@ -54,6 +54,13 @@ class Predictor(ABC):
 
     is_lm: bool = False
     max_length: Optional[int] = None  # context length in tokens; None = unlimited (baselines)
+    name: str = ""  # set by ``registry.register_predictor``
+    operations: frozenset = frozenset()  # request operations it supports, set by ``register_predictor``
+
+    @classmethod
+    def from_settings(cls, model: dict, params: dict) -> "Predictor":
+        """Build it for one job from the model setting and the job's eval params (loads a model once)."""
+        return cls()
 
     def begin(self, task: str, train_labels: Sequence[str], seed: int) -> None:
         """Called before each task/language is scored: the train split's gold labels and the trial's seed."""

@@ -17,8 +17,10 @@ from collections import Counter
 from typing import Sequence
 
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request
+from fewshot_eval.evaluate.registry import register_predictor
 
 
+@register_predictor("random")
 class RandomPredictor(Predictor):
     def describe(self) -> dict:
         return {"predictor": "random"}
@@ -39,6 +41,7 @@ class RandomPredictor(Predictor):
         return out
 
 
+@register_predictor("majority")
 class MajorityPredictor(Predictor):
     def describe(self) -> dict:
         return {"predictor": "majority"}

@@ -7,7 +7,8 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
   are in the label set, every template field is in the data; templates, languages, splits,
   scoring mode, calibrator and calibration options are valid; ``seed`` is an int;
   ``balanced`` divides nshot and each class has enough rows;
-* model: a local ``weights`` path exists; ``dtype`` and ``device`` are valid values.
+* model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
+  are valid values.
 
 Sources through HuggingFace ``datasets`` are not read at planning (that would download).
 """
@@ -94,7 +95,11 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     """A language model's weights path, dtype and device; raises ConfigError."""
     from fewshot_eval.settings import is_local_weights
 
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.registry import predictor_class
+
     predictor = params.get("predictor") or model.get("predictor")
+    predictor_class(predictor, config_dirs())  # registered? (else the error lists the names)
     dtype = params.get("dtype")
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request
 from fewshot_eval.evaluate.checks import DTYPES
+from fewshot_eval.evaluate.registry import register_predictor
 
 log = logging.getLogger("fewshot_eval")
 
@@ -52,6 +53,7 @@ def load_model(weights: str, revision: Optional[str], dtype: str, device: str) -
     return lm, tok
 
 
+@register_predictor("clm")
 class CausalLMPredictor(Predictor):
     is_lm = True
 

@@ -1,20 +1,28 @@
-"""Per-trial metrics (both ×100): accuracy and macro-F1.
+"""Per-trial metrics (×100), registered by name: ``accuracy`` and ``macro_f1``.
 
 Macro-F1 averages the per-class F1 over the classes that occur as gold or prediction
 (scikit-learn's default); a class never predicted and never gold does not count.
+A new metric is one function here (or in a plugin) with ``@register_metric``; a task
+definition names the metrics it reports (``metrics:``, default accuracy and macro_f1).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from fewshot_eval.evaluate.registry import metric, register_metric
 
+DEFAULT_METRICS = ("accuracy", "macro_f1")
+
+
+@register_metric("accuracy")
 def accuracy(gold: Sequence[str], pred: Sequence[str]) -> float:
     if not gold:
         return 0.0
     return 100.0 * sum(g == p for g, p in zip(gold, pred)) / len(gold)
 
 
+@register_metric("macro_f1")
 def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     classes = sorted(set(gold) | set(pred))
     if not classes:
@@ -28,11 +36,15 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     return 100.0 * sum(f1s) / len(f1s)
 
 
-def compute_metrics(gold: Sequence[str], pred: Sequence[str], raw_pred: Sequence[str] | None = None) -> dict[str, float]:
-    """``accuracy``, ``macro_f1`` (final predictions), ``n_examples``; with calibration also
-    ``accuracy_raw``/``macro_f1_raw`` of the uncalibrated predictions."""
-    out = {"accuracy": accuracy(gold, pred), "macro_f1": macro_f1(gold, pred), "n_examples": len(gold)}
+def compute_metrics(gold: Sequence[str], pred: Sequence[str], raw_pred: Sequence[str] | None = None,
+                    names: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+    """Each metric of ``names`` (final predictions) and ``n_examples``; with calibration also
+    ``<name>_raw`` of the uncalibrated predictions."""
+    out: dict[str, float] = {}
+    for name in names:
+        out[name] = metric(name).fn(gold, pred)
+    out["n_examples"] = len(gold)
     if raw_pred is not None:
-        out["accuracy_raw"] = accuracy(gold, raw_pred)
-        out["macro_f1_raw"] = macro_f1(gold, raw_pred)
+        for name in names:
+            out[f"{name}_raw"] = metric(name).fn(gold, raw_pred)
     return out

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.calibration import calibrate, check_calibrator
-from fewshot_eval.evaluate.metrics import compute_metrics
+from fewshot_eval.evaluate.metrics import DEFAULT_METRICS, compute_metrics
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates
 
 
@@ -73,13 +73,13 @@ def rescore_rows(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: O
     return out
 
 
-def recalc_metrics(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: Optional[str] = None) -> dict[str, Any]:
-    """Metrics of stored rows under ``params`` (``scoring``, ``calibrator``, ``calibration_options``).
+def recalc_metrics(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: Optional[str] = None,
+                   names: Sequence[str] = DEFAULT_METRICS) -> dict[str, Any]:
+    """Metrics ``names`` of stored rows under ``params`` (``scoring``, ``calibrator``, ``calibration_options``).
 
-    Same keys as a run: ``accuracy``, ``macro_f1``, ``n_examples`` and, calibrated,
-    ``accuracy_raw``/``macro_f1_raw``.
+    Same keys as a run: each metric, ``n_examples`` and, calibrated, ``<metric>_raw``.
     """
     new = rescore_rows(rows, params, task)
     gold = [r["gold"] for r in new]
     raw = [r["pred_raw"] for r in new] if new and all("pred_raw" in r for r in new) else None
-    return compute_metrics(gold, [r["pred"] for r in new], raw)
+    return compute_metrics(gold, [r["pred"] for r in new], raw, names)

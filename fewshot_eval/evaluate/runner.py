@@ -26,7 +26,6 @@ import time
 from typing import Any, Optional, Sequence
 
 from fewshot_eval import progress
-from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.demonstrations import Sample, fit_demonstrations, join_prompt, sample_demonstrations
@@ -41,21 +40,12 @@ _logged_warnings: set[str] = set()
 
 
 def build_predictor(model: dict[str, Any], params: dict[str, Any]) -> Predictor:
-    """The predictor named by ``params['predictor']`` (else the model setting's)."""
+    """The predictor registered under ``params['predictor']`` (else the model setting's), built for this job."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.registry import predictor_class
+
     name = params.get("predictor") or model.get("predictor") or "clm"
-    if name == "random":
-        from fewshot_eval.evaluate.baselines import RandomPredictor
-
-        return RandomPredictor()
-    if name == "majority":
-        from fewshot_eval.evaluate.baselines import MajorityPredictor
-
-        return MajorityPredictor()
-    if name == "clm":
-        from fewshot_eval.evaluate.clm import CausalLMPredictor
-
-        return CausalLMPredictor.from_settings(model, params)
-    raise ConfigError(f"predictor: unknown predictor '{name}'. Valid: clm, random, majority.")
+    return predictor_class(name, config_dirs()).from_settings(model, params)
 
 
 def sub_result_id(task: str, template: str, lang: Optional[str]) -> str:
@@ -112,7 +102,7 @@ class FewShotEvaluator:
                     rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
                     self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
                     gold = [r["gold"] for r in rows]
-                    metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm else None)
+                    metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm else None, task.metrics)
                     predictions[sid] = rows
                     info["preferred_metric"][sid] = task.preferred_metric
                     kept = [r["n_demos"] for r in rows] or [0]

@@ -15,7 +15,8 @@ A task definition (see ``conf/task_def/copa_demo.yaml`` for a commented one)::
     fields: {}                       # template variable -> data column, when they differ
     label_field: label
     labels: [0, 1]                   # the candidate set (gold values); compared as strings
-    preferred_metric: accuracy       # accuracy | macro_f1
+    metrics: [accuracy, macro_f1]    # registered metrics it reports (default: these two)
+    preferred_metric: accuracy       # the one tables show; one of metrics
     default_template: default
     templates:
       default:
@@ -42,7 +43,6 @@ import yaml
 from fewshot_eval.config import ConfigError, find_config_file
 from fewshot_eval.evaluate.templates import Template, compile_template
 
-METRICS = ("accuracy", "macro_f1")
 
 
 @dataclass
@@ -73,6 +73,7 @@ class TaskDef:
     id_field: Optional[str] = None
     fields: dict[str, str] = field(default_factory=dict)
     preferred_metric: str = "accuracy"
+    metrics: tuple[str, ...] = ("accuracy", "macro_f1")
     languages: Optional[list[str]] = None
     default_languages: Optional[list[str]] = None
     description: str = ""
@@ -97,6 +98,7 @@ _TOP_KEYS = {
     "label_field": True,
     "labels": True,
     "preferred_metric": False,
+    "metrics": False,
     "default_template": False,
     "templates": True,
     "languages": False,
@@ -167,9 +169,18 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     default_template = str(node.get("default_template") or next(iter(templates)))
     if default_template not in templates:
         raise ConfigError(f"{where} key 'default_template': '{default_template}' is not a template. Valid: {', '.join(templates)}.")
-    preferred = str(node.get("preferred_metric") or "accuracy")
-    if preferred not in METRICS:
-        raise ConfigError(f"{where} key 'preferred_metric': unknown metric '{preferred}'. Valid: {', '.join(METRICS)}.")
+    from fewshot_eval.evaluate.metrics import DEFAULT_METRICS
+    from fewshot_eval.evaluate.registry import metric
+
+    metrics = tuple(_str_list(node["metrics"], f"{where} key 'metrics'")) if node.get("metrics") is not None else DEFAULT_METRICS
+    for m in metrics:
+        try:
+            metric(m)
+        except ConfigError as e:
+            raise ConfigError(f"{where} key 'metrics': {e}") from None
+    preferred = str(node.get("preferred_metric") or metrics[0])
+    if preferred not in metrics:
+        raise ConfigError(f"{where} key 'preferred_metric': '{preferred}' is not one of its metrics {list(metrics)}.")
     fields_map = node.get("fields") or {}
     if not isinstance(fields_map, dict):
         raise ConfigError(f"{where} key 'fields': expected {{template variable: data column}}, got {fields_map!r}.")
@@ -186,6 +197,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         id_field=node.get("id_field"),
         fields={str(k): str(v) for k, v in fields_map.items()},
         preferred_metric=preferred,
+        metrics=metrics,
         languages=languages,
         default_languages=default_languages,
         description=str(node.get("description") or ""),
@@ -218,8 +230,13 @@ def _load_task_def_cached(name: str, path: str, mtime: float) -> TaskDef:
 
 
 def load_task_def(name: str, search: Iterable[Path] | None = None) -> TaskDef:
-    """Find ``task_def/<name>.yaml`` in the config search path and validate it."""
-    path = find_config_file("task_def", name, search)
+    """Find ``task_def/<name>.yaml`` in the config search path and validate it (user plugins loaded first)."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.registry import load_plugins
+
+    dirs = list(search) if search is not None else config_dirs()
+    load_plugins(dirs)
+    path = find_config_file("task_def", name, dirs)
     return _load_task_def_cached(name, str(path), path.stat().st_mtime)
 
 

@@ -31,9 +31,6 @@ from fewshot_eval.config import EVAL_KEYS, RUN_KEYS, SCHEDULER_KEYS, ConfigError
 # ``# @package _global_``); the sweep presets are _global_ and add nothing themselves.
 GROUP_KEYS: tuple[str, ...] = ("models", "tasks", "experiment")
 
-# Predictors that score without a language model: scoring and calibration do not apply.
-BASELINE_PREDICTORS: tuple[str, ...] = ("random", "majority")
-
 RESULT_LAYOUT = "<output_dir>/<run_name>/<model>/<task setting>/<nshot>shot.<id>/ holding results.json and identity.json"
 
 
@@ -246,7 +243,12 @@ def check_slurm_client(launcher: Optional[str], target: str, dry_run: bool, whic
 # ---- 7. warnings once per sweep -------------------------------------------------------------
 def baseline_warning(predictor: Any, scoring: Any, calibrator: Any) -> Optional[str]:
     """The warning for a baseline predictor with scoring/calibration set (they are ignored), or None."""
-    if predictor not in BASELINE_PREDICTORS:
+    from fewshot_eval.evaluate.registry import predictor_class
+
+    try:
+        if predictor_class(str(predictor)).is_lm:  # scoring and calibration apply to language models only
+            return None
+    except ConfigError:  # an unknown predictor is reported on the job's row
         return None
     unused = ([f"scoring={scoring}"] if scoring not in (None, "sum") else []) + ([f"calibrator={calibrator}"] if calibrator else [])
     if not unused:

@@ -96,7 +96,7 @@ class Planner:
                 f"Add conf/{group}/{key}.yaml (or to your --config-dir) or pick one of these."
             )
         value: Optional[dict[str, Any]] = None
-        if "defaults" not in res.config and res.header.get("package") in (None, "", group, f"_group_"):
+        if "defaults" not in res.config and res.header.get("package") in (None, "", group, "_group_"):
             if self._ctx is None:  # resolve a file's interpolations against the run values
                 self._ctx = OmegaConf.create(dict(self.run))
             with open_dict(self._ctx):

@@ -61,7 +61,8 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
             task = sub.split(".")[0]
             predictions[sub] = rescore_rows(rows, params, task)
             kept = {k: v for k, v in old["metrics"][sub].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
-            metrics[sub] = {**kept, **recalc_metrics(rows, params, task)}
+            names = [k for k, v in old["metrics"][sub].items() if k not in kept and k != "n_examples" and not k.endswith("_raw")]
+            metrics[sub] = {**kept, **recalc_metrics(rows, params, task, names)}
         record = {"trial": t, "fingerprint": fingerprint, "metrics": metrics, "info": {**(old.get("info") or {}), "recalc_from": str(result_dir)}}
         if weights is not None:
             record["weights"] = weights

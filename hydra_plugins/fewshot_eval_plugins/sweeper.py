@@ -14,7 +14,6 @@ import logging
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.utils import JobStatus

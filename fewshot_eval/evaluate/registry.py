@@ -1,0 +1,131 @@
+"""Named parts of the evaluator: predictors (model backends) and metrics.
+
+A predictor is one class registered under a name, declaring the request operations it
+supports; a metric is one function ``(gold, pred) -> float`` registered under a name with its
+aggregation over trials::
+
+    from fewshot_eval.evaluate.registry import register_metric, register_predictor
+
+    @register_metric("exact_match")
+    def exact_match(gold, pred):
+        return 100.0 * sum(g == p for g, p in zip(gold, pred)) / max(len(gold), 1)
+
+    @register_predictor("my_lm", operations=("loglikelihood",))
+    class MyLM(Predictor): ...
+
+Built-in parts register themselves when their module is imported (:data:`BUILTIN_MODULES`).
+Your own: a Python file in ``<config dir>/plugins/`` (``--config-dir``), or a module of an
+installed package named by an entry point in the group ``fewshot_eval.plugins``. A name that
+is not registered is an error listing the registered ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from fewshot_eval.config import ConfigError
+
+# Modules whose import registers the built-in predictors and metrics.
+BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm")
+ENTRY_POINT_GROUP = "fewshot_eval.plugins"
+OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[[Sequence[str], Sequence[str]], float]  # (gold labels, predicted labels) -> value
+    aggregation: str = "mean"  # over trials: mean, with std and a 95% interval
+    higher_is_better: bool = True
+
+
+_PREDICTORS: dict[str, type] = {}
+_METRICS: dict[str, Metric] = {}
+_loaded: set[str] = set()
+
+
+def register_predictor(name: str, *, operations: Iterable[str] = ("loglikelihood",)) -> Callable[[type], type]:
+    """Class decorator: register a predictor under ``name`` with the request operations it supports."""
+    ops = tuple(operations)
+    bad = [o for o in ops if o not in OPERATIONS]
+    if bad:
+        raise ValueError(f"predictor '{name}': unknown operations {bad}. Valid: {', '.join(OPERATIONS)}.")
+
+    def deco(cls: type) -> type:
+        cls.name = name  # type: ignore[attr-defined]
+        cls.operations = frozenset(ops)  # type: ignore[attr-defined]
+        _PREDICTORS[name] = cls
+        return cls
+
+    return deco
+
+
+def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True) -> Callable[[Callable], Callable]:
+    """Function decorator: register ``fn(gold, pred) -> float`` as metric ``name``."""
+
+    def deco(fn: Callable) -> Callable:
+        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better)
+        return fn
+
+    return deco
+
+
+def load_plugins(config_dirs: Iterable[Path] = ()) -> None:
+    """Import the built-in parts, installed entry points and ``<config dir>/plugins/*.py`` (once each)."""
+    for mod in BUILTIN_MODULES:
+        if mod not in _loaded:
+            importlib.import_module(mod)
+            _loaded.add(mod)
+    if "entry_points" not in _loaded:
+        _loaded.add("entry_points")
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            ep.load()
+    for d in config_dirs:
+        for f in sorted((Path(d) / "plugins").glob("*.py")):
+            key = str(f.resolve())
+            if key in _loaded:
+                continue
+            _loaded.add(key)
+            spec = importlib.util.spec_from_file_location(f"fewshot_eval_user_plugins.{f.stem}", f)
+            if spec is None or spec.loader is None:
+                continue
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:  # noqa: BLE001 - a user file: say which one
+                raise ConfigError(f"{f}: the plugin module failed to load: {type(e).__name__}: {e}") from None
+
+
+def predictor_class(name: str, config_dirs: Iterable[Path] = ()) -> Any:
+    """The class registered as ``name``; an unknown name lists the registered ones."""
+    load_plugins(config_dirs)
+    if name not in _PREDICTORS:
+        raise ConfigError(f"predictor: unknown predictor '{name}'. Valid: {', '.join(sorted(_PREDICTORS))} "
+                          f"(register your own: fewshot_eval.evaluate.registry.register_predictor).")
+    return _PREDICTORS[name]
+
+
+def metric(name: str, config_dirs: Iterable[Path] = ()) -> Metric:
+    load_plugins(config_dirs)
+    if name not in _METRICS:
+        raise ConfigError(f"metric: unknown metric '{name}'. Valid: {', '.join(sorted(_METRICS))} "
+                          f"(register your own: fewshot_eval.evaluate.registry.register_metric).")
+    return _METRICS[name]
+
+
+def predictor_names() -> list[str]:
+    load_plugins()
+    return sorted(_PREDICTORS)
+
+
+def metric_names() -> list[str]:
+    load_plugins()
+    return sorted(_METRICS)
