@@ -50,6 +50,7 @@ def _plan(overrides: list[str], dirs: list[str]):  # noqa: ANN202
     from fewshot_eval.api import plan
 
     t0 = time.perf_counter()
+    overrides = [o for o in overrides if not o.startswith("dry_run=")] + ["dry_run=true"]  # looks only, as a dry run
     try:
         planner, jobs = plan(overrides, dirs)
     except Exception as e:  # Hydra's own errors (unknown option, bad override): one line

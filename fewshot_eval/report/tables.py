@@ -143,13 +143,12 @@ def add_averages(t: Table) -> None:
     setting (same nshot, metric and settings), and over all task settings ('(all)', metric
     'preferred'), as extra columns ``avg`` -- each only where it averages more than one cell."""
     over = [i for i, c in enumerate(t.cols) if c in ("task", "template", "language", "result")]
-    if not over:
-        return
     ts = t.cols.index("task_setting") if "task_setting" in t.cols else None
     groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[float]] = {}
     for (r, c), cell in t.cells.items():
-        gc = tuple("avg" if i in over else v for i, v in enumerate(c))
-        groups.setdefault((r, gc), []).append(cell.mean)
+        if over:
+            gc = tuple("avg" if i in over else v for i, v in enumerate(c))
+            groups.setdefault((r, gc), []).append(cell.mean)
         if ts is not None:
             allc = tuple("avg" if i in over else "(all)" if i == ts else ("preferred" if t.cols[i] == "metric" else v)
                          for i, v in enumerate(c))
