@@ -183,3 +183,46 @@ def test_sweep_report_labels_every_planned_cell_and_status_counts_match_the_plan
     assert labels[("random", "copa_demo", "0")] is None
     bad = report(workdir, "--sweep", "model=nobody", check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nobody" in bad.stderr
+
+
+def trial_rows(model: str, weights: str, values: list[float], metric: str = "accuracy", rdir: str = "", **settings: object) -> list[dict]:
+    return [{"run_name": "demo", "model": model, "task_setting": "copa_demo", "nshot": 2, "result": "copa_demo.default",
+             "task": "copa_demo", "template": "default", "language": None, "trial": t, "metric": metric, "value": v,
+             "preferred": True, "weights": weights, "revision": None, "scoring": "sum", "seed": 0, "n_eval_samples": 0,
+             "result_dir": rdir or f"/r/{model}/{weights}/{metric}", **settings} for t, v in enumerate(values)]
+
+
+def test_checkpoints_raw_and_calibrated_trial_counts_and_paired_deltas() -> None:
+    from fewshot_eval.config import ConfigError
+    from fewshot_eval.report import tables
+
+    import pytest
+
+    df = pd.DataFrame(
+        trial_rows("lm", "ckpt-1000", [50.0, 52.0, 54.0]) + trial_rows("lm", "ckpt-2000", [60.0, 61.0, 65.0])
+        + trial_rows("lm", "ckpt-2000", [40.0, 41.0, 42.0], metric="accuracy_raw")
+        + trial_rows("base", "b", [50.0, 50.5, 51.0]) + trial_rows("base", "b", [30.0, 31.0], rdir="/r/base/2trials", scoring="mean")
+    )
+    t = tables.build(df)
+    assert t.rows == ["model", "weights"] and "scoring" in t.cols  # two checkpoints of one setting: two rows
+    frame = tables.frame(t)
+    assert frame.loc[("lm", "ckpt-1000")].dropna().str.contains("52.00 ± 2.00").any()
+    cols = {c for c in frame.columns}
+    assert any("accuracy_raw" in c for c in cols) and any("accuracy" in c for c in cols)  # raw and calibrated apart
+    assert "(n=2)" in " ".join(frame.loc[("base", "b")].tolist()) and "(n=3)" not in frame.to_string()
+    with pytest.raises(ConfigError, match="weights, scoring|scoring, weights"):
+        tables.build(df, strict=True)
+
+    same = tables.build(pd.DataFrame(trial_rows("a", "w", [50.0, 52.0, 54.0]) + trial_rows("b", "w", [60.0, 62.5, 64.0])))
+    [[cell]] = tables.frame(same, compare="a").loc[["b"]].values.tolist()
+    assert cell.startswith("+10.17 ± 0.29 p=") and cell.endswith("*")  # paired over the 3 trials, significant
+
+
+def test_old_result_trees_read_with_their_preferred_metric(workdir: Path) -> None:
+    """0.1.0 results carry no preferred_metric in results.json: it comes from the trials' metrics.json."""
+    fixtures = Path(__file__).parent / "fixtures"
+    for version in ("0.1.0", "0.2.0"):
+        cells = json.loads(report(workdir, str(fixtures / f"results_{version}"), "--format", "json").stdout)
+        assert {c["metric"] for c in cells if c["task_setting"] == "nli_demo"} == {"macro_f1"}, version
+        calib = {c["metric"] for c in cells if c["model"] == "tiny_gpt2" and c["task_setting"] == "pawsx_calib"}
+        assert calib == {"accuracy", "accuracy_raw"}, version  # calibrated and raw never share a cell

@@ -141,7 +141,7 @@ def usual_trials(t: Table) -> Optional[int]:
 def add_averages(t: Table) -> None:
     """Per row, the mean of the cell means over the tasks / templates / languages of each task
     setting (same nshot, metric and settings), and over all task settings ('(all)', metric
-    'preferred'), as extra columns ``avg`` -- each only where it averages more than one cell."""
+    'preferred', or 'preferred_raw' for the uncalibrated numbers), as extra columns ``avg`` -- each only where it averages more than one cell."""
     over = [i for i, c in enumerate(t.cols) if c in ("task", "template", "language", "result")]
     ts = t.cols.index("task_setting") if "task_setting" in t.cols else None
     groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[float]] = {}
@@ -150,7 +150,7 @@ def add_averages(t: Table) -> None:
             gc = tuple("avg" if i in over else v for i, v in enumerate(c))
             groups.setdefault((r, gc), []).append(cell.mean)
         if ts is not None:
-            allc = tuple("avg" if i in over else "(all)" if i == ts else ("preferred" if t.cols[i] == "metric" else v)
+            allc = tuple("avg" if i in over else "(all)" if i == ts else (("preferred_raw" if v.endswith("_raw") else "preferred") if t.cols[i] == "metric" else v)
                          for i, v in enumerate(c))
             groups.setdefault((r, allc), []).append(cell.mean)
     for key, vals in groups.items():
