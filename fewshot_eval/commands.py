@@ -98,8 +98,9 @@ def _report(args: argparse.Namespace) -> int:
     rows = args.rows.split(",") if args.rows else list(tables.ROWS)
     cols = args.cols.split(",") if args.cols else list(tables.COLS)
     t = tables.build(trials, rows, cols, strict=args.strict)
-    if jobs is not None:
-        tables.add_labels(t, jobs, label)
+    if jobs is not None:  # a complete result whose results.json could not be read: 'unreadable'
+        read = {f.resolve() for f, _ in loaded}
+        tables.add_labels(t, jobs, lambda j: label(j) or (None if (j.unit.result_dir / "results.json").resolve() in read else "unreadable"))
     if args.average:
         tables.add_averages(t)
     if args.compare and "model" not in t.rows:
@@ -107,7 +108,7 @@ def _report(args: argparse.Namespace) -> int:
     df = tables.frame(t, with_std=not args.no_std, compare=args.compare)
     fmt = args.format
     if fmt == "json":
-        sys.stdout.write(json.dumps(tables.cell_records(t), indent=1, default=str) + "\n")
+        sys.stdout.write(json.dumps(tables.cell_records(t, compare=args.compare), indent=1, default=str) + "\n")
     else:
         if fmt == "terminal":
             print(f"{len(loaded)} results from {where}" + (f" ({len(jobs)} jobs planned)" if jobs is not None else "") + "\n")

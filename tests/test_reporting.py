@@ -109,6 +109,8 @@ def test_tables_in_every_format_never_merge_settings_that_change_numbers(workdir
     assert re.search(r"[+-]\d+\.\d\d ± \d+\.\d\d p=", random_row) and re.search(r"[+-]\d+\.\d\d p=", random_row), cmp
     assert "delta vs majority" in cmp
     assert report(workdir, "results", "--compare", "nobody", check=False).returncode == 2
+    deltas = [c for c in json.loads(report(workdir, "results", "--compare", "majority", "--format", "json").stdout) if c["model"] == "random"]
+    assert all(isinstance(c["p"], float) for c in deltas if c["n_eval_samples"] == "0") and len(deltas) == 5
 
 
 def test_a_corrupt_or_partial_result_is_listed_and_skipped(workdir: Path) -> None:
@@ -181,6 +183,11 @@ def test_sweep_report_labels_every_planned_cell_and_status_counts_match_the_plan
     labels = {(c["model"], c["task_setting"], c["nshot"]): c.get("status") for c in cells}
     assert labels[("broken", "copa_demo", "0")] == "failed" and labels[("random", "copa_demo", "2")] == "missing"
     assert labels[("random", "copa_demo", "0")] is None
+    assert Path(cells[0]["result_dir"]).is_absolute()
+    (Path(cells[0]["result_dir"]) / "results.json").write_text("{")  # corrupted: the plan runs it again
+    proc = report(workdir, "--sweep", " ".join(sel), "--format", "json")
+    assert "Traceback" not in proc.stderr
+    assert (cells[0]["model"], cells[0]["task_setting"], "0", "missing") in {(c["model"], c["task_setting"], c["nshot"], c.get("status")) for c in json.loads(proc.stdout)}
     bad = report(workdir, "--sweep", "model=nobody", check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nobody" in bad.stderr
 

@@ -259,6 +259,17 @@ def compare_cells(t: Table, ref: str) -> dict[tuple[tuple[str, ...], tuple[str, 
 
 
 def delta_text(a: Cell, b: Cell) -> str:
+    delta, spread, p = delta_stats(a, b)
+    s = f"{delta:+.2f}"
+    if spread > 0:
+        s += f" ± {spread:.2f}"
+    if p is not None:
+        s += f" p={p:.2g}" + ("*" if p < 0.05 else "")
+    return s
+
+
+def delta_stats(a: Cell, b: Cell) -> tuple[float, float, Optional[float]]:
+    """(delta of the means, spread, p-value or None) of cell ``a`` vs reference ``b``."""
     delta = a.mean - b.mean
     shared = sorted(set(a.values) & set(b.values), key=str)
     p: Optional[float] = None
@@ -276,12 +287,7 @@ def delta_text(a: Cell, b: Cell) -> str:
         spread = math.sqrt(a.std ** 2 + b.std ** 2)
         if a.n == 1 and b.n == 1:
             p = mcnemar(a, b)
-    s = f"{delta:+.2f}"
-    if spread > 0:
-        s += f" ± {spread:.2f}"
-    if p is not None:
-        s += f" p={p:.2g}" + ("*" if p < 0.05 else "")
-    return s
+    return delta, spread, p
 
 
 def _correct(rdir: str, result: str, trial: Any, metric: str) -> Optional[dict[str, bool]]:
@@ -384,12 +390,21 @@ def render(df: pd.DataFrame, fmt_name: str) -> str:
         return df.to_string() + "\n"
 
 
-def cell_records(t: Table, with_std: bool = True) -> list[dict[str, Any]]:
-    """JSON output: one record per cell with its levels, mean, std, n and label."""
+def cell_records(t: Table, compare: Optional[str] = None) -> list[dict[str, Any]]:
+    """JSON output: one record per cell with its levels, mean, std, n and label (with ``compare``:
+    also delta, spread and p vs the reference model's cell)."""
     out = []
+    refs: dict[tuple[tuple[str, ...], tuple[str, ...]], Cell] = {}
+    if compare:
+        compare_cells(t, compare)  # an unknown reference: ConfigError
+        mi = t.rows.index("model")
+        refs = {(r[:mi] + r[mi + 1:], c): cell for (r, c), cell in t.cells.items() if r[mi] == compare}
     for (r, c), cell in sorted(t.cells.items()):
-        out.append({**dict(zip(t.rows, r)), **dict(zip(t.cols, c)), "mean": cell.mean, "std": cell.std if cell.n > 1 else None,
-                    "n": cell.n, "per_trial": {str(k): v for k, v in cell.values.items()}, "result_dir": cell.result_dir})
+        rec = {**dict(zip(t.rows, r)), **dict(zip(t.cols, c)), "mean": cell.mean, "std": cell.std if cell.n > 1 else None,
+               "n": cell.n, "per_trial": {str(k): v for k, v in cell.values.items()}, "result_dir": cell.result_dir}
+        if compare and r[mi] != compare and (r[:mi] + r[mi + 1:], c) in refs:
+            rec["delta"], rec["spread"], rec["p"] = delta_stats(cell, refs[(r[:mi] + r[mi + 1:], c)])
+        out.append(rec)
     for (r, c), label in sorted(t.labels.items()):
         out.append({**dict(zip(t.rows, r)), **dict(zip(t.cols, c)), "status": label})
     for (r, c), v in sorted(t.averages.items()):
