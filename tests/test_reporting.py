@@ -233,3 +233,12 @@ def test_old_result_trees_read_with_their_preferred_metric(workdir: Path) -> Non
         assert {c["metric"] for c in cells if c["task_setting"] == "nli_demo"} == {"macro_f1"}, version
         calib = {c["metric"] for c in cells if c["model"] == "tiny_gpt2" and c["task_setting"] == "pawsx_calib"}
         assert calib == {"accuracy", "accuracy_raw"}, version  # calibrated and raw never share a cell
+
+
+def test_sub_results_are_not_merged_when_pivoted_away() -> None:
+    from fewshot_eval.report import tables
+
+    de = [{**r, "result": "pawsx_demo.default.de", "language": "de", "value": r["value"] + 10} for r in trial_rows("lm", "w", [50.0, 52.0])]
+    en = [{**r, "result": "pawsx_demo.default.en", "language": "en"} for r in trial_rows("lm", "w", [50.0, 52.0])]
+    t = tables.build(pd.DataFrame(de + en), cols=["task_setting", "metric"])
+    assert t.added == ["result"] and len(t.cells) == 2

@@ -108,9 +108,10 @@ def build(trials: pd.DataFrame, rows: Sequence[str] = ROWS, cols: Sequence[str] 
         raise ConfigError(f"--strict: results that differ in {', '.join(added)} would share cells; add them to --rows/--cols or select fewer results")
     for k in added:
         (rows if k in MODEL_SETTINGS or k == "run_name" else cols).append(k)
-    if (d.groupby(rows + cols + ["trial"], dropna=False)["result_dir"].nunique() > 1).any():  # copies of one result
-        rows.append("result_dir")
-        added.append("result_dir")
+    for level, where in (("result", cols), ("result_dir", rows)):  # sub-results pivoted away; copies of one result
+        if level not in rows + cols and (d.groupby(rows + cols + ["trial"], dropna=False)[level].nunique() > 1).any():
+            where.append(level)
+            added.append(level)
     cells: dict[tuple[tuple[str, ...], tuple[str, ...]], Cell] = {}
     for rec in d.to_dict("records"):
         key = (tuple(rec[k] for k in rows), tuple(rec[k] for k in cols))
