@@ -242,3 +242,12 @@ def test_sub_results_are_not_merged_when_pivoted_away() -> None:
     en = [{**r, "result": "pawsx_demo.default.en", "language": "en"} for r in trial_rows("lm", "w", [50.0, 52.0])]
     t = tables.build(pd.DataFrame(de + en), cols=["task_setting", "metric"])
     assert t.added == ["result"] and len(t.cells) == 2
+
+
+def test_an_experiments_selection_plans_without_writing(workdir: Path) -> None:
+    out = report(workdir, "--experiment", "demo", "--format", "markdown").stdout
+    header, rows = parse_markdown(out)
+    assert rows and all(set(r[1:]) == {"missing"} for r in rows), out
+    status = run_cli(["status", "--experiment", "demo"], workdir).stdout
+    assert re.search(rf"^all\s+{len(rows) * (len(header) - 1)}\s+{len(rows) * (len(header) - 1)}$", status, re.M), status
+    assert list(workdir.iterdir()) == []  # looking writes nothing
