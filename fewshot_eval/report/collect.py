@@ -135,6 +135,8 @@ def settings(rdir: Path, res: dict[str, Any]) -> dict[str, Any]:
         model = {}
     out["weights"] = _scalar(model.get("weights"))
     out["revision"] = _scalar(model.get("revision"))
+    for k, v in model.items():  # model fields added to the identity after 0.1.0
+        out.setdefault(str(k), _scalar(v))
     return out
 
 
