@@ -5,7 +5,8 @@
 Grid: 50 model settings x 20 task settings x 5 nshot values x 2 trials (split_trials=true).
 Half of the jobs get a finished trial written to disk by the real writer (predictions file +
 metrics.json listing it), so the planner must read their status and check their files. Prints
-the planner's own time, the whole command's wall time, jobs/s, and checks the counts.
+the planner's own time, the whole command's wall time, jobs/s, and checks the counts; then the
+same for ``fewshot-eval status`` over the same selection.
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def main() -> None:
         print(f"first, cold plan through the Python API (nothing on disk): {t_api:.2f} s")
         assert n == args.models * args.tasks * 10, n
         assert f"{n // 2} skip: complete" in counts and f"{n // 2} run" in counts, counts
+        # fewshot-eval status over the same selection: the same counts, in seconds
+        cmd = [sys.executable, "-m", "fewshot_eval", "status", "-m", *overrides, "--config-dir", str(cdir)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"status failed:\n{proc.stderr[-3000:]}")
+        m = re.search(r"(\d+) jobs planned in ([\d.]+)s: (.*)\.", proc.stdout)
+        assert m and int(m.group(1)) == n, proc.stdout[-2000:]
+        print(f"fewshot-eval status: {wall:.2f} s for the whole command ({m.group(3)})   [target: a few seconds]")
+        assert f"{n // 2} complete" in m.group(3) and f"{n // 2} missing" in m.group(3), m.group(3)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     fewshot-eval [-m] key=value ...          the Hydra app (see --help)
     fewshot-eval report OUTPUT_DIR ...       collect results into tables
+    fewshot-eval status [-m] key=value ...   where a sweep stands (counts per model and task setting)
     fewshot-eval list [experiments|models|tasks|groups]
     fewshot-eval recalc RESULT_DIR ...       recompute metrics from stored predictions
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = ("report", "list", "recalc")
+SUBCOMMANDS = ("report", "status", "list", "recalc")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,4 +41,4 @@ def _only_prints(argv: list[str]) -> bool:
     """A subcommand that only prints has done its job when its reader goes away (exit 0); recalc,
     ``report --out`` and the Hydra app were cut short (exit 1)."""
     first = argv[0] if argv else ""
-    return first == "list" or (first == "report" and not any(a.startswith("--out") for a in argv))
+    return first in ("list", "status") or (first == "report" and not any(a.startswith(("--out", "--long")) for a in argv))

@@ -1,4 +1,4 @@
-"""Subcommands that are not Hydra jobs: ``report``, ``list``, ``recalc``."""
+"""Subcommands that are not Hydra jobs: ``report``, ``status``, ``list``, ``recalc``."""
 
 from __future__ import annotations
 
@@ -13,20 +13,127 @@ from fewshot_eval.config import conf_dir
 GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def"}
 
 
-def _report(args: argparse.Namespace) -> int:
-    from fewshot_eval.report.collect import find_results, long_table, pivot, write_table
+def _selection(sweep: str | None, experiment: str | None, overrides: list[str], config_dirs: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, config dirs) of a sweep given as on its command line: ``-m`` is accepted and
+    ignored, ``--config-dir DIR`` may sit inside the ``--sweep`` string."""
+    import shlex
 
-    files = find_results(args.paths)
-    if not files:
-        print(f"No results.json found under {' '.join(args.paths)}.", file=sys.stderr)
+    from fewshot_eval.config import ConfigError
+
+    words = shlex.split(sweep) if sweep else []
+    words += list(overrides)
+    if experiment:
+        words.append(f"experiment={experiment}")
+    ovr: list[str] = []
+    dirs = list(config_dirs)
+    it = iter(words)
+    for w in it:
+        if w in ("-m", "--multirun"):
+            continue
+        if w in ("--config-dir", "-cd"):
+            d = next(it, None)
+            if d is None:
+                raise ConfigError(f"{w} needs a directory")
+            dirs.append(d)
+        elif w.startswith("--config-dir="):
+            dirs.append(w.split("=", 1)[1])
+        elif w.startswith("-"):
+            raise ConfigError(f"{w}: not a sweep argument (give overrides such as model=a,b task=c nshot=0,2, and --config-dir DIR)")
+        else:
+            ovr.append(w)
+    return ovr, dirs
+
+
+def _plan(overrides: list[str], dirs: list[str]):  # noqa: ANN202
+    import time
+
+    from fewshot_eval.api import plan
+
+    t0 = time.perf_counter()
+    overrides = [o for o in overrides if not o.startswith("dry_run=")] + ["dry_run=true"]  # looks only, as a dry run
+    try:
+        planner, jobs = plan(overrides, dirs)
+    except Exception as e:  # Hydra's own errors (unknown option, bad override): one line
+        from fewshot_eval.app import user_error_message
+        from fewshot_eval.config import ConfigError
+
+        if isinstance(e, ConfigError):
+            raise
+        from hydra.errors import HydraException
+
+        msg = user_error_message(e)
+        if msg is None and isinstance(e, HydraException):
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if msg is None:
+            raise
+        raise ConfigError(msg) from None
+    return planner, jobs, time.perf_counter() - t0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from fewshot_eval.config import ConfigError
+    from fewshot_eval.report import tables
+    from fewshot_eval.report.collect import find_results, load_results, long_table, trial_table, write_table
+
+    jobs = None
+    if args.sweep or args.experiment:
+        from fewshot_eval.report.status import complete_results, label
+
+        overrides, dirs = _selection(args.sweep, args.experiment, [], args.config_dir)
+        _, jobs, _ = _plan(overrides, dirs)
+        files = complete_results(jobs) + (find_results(args.paths) if args.paths else [])
+        where = f"the sweep {' '.join(overrides)}"
+    elif args.paths:
+        files = find_results(args.paths)
+        where = " ".join(args.paths)
+    else:
+        raise ConfigError("report: give result dirs / glob patterns, or the sweep's selection with --sweep '<its -m arguments>' or --experiment NAME")
+    loaded = load_results(files)
+    if not loaded and not jobs:
+        print(f"No results.json found under {where}." if not files else f"No readable results.json under {where}.", file=sys.stderr)
         return 1
-    df = long_table(files)
-    print(f"{len(files)} results from {' '.join(args.paths)}\n")
-    with __import__("pandas").option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 50):
-        print(pivot(df, with_std=not args.no_std).to_string())
+    trials = trial_table(loaded)
+    rows = args.rows.split(",") if args.rows else list(tables.ROWS)
+    cols = args.cols.split(",") if args.cols else list(tables.COLS)
+    t = tables.build(trials, rows, cols, strict=args.strict)
+    if jobs is not None:  # a complete result whose results.json could not be read: 'unreadable'
+        read = {f.resolve() for f, _ in loaded}
+        tables.add_labels(t, jobs, lambda j: label(j) or (None if (j.unit.result_dir / "results.json").resolve() in read else "unreadable"))
+    if args.average:
+        tables.add_averages(t)
+    if args.compare and "model" not in t.rows:
+        raise ConfigError("--compare needs 'model' among --rows")
+    df = tables.frame(t, with_std=not args.no_std, compare=args.compare)
+    fmt = args.format
+    if fmt == "json":
+        sys.stdout.write(json.dumps(tables.cell_records(t, compare=args.compare), indent=1, default=str) + "\n")
+    else:
+        if fmt == "terminal":
+            print(f"{len(loaded)} results from {where}" + (f" ({len(jobs)} jobs planned)" if jobs is not None else "") + "\n")
+        sys.stdout.write(tables.render(df, fmt))
+        if fmt == "terminal":
+            for note in t.notes:
+                print(f"\nnote: {note}")
+            if args.compare:
+                print(f"\ncells: delta vs {args.compare} ± spread of the differences; p: paired t-test over trials or McNemar over examples; * p < 0.05")
     if args.out:
-        write_table(df, Path(args.out))
-        print(f"\nWrote {len(df)} rows to {args.out}")
+        write_table(long_table(files, loaded), Path(args.out))
+        print(f"\nWrote {len(loaded)} results to {args.out}", file=sys.stderr if fmt != "terminal" else sys.stdout)
+    if args.long:
+        write_table(trials, Path(args.long))
+        print(f"\nWrote {len(trials)} rows to {args.long}", file=sys.stderr if fmt != "terminal" else sys.stdout)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fewshot_eval.report.status import status_text
+
+    overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
+    planner, jobs, elapsed = _plan(overrides, dirs)
+    root = planner.run.get("output_dir")
+    sys.stdout.write(status_text(jobs, elapsed, (planner.cwd / str(root)) if root else None))
     return 0
 
 
@@ -101,10 +208,26 @@ def run(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="fewshot-eval", description="Subcommands besides the Hydra app (python -m fewshot_eval --help).")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("report", help="collect results.json files into tables")
-    r.add_argument("paths", nargs="+", help="output dirs, result dirs or glob patterns")
-    r.add_argument("--out", help="write the long table (every metric) to this .tsv/.csv/.jsonl")
+    r.add_argument("paths", nargs="*", help="output dirs, result dirs or glob patterns")
+    r.add_argument("--sweep", help="the sweep's selection, as its -m arguments ('models=demo tasks=demo nshot=0,2'): every planned cell is shown, missing/pending/failed ones labelled")
+    r.add_argument("--experiment", help="the selection of an experiment (as -m experiment=NAME)")
+    r.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
+    r.add_argument("--rows", help="comma-separated columns of the long table for the rows (default: model)")
+    r.add_argument("--cols", help="... for the columns (default: task_setting,task,template,language,nshot,metric)")
+    r.add_argument("--format", default="terminal", choices=["terminal", "markdown", "latex", "csv", "json"])
+    r.add_argument("--average", action="store_true", help="add averages over the tasks/languages of each task setting, and over all")
+    r.add_argument("--compare", metavar="REF_MODEL", help="show every other model's delta vs this one, with a paired test")
+    r.add_argument("--strict", action="store_true", help="refuse (listing them) when settings that change numbers differ inside a cell, instead of splitting it")
+    r.add_argument("--out", help="write the summary table (every metric, one row per result x sub-result x metric) to .tsv/.csv/.jsonl/.json")
+    r.add_argument("--long", help="write the long table (one row per result x sub-result x trial x metric) to .csv/.jsonl/.json/.parquet/.tsv")
     r.add_argument("--no-std", action="store_true", help="show means only")
     r.set_defaults(func=_report)
+    st = sub.add_parser("status", help="where a sweep stands: counts per model and task setting")
+    st.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...)")
+    st.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
+    st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
+    st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
+    st.set_defaults(func=_status)
     l_ = sub.add_parser("list", help="list experiments, models, tasks, groups")
     l_.add_argument("what", nargs="?", default="experiments", choices=sorted(GROUPS))
     l_.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
