@@ -20,6 +20,8 @@ def _report(args: argparse.Namespace) -> int:
     if not files:
         print(f"No results.json found under {' '.join(args.paths)}.", file=sys.stderr)
         return 1
+    if args.html or args.plots or args.mlflow:  # plots, HTML report, MLflow: report/html.py
+        return __import__("fewshot_eval.report.html", fromlist=["x"]).report_extras(files, args)
     df = long_table(files)
     print(f"{len(files)} results from {' '.join(args.paths)}\n")
     with __import__("pandas").option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 50):
@@ -104,6 +106,10 @@ def run(argv: list[str]) -> int:
     r.add_argument("paths", nargs="+", help="output dirs, result dirs or glob patterns")
     r.add_argument("--out", help="write the long table (every metric) to this .tsv/.csv/.jsonl")
     r.add_argument("--no-std", action="store_true", help="show means only")
+    r.add_argument("--html", metavar="OUT", help="write one self-contained HTML report (tables + plots) to OUT.html")
+    r.add_argument("--plots", metavar="DIR", help="write the plots (PNG + SVG) into DIR")
+    r.add_argument("--spread", choices=["std", "ci"], default="std", help="plots shade mean ± std (default) or the 95%% CI")
+    r.add_argument("--mlflow", metavar="URI", help="also log every result to MLflow at URI (e.g. file:///abs/mlruns); needs mlflow")
     r.set_defaults(func=_report)
     l_ = sub.add_parser("list", help="list experiments, models, tasks, groups")
     l_.add_argument("what", nargs="?", default="experiments", choices=sorted(GROUPS))
