@@ -21,7 +21,9 @@ def _report(args: argparse.Namespace) -> int:
         print(f"No results.json found under {' '.join(args.paths)}.", file=sys.stderr)
         return 1
     if args.html or args.plots or args.mlflow:  # plots, HTML report, MLflow: report/html.py
-        return __import__("fewshot_eval.report.html", fromlist=["x"]).report_extras(files, args)
+        from fewshot_eval.report.html import report_extras
+
+        return report_extras(files, args)
     df = long_table(files)
     print(f"{len(files)} results from {' '.join(args.paths)}\n")
     with __import__("pandas").option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 50):

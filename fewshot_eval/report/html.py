@@ -36,6 +36,7 @@ th { background: #f3f3f3; cursor: pointer; user-select: none; }
 td.key, th.key { text-align: left; }
 th[data-dir="asc"]::after { content: " \\25B2"; } th[data-dir="desc"]::after { content: " \\25BC"; }
 td.missing { color: #999; }
+.wide { overflow-x: auto; }
 .meta { color: #666; font-size: 0.85em; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; border: 1px solid #eee; padding: 0.4em; }
@@ -71,13 +72,13 @@ img { width: 580px; max-width: 100%; height: auto; }
 
 <h2 id="results">All results</h2>
 {% if results %}
-<table class="sortable" id="results-table">
+<div class="wide"><table class="sortable" id="results-table">
 <thead><tr>{% for c in result_columns %}<th{% if c.key %} class="key"{% endif %}>{{ c.name }}</th>{% endfor %}</tr></thead>
 <tbody>
 {% for r in results %}<tr>{% for c in r %}<td{% if c.key %} class="key"{% endif %} data-value="{{ c.sort }}">{{ c.text }}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 {% else %}<p>No results.</p>{% endif %}
 
 <h2 id="skipped">Skipped files</h2>
