@@ -138,6 +138,13 @@ def test_html_report_renders_in_headless_chromium(sweep: Path, chromium: str, tm
     assert len(re.findall(r"<tr>", dom.stdout.split('id="results-table"')[1].split("</table>")[0])) == 1 + 8
     assert "0shot.deadbeef" in dom.stdout.split('id="skipped"')[1]
 
+    # the sortable tables: column 5 of the results table is the mean; '#sort=' clicks its header twice (descending)
+    sorted_dom = _chromium(chromium, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", page + "#sort=results-table:5:desc")
+    body = sorted_dom.stdout.split('id="results-table"')[1].split("</table>")[0]
+    means = [float(re.findall(r'data-value="([^"]*)"', row)[5]) for row in body.split("<tr>")[2:]]
+    assert len(means) == 8 and means == sorted(means, reverse=True) and means != [float(re.findall(r'data-value="([^"]*)"', row)[5]) for row in
+                                                                                   dom.stdout.split('id="results-table"')[1].split("</table>")[0].split("<tr>")[2:]]
+
     shot = tmp_path / "report.png"
     r = _chromium(chromium, tmp_path / "profile", "--window-size=1280,2000", f"--screenshot={shot}", page)
     assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]

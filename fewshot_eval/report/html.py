@@ -5,7 +5,8 @@
 The page (a Jinja2 template) holds the table of preferred metrics (model rows x task setting /
 task / nshot columns), every result as a sortable table, the plots of ``plots.py`` as PNG data
 URIs, and the list of result files that were skipped (corrupt or partial). Its few lines of
-inline JavaScript sort a table when its header is clicked and, once the page has loaded, record
+inline JavaScript sort a table when its header is clicked (or as ``#sort=<table id>:<column>[:desc]``
+in the URL asks), and, once the page has loaded, record
 on ``<body data-images="ok/total">`` how many images decoded (what the browser test reads back).
 """
 
@@ -52,7 +53,7 @@ img { width: 580px; max-width: 100%; height: auto; }
 
 <h2 id="preferred">Preferred metric</h2>
 {% if pivot %}
-<table class="sortable" id="pivot-table">
+<div class="wide"><table class="sortable" id="pivot-table">
 <thead>
 {% for level in pivot.header_levels %}<tr>{% if loop.last %}{% for k in pivot.index_names %}<th class="key">{{ k }}</th>{% endfor %}{% else %}<th class="key" colspan="{{ pivot.index_names|length }}">{{ pivot.level_names[loop.index0] }}</th>{% endif %}
 {% for c in level %}<th title="{{ c.title }}">{{ c.text }}</th>{% endfor %}</tr>
@@ -62,7 +63,7 @@ img { width: 580px; max-width: 100%; height: auto; }
 {% for row in pivot.rows %}<tr>{% for k in row.labels %}<td class="key">{{ k }}</td>{% endfor %}{% for c in row.cells %}<td{% if c.value is none %} class="missing"{% endif %} data-value="{{ c.sort }}">{{ c.text }}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 {% else %}<p>No results.</p>{% endif %}
 
 <h2 id="plots">Plots</h2>
@@ -106,6 +107,12 @@ img { width: 580px; max-width: 100%; height: auto; }
     });
   });
   window.addEventListener("load", function () {
+    var m = /^#sort=([\w-]+):(\d+)(?::(desc))?$/.exec(location.hash);  // e.g. report.html#sort=results-table:5:desc
+    var t = m && document.getElementById(m[1]);
+    if (t) {
+      var th = t.tHead.rows[t.tHead.rows.length - 1].cells[+m[2]];
+      if (th) { th.click(); if (m[3]) { th.click(); } }
+    }
     var imgs = document.images, ok = 0;
     for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; } }
     document.body.setAttribute("data-images", ok + "/" + imgs.length);

@@ -104,12 +104,17 @@ def _spread_label(spread: str) -> str:
     return "95% CI" if spread == "ci" else "± std"
 
 
-def _lines(plt, d: pd.DataFrame, x: str, label_cols: list[str], title: str, xlabel: str, spread: str):
+def _colors(labels: Iterable[str]) -> dict[str, str]:
+    """One colour per label, the same in every plot of a report."""
+    return {s: f"C{i % 10}" for i, s in enumerate(sorted(set(labels)))}
+
+
+def _lines(plt, d: pd.DataFrame, x: str, label_cols: list[str], title: str, xlabel: str, spread: str, colors: dict[str, str]):
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for i, (key, g) in enumerate(d.groupby(label_cols, sort=True)):
+    for key, g in d.groupby(label_cols, sort=True):
         g = g.sort_values(x)
         label = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-        color = f"C{i % 10}"
+        color = colors.get(label, "C0")
         lo, hi = _band(g, spread)
         ax.plot(g[x], g["mean"], marker="o", color=color, label=label)
         if len(g) > 1:
@@ -132,9 +137,10 @@ def figures(df: pd.DataFrame, spread: str = "std", bar_nshot: int | None = None)
         return []
     plt = _plt()
     plots: list[Plot] = []
+    colors = _colors(d["series"])
     for (ts, res), g in d.groupby(["task_setting", "result"], sort=True):
         plots.append(Plot("nshot", f"{res} ({ts}) vs nshot", f"nshot__{_safe(ts)}__{_safe(res)}",
-                          _lines(plt, g, "nshot", ["series"], f"{res} ({ts})", "nshot", spread)))
+                          _lines(plt, g, "nshot", ["series"], f"{res} ({ts})", "nshot", spread, colors)))
     steps = d.assign(m=d["model"].map(lambda m: STEP.match(str(m))))
     steps = steps[steps["m"].notna()]
     if not steps.empty:
@@ -142,7 +148,7 @@ def figures(df: pd.DataFrame, spread: str = "std", bar_nshot: int | None = None)
         steps["label"] = steps.apply(lambda r: f"{r['base']} {r['nshot']}-shot", axis=1)
         for (ts, res), g in steps.groupby(["task_setting", "result"], sort=True):
             plots.append(Plot("step", f"{res} ({ts}) vs checkpoint step", f"step__{_safe(ts)}__{_safe(res)}",
-                              _lines(plt, g, "step", ["label"], f"{res} ({ts})", "checkpoint step", spread)))
+                              _lines(plt, g, "step", ["label"], f"{res} ({ts})", "checkpoint step", spread, _colors(steps["label"]))))
     for ts, g in d.groupby("task_setting", sort=True):
         n = bar_nshot if bar_nshot is not None and bar_nshot in set(g["nshot"]) else int(g["nshot"].max())
         g = g[g["nshot"] == n]
@@ -153,7 +159,7 @@ def figures(df: pd.DataFrame, spread: str = "std", bar_nshot: int | None = None)
             gs = g[g["series"] == s].set_index("result").reindex(results)
             lo, hi = _band(gs, spread)
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(results))]
-            ax.bar(xs, gs["mean"].fillna(0), width, color=f"C{i % 10}", label=s,
+            ax.bar(xs, gs["mean"].fillna(0), width, color=colors[s], label=s,
                    yerr=[(gs["mean"] - lo).fillna(0), (hi - gs["mean"]).fillna(0)], capsize=3)
         ax.set_xticks(range(len(results)), results)
         metric = ", ".join(sorted(g["metric"].unique()))
