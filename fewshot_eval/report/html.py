@@ -107,7 +107,7 @@ img { width: 580px; max-width: 100%; height: auto; }
     });
   });
   window.addEventListener("load", function () {
-    var m = /^#sort=([\w-]+):(\d+)(?::(desc))?$/.exec(location.hash);  // e.g. report.html#sort=results-table:5:desc
+    var m = /^#sort=([\\w-]+):(\\d+)(?::(desc))?$/.exec(location.hash);  // e.g. report.html#sort=results-table:5:desc
     var t = m && document.getElementById(m[1]);
     if (t) {
       var th = t.tHead.rows[t.tHead.rows.length - 1].cells[+m[2]];
