@@ -22,6 +22,7 @@ find_browser() {
 
 cmd_install() {
   if find_browser; then return 0; fi
+  if [ -n "${FEWSHOT_CHROMIUM:-}" ]; then log "FEWSHOT_CHROMIUM=$FEWSHOT_CHROMIUM is not an executable"; return 1; fi
   if [ "$(id -u)" != 0 ]; then log "installing chromium needs root (or set FEWSHOT_CHROMIUM)"; return 1; fi
   command -v apt-get >/dev/null || { log "apt-get not available"; return 1; }
   log "installing chromium via apt-get (~1 min)"

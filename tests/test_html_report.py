@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_checkpoint_sweeps_get_a_plot_vs_step(sweep: Path, tmp_path: Path) -> No
         plots.close(figs)
 
 
-def test_html_report_renders_in_headless_chromium(sweep: Path, chromium: str, tmp_path: Path) -> None:
+def test_html_report_renders_in_headless_chromium(chromium: str, sweep: Path, tmp_path: Path) -> None:
     corrupt = sweep / "results" / "demo" / "broken" / "copa_demo" / "0shot.deadbeef" / "results.json"
     corrupt.parent.mkdir(parents=True, exist_ok=True)
     corrupt.write_text('{"results": {"copa_demo.default": ')  # a partial write
@@ -158,6 +159,17 @@ def test_html_report_renders_in_headless_chromium(sweep: Path, chromium: str, tm
     print(f"screenshot of the HTML report: {shot}")
 
 
+def test_without_a_browser_the_test_skips_or_fails_under_require(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FEWSHOT_REQUIRE_BROWSER"}
+    env["FEWSHOT_CHROMIUM"] = str(tmp_path / "no-such-browser")
+    args = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "bt"),
+            f"{Path(__file__).resolve()}::test_html_report_renders_in_headless_chromium"]
+    skipped = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout and "is not an executable" in skipped.stdout, skipped.stdout[-2000:]
+    failed = subprocess.run(args, env={**env, "FEWSHOT_REQUIRE_BROWSER": "1"}, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1 and "(FEWSHOT_REQUIRE_BROWSER=1)" in failed.stdout, failed.stdout[-2000:]
+
+
 def test_mlflow_export_to_a_local_file_store(sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -176,5 +188,8 @@ def test_mlflow_export_to_a_local_file_store(sweep: Path, tmp_path: Path, monkey
     assert run.data.params["model"] == "random" and run.data.params["nshot"] == "2"
     assert run.data.metrics["nli_demo.default.macro_f1"] == pytest.approx(res["results"]["nli_demo.default"]["macro_f1"]["mean"])
     assert run.data.metrics["nli_demo.default.preferred"] == run.data.metrics["nli_demo.default.macro_f1"]
+    again = run_cli(["report", "results", "--mlflow", uri], sweep)
+    assert "Logged 0 MLflow runs" in again.stdout and "(8 results were logged before)" in again.stdout, again.stdout
+    assert len(client.search_runs([exp.experiment_id])) == 8
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "result")}
     assert "result/results.json" in arts and "result/identity.json" in arts

@@ -228,6 +228,6 @@ def report_extras(files: list[Path], args: Any) -> int:
     if getattr(args, "mlflow", None):
         from fewshot_eval.report.tracker import export_mlflow
 
-        runs = export_mlflow(files, args.mlflow, skip={p for p, _ in skipped})
-        print(f"Logged {len(runs)} MLflow runs to {args.mlflow}")
+        runs, before = export_mlflow(files, args.mlflow, skip={p for p, _ in skipped})
+        print(f"Logged {len(runs)} MLflow runs to {args.mlflow}" + (f" ({before} results were logged before)" if before else ""))
     return 1 if df.empty else 0
