@@ -110,6 +110,7 @@ def run(argv: list[str]) -> int:
     r.add_argument("--no-std", action="store_true", help="show means only")
     r.add_argument("--html", metavar="OUT", help="write one self-contained HTML report (tables + plots) to OUT.html")
     r.add_argument("--plots", metavar="DIR", help="write the plots (PNG + SVG) into DIR")
+    r.add_argument("--bar-nshot", type=int, help="the nshot of the bar charts (default: each task setting's largest)")
     r.add_argument("--spread", choices=["std", "ci"], default="std", help="plots shade mean ± std (default) or the 95%% CI")
     r.add_argument("--mlflow", metavar="URI", help="also log every result to MLflow at URI (e.g. file:///abs/mlruns); needs mlflow")
     r.set_defaults(func=_report)

@@ -74,7 +74,11 @@ def test_plots_are_written_as_png_and_svg_with_fixed_names(sweep: Path) -> None:
         assert (sweep / "plots" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         ET.fromstring((sweep / "plots" / f"{stem}.svg").read_bytes())  # well-formed SVG
     first = {p.name: p.read_bytes() for p in (sweep / "plots").glob("*.svg")}
-    run_cli(["report", "results", "--plots", "plots", "--spread", "ci"], sweep)
+    run_cli(["report", "results", "--plots", "plots", "--spread", "ci", "--bar-nshot", "0"], sweep)
+    ci = {p.name: p.read_bytes() for p in (sweep / "plots").glob("*.svg")}
+    assert ci["nshot__nli_demo__nli_demo.default.svg"] != first["nshot__nli_demo__nli_demo.default.svg"]  # another band
+    assert {"bars__copa_demo__0shot.svg", "bars__nli_demo__0shot.svg"} <= set(ci)
+    shutil.rmtree(sweep / "plots")
     run_cli(["report", "results", "--plots", "plots"], sweep)
     assert {p.name: p.read_bytes() for p in (sweep / "plots").glob("*.svg")} == first  # the same data, the same files
 
@@ -135,7 +139,8 @@ def test_html_report_renders_in_headless_chromium(chromium: str, sweep: Path, tm
     pivot = dom.stdout.split('id="pivot-table"')[1].split("</table>")[0]
     assert "nli_demo.default (macro_f1)" in pivot and "copa_demo.default (accuracy)" in pivot
     assert re.search(r'<td class="key">majority</td>', pivot) and re.search(r'<td class="key">random</td>', pivot)
-    assert re.search(r"\d+\.\d\d ± \d+\.\d\d", pivot)  # 2-shot: 3 trials, with their spread
+    assert re.search(r"\d+\.\d\d ± \d+\.\d\d \(n=3\)<", pivot)  # 2-shot: 3 trials, with their spread
+    assert re.search(r">\d+\.\d\d \(n=1\)<", pivot) and "± 0.00 (n=1)" not in pivot  # 0-shot: one trial, no ±
     assert len(re.findall(r"<tr>", dom.stdout.split('id="results-table"')[1].split("</table>")[0])) == 1 + 8
     assert "0shot.deadbeef" in dom.stdout.split('id="skipped"')[1]
 

@@ -214,7 +214,7 @@ def report_extras(files: list[Path], args: Any) -> int:
     for path, why in skipped:
         print(f"skipped {path}: {why}")
     spread = getattr(args, "spread", None) or "std"
-    figures = _plots.figures(df, spread=spread) if (args.html or args.plots) else []
+    figures = _plots.figures(df, spread=spread, bar_nshot=getattr(args, "bar_nshot", None)) if (args.html or args.plots) else []
     try:
         if args.plots:
             written = _plots.write_plots(figures, Path(args.plots))

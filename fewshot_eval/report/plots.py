@@ -15,7 +15,6 @@ matplotlib is imported lazily (Agg backend), so nothing else pays for it.
 from __future__ import annotations
 
 import io
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +47,18 @@ def load(files: Iterable[Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     not JSON, or without results) -- never an exception for a corrupt file."""
     from fewshot_eval.report.collect import long_table
 
+    files = [Path(f) for f in files]
+    try:  # the common case: every file reads
+        df = long_table(files)
+        empty = set(map(str, files)) - set(df["result_dir"].map(lambda d: str(Path(d) / "results.json"))) if not df.empty else set(map(str, files))
+        if not empty:
+            return df, []
+    except Exception:
+        pass
     frames, skipped = [], []
     for f in files:
         try:
-            json.loads(Path(f).read_text())
-            df = long_table([Path(f)])
+            df = long_table([f])
         except Exception as e:  # a corrupt or partial results.json is listed, not fatal
             skipped.append((str(f), f"{type(e).__name__}: {e}".splitlines()[0][:200]))
             continue
