@@ -130,22 +130,21 @@ def _fmt(mean: float, std: float, trials: int, show_n: bool) -> str:
 
 
 def pivot_rows(d: pd.DataFrame) -> dict[str, Any] | None:
-    """The preferred-metric table as template data: rows = model (+ scoring / calibrator where
-    they differ), columns = task setting / task / nshot, cells = mean ± std."""
+    """The preferred-metric table as template data: rows = model (and its variant where settings
+    differ), columns = task setting / task (metric) / nshot, cells = mean ± std."""
     if d.empty:
         return None
-    index = ["model"] + [c for c in ("scoring", "calibrator") if d[c].nunique() > 1]
-    cols = ["task_setting", "result", "nshot"]
+    index = ["model", "variant"] if (d["variant"] != "").any() else ["model"]
+    cols = ["task_setting", "result", "metric", "nshot"]
     show_n = d["trials"].nunique() > 1
     d = d.assign(text=[_fmt(m, s, t, show_n) for m, s, t in zip(d["mean"], d["std"], d["trials"])])
     means = d.pivot_table(index=index, columns=cols, values="mean", aggfunc="first")
     texts = d.pivot_table(index=index, columns=cols, values="text", aggfunc="first")
-    metric = d.groupby(["task_setting", "result"])["metric"].first()
     columns = list(means.columns)
     levels = [
-        [{"text": ts, "title": ts} for ts, _, _ in columns],
-        [{"text": f"{res} ({metric[(ts, res)]})", "title": f"{res}, preferred metric {metric[(ts, res)]}"} for ts, res, _ in columns],
-        [{"text": f"{n}-shot", "title": f"{ts} / {res} / {n}-shot"} for ts, res, n in columns],
+        [{"text": ts, "title": ts} for ts, _, _, _ in columns],
+        [{"text": f"{res} ({m})", "title": f"{res}, preferred metric {m}"} for ts, res, m, _ in columns],
+        [{"text": f"{n}-shot", "title": f"{ts} / {res} / {m} / {n}-shot"} for ts, res, m, n in columns],
     ]
     rows = []
     for key in means.index:
@@ -159,16 +158,21 @@ def pivot_rows(d: pd.DataFrame) -> dict[str, Any] | None:
     return {"index_names": index, "level_names": ["task setting", "task (metric)", "nshot"], "header_levels": levels, "rows": rows}
 
 
-RESULT_COLUMNS = [("model", True), ("task_setting", True), ("result", True), ("nshot", False), ("metric", True), ("mean", False),
+RESULT_COLUMNS = [("model", True), ("variant", True), ("task_setting", True), ("result", True), ("nshot", False), ("metric", True), ("mean", False),
                   ("std", False), ("ci95_low", False), ("ci95_high", False), ("trials", False), ("scoring", True), ("calibrator", True), ("result_dir", True)]
+
+
+def result_columns(d: pd.DataFrame) -> list[tuple[str, bool]]:
+    return [(n, k) for n, k in RESULT_COLUMNS if n in d.columns and (n != "variant" or (d["variant"] != "").any())]
 
 
 def result_rows(d: pd.DataFrame) -> list[list[dict[str, Any]]]:
     out = []
-    for r in d.itertuples(index=False):
+    columns = result_columns(d)
+    for r in d.to_dict("records"):
         row = []
-        for name, key in RESULT_COLUMNS:
-            v = getattr(r, name)
+        for name, key in columns:
+            v = r[name]
             if isinstance(v, float):
                 row.append({"key": key, "sort": "" if math.isnan(v) else f"{v:.6g}", "text": "" if math.isnan(v) else f"{v:.2f}"})
             else:
@@ -200,7 +204,7 @@ def render_html(df: pd.DataFrame, skipped: list[tuple[str, str]], sources: list[
         spread_label="the 95% CI" if spread == "ci" else "mean ± std",
         pivot=pivot_rows(d),
         figures=figs,
-        result_columns=[{"name": n, "key": k} for n, k in RESULT_COLUMNS],
+        result_columns=[{"name": n, "key": k} for n, k in (result_columns(d) if not d.empty else [])],
         results=result_rows(d) if not d.empty else [],
         skipped=skipped,
     )

@@ -15,6 +15,7 @@ matplotlib is imported lazily (Agg backend), so nothing else pays for it.
 from __future__ import annotations
 
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,20 +46,25 @@ class Plot:
 def load(files: Iterable[Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The long table of the readable files, and (path, reason) of each one skipped (unreadable,
     not JSON, or without results) -- never an exception for a corrupt file."""
-    from fewshot_eval.report.collect import long_table
+    from fewshot_eval.report import collect
 
     files = [Path(f) for f in files]
     try:  # the common case: every file reads
-        df = long_table(files)
-        empty = set(map(str, files)) - set(df["result_dir"].map(lambda d: str(Path(d) / "results.json"))) if not df.empty else set(map(str, files))
-        if not empty:
+        df = collect.long_table(files)
+        done = set() if df.empty else set(df["result_dir"].map(lambda d: str(Path(d) / "results.json")))
+        if not set(map(str, files)) - done:
             return df, []
     except Exception:
         pass
+    check = getattr(collect, "read_result", None)  # a ValueError with a short reason, where collect has it
     frames, skipped = [], []
     for f in files:
         try:
-            df = long_table([f])
+            if check is not None:
+                check(f)
+            else:
+                json.loads(f.read_text(encoding="utf-8"))
+            df = collect.long_table([f])
         except Exception as e:  # a corrupt or partial results.json is listed, not fatal
             skipped.append((str(f), f"{type(e).__name__}: {e}".splitlines()[0][:200]))
             continue
@@ -69,21 +75,38 @@ def load(files: Iterable[Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), skipped
 
 
+# long-table columns that are not settings (everything else -- scoring, calibrator, n_eval_samples,
+# weights, ... -- is a setting that can change the numbers)
+NOT_SETTINGS = {"run_name", "model", "task_setting", "nshot", "result", "task", "template", "language", "metric", "preferred",
+                "mean", "std", "ci95_low", "ci95_high", "trials", "wall_time_s", "result_dir", "predictor", "version"}
+
+
 def preferred(df: pd.DataFrame) -> pd.DataFrame:
-    """The preferred-metric rows, with a ``task`` label (``result`` within its task setting) and a
-    ``series`` label that also names scoring/calibrator when those differ between rows of a task."""
+    """The preferred-metric rows, with ``variant`` (the settings that differ between results of one
+    model on one task, e.g. ``scoring=mean calibrator=average_option``; "" when none do) and
+    ``series`` (model, variant, and the metric where a task has several preferred ones, such as
+    ``accuracy`` and ``accuracy_raw``): results that differ in a setting are never merged."""
     if df.empty:
         return df
-    d = df[df["preferred"]].copy()
-    d[["scoring", "calibrator"]] = d[["scoring", "calibrator"]].fillna("-")
-    d["nshot"] = d["nshot"].astype(int)
-
-    def series(g: pd.DataFrame) -> pd.Series:
-        varying = [c for c in ("scoring", "calibrator") if g[c].nunique() > 1]
-        return g.apply(lambda r: r["model"] + "".join(f" {c}={r[c]}" for c in varying), axis=1)
-
-    d["series"] = d.groupby(["task_setting", "result"], group_keys=False)[["model", "scoring", "calibrator"]].apply(series)
-    return d.sort_values(["task_setting", "result", "series", "nshot"], kind="stable")
+    d = df[df["preferred"].astype(bool)].copy()
+    if d.empty:
+        return d
+    for c in ("mean", "std", "ci95_low", "ci95_high"):
+        d[c] = pd.to_numeric(d[c], errors="coerce")
+    d["std"] = d["std"].fillna(0.0)
+    d["ci95_low"] = d["ci95_low"].fillna(d["mean"])
+    d["ci95_high"] = d["ci95_high"].fillna(d["mean"])
+    d["nshot"] = pd.to_numeric(d["nshot"], errors="coerce").fillna(-1).astype(int)
+    d["model"] = d["model"].astype(str)
+    settings = [c for c in d.columns if c not in NOT_SETTINGS]
+    d[settings] = d[settings].astype(object).where(d[settings].notna(), "-").astype(str)
+    keys = ["task_setting", "result", "model"]
+    nunique = d.groupby(keys)[settings].nunique() if settings else None
+    varying = {k: [c for c in settings if row[c] > 1] for k, row in nunique.iterrows()} if nunique is not None else {}
+    d["variant"] = [" ".join(f"{c}={r[c]}" for c in varying.get(tuple(r[k] for k in keys), [])) for _, r in d.iterrows()]
+    several = d.groupby(["task_setting", "result"])["metric"].transform("nunique") > 1
+    d["series"] = [" ".join(x for x in (m, v, met if sev else "") if x) for m, v, met, sev in zip(d["model"], d["variant"], d["metric"], several)]
+    return d.sort_values(["task_setting", "result", "series", "nshot"], kind="stable").reset_index(drop=True)
 
 
 def _safe(s: Any) -> str:
