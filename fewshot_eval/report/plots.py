@@ -138,14 +138,22 @@ def _colors(labels: Iterable[str]) -> dict[str, str]:
     return {s: f"C{i % 10}" for i, s in enumerate(sorted(set(labels)))}
 
 
-def _lines(plt, d: pd.DataFrame, x: str, label_cols: list[str], title: str, xlabel: str, spread: str, colors: dict[str, str]):
+STYLES = ("-", "--", ":", "-.")
+HATCHES = ("", "//", "..", "xx")
+
+
+def _lines(plt, d: pd.DataFrame, x: str, label: str, color_by: str, title: str, xlabel: str, spread: str, colors: dict[str, str]):
+    """A line per ``label``; its colour is that of its ``color_by`` value (the model, the same in
+    every plot), several lines of one model (variants, metrics, nshot) differ by line style."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for key, g in d.groupby(label_cols, sort=True):
+    seen: dict[str, int] = {}
+    for name, g in d.groupby(label, sort=True):
         g = g.sort_values(x)
-        label = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-        color = colors.get(label, "C0")
+        key = str(g[color_by].iloc[0])
+        color, style = colors.get(key, "C0"), STYLES[seen.get(key, 0) % len(STYLES)]
+        seen[key] = seen.get(key, 0) + 1
         lo, hi = _band(g, spread)
-        ax.plot(g[x], g["mean"], marker="o", color=color, label=label)
+        ax.plot(g[x], g["mean"], marker="o", color=color, linestyle=style, label=str(name))
         if len(g) > 1:
             ax.fill_between(g[x], lo, hi, color=color, alpha=0.2, linewidth=0)
         else:
@@ -166,10 +174,10 @@ def figures(df: pd.DataFrame, spread: str = "std", bar_nshot: int | None = None)
         return []
     plt = _plt()
     plots: list[Plot] = []
-    colors = _colors(d["series"])
+    colors = _colors(d["model"])
     for (ts, res), g in d.groupby(["task_setting", "result"], sort=True):
         plots.append(Plot("nshot", f"{res} ({ts}) vs nshot", f"nshot__{_safe(ts)}__{_safe(res)}",
-                          _lines(plt, g, "nshot", ["series"], f"{res} ({ts})", "nshot", spread, colors)))
+                          _lines(plt, g, "nshot", "series", "model", f"{res} ({ts})", "nshot", spread, colors)))
     steps = d.assign(m=d["model"].map(lambda m: STEP.match(str(m))))
     steps = steps[steps["m"].notna()]
     if not steps.empty:
@@ -177,18 +185,22 @@ def figures(df: pd.DataFrame, spread: str = "std", bar_nshot: int | None = None)
         steps["label"] = steps.apply(lambda r: f"{r['base']} {r['nshot']}-shot", axis=1)
         for (ts, res), g in steps.groupby(["task_setting", "result"], sort=True):
             plots.append(Plot("step", f"{res} ({ts}) vs checkpoint step", f"step__{_safe(ts)}__{_safe(res)}",
-                              _lines(plt, g, "step", ["label"], f"{res} ({ts})", "checkpoint step", spread, _colors(steps["label"]))))
+                              _lines(plt, g, "step", "label", "base", f"{res} ({ts})", "checkpoint step", spread, _colors(steps["base"]))))
     for ts, g in d.groupby("task_setting", sort=True):
         n = bar_nshot if bar_nshot is not None and bar_nshot in set(g["nshot"]) else int(g["nshot"].max())
         g = g[g["nshot"] == n]
         results, series = sorted(g["result"].unique()), sorted(g["series"].unique())
         fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(results) * max(1, len(series)) / 2), 4.0), dpi=100)
         width = 0.8 / max(1, len(series))
+        seen: dict[str, int] = {}
         for i, s in enumerate(series):
             gs = g[g["series"] == s].set_index("result").reindex(results)
+            model = str(g.loc[g["series"] == s, "model"].iloc[0])
+            hatch = HATCHES[seen.get(model, 0) % len(HATCHES)]
+            seen[model] = seen.get(model, 0) + 1
             lo, hi = _band(gs, spread)
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(results))]
-            ax.bar(xs, gs["mean"].fillna(0), width, color=colors[s], label=s,
+            ax.bar(xs, gs["mean"].fillna(0), width, color=colors[model], hatch=hatch, edgecolor="white" if hatch else None, label=s,
                    yerr=[(gs["mean"] - lo).fillna(0), (hi - gs["mean"]).fillna(0)], capsize=3)
         ax.set_xticks(range(len(results)), results)
         metric = ", ".join(sorted(g["metric"].unique()))
