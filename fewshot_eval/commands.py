@@ -90,6 +90,10 @@ def _report(args: argparse.Namespace) -> int:
         where = " ".join(args.paths)
     else:
         raise ConfigError("report: give result dirs / glob patterns, or the sweep's selection with --sweep '<its -m arguments>' or --experiment NAME")
+    if args.html or args.plots or args.mlflow:  # plots, HTML report, MLflow: report/html.py
+        from fewshot_eval.report.html import report_extras
+
+        return report_extras(files, args)
     loaded = load_results(files)
     if not loaded and not jobs:
         print(f"No results.json found under {where}." if not files else f"No readable results.json under {where}.", file=sys.stderr)
@@ -221,6 +225,11 @@ def run(argv: list[str]) -> int:
     r.add_argument("--out", help="write the summary table (every metric, one row per result x sub-result x metric) to .tsv/.csv/.jsonl/.json")
     r.add_argument("--long", help="write the long table (one row per result x sub-result x trial x metric) to .csv/.jsonl/.json/.parquet/.tsv")
     r.add_argument("--no-std", action="store_true", help="show means only")
+    r.add_argument("--html", metavar="OUT", help="write one self-contained HTML report (tables + plots) to OUT.html")
+    r.add_argument("--plots", metavar="DIR", help="write the plots (PNG + SVG) into DIR")
+    r.add_argument("--bar-nshot", type=int, help="the nshot of the bar charts (default: each task setting's largest)")
+    r.add_argument("--spread", choices=["std", "ci"], default="std", help="plots shade mean ± std (default) or the 95%% CI")
+    r.add_argument("--mlflow", metavar="URI", help="also log every result to MLflow at URI (e.g. file:///abs/mlruns); needs mlflow")
     r.set_defaults(func=_report)
     st = sub.add_parser("status", help="where a sweep stands: counts per model and task setting")
     st.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...)")
