@@ -18,10 +18,17 @@ same ``max_failures`` limit as local runs.
 The planner shows the note only when the job runs (a complete result is ``skip: complete``
 whatever its marker says). States are cached for a few seconds per array, so planning many
 result dirs of one array costs one squeue (and at most one sacct) call.
+
+SLURM down: squeue and sacct are asked side by side, and the first answer of each tool is a
+*probe* with a short timeout (``FEWSHOT_SLURM_PROBE_S``, 5 s). A tool that does not answer is
+taken as down for the rest of the sweep (the process): it is reported once (a warning) and not
+asked again, so a plan over hundreds of result dirs prints in seconds, not in hours.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import shutil
 import subprocess
@@ -40,6 +47,10 @@ ACTIVE = frozenset({
     "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD",
 })
 CACHE_S = 10.0
+PROBE_S = 5.0  # first call of squeue / sacct in a sweep: a tool silent this long is taken as down
+QUERY_S = 30.0  # later calls, once the tool has answered
+DOWN_S = 300.0  # a tool found down is not asked again for this long (a sweep's planning; api users re-probe later)
+log = logging.getLogger("fewshot_eval")
 
 
 class SlurmUnreachable(RuntimeError):
@@ -58,14 +69,47 @@ def _expand(job_id: str) -> list[str]:
     return out
 
 
-def _query(args: list[str]) -> tuple[bool, str]:
-    """(answered, stdout); not answering = missing binary, timeout, or a non-zero exit other than 'invalid job id'."""
-    if not shutil.which(args[0]):
-        return False, f"{args[0]} not found"
+def probe_timeout() -> float:
     try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        return False, f"{args[0]}: {e}"
+        return float(os.environ.get("FEWSHOT_SLURM_PROBE_S") or PROBE_S)
+    except ValueError:
+        return PROBE_S
+
+
+def _start(args: list[str]) -> "subprocess.Popen[str] | str":
+    """The running query, or why it could not start."""
+    if not shutil.which(args[0]):
+        return f"{args[0]} not found"
+    try:
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # a timeout kills the whole group (wrappers, retries)
+    except OSError as e:
+        return f"{args[0]}: {e}"
+
+
+def _finish(args: list[str], proc: "subprocess.Popen[str] | str", timeout: float) -> tuple[bool, str]:
+    """(answered, stdout) of a query started by :func:`_start`."""
+    if isinstance(proc, str):
+        return False, proc
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, 9)
+        except OSError:
+            proc.kill()
+        proc.communicate()
+        return False, f"{args[0]} did not answer in time"
+    return _answer(args, proc.returncode, out, err)
+
+
+def _query(args: list[str], timeout: float = QUERY_S) -> tuple[bool, str]:
+    """(answered, stdout); not answering = missing binary, timeout, or a non-zero exit other than 'invalid job id'."""
+    return _finish(args, _start(args), timeout)
+
+
+def _answer(args: list[str], rc: int, stdout: str, stderr: str) -> tuple[bool, str]:
+    p = subprocess.CompletedProcess(args, rc, stdout, stderr)
     if p.returncode == 0:
         return True, p.stdout
     if "invalid job id" in p.stderr.lower():  # squeue: the job left the queue (MinJobAge)
@@ -80,6 +124,9 @@ class SlurmStates:
     def __init__(self, ttl_s: float = CACHE_S) -> None:
         self.ttl_s = ttl_s
         self._arrays: dict[str, tuple[float, dict[str, str]]] = {}
+        self.down: dict[str, str] = {}  # tool -> why it is taken as down for the rest of the sweep
+        self._down_since = 0.0
+        self._answered: set[str] = set()  # tools that answered once (later calls get the long timeout)
 
     def state(self, job_id: str) -> Optional[str]:
         """``RUNNING``, ``CANCELLED`` ... or None when SLURM does not know the job; raises SlurmUnreachable."""
@@ -91,15 +138,35 @@ class SlurmStates:
         # tasks of an array cancelled before any of them started have one record: the array's ("39")
         return hit[1].get(job_id) or hit[1].get(array)
 
-    @staticmethod
-    def _fetch(array: str) -> dict[str, str]:
+    def _ask(self, queries: dict[str, list[str]]) -> dict[str, tuple[bool, str]]:
+        """Run the queries of the tools not known to be down side by side; a tool's first query is a probe."""
+        if self.down and time.monotonic() - self._down_since > DOWN_S:
+            self.down.clear()
+            self._answered.clear()
+        started = {tool: (args, _start(args)) for tool, args in queries.items() if tool not in self.down}
+        out: dict[str, tuple[bool, str]] = {tool: (False, why) for tool, why in self.down.items() if tool in queries}
+        t0 = time.monotonic()
+        for tool, (args, proc) in started.items():
+            limit = QUERY_S if tool in self._answered else probe_timeout()
+            ok, text = _finish(args, proc, max(0.1, limit - (time.monotonic() - t0)))
+            if ok:
+                self._answered.add(tool)
+            elif tool not in self._answered:  # never answered in this sweep: down, say so once, never ask again
+                self.down[tool] = text
+                self._down_since = time.monotonic()
+                log.warning("fewshot-eval: %s cannot be reached (%s); not asked again in this sweep", tool, text)
+            out[tool] = (ok, text)
+        return out
+
+    def _fetch(self, array: str) -> dict[str, str]:
         states: dict[str, str] = {}
-        sq_ok, sq = _query(["squeue", "-h", "-r", "-j", array, "-o", "%i|%T"])
+        answers = self._ask({"squeue": ["squeue", "-h", "-r", "-j", array, "-o", "%i|%T"],
+                             "sacct": ["sacct", "-n", "-X", "-P", "-j", array, "-o", "JobID,State"]})
+        (sq_ok, sq), (sa_ok, sa) = answers["squeue"], answers["sacct"]
         for line in sq.splitlines() if sq_ok else []:
             jid, _, st = line.strip().partition("|")
             for j in _expand(jid):
                 states[j] = st.strip()
-        sa_ok, sa = _query(["sacct", "-n", "-X", "-P", "-j", array, "-o", "JobID,State"])
         for line in sa.splitlines() if sa_ok else []:
             jid, _, st = line.strip().partition("|")
             for j in _expand(jid):

@@ -180,3 +180,27 @@ def test_a_finished_split_trial_leaves_the_other_trials_marked(workdir: Path, fa
     assert (rdir / "trial0" / "metrics.json").exists() and not (rdir / "results.json").exists()
     plan = run_cli(args + ["dry_run=true"], workdir, env=env).stdout
     assert "SLURM job 12_1 is RUNNING" in plan and "(1 skip: pending)" in plan.replace("1 skip: complete, ", "")
+
+
+def test_slurm_down_is_probed_once_per_sweep(tmp_path: Path, monkeypatch) -> None:
+    """squeue/sacct that hang (controller and accounting down): one short probe of each, side by side,
+    then every other result dir is answered at once -- 40 arrays in about one probe timeout."""
+    import time
+
+    bin_dir = tmp_path / "hangbin"
+    bin_dir.mkdir()
+    for name in ("squeue", "sacct"):
+        (bin_dir / name).write_text(f"#!/bin/sh\necho called >> {tmp_path}/{name}.calls\nsleep 60\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FEWSHOT_SLURM_PROBE_S", "1")
+    states = pending.SlurmStates(ttl_s=0)
+    t0 = time.monotonic()
+    for a in range(40):
+        write_marker(tmp_path / f"r{a}", f"{a}_0")
+        p = pending.pending_reason(tmp_path / f"r{a}", states=states)
+        assert p.pending and "cannot be reached" in p.note and "did not answer in time" in p.note
+    assert time.monotonic() - t0 < 5
+    assert set(states.down) == {"squeue", "sacct"}
+    assert (tmp_path / "squeue.calls").read_text().count("called") == 1
+    assert (tmp_path / "sacct.calls").read_text().count("called") == 1
