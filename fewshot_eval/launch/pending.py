@@ -220,10 +220,58 @@ def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, ove
     job_id, state, j = seen[0]
     if state is None:
         return Pending(False, f"resubmit: SLURM has no record of job {job_id} (cancelled while queued, or purged)")
-    log = j.get("stderr") or marker.get("stderr") or j.get("stdout") or marker.get("stdout")
+    err_log = j.get("stderr") or marker.get("stderr")
+    out_log = j.get("stdout") or marker.get("stdout")
+    log = err_log or out_log
     if state == "COMPLETED":
         return Pending(False, f"resubmit: SLURM job {job_id} COMPLETED without a complete result (log: {log})")
     if state == "CANCELLED":
         return Pending(False, f"resubmit: SLURM job {job_id} was CANCELLED")
+    timeouts = timed_out(state, [err_log, out_log])
+    if timeouts:
+        error = f"SLURM job {job_id} timed out {timeouts}× — raise timeout_min"
+        return Pending(False, f"resubmit: {error} (log: {log})", {"job_id": job_id, "error": error, "log": log})
+    last = last_error_line(err_log) if state in FAILED_STATES else None
+    why = f"; last error: {last}" if last else ""
     failure = {"job_id": job_id, "error": f"SLURM job {job_id} was {state}", "log": log} if state in FAILED_STATES else None
-    return Pending(False, f"resubmit: SLURM job {job_id} was {state} (log: {log})", failure)
+    return Pending(False, f"resubmit: SLURM job {job_id} was {state} (log: {log}){why}", failure)
+
+
+TAIL_BYTES = 256 * 1024
+GAVE_UP = ("Job not requeued because: timed-out too many times", "Job not requeued because: timed-out and not checkpointable")
+
+
+def _tail(path: Optional[str]) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - TAIL_BYTES))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def timed_out(state: str, logs: Sequence[Optional[str]]) -> int:
+    """How many times a job that ended for good timed out (0: it did not end by timing out). submitit requeues a
+    timed-out job up to max_num_timeout times; then the job ends FAILED with 'timed-out too many times' in its log."""
+    texts = [_tail(p) for p in dict.fromkeys(x for x in logs if x)]
+    if state != "TIMEOUT" and not any(g in t for t in texts for g in GAVE_UP):
+        return 0
+    return max([1] + [t.count("this job is timed-out") for t in texts])
+
+
+_ERROR_RE = re.compile(r"^(?:[\w.]+(?:Error|Exception|Interrupt|Exit)|error|slurmstepd: error)\b.*", re.I)
+
+
+def last_error_line(path: Optional[str]) -> Optional[str]:
+    """The last exception line of a job's stderr log (``OSError: no weights at /w``), if any."""
+    found = None
+    for line in _tail(path).splitlines():
+        line = line.strip()
+        if _ERROR_RE.match(line) and not line.startswith("submitit"):
+            found = line
+    if found and len(found) > 200:
+        found = found[:197] + "..."
+    return found

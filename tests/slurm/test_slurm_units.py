@@ -204,3 +204,38 @@ def test_slurm_down_is_probed_once_per_sweep(tmp_path: Path, monkeypatch) -> Non
     assert set(states.down) == {"squeue", "sacct"}
     assert (tmp_path / "squeue.calls").read_text().count("called") == 1
     assert (tmp_path / "sacct.calls").read_text().count("called") == 1
+
+
+def test_a_job_that_ran_out_of_requeues_is_reported_as_timed_out(tmp_path: Path, fake_slurm, monkeypatch) -> None:
+    rdir = tmp_path / "r"
+    write_marker(rdir, "12_3")
+    err, out = tmp_path / "12_3_0_log.err", tmp_path / "12_3_0_log.out"
+    out.write_text("Caught signal SIGUSR2 on n1: this job is timed-out.\n" * 4 + "Job not requeued because: timed-out too many times.\n")
+    err.write_text("submitit WARNING: ...\nsubmitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n")
+    m = json.loads((rdir / "submitted.json").read_text())
+    (rdir / "submitted.json").write_text(json.dumps({**m, "stdout": str(out), "stderr": str(err)}))
+    monkeypatch.setenv("FAKE_SACCT", "12_3|FAILED\\n")
+    p = pending.pending_reason(rdir, states=pending.SlurmStates(ttl_s=0))
+    assert not p.pending and p.note == f"resubmit: SLURM job 12_3 timed out 4× — raise timeout_min (log: {err})"
+    assert p.failure == {"job_id": "12_3", "error": "SLURM job 12_3 timed out 4× — raise timeout_min", "log": str(err)}
+    # a plain failure shows the last error line of the job's stderr
+    err.write_text("Traceback (most recent call last):\n  File x\nOSError: no weights at /w\nsrun: error: n1: task 0: Exited\n")
+    out.write_text("")
+    p = pending.pending_reason(rdir, states=pending.SlurmStates(ttl_s=0))
+    assert p.note == f"resubmit: SLURM job 12_3 was FAILED (log: {err}); last error: OSError: no weights at /w"
+
+
+@pytest.mark.parametrize("timeout, delay, ok", [(3, 120, False), (4, 120, True), (2, 0, True), (1, 0, False), (5, 180, True), (4, 180, False)])
+def test_time_limit_rule(timeout, delay, ok) -> None:
+    from fewshot_eval.settings import time_limit_problem
+
+    assert (time_limit_problem(timeout, delay) is None) == ok
+
+
+def test_a_too_short_time_limit_is_rejected_at_planning(workdir: Path, fake_slurm) -> None:
+    args = ["-m", "model=random", "task=copa_demo", "nshot=0", "hydra/launcher=submitit_slurm", "dry_run=true"]
+    proc = run_cli(args + ["hydra.launcher.timeout_min=3"], workdir, env=fake_slurm, check=False)
+    assert proc.returncode == 2 and "timeout_min=3 leaves no work time" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "timeout_min >= 4" in proc.stdout + proc.stderr
+    assert run_cli(args + ["hydra.launcher.timeout_min=4"], workdir, env=fake_slurm).returncode == 0
+    assert run_cli(args + ["hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=30"], workdir, env=fake_slurm).returncode == 0
