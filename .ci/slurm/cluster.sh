@@ -14,11 +14,13 @@
 # Daemons: mariadbd -> slurmdbd (accounting, so sacct works) -> slurmctld -> slurmd.
 # Auth is auth/none + cred/none (no munge).  The node "fewshot1" advertises
 # $FEWSHOT_SLURM_CPUS (default 8) CPUs and 4 fake GPUs whatever the host has.
+# MaxArraySize is $FEWSHOT_SLURM_MAX_ARRAY (default 8, far below SLURM's 1001): big pools split.
 set -euo pipefail
 
 DIR="${FEWSHOT_SLURM_DIR:-/tmp/fewshot-slurm}"
 PORT_BASE="${FEWSHOT_SLURM_PORT_BASE:-16817}"
 NCPUS="${FEWSHOT_SLURM_CPUS:-8}"
+MAX_ARRAY="${FEWSHOT_SLURM_MAX_ARRAY:-8}"   # MaxArraySize, lowered so that tests split pools into several arrays
 START_TIMEOUT="${FEWSHOT_SLURM_START_TIMEOUT:-60}"
 CLUSTER=fewshot
 NODE=fewshot1
@@ -133,6 +135,7 @@ SlurmdParameters=config_overrides
 KillWait=5
 InactiveLimit=0
 MinJobAge=300
+MaxArraySize=$MAX_ARRAY
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT

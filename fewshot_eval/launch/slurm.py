@@ -4,6 +4,10 @@
         pool random:   array 101, tasks 101_0..101_2, random's resources, %<random's max_parallel>
         pool majority: array 102, tasks 102_0..102_2, majority's resources, %<majority's max_parallel>
 
+A pool larger than the cluster's ``MaxArraySize`` (``scontrol show config``) is submitted as several
+arrays of at most that many tasks; their jobs are recorded like those of one array. A submission
+that sbatch refuses leaves no files behind (the pickles and scripts it wrote are removed).
+
 Every pool is submitted before anything is waited on. Each job is recorded twice: a
 ``submitted.json`` marker in its result dir (:func:`marker`; the next sweep's planner asks SLURM
 about it through ``fewshot_eval.launch.pending``, the job deletes it when it finishes) and a line
@@ -15,7 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 import socket
+import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,6 +72,50 @@ def make_pools(pool_info: Sequence[dict[str, Any]]) -> list[Pool]:
             pools[key] = Pool(name, int(info["max_parallel"]), dict(info["resources"]), bool(info["combine_tasks"]))
         pools[key].members.append(i)
     return list(pools.values())
+
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default
+_max_array: dict[str, int] = {}
+
+
+def max_array_size() -> int:
+    """The cluster's ``MaxArraySize`` (an array's indices run 0 .. MaxArraySize-1), asked once per process."""
+    if "n" not in _max_array:
+        n = DEFAULT_MAX_ARRAY_SIZE
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=15).stdout
+            m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+            if m:
+                n = int(m.group(1))
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _max_array["n"] = max(1, n)
+    return _max_array["n"]
+
+
+def chunks(members: Sequence[int], size: int) -> list[list[int]]:
+    return [list(members[i:i + size]) for i in range(0, len(members), size)] or [[]]
+
+
+def _entries(folder: Path) -> set[Path]:
+    try:
+        return set(folder.iterdir())
+    except OSError:
+        return set()
+
+
+def remove_new_files(folder: Path, before: set[Path], existed: bool) -> None:
+    """Undo a refused submission: what submitit wrote into the pool folder since ``before``."""
+    for e in _entries(folder) - before:
+        if e.is_dir() and not e.is_symlink():
+            shutil.rmtree(e, ignore_errors=True)
+        else:
+            e.unlink(missing_ok=True)
+    if not existed:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def pool_resources(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
@@ -193,20 +244,40 @@ def launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
         nums = [initial_job_idx + i for i in pool.members]
         extra = hydra_overrides(params, pool)
         ovrs = [list(job_overrides[i]) + extra for i in pool.members]
-        ex = submitit.AutoExecutor(folder=pool_folder(str(params["submitit_folder"]), pool.name), cluster="slurm",
-                                   slurm_max_num_timeout=int(params.get("max_num_timeout") or 0))
+        folder = pool_folder(str(params["submitit_folder"]), pool.name)
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=int(params.get("max_num_timeout") or 0))
+        base = Path(folder.split("%j")[0]) if "%j" in folder else Path(folder)
+        jobs, refused = [], None
         try:
             ex.update_parameters(**executor_parameters(params, pool))
-            if pool.combine:
-                jobs = [ex.submit(CombinedJobs(launcher), ovrs, JOB_DIR_KEY, nums, state)] * len(nums)
-            else:
-                jobs = ex.map_array(launcher, ovrs, [JOB_DIR_KEY] * len(nums), nums, [f"job_id_for_{n}" for n in nums], [state] * len(nums))
-        except Exception as e:  # noqa: BLE001 - sbatch refused (bad partition, account ...): these jobs fail, other pools go on
-            log.error("pool %s: submission failed: %s", pool.name, e)
-            lines.append(f"  pool {pool.name}: NOT submitted ({len(nums)} jobs): {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
-            for i in pool.members:
-                returns[i] = failed_return(job_overrides[i], e)
-            continue
+        except Exception as e:  # noqa: BLE001 - a bad option: these jobs fail, other pools go on
+            refused = (list(range(len(nums))), e)
+        size = len(nums) if pool.combine else max_array_size()
+        for part in ([] if refused else chunks(list(range(len(nums))), size)):
+            existed, before = base.exists(), _entries(base)
+            try:
+                if pool.combine:
+                    jobs += [ex.submit(CombinedJobs(launcher), ovrs, JOB_DIR_KEY, nums, state)] * len(nums)
+                else:
+                    sub = [nums[k] for k in part]
+                    jobs += ex.map_array(launcher, [ovrs[k] for k in part], [JOB_DIR_KEY] * len(sub), sub,
+                                         [f"job_id_for_{n}" for n in sub], [state] * len(sub))
+            except Exception as e:  # noqa: BLE001 - sbatch refused (bad partition, account, too many jobs ...)
+                remove_new_files(base, before, existed)
+                refused = (list(range(len(jobs), len(nums))), e)
+                break
+        if refused:
+            left, e = refused
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+            log.debug("pool %s: submission failed: %s", pool.name, e)
+            done = f" ({len(jobs)} submitted before)" if jobs else ""
+            lines.append(f"  pool {pool.name}: NOT submitted ({len(left)} jobs){done}: {msg}")  # the one place sbatch's error is shown
+            for k in left:
+                returns[pool.members[k]] = failed_return(job_overrides[pool.members[k]], RuntimeError(f"not submitted: sbatch refused pool {pool.name} (above)"))
+            if not jobs:
+                continue
+            pool = Pool(pool.name, pool.limit, pool.resources, pool.combine, pool.members[:len(jobs)])
+            nums = nums[:len(jobs)]
         markers: dict[Path, list[dict[str, Any]]] = {}
         for i, job, num in zip(pool.members, jobs, nums):
             owner[i] = job
@@ -275,7 +346,12 @@ def pool_line(params: dict[str, Any], pool: Pool, jobs: Sequence[Any]) -> str:
     elif len(ids) == 1:
         what = "1 job"
     else:
-        what = f"array {ids[0].split('_')[0]}: {len(ids)} tasks, at most {min(throttle(params, pool), len(ids))} at once"
+        arrays = list(dict.fromkeys(i.split("_")[0] for i in ids))
+        at_most = f"at most {min(throttle(params, pool), len(ids))} at once"
+        if len(arrays) == 1:
+            what = f"array {arrays[0]}: {len(ids)} tasks, {at_most}"
+        else:
+            what = f"arrays {', '.join(arrays)}: {len(ids)} tasks in {len(arrays)} arrays of at most {max_array_size()} (MaxArraySize), {at_most} each"
     mem = f", {r['mem_gb']} GB" if r["mem_gb"] else ""
     res = f"{r['nodes']} node x {r['tasks_per_node']} task x {r['cpus_per_task']} cpu, {r['gpus_per_node'] or 0} gpu{mem}, {r['timeout_min']} min"
     shown = ", ".join(ids) if len(ids) <= 4 else f"{ids[0]} .. {ids[-1]}"

@@ -249,3 +249,36 @@ def test_ctrl_c_while_waiting_leaves_the_jobs_queued_and_recorded(slurm_cluster,
     plan = sweep(workdir, conf, "model=slurm_small", "task=copa_demo", "nshot=0", "dry_run=true").stdout
     assert f"SLURM job {job} is PENDING" in plan
     slurm_cluster.cancel(job)
+
+
+def test_a_pool_above_max_array_size_is_split_and_tracked_as_one(slurm_cluster, conf, workdir):
+    """The test cluster's MaxArraySize is 8 (.ci/slurm/cluster.sh): 10 split-trial jobs of one pool
+    go out as arrays of 8 and 2; the next sweep skips all 10 as pending."""
+    limit = int(re.search(r"MaxArraySize\s*=\s*(\d+)", scontrol("show", "config")).group(1))
+    assert limit == 8
+    grid = ["model=slurm_small", "task=copa_demo", "nshot=1", "num_trials=10", "split_trials=true"]
+    out = sweep(workdir, conf, *grid, HOLD).stdout
+    ids = slurm_ids(workdir, slurm_cluster)
+    arrays = sorted({i.split("_")[0] for i in ids}, key=int)
+    assert len(ids) == 10 and len(arrays) == 2, ids
+    assert sorted(i for i in ids if i.startswith(arrays[0] + "_")) == sorted(f"{arrays[0]}_{k}" for k in range(8))
+    assert sorted(i for i in ids if i.startswith(arrays[1] + "_")) == [f"{arrays[1]}_0", f"{arrays[1]}_1"]
+    assert f"arrays {arrays[0]}, {arrays[1]}: 10 tasks in 2 arrays of at most 8 (MaxArraySize)" in out, out
+    [m] = markers(workdir).values()
+    assert sorted(j["job_id"] for j in m["jobs"]) == sorted(ids)
+    plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    assert plan.count("\nskip: pending ") == 10, plan
+    assert f"SLURM job {arrays[1]}_1 is PENDING" in plan
+    slurm_cluster.cancel(*arrays)
+
+
+def test_a_refused_submission_leaves_no_files_and_is_printed_once(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_small", "task=copa_demo", "nshot=0,1,2"]
+    proc = run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", "hydra.launcher.partition=nosuchpart", *grid],
+                   workdir, check=False, timeout=240)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "pool slurm_small: NOT submitted (3 jobs)" in text, text
+    assert text.count("invalid partition") == 1 or text.lower().count("invalid partition") == 1, text
+    leftovers = [p for p in (workdir / "results").rglob(".submitit/*") if p.is_file() or any(p.iterdir())]
+    assert not leftovers, leftovers
+    assert not list((workdir / "results").rglob("*.pkl")) and not markers(workdir)
