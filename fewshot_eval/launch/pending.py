@@ -39,7 +39,7 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
-from fewshot_eval.store.markers import marker_jobs
+from fewshot_eval.store.markers import INTENT, drop_intent, marker_jobs, read_intent
 
 # The job will still run (or is running): do not submit it again.
 ACTIVE = frozenset({
@@ -128,15 +128,35 @@ class SlurmStates:
         self._down_since = 0.0
         self._answered: set[str] = set()  # tools that answered once (later calls get the long timeout)
 
-    def state(self, job_id: str) -> Optional[str]:
-        """``RUNNING``, ``CANCELLED`` ... or None when SLURM does not know the job; raises SlurmUnreachable."""
+    def state(self, job_id: str, cluster: Optional[str] = None) -> Optional[str]:
+        """``RUNNING``, ``CANCELLED`` ... or None when SLURM does not know the job; raises SlurmUnreachable.
+        ``cluster`` (the marker's): the job is asked of that cluster (``-M``), never taken for a job of another."""
         array = job_id.split("_")[0]
-        hit = self._arrays.get(array)
+        key = f"{cluster or ''}/{array}"
+        hit = self._arrays.get(key)
         if hit is None or time.monotonic() - hit[0] > self.ttl_s:
-            hit = (time.monotonic(), self._fetch(array))
-            self._arrays[array] = hit
+            hit = (time.monotonic(), self._fetch(array, cluster))
+            self._arrays[key] = hit
         # tasks of an array cancelled before any of them started have one record: the array's ("39")
         return hit[1].get(job_id) or hit[1].get(array)
+
+    def by_name(self, name: str, cluster: Optional[str] = None) -> dict[str, str]:
+        """Job states of every job (array task) called ``name``: what a sweep killed right after sbatch left."""
+        m = ["-M", cluster] if cluster else []
+        answers = self._ask({"squeue": ["squeue", *m, "-h", "-r", "--name", name, "-o", "%i|%T"],
+                             "sacct": ["sacct", *m, "-n", "-X", "-P", "--name", name, "-S", "now-30days", "-o", "JobID,State"]})
+        states: dict[str, str] = {}
+        for tool in ("squeue", "sacct"):
+            ok, text = answers[tool]
+            for line in text.splitlines() if ok else []:
+                jid, bar, st = line.strip().partition("|")
+                if not bar:
+                    continue
+                for j in _expand(jid):
+                    states.setdefault(j, st.split()[0] if st.split() else "UNKNOWN")
+        if not any(ok for ok, _ in answers.values()):
+            raise SlurmUnreachable(answers["squeue"][1])
+        return states
 
     def _ask(self, queries: dict[str, list[str]]) -> dict[str, tuple[bool, str]]:
         """Run the queries of the tools not known to be down side by side; a tool's first query is a probe."""
@@ -158,13 +178,16 @@ class SlurmStates:
             out[tool] = (ok, text)
         return out
 
-    def _fetch(self, array: str) -> dict[str, str]:
+    def _fetch(self, array: str, cluster: Optional[str] = None) -> dict[str, str]:
         states: dict[str, str] = {}
-        answers = self._ask({"squeue": ["squeue", "-h", "-r", "-j", array, "-o", "%i|%T"],
-                             "sacct": ["sacct", "-n", "-X", "-P", "-j", array, "-o", "JobID,State"]})
+        m = ["-M", cluster] if cluster else []
+        answers = self._ask({"squeue": ["squeue", *m, "-h", "-r", "-j", array, "-o", "%i|%T"],
+                             "sacct": ["sacct", *m, "-n", "-X", "-P", "-j", array, "-o", "JobID,State"]})
         (sq_ok, sq), (sa_ok, sa) = answers["squeue"], answers["sacct"]
         for line in sq.splitlines() if sq_ok else []:
-            jid, _, st = line.strip().partition("|")
+            jid, bar, st = line.strip().partition("|")
+            if not bar:  # "CLUSTER: name" (with -M)
+                continue
             for j in _expand(jid):
                 states[j] = st.strip()
         for line in sa.splitlines() if sa_ok else []:
@@ -196,18 +219,28 @@ def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, ove
                    states: Optional[SlurmStates] = None, local_launcher: bool = False) -> Pending:
     """SLURM's view of a result dir with a ``submitted.json``; see the module docstring. With
     ``local_launcher`` a submission SLURM cannot be asked about is ignored (and the note says so)."""
+    states = states or _states
     marker = read_json(result_dir / layout.SUBMITTED)
+    if (not isinstance(marker, dict) or not marker_jobs(marker, None)) and (result_dir / INTENT).exists():
+        try:
+            adopted, note = reconcile(result_dir, states)
+        except SlurmUnreachable as e:
+            if local_launcher or override_completed:
+                return Pending(False, f"ignoring an interrupted SLURM submission: SLURM cannot be reached ({e})")
+            return Pending(True, f"an interrupted SLURM submission: SLURM cannot be reached ({e}); treated as pending")
+        if adopted is None:
+            return Pending(False, note)
+        marker = adopted
     if not isinstance(marker, dict):
         return Pending(False)
     jobs = marker_jobs(marker, trials)
     if not jobs:
         return Pending(False)
-    states = states or _states
     seen = []
     for j in jobs:
         job_id = str(j["job_id"])
         try:
-            state = states.state(job_id)
+            state = states.state(job_id, marker.get("cluster"))
         except SlurmUnreachable as e:
             if local_launcher:
                 return Pending(False, f"ignoring submitted.json of SLURM job {job_id}: SLURM cannot be reached from here ({e}); the local launcher runs it")
@@ -235,6 +268,59 @@ def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, ove
     why = f"; last error: {last}" if last else ""
     failure = {"job_id": job_id, "error": f"SLURM job {job_id} was {state}", "log": log} if state in FAILED_STATES else None
     return Pending(False, f"resubmit: SLURM job {job_id} was {state} (log: {log}){why}", failure)
+
+
+INTENT_GRACE_S = 120  # an intent younger than this may belong to a sweep still submitting: not removed
+
+
+def reconcile(result_dir: Path, states: SlurmStates) -> tuple[Optional[dict[str, Any]], str]:
+    """A ``submitting.json`` without job ids (the sweep died between recording its intent and
+    recording the job ids): adopt the jobs SLURM knows under the intent's job name (writes
+    ``submitted.json``), or drop the intent when SLURM has none. Returns (marker or None, note)."""
+    import datetime as _dt
+
+    from fewshot_eval.store.atomic import write_json
+
+    intent = read_intent(result_dir)
+    if intent is None:
+        return None, ""
+    name = str(intent["job_name"])
+    found = states.by_name(name, intent.get("cluster"))
+    if not found:
+        try:
+            age = time.time() - _dt.datetime.fromisoformat(str(intent.get("started_at"))).timestamp()
+        except ValueError:
+            age = INTENT_GRACE_S + 1
+        if age > INTENT_GRACE_S:
+            drop_intent(result_dir, intent.get("token"))
+        return None, f"resubmit: an interrupted submission ({name}) never reached SLURM"
+    arrays = sorted({j.split("_")[0] for j in found}, key=lambda a: int(a) if a.isdigit() else 0)
+    array = arrays[-1]
+    jobs = []
+    for t in intent.get("tasks") or []:
+        job_id = array if intent.get("single") else f"{array}_{t['index']}"
+        out, err = _log_paths(str(intent.get("folder") or ""), job_id)
+        jobs.append({"job_id": job_id, "trials": t.get("trials"), "stdout": out, "stderr": err})
+    if not jobs:
+        return None, ""
+    marker = {"scheduler": "slurm", **jobs[0], "array_job_id": array, "pool": intent.get("pool"), "job_name": name,
+              "cluster": intent.get("cluster"), "submitted_at": intent.get("started_at"), "adopted": True,
+              "submitit_folder": str(intent.get("folder")), "jobs": jobs}
+    write_json(result_dir / layout.SUBMITTED, marker)
+    drop_intent(result_dir, intent.get("token"))
+    return marker, ""
+
+
+def _log_paths(folder: str, job_id: str) -> tuple[Optional[str], Optional[str]]:
+    if not folder:
+        return None, None
+    try:
+        from submitit.core.utils import JobPaths
+
+        paths = JobPaths(folder, job_id=job_id, task_id=0)
+        return str(paths.stdout), str(paths.stderr)
+    except Exception:  # noqa: BLE001 - only for the note
+        return None, None
 
 
 TAIL_BYTES = 256 * 1024

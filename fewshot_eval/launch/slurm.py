@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import signal
+import uuid
 import shutil
 import socket
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
@@ -37,6 +40,8 @@ from fewshot_eval.launch.local import failed_return
 from fewshot_eval.outcome import Outcome
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import write_json
+from fewshot_eval.store.locks import locked
+from fewshot_eval.store.markers import INTENT, drop_intent, write_intent
 from fewshot_eval.store.status import COMPLETE, result_status
 
 log = logging.getLogger("fewshot_eval")
@@ -75,22 +80,35 @@ def make_pools(pool_info: Sequence[dict[str, Any]]) -> list[Pool]:
 
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default
-_max_array: dict[str, int] = {}
+_config: dict[str, str] = {}
+
+
+def slurm_config() -> dict[str, str]:
+    """``scontrol show config`` as a dict, asked once per process ({} when it cannot be asked)."""
+    if not _config:
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=15).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        for line in out.splitlines():
+            k, sep, v = line.partition("=")
+            if sep:
+                _config[k.strip()] = v.strip()
+        _config.setdefault("_asked", "1")
+    return _config
 
 
 def max_array_size() -> int:
-    """The cluster's ``MaxArraySize`` (an array's indices run 0 .. MaxArraySize-1), asked once per process."""
-    if "n" not in _max_array:
-        n = DEFAULT_MAX_ARRAY_SIZE
-        try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=15).stdout
-            m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
-            if m:
-                n = int(m.group(1))
-        except (OSError, subprocess.SubprocessError):
-            pass
-        _max_array["n"] = max(1, n)
-    return _max_array["n"]
+    """The cluster's ``MaxArraySize`` (an array's indices run 0 .. MaxArraySize-1)."""
+    try:
+        return max(1, int(slurm_config().get("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE)))
+    except ValueError:
+        return DEFAULT_MAX_ARRAY_SIZE
+
+
+def cluster_name() -> Optional[str]:
+    """The ClusterName of the cluster sbatch submits to; recorded in every marker."""
+    return slurm_config().get("ClusterName") or None
 
 
 def chunks(members: Sequence[int], size: int) -> list[list[int]]:
@@ -165,12 +183,14 @@ def pool_folder(template: str, pool: str) -> str:
     return template.replace("%j", f"{pool}/%j") if "%j" in template else str(Path(template) / pool / "%j")
 
 
-def marker(job: Any, pool: Pool, trials: list[int], sweep_dir: Path, job_num: int) -> dict[str, Any]:
+def marker(job: Any, pool: Pool, trials: list[int], sweep_dir: Path, job_num: int, job_name: str = "", cluster: Optional[str] = None) -> dict[str, Any]:
     """The ``submitted.json`` record of one submission (the planner reads ``job_id`` / ``jobs``)."""
     job_id = str(job.job_id)
     array_id, _, index = job_id.partition("_")
     return {
         "scheduler": "slurm",
+        "cluster": cluster,
+        "job_name": job_name,
         "job_id": job_id,
         "array_job_id": array_id,
         "array_index": int(index) if index else None,
@@ -226,8 +246,36 @@ def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
     ]
 
 
+SUBMIT_LOCK = ".slurm_submit.lock"  # in <output_dir>: one sweep submits at a time
+FAULT_ENV = "FEWSHOT_FAULT"  # "kill-after-sbatch": SIGKILL the sweep right after sbatch returns (tests)
+
+
+def submitted_meanwhile(pj: Any) -> Optional[str]:
+    """Why a planned job must not be submitted after all: another sweep submitted it (or completed it)
+    between this sweep's plan and its submission lock."""
+    from fewshot_eval.launch.pending import SlurmStates, SlurmUnreachable, pending_reason
+
+    u = pj.unit
+    if not ((u.result_dir / layout.SUBMITTED).exists() or (u.result_dir / INTENT).exists()):
+        return None
+    try:
+        p = pending_reason(u.result_dir, u.trials, False, states=SlurmStates(ttl_s=0))
+    except SlurmUnreachable:
+        return None
+    return p.note if p.pending else None
+
+
 def launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
-    """Submit one array per pool, record every job, print a summary; with ``wait`` also wait for them."""
+    """Submit one array per pool, record every job, print a summary; with ``wait`` also wait for them.
+    Submission holds ``<output_dir>/.slurm_submit.lock``: of two sweeps started together the second
+    waits, then leaves out what the first submitted."""
+    root = Path(batch.output_root)
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root / SUBMIT_LOCK, wait=True):
+        return _launch_pools(launcher, batch)
+
+
+def _launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
     import submitit
 
     params: dict[str, Any] = dict(launcher.params)
@@ -236,10 +284,23 @@ def launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     state = Singleton.get_state()
-    pools = make_pools(pool_info(batch))
     owner: dict[int, Any] = {}  # job index -> submitit job
     returns: dict[int, JobReturn] = {}
     lines = []
+    meanwhile = {i: why for i, pj in enumerate(planned) if (why := submitted_meanwhile(pj))}
+    for i, why in meanwhile.items():
+        ret = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED)
+        ret.return_value = {"status": Outcome.SKIPPED.value, "result_dir": str(planned[i].unit.result_dir), "note": why}
+        returns[i] = ret
+    if meanwhile:
+        lines.append(f"  {len(meanwhile)} job{'s' if len(meanwhile) != 1 else ''} left out: submitted by another sweep meanwhile")
+    pools = []
+    for pool in make_pools(pool_info(batch)):
+        pool.members = [i for i in pool.members if i not in meanwhile]
+        if pool.members:
+            pools.append(pool)
+    token = uuid.uuid4().hex[:8]
+    cluster = cluster_name()
     for pool in pools:
         nums = [initial_job_idx + i for i in pool.members]
         extra = hydra_overrides(params, pool)
@@ -253,19 +314,50 @@ def launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
         except Exception as e:  # noqa: BLE001 - a bad option: these jobs fail, other pools go on
             refused = (list(range(len(nums))), e)
         size = len(nums) if pool.combine else max_array_size()
-        for part in ([] if refused else chunks(list(range(len(nums))), size)):
+        job_name = f"{params.get('name') or 'fewshot'}-{pool.name}-{token}"
+        markers: dict[Path, list[dict[str, Any]]] = {}
+        for c, part in enumerate([] if refused else chunks(list(range(len(nums))), size)):
             existed, before = base.exists(), _entries(base)
+            name = job_name if c == 0 else f"{job_name}-{c}"
+            intents: dict[Path, dict[str, Any]] = {}
+            for k in part:  # the intent, before sbatch: a kill after it leaves a job name to find
+                u = planned[pool.members[k]].unit
+                it = intents.setdefault(u.result_dir, {"job_name": name, "token": token, "pool": pool.name, "folder": folder,
+                                                       "single": pool.combine or len(part) == 1, "cluster": cluster,
+                                                       "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                                       "sweep_dir": str(sweep_dir), "tasks": []})
+                it["tasks"].append({"index": part.index(k), "trials": list(u.trials)})
+            for rdir, it in intents.items():
+                write_intent(rdir, it)
             try:
+                ex.update_parameters(name=name)
                 if pool.combine:
-                    jobs += [ex.submit(CombinedJobs(launcher), ovrs, JOB_DIR_KEY, nums, state)] * len(nums)
+                    got = [ex.submit(CombinedJobs(launcher), ovrs, JOB_DIR_KEY, nums, state)] * len(nums)
                 else:
                     sub = [nums[k] for k in part]
-                    jobs += ex.map_array(launcher, [ovrs[k] for k in part], [JOB_DIR_KEY] * len(sub), sub,
-                                         [f"job_id_for_{n}" for n in sub], [state] * len(sub))
+                    got = ex.map_array(launcher, [ovrs[k] for k in part], [JOB_DIR_KEY] * len(sub), sub,
+                                       [f"job_id_for_{n}" for n in sub], [state] * len(sub))
             except Exception as e:  # noqa: BLE001 - sbatch refused (bad partition, account, too many jobs ...)
                 remove_new_files(base, before, existed)
+                for rdir in intents:
+                    drop_intent(rdir, token)
                 refused = (list(range(len(jobs), len(nums))), e)
                 break
+            if os.environ.get(FAULT_ENV) == "kill-after-sbatch":
+                os.kill(os.getpid(), signal.SIGKILL)
+            touched = set()
+            for k, job in zip(part if not pool.combine else range(len(nums)), got):
+                i = pool.members[k]
+                owner[i] = job
+                pj = planned[i]
+                markers.setdefault(pj.unit.result_dir, []).append(marker(job, pool, pj.unit.trials, sweep_dir, nums[k], name, cluster))
+                touched.add(pj.unit.result_dir)
+                log_launch(root, pj, type(launcher).__name__, job_id=str(job.job_id), pool=pool.name, stdout=str(job.paths.stdout))
+            for rdir in touched:  # split_trials: several submissions share a result dir
+                entries = markers[rdir]
+                write_json(rdir / layout.SUBMITTED, {**entries[0], "jobs": [{k: e[k] for k in ("job_id", "trials", "stdout", "stderr")} for e in entries]})
+                drop_intent(rdir, token)
+            jobs += got
         if refused:
             left, e = refused
             msg = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
@@ -277,15 +369,6 @@ def launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
             if not jobs:
                 continue
             pool = Pool(pool.name, pool.limit, pool.resources, pool.combine, pool.members[:len(jobs)])
-            nums = nums[:len(jobs)]
-        markers: dict[Path, list[dict[str, Any]]] = {}
-        for i, job, num in zip(pool.members, jobs, nums):
-            owner[i] = job
-            pj = planned[i]
-            markers.setdefault(pj.unit.result_dir, []).append(marker(job, pool, pj.unit.trials, sweep_dir, num))
-            log_launch(root, pj, type(launcher).__name__, job_id=str(job.job_id), pool=pool.name, stdout=str(job.paths.stdout))
-        for rdir, entries in markers.items():  # split_trials: several submissions share a result dir
-            write_json(rdir / layout.SUBMITTED, {**entries[0], "jobs": [{k: e[k] for k in ("job_id", "trials", "stdout", "stderr")} for e in entries]})
         lines.append(pool_line(params, pool, jobs))
     print(summary(lines, owner, Path(pool_folder(str(params["submitit_folder"]), "<pool>")).parent, params))
     if not params.get("wait"):

@@ -23,6 +23,7 @@ from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 from fewshot_eval.store.failures import failure_streak, record_failure
+from fewshot_eval.store.markers import INTENT
 from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status
 
 RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: complete", "skip: pending", "stale", "n/a"
@@ -264,7 +265,7 @@ class Planner:
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         note = ""
-        if self.pending_check is not None and (unit.result_dir / layout.SUBMITTED).exists():
+        if self.pending_check is not None and ((unit.result_dir / layout.SUBMITTED).exists() or (unit.result_dir / INTENT).exists()):
             state = self.pending_check(unit.result_dir, unit.trials, override, local_launcher=self.local_launcher)
             if state.pending:
                 return SKIP_PENDING, state.note

@@ -107,6 +107,7 @@ def test_pools_sbatch_throttle_pending_skip_and_results(slurm_cluster, conf, wor
     sweep_dir = Path(next(iter(marks.values()))["sweep_dir"])
     for pool, array in (("slurm_small", small), ("slurm_wide", wide)):
         text = (sweep_dir / ".submitit" / pool / array / f"{array}_submission.sh").read_text()
+        text = re.sub(rf"(--job-name=fewshot-{pool})-[0-9a-f]{{8}}\n", r"\1-<TOKEN>\n", text)  # the submission's tag
         check_golden(f"{pool}.sbatch", text.replace(str(sweep_dir), "<SWEEP>").replace(sys.executable, "<PYTHON>"))
     m = marks[next(p for p in marks if "slurm_wide" in str(p))]
     assert m["pool"] == "slurm_wide" and m["array_job_id"] == wide and m["stdout"].endswith("_0_log.out")
@@ -186,6 +187,7 @@ def test_cancelled_and_failed_jobs_are_resubmitted_with_the_reason(slurm_cluster
     attempts = json.loads(record.read_text())["attempts"]
     assert [a["job_id"] for a in attempts] == [broken, left["job_id"]], attempts
     # ... and resubmission obeys the failure limit like local runs
+    slurm_cluster.wait_for_state(left["job_id"], "FAILED", timeout=30)  # its result is back a moment before SLURM says so
     plan = sweep(workdir, conf, *grid, "dry_run=true", "max_failures=2").stdout
     assert "\nfailed " in plan and "failed 2×" in plan, plan
 
@@ -282,3 +284,43 @@ def test_a_refused_submission_leaves_no_files_and_is_printed_once(slurm_cluster,
     leftovers = [p for p in (workdir / "results").rglob(".submitit/*") if p.is_file() or any(p.iterdir())]
     assert not leftovers, leftovers
     assert not list((workdir / "results").rglob("*.pkl")) and not markers(workdir)
+
+
+def test_a_sweep_killed_right_after_sbatch_is_reconciled_without_a_duplicate(slurm_cluster, conf, workdir):
+    """SIGKILL between sbatch's answer and the markers: the intent (submitting.json) names the job, the
+    next sweep finds it in the queue, adopts it (submitted.json) and submits nothing."""
+    grid = ["model=slurm_small", "task=copa_demo,nli_demo", "nshot=0"]
+    proc = run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", *grid, HOLD],
+                   workdir, check=False, timeout=240, env={"FEWSHOT_FAULT": "kill-after-sbatch"})
+    assert proc.returncode == -9 or proc.returncode == 137, proc.stdout + proc.stderr
+    assert not markers(workdir) and not launched(workdir)
+    intents = [json.loads(p.read_text()) for p in (workdir / "results").rglob("submitting.json")]
+    assert len(intents) == 2 and intents[0]["job_name"].startswith("fewshot-slurm_small-")
+    queued = [j for j in slurm_cluster.squeue_jobs() if j["name"] == intents[0]["job_name"]]
+    assert queued, "the array was submitted"
+    array = queued[0]["array_job_id"]
+    slurm_cluster.track(array)
+    plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    assert plan.count("\nskip: pending ") == 2 and f"SLURM job {array}_0 is PENDING" in plan, plan
+    assert len(markers(workdir)) == 2 and not list((workdir / "results").rglob("submitting.json"))
+    assert {m["job_id"] for m in markers(workdir).values()} == {f"{array}_0", f"{array}_1"}
+    again = sweep(workdir, conf, *grid).stdout
+    assert "2 skip: pending" in again and "Nothing to launch" in again
+    assert [j for j in slurm_cluster.squeue_jobs() if j["name"].startswith("fewshot-slurm_small")] and \
+        {j["array_job_id"] for j in slurm_cluster.squeue_jobs() if j["name"].startswith("fewshot-slurm_small")} == {array}
+    slurm_cluster.cancel(array)
+
+
+def test_two_sweeps_started_together_submit_each_job_once(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_small,slurm_wide", "task=copa_demo,nli_demo", "nshot=0"]
+    cmd = [sys.executable, "-m", "fewshot_eval", "-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm",
+           "hydra.launcher.partition=debug", *grid, HOLD]
+    procs = [subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ids = slurm_ids(workdir, slurm_cluster)
+    assert len(ids) == 4 == len(set(ids)), (ids, outs)
+    ours = {j["array_job_id"] for j in slurm_cluster.squeue_jobs() if j["name"].startswith(("fewshot-slurm_small", "fewshot-slurm_wide"))}
+    assert ours == {i.split("_")[0] for i in ids}, (ours, ids)
+    assert len(markers(workdir)) == 4
+    slurm_cluster.cancel(*ours)

@@ -119,7 +119,7 @@ def test_queued_or_running_is_pending(tmp_path: Path, fake_slurm, monkeypatch) -
     ("12_3|CANCELLED by 0\n", "resubmit: SLURM job 12_3 was CANCELLED"),
     ("12|CANCELLED by 0\n", "resubmit: SLURM job 12_3 was CANCELLED"),  # the whole array, cancelled while queued
     ("12_3|FAILED\n", "resubmit: SLURM job 12_3 was FAILED (log: /logs/12_3_0_log.out)"),
-    ("12_3|TIMEOUT\n", "resubmit: SLURM job 12_3 was TIMEOUT (log: /logs/12_3_0_log.out)"),
+    ("12_3|TIMEOUT\n", "resubmit: SLURM job 12_3 timed out 1× — raise timeout_min (log: /logs/12_3_0_log.out)"),
     ("12_3|OUT_OF_MEMORY\n", "resubmit: SLURM job 12_3 was OUT_OF_MEMORY (log: /logs/12_3_0_log.out)"),
     ("12_3|COMPLETED\n", "resubmit: SLURM job 12_3 COMPLETED without a complete result (log: /logs/12_3_0_log.out)"),
     ("", "resubmit: SLURM has no record of job 12_3 (cancelled while queued, or purged)"),
