@@ -47,6 +47,15 @@ ACTIVE = frozenset({
     "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD",
 })
 CACHE_S = 10.0
+# Pending reasons (squeue %r) of a job that will not start as it is: flagged in the plan.
+NEVER = {
+    "PartitionConfig": "the partition cannot give what it asks (nodes, GPUs, CPUs or account/QOS)",
+    "ReqNodeNotAvail": "a required node is unavailable (down, drained or reserved)",
+    "PartitionNodeLimit": "more nodes than the partition allows", "PartitionTimeLimit": "a longer time limit than the partition allows",
+    "BadConstraints": "its constraints match no node", "InvalidAccount": "invalid account", "InvalidQOS": "invalid QOS",
+    "DependencyNeverSatisfied": "its dependency can never be satisfied",
+}
+HELD = ("JobHeldUser", "JobHeldAdmin")
 PROBE_S = 5.0  # first call of squeue / sacct in a sweep: a tool silent this long is taken as down
 QUERY_S = 30.0  # later calls, once the tool has answered
 DOWN_S = 300.0  # a tool found down is not asked again for this long (a sweep's planning; api users re-probe later)
@@ -124,6 +133,7 @@ class SlurmStates:
     def __init__(self, ttl_s: float = CACHE_S) -> None:
         self.ttl_s = ttl_s
         self._arrays: dict[str, tuple[float, dict[str, str]]] = {}
+        self.reasons: dict[str, str] = {}  # job id -> squeue's pending reason
         self.down: dict[str, str] = {}  # tool -> why it is taken as down for the rest of the sweep
         self._down_since = 0.0
         self._answered: set[str] = set()  # tools that answered once (later calls get the long timeout)
@@ -181,15 +191,18 @@ class SlurmStates:
     def _fetch(self, array: str, cluster: Optional[str] = None) -> dict[str, str]:
         states: dict[str, str] = {}
         m = ["-M", cluster] if cluster else []
-        answers = self._ask({"squeue": ["squeue", *m, "-h", "-r", "-j", array, "-o", "%i|%T"],
+        answers = self._ask({"squeue": ["squeue", *m, "-h", "-r", "-j", array, "-o", "%i|%T|%r"],
                              "sacct": ["sacct", *m, "-n", "-X", "-P", "-j", array, "-o", "JobID,State"]})
         (sq_ok, sq), (sa_ok, sa) = answers["squeue"], answers["sacct"]
         for line in sq.splitlines() if sq_ok else []:
             jid, bar, st = line.strip().partition("|")
             if not bar:  # "CLUSTER: name" (with -M)
                 continue
+            st, _, reason = st.partition("|")
             for j in _expand(jid):
                 states[j] = st.strip()
+                if reason.strip() and reason.strip() != "None":
+                    self.reasons[j] = reason.strip().split(",")[0]
         for line in sa.splitlines() if sa_ok else []:
             jid, _, st = line.strip().partition("|")
             for j in _expand(jid):
@@ -248,7 +261,7 @@ def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, ove
                 return Pending(False, f"resubmit: SLURM job {job_id}: SLURM cannot be reached ({e}); override_completed=true")
             return Pending(True, f"SLURM job {job_id}: SLURM cannot be reached ({e}); treated as pending (override_completed=true runs it again)")
         if state in ACTIVE:
-            return Pending(True, f"SLURM job {job_id} is {state}")
+            return Pending(True, f"SLURM job {job_id} is {state}{why_pending(states, job_id, state)}")
         seen.append((job_id, state, j))
     job_id, state, j = seen[0]
     if state is None:
@@ -268,6 +281,20 @@ def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, ove
     why = f"; last error: {last}" if last else ""
     failure = {"job_id": job_id, "error": f"SLURM job {job_id} was {state}", "log": log} if state in FAILED_STATES else None
     return Pending(False, f"resubmit: SLURM job {job_id} was {state} (log: {log}){why}", failure)
+
+
+def why_pending(states: SlurmStates, job_id: str, state: str) -> str:
+    """`` (Priority)``, `` (held: release it with scontrol release 12)``, `` — will never start: ...``."""
+    reason = states.reasons.get(job_id) or states.reasons.get(job_id.split("_")[0]) if state == "PENDING" else None
+    if not reason:
+        return ""
+    base = reason.split("(")[0].strip()
+    if base in NEVER:
+        return (f" ({reason}) — will never start: {NEVER[base]}; scancel {job_id.split('_')[0]} and fix the model's "
+                f"resources or hydra.launcher options")
+    if base in HELD:
+        return f" (held: {reason}; scontrol release {job_id.split('_')[0]} starts it)"
+    return f" ({reason})"
 
 
 INTENT_GRACE_S = 120  # an intent younger than this may belong to a sweep still submitting: not removed

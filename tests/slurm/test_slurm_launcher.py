@@ -29,6 +29,7 @@ MODELS = {
     "slurm_wide": "name: slurm_wide\npredictor: majority\nmax_parallel: 2\nresources: {cpus_per_task: 2, mem_gb: 1, timeout_min: 9}\n",
     # weights that pass the planning checks (a dir with a config.json) but cannot be loaded
     "slurm_broken": "name: slurm_broken\npredictor: clm\nweights: ${oc.env:FEWSHOT_TEST_BROKEN_WEIGHTS}\nresources: {timeout_min: 5}\n",
+    "slurm_twonode": "name: slurm_twonode\npredictor: random\nresources: {nodes: 2, timeout_min: 5}\n",  # the cluster has one node
     "slurm_comb": "name: slurm_comb\npredictor: random\njob: {combine_tasks: true}\nresources: {timeout_min: 6}\n",
 }
 
@@ -324,3 +325,14 @@ def test_two_sweeps_started_together_submit_each_job_once(slurm_cluster, conf, w
     assert ours == {i.split("_")[0] for i in ids}, (ours, ids)
     assert len(markers(workdir)) == 4
     slurm_cluster.cancel(*ours)
+
+
+def test_a_job_that_can_never_start_is_flagged(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_twonode", "task=copa_demo", "nshot=0"]
+    sweep(workdir, conf, *grid)
+    [job] = slurm_ids(workdir, slurm_cluster)
+    slurm_cluster.wait_until(lambda: any(j["id"] == job and j["reason"] == "PartitionNodeLimit" for j in slurm_cluster.squeue_jobs()),
+                             timeout=30, what="the PartitionNodeLimit reason")
+    plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    assert f"SLURM job {job} is PENDING (PartitionNodeLimit) — will never start: more nodes than the partition allows" in plan, plan
+    slurm_cluster.cancel(job)

@@ -239,3 +239,18 @@ def test_a_too_short_time_limit_is_rejected_at_planning(workdir: Path, fake_slur
     assert "timeout_min >= 4" in proc.stdout + proc.stderr
     assert run_cli(args + ["hydra.launcher.timeout_min=4"], workdir, env=fake_slurm).returncode == 0
     assert run_cli(args + ["hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=30"], workdir, env=fake_slurm).returncode == 0
+
+
+@pytest.mark.parametrize("row, note", [
+    ("12_3|PENDING|Priority\\n", "SLURM job 12_3 is PENDING (Priority)"),
+    ("12_3|PENDING|JobHeldUser\\n", "SLURM job 12_3 is PENDING (held: JobHeldUser; scontrol release 12 starts it)"),
+    ("12_[3-5]|PENDING|PartitionConfig\\n", "SLURM job 12_3 is PENDING (PartitionConfig) — will never start: the partition cannot give "
+     "what it asks (nodes, GPUs, CPUs or account/QOS); scancel 12 and fix the model's resources or hydra.launcher options"),
+    ("12_3|PENDING|ReqNodeNotAvail, UnavailableNodes:n[1-2]\\n", "SLURM job 12_3 is PENDING (ReqNodeNotAvail) — will never start: a "
+     "required node is unavailable (down, drained or reserved); scancel 12 and fix the model's resources or hydra.launcher options"),
+    ("12_3|RUNNING|None\\n", "SLURM job 12_3 is RUNNING"),
+])
+def test_pending_reasons_are_shown_and_hopeless_ones_flagged(tmp_path: Path, fake_slurm, monkeypatch, row, note) -> None:
+    write_marker(tmp_path / "r")
+    monkeypatch.setenv("FAKE_SQUEUE", row)
+    assert decide(tmp_path / "r") == (True, note)
