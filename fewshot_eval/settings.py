@@ -80,6 +80,21 @@ class JobParams:
 
 
 @dataclass
+class SlurmOptions:
+    """Scheduler options of this model's pool (SLURM launcher); a ``hydra.launcher.<same name>`` value wins.
+    They cannot change results (plan/identity.py: MODEL_NON_IDENTITY)."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None  # e.g. "a100|h100"
+    exclusive: bool = False  # whole nodes
+    gres: Optional[str] = None  # e.g. "gpu:a100:2" (the GPU type)
+    sbatch: dict = field(default_factory=dict)  # any other #SBATCH option: {begin: now+1hour, reservation: x}
+    setup: list = field(default_factory=list)  # shell lines before the job: ["module load cuda/12.4", "conda activate eval"]
+
+
+@dataclass
 class ModelSetting:
     name: str = "???"  # display name, used in result paths and tables
     predictor: str = "clm"  # clm | random | majority
@@ -89,6 +104,7 @@ class ModelSetting:
     job: JobParams = field(default_factory=JobParams)
     resources: Resources = field(default_factory=Resources)
     max_parallel: int = 4  # at most this many jobs of this model's pool at once
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)  # scheduler options of this model's pool
     description: str = ""
 
 

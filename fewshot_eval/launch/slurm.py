@@ -61,6 +61,7 @@ class Pool:
     resources: dict[str, Any]
     combine: bool
     members: list[int] = field(default_factory=list)  # indices into the sweep's jobs
+    slurm: dict[str, Any] = field(default_factory=dict)  # the model's scheduler options (settings.SlurmOptions)
 
 
 def make_pools(pool_info: Sequence[dict[str, Any]]) -> list[Pool]:
@@ -68,13 +69,14 @@ def make_pools(pool_info: Sequence[dict[str, Any]]) -> list[Pool]:
     pools: dict[str, Pool] = {}
     names: set[str] = set()
     for i, info in enumerate(pool_info):
-        key = json.dumps([info["pool"], info["resources"], info["max_parallel"], info["combine_tasks"]], sort_keys=True)
+        key = json.dumps([info["pool"], info["resources"], info["max_parallel"], info["combine_tasks"], info.get("slurm") or {}], sort_keys=True)
         if key not in pools:
             name, n = info["pool"], 2
             while name in names:  # the same model setting with other resources (e.g. model.resources.x=...)
                 name, n = f"{info['pool']}-{n}", n + 1
             names.add(name)
-            pools[key] = Pool(name, int(info["max_parallel"]), dict(info["resources"]), bool(info["combine_tasks"]))
+            pools[key] = Pool(name, int(info["max_parallel"]), dict(info["resources"]), bool(info["combine_tasks"]),
+                              slurm=dict(info.get("slurm") or {}))
         pools[key].members.append(i)
     return list(pools.values())
 
@@ -168,6 +170,16 @@ def executor_parameters(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
     for k, v in params.items():
         if k not in RESOURCE_KEYS and k not in OWN_KEYS and k != "_target_" and v is not None and v != {}:
             out[f"slurm_{k}"] = v
+    model = pool.slurm or {}
+    for k in ("partition", "account", "qos", "constraint", "gres"):  # the model's, unless hydra.launcher.<k> is set
+        if model.get(k) and params.get(k) is None:
+            out[f"slurm_{k}"] = model[k]
+    if model.get("exclusive") and params.get("exclusive") is None:
+        out["slurm_exclusive"] = True
+    if model.get("sbatch"):
+        out["slurm_additional_parameters"] = {**model["sbatch"], **(params.get("additional_parameters") or {})}
+    if model.get("setup"):
+        out["slurm_setup"] = list(params.get("setup") or []) + list(model["setup"])
     return out
 
 
@@ -241,7 +253,7 @@ def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
     """Per job: its pool (model setting), throttle, resources and combine flag."""
     return [
         {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i), "resources": dict(j.unit.model["resources"]),
-         "combine_tasks": bool(j.unit.model["job"]["combine_tasks"])}
+         "combine_tasks": bool(j.unit.model["job"]["combine_tasks"]), "slurm": dict(j.unit.model.get("slurm") or {})}
         for i, j in enumerate(batch.jobs)
     ]
 

@@ -30,6 +30,8 @@ MODELS = {
     # weights that pass the planning checks (a dir with a config.json) but cannot be loaded
     "slurm_broken": "name: slurm_broken\npredictor: clm\nweights: ${oc.env:FEWSHOT_TEST_BROKEN_WEIGHTS}\nresources: {timeout_min: 5}\n",
     "slurm_twonode": "name: slurm_twonode\npredictor: random\nresources: {nodes: 2, timeout_min: 5}\n",  # the cluster has one node
+    "slurm_gpuq": "name: slurm_gpuq\npredictor: random\nresources: {timeout_min: 5}\n"
+                  "slurm: {partition: gpu, exclusive: true, sbatch: {comment: from-the-model}, setup: ['echo model-setup-ran']}\n",
     "slurm_comb": "name: slurm_comb\npredictor: random\njob: {combine_tasks: true}\nresources: {timeout_min: 6}\n",
 }
 
@@ -335,4 +337,17 @@ def test_a_job_that_can_never_start_is_flagged(slurm_cluster, conf, workdir):
                              timeout=30, what="the PartitionNodeLimit reason")
     plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
     assert f"SLURM job {job} is PENDING (PartitionNodeLimit) — will never start: more nodes than the partition allows" in plan, plan
+    slurm_cluster.cancel(job)
+
+
+def test_per_model_scheduler_options_reach_sbatch(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_gpuq", "task=copa_demo", "nshot=0"]
+    run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", *grid, HOLD], workdir, timeout=240)
+    [job] = slurm_ids(workdir, slurm_cluster)
+    info = scontrol("show", "job", job)
+    assert "Partition=gpu" in info and "Comment=from-the-model" in info and "OverSubscribe=NO" in info, info
+    [m] = markers(workdir).values()
+    script = (Path(m["submitit_folder"]) / f"{job}_submission.sh").read_text()
+    assert "#SBATCH --partition=gpu" in script and "#SBATCH --exclusive" in script and "echo model-setup-ran" in script
+    assert m["cluster"] == "fewshot"
     slurm_cluster.cancel(job)

@@ -254,3 +254,32 @@ def test_pending_reasons_are_shown_and_hopeless_ones_flagged(tmp_path: Path, fak
     write_marker(tmp_path / "r")
     monkeypatch.setenv("FAKE_SQUEUE", row)
     assert decide(tmp_path / "r") == (True, note)
+
+
+def test_per_model_scheduler_options_land_in_the_sbatch_script(tmp_path: Path) -> None:
+    import submitit
+
+    from fewshot_eval.settings import model_setting
+
+    model = model_setting({"name": "big", "predictor": "random", "resources": {"gpus_per_node": 2, "timeout_min": 30},
+                           "slurm": {"partition": "a100", "account": "nlp", "qos": "high", "constraint": "a100|h100", "exclusive": True,
+                                     "gres": "gpu:a100:2", "sbatch": {"reservation": "eval", "begin": "now+1hour"},
+                                     "setup": ["module load cuda/12.4", "conda activate eval"]}}, "big")
+    pools = make_pools([{**info("big", **model["resources"]), "slurm": model["slurm"]}, info("small")])
+    assert [p.name for p in pools] == ["big", "small"]
+    params = {"name": "fewshot", "partition": None, "qos": None, "account": None, "constraint": None, "gres": None,
+              "array_parallelism": 256, "mail_type": None, "additional_parameters": {"begin": "now"}, "setup": ["source ~/venv/bin/activate"],
+              "submitit_folder": "x/%j", "max_num_timeout": 3, "wait": False, "stderr_to_stdout": False, "signal_delay_s": 120}
+    ex = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm")
+    ex.update_parameters(**executor_parameters(params, pools[0]))
+    text = ex._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("#SBATCH --partition=a100", "#SBATCH --account=nlp", "#SBATCH --qos=high", "#SBATCH --constraint='a100|h100'",
+                 "#SBATCH --exclusive", "#SBATCH --gres=gpu:a100:2", "#SBATCH --reservation=eval", "#SBATCH --begin=now",
+                 "module load cuda/12.4", "conda activate eval", "source ~/venv/bin/activate"):
+        assert line in text, (line, text)
+    assert text.index("source ~/venv/bin/activate") < text.index("module load cuda/12.4")
+    # a hydra.launcher value wins over the model's; a model without options gets none
+    p = executor_parameters({**params, "partition": "dev"}, pools[0])
+    assert p["slurm_partition"] == "dev" and p["slurm_account"] == "nlp"
+    p = executor_parameters(params, pools[1])
+    assert not {"slurm_account", "slurm_qos", "slurm_constraint", "slurm_exclusive", "slurm_gres"} & set(p)
