@@ -351,3 +351,32 @@ def test_per_model_scheduler_options_reach_sbatch(slurm_cluster, conf, workdir):
     assert "#SBATCH --partition=gpu" in script and "#SBATCH --exclusive" in script and "echo model-setup-ran" in script
     assert m["cluster"] == "fewshot"
     slurm_cluster.cancel(job)
+
+
+def test_with_slurm_down_the_plan_prints_in_seconds(slurm_cluster, conf, workdir, tmp_path):
+    """slurmctld and slurmdbd unreachable (a copy of the cluster's slurm.conf pointing at closed ports:
+    squeue alone takes 18 s to give up there). 9 result dirs with markers of 9 different arrays: one
+    short probe of each tool, not 9 x 18 s."""
+    grid = ["model=slurm_small", "task=copa_demo,nli_demo,pawsx_default", "nshot=0,1,2"]
+    dry = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    rdirs = [workdir / "results" / ln.split()[5] for ln in dry.splitlines() if ln.startswith("run ")]
+    assert len(rdirs) == 9
+    for k, rdir in enumerate(rdirs):
+        rdir.mkdir(parents=True)
+        (rdir / "submitted.json").write_text(json.dumps({"job_id": f"{90000 + k}_0", "trials": [0], "stdout": "/logs/x_0_log.out"}))
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    text = slurm_cluster.conf.read_text()
+    text = re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=1", text)
+    text = re.sub(r"(?m)^AccountingStoragePort=.*$", "AccountingStoragePort=2", text)
+    (dead / "slurm.conf").write_text(text)
+    (dead / "gres.conf").write_text((slurm_cluster.conf.parent / "gres.conf").read_text())
+    t0 = time.monotonic()
+    proc = run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", *grid, "dry_run=true"], workdir,
+                   env={"SLURM_CONF": str(dead / "slurm.conf")}, timeout=240)
+    took = time.monotonic() - t0
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("skip: pending ")]
+    assert len(rows) == 9 and all("SLURM cannot be reached" in r for r in rows), proc.stdout
+    assert proc.stdout.count("squeue cannot be reached") == 1 and proc.stdout.count("sacct cannot be reached") == 1  # said once
+    assert took < 15, took
+    print(f"plan of 9 result dirs with SLURM down: {took:.1f}s")
