@@ -276,6 +276,7 @@ def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, ove
     timeouts = timed_out(state, [err_log, out_log])
     if timeouts:
         error = f"SLURM job {job_id} timed out {timeouts}× — raise timeout_min"
+        _retitle_failure(result_dir, job_id, error)
         return Pending(False, f"resubmit: {error} (log: {log})", {"job_id": job_id, "error": error, "log": log})
     last = last_error_line(err_log) if state in FAILED_STATES else None
     why = f"; last error: {last}" if last else ""
@@ -350,6 +351,20 @@ def _log_paths(folder: str, job_id: str) -> tuple[Optional[str], Optional[str]]:
         return None, None
 
 
+def _retitle_failure(result_dir: Path, job_id: str, error: str) -> None:
+    """The job itself recorded its end as submitit's 'UncompletedJobError: Job not requeued because:
+    timed-out too many times': name it for what it is, so the plan says what to change."""
+    from fewshot_eval.store.atomic import write_json
+    from fewshot_eval.store.failures import read_failures
+
+    attempts = read_failures(result_dir)
+    hit = [a for a in attempts if a.get("job_id") == job_id and a.get("error") != error]
+    if hit:
+        for a in hit:
+            a["error"] = error
+        write_json(result_dir / layout.FAILURE, {"attempts": attempts})
+
+
 TAIL_BYTES = 256 * 1024
 GAVE_UP = ("Job not requeued because: timed-out too many times", "Job not requeued because: timed-out and not checkpointable")
 
@@ -372,7 +387,12 @@ def timed_out(state: str, logs: Sequence[Optional[str]]) -> int:
     texts = [_tail(p) for p in dict.fromkeys(x for x in logs if x)]
     if state != "TIMEOUT" and not any(g in t for t in texts for g in GAVE_UP):
         return 0
-    return max([1] + [t.count("this job is timed-out") for t in texts])
+    # each signal is logged by submitit's handler and again through the root logger, to .out and .err: count times
+    stamps = {m.group(1) or m.group(2) for t in texts for m in _TIMED_OUT_RE.finditer(t)}
+    return max(1, len(stamps))
+
+
+_TIMED_OUT_RE = re.compile(r"(?:\((\d{4}-[^)]*)\)|\[(\d{4}-[^\]]*)\]\[submitit\]\[WARNING\]) - Caught signal \S+ on \S+: this job is timed-out")
 
 
 _ERROR_RE = re.compile(r"^(?:[\w.]+(?:Error|Exception|Interrupt|Exit)|error|slurmstepd: error)\b.*", re.I)

@@ -380,3 +380,21 @@ def test_with_slurm_down_the_plan_prints_in_seconds(slurm_cluster, conf, workdir
     assert proc.stdout.count("squeue cannot be reached") == 1 and proc.stdout.count("sacct cannot be reached") == 1  # said once
     assert took < 15, took
     print(f"plan of 9 result dirs with SLURM down: {took:.1f}s")
+
+
+def test_a_job_out_of_requeues_is_reported_as_timed_out_and_counted(slurm_cluster, workdir):
+    """max_num_timeout=0: the first USR2 (what SLURM sends signal_delay_s before the limit) ends the job
+    FAILED with submitit's 'timed-out too many times'; the plan says 'timed out 1× — raise timeout_min'
+    and records it as a failed attempt (max_failures=1: not resubmitted)."""
+    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=6", "hydra/launcher=submitit_slurm",
+            "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=0"]
+    run_cli(args, workdir)
+    [job] = slurm_ids(workdir, slurm_cluster)
+    slurm_cluster.wait_until(lambda: next((workdir / "results").glob("*/tiny_gpt2/copa_demo/*/trial0/metrics.json"), None),
+                             timeout=120, what="trial 0")
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    slurm_cluster.wait_for_state(job, "FAILED", timeout=60)
+    plan = run_cli(args + ["dry_run=true", "max_failures=1"], workdir).stdout
+    assert f"SLURM job {job} timed out 1× — raise timeout_min" in plan and "\nfailed " in plan, plan
+    [record] = (workdir / "results").rglob("failure.json")
+    assert [a["error"] for a in json.loads(record.read_text())["attempts"]] == [f"SLURM job {job} timed out 1× — raise timeout_min"]

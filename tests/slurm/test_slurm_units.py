@@ -210,7 +210,9 @@ def test_a_job_that_ran_out_of_requeues_is_reported_as_timed_out(tmp_path: Path,
     rdir = tmp_path / "r"
     write_marker(rdir, "12_3")
     err, out = tmp_path / "12_3_0_log.err", tmp_path / "12_3_0_log.out"
-    out.write_text("Caught signal SIGUSR2 on n1: this job is timed-out.\n" * 4 + "Job not requeued because: timed-out too many times.\n")
+    out.write_text("".join(f"submitit WARNING (2026-11-29 12:1{k}:40,724) - Caught signal SIGUSR2 on n1: this job is timed-out.\n"
+                           f"[2026-11-29 12:1{k}:40,724][submitit][WARNING] - Caught signal SIGUSR2 on n1: this job is timed-out.\n" for k in range(4))
+                   + "Job not requeued because: timed-out too many times.\n")
     err.write_text("submitit WARNING: ...\nsubmitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n")
     m = json.loads((rdir / "submitted.json").read_text())
     (rdir / "submitted.json").write_text(json.dumps({**m, "stdout": str(out), "stderr": str(err)}))
