@@ -262,16 +262,16 @@ SUBMIT_LOCK = ".slurm_submit.lock"  # in <output_dir>: one sweep submits at a ti
 FAULT_ENV = "FEWSHOT_FAULT"  # "kill-after-sbatch": SIGKILL the sweep right after sbatch returns (tests)
 
 
-def submitted_meanwhile(pj: Any) -> Optional[str]:
-    """Why a planned job must not be submitted after all: another sweep submitted it (or completed it)
-    between this sweep's plan and its submission lock."""
-    from fewshot_eval.launch.pending import SlurmStates, SlurmUnreachable, pending_reason
+def submitted_meanwhile(pj: Any, states: Any) -> Optional[str]:
+    """Why a planned job must not be submitted after all: another sweep submitted it between this
+    sweep's plan and its submission lock. ``states``: a SlurmStates made after taking the lock."""
+    from fewshot_eval.launch.pending import SlurmUnreachable, pending_reason
 
     u = pj.unit
     if not ((u.result_dir / layout.SUBMITTED).exists() or (u.result_dir / INTENT).exists()):
         return None
     try:
-        p = pending_reason(u.result_dir, u.trials, False, states=SlurmStates(ttl_s=0))
+        p = pending_reason(u.result_dir, u.trials, False, states=states)
     except SlurmUnreachable:
         return None
     return p.note if p.pending else None
@@ -299,7 +299,10 @@ def _launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
     owner: dict[int, Any] = {}  # job index -> submitit job
     returns: dict[int, JobReturn] = {}
     lines = []
-    meanwhile = {i: why for i, pj in enumerate(planned) if (why := submitted_meanwhile(pj))}
+    from fewshot_eval.launch.pending import SlurmStates
+
+    fresh = SlurmStates(ttl_s=600)  # asked now, under the lock: one squeue (+ sacct) per array
+    meanwhile = {i: why for i, pj in enumerate(planned) if (why := submitted_meanwhile(pj, fresh))}
     for i, why in meanwhile.items():
         ret = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED)
         ret.return_value = {"status": Outcome.SKIPPED.value, "result_dir": str(planned[i].unit.result_dir), "note": why}

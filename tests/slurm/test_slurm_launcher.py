@@ -177,6 +177,7 @@ def test_cancelled_and_failed_jobs_are_resubmitted_with_the_reason(slurm_cluster
     assert plan.count("\nrun ") == 2, plan
     assert f"resubmit: SLURM job {small} was CANCELLED" in plan
     assert f"resubmit: SLURM job {broken} was FAILED (log: " in plan
+    assert f"{broken}_0_log.err); last error: " in plan, plan  # the log with the traceback, and its last error line
 
     proc = sweep(workdir, conf, *grid, "hydra.launcher.wait=true", check=False)
     assert proc.returncode == 1 and "ran 1, skipped 0, failed 1" in proc.stdout, proc.stdout + proc.stderr
