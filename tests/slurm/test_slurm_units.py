@@ -285,3 +285,22 @@ def test_per_model_scheduler_options_land_in_the_sbatch_script(tmp_path: Path) -
     assert p["slurm_partition"] == "dev" and p["slurm_account"] == "nlp"
     p = executor_parameters(params, pools[1])
     assert not {"slurm_account", "slurm_qos", "slurm_constraint", "slurm_exclusive", "slurm_gres"} & set(p)
+
+
+def test_an_interrupted_submission_is_adopted_or_dropped(tmp_path: Path, fake_slurm, monkeypatch) -> None:
+    rdir = tmp_path / "r"
+    rdir.mkdir()
+    intent = {"job_name": "fewshot-p-abcd1234", "token": "abcd1234", "pool": "p", "folder": str(tmp_path / "sub" / "%j"),
+              "single": False, "cluster": None, "started_at": "2020-01-01T00:00:00+00:00", "tasks": [{"index": 1, "trials": [0]}]}
+    (rdir / "submitting.json").write_text(json.dumps(intent))
+    monkeypatch.setenv("FAKE_SQUEUE", "77_[0-1]|PENDING|Priority\\n")
+    assert decide(rdir) == (True, "SLURM job 77_1 is PENDING (Priority)")
+    m = json.loads((rdir / "submitted.json").read_text())
+    assert m["job_id"] == "77_1" and m["adopted"] and m["stderr"].endswith("77_1_0_log.err") and not (rdir / "submitting.json").exists()
+    # SLURM never saw it: the intent goes (once older than the grace period) and the job runs
+    (rdir / "submitted.json").unlink()
+    (rdir / "submitting.json").write_text(json.dumps(intent))
+    monkeypatch.setenv("FAKE_SQUEUE", "")
+    monkeypatch.setenv("FAKE_SACCT", "")
+    pend, note = decide(rdir)
+    assert not pend and "never reached SLURM" in note and not (rdir / "submitting.json").exists()
