@@ -49,9 +49,47 @@ class Resources:
     timeout_min: int = 60
 
 
+# USR2 (checkpoint + requeue) comes signal_delay_s before the time limit, and up to ~60 s earlier
+# than asked (measured on the test cluster: 4-24 s into a 3 min job with the 120 s default).
+EARLY_SIGNAL_SLACK_S = 60
+MIN_WORK_S = 60  # what a job must have at least, between its start and the earliest USR2
+
+
+def time_limit_problem(timeout_min: Any, signal_delay_s: Any) -> Optional[str]:
+    """Why ``timeout_min`` leaves a SLURM job no time to work before its USR2, or None. The rule:
+    ``timeout_min * 60 >= signal_delay_s + 60 (early signal slack) + 60 (work)``."""
+    try:
+        limit_s, delay = float(timeout_min) * 60, float(signal_delay_s or 0)
+    except (TypeError, ValueError):
+        return None
+    need = delay + EARLY_SIGNAL_SLACK_S + MIN_WORK_S
+    if limit_s >= need:
+        return None
+    import math
+
+    return (f"timeout_min={timeout_min} leaves no work time: SLURM signals the job signal_delay_s={delay:g}s before its "
+            f"time limit, up to {EARLY_SIGNAL_SLACK_S}s earlier than asked, so a job needs timeout_min >= "
+            f"{math.ceil(need / 60)} (or a smaller hydra.launcher.signal_delay_s); it would be requeued without progress")
+
+
 @dataclass
 class JobParams:
     combine_tasks: bool = False  # all selected task settings (and nshot values) of this model in one job
+
+
+@dataclass
+class SlurmOptions:
+    """Scheduler options of this model's pool (SLURM launcher); a ``hydra.launcher.<same name>`` value wins.
+    They cannot change results (plan/identity.py: MODEL_NON_IDENTITY)."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None  # e.g. "a100|h100"
+    exclusive: bool = False  # whole nodes
+    gres: Optional[str] = None  # e.g. "gpu:a100:2" (the GPU type)
+    sbatch: dict = field(default_factory=dict)  # any other #SBATCH option: {begin: now+1hour, reservation: x}
+    setup: list = field(default_factory=list)  # shell lines before the job: ["module load cuda/12.4", "conda activate eval"]
 
 
 @dataclass
@@ -64,6 +102,7 @@ class ModelSetting:
     job: JobParams = field(default_factory=JobParams)
     resources: Resources = field(default_factory=Resources)
     max_parallel: int = 4  # at most this many jobs of this model's pool at once
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)  # scheduler options of this model's pool
     description: str = ""
 
 

@@ -14,11 +14,13 @@
 # Daemons: mariadbd -> slurmdbd (accounting, so sacct works) -> slurmctld -> slurmd.
 # Auth is auth/none + cred/none (no munge).  The node "fewshot1" advertises
 # $FEWSHOT_SLURM_CPUS (default 8) CPUs and 4 fake GPUs whatever the host has.
+# MaxArraySize is $FEWSHOT_SLURM_MAX_ARRAY (default 8, far below SLURM's 1001): big pools split.
 set -euo pipefail
 
 DIR="${FEWSHOT_SLURM_DIR:-/tmp/fewshot-slurm}"
 PORT_BASE="${FEWSHOT_SLURM_PORT_BASE:-16817}"
 NCPUS="${FEWSHOT_SLURM_CPUS:-8}"
+MAX_ARRAY="${FEWSHOT_SLURM_MAX_ARRAY:-8}"   # MaxArraySize, lowered so that tests split pools into several arrays
 START_TIMEOUT="${FEWSHOT_SLURM_START_TIMEOUT:-60}"
 CLUSTER=fewshot
 NODE=fewshot1
@@ -133,6 +135,7 @@ SlurmdParameters=config_overrides
 KillWait=5
 InactiveLimit=0
 MinJobAge=300
+MaxArraySize=$MAX_ARRAY
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
@@ -263,12 +266,20 @@ our_stepds() {  # slurmstepd processes spawned by *our* slurmd (inherit our SLUR
 cmd_stop() {
   export PATH=$PATH:/usr/sbin:/sbin
   if pid_of slurmctld >/dev/null; then
-    local ids; ids=$(squeue -h -o %A 2>/dev/null | tr '\n' ' ')
+    local ids; ids=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
     if [ -n "${ids// }" ]; then
       log "cancelling jobs: $ids"
       # shellcheck disable=SC2086
       scancel $ids 2>/dev/null || true
-      wait_for 30 bash -c '[ -z "$(squeue -h -o %A 2>/dev/null)" ]' || log "jobs still listed after 30 s"
+      if ! wait_for 10 bash -c '[ -z "$(squeue -h -o %A 2>/dev/null)" ]'; then
+        # held / requeue-held array tasks that never started can outlive the array's cancel:
+        # release them and cancel every listed task by its own id, then by force
+        local left; left=$(squeue -h -r -o %i 2>/dev/null | tr '\n' ' ')
+        log "still listed after 10 s, cancelling task by task: $left"
+        # shellcheck disable=SC2086
+        { scontrol release $left; scancel $left; scancel --signal=KILL --full $left; } >/dev/null 2>&1 || true
+        wait_for 20 bash -c '[ -z "$(squeue -h -o %A 2>/dev/null)" ]' || log "jobs still listed: $(squeue -h -o %i | tr '\n' ' ')"
+      fi
     fi
   fi
   stop_pid slurmd

@@ -23,6 +23,7 @@ from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 from fewshot_eval.store.failures import failure_streak, record_failure
+from fewshot_eval.store.markers import INTENT
 from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status
 
 RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: complete", "skip: pending", "stale", "n/a"
@@ -264,7 +265,7 @@ class Planner:
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         note = ""
-        if self.pending_check is not None and (unit.result_dir / layout.SUBMITTED).exists():
+        if self.pending_check is not None and ((unit.result_dir / layout.SUBMITTED).exists() or (unit.result_dir / INTENT).exists()):
             state = self.pending_check(unit.result_dir, unit.trials, override, local_launcher=self.local_launcher)
             if state.pending:
                 return SKIP_PENDING, state.note
@@ -272,6 +273,10 @@ class Planner:
             if state.failure:
                 record_failure(unit.result_dir, state.failure["error"], unit.config_digest, job_id=state.failure["job_id"], log=state.failure["log"])
         status, detail = self._disk_status(unit, split, override)
+        if status == RUN and not self.local_launcher:
+            problem = self._time_limit(unit)
+            if problem:
+                return ERROR, problem
         if status == RUN:
             failed, why = self._failures(unit)
             if failed:
@@ -281,6 +286,14 @@ class Planner:
         if status == RUN and note:  # e.g. "resubmit: SLURM job 12_3 was CANCELLED"
             detail = f"{note}; {detail}" if detail else note
         return status, detail
+
+    def _time_limit(self, unit: JobUnit) -> Optional[str]:
+        """A SLURM time limit that leaves the job no work time before its USR2 (see settings.time_limit_problem)."""
+        from fewshot_eval.settings import time_limit_problem
+
+        launcher = self.base.hydra.get("launcher") or {}
+        timeout = launcher.get("timeout_min") or unit.model.get("resources", {}).get("timeout_min")
+        return time_limit_problem(timeout, launcher.get("signal_delay_s", 120))
 
     def _failures(self, unit: JobUnit) -> tuple[bool, str]:
         """(stop relaunching?, note) from the result's failure record."""

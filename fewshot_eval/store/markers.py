@@ -1,5 +1,10 @@
 """``submitted.json``: the record of a result's pending SLURM submissions (written by the SLURM
-launcher, read by the planner, trimmed by the job when it ends)."""
+launcher, read by the planner, trimmed by the job when it ends).
+
+``submitting.json`` (:data:`INTENT`): written into each result dir just *before* ``sbatch`` and
+removed once ``submitted.json`` holds the job ids. It names the SLURM job name the submission
+carries (``<name>-<pool>-<token>``), so a sweep killed between the two is reconciled by the next
+one: it finds the jobs of that name in the queue (or accounting) and adopts them."""
 
 from __future__ import annotations
 
@@ -8,6 +13,27 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json, write_json
+
+
+INTENT = "submitting.json"
+
+
+def write_intent(result_dir: Path, intent: dict[str, Any]) -> None:
+    write_json(result_dir / INTENT, intent)
+
+
+def read_intent(result_dir: Path) -> Optional[dict[str, Any]]:
+    intent = read_json(result_dir / INTENT)
+    return intent if isinstance(intent, dict) and intent.get("job_name") else None
+
+
+def drop_intent(result_dir: Path, token: Optional[str] = None) -> None:
+    """Remove the intent record (only the one of ``token`` when given: another sweep's stays)."""
+    if token is not None:
+        intent = read_intent(result_dir)
+        if intent is None or intent.get("token") != token:
+            return
+    (result_dir / INTENT).unlink(missing_ok=True)
 
 
 def read_marker(result_dir: Path) -> Optional[dict[str, Any]]:

@@ -29,6 +29,9 @@ MODELS = {
     "slurm_wide": "name: slurm_wide\npredictor: majority\nmax_parallel: 2\nresources: {cpus_per_task: 2, mem_gb: 1, timeout_min: 9}\n",
     # weights that pass the planning checks (a dir with a config.json) but cannot be loaded
     "slurm_broken": "name: slurm_broken\npredictor: clm\nweights: ${oc.env:FEWSHOT_TEST_BROKEN_WEIGHTS}\nresources: {timeout_min: 5}\n",
+    "slurm_twonode": "name: slurm_twonode\npredictor: random\nresources: {nodes: 2, timeout_min: 5}\n",  # the cluster has one node
+    "slurm_gpuq": "name: slurm_gpuq\npredictor: random\nresources: {timeout_min: 5}\n"
+                  "slurm: {partition: gpu, exclusive: true, sbatch: {comment: from-the-model}, setup: ['echo model-setup-ran']}\n",
     "slurm_comb": "name: slurm_comb\npredictor: random\njob: {combine_tasks: true}\nresources: {timeout_min: 6}\n",
 }
 
@@ -107,6 +110,7 @@ def test_pools_sbatch_throttle_pending_skip_and_results(slurm_cluster, conf, wor
     sweep_dir = Path(next(iter(marks.values()))["sweep_dir"])
     for pool, array in (("slurm_small", small), ("slurm_wide", wide)):
         text = (sweep_dir / ".submitit" / pool / array / f"{array}_submission.sh").read_text()
+        text = re.sub(rf"(--job-name=fewshot-{pool})-[0-9a-f]{{8}}\n", r"\1-<TOKEN>\n", text)  # the submission's tag
         check_golden(f"{pool}.sbatch", text.replace(str(sweep_dir), "<SWEEP>").replace(sys.executable, "<PYTHON>"))
     m = marks[next(p for p in marks if "slurm_wide" in str(p))]
     assert m["pool"] == "slurm_wide" and m["array_job_id"] == wide and m["stdout"].endswith("_0_log.out")
@@ -173,6 +177,7 @@ def test_cancelled_and_failed_jobs_are_resubmitted_with_the_reason(slurm_cluster
     assert plan.count("\nrun ") == 2, plan
     assert f"resubmit: SLURM job {small} was CANCELLED" in plan
     assert f"resubmit: SLURM job {broken} was FAILED (log: " in plan
+    assert f"{broken}_0_log.err); last error: " in plan, plan  # the log with the traceback, and its last error line
 
     proc = sweep(workdir, conf, *grid, "hydra.launcher.wait=true", check=False)
     assert proc.returncode == 1 and "ran 1, skipped 0, failed 1" in proc.stdout, proc.stdout + proc.stderr
@@ -186,6 +191,7 @@ def test_cancelled_and_failed_jobs_are_resubmitted_with_the_reason(slurm_cluster
     attempts = json.loads(record.read_text())["attempts"]
     assert [a["job_id"] for a in attempts] == [broken, left["job_id"]], attempts
     # ... and resubmission obeys the failure limit like local runs
+    slurm_cluster.wait_for_state(left["job_id"], "FAILED", timeout=30)  # its result is back a moment before SLURM says so
     plan = sweep(workdir, conf, *grid, "dry_run=true", "max_failures=2").stdout
     assert "\nfailed " in plan and "failed 2×" in plan, plan
 
@@ -249,3 +255,147 @@ def test_ctrl_c_while_waiting_leaves_the_jobs_queued_and_recorded(slurm_cluster,
     plan = sweep(workdir, conf, "model=slurm_small", "task=copa_demo", "nshot=0", "dry_run=true").stdout
     assert f"SLURM job {job} is PENDING" in plan
     slurm_cluster.cancel(job)
+
+
+def test_a_pool_above_max_array_size_is_split_and_tracked_as_one(slurm_cluster, conf, workdir):
+    """The test cluster's MaxArraySize is 8 (.ci/slurm/cluster.sh): 10 split-trial jobs of one pool
+    go out as arrays of 8 and 2; the next sweep skips all 10 as pending."""
+    limit = int(re.search(r"MaxArraySize\s*=\s*(\d+)", scontrol("show", "config")).group(1))
+    assert limit == 8
+    grid = ["model=slurm_small", "task=copa_demo", "nshot=1", "num_trials=10", "split_trials=true"]
+    out = sweep(workdir, conf, *grid, HOLD).stdout
+    ids = slurm_ids(workdir, slurm_cluster)
+    arrays = sorted({i.split("_")[0] for i in ids}, key=int)
+    assert len(ids) == 10 and len(arrays) == 2, ids
+    assert sorted(i for i in ids if i.startswith(arrays[0] + "_")) == sorted(f"{arrays[0]}_{k}" for k in range(8))
+    assert sorted(i for i in ids if i.startswith(arrays[1] + "_")) == [f"{arrays[1]}_0", f"{arrays[1]}_1"]
+    assert f"arrays {arrays[0]}, {arrays[1]}: 10 tasks in 2 arrays of at most 8 (MaxArraySize)" in out, out
+    [m] = markers(workdir).values()
+    assert sorted(j["job_id"] for j in m["jobs"]) == sorted(ids)
+    plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    assert plan.count("\nskip: pending ") == 10, plan
+    assert f"SLURM job {arrays[1]}_1 is PENDING" in plan
+    slurm_cluster.cancel(*arrays)
+
+
+def test_a_refused_submission_leaves_no_files_and_is_printed_once(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_small", "task=copa_demo", "nshot=0,1,2"]
+    proc = run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", "hydra.launcher.partition=nosuchpart", *grid],
+                   workdir, check=False, timeout=240)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "pool slurm_small: NOT submitted (3 jobs)" in text, text
+    assert text.count("invalid partition") == 1 or text.lower().count("invalid partition") == 1, text
+    leftovers = [p for p in (workdir / "results").rglob(".submitit/*") if p.is_file() or any(p.iterdir())]
+    assert not leftovers, leftovers
+    assert not list((workdir / "results").rglob("*.pkl")) and not markers(workdir)
+
+
+def test_a_sweep_killed_right_after_sbatch_is_reconciled_without_a_duplicate(slurm_cluster, conf, workdir):
+    """SIGKILL between sbatch's answer and the markers: the intent (submitting.json) names the job, the
+    next sweep finds it in the queue, adopts it (submitted.json) and submits nothing."""
+    grid = ["model=slurm_small", "task=copa_demo,nli_demo", "nshot=0"]
+    proc = run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", *grid, HOLD],
+                   workdir, check=False, timeout=240, env={"FEWSHOT_FAULT": "kill-after-sbatch"})
+    assert proc.returncode == -9 or proc.returncode == 137, proc.stdout + proc.stderr
+    assert not markers(workdir) and not launched(workdir)
+    intents = [json.loads(p.read_text()) for p in (workdir / "results").rglob("submitting.json")]
+    assert len(intents) == 2 and intents[0]["job_name"].startswith("fewshot-slurm_small-")
+    queued = [j for j in slurm_cluster.squeue_jobs() if j["name"] == intents[0]["job_name"]]
+    assert queued, "the array was submitted"
+    array = queued[0]["array_job_id"]
+    slurm_cluster.track(array)
+    plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    assert plan.count("\nskip: pending ") == 2 and f"SLURM job {array}_0 is PENDING" in plan, plan
+    assert len(markers(workdir)) == 2 and not list((workdir / "results").rglob("submitting.json"))
+    assert {m["job_id"] for m in markers(workdir).values()} == {f"{array}_0", f"{array}_1"}
+    again = sweep(workdir, conf, *grid).stdout
+    assert "2 skip: pending" in again and "Nothing to launch" in again
+    assert [j for j in slurm_cluster.squeue_jobs() if j["name"].startswith("fewshot-slurm_small")] and \
+        {j["array_job_id"] for j in slurm_cluster.squeue_jobs() if j["name"].startswith("fewshot-slurm_small")} == {array}
+    slurm_cluster.cancel(array)
+
+
+def test_two_sweeps_started_together_submit_each_job_once(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_small,slurm_wide", "task=copa_demo,nli_demo", "nshot=0"]
+    cmd = [sys.executable, "-m", "fewshot_eval", "-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm",
+           "hydra.launcher.partition=debug", *grid, HOLD]
+    procs = [subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ids = slurm_ids(workdir, slurm_cluster)
+    assert len(ids) == 4 == len(set(ids)), (ids, outs)
+    ours = {j["array_job_id"] for j in slurm_cluster.squeue_jobs() if j["name"].startswith(("fewshot-slurm_small", "fewshot-slurm_wide"))}
+    assert ours == {i.split("_")[0] for i in ids}, (ours, ids)
+    assert len(markers(workdir)) == 4
+    slurm_cluster.cancel(*ours)
+
+
+def test_a_job_that_can_never_start_is_flagged(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_twonode", "task=copa_demo", "nshot=0"]
+    sweep(workdir, conf, *grid)
+    [job] = slurm_ids(workdir, slurm_cluster)
+    slurm_cluster.wait_until(lambda: any(j["id"] == job and j["reason"] == "PartitionNodeLimit" for j in slurm_cluster.squeue_jobs()),
+                             timeout=30, what="the PartitionNodeLimit reason")
+    plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    assert f"SLURM job {job} is PENDING (PartitionNodeLimit) — will never start: more nodes than the partition allows" in plan, plan
+    slurm_cluster.cancel(job)
+
+
+def test_per_model_scheduler_options_reach_sbatch(slurm_cluster, conf, workdir):
+    grid = ["model=slurm_gpuq", "task=copa_demo", "nshot=0"]
+    run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", *grid, HOLD], workdir, timeout=240)
+    [job] = slurm_ids(workdir, slurm_cluster)
+    info = scontrol("show", "job", job)
+    assert "Partition=gpu" in info and "Comment=from-the-model" in info and "OverSubscribe=NO" in info, info
+    [m] = markers(workdir).values()
+    script = (Path(m["submitit_folder"]) / f"{job}_submission.sh").read_text()
+    assert "#SBATCH --partition=gpu" in script and "#SBATCH --exclusive" in script and "echo model-setup-ran" in script
+    assert m["cluster"] == "fewshot"
+    slurm_cluster.cancel(job)
+
+
+def test_with_slurm_down_the_plan_prints_in_seconds(slurm_cluster, conf, workdir, tmp_path):
+    """slurmctld and slurmdbd unreachable (a copy of the cluster's slurm.conf pointing at closed ports:
+    squeue alone takes 18 s to give up there). 9 result dirs with markers of 9 different arrays: one
+    short probe of each tool, not 9 x 18 s."""
+    grid = ["model=slurm_small", "task=copa_demo,nli_demo,pawsx_default", "nshot=0,1,2"]
+    dry = sweep(workdir, conf, *grid, "dry_run=true").stdout
+    rdirs = [workdir / "results" / ln.split()[5] for ln in dry.splitlines() if ln.startswith("run ")]
+    assert len(rdirs) == 9
+    for k, rdir in enumerate(rdirs):
+        rdir.mkdir(parents=True)
+        (rdir / "submitted.json").write_text(json.dumps({"job_id": f"{90000 + k}_0", "trials": [0], "stdout": "/logs/x_0_log.out"}))
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    text = slurm_cluster.conf.read_text()
+    text = re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=1", text)
+    text = re.sub(r"(?m)^AccountingStoragePort=.*$", "AccountingStoragePort=2", text)
+    (dead / "slurm.conf").write_text(text)
+    (dead / "gres.conf").write_text((slurm_cluster.conf.parent / "gres.conf").read_text())
+    t0 = time.monotonic()
+    proc = run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", *grid, "dry_run=true"], workdir,
+                   env={"SLURM_CONF": str(dead / "slurm.conf")}, timeout=240)
+    took = time.monotonic() - t0
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("skip: pending ")]
+    assert len(rows) == 9 and all("SLURM cannot be reached" in r for r in rows), proc.stdout
+    assert proc.stdout.count("squeue cannot be reached") == 1 and proc.stdout.count("sacct cannot be reached") == 1  # said once
+    assert took < 15, took
+    print(f"plan of 9 result dirs with SLURM down: {took:.1f}s")
+
+
+def test_a_job_out_of_requeues_is_reported_as_timed_out_and_counted(slurm_cluster, workdir):
+    """max_num_timeout=0: the first USR2 (what SLURM sends signal_delay_s before the limit) ends the job
+    FAILED with submitit's 'timed-out too many times'; the plan says 'timed out 1× — raise timeout_min'
+    and records it as a failed attempt (max_failures=1: not resubmitted)."""
+    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=6", "hydra/launcher=submitit_slurm",
+            "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=0"]
+    run_cli(args, workdir)
+    [job] = slurm_ids(workdir, slurm_cluster)
+    slurm_cluster.wait_until(lambda: next((workdir / "results").glob("*/tiny_gpt2/copa_demo/*/trial0/metrics.json"), None),
+                             timeout=120, what="trial 0")
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    slurm_cluster.wait_for_state(job, "FAILED", timeout=60)
+    plan = run_cli(args + ["dry_run=true", "max_failures=1"], workdir).stdout
+    assert f"SLURM job {job} timed out 1× — raise timeout_min" in plan and "\nfailed " in plan, plan
+    [record] = (workdir / "results").rglob("failure.json")
+    assert [a["error"] for a in json.loads(record.read_text())["attempts"]] == [f"SLURM job {job} timed out 1× — raise timeout_min"]

@@ -119,7 +119,7 @@ def test_queued_or_running_is_pending(tmp_path: Path, fake_slurm, monkeypatch) -
     ("12_3|CANCELLED by 0\n", "resubmit: SLURM job 12_3 was CANCELLED"),
     ("12|CANCELLED by 0\n", "resubmit: SLURM job 12_3 was CANCELLED"),  # the whole array, cancelled while queued
     ("12_3|FAILED\n", "resubmit: SLURM job 12_3 was FAILED (log: /logs/12_3_0_log.out)"),
-    ("12_3|TIMEOUT\n", "resubmit: SLURM job 12_3 was TIMEOUT (log: /logs/12_3_0_log.out)"),
+    ("12_3|TIMEOUT\n", "resubmit: SLURM job 12_3 timed out 1× — raise timeout_min (log: /logs/12_3_0_log.out)"),
     ("12_3|OUT_OF_MEMORY\n", "resubmit: SLURM job 12_3 was OUT_OF_MEMORY (log: /logs/12_3_0_log.out)"),
     ("12_3|COMPLETED\n", "resubmit: SLURM job 12_3 COMPLETED without a complete result (log: /logs/12_3_0_log.out)"),
     ("", "resubmit: SLURM has no record of job 12_3 (cancelled while queued, or purged)"),
@@ -180,3 +180,127 @@ def test_a_finished_split_trial_leaves_the_other_trials_marked(workdir: Path, fa
     assert (rdir / "trial0" / "metrics.json").exists() and not (rdir / "results.json").exists()
     plan = run_cli(args + ["dry_run=true"], workdir, env=env).stdout
     assert "SLURM job 12_1 is RUNNING" in plan and "(1 skip: pending)" in plan.replace("1 skip: complete, ", "")
+
+
+def test_slurm_down_is_probed_once_per_sweep(tmp_path: Path, monkeypatch) -> None:
+    """squeue/sacct that hang (controller and accounting down): one short probe of each, side by side,
+    then every other result dir is answered at once -- 40 arrays in about one probe timeout."""
+    import time
+
+    bin_dir = tmp_path / "hangbin"
+    bin_dir.mkdir()
+    for name in ("squeue", "sacct"):
+        (bin_dir / name).write_text(f"#!/bin/sh\necho called >> {tmp_path}/{name}.calls\nsleep 60\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FEWSHOT_SLURM_PROBE_S", "1")
+    states = pending.SlurmStates(ttl_s=0)
+    t0 = time.monotonic()
+    for a in range(40):
+        write_marker(tmp_path / f"r{a}", f"{a}_0")
+        p = pending.pending_reason(tmp_path / f"r{a}", states=states)
+        assert p.pending and "cannot be reached" in p.note and "did not answer in time" in p.note
+    assert time.monotonic() - t0 < 5
+    assert set(states.down) == {"squeue", "sacct"}
+    assert (tmp_path / "squeue.calls").read_text().count("called") == 1
+    assert (tmp_path / "sacct.calls").read_text().count("called") == 1
+
+
+def test_a_job_that_ran_out_of_requeues_is_reported_as_timed_out(tmp_path: Path, fake_slurm, monkeypatch) -> None:
+    rdir = tmp_path / "r"
+    write_marker(rdir, "12_3")
+    err, out = tmp_path / "12_3_0_log.err", tmp_path / "12_3_0_log.out"
+    out.write_text("".join(f"submitit WARNING (2026-11-29 12:1{k}:40,724) - Caught signal SIGUSR2 on n1: this job is timed-out.\n"
+                           f"[2026-11-29 12:1{k}:40,724][submitit][WARNING] - Caught signal SIGUSR2 on n1: this job is timed-out.\n" for k in range(4))
+                   + "Job not requeued because: timed-out too many times.\n")
+    err.write_text("submitit WARNING: ...\nsubmitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n")
+    m = json.loads((rdir / "submitted.json").read_text())
+    (rdir / "submitted.json").write_text(json.dumps({**m, "stdout": str(out), "stderr": str(err)}))
+    monkeypatch.setenv("FAKE_SACCT", "12_3|FAILED\\n")
+    p = pending.pending_reason(rdir, states=pending.SlurmStates(ttl_s=0))
+    assert not p.pending and p.note == f"resubmit: SLURM job 12_3 timed out 4× — raise timeout_min (log: {err})"
+    assert p.failure == {"job_id": "12_3", "error": "SLURM job 12_3 timed out 4× — raise timeout_min", "log": str(err)}
+    # a plain failure shows the last error line of the job's stderr
+    err.write_text("Traceback (most recent call last):\n  File x\nOSError: no weights at /w\nsrun: error: n1: task 0: Exited\n")
+    out.write_text("")
+    p = pending.pending_reason(rdir, states=pending.SlurmStates(ttl_s=0))
+    assert p.note == f"resubmit: SLURM job 12_3 was FAILED (log: {err}); last error: OSError: no weights at /w"
+
+
+@pytest.mark.parametrize("timeout, delay, ok", [(3, 120, False), (4, 120, True), (2, 0, True), (1, 0, False), (5, 180, True), (4, 180, False)])
+def test_time_limit_rule(timeout, delay, ok) -> None:
+    from fewshot_eval.settings import time_limit_problem
+
+    assert (time_limit_problem(timeout, delay) is None) == ok
+
+
+def test_a_too_short_time_limit_is_rejected_at_planning(workdir: Path, fake_slurm) -> None:
+    args = ["-m", "model=random", "task=copa_demo", "nshot=0", "hydra/launcher=submitit_slurm", "dry_run=true"]
+    proc = run_cli(args + ["hydra.launcher.timeout_min=3"], workdir, env=fake_slurm, check=False)
+    assert proc.returncode == 2 and "timeout_min=3 leaves no work time" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "timeout_min >= 4" in proc.stdout + proc.stderr
+    assert run_cli(args + ["hydra.launcher.timeout_min=4"], workdir, env=fake_slurm).returncode == 0
+    assert run_cli(args + ["hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=30"], workdir, env=fake_slurm).returncode == 0
+
+
+@pytest.mark.parametrize("row, note", [
+    ("12_3|PENDING|Priority\\n", "SLURM job 12_3 is PENDING (Priority)"),
+    ("12_3|PENDING|JobHeldUser\\n", "SLURM job 12_3 is PENDING (held: JobHeldUser; scontrol release 12 starts it)"),
+    ("12_[3-5]|PENDING|PartitionConfig\\n", "SLURM job 12_3 is PENDING (PartitionConfig) — will never start: the partition cannot give "
+     "what it asks (nodes, GPUs, CPUs or account/QOS); scancel 12 and fix the model's resources or hydra.launcher options"),
+    ("12_3|PENDING|ReqNodeNotAvail, UnavailableNodes:n[1-2]\\n", "SLURM job 12_3 is PENDING (ReqNodeNotAvail) — will never start: a "
+     "required node is unavailable (down, drained or reserved); scancel 12 and fix the model's resources or hydra.launcher options"),
+    ("12_3|RUNNING|None\\n", "SLURM job 12_3 is RUNNING"),
+])
+def test_pending_reasons_are_shown_and_hopeless_ones_flagged(tmp_path: Path, fake_slurm, monkeypatch, row, note) -> None:
+    write_marker(tmp_path / "r")
+    monkeypatch.setenv("FAKE_SQUEUE", row)
+    assert decide(tmp_path / "r") == (True, note)
+
+
+def test_per_model_scheduler_options_land_in_the_sbatch_script(tmp_path: Path) -> None:
+    import submitit
+
+    from fewshot_eval.settings import model_setting
+
+    model = model_setting({"name": "big", "predictor": "random", "resources": {"gpus_per_node": 2, "timeout_min": 30},
+                           "slurm": {"partition": "a100", "account": "nlp", "qos": "high", "constraint": "a100|h100", "exclusive": True,
+                                     "gres": "gpu:a100:2", "sbatch": {"reservation": "eval", "begin": "now+1hour"},
+                                     "setup": ["module load cuda/12.4", "conda activate eval"]}}, "big")
+    pools = make_pools([{**info("big", **model["resources"]), "slurm": model["slurm"]}, info("small")])
+    assert [p.name for p in pools] == ["big", "small"]
+    params = {"name": "fewshot", "partition": None, "qos": None, "account": None, "constraint": None, "gres": None,
+              "array_parallelism": 256, "mail_type": None, "additional_parameters": {"begin": "now"}, "setup": ["source ~/venv/bin/activate"],
+              "submitit_folder": "x/%j", "max_num_timeout": 3, "wait": False, "stderr_to_stdout": False, "signal_delay_s": 120}
+    ex = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm")
+    ex.update_parameters(**executor_parameters(params, pools[0]))
+    text = ex._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("#SBATCH --partition=a100", "#SBATCH --account=nlp", "#SBATCH --qos=high", "#SBATCH --constraint='a100|h100'",
+                 "#SBATCH --exclusive", "#SBATCH --gres=gpu:a100:2", "#SBATCH --reservation=eval", "#SBATCH --begin=now",
+                 "module load cuda/12.4", "conda activate eval", "source ~/venv/bin/activate"):
+        assert line in text, (line, text)
+    assert text.index("source ~/venv/bin/activate") < text.index("module load cuda/12.4")
+    # a hydra.launcher value wins over the model's; a model without options gets none
+    p = executor_parameters({**params, "partition": "dev"}, pools[0])
+    assert p["slurm_partition"] == "dev" and p["slurm_account"] == "nlp"
+    p = executor_parameters(params, pools[1])
+    assert not {"slurm_account", "slurm_qos", "slurm_constraint", "slurm_exclusive", "slurm_gres"} & set(p)
+
+
+def test_an_interrupted_submission_is_adopted_or_dropped(tmp_path: Path, fake_slurm, monkeypatch) -> None:
+    rdir = tmp_path / "r"
+    rdir.mkdir()
+    intent = {"job_name": "fewshot-p-abcd1234", "token": "abcd1234", "pool": "p", "folder": str(tmp_path / "sub" / "%j"),
+              "single": False, "cluster": None, "started_at": "2020-01-01T00:00:00+00:00", "tasks": [{"index": 1, "trials": [0]}]}
+    (rdir / "submitting.json").write_text(json.dumps(intent))
+    monkeypatch.setenv("FAKE_SQUEUE", "77_[0-1]|PENDING|Priority\\n")
+    assert decide(rdir) == (True, "SLURM job 77_1 is PENDING (Priority)")
+    m = json.loads((rdir / "submitted.json").read_text())
+    assert m["job_id"] == "77_1" and m["adopted"] and m["stderr"].endswith("77_1_0_log.err") and not (rdir / "submitting.json").exists()
+    # SLURM never saw it: the intent goes (once older than the grace period) and the job runs
+    (rdir / "submitted.json").unlink()
+    (rdir / "submitting.json").write_text(json.dumps(intent))
+    monkeypatch.setenv("FAKE_SQUEUE", "")
+    monkeypatch.setenv("FAKE_SACCT", "")
+    pend, note = decide(rdir)
+    assert not pend and "never reached SLURM" in note and not (rdir / "submitting.json").exists()
