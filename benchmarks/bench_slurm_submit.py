@@ -1,7 +1,7 @@
 """Submission benchmark (not a test): N jobs over P pools submitted (held) to the test cluster, then cancelled.
 
     eval "$(.ci/slurm/cluster.sh start)"
-    PYTHONPATH=. python tests/slurm/bench_submit.py 5000 5      # prints jobs/s and the per-job payload
+    .venv/bin/python benchmarks/bench_slurm_submit.py 5000 5      # prints jobs/s and the per-job payload
 
 Each pool is one model setting (random predictor) with N/P split-trial jobs of one result dir.
 """
