@@ -177,3 +177,14 @@ def test_a_list_as_model_or_task_is_a_clear_error(tmp_path: Path) -> None:
         plan(["model=[]", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"'task=\[copa_demo,nli_demo\]' is a list: to run each write task=copa_demo,nli_demo with -m"):
         plan(["task=[copa_demo,nli_demo]", f"output_dir={tmp_path}"])
+
+
+def test_the_plan_shows_the_resources_a_slurm_job_really_gets(workdir: Path) -> None:
+    """hydra.launcher values apply to every pool, and max_parallel overrides each model's throttle."""
+    from cli_helpers import run_cli
+
+    args = ["-m", "model=random", "task=copa_demo", "nshot=0", "dry_run=true", "hydra/launcher=submitit_slurm"]
+    own = run_cli(args, workdir).stdout
+    assert "1n x 0g x 1c 10m | max 8" in own, own  # random's own resources
+    forced = run_cli(args + ["hydra.launcher.timeout_min=30", "hydra.launcher.cpus_per_task=4", "max_parallel=2"], workdir).stdout
+    assert "1n x 0g x 4c 30m | max 2" in forced, forced

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.plan.planner import PlannedJob
 
 
-def resources(job: PlannedJob) -> str:
-    r = job.unit.model["resources"]
+def resources(job: PlannedJob, launcher: Optional[Mapping[str, Any]] = None, max_parallel: Optional[int] = None) -> str:
+    """What the job really gets: its model's resources, with values set under ``hydra.launcher``
+    (SLURM) winning, and its pool's throttle (run param max_parallel, capped by array_parallelism)."""
+    r = dict(job.unit.model["resources"])
+    for k, v in (launcher or {}).items():
+        if k in r and v is not None:
+            r[k] = v
+    limit = int(max_parallel or job.unit.model["max_parallel"])
+    if launcher and launcher.get("array_parallelism"):
+        limit = min(limit, int(launcher["array_parallelism"]))
     mem = f" {r['mem_gb']}G" if r.get("mem_gb") else ""
-    return f"{r['nodes']}n x {r['gpus_per_node']}g x {r['cpus_per_task']}c{mem} {r['timeout_min']}m | max {job.unit.model['max_parallel']}"
+    return f"{r['nodes']}n x {r['gpus_per_node']}g x {r['cpus_per_task']}c{mem} {r['timeout_min']}m | max {limit}"
 
 
-def format_plan(jobs: Sequence[PlannedJob], root: Path) -> str:
-    """One row per job: status, model, task setting, nshot, trials, result dir, resources."""
+def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mapping[str, Any]] = None, max_parallel: Optional[int] = None) -> str:
+    """One row per job: status, model, task setting, nshot, trials, result dir, resources (``launcher``:
+    the SLURM launcher's settings, whose resource values apply to every pool)."""
     header = ("STATUS", "MODEL", "TASK", "NSHOT", "TRIALS", "RESULT DIR", "RESOURCES", "NOTE")
     rows = [header]
     for j in jobs:
@@ -26,7 +35,7 @@ def format_plan(jobs: Sequence[PlannedJob], root: Path) -> str:
         except ValueError:
             rdir = str(u.result_dir)
         trials = ",".join(map(str, u.trials)) if len(u.trials) <= 4 else f"{u.trials[0]}-{u.trials[-1]}"
-        rows.append((j.status, u.model_key, u.task_key, str(u.nshot), trials, rdir, resources(j), j.detail))
+        rows.append((j.status, u.model_key, u.task_key, str(u.nshot), trials, rdir, resources(j, launcher, max_parallel), j.detail))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]
     return "\n".join(line.rstrip() for line in lines)

@@ -76,7 +76,10 @@ class FewshotSweeper(Sweeper):
         errors = [j for j in jobs if j.status == ERROR]
         planned = f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} planned in {elapsed:.2f}s"
         if self.config.dry_run:
-            print(format_plan(jobs, root))
+            from omegaconf import OmegaConf
+
+            launcher_settings = None if local else OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
+            print(format_plan(jobs, root, launcher_settings, planner.run.get("max_parallel")))
             if errors:
                 print(f"\nDry run: {planned} ({counts(jobs)}). Nothing launched.")
                 _report_errors(errors)
