@@ -51,3 +51,15 @@ def user_conf(tmp_path: Path) -> Path:
         "# @package _global_\nhydra:\n  sweeper:\n    params:\n      model: my_random,majority\n"
     )
     return d
+
+
+def broken_model_conf(tmp_path: Path) -> Path:
+    """A config dir with model 'broken': its weights dir passes the planning checks (it holds a
+    config.json) but cannot be loaded (the config.json is not JSON), so its jobs fail at run time."""
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text("{not json")
+    (conf / "model" / "broken.yaml").write_text(f"name: broken\npredictor: clm\nweights: {weights}\n")
+    return conf

@@ -5,18 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli_helpers import run_cli
-
-
-def broken_model(tmp_path: Path) -> Path:
-    """A config dir with a model whose weights dir passes the planning checks but cannot be loaded."""
-    conf = tmp_path / "conf"
-    (conf / "model").mkdir(parents=True)
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    (weights / "config.json").write_text("{not json")
-    (conf / "model" / "broken.yaml").write_text(f"name: broken\npredictor: clm\nweights: {weights}\n")
-    return conf
+from cli_helpers import broken_model_conf, run_cli
 
 
 def plan_row(out: str, model: str) -> str:
@@ -25,7 +14,7 @@ def plan_row(out: str, model: str) -> str:
 
 
 def test_failures_are_recorded_retried_then_not_relaunched(workdir: Path, tmp_path: Path) -> None:
-    conf = broken_model(tmp_path)
+    conf = broken_model_conf(tmp_path)
     args = ["-m", "--config-dir", str(conf), "model=broken", "task=copa_demo", "nshot=0"]  # max_failures: 3 (default)
     first = run_cli(args, workdir, check=False)
     assert first.returncode == 1 and "failed 1" in first.stdout

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from cli_helpers import run_cli
+from cli_helpers import broken_model_conf, run_cli
 
 
 def test_the_table_shows_each_tasks_preferred_metric(workdir: Path) -> None:
@@ -132,17 +132,6 @@ def test_a_corrupt_or_partial_result_is_listed_and_skipped(workdir: Path) -> Non
         assert len(warned) == 2 and any(str(broken.name) in w and "/other/" in w and "not valid JSON" in w for w in warned)
         assert any("/third/" in w and "results" in w for w in warned), warned
         assert "other" not in proc.stdout and "third" not in proc.stdout and "random" in proc.stdout
-
-
-def broken_model_conf(tmp_path: Path) -> Path:
-    """A model whose weights dir passes the planning checks but whose config.json is not JSON."""
-    conf = tmp_path / "conf"
-    (conf / "model").mkdir(parents=True)
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    (weights / "config.json").write_text("{not json")
-    (conf / "model" / "broken.yaml").write_text(f"name: broken\npredictor: clm\nweights: {weights}\n")
-    return conf
 
 
 def test_sweep_report_labels_every_planned_cell_and_status_counts_match_the_plan(workdir: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import pandas as pd
 
@@ -168,53 +168,54 @@ def _is_preferred(metric: str, pref: Optional[str]) -> bool:
     return pref is not None and metric in (pref, f"{pref}_raw")
 
 
-def long_table(files: Iterable[Path], loaded: Optional[list[tuple[Path, dict[str, Any]]]] = None) -> pd.DataFrame:
-    """One row per (result, sub-result, metric): mean, std, 95% CI and the settings that tell results apart."""
-    rows = []
-    for f, res in loaded if loaded is not None else load_results(files):
+def _summaries(loaded: Iterable[tuple[Path, dict[str, Any]]]) -> Iterator[tuple[Path, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """Per (result, sub-result, metric with a summary): (file, results.json, base columns, settings, the
+    sub-result's columns incl. metric / preferred / summary ``s``)."""
+    for f, res in loaded:
         base, prefs, sett = _base_rows(f, res)
         tasks = [str(t) for t in res.get("tasks") or []]
         for sub, metrics in res["results"].items():
             pref = preferred_metric(metrics, prefs.get(sub))
             task, template, lang = split_sub(sub, tasks)
             for metric, s in metrics.items():
-                if not (isinstance(s, dict) and "mean" in s):
-                    continue
-                ci = s.get("ci95") if isinstance(s.get("ci95"), list) and len(s["ci95"]) == 2 else [None, None]
-                rows.append({
-                    **base, "result": sub, "task": task, "template": template, "language": lang,
-                    "metric": metric, "preferred": _is_preferred(metric, pref),
-                    "mean": s["mean"], "std": s.get("std"), "ci95_low": ci[0], "ci95_high": ci[1],
-                    "trials": len(s.get("per_trial") or []) or 1,
-                    **{k: v for k, v in sett.items() if k not in ("weights", "revision")},
-                    "weights": sett["weights"], "revision": sett["revision"],
-                    "wall_time_s": res.get("wall_time_s"), "result_dir": str(f.parent),
-                })
+                if isinstance(s, dict) and "mean" in s:
+                    cols = {"result": sub, "task": task, "template": template, "language": lang, "metric": metric,
+                            "preferred": _is_preferred(metric, pref)}
+                    yield f, res, base, sett, {**cols, "s": s}
+
+
+def long_table(files: Iterable[Path], loaded: Optional[list[tuple[Path, dict[str, Any]]]] = None) -> pd.DataFrame:
+    """One row per (result, sub-result, metric): mean, std, 95% CI and the settings that tell results apart."""
+    rows = []
+    for f, res, base, sett, cols in _summaries(loaded if loaded is not None else load_results(files)):
+        s = cols.pop("s")
+        ci = s.get("ci95") if isinstance(s.get("ci95"), list) and len(s["ci95"]) == 2 else [None, None]
+        rows.append({
+            **base, **cols,
+            "mean": s["mean"], "std": s.get("std"), "ci95_low": ci[0], "ci95_high": ci[1],
+            "trials": len(s.get("per_trial") or []) or 1,
+            **{k: v for k, v in sett.items() if k not in ("weights", "revision")},
+            "weights": sett["weights"], "revision": sett["revision"],
+            "wall_time_s": res.get("wall_time_s"), "result_dir": str(f.parent),
+        })
     return pd.DataFrame(rows)
 
 
 def trial_table(loaded: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
     """The canonical long table: one row per result x sub-result (task, template, language) x trial x metric."""
     rows = []
-    for f, res in loaded:
-        base, prefs, sett = _base_rows(f, res)
-        tasks = [str(t) for t in res.get("tasks") or []]
+    for f, res, base, sett, cols in _summaries(loaded):
+        s = cols.pop("s")
         trial_ids = list(res.get("trials") or [])
-        for sub, metrics in res["results"].items():
-            pref = preferred_metric(metrics, prefs.get(sub))
-            task, template, lang = split_sub(sub, tasks)
-            for metric, s in metrics.items():
-                if not (isinstance(s, dict) and "mean" in s):
-                    continue
-                per = s.get("per_trial") if isinstance(s.get("per_trial"), list) and s.get("per_trial") else [s["mean"]]
-                ids = trial_ids if len(trial_ids) == len(per) else list(range(len(per)))
-                for t, v in zip(ids, per):
-                    rows.append({
-                        **base, "result": sub, "task": task, "template": template, "language": lang,
-                        "trial": t, "metric": metric, "value": v, "preferred": _is_preferred(metric, pref),
-                        **sett, "version": (res.get("repro") or {}).get("version") if isinstance(res.get("repro"), dict) else None,
-                        "result_dir": str(f.parent),
-                    })
+        per = s.get("per_trial") if isinstance(s.get("per_trial"), list) and s.get("per_trial") else [s["mean"]]
+        ids = trial_ids if len(trial_ids) == len(per) else list(range(len(per)))
+        version = (res.get("repro") or {}).get("version") if isinstance(res.get("repro"), dict) else None
+        for t, v in zip(ids, per):
+            rows.append({
+                **base, **{k: v2 for k, v2 in cols.items() if k not in ("metric", "preferred")},
+                "trial": t, "metric": cols["metric"], "value": v, "preferred": cols["preferred"],
+                **sett, "version": version, "result_dir": str(f.parent),
+            })
     return pd.DataFrame(rows)
 
 
