@@ -243,7 +243,7 @@ def run(argv: list[str]) -> int:
     l_.set_defaults(func=_list)
     c = sub.add_parser("recalc", help="recompute metrics from stored predictions for another scoring/calibration")
     c.add_argument("result_dirs", nargs="+", help="result dirs (or output dirs: every result below)")
-    c.add_argument("--scoring", help="sum | mean | suffix | unconditional-norm")
+    c.add_argument("--scoring", help="sum | mean | suffix | unconditional-norm | char-norm")
     c.add_argument("--calibrator", help="none | average_option")
     c.add_argument("--config-dir", action="append", default=[], help="your own config dir (for its task definitions)")
     c.set_defaults(func=_recalc)

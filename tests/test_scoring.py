@@ -38,14 +38,16 @@ def test_pure_scoring_arithmetic():
         "n_shared_prefix": 1,
         "n_shared_suffix": 2,
         "candidates": [
-            {"logprobs": [-1.0, -2.0, -3.0, -4.0], "uncond_logprobs": [-5.0]},
-            {"logprobs": [-1.0, -0.5, -6.0, -1.0], "uncond_logprobs": [-1.0]},
+            {"logprobs": [-1.0, -2.0, -3.0, -4.0], "uncond_logprobs": [-5.0], "text": " Yes"},
+            {"logprobs": [-1.0, -0.5, -6.0, -1.0], "uncond_logprobs": [-1.0], "text": " Maybe"},
         ],
     }
     assert score_candidates(item, "sum") == [-10.0, -8.5]
     assert score_candidates(item, "mean") == [-3.0, pytest.approx(-7.5 / 3)]
     assert score_candidates(item, "suffix") == [-7.0, -7.0]
     assert score_candidates(item, "unconditional-norm") == [-5.0, -7.5]
+    # lm-eval's acc_norm: loglikelihood / len(choice), the delimiter space not counted
+    assert score_candidates(item, "char-norm") == [pytest.approx(-10.0 / 3), pytest.approx(-8.5 / 5)]
     with pytest.raises(ConfigError, match="scoring=suffix.*share no text after the candidate"):
         score_candidates({**item, "n_shared_suffix": 0}, "suffix")
     assert shared_prefix_suffix([[1, 2, 3, 9], [1, 5, 9], [1, 2, 9]]) == (1, 1)
@@ -120,7 +122,8 @@ def test_modes_on_a_mid_prompt_template(lm):
         assert score_candidates(one, "mean")[0] == pytest.approx(sum(d[p:]) / len(d[p:]), abs=1e-4)
         assert score_candidates(one, "suffix")[0] == pytest.approx(sum(d[-s:]), abs=1e-4)
         assert score_candidates(one, "unconditional-norm")[0] == pytest.approx(sum(d) - sum(u), abs=1e-4)
-    for mode in ("mean", "suffix", "unconditional-norm"):
+        assert score_candidates(one, "char-norm")[0] == pytest.approx(sum(d) / len(c["text"].lstrip()), abs=1e-4)
+    for mode in ("mean", "suffix", "unconditional-norm", "char-norm"):
         r2 = ev.run_trial(["nli_demo"], {**params, "scoring": mode}, 1, 0).predictions["nli_demo.default"][0]
         assert [c["score"] for c in r2["candidates"]] == pytest.approx(score_candidates(row, mode), abs=1e-6)
     assert not math.isnan(res.metrics["nli_demo.default"]["accuracy"])

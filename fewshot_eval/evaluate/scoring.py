@@ -10,6 +10,9 @@ the slot). Over the candidates' continuation token ids we count the shared prefi
   placed mid-prompt, conditioned on the candidate); needs a template with text after it.
 * ``unconditional-norm``: ``sum`` minus the continuation's log-prob after
   ``params['unconditional_prompt']`` (same continuation, context = that prompt).
+* ``char-norm``: ``sum`` divided by the candidate's length in characters (its text without
+  leading whitespace) = lm-evaluation-harness's ``acc_norm``, which divides by the length of the
+  choice and leaves out the target delimiter (the space before it).
 
 Everything here is pure and works on stored prediction rows too (see recalc.py).
 """
@@ -20,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 
-SCORING_MODES = ("sum", "mean", "suffix", "unconditional-norm")
+SCORING_MODES = ("sum", "mean", "suffix", "unconditional-norm", "char-norm")
 
 
 def check_mode(mode: Optional[str]) -> str:
@@ -74,6 +77,11 @@ def score_candidates(item: dict[str, Any], mode: str, *, where: str = "") -> lis
             if u is None:
                 raise ConfigError(f"scoring=unconditional-norm{where}: no unconditional log-probs stored for this row.")
             out.append(float(sum(lp) - sum(u)))
+        elif mode == "char-norm":
+            text = c.get("text")
+            if text is None:
+                raise ConfigError(f"scoring=char-norm{where}: no candidate text stored for this row.")
+            out.append(float(sum(lp)) / max(len(str(text).lstrip()), 1))
         else:
             check_mode(mode)
     return out
