@@ -78,3 +78,18 @@ def test_model_is_loaded_once_per_process_and_setting(cache):
     assert (a.batch_size, b.batch_size, b.max_length) == (4, 16, 64)  # ... per-job settings
     c = build_evaluator(model, {**params, "dtype": "bfloat16"}).predictor
     assert c.model is not a.model and str(c.model.dtype) == "torch.bfloat16"
+
+
+def test_the_built_model_dir_follows_the_umask(tmp_path) -> None:
+    """A shared FEWSHOT_EVAL_CACHE: colleagues can read the tiny model (mkdtemp alone would make it 0700)."""
+    import os
+    import stat
+
+    from fewshot_eval.evaluate.tiny_model import build_tiny_gpt2
+
+    old = os.umask(0o022)
+    try:
+        path = build_tiny_gpt2(tmp_path / "tiny")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755

@@ -99,6 +99,9 @@ def build_tiny_gpt2(path: str | os.PathLike) -> Path:
         model = build_model(len(tokenizer), tokenizer.eos_token_id)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        from fewshot_eval.store.atomic import dir_mode
+
+        os.chmod(tmp, dir_mode())  # mkdtemp makes it 0700: a shared cache must follow the umask like results
         try:
             os.rename(tmp, path)
         except OSError:  # another process won the race; its copy is identical
