@@ -104,21 +104,22 @@ def load_plugins(config_dirs: Iterable[Path] = ()) -> None:
                 raise ConfigError(f"{f}: the plugin module failed to load: {type(e).__name__}: {e}") from None
 
 
+def _lookup(table: dict[str, Any], kind: str, name: str, config_dirs: Iterable[Path]) -> Any:
+    load_plugins(config_dirs)
+    if name not in table:
+        raise ConfigError(f"{kind}: unknown {kind} '{name}'. Valid: {', '.join(sorted(table))} "
+                          f"(register your own: fewshot_eval.evaluate.registry.register_{kind}).")
+    return table[name]
+
+
 def predictor_class(name: str, config_dirs: Iterable[Path] = ()) -> Any:
     """The class registered as ``name``; an unknown name lists the registered ones."""
-    load_plugins(config_dirs)
-    if name not in _PREDICTORS:
-        raise ConfigError(f"predictor: unknown predictor '{name}'. Valid: {', '.join(sorted(_PREDICTORS))} "
-                          f"(register your own: fewshot_eval.evaluate.registry.register_predictor).")
-    return _PREDICTORS[name]
+    return _lookup(_PREDICTORS, "predictor", name, config_dirs)
 
 
 def metric(name: str, config_dirs: Iterable[Path] = ()) -> Metric:
-    load_plugins(config_dirs)
-    if name not in _METRICS:
-        raise ConfigError(f"metric: unknown metric '{name}'. Valid: {', '.join(sorted(_METRICS))} "
-                          f"(register your own: fewshot_eval.evaluate.registry.register_metric).")
-    return _METRICS[name]
+    """The metric registered as ``name``; an unknown name lists the registered ones."""
+    return _lookup(_METRICS, "metric", name, config_dirs)
 
 
 def predictor_names() -> list[str]:

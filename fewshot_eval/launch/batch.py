@@ -37,3 +37,9 @@ class BatchLauncher(Protocol):
     """A launcher that takes a whole planned batch (fewshot-eval's local, local_parallel and SLURM ones)."""
 
     def launch_batch(self, batch: LaunchBatch) -> Sequence[JobReturn]: ...
+
+
+def is_local_launcher(launcher_cfg: Any) -> bool:
+    """Does ``hydra.launcher`` run jobs on this machine (not SLURM)? Unresolvable SLURM markers are
+    then ignored instead of counted as pending."""
+    return "slurm" not in str(launcher_cfg.get("_target_", "")).lower()

@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import read_json
-from fewshot_eval.store.markers import INTENT, drop_intent, marker_jobs, read_intent
+from fewshot_eval.store.markers import INTENT, drop_intent, marker_jobs, read_intent, read_marker
 
 # The job will still run (or is running): do not submit it again.
 ACTIVE = frozenset({
@@ -233,8 +232,8 @@ def pending_reason(result_dir: Path, trials: Optional[Sequence[int]] = None, ove
     """SLURM's view of a result dir with a ``submitted.json``; see the module docstring. With
     ``local_launcher`` a submission SLURM cannot be asked about is ignored (and the note says so)."""
     states = states or _states
-    marker = read_json(result_dir / layout.SUBMITTED)
-    if (not isinstance(marker, dict) or not marker_jobs(marker, None)) and (result_dir / INTENT).exists():
+    marker = read_marker(result_dir)
+    if (marker is None or not marker_jobs(marker, None)) and (result_dir / INTENT).exists():
         try:
             adopted, note = reconcile(result_dir, states)
         except SlurmUnreachable as e:
@@ -360,18 +359,12 @@ def _log_paths(folder: str, job_id: str) -> tuple[Optional[str], Optional[str]]:
 def _retitle_failure(result_dir: Path, job_id: str, error: str) -> None:
     """The job itself recorded its end as submitit's 'UncompletedJobError: Job not requeued because:
     timed-out too many times': name it for what it is, so the plan says what to change."""
-    from fewshot_eval.store.atomic import write_json
-    from fewshot_eval.store.failures import read_failures
+    from fewshot_eval.store.failures import retitle_failure
 
-    attempts = read_failures(result_dir)
-    hit = [a for a in attempts if a.get("job_id") == job_id and a.get("error") != error]
-    if hit:
-        for a in hit:
-            a["error"] = error
-        try:
-            write_json(result_dir / layout.FAILURE, {"attempts": attempts})
-        except OSError:
-            pass
+    try:
+        retitle_failure(result_dir, job_id, error)
+    except OSError:
+        pass
 
 
 TAIL_BYTES = 256 * 1024

@@ -255,12 +255,13 @@ class Planner:
             return self._checked[key]
 
         tasks = unit.task["tasks"]
+        setting = json.dumps([tasks, unit.params], sort_keys=True, default=str)  # one serialisation per job
+        model = json.dumps([unit.model_key, unit.model, unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]],
+                           sort_keys=True, default=str)
         return (
-            once(json.dumps(["tasks", tasks, unit.params], sort_keys=True, default=str), lambda: checks.check_tasks(tasks, unit.params, self.search))
-            or once(json.dumps(["model", unit.model_key, unit.model, unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]], sort_keys=True, default=str),
-                    lambda: checks.check_model(unit.model_key, unit.model, unit.params))
-            or once(json.dumps(["balanced", tasks, unit.params, unit.nshot], sort_keys=True, default=str),
-                    lambda: checks.check_balanced(tasks, unit.params, unit.nshot, self.search))
+            once("tasks" + setting, lambda: checks.check_tasks(tasks, unit.params, self.search))
+            or once("model" + model, lambda: checks.check_model(unit.model_key, unit.model, unit.params))
+            or once(f"balanced{unit.nshot}" + setting, lambda: checks.check_balanced(tasks, unit.params, unit.nshot, self.search))
         )
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:

@@ -55,6 +55,16 @@ def record_failure(result_dir: Path, error: str, config: str, *, job_id: Optiona
     write_json(result_dir / layout.FAILURE, {"attempts": (attempts + [entry])[-KEEP:]})
 
 
+def retitle_failure(result_dir: Path, job_id: str, error: str) -> None:
+    """Give the attempts of ``job_id`` another error line (what SLURM's record says it was)."""
+    attempts = read_failures(result_dir)
+    hit = [a for a in attempts if a.get("job_id") == job_id and a.get("error") != error]
+    for a in hit:
+        a["error"] = error
+    if hit:
+        write_json(result_dir / layout.FAILURE, {"attempts": attempts})
+
+
 def failure_streak(result_dir: Path, config: str) -> tuple[int, Optional[dict[str, Any]]]:
     """(how many of the last attempts failed with the same error under this config, the last attempt)."""
     attempts = read_failures(result_dir)

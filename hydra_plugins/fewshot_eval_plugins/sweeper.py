@@ -47,6 +47,7 @@ class FewshotSweeper(Sweeper):
     @exit_on_config_error
     def sweep(self, arguments: List[str]) -> Any:
         from fewshot_eval.config import ConfigError
+        from fewshot_eval.launch.batch import is_local_launcher
         from fewshot_eval.launch.dispatch import launch_jobs
         from fewshot_eval.outcome import Outcome, job_outcome
         from fewshot_eval.plan.expand import expand
@@ -59,7 +60,7 @@ class FewshotSweeper(Sweeper):
         tic = time.perf_counter()
         loader = self.hydra_context.config_loader
         combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
-        local = "slurm" not in str(self.config.hydra.launcher.get("_target_", "")).lower()
+        local = is_local_launcher(self.config.hydra.launcher)
         planner = Planner(self.config, loader, pending_check=_pending_check(), local_launcher=local)
         jobs = planner.plan(combos)
         print_plan_warnings(jobs)
