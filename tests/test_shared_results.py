@@ -66,6 +66,26 @@ def other_user() -> Iterator[str]:
         subprocess.run(["userdel", name], capture_output=True)
 
 
+@pytest.fixture
+def traversable() -> Iterator[None]:
+    """Let other users traverse (o+x, not read) the directories above this checkout and its packages
+    for the test (a CI clone may sit in a 0700 temp dir); the modes are restored afterwards."""
+    changed: list[tuple[Path, int]] = []
+    for top in {TREE, Path(sysconfig.get_paths()["purelib"])}:
+        for d in [top, *top.parents]:
+            if d == Path("/"):
+                continue
+            mode = d.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                changed.append((d, mode))
+                d.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for d, mode in reversed(changed):
+            d.chmod(stat.S_IMODE(mode))
+
+
 def _python_for(user: str) -> tuple[str, str]:
     """An interpreter ``user`` can run with this environment's packages: this one, or (when it lives
     in a directory the user cannot enter, e.g. /root/.pyenv) a system Python of the same version."""
@@ -88,7 +108,7 @@ def _run_as(user: str, args: list[str], cwd: Path, home: Path) -> subprocess.Com
     return subprocess.run(["runuser", "-u", user, "--", "env", *env, exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_another_user_sees_a_umask_022_sweep_as_complete_and_can_read_it(shared_dir: Path, other_user: str) -> None:
+def test_another_user_sees_a_umask_022_sweep_as_complete_and_can_read_it(shared_dir: Path, other_user: str, traversable: None) -> None:
     out = shared_dir / "results"
     out.mkdir()
     out.chmod(0o755)  # user A's tree: the other user may read it, not write it
