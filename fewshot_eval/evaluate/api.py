@@ -35,10 +35,11 @@ class Loglik:
     logprobs: list[float]  # one per continuation token
     tokens: list[int] = field(default_factory=list)  # continuation token ids (empty for baselines)
     greedy: Optional[bool] = None  # every continuation token is the argmax (lm-eval's is_greedy)
+    summed: Optional[float] = None  # the total as the backend accumulated it (rolling: per-window float32 sums, as lm-eval)
 
     @property
     def total(self) -> float:
-        return float(sum(self.logprobs))
+        return float(sum(self.logprobs)) if self.summed is None else self.summed
 
 
 def split_whitespace(context: str, continuation: str) -> tuple[str, str]:
@@ -68,6 +69,13 @@ class Predictor(ABC):
     @abstractmethod
     def loglikelihood(self, requests: Sequence[Request]) -> list[Loglik]:
         """Per-token log-probabilities of each request's continuation given its context."""
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglik]:
+        """Per-token log-probabilities of each whole text (document-level, lm-eval's
+        ``loglikelihood_rolling``: non-overlapping windows of the model's context, the first
+        token conditioned on the prefix token). Only predictors registered with the
+        ``loglikelihood_rolling`` operation implement it."""
+        raise NotImplementedError(f"predictor '{self.name or type(self).__name__}' does not support loglikelihood_rolling.")
 
     def num_tokens(self, text: str) -> int:
         """Tokens of ``text`` (used to keep as many demonstrations as fit ``max_length``)."""

@@ -42,12 +42,31 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         td = load_task_def(name, search)
         select_templates(td, params)
         langs, train_lang = select_languages(td, params)
-        if calibrator:
+        if td.kind == "perplexity":
+            check_operation(params.get("predictor"), "loglikelihood_rolling", f"task '{name}' is a perplexity task")
+        if td.kind == "minimal_pairs" and params.get("predictor") == "majority":
+            raise ConfigError(f"predictor 'majority': task '{name}' is a minimal-pairs task, whose gold is always the 'good' sentence, "
+                              "so a majority class would score 100%. Use predictor 'random' as the chance baseline.")
+        if calibrator and td.kind != "perplexity":
             for option in task_options(params, name):
                 parse_option(option, name)
         if isinstance(td.source, LocalSource):
             for lang in langs:
                 split_data(td, params, lang, train_lang)
+
+
+def check_operation(predictor: Optional[str], operation: str, why: str) -> None:
+    """The predictor supports ``operation`` (a registry operation), else a ConfigError saying which do."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.registry import predictor_class, predictor_names
+
+    if not predictor:
+        return
+    cls = predictor_class(predictor, config_dirs())
+    if operation not in cls.operations:
+        able = [n for n in predictor_names() if operation in predictor_class(n).operations]
+        raise ConfigError(f"predictor '{predictor}': {why} and needs '{operation}', which it does not support "
+                          f"(it supports {', '.join(sorted(cls.operations))}). Predictors that do: {', '.join(able) or 'none'}.")
 
 
 def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:

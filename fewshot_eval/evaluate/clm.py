@@ -53,7 +53,7 @@ def load_model(weights: str, revision: Optional[str], dtype: str, device: str) -
     return lm, tok
 
 
-@register_predictor("clm")
+@register_predictor("clm", operations=("loglikelihood", "loglikelihood_rolling"))
 class CausalLMPredictor(Predictor):
     is_lm = True
 
@@ -169,6 +169,36 @@ class CausalLMPredictor(Predictor):
             seqs.append((full[:-1], full[-len(t) :] if len(t) < len(full) else full[1:]))
         results = self._score_tokens(seqs)
         return [results[unique[(r.context, r.continuation)]] for r in requests]
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglik]:
+        """Per-token log-probs of each whole text, exactly as lm-evaluation-harness's HFLM
+        ``loglikelihood_rolling``: the text's tokens (no special tokens) are cut by lm-eval's own
+        ``get_rolling_token_windows`` + ``make_disjoint_window`` (prefix token = BOS, else EOS;
+        windows of ``max_length`` predicted tokens, each conditioned on the tokens before it in
+        its window), and every window is scored as a (context, continuation) request.
+        ``Loglik.total`` adds the windows as lm-eval does (each window's sum in float32), so it
+        equals lm-eval's number for the text to float32 rounding."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # lazy: heavy package
+
+        seqs, owner = [], []
+        for i, text in enumerate(texts):
+            tokens = list(self.tokenizer.encode(text, add_special_tokens=False))
+            for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
+                    token_list=tokens, prefix_token=self.prefix_token_id(), max_seq_len=self.max_length, context_len=1)):
+                full = (ctx + cont)[-(self.max_length + 1):]
+                seqs.append((full[:-1], cont))
+                owner.append(i)
+        import torch
+
+        scored = self._score_tokens(seqs)
+        out = [Loglik([], [], True, 0.0) for _ in texts]
+        for i, res in zip(owner, scored):
+            out[i].logprobs.extend(res.logprobs)
+            out[i].tokens.extend(res.tokens)
+            out[i].greedy = bool(out[i].greedy and res.greedy)
+            # lm-eval sums each window in float32 (``logits.sum()``), then the windows in Python
+            out[i].summed += float(torch.tensor(res.logprobs, dtype=torch.float32).sum())
+        return out
 
     def _score_tokens(self, seqs: list[tuple[list[int], list[int]]]) -> list[Loglik]:
         """``seqs``: (input ids, continuation ids); the continuation's log-probs come from the

@@ -8,7 +8,7 @@ definition names the metrics it reports (``metrics:``, default accuracy and macr
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from fewshot_eval.evaluate.registry import metric, register_metric
 
@@ -19,7 +19,7 @@ DEFAULT_METRICS = ("accuracy", "macro_f1")
 def accuracy(gold: Sequence[str], pred: Sequence[str]) -> float:
     if not gold:
         return 0.0
-    return 100.0 * sum(g == p for g, p in zip(gold, pred)) / len(gold)
+    return 100.0 * sum(p in g if isinstance(g, list) else g == p for g, p in zip(gold, pred)) / len(gold)  # a list: any of several answers
 
 
 @register_metric("macro_f1")
@@ -37,14 +37,29 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
 
 
 def compute_metrics(gold: Sequence[str], pred: Sequence[str], raw_pred: Sequence[str] | None = None,
-                    names: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+                    names: Sequence[str] = DEFAULT_METRICS, rows: Sequence[dict] | None = None) -> dict[str, float]:
     """Each metric of ``names`` (final predictions) and ``n_examples``; with calibration also
-    ``<name>_raw`` of the uncalibrated predictions."""
+    ``<name>_raw`` of the uncalibrated predictions. Metrics registered ``over="rows"`` read
+    ``rows`` (the prediction rows); one that returns None (not applicable, e.g. a perplexity
+    of a baseline) is left out."""
     out: dict[str, float] = {}
+
+    def value(name: str, raw: bool) -> Any:
+        m = metric(name)
+        if m.over == "rows":
+            from fewshot_eval.evaluate.shapes import uncalibrated_rows
+
+            return m.fn(uncalibrated_rows(rows or []) if raw else (rows or []))
+        return m.fn(gold, raw_pred if raw else pred)
+
     for name in names:
-        out[name] = metric(name).fn(gold, pred)
+        v = value(name, False)
+        if v is not None:
+            out[name] = v
     out["n_examples"] = len(gold)
     if raw_pred is not None:
         for name in names:
-            out[f"{name}_raw"] = metric(name).fn(gold, raw_pred)
+            v = value(name, True)
+            if v is not None:
+                out[f"{name}_raw"] = v
     return out

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterable, Sequence
 from fewshot_eval.config import ConfigError
 
 # Modules whose import registers the built-in predictors and metrics.
-BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm")
+BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm",
+                   "fewshot_eval.evaluate.shapes", "fewshot_eval.evaluate.perplexity")
 ENTRY_POINT_GROUP = "fewshot_eval.plugins"
 OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
@@ -42,6 +43,7 @@ class Metric:
     fn: Callable[[Sequence[str], Sequence[str]], float]  # (gold labels, predicted labels) -> value
     aggregation: str = "mean"  # over trials: mean, with std and a 95% interval
     higher_is_better: bool = True
+    over: str = "labels"  # "labels": fn(gold, pred); "rows": fn(prediction rows) -> float | None (None: not applicable)
 
 
 _PREDICTORS: dict[str, type] = {}
@@ -65,11 +67,15 @@ def register_predictor(name: str, *, operations: Iterable[str] = ("loglikelihood
     return deco
 
 
-def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True) -> Callable[[Callable], Callable]:
-    """Function decorator: register ``fn(gold, pred) -> float`` as metric ``name``."""
+def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True, over: str = "labels") -> Callable[[Callable], Callable]:
+    """Function decorator: register ``fn(gold, pred) -> float`` as metric ``name``; with
+    ``over="rows"``, ``fn(rows) -> float | None`` over a sub-result's prediction rows (metrics
+    that need scores, groups or token counts; see :mod:`fewshot_eval.evaluate.shapes`)."""
+    if over not in ("labels", "rows"):
+        raise ValueError(f"metric '{name}': over={over!r}; valid: labels, rows.")
 
     def deco(fn: Callable) -> Callable:
-        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better)
+        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better, over)
         return fn
 
     return deco

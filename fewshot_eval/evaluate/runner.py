@@ -30,7 +30,9 @@ from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, s
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.demonstrations import Sample, fit_demonstrations, join_prompt, sample_demonstrations
 from fewshot_eval.evaluate.metrics import compute_metrics
+from fewshot_eval.evaluate.perplexity import score_documents
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
+from fewshot_eval.evaluate.shapes import is_correct, row_fields
 from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages, select_templates, split_data
 
 log = logging.getLogger(__name__)
@@ -90,22 +92,28 @@ class FewShotEvaluator:
             task = load_task_def(name)
             templates = select_templates(task, params)
             langs, train_lang = select_languages(task, params)
-            options = task_options(params, name) if calibrator and self.predictor.is_lm else []
+            options = task_options(params, name) if calibrator and self.predictor.is_lm and task.kind != "perplexity" else []
+            ppl = task.kind == "perplexity"  # whole documents: no demonstrations, no candidates
+            if ppl and nshot:
+                info["warnings"].append(f"task '{name}' is a perplexity task: nshot={nshot} ignored (documents are scored without demonstrations).")
             for lang in langs:
                 eval_docs, pool = split_data(task, params, lang, train_lang)
-                sample = sample_demonstrations(pool, nshot, seed, balanced=bool(params.get("balanced")), labels=task.labels, task=name)
+                sample = Sample([], nshot) if ppl else sample_demonstrations(pool, nshot, seed, balanced=bool(params.get("balanced")), labels=task.labels, task=name)
                 info["warnings"].extend(sample.warnings)
                 self.predictor.begin(name, [d["_label"] for d in pool], seed)
                 for tname in templates:
                     sid = sub_result_id(name, tname, lang)
                     t_sub = time.perf_counter()
-                    rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
+                    if ppl:
+                        rows = score_documents(self.predictor, task, tname, lang, eval_docs)
+                    else:
+                        rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
                     self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
                     gold = [r["gold"] for r in rows]
-                    metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm else None, task.metrics)
+                    metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm and not ppl else None, task.metrics, rows)
                     predictions[sid] = rows
                     info["preferred_metric"][sid] = task.preferred_metric
-                    kept = [r["n_demos"] for r in rows] or [0]
+                    kept = [r.get("n_demos", 0) for r in rows] or [0]
                     info["demonstrations"][sid] = {
                         "requested": nshot,
                         "sampled": len(sample.docs),
@@ -149,9 +157,10 @@ class FewShotEvaluator:
         for doc in eval_docs:
             items = [(None, doc)] + [(o, apply_option(doc, pairs, task.name, o)) for o, pairs in parsed]
             parts = []
+            labels = task.labels_of(doc)  # per example with choices_field
             for option, d in items:
                 prefix, suffix = tmpl.split(d, lang)
-                conts = [tmpl.verbalise(d, lab, lang) + suffix for lab in task.labels]
+                conts = [tmpl.verbalise(d, lab, lang) + suffix for lab in labels]
                 parts.append((option, prefix, conts))
             k = len(demos)
             if pred.max_length:
@@ -166,21 +175,21 @@ class FewShotEvaluator:
                 ctx_raw = join_prompt(demos[:k], prefix, sep, desc)
                 pairs = [split_whitespace(ctx_raw, c) for c in conts]
                 idx = []
-                for lab, (ctx, cont) in zip(task.labels, pairs):
+                for lab, (ctx, cont) in zip(labels, pairs):
                     idx.append(len(requests))
                     requests.append(Request(ctx, cont, doc["_id"], lab))
                     if pred.is_lm:
                         requests.append(Request(uncond_prompt, cont, doc["_id"], lab))
                 item_reqs.append((option, pairs[0][0], [c for _, c in pairs], idx))
-            plans.append((doc, k, item_reqs))
+            plans.append((doc, k, item_reqs, labels))
 
         results = pred.loglikelihood(requests) if requests else []
         rows = []
-        for doc, k, item_reqs in plans:
+        for doc, k, item_reqs, labels in plans:
             scored = []
             for option, ctx, conts, idx in item_reqs:
                 cands = []
-                for lab, cont, i in zip(task.labels, conts, idx):
+                for lab, cont, i in zip(labels, conts, idx):
                     res: Loglik = results[i]
                     c = {"label": lab, "text": cont, "n_tokens": len(res.logprobs) if pred.is_lm else None}
                     if pred.is_lm:
@@ -196,8 +205,7 @@ class FewShotEvaluator:
                 scored.append((option, ctx, item))
             (_, ctx, main), variants = scored[0], scored[1:]
             raw_scores = [c["score"] for c in main["candidates"]]
-            labels = task.labels
-            row = {"id": doc["_id"], "gold": doc["_label"]}
+            row = {"id": doc["_id"], **row_fields(task, doc)}
             if variants:
                 cal = calibrate(raw_scores, [[c["score"] for c in v["candidates"]] for _, _, v in variants])
                 for c, v in zip(main["candidates"], cal):
@@ -206,7 +214,7 @@ class FewShotEvaluator:
                 row["pred_raw"] = labels[argmax(raw_scores)]
             else:
                 row["pred"] = labels[argmax(raw_scores)]
-            row["correct"] = row["pred"] == row["gold"]
+            row["correct"] = is_correct(row["pred"], row["gold"])
             row.update(prompt=ctx, n_demos=k, **main)
             if variants:
                 row["calibration"] = [{"option": o, **v} for o, _, v in variants]

@@ -26,6 +26,16 @@ A task definition (see ``conf/task_def/copa_demo.yaml`` for a commented one)::
     languages: null                  # [en, de, ...] for multilingual tasks
     default_languages: null          # evaluated when params languages names none (null: all)
 
+Other task shapes (see :mod:`fewshot_eval.evaluate.shapes` and :mod:`~fewshot_eval.evaluate.perplexity`)::
+
+    kind: choice                     # default: rank candidates; or perplexity / minimal_pairs
+    choices_field: endings           # per-example candidates (a list field); gold = an index; no 'labels'
+    multiple_answers: true           # the gold field holds a list: several correct answers
+    group_field: question_id         # rows with one value form a group (MultiRC); with positive_label
+    positive_label: 1                # the "true" label, for f1a
+    pair_fields: {good: sentence_good, bad: sentence_bad}   # kind minimal_pairs (BLiMP)
+    # kind perplexity: templates hold a 'document' (Jinja2), no labels/candidates
+
 Unknown or missing keys, a template naming a field the data lacks, or an unknown
 template/language/split are :class:`~fewshot_eval.config.ConfigError` naming the file and key.
 """
@@ -77,6 +87,18 @@ class TaskDef:
     languages: Optional[list[str]] = None
     default_languages: Optional[list[str]] = None
     description: str = ""
+    kind: str = "choice"  # choice | perplexity | minimal_pairs
+    choices_field: Optional[str] = None  # per-example candidates: this list field; labels are indices
+    multiple_answers: bool = False  # the gold field holds a list of correct labels
+    group_field: Optional[str] = None  # rows sharing this field's value form one group (MultiRC)
+    positive_label: Optional[str] = None  # the "true" label of grouped binary sub-problems (f1a)
+    pair_fields: Optional[dict[str, str]] = None  # minimal_pairs: {good: field, bad: field}
+
+    def labels_of(self, doc: dict[str, Any]) -> list[str]:
+        """The candidate labels of one example: the task's labels, or the indices of its choices."""
+        if self.choices_field:
+            return [str(i) for i in range(len(doc[self.choices_field]))]
+        return self.labels
 
     @property
     def splits(self) -> list[str]:
@@ -95,15 +117,21 @@ _TOP_KEYS = {
     "eval_split": False,
     "id_field": False,
     "fields": False,
-    "label_field": True,
-    "labels": True,
+    "label_field": False,
+    "labels": False,
     "preferred_metric": False,
     "metrics": False,
     "default_template": False,
-    "templates": True,
+    "templates": False,
     "languages": False,
     "default_languages": False,
-}  # key -> required
+    "kind": False,
+    "choices_field": False,
+    "multiple_answers": False,
+    "group_field": False,
+    "positive_label": False,
+    "pair_fields": False,
+}  # key -> required (label_field, labels and templates: as the task's kind needs, see shapes.check_shape_keys)
 
 
 def _check_keys(node: Any, allowed: dict[str, bool] | Iterable[str], where: str) -> dict:
@@ -129,8 +157,11 @@ def _str_list(value: Any, where: str) -> list[str]:
 
 def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     """Validate one loaded task-definition YAML into a :class:`TaskDef`."""
+    from fewshot_eval.evaluate.shapes import check_shape_keys, compile_shape_templates
+
     where = f"task_def/{name}.yaml ({path})"
     _check_keys(node, _TOP_KEYS, where)
+    shape = check_shape_keys(node, where)
     data = _check_keys(node["data"], {"local": False, "hf": False}, f"{where} key 'data'")
     if len(data) != 1:
         raise ConfigError(f"{where} key 'data': give exactly one of 'local' or 'hf', got {sorted(data) or 'none'}.")
@@ -145,7 +176,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         source = HFSource(**hf)
         source.splits = {str(k): str(v) for k, v in (source.splits or {}).items()}
 
-    labels = _str_list(node["labels"], f"{where} key 'labels'")
+    labels = _str_list(node["labels"], f"{where} key 'labels'") if "labels" in node else list(shape.get("labels", []))
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where} key 'labels': duplicate labels in {labels}.")
     languages = _str_list(node["languages"], f"{where} key 'languages'") if node.get("languages") is not None else None
@@ -158,21 +189,23 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     if languages is None and any("{lang}" in str(v) for v in _source_strings(source)):
         raise ConfigError(f"{where} key 'data': paths use {{lang}} but the task has no 'languages'.")
 
-    raw_templates = node["templates"]
-    if not isinstance(raw_templates, dict) or not raw_templates:
-        raise ConfigError(f"{where} key 'templates': expected a mapping of template names, got {raw_templates!r}.")
-    templates = {}
-    for tname, tnode in raw_templates.items():
-        twhere = f"{where} key 'templates.{tname}'"
-        _check_keys(tnode, {"prompt": True, "candidates": True, "vars": False}, twhere)
-        templates[str(tname)] = compile_template(str(tname), tnode, labels, languages, twhere)
+    templates = compile_shape_templates(node, shape, labels, languages, where)
+    if templates is None:
+        raw_templates = node["templates"]
+        if not isinstance(raw_templates, dict) or not raw_templates:
+            raise ConfigError(f"{where} key 'templates': expected a mapping of template names, got {raw_templates!r}.")
+        templates = {}
+        for tname, tnode in raw_templates.items():
+            twhere = f"{where} key 'templates.{tname}'"
+            _check_keys(tnode, {"prompt": True, "candidates": True, "vars": False}, twhere)
+            templates[str(tname)] = compile_template(str(tname), tnode, labels, languages, twhere)
     default_template = str(node.get("default_template") or next(iter(templates)))
     if default_template not in templates:
         raise ConfigError(f"{where} key 'default_template': '{default_template}' is not a template. Valid: {', '.join(templates)}.")
     from fewshot_eval.evaluate.metrics import DEFAULT_METRICS
     from fewshot_eval.evaluate.registry import metric
 
-    metrics = tuple(_str_list(node["metrics"], f"{where} key 'metrics'")) if node.get("metrics") is not None else DEFAULT_METRICS
+    metrics = tuple(_str_list(node["metrics"], f"{where} key 'metrics'")) if node.get("metrics") is not None else shape.get("metrics", DEFAULT_METRICS)
     for m in metrics:
         try:
             metric(m)
@@ -188,7 +221,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         name=name,
         path=path,
         source=source,
-        label_field=str(node["label_field"]),
+        label_field=str(node["label_field"]) if node.get("label_field") is not None else "",
         labels=labels,
         templates=templates,
         default_template=default_template,
@@ -201,6 +234,12 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         languages=languages,
         default_languages=default_languages,
         description=str(node.get("description") or ""),
+        kind=shape["kind"],
+        choices_field=shape.get("choices_field"),
+        multiple_answers=bool(shape.get("multiple_answers")),
+        group_field=shape.get("group_field"),
+        positive_label=shape.get("positive_label"),
+        pair_fields=shape.get("pair_fields"),
     )
     for key in ("train_split", "eval_split"):
         if getattr(task, key) is not None and getattr(task, key) not in source.splits:
@@ -309,12 +348,17 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
             if column not in row:
                 raise ConfigError(f"{at(i)}{where}: key 'fields' maps '{var}' to column '{column}', missing in the data. Columns: {', '.join(row)}.")
             doc[var] = row[column]
-        if task.label_field not in doc:
+        if task.label_field and task.label_field not in doc:
             raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
-        label = str(doc[task.label_field])
-        if label not in task.labels:
-            raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
-        doc["_label"] = label
+        if task.kind != "choice" or task.choices_field or task.multiple_answers or task.group_field:
+            from fewshot_eval.evaluate.shapes import normalise_shape_row
+
+            normalise_shape_row(task, doc, split, at(i))
+        else:
+            label = str(doc[task.label_field])
+            if label not in task.labels:
+                raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
+            doc["_label"] = label
         if task.id_field:
             if task.id_field not in doc:
                 raise ConfigError(f"{at(i)}{task.where('id_field')}: field '{task.id_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
