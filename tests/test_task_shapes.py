@@ -189,3 +189,13 @@ def test_majority_on_minimal_pairs_is_a_planning_error():
     check_tasks(["blimp_demo"], _params(predictor="random"), config_dirs())
     with pytest.raises(ConfigError, match="predictor 'majority'.*minimal-pairs.*Use predictor 'random'"):
         check_tasks(["blimp_demo"], _params(predictor="majority"), config_dirs())
+
+
+def test_planning_errors_for_options_that_do_not_apply():
+    from fewshot_eval.evaluate.checks import check_balanced, check_tasks
+
+    with pytest.raises(ConfigError, match="balanced=true for task 'hellaswag_demo': it has no fixed label set.*use balanced=false"):
+        check_balanced(["hellaswag_demo"], _params(balanced=True), 2, config_dirs())
+    check_balanced(["multirc_demo"], _params(balanced=True), 2, config_dirs())
+    with pytest.raises(ConfigError, match="calibrator=average_option: task 'blimp_demo' is a minimal-pairs task"):
+        check_tasks(["blimp_demo"], _params(calibrator="average_option", calibration_options={"blimp_demo": ["sentence_good::"]}), config_dirs())

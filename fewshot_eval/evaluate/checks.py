@@ -44,6 +44,9 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         langs, train_lang = select_languages(td, params)
         if td.kind == "perplexity":
             check_operation(params.get("predictor"), "loglikelihood_rolling", f"task '{name}' is a perplexity task")
+        if td.kind == "minimal_pairs" and calibrator:
+            raise ConfigError(f"calibrator={calibrator}: task '{name}' is a minimal-pairs task (whole sentences, no shared prompt "
+                              "to make content-free); use calibrator=null.")
         if td.kind == "minimal_pairs" and params.get("predictor") == "majority":
             raise ConfigError(f"predictor 'majority': task '{name}' is a minimal-pairs task, whose gold is always the 'good' sentence, "
                               "so a majority class would score 100%. Use predictor 'random' as the chance baseline.")
@@ -92,6 +95,9 @@ def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int
     for name in task_names:
         td = load_task_def(name, search)
         n = len(td.labels)
+        if not n:
+            raise ConfigError(f"balanced=true for task '{name}': it has no fixed label set ({td.kind} task"
+                              f"{', candidates per example' if td.choices_field else ''}); use balanced=false.")
         if nshot % n:
             raise ConfigError(
                 f"balanced=true for task '{name}': nshot={nshot} is not divisible by its {n} classes {td.labels}. "

@@ -2,7 +2,7 @@
 
 A predictor is one class registered under a name, declaring the request operations it
 supports; a metric is one function ``(gold, pred) -> float`` registered under a name with its
-aggregation over trials::
+aggregation over trials (or, with ``over="rows"``, ``(prediction rows) -> float``)::
 
     from fewshot_eval.evaluate.registry import register_metric, register_predictor
 
