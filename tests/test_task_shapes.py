@@ -199,3 +199,5 @@ def test_planning_errors_for_options_that_do_not_apply():
     check_balanced(["multirc_demo"], _params(balanced=True), 2, config_dirs())
     with pytest.raises(ConfigError, match="calibrator=average_option: task 'blimp_demo' is a minimal-pairs task"):
         check_tasks(["blimp_demo"], _params(calibrator="average_option", calibration_options={"blimp_demo": ["sentence_good::"]}), config_dirs())
+    with pytest.raises(ConfigError, match="calibration_options.hellaswag_demo: option 'endings::' blanks 'endings'"):
+        check_tasks(["hellaswag_demo"], _params(calibrator="average_option", calibration_options={"hellaswag_demo": ["endings::"]}), config_dirs())

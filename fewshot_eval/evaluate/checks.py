@@ -52,7 +52,10 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
                               "so a majority class would score 100%. Use predictor 'random' as the chance baseline.")
         if calibrator and td.kind != "perplexity":
             for option in task_options(params, name):
-                parse_option(option, name)
+                pairs = parse_option(option, name)
+                if td.choices_field and any(k == td.choices_field for k, _ in pairs):
+                    raise ConfigError(f"calibration_options.{name}: option '{option}' blanks '{td.choices_field}', the field holding "
+                                      "the candidates; blank the context fields instead.")
         if isinstance(td.source, LocalSource):
             for lang in langs:
                 split_data(td, params, lang, train_lang)
