@@ -7,6 +7,8 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
   are in the label set, every template field is in the data; templates, languages, splits,
   scoring mode, calibrator and calibration options are valid; ``seed`` is an int;
   ``balanced`` divides nshot and each class has enough rows;
+* task shapes: a perplexity task's predictor supports ``loglikelihood_rolling``; no majority
+  baseline or calibration on minimal pairs; no ``balanced`` without a fixed label set;
 * model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
   are valid values.
 

@@ -17,6 +17,10 @@ Prediction row (one per evaluated example; JSON-serialisable)::
                   score, calibrated}]         # score under params scoring; calibrated (calibrator set)
     calibration: [{option, n_shared_prefix, n_shared_suffix,
                    candidates: [{label, n_tokens, logprobs, uncond_logprobs, score}]}]   # calibrator set
+
+Task shapes (:mod:`~fewshot_eval.evaluate.shapes`) keep these rows (``gold`` a list with several
+answers; ``group``/``positive`` for grouped sub-problems); a perplexity task's rows are
+documents (:mod:`~fewshot_eval.evaluate.perplexity`), scored by ``loglikelihood_rolling``.
 """
 
 from __future__ import annotations
