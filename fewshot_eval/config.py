@@ -45,6 +45,7 @@ EVAL_KEYS: tuple[str, ...] = (
     "device",
     "unconditional_prompt",
     "keep_score_cache",
+    "demo_sampling",
 )
 
 # Eval params that cannot change the numbers: left out of a result's identity.

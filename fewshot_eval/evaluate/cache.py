@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -197,7 +198,13 @@ class ResumableEvaluator:
 
     def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult:
         inner = self.evaluator.predictor
-        with ScoreCache(score_cache_file(self.result_dir, trial)) as store:
+        path = score_cache_file(self.result_dir, trial)
+        try:
+            store = ScoreCache(path)
+        except (sqlite3.Error, OSError) as e:  # the cache only saves time: never fail a job for it
+            log.warning("score cache %s unusable (%s): trial %d runs without it", path, e, trial)
+            return self.evaluator.run_trial(tasks, params, nshot, trial)
+        with store:
             cached = CachedPredictor(inner, store, self.namespace)
             self.evaluator.predictor = cached
             try:

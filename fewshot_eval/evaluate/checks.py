@@ -4,9 +4,10 @@ The planner calls these once per distinct (task setting, params) and per distinc
 setting -- not per job -- and marks the affected rows ``error: <reason>``:
 
 * task data: every split a job reads exists and parses (errors name file and line), gold labels
-  are in the label set, every template field is in the data; templates, languages, splits,
-  scoring mode, calibrator and calibration options are valid; ``seed`` is an int;
-  ``balanced`` divides nshot and each class has enough rows;
+  are in the label set, the selected templates' fields are in the evaluated split and (nshot != 0)
+  in the demonstration split; templates, languages, splits, scoring mode, calibrator, calibration
+  options and ``demo_sampling`` are valid; ``seed`` is an int; ``balanced`` divides nshot and each
+  class has enough rows;
 * model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
   are valid values.
 
@@ -30,10 +31,12 @@ WEIGHTS_DIR_ENV = "FEWSHOT_WEIGHTS_DIR"
 def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> None:
     """Validate what the tasks of one task setting read under ``params``; raises ConfigError."""
     from fewshot_eval.evaluate.calibration import check_calibrator, parse_option, task_options
+    from fewshot_eval.evaluate.demonstrations import check_demo_sampling
     from fewshot_eval.evaluate.scoring import check_mode
     from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, select_templates, split_data
 
     check_mode(params.get("scoring"))
+    check_demo_sampling(params.get("demo_sampling"), balanced=bool(params.get("balanced")))
     calibrator = check_calibrator(params.get("calibrator"))
     seed = params.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
@@ -47,7 +50,7 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
                 parse_option(option, name)
         if isinstance(td.source, LocalSource):
             for lang in langs:
-                split_data(td, params, lang, train_lang)
+                split_data(td, params, lang, train_lang, demonstrations=False)
 
 
 def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:
@@ -60,8 +63,23 @@ def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Se
         if not isinstance(td.source, LocalSource):
             return None
         langs, train_lang = select_languages(td, params)
-        sizes += [len(split_data(td, params, lang, train_lang)[1]) for lang in langs]
+        sizes += [len(split_data(td, params, lang, train_lang, demonstrations=False)[1]) for lang in langs]
     return max(sizes) if sizes else None
+
+
+def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path]) -> None:
+    """What depends on nshot: with demonstrations, the templates' fields are in the demonstration
+    split; ``balanced`` (see :func:`check_balanced`)."""
+    from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, split_data
+
+    if nshot != 0:
+        for name in task_names:
+            td = load_task_def(name, search)
+            if isinstance(td.source, LocalSource):
+                langs, train_lang = select_languages(td, params)
+                for lang in langs:
+                    split_data(td, params, lang, train_lang, demonstrations=True)
+    check_balanced(task_names, params, nshot, search)
 
 
 def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path]) -> None:
@@ -81,7 +99,7 @@ def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int
         if isinstance(td.source, LocalSource):
             langs, train_lang = select_languages(td, params)
             for lang in langs:
-                pool = split_data(td, params, lang, train_lang)[1]
+                pool = split_data(td, params, lang, train_lang, demonstrations=False)[1]
                 for label in td.labels:
                     have = sum(1 for d in pool if d["_label"] == label)
                     if have < nshot // n:
