@@ -9,7 +9,7 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
   options and ``demo_sampling`` are valid; ``seed`` is an int; ``balanced`` divides nshot and each
   class has enough rows;
 * model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
-  are valid values.
+  are valid values; with ``chat`` set, the tokenizer has a chat template.
 
 Sources through HuggingFace ``datasets`` are not read at planning (that would download).
 """
@@ -124,10 +124,15 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     device = params.get("device")
     if device is not None and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
         raise ConfigError(f"device: unknown device {device!r}. Valid: auto, cpu, cuda, cuda:<index>.")
+    if model.get("chat") is not None and not predictor_class(predictor, config_dirs()).is_lm:
+        from fewshot_eval.evaluate.chat import check_chat_template
+
+        check_chat_template(None, model_key, predictor)
     if predictor != "clm":
         return
     weights = model.get("weights")
     if not weights or weights == "tiny-gpt2" or not is_local_weights(str(weights)):
+        check_chat_tokenizer(model_key, model)
         return
     path = Path(str(weights)).expanduser()
     if not path.is_dir():
@@ -139,3 +144,26 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
         )
     if not (path / "config.json").is_file():
         raise ConfigError(f"model '{model_key}': weights dir {path} has no config.json: not a HuggingFace checkpoint dir.")
+    check_chat_tokenizer(model_key, model)
+
+
+def check_chat_tokenizer(model_key: str, model: dict[str, Any]) -> None:
+    """``chat`` set on a ``clm`` model: its tokenizer must have a chat template. The tokenizer is
+    read from local files only (a hub id not in the local cache is checked by the job)."""
+    if model.get("chat") is None:
+        return
+    from fewshot_eval.evaluate.chat import check_chat_template
+
+    weights = str(model.get("weights"))
+    if weights == "tiny-gpt2":
+        from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+
+        weights = str(tiny_gpt2_path())
+    try:
+        from transformers import AutoTokenizer
+
+        kwargs = {"revision": model["revision"]} if model.get("revision") else {}
+        tok = AutoTokenizer.from_pretrained(weights, local_files_only=True, **kwargs)
+    except Exception:  # noqa: BLE001 - not available here: the job's own check reports it
+        return
+    check_chat_template(tok, model_key, str(model.get("weights")))

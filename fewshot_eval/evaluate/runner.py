@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval import progress
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
+from fewshot_eval.evaluate.chat import chat_format
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.demonstrations import Sample, check_demo_sampling, fit_demonstrations, join_prompt, sample_demonstrations, sample_per_example
 from fewshot_eval.evaluate.metrics import compute_metrics
@@ -65,6 +66,7 @@ class FewShotEvaluator:
     def __init__(self, model: dict[str, Any], params: dict[str, Any], predictor: Optional[Predictor] = None) -> None:
         self.model = model
         self.predictor = predictor or build_predictor(model, params)
+        self.chat = chat_format(model.get("chat"), self.predictor, model.get("name", "?"))  # None: plain prompts
 
     # ------------------------------------------------------------------ the interface
     def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult:
@@ -149,13 +151,22 @@ class FewShotEvaluator:
         desc = _description(params, task.name)
         uncond_prompt = params.get("unconditional_prompt")
         uncond_prompt = "Answer:" if uncond_prompt is None else str(uncond_prompt)
-        shared = None if per_example else [tmpl.fill(d, d["_label"], demo_lang) for d in sample.docs]
+        def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
+            if self.chat is None:
+                return tmpl.fill(d, d["_label"], demo_lang)
+            user, rest = tmpl.split(d, demo_lang)
+            return user, tmpl.verbalise(d, d["_label"], demo_lang) + rest
+
+        def context(demos: list, prefix: str) -> str:
+            return self.chat.context(demos, prefix, sep, desc) if self.chat else join_prompt(demos, prefix, sep, desc)
+
+        shared = None if per_example else [demo(d) for d in sample.docs]
         parsed = [(o, parse_option(o, task.name)) for o in options] if pred.is_lm else []
 
         requests: list[Request] = []
         plans = []
         for j, doc in enumerate(eval_docs):
-            demos = shared if shared is not None else [tmpl.fill(d, d["_label"], demo_lang) for d in sample.docs[j]]
+            demos = shared if shared is not None else [demo(d) for d in sample.docs[j]]
             items = [(None, doc)] + [(o, apply_option(doc, pairs, task.name, o)) for o, pairs in parsed]
             parts = []
             for option, d in items:
@@ -166,13 +177,13 @@ class FewShotEvaluator:
             if pred.max_length:
                 k = fit_demonstrations(
                     demos,
-                    lambda k: [join_prompt(demos[:k], prefix, sep, desc) + c for _, prefix, conts in parts for c in conts],
+                    lambda k: [context(demos[:k], prefix) + c for _, prefix, conts in parts for c in conts],
                     pred.num_tokens,
                     pred.max_length,
                 )
             item_reqs = []
             for option, prefix, conts in parts:
-                ctx_raw = join_prompt(demos[:k], prefix, sep, desc)
+                ctx_raw = context(demos[:k], prefix)
                 pairs = [split_whitespace(ctx_raw, c) for c in conts]
                 idx = []
                 for lab, (ctx, cont) in zip(task.labels, pairs):
