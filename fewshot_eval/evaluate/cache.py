@@ -196,6 +196,11 @@ class ResumableEvaluator:
             "predictor": pred.describe(),
         })
 
+    def __getattr__(self, attr: str) -> Any:  # predictor, model ...: the wrapped evaluator's
+        if attr == "evaluator":
+            raise AttributeError(attr)
+        return getattr(self.evaluator, attr)
+
     def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult:
         inner = self.evaluator.predictor
         path = score_cache_file(self.result_dir, trial)
