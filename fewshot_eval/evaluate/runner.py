@@ -9,7 +9,7 @@ batch, which lets the LM share the demonstrations' computation across them.
 Prediction row (one per evaluated example; JSON-serialisable)::
 
     id, gold, pred, correct, [pred_raw]        # pred_raw: uncalibrated prediction (calibrator set)
-    prompt                                    # context: description + demonstrations + test prefix
+    prompt                                    # context: description + demonstrations + test prefix (chat: templated)
     n_demos                                   # demonstrations kept (fewer than sampled if max_length hit)
     [demo_ids]                                # demo_sampling=per_example: this example's demonstrations
     n_shared_prefix, n_shared_suffix          # tokens all candidates' continuations share at start / end
@@ -29,8 +29,8 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval import progress
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
-from fewshot_eval.evaluate.chat import chat_format
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
+from fewshot_eval.evaluate.chat import chat_format
 from fewshot_eval.evaluate.demonstrations import Sample, check_demo_sampling, fit_demonstrations, join_prompt, sample_demonstrations, sample_per_example
 from fewshot_eval.evaluate.metrics import compute_metrics
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
@@ -151,6 +151,7 @@ class FewShotEvaluator:
         desc = _description(params, task.name)
         uncond_prompt = params.get("unconditional_prompt")
         uncond_prompt = "Answer:" if uncond_prompt is None else str(uncond_prompt)
+
         def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
             if self.chat is None:
                 return tmpl.fill(d, d["_label"], demo_lang)
