@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ class Predictor(ABC):
     max_length: Optional[int] = None  # context length in tokens; None = unlimited (baselines)
     name: str = ""  # set by ``registry.register_predictor``
     operations: frozenset = frozenset()  # request operations it supports, set by ``register_predictor``
+    # Operations whose calls report each finished batch to ``on_batch(indices into the call's
+    # requests, their results)`` when a caller set it (the resume cache, ``evaluate.cache``, which
+    # otherwise calls the operation once per ``batch_size`` requests to store them as they come).
+    reports_batches: frozenset = frozenset()
+    on_batch: Optional[Callable[[list[int], list[Any]], None]] = None
 
     @classmethod
     def from_settings(cls, model: dict, params: dict) -> "Predictor":

@@ -20,7 +20,7 @@ import copy
 import functools
 import logging
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request
@@ -56,6 +56,7 @@ def load_model(weights: str, revision: Optional[str], dtype: str, device: str) -
 @register_predictor("clm", operations=("loglikelihood", "loglikelihood_rolling"))
 class CausalLMPredictor(Predictor):
     is_lm = True
+    reports_batches = frozenset({"loglikelihood"})
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str = "cpu", batch_size: int = 8, max_length: Optional[int] = None, name: str = "") -> None:
         self.model = model
@@ -167,7 +168,13 @@ class CausalLMPredictor(Predictor):
                 raise ValueError(f"empty continuation for context ending {ctx[-40:]!r}")
             full = (c + t)[-(self.max_length + 1) :]
             seqs.append((full[:-1], full[-len(t) :] if len(t) < len(full) else full[1:]))
-        results = self._score_tokens(seqs)
+        report = None
+        if self.on_batch is not None:  # tell the resume cache of each finished batch, as request indices
+            hook, where = self.on_batch, [[] for _ in seqs]
+            for j, r in enumerate(requests):
+                where[unique[(r.context, r.continuation)]].append(j)
+            report = lambda done, res: hook([j for s in done for j in where[s]], [x for s, x in zip(done, res) for _ in where[s]])  # noqa: E731
+        results = self._score_tokens(seqs, report)
         return [results[unique[(r.context, r.continuation)]] for r in requests]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglik]:
@@ -200,9 +207,9 @@ class CausalLMPredictor(Predictor):
             out[i].summed += float(torch.tensor(res.logprobs, dtype=torch.float32).sum())
         return out
 
-    def _score_tokens(self, seqs: list[tuple[list[int], list[int]]]) -> list[Loglik]:
+    def _score_tokens(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None) -> list[Loglik]:
         """``seqs``: (input ids, continuation ids); the continuation's log-probs come from the
-        last ``len(cont)`` input positions."""
+        last ``len(cont)`` input positions. ``report(seq indices, results)`` after each batch."""
         import torch
 
         order = sorted(range(len(seqs)), key=lambda i: seqs[i][0])
@@ -252,6 +259,8 @@ class CausalLMPredictor(Predictor):
                 greedy = (sel.argmax(-1) == tgt).tolist()
                 for i, off, n in spans:
                     out[i] = Loglik(tok_lp[off : off + n], list(seqs[i][1]), all(greedy[off : off + n]))
+                if report is not None:
+                    report(idx, [out[i] for i in idx])
         return out  # type: ignore[return-value]
 
     def _prefix_cache(self, ids: list[int], cache: Any) -> Any:

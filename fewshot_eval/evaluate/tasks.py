@@ -46,7 +46,7 @@ import json
 from dataclasses import dataclass, field, fields as dc_fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import yaml
 
@@ -366,8 +366,6 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
         else:
             doc["_id"] = f"{split}-{i}"
         docs.append(doc)
-    for i, doc in enumerate(docs):
-        check_template_fields(task, doc, split, at(i))
     return docs
 
 
@@ -392,15 +390,23 @@ def load_split(task: TaskDef, split: str, lang: Optional[str] = None) -> list[Do
     return [dict(d) for d in _load_split_cached(task, split, lang if task.languages else None)]
 
 
-def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "") -> None:
-    """Every variable a template uses must be a data field (or a template var / ``candidate``)."""
-    for tmpl in task.templates.values():
+def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "", templates: Optional[Iterable[str]] = None) -> None:
+    """Every variable a template uses (``templates``: those names; default all) must be a data field
+    (or a template var / ``candidate``)."""
+    for tmpl in (task.templates[t] for t in templates) if templates is not None else task.templates.values():
         missing = sorted(v for v in tmpl.variables if v not in doc and v not in tmpl.var_names and v != "candidate")
         if missing:
             raise ConfigError(
                 f"{at}task '{task.name}' template '{tmpl.name}': field '{missing[0]}' is not in the data "
                 f"(split '{split}'). Fields: {', '.join(k for k in doc if not k.startswith('_'))}. ({task.path})"
             )
+
+
+def check_split_fields(task: TaskDef, docs: Sequence[Doc], split: str, templates: Iterable[str]) -> None:
+    """The fields of ``templates`` exist in every row of ``docs`` (one split that a job reads)."""
+    names = list(templates)
+    for i, doc in enumerate(docs):
+        check_template_fields(task, doc, split, f"split '{split}' row {i} (id {doc.get('_id')}): ", names)
 
 
 # ---------------------------------------------------------------- params -> what to evaluate
@@ -454,9 +460,13 @@ def split_names(task: TaskDef, params: dict[str, Any]) -> tuple[Optional[str], s
     return (str(train) if train else None), str(evals)
 
 
-def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train_lang: Optional[str]) -> tuple[list[Doc], list[Doc]]:
+def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train_lang: Optional[str],
+               *, demonstrations: bool = True) -> tuple[list[Doc], list[Doc]]:
     """(evaluated rows, demonstration pool) of one language: ``n_eval_samples`` applied; the pool is
-    the train split in the demonstration language, never containing an evaluated row."""
+    the train split in the demonstration language, never containing an evaluated row.
+
+    The selected templates' fields must exist in the evaluated rows, and in the pool only when
+    ``demonstrations`` are drawn from it (a field missing from a split that is not read is fine)."""
     from fewshot_eval.evaluate.demonstrations import demo_pool
 
     train_split, eval_split = split_names(task, params)
@@ -472,4 +482,8 @@ def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train
     else:
         val = load_split(task, "validation", demo_lang) if "validation" in task.splits else None
         pool = demo_pool(None, val, eval_docs)
+    templates = select_templates(task, params)
+    check_split_fields(task, eval_docs, eval_split, templates)
+    if demonstrations:
+        check_split_fields(task, pool, train_split or "validation", templates)
     return eval_docs, pool

@@ -48,8 +48,8 @@ MODEL_0_1_0: tuple[str, ...] = ("predictor", "weights", "revision")
 MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_parallel", "description", "name", "eval", "slurm"})
 
 # Keys added after 0.1.0 -> their neutral value (the behaviour before they existed).
-NEUTRAL_PARAMS: dict[str, Any] = {}
-NEUTRAL_MODEL: dict[str, Any] = {}
+NEUTRAL_PARAMS: dict[str, Any] = {"demo_sampling": "per_trial"}
+NEUTRAL_MODEL: dict[str, Any] = {"chat": None}
 
 
 class IdentityError(AssertionError):
