@@ -10,7 +10,11 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
 * model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
   are valid values.
 
-Sources through HuggingFace ``datasets`` are not read at planning (that would download).
+Sources through HuggingFace ``datasets`` are not read at planning (that would download), except
+from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks.py``), which is checked like local
+files. Offline (``HF_DATASETS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), a hub dataset that is neither
+mirrored nor in the local cache is an error row (the job could not load it); a manual download
+(``data_dir``, storycloze) that is not there is an error row too.
 """
 
 from __future__ import annotations
@@ -45,9 +49,62 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         if calibrator:
             for option in task_options(params, name):
                 parse_option(option, name)
-        if isinstance(td.source, LocalSource):
+        if isinstance(td.source, LocalSource) or hf_mirrored(td, params, langs, train_lang):
             for lang in langs:
                 split_data(td, params, lang, train_lang)
+        else:
+            check_hf_available(td, params, langs, train_lang)
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _needed(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> list[tuple[str, Optional[str]]]:
+    """(split, language) pairs a job reads."""
+    from fewshot_eval.evaluate.tasks import split_names
+
+    train, evals = split_names(td, params)
+    out = [(evals, lang) for lang in langs]
+    if train is None and "validation" in td.splits:
+        train = "validation"
+    if train is not None:
+        out += [(train, train_lang or lang) for lang in langs]
+    return list(dict.fromkeys(out))
+
+
+def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> bool:
+    """Every split a job reads of this hub task is in the local mirror (``$FEWSHOT_HF_MIRROR``)."""
+    from fewshot_eval.evaluate.tasks import HFSource, hf_mirror_file
+
+    if not isinstance(td.source, HFSource):
+        return False
+    return all(hf_mirror_file(td.source, split, lang if td.languages else None) is not None for split, lang in _needed(td, params, langs, train_lang))
+
+
+def hf_cached(path: str) -> bool:
+    """A hub dataset has files in the local caches (``datasets``' or the hub's); nothing is downloaded."""
+    home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or home / "datasets").expanduser()
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE") or home / "hub").expanduser()
+    return (datasets_cache / path.replace("/", "___")).is_dir() or (hub_cache / f"datasets--{path.replace('/', '--')}").is_dir()
+
+
+def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> None:
+    """A hub task a job could not load: a manual download that is missing, or offline without a local copy."""
+    from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV, hf_data_dir
+
+    if td.source.data_dir:
+        hf_data_dir(td)
+        return
+    offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if _truthy(v)]
+    if offline and not hf_cached(td.source.path):
+        name = f" config {td.source.name}" if td.source.name else ""
+        raise ConfigError(
+            f"task '{td.name}': hub dataset {td.source.path}{name} is not in the local cache and {offline[0]}=1, so its job "
+            f"could not load it. Load it once where the hub can be reached (datasets.load_dataset('{td.source.path}', ...)), "
+            f"or point {HF_MIRROR_ENV} at a dir of JSONL copies, or unset {offline[0]}."
+        )
 
 
 def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:

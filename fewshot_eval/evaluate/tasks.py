@@ -57,6 +57,7 @@ class HFSource:
     name: Optional[str] = None  # dataset config, may contain {lang}
     data_files: Optional[dict[str, str]] = None  # for builders like "json"; relative to the YAML
     revision: Optional[str] = None
+    data_dir: Optional[str] = None  # manual downloads (storycloze): $VARS and ~ expanded; unset/missing: a planning error
 
 
 @dataclass(eq=False)  # hashable by identity: definitions are cached per file
@@ -64,7 +65,7 @@ class TaskDef:
     name: str
     path: Path  # the YAML file it came from
     source: LocalSource | HFSource
-    label_field: str
+    label_field: Optional[str]  # None: every row's gold is ``gold_label``
     labels: list[str]
     templates: dict[str, Template]
     default_template: str
@@ -77,6 +78,7 @@ class TaskDef:
     languages: Optional[list[str]] = None
     default_languages: Optional[list[str]] = None
     description: str = ""
+    gold_label: Optional[str] = None  # one gold for every row (bias probes: crows_pairs, stereoset)
 
     @property
     def splits(self) -> list[str]:
@@ -95,7 +97,8 @@ _TOP_KEYS = {
     "eval_split": False,
     "id_field": False,
     "fields": False,
-    "label_field": True,
+    "label_field": False,  # one of label_field / gold_label
+    "gold_label": False,
     "labels": True,
     "preferred_metric": False,
     "metrics": False,
@@ -146,6 +149,10 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         source.splits = {str(k): str(v) for k, v in (source.splits or {}).items()}
 
     labels = _str_list(node["labels"], f"{where} key 'labels'")
+    if ("label_field" in node) == ("gold_label" in node):
+        raise ConfigError(f"{where}: give exactly one of 'label_field' (the data's gold column) or 'gold_label' (one gold for every row).")
+    if "gold_label" in node and str(node["gold_label"]) not in labels:
+        raise ConfigError(f"{where} key 'gold_label': '{node['gold_label']}' is not one of labels {labels}.")
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where} key 'labels': duplicate labels in {labels}.")
     languages = _str_list(node["languages"], f"{where} key 'languages'") if node.get("languages") is not None else None
@@ -188,7 +195,8 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         name=name,
         path=path,
         source=source,
-        label_field=str(node["label_field"]),
+        label_field=str(node["label_field"]) if "label_field" in node else None,
+        gold_label=str(node["gold_label"]) if "gold_label" in node else None,
         labels=labels,
         templates=templates,
         default_template=default_template,
@@ -280,16 +288,58 @@ def _read_local(path: Path, where: str) -> tuple[list[Doc], list[int]]:
     return rows, lines
 
 
+HF_MIRROR_ENV = "FEWSHOT_HF_MIRROR"
+
+
+def hf_mirror_file(src: HFSource, split: str, lang: Optional[str]) -> Optional[Path]:
+    """The local copy of one hub split under ``$FEWSHOT_HF_MIRROR`` (``<dir>/<hub id>/<config or
+    'default'>/<hub split>.jsonl``, one row per line in the hub's own schema), or None.
+
+    A mirror replaces the download for every task whose files it holds (an air-gapped cluster, the
+    tests' fixtures); it is read with ``datasets``' json builder, the same path as a hub dataset."""
+    import os
+
+    root = os.environ.get(HF_MIRROR_ENV)
+    if not root:
+        return None
+    path = Path(root).expanduser() / src.path / (_fmt(src.name, lang) if src.name else "default") / f"{src.splits[split]}.jsonl"
+    return path if path.is_file() else None
+
+
+def hf_data_dir(task: TaskDef) -> Optional[str]:
+    """``data.hf.data_dir`` with environment variables and ``~`` expanded; a ConfigError when it names an
+    unset variable or a dir that does not exist (a manual download the user has not made)."""
+    import os
+
+    src = task.source
+    if not isinstance(src, HFSource) or not src.data_dir:
+        return None
+    value = os.path.expanduser(os.path.expandvars(src.data_dir))
+    if "$" in value or not Path(value).is_dir():
+        raise ConfigError(
+            f"{task.where('data.hf.data_dir')}: '{src.data_dir}' is {'not set' if '$' in value else f'{value}, which does not exist'}. "
+            f"This dataset is a manual download: fetch it (see the task definition's comment), then export the variable it names "
+            f"(or set data.hf.data_dir in your own copy of the task definition)."
+        )
+    return value
+
+
 def _read_hf(task: TaskDef, split: str, lang: Optional[str]) -> list[Doc]:
     import datasets  # lazy: heavy
 
     src = task.source
     assert isinstance(src, HFSource)
+    mirrored = hf_mirror_file(src, split, lang)
+    if mirrored is not None:
+        ds = datasets.load_dataset("json", data_files={"rows": str(mirrored)}, split="rows")
+        return [dict(row) for row in ds]
     kwargs: dict[str, Any] = {}
     if src.name:
         kwargs["name"] = _fmt(src.name, lang)
     if src.revision:
         kwargs["revision"] = src.revision
+    if src.data_dir:
+        kwargs["data_dir"] = hf_data_dir(task)
     if src.data_files:
         kwargs["data_files"] = {k: str((task.path.parent / _fmt(v, lang)).resolve()) if not "://" in v else v for k, v in src.data_files.items()}
     ds = datasets.load_dataset(src.path, split=src.splits[split], **kwargs)
@@ -309,9 +359,9 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
             if column not in row:
                 raise ConfigError(f"{at(i)}{where}: key 'fields' maps '{var}' to column '{column}', missing in the data. Columns: {', '.join(row)}.")
             doc[var] = row[column]
-        if task.label_field not in doc:
+        if task.label_field is not None and task.label_field not in doc:
             raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
-        label = str(doc[task.label_field])
+        label = str(doc[task.label_field]) if task.label_field is not None else str(task.gold_label)
         if label not in task.labels:
             raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
         doc["_label"] = label
@@ -328,7 +378,8 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
 
 
 @lru_cache(maxsize=128)
-def _load_split_cached(task: TaskDef, split: str, lang: Optional[str]) -> tuple[Doc, ...]:
+def _load_split_cached(task: TaskDef, split: str, lang: Optional[str], mirror: Optional[str] = None) -> tuple[Doc, ...]:
+    # ``mirror``: $FEWSHOT_HF_MIRROR when read, part of the cache key only
     where = task.where("data")
     if isinstance(task.source, LocalSource):
         path = (task.path.parent / _fmt(task.source.splits[split], lang)).resolve()
@@ -345,7 +396,10 @@ def load_split(task: TaskDef, split: str, lang: Optional[str] = None) -> list[Do
         raise ConfigError(f"{task.where()}: unknown split '{split}'. Valid: {', '.join(task.splits)}.")
     if task.languages and lang not in task.languages:
         raise ConfigError(f"{task.where('languages')}: unknown language '{lang}'. Valid: {', '.join(task.languages)}.")
-    return [dict(d) for d in _load_split_cached(task, split, lang if task.languages else None)]
+    import os
+
+    mirror = os.environ.get(HF_MIRROR_ENV) if isinstance(task.source, HFSource) else None
+    return [dict(d) for d in _load_split_cached(task, split, lang if task.languages else None, mirror)]
 
 
 def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "") -> None:
