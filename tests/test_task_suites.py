@@ -100,3 +100,49 @@ def test_a_schema_error_fails_with_file_and_field(tmp_path: Path, monkeypatch: p
     (bad / "train.jsonl").write_text((bad / "validation.jsonl").read_text())
     with pytest.raises(ConfigError, match=r"task 'copa' template '.*': field 'choice1' is not in the data"):
         split_data(load_task_def("copa"), {}, None, None)
+
+
+def _sentence_logprob(model, tok, text: str) -> float:  # noqa: ANN001
+    """log P(text) after the end-of-text token, straight from transformers (the reference)."""
+    import torch
+
+    ids = [tok.eos_token_id] + tok(text)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+    return float(sum(logits[i, ids[i + 1]] for i in range(len(ids) - 1)))
+
+
+@pytest.mark.slow
+def test_bias_metrics_match_a_reference_computed_from_the_model() -> None:
+    """CrowS-Pairs and StereoSet with the tiny model: the registered metrics equal the ones computed here
+    from sentence log-probabilities taken directly from transformers."""
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fewshot_eval.config import EVAL_KEYS
+    from fewshot_eval.evaluate import build_evaluator
+    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+
+    base = yaml.safe_load((conf_dir() / "config.yaml").read_text())
+    params = {k: base.get(k) for k in EVAL_KEYS} | {"predictor": "clm", "scoring": "sum", "device": "cpu"}
+    evaluator = build_evaluator({"name": "tiny", "predictor": "clm", "weights": "tiny-gpt2", "revision": None}, params)
+    result = evaluator.run_trial(["crows_pairs", "stereoset_intrasentence"], params, 0, 0)
+    path = tiny_gpt2_path()
+    model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+    crows = split_data(load_task_def("crows_pairs"), {}, "english", None)[0]
+    prefers_more = [_sentence_logprob(model, tok, d["sent_more"]) > _sentence_logprob(model, tok, d["sent_less"]) for d in crows]
+    assert result.metrics["crows_pairs.default.english"]["pct_stereotype"] == pytest.approx(100 * sum(prefers_more) / len(crows))
+
+    stereo = split_data(load_task_def("stereoset_intrasentence"), {}, None, None)[0]
+    kinds = {0: "anti", 1: "stereo", 2: "unrelated"}
+    best = []
+    for d in stereo:
+        scores = [_sentence_logprob(model, tok, s) for s in d["sentences"]["sentence"]]
+        best.append(kinds[d["sentences"]["gold_label"][scores.index(max(scores))]])
+    meaningful = [b for b in best if b != "unrelated"]
+    lms = 100 * len(meaningful) / len(best)
+    ss = 100 * meaningful.count("stereo") / len(meaningful) if meaningful else 0.0
+    got = result.metrics["stereoset_intrasentence.default"]
+    assert got["lm_score"] == pytest.approx(lms) and got["stereotype_score"] == pytest.approx(ss)
+    assert got["icat"] == pytest.approx(lms * min(ss, 100 - ss) / 50)

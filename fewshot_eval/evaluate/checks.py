@@ -97,13 +97,17 @@ def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional
     if td.source.data_dir:
         hf_data_dir(td)
         return
+    from fewshot_eval.evaluate.tasks import hf_mirror_file
+
     offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if _truthy(v)]
     if offline and not hf_cached(td.source.path):
-        name = f" config {td.source.name}" if td.source.name else ""
+        src = td.source
+        configs = sorted({(src.name or "").replace("{lang}", lang or "") for split, lang in _needed(td, params, langs, train_lang)
+                          if hf_mirror_file(src, split, lang if td.languages else None) is None} - {""})
+        name = f" (config{'s' if len(configs) > 1 else ''} {', '.join(configs)})" if configs else ""
         raise ConfigError(
-            f"task '{td.name}': hub dataset {td.source.path}{name} is not in the local cache and {offline[0]}=1, so its job "
-            f"could not load it. Load it once where the hub can be reached (datasets.load_dataset('{td.source.path}', ...)), "
-            f"or point {HF_MIRROR_ENV} at a dir of JSONL copies, or unset {offline[0]}."
+            f"task '{td.name}': hub dataset {td.source.path}{name} is not in the local cache and {offline[0]}=1: its job "
+            f"could not load it. Load it once with network access, point {HF_MIRROR_ENV} at JSONL copies, or unset {offline[0]}."
         )
 
 
@@ -178,3 +182,21 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
         )
     if not (path / "config.json").is_file():
         raise ConfigError(f"model '{model_key}': weights dir {path} has no config.json: not a HuggingFace checkpoint dir.")
+
+
+def weights_note(model: dict[str, Any], params: dict[str, Any]) -> Optional[str]:
+    """A note for a plan row whose language model comes from the hub and is not in the local cache
+    (planning never downloads; the job does, unless offline), else None."""
+    from fewshot_eval.settings import is_local_weights
+
+    weights = model.get("weights")
+    if (params.get("predictor") or model.get("predictor")) != "clm" or not weights or weights == "tiny-gpt2" or is_local_weights(str(weights)):
+        return None
+    home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    hub = Path(os.environ.get("HF_HUB_CACHE") or home / "hub").expanduser()
+    if (hub / f"models--{str(weights).replace('/', '--')}").is_dir():
+        return None
+    rev = f"@{model['revision']}" if model.get("revision") else ""
+    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _truthy(v)]
+    tail = f" ({offline[0]}=1 here: the job needs a HuggingFace cache that holds it)" if offline else ""
+    return f"weights {weights}{rev}: hub model, not in the local cache -- the job downloads it{tail}"
