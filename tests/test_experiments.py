@@ -92,7 +92,7 @@ def test_rai_and_multilingual_settings_are_the_seeds(offline_env: Path, monkeypa
     assert planner.local_launcher and {j.unit.model_key for j in jobs} == {"random", "majority"}
 
 
-def test_offline_without_the_data_every_row_says_what_is_missing(offline_env: Path) -> None:
+def test_offline_without_the_data_every_row_says_what_is_missing(offline_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dry run of a hub-data experiment offline, the data neither cached nor mirrored: it plans (no crash)
     and each row is an error that names the dataset and what to do; nothing would launch."""
     _, jobs = plan(["experiment=few_shot_english", f"output_dir={offline_env / 'out'}"])
@@ -107,7 +107,11 @@ def test_offline_without_the_data_every_row_says_what_is_missing(offline_env: Pa
     assert [j.status for j in jobs] == ["run"]
     # a manual download that is not there
     _, jobs = plan(["model=random", "task=storycloze", f"output_dir={offline_env / 'out'}"])
-    assert jobs[0].status == "error" and "'${STORYCLOZE_DATA_DIR}' is not set" in jobs[0].detail and "manual download" in jobs[0].detail
+    assert jobs[0].status == "error" and "'${STORYCLOZE_DATA_DIR}/cloze_test_" in jobs[0].detail and "is not set" in jobs[0].detail
+    assert "manual download" in jobs[0].detail
+    monkeypatch.setenv("STORYCLOZE_DATA_DIR", str(Path(__file__).parent / "fixtures" / "storycloze"))  # downloaded: read at planning
+    _, jobs = plan(["model=random", "task=storycloze", f"output_dir={offline_env / 'out'}"])
+    assert jobs[0].status == "run"
 
 
 def test_cli_dry_run_of_an_experiment_prints_its_jobs(offline_env: Path, workdir: Path) -> None:

@@ -14,7 +14,8 @@ Sources through HuggingFace ``datasets`` are not read at planning (that would do
 from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks.py``), which is checked like local
 files. Offline (``HF_DATASETS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), a hub dataset that is neither
 mirrored nor in the local cache is an error row (the job could not load it); a manual download
-(``data_dir``, storycloze) that is not there is an error row too.
+(``$VARS`` in ``data_dir``/``data_files``, storycloze) is read and checked at planning when it is
+there, and is an error row saying what to set when it is not.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         if calibrator:
             for option in task_options(params, name):
                 parse_option(option, name)
-        if isinstance(td.source, LocalSource) or hf_mirrored(td, params, langs, train_lang):
+        if isinstance(td.source, LocalSource) or hf_mirrored(td, params, langs, train_lang) or manual_present(td, langs):
             for lang in langs:
                 split_data(td, params, lang, train_lang)
         else:
@@ -82,6 +83,18 @@ def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]],
     return all(hf_mirror_file(td.source, split, lang if td.languages else None) is not None for split, lang in _needed(td, params, langs, train_lang))
 
 
+def manual_present(td: Any, langs: Sequence[Optional[str]]) -> bool:
+    """A manual download (``$VARS`` in ``data_dir``/``data_files``) that is there: read and checked at
+    planning like local files. One that is not there raises ConfigError saying what to set."""
+    from fewshot_eval.evaluate.tasks import hf_manual_files, is_manual
+
+    if not is_manual(td):
+        return False
+    for lang in langs:
+        hf_manual_files(td, lang)
+    return True
+
+
 def hf_cached(path: str) -> bool:
     """A hub dataset has files in the local caches (``datasets``' or the hub's); nothing is downloaded."""
     home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
@@ -92,11 +105,8 @@ def hf_cached(path: str) -> bool:
 
 def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> None:
     """A hub task a job could not load: a manual download that is missing, or offline without a local copy."""
-    from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV, hf_data_dir
+    from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV
 
-    if td.source.data_dir:
-        hf_data_dir(td)
-        return
     from fewshot_eval.evaluate.tasks import hf_mirror_file
 
     offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if _truthy(v)]

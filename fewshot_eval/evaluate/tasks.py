@@ -57,7 +57,7 @@ class HFSource:
     name: Optional[str] = None  # dataset config, may contain {lang}
     data_files: Optional[dict[str, str]] = None  # for builders like "json"; relative to the YAML
     revision: Optional[str] = None
-    data_dir: Optional[str] = None  # manual downloads (storycloze): $VARS and ~ expanded; unset/missing: a planning error
+    data_dir: Optional[str] = None  # $VARS and ~ expanded here and in data_files (manual downloads); unset/missing: a planning error
 
 
 @dataclass(eq=False)  # hashable by identity: definitions are cached per file
@@ -306,22 +306,45 @@ def hf_mirror_file(src: HFSource, split: str, lang: Optional[str]) -> Optional[P
     return path if path.is_file() else None
 
 
-def hf_data_dir(task: TaskDef) -> Optional[str]:
-    """``data.hf.data_dir`` with environment variables and ``~`` expanded; a ConfigError when it names an
-    unset variable or a dir that does not exist (a manual download the user has not made)."""
+def _manual(task: TaskDef, key: str, value: str) -> str:
+    """A path with environment variables and ``~`` expanded; a ConfigError when it names an unset
+    variable or nothing exists there (a manual download the user has not made)."""
     import os
 
-    src = task.source
-    if not isinstance(src, HFSource) or not src.data_dir:
-        return None
-    value = os.path.expanduser(os.path.expandvars(src.data_dir))
-    if "$" in value or not Path(value).is_dir():
+    out = os.path.expanduser(os.path.expandvars(value))
+    if "$" in out or not Path(out).exists():
         raise ConfigError(
-            f"{task.where('data.hf.data_dir')}: '{src.data_dir}' is {'not set' if '$' in value else f'{value}, which does not exist'}. "
+            f"{task.where(key)}: '{value}' is {'not set' if '$' in out else f'{out}, which does not exist'}. "
             f"This dataset is a manual download: fetch it (see the task definition's comment), then export the variable it names "
-            f"(or set data.hf.data_dir in your own copy of the task definition)."
+            f"(or point {key} at it in your own copy of the task definition)."
         )
-    return value
+    return out
+
+
+def hf_manual_files(task: TaskDef, lang: Optional[str] = None) -> tuple[Optional[str], Optional[dict[str, str]]]:
+    """(``data_dir``, ``data_files``) of a hub source with ``$VARS``/``~`` expanded and relative files
+    taken from the YAML's dir; raises ConfigError for a manual download that is not there."""
+    src = task.source
+    assert isinstance(src, HFSource)
+    data_dir = _manual(task, "data.hf.data_dir", src.data_dir) if src.data_dir else None
+    files = None
+    if src.data_files:
+        files = {}
+        for k, v in src.data_files.items():
+            v = _fmt(v, lang)
+            if "://" in v:
+                files[k] = v
+            elif "$" in v or v.startswith("~"):
+                files[k] = _manual(task, f"data.hf.data_files.{k}", v)
+            else:
+                files[k] = str((task.path.parent / v).resolve())
+    return data_dir, files
+
+
+def is_manual(task: TaskDef) -> bool:
+    """A hub source whose files the user downloads by hand (``$VARS`` in data_dir/data_files)."""
+    src = task.source
+    return isinstance(src, HFSource) and any("$" in v for v in [src.data_dir or "", *(src.data_files or {}).values()])
 
 
 def _read_hf(task: TaskDef, split: str, lang: Optional[str]) -> list[Doc]:
@@ -338,10 +361,11 @@ def _read_hf(task: TaskDef, split: str, lang: Optional[str]) -> list[Doc]:
         kwargs["name"] = _fmt(src.name, lang)
     if src.revision:
         kwargs["revision"] = src.revision
-    if src.data_dir:
-        kwargs["data_dir"] = hf_data_dir(task)
-    if src.data_files:
-        kwargs["data_files"] = {k: str((task.path.parent / _fmt(v, lang)).resolve()) if not "://" in v else v for k, v in src.data_files.items()}
+    data_dir, data_files = hf_manual_files(task, lang)
+    if data_dir:
+        kwargs["data_dir"] = data_dir
+    if data_files:
+        kwargs["data_files"] = data_files
     ds = datasets.load_dataset(src.path, split=src.splits[split], **kwargs)
     return [dict(row) for row in ds]
 
