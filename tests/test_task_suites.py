@@ -33,7 +33,7 @@ def mirror(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def test_every_suite_has_fixtures() -> None:
-    expected = {"copa", "cb", "rte", "boolq", "wic", "wsc", "piqa", "winogrande", "openbookqa", "storycloze", "xcopa", "xnli",
+    expected = {"copa", "cb", "rte", "boolq", "wic", "wsc", "hellaswag", "piqa", "winogrande", "openbookqa", "storycloze", "xcopa", "xnli",
                 "pawsx", "xwinograd", "xstorycloze", "crows_pairs", "stereoset_intrasentence", "stereoset_intersentence"}
     assert expected <= set(SUITES)
     for name in SUITES:
@@ -148,3 +148,16 @@ def test_bias_metrics_match_a_reference_computed_from_the_model() -> None:
     got = result.metrics["stereoset_intrasentence.default"]
     assert got["lm_score"] == pytest.approx(lms) and got["stereotype_score"] == pytest.approx(ss)
     assert got["icat"] == pytest.approx(lms * min(ss, 100 - ss) / 50)
+
+
+def test_hellaswag_text_equals_lm_evals_preprocessing() -> None:
+    """The Jinja cleaning of the template gives lm-eval's own preprocessed query and endings."""
+    from lm_eval.tasks.hellaswag.utils import preprocess
+
+    td = load_task_def("hellaswag")
+    tmpl = td.templates["default"]
+    docs, pool = split_data(td, {}, None, None)
+    for doc in docs + pool:
+        prefix, _ = tmpl.split(doc)
+        assert prefix == preprocess(doc["activity_label"] + ": " + doc["ctx_a"] + " " + doc["ctx_b"].capitalize()) + " "
+        assert [tmpl.verbalise(doc, label) for label in td.labels] == [preprocess(e) for e in doc["endings"]]
