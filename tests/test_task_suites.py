@@ -161,3 +161,27 @@ def test_hellaswag_text_equals_lm_evals_preprocessing() -> None:
         prefix, _ = tmpl.split(doc)
         assert prefix == preprocess(doc["activity_label"] + ": " + doc["ctx_a"] + " " + doc["ctx_b"].capitalize()) + " "
         assert [tmpl.verbalise(doc, label) for label in td.labels] == [preprocess(e) for e in doc["endings"]]
+
+
+@pytest.mark.slow
+def test_every_suite_runs_with_the_tiny_model() -> None:
+    """One trial of every suite task (the fixture languages) with the tiny GPT-2, 1-shot where the task
+    has a demonstration pool: prompts, candidates and scoring work end to end, metrics in range."""
+    import yaml
+
+    from fewshot_eval.config import EVAL_KEYS
+    from fewshot_eval.evaluate import build_evaluator
+
+    base = yaml.safe_load((conf_dir() / "config.yaml").read_text())
+    params = {k: base.get(k) for k in EVAL_KEYS} | {"predictor": "clm", "device": "cpu", "scoring": "mean",
+                                                    "languages": {k: v for k, v in FIXTURE_LANGS.items()}}
+    evaluator = build_evaluator({"name": "tiny", "predictor": "clm", "weights": "tiny-gpt2", "revision": None}, params)
+    result = evaluator.run_trial(SUITES, params, 1, 0)
+    for name in SUITES:
+        subs = [s for s in result.metrics if s.split(".")[0] == name]
+        assert subs, name
+        for sid in subs:
+            td = load_task_def(name)
+            value = result.metrics[sid][td.preferred_metric]
+            assert 0.0 <= value <= 100.0, (sid, value)
+            assert all(len(r["candidates"]) == len(td.labels) for r in result.predictions[sid])
