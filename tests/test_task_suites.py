@@ -185,3 +185,15 @@ def test_every_suite_runs_with_the_tiny_model() -> None:
             value = result.metrics[sid][td.preferred_metric]
             assert 0.0 <= value <= 100.0, (sid, value)
             assert all(len(r["candidates"]) == len(td.labels) for r in result.predictions[sid])
+
+
+def test_gold_label_is_one_of_the_labels_and_excludes_label_field(tmp_path: Path) -> None:
+    from fewshot_eval.evaluate.tasks import parse_task_def
+
+    node = {"data": {"local": {"validation": "v.jsonl"}}, "labels": ["more", "less"], "gold_label": "most",
+            "templates": {"t": {"prompt": "{{ candidate }}", "candidates": {"more": "{{ a }}", "less": "{{ b }}"}}}}
+    with pytest.raises(ConfigError, match=r"key 'gold_label': 'most' is not one of labels \['more', 'less'\]"):
+        parse_task_def("x", tmp_path / "x.yaml", node)
+    with pytest.raises(ConfigError, match=r"give only one of 'label_field' .* and 'gold_label'"):
+        parse_task_def("x", tmp_path / "x.yaml", {**node, "gold_label": "more", "label_field": "label"})
+    assert parse_task_def("x", tmp_path / "x.yaml", {**node, "gold_label": "more"}).gold_label == "more"

@@ -149,8 +149,10 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         source.splits = {str(k): str(v) for k, v in (source.splits or {}).items()}
 
     labels = _str_list(node["labels"], f"{where} key 'labels'")
-    if ("label_field" in node) == ("gold_label" in node):
-        raise ConfigError(f"{where}: give exactly one of 'label_field' (the data's gold column) or 'gold_label' (one gold for every row).")
+    if "label_field" not in node and "gold_label" not in node:
+        raise ConfigError(f"{where}: missing required key 'label_field' (the data's gold column; or 'gold_label': one gold for every row).")
+    if "label_field" in node and "gold_label" in node:
+        raise ConfigError(f"{where}: give only one of 'label_field' (the data's gold column) and 'gold_label' (one gold for every row).")
     if "gold_label" in node and str(node["gold_label"]) not in labels:
         raise ConfigError(f"{where} key 'gold_label': '{node['gold_label']}' is not one of labels {labels}.")
     if len(set(labels)) != len(labels):
