@@ -61,7 +61,14 @@ def expand(params: Mapping[str, Any] | None, arguments: Sequence[str], config_lo
             kept.append(o)
     overrides = parser.parse_overrides(unions + preset_overrides(params, choices)) + kept
     combos = BasicSweeper.split_arguments(overrides, None)[0]
-    return expand_checkpoints(combos, str(choices.get("model")), lambda key: _checkpoint_fields(config_loader, key))
+    loaded: dict[str, Optional[dict[str, Any]]] = {}  # one load per model setting, not per job
+
+    def setting(key: str) -> Optional[dict[str, Any]]:
+        if key not in loaded:
+            loaded[key] = _checkpoint_fields(config_loader, key)
+        return loaded[key]
+
+    return expand_checkpoints(combos, str(choices.get("model")), setting)
 
 
 def _checkpoint_fields(config_loader: Any, key: str) -> Optional[dict[str, Any]]:
