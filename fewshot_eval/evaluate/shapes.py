@@ -31,7 +31,7 @@ from fewshot_eval.evaluate.registry import register_metric
 KINDS = ("choice", "perplexity", "minimal_pairs")
 _SHAPE_KEYS = ("choices_field", "multiple_answers", "group_field", "positive_label", "pair_fields")
 _ALLOWED = {  # the keys each kind accepts beyond the common ones
-    "choice": {"label_field", "labels", "templates", "choices_field", "multiple_answers", "group_field", "positive_label"},
+    "choice": {"label_field", "gold_label", "labels", "templates", "choices_field", "multiple_answers", "group_field", "positive_label"},
     "perplexity": {"templates"},
     "minimal_pairs": {"pair_fields"},
 }
@@ -44,12 +44,14 @@ def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
     kind = str(node.get("kind") or "choice")
     if kind not in KINDS:
         raise ConfigError(f"{where} key 'kind': unknown kind '{kind}'. Valid: {', '.join(KINDS)}.")
-    for key in ("label_field", "labels", "templates", *_SHAPE_KEYS):
+    for key in ("label_field", "gold_label", "labels", "templates", *_SHAPE_KEYS):
         if key in node and key not in _ALLOWED[kind]:
             raise ConfigError(f"{where} key '{key}': does not apply to a task of kind '{kind}' (remove it; "
                               f"that kind takes {', '.join(sorted(_ALLOWED[kind]))}).")
     shape: dict[str, Any] = {"kind": kind}
-    required = {"choice": ["label_field", "templates"], "perplexity": ["templates"], "minimal_pairs": ["pair_fields"]}[kind]
+    required = {"choice": ["templates"], "perplexity": ["templates"], "minimal_pairs": ["pair_fields"]}[kind]
+    if kind == "choice" and "label_field" not in node and "gold_label" not in node:
+        raise ConfigError(f"{where}: missing required key 'label_field' (the data's gold column; or 'gold_label': one gold for every row).")
     if kind == "choice" and node.get("choices_field") is None:
         required.append("labels")
     for key in required:
