@@ -44,6 +44,10 @@ EVAL_KEYS: tuple[str, ...] = (
     "dtype",
     "device",
     "unconditional_prompt",
+    "max_new_tokens",
+    "until",
+    "do_sample",
+    "temperature",
 )
 
 # Eval params that cannot change the numbers: left out of a result's identity.

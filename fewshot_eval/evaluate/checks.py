@@ -6,7 +6,8 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
 * task data: every split a job reads exists and parses (errors name file and line), gold labels
   are in the label set, every template field is in the data; templates, languages, splits,
   scoring mode, calibrator and calibration options are valid; ``seed`` is an int;
-  ``balanced`` divides nshot and each class has enough rows;
+  ``balanced`` divides nshot and each class has enough rows; a generation task's settings
+  (``until``, ``max_new_tokens``, sampling) are valid and its predictor can generate (not a baseline);
 * model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
   are valid values.
 
@@ -40,6 +41,8 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         raise ConfigError(f"seed must be an integer, got {seed!r}.")
     for name in task_names:
         td = load_task_def(name, search)
+        if td.kind == "generate":
+            _check_generation(td, params)
         select_templates(td, params)
         langs, train_lang = select_languages(td, params)
         if calibrator:
@@ -48,6 +51,22 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         if isinstance(td.source, LocalSource):
             for lang in langs:
                 split_data(td, params, lang, train_lang)
+
+
+def _check_generation(td: Any, params: dict[str, Any]) -> None:
+    """Generation settings are valid and the job's predictor implements ``generate_until``."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.generation import check_predictor_generates, generation_settings
+    from fewshot_eval.evaluate.registry import predictor_class
+
+    generation_settings(td, params)
+    predictor = params.get("predictor")
+    if predictor:
+        try:
+            cls = predictor_class(predictor, config_dirs())
+        except ConfigError:
+            return  # an unknown predictor is the model check's error
+        check_predictor_generates(td, predictor, cls)
 
 
 def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:
@@ -72,6 +91,8 @@ def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int
 
     for name in task_names:
         td = load_task_def(name, search)
+        if td.kind == "generate":
+            raise ConfigError(f"balanced=true for task '{name}': it generates text (kind: generate) and has no classes to balance. Use balanced=false.")
         n = len(td.labels)
         if nshot % n:
             raise ConfigError(

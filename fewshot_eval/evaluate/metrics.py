@@ -8,9 +8,9 @@ definition names the metrics it reports (``metrics:``, default accuracy and macr
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
-from fewshot_eval.evaluate.registry import metric, register_metric
+from fewshot_eval.evaluate.registry import Scored, metric, register_metric
 
 DEFAULT_METRICS = ("accuracy", "macro_f1")
 
@@ -36,15 +36,26 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     return 100.0 * sum(f1s) / len(f1s)
 
 
-def compute_metrics(gold: Sequence[str], pred: Sequence[str], raw_pred: Sequence[str] | None = None,
-                    names: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+def compute_metrics(gold: Sequence[Any], pred: Sequence[str], raw_pred: Sequence[str] | None = None,
+                    names: Sequence[str] = DEFAULT_METRICS) -> dict[str, Any]:
     """Each metric of ``names`` (final predictions) and ``n_examples``; with calibration also
-    ``<name>_raw`` of the uncalibrated predictions."""
-    out: dict[str, float] = {}
+    ``<name>_raw`` of the uncalibrated predictions. For generation tasks ``gold`` holds each
+    example's references and ``pred`` the outputs. A metric returning :class:`Scored` adds
+    ``<name>_signature`` (a string: how it was computed)."""
+    out: dict[str, Any] = {}
     for name in names:
-        out[name] = metric(name).fn(gold, pred)
+        _put(out, name, metric(name).fn(gold, pred))
     out["n_examples"] = len(gold)
     if raw_pred is not None:
         for name in names:
-            out[f"{name}_raw"] = metric(name).fn(gold, raw_pred)
+            _put(out, f"{name}_raw", metric(name).fn(gold, raw_pred))
     return out
+
+
+def _put(out: dict[str, Any], key: str, value: "float | Scored") -> None:
+    if isinstance(value, Scored):
+        out[key] = float(value.value)
+        if value.signature:
+            out[f"{key}_signature"] = value.signature
+    else:
+        out[key] = value

@@ -2,13 +2,20 @@
 
 A predictor is one class registered under a name, declaring the request operations it
 supports; a metric is one function ``(gold, pred) -> float`` registered under a name with its
-aggregation over trials::
+aggregation over trials. A metric of ``kind="choice"`` (the default) gets the gold and the
+predicted labels; one of ``kind="generate"`` gets, per example, the list of reference texts
+and the generated output. It may return :class:`Scored` to record how it computed the value
+(e.g. sacrebleu's signature, stored as ``<name>_signature`` beside the value)::
 
     from fewshot_eval.evaluate.registry import register_metric, register_predictor
 
-    @register_metric("exact_match")
-    def exact_match(gold, pred):
+    @register_metric("label_match")
+    def label_match(gold, pred):
         return 100.0 * sum(g == p for g, p in zip(gold, pred)) / max(len(gold), 1)
+
+    @register_metric("starts_right", kind="generate")
+    def starts_right(references, outputs):
+        return 100.0 * sum(any(o.strip().startswith(r) for r in refs) for refs, o in zip(references, outputs)) / max(len(outputs), 1)
 
     @register_predictor("my_lm", operations=("loglikelihood",))
     class MyLM(Predictor): ...
@@ -31,17 +38,28 @@ from typing import Any, Callable, Iterable, Sequence
 from fewshot_eval.config import ConfigError
 
 # Modules whose import registers the built-in predictors and metrics.
-BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm")
+BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.text_metrics", "fewshot_eval.evaluate.baselines",
+                   "fewshot_eval.evaluate.clm")
 ENTRY_POINT_GROUP = "fewshot_eval.plugins"
 OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+METRIC_KINDS = ("choice", "generate")  # the task kinds a metric scores
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A metric value with how it was computed (stored as ``<metric>_signature``)."""
+
+    value: float
+    signature: str = ""
 
 
 @dataclass(frozen=True)
 class Metric:
     name: str
-    fn: Callable[[Sequence[str], Sequence[str]], float]  # (gold labels, predicted labels) -> value
+    fn: Callable[[Sequence[Any], Sequence[str]], "float | Scored"]  # choice: (gold labels, predicted labels); generate: (references lists, outputs)
     aggregation: str = "mean"  # over trials: mean, with std and a 95% interval
     higher_is_better: bool = True
+    kind: str = "choice"  # the task kind it scores: choice | generate
 
 
 _PREDICTORS: dict[str, type] = {}
@@ -65,11 +83,13 @@ def register_predictor(name: str, *, operations: Iterable[str] = ("loglikelihood
     return deco
 
 
-def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True) -> Callable[[Callable], Callable]:
-    """Function decorator: register ``fn(gold, pred) -> float`` as metric ``name``."""
+def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True, kind: str = "choice") -> Callable[[Callable], Callable]:
+    """Function decorator: register ``fn(gold, pred) -> float | Scored`` as metric ``name`` for tasks of ``kind``."""
+    if kind not in METRIC_KINDS:
+        raise ValueError(f"metric '{name}': unknown kind '{kind}'. Valid: {', '.join(METRIC_KINDS)}.")
 
     def deco(fn: Callable) -> Callable:
-        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better)
+        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better, kind)
         return fn
 
     return deco

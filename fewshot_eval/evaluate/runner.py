@@ -5,7 +5,8 @@ every template of a trial sees the same demonstrations. All requests of one sub-
 (candidates, calibration variants, unconditional continuations) go to the predictor in one
 batch, which lets the LM share the demonstrations' computation across them.
 
-Prediction row (one per evaluated example; JSON-serialisable)::
+Generation tasks (``kind: generate``) go to :mod:`fewshot_eval.evaluate.generation` (rows:
+``id, prompt, output, references, n_demos``). Ranking prediction row (one per evaluated example; JSON-serialisable)::
 
     id, gold, pred, correct, [pred_raw]        # pred_raw: uncalibrated prediction (calibrator set)
     prompt                                    # context: description + demonstrations + test prefix
@@ -29,6 +30,7 @@ from fewshot_eval import progress
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.demonstrations import Sample, fit_demonstrations, join_prompt, sample_demonstrations
+from fewshot_eval.evaluate.generation import generate_rows, generation_metrics
 from fewshot_eval.evaluate.metrics import compute_metrics
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
 from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages, select_templates, split_data
@@ -99,10 +101,15 @@ class FewShotEvaluator:
                 for tname in templates:
                     sid = sub_result_id(name, tname, lang)
                     t_sub = time.perf_counter()
-                    rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
-                    self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
-                    gold = [r["gold"] for r in rows]
-                    metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm else None, task.metrics)
+                    if task.kind == "generate":  # evaluate/generation.py
+                        rows = generate_rows(self.predictor, task, tname, lang, train_lang or lang, eval_docs, sample, params, seed, _description(params, name))
+                        metrics[sid] = generation_metrics(rows, task.metrics)
+                        self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
+                    else:
+                        rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
+                        self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
+                        gold = [r["gold"] for r in rows]
+                        metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm else None, task.metrics)
                     predictions[sid] = rows
                     info["preferred_metric"][sid] = task.preferred_metric
                     kept = [r["n_demos"] for r in rows] or [0]

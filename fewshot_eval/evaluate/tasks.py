@@ -26,6 +26,19 @@ A task definition (see ``conf/task_def/copa_demo.yaml`` for a commented one)::
     languages: null                  # [en, de, ...] for multilingual tasks
     default_languages: null          # evaluated when params languages names none (null: all)
 
+A generation task (``kind: generate``, see ``conf/task_def/qa_demo.yaml``) has references
+instead of labels: no ``label_field``/``labels``, and its templates a ``{{ target }}`` slot::
+
+    kind: generate                   # default: choice (rank the candidates)
+    references_field: answers        # the reference text, or a list of references (several allowed)
+    until: ["\n"]                    # stop strings (params until overrides; default: params train_sep)
+    max_new_tokens: 16               # params max_new_tokens overrides; default 32
+    metrics: [exact_match, f1]       # default: these two; bleu, chrf for translation
+    templates:
+      default:
+        prompt: "Q: {{ question }}\nA: {{ target }}"   # the model continues "Q: ...\nA:"
+        target: "{{ answers[0] }}"  # what a demonstration shows (default: the first reference)
+
 Unknown or missing keys, a template naming a field the data lacks, or an unknown
 template/language/split are :class:`~fewshot_eval.config.ConfigError` naming the file and key.
 """
@@ -41,7 +54,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from fewshot_eval.config import ConfigError, find_config_file
-from fewshot_eval.evaluate.templates import Template, compile_template
+from fewshot_eval.evaluate.templates import GenerationTemplate, Template, compile_generation_template, compile_template
 
 
 
@@ -64,9 +77,9 @@ class TaskDef:
     name: str
     path: Path  # the YAML file it came from
     source: LocalSource | HFSource
-    label_field: str
-    labels: list[str]
-    templates: dict[str, Template]
+    label_field: str  # "" for generation tasks
+    labels: list[str]  # [] for generation tasks
+    templates: dict[str, Template | GenerationTemplate]
     default_template: str
     train_split: Optional[str] = "train"  # None: demonstrations from the validation split minus evaluated rows
     eval_split: str = "validation"
@@ -77,6 +90,10 @@ class TaskDef:
     languages: Optional[list[str]] = None
     default_languages: Optional[list[str]] = None
     description: str = ""
+    kind: str = "choice"  # choice: rank candidates | generate: generate text, compared with references
+    references_field: Optional[str] = None  # generate: data field with the reference(s)
+    until: Optional[list[str]] = None  # generate: stop strings (None: params train_sep)
+    max_new_tokens: Optional[int] = None  # generate: new tokens at most (None: 32)
 
     @property
     def splits(self) -> list[str]:
@@ -95,15 +112,22 @@ _TOP_KEYS = {
     "eval_split": False,
     "id_field": False,
     "fields": False,
-    "label_field": True,
-    "labels": True,
+    "label_field": False,  # required for kind: choice
+    "labels": False,  # required for kind: choice
     "preferred_metric": False,
     "metrics": False,
     "default_template": False,
     "templates": True,
     "languages": False,
     "default_languages": False,
+    "kind": False,
+    "references_field": False,  # required for kind: generate
+    "until": False,
+    "max_new_tokens": False,
 }  # key -> required
+KINDS = ("choice", "generate")
+_CHOICE_ONLY = ("label_field", "labels")
+_GENERATE_ONLY = ("references_field", "until", "max_new_tokens")
 
 
 def _check_keys(node: Any, allowed: dict[str, bool] | Iterable[str], where: str) -> dict:
@@ -145,9 +169,25 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         source = HFSource(**hf)
         source.splits = {str(k): str(v) for k, v in (source.splits or {}).items()}
 
-    labels = _str_list(node["labels"], f"{where} key 'labels'")
+    kind = str(node.get("kind") or "choice")
+    if kind not in KINDS:
+        raise ConfigError(f"{where} key 'kind': unknown kind '{kind}'. Valid: {', '.join(KINDS)}.")
+    needed, foreign = (_CHOICE_ONLY, _GENERATE_ONLY) if kind == "choice" else (("references_field",), _CHOICE_ONLY)
+    for key in needed:
+        if key not in node:
+            raise ConfigError(f"{where}: missing required key '{key}'" + (" (kind: generate)." if kind == "generate" else "."))
+    for key in foreign:
+        if key in node:
+            raise ConfigError(f"{where}: key '{key}' applies only to kind: {'generate' if kind == 'choice' else 'choice'} tasks; this task is kind: {kind}.")
+    labels = _str_list(node["labels"], f"{where} key 'labels'") if kind == "choice" else []
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where} key 'labels': duplicate labels in {labels}.")
+    until = None
+    if node.get("until") is not None:
+        until = _stop_strings(node["until"], f"{where} key 'until'")
+    max_new = node.get("max_new_tokens")
+    if max_new is not None and (not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 1):
+        raise ConfigError(f"{where} key 'max_new_tokens': expected a positive integer, got {max_new!r}.")
     languages = _str_list(node["languages"], f"{where} key 'languages'") if node.get("languages") is not None else None
     default_languages = None
     if node.get("default_languages") is not None:
@@ -164,6 +204,10 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     templates = {}
     for tname, tnode in raw_templates.items():
         twhere = f"{where} key 'templates.{tname}'"
+        if kind == "generate":
+            _check_keys(tnode, {"prompt": True, "target": False, "vars": False}, twhere)
+            templates[str(tname)] = compile_generation_template(str(tname), tnode, languages, twhere)
+            continue
         _check_keys(tnode, {"prompt": True, "candidates": True, "vars": False}, twhere)
         templates[str(tname)] = compile_template(str(tname), tnode, labels, languages, twhere)
     default_template = str(node.get("default_template") or next(iter(templates)))
@@ -171,13 +215,18 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         raise ConfigError(f"{where} key 'default_template': '{default_template}' is not a template. Valid: {', '.join(templates)}.")
     from fewshot_eval.evaluate.metrics import DEFAULT_METRICS
     from fewshot_eval.evaluate.registry import metric
+    from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
 
-    metrics = tuple(_str_list(node["metrics"], f"{where} key 'metrics'")) if node.get("metrics") is not None else DEFAULT_METRICS
+    default_metrics = DEFAULT_METRICS if kind == "choice" else DEFAULT_GENERATION_METRICS
+    metrics = tuple(_str_list(node["metrics"], f"{where} key 'metrics'")) if node.get("metrics") is not None else default_metrics
     for m in metrics:
         try:
-            metric(m)
+            found = metric(m)
         except ConfigError as e:
             raise ConfigError(f"{where} key 'metrics': {e}") from None
+        if found.kind != kind:
+            raise ConfigError(f"{where} key 'metrics': metric '{m}' scores {'generated text' if found.kind == 'generate' else 'chosen labels'}, "
+                              f"this task is kind: {kind}. Use metrics of its kind, e.g. {', '.join(default_metrics)}.")
     preferred = str(node.get("preferred_metric") or metrics[0])
     if preferred not in metrics:
         raise ConfigError(f"{where} key 'preferred_metric': '{preferred}' is not one of its metrics {list(metrics)}.")
@@ -188,7 +237,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         name=name,
         path=path,
         source=source,
-        label_field=str(node["label_field"]),
+        label_field=str(node["label_field"]) if kind == "choice" else "",
         labels=labels,
         templates=templates,
         default_template=default_template,
@@ -201,11 +250,23 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         languages=languages,
         default_languages=default_languages,
         description=str(node.get("description") or ""),
+        kind=kind,
+        references_field=str(node["references_field"]) if kind == "generate" else None,
+        until=until,
+        max_new_tokens=max_new,
     )
     for key in ("train_split", "eval_split"):
         if getattr(task, key) is not None and getattr(task, key) not in source.splits:
             raise ConfigError(f"{where} key '{key}': split '{getattr(task, key)}' not in data splits {task.splits}.")
     return task
+
+
+def _stop_strings(value: Any, where: str) -> list[str]:
+    """A stop string or a list of them (non-empty strings)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
+        raise ConfigError(f"{where}: expected a non-empty string or a list of them, got {value!r}.")
+    return list(items)
 
 
 def _train_split(node: dict, source: LocalSource | HFSource) -> Optional[str]:
@@ -309,12 +370,16 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
             if column not in row:
                 raise ConfigError(f"{at(i)}{where}: key 'fields' maps '{var}' to column '{column}', missing in the data. Columns: {', '.join(row)}.")
             doc[var] = row[column]
-        if task.label_field not in doc:
-            raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
-        label = str(doc[task.label_field])
-        if label not in task.labels:
-            raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
-        doc["_label"] = label
+        if task.kind == "generate":
+            doc["_label"] = None
+            doc["_references"] = _references(task, doc, split, at(i))
+        else:
+            if task.label_field not in doc:
+                raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+            label = str(doc[task.label_field])
+            if label not in task.labels:
+                raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
+            doc["_label"] = label
         if task.id_field:
             if task.id_field not in doc:
                 raise ConfigError(f"{at(i)}{task.where('id_field')}: field '{task.id_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
@@ -325,6 +390,18 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
     for i, doc in enumerate(docs):
         check_template_fields(task, doc, split, at(i))
     return docs
+
+
+def _references(task: TaskDef, doc: Doc, split: str, at: str) -> list[str]:
+    """The reference texts of a generation task's row: its ``references_field`` (a string or a list)."""
+    name = task.references_field or ""
+    if name not in doc:
+        raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+    value = doc[name]
+    refs = [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, (str, int, float)) and not isinstance(r, bool) for r in refs):
+        raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' must hold a text or a non-empty list of texts, got {value!r}.")
+    return [str(r) for r in refs]
 
 
 @lru_cache(maxsize=128)
@@ -351,7 +428,7 @@ def load_split(task: TaskDef, split: str, lang: Optional[str] = None) -> list[Do
 def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "") -> None:
     """Every variable a template uses must be a data field (or a template var / ``candidate``)."""
     for tmpl in task.templates.values():
-        missing = sorted(v for v in tmpl.variables if v not in doc and v not in tmpl.var_names and v != "candidate")
+        missing = sorted(v for v in tmpl.variables if v not in doc and v not in tmpl.var_names and v not in ("candidate", "target"))
         if missing:
             raise ConfigError(
                 f"{at}task '{task.name}' template '{tmpl.name}': field '{missing[0]}' is not in the data "
