@@ -200,7 +200,7 @@ def test_evaluator_generates_with_demonstrations_within_max_length(tiny_path, th
     assert res.info["preferred_metric"]["qa_demo.default"] == "f1"
     # recalc from stored rows: outputs changed to a reference -> perfect scores, no model involved
     fixed = [{**r, "output": " " + r["references"][-1]} for r in rows]
-    assert recalc_metrics(fixed, {"scoring": "mean"}, "qa_demo", ["exact_match", "f1"]) == {"exact_match": 100.0, "f1": 100.0, "n_examples": 4}
+    assert recalc_metrics(fixed, {"scoring": "mean"}, "qa_demo") == {"exact_match": 100.0, "f1": 100.0, "n_examples": 4}
     # lm-eval's generate_until on the stored prompts (same max_length, batch size) gives the stored outputs
     from lm_eval.models.huggingface import HFLM
 

@@ -80,13 +80,17 @@ def rescore_rows(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: O
 
 
 def recalc_metrics(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: Optional[str] = None,
-                   names: Sequence[str] = DEFAULT_METRICS) -> dict[str, Any]:
+                   names: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Metrics ``names`` of stored rows under ``params`` (``scoring``, ``calibrator``, ``calibration_options``).
 
-    Same keys as a run: each metric, ``n_examples`` and, calibrated, ``<metric>_raw``.
+    Same keys as a run: each metric, ``n_examples`` and, calibrated, ``<metric>_raw``. ``names``
+    None: accuracy and macro-F1; for rows of a generation task, exact match and F1.
     """
     if rows and all(is_generation_row(r) for r in rows):
-        return generation_metrics(rows, names)
+        from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
+
+        return generation_metrics(rows, DEFAULT_GENERATION_METRICS if names is None else names)
+    names = DEFAULT_METRICS if names is None else names
     new = rescore_rows(rows, params, task)
     gold = [r["gold"] for r in new]
     raw = [r["pred_raw"] for r in new] if new and all("pred_raw" in r for r in new) else None
