@@ -198,6 +198,9 @@ def test_evaluator_generates_with_demonstrations_within_max_length(tiny_path, th
         assert "\n" not in row["output"]  # until: ["\n"]
     assert res.metrics["qa_demo.default"] == generation_metrics(rows, ("exact_match", "f1"))
     assert res.info["preferred_metric"]["qa_demo.default"] == "f1"
+    assert not any("not ranked" in w for w in res.info["warnings"])
+    mean = ev.run_trial(["qa_demo"], {**params, "scoring": "mean"}, 0, 0)
+    assert "qa_demo.default: generated text is not ranked: scoring=mean ignored." in mean.info["warnings"]
     # recalc from stored rows: outputs changed to a reference -> perfect scores, no model involved
     fixed = [{**r, "output": " " + r["references"][-1]} for r in rows]
     assert recalc_metrics(fixed, {"scoring": "mean"}, "qa_demo") == {"exact_match": 100.0, "f1": 100.0, "n_examples": 4}

@@ -102,6 +102,12 @@ def generate_rows(predictor: Predictor, task: TaskDef, tname: str, lang: Optiona
     ]
 
 
+def ignored_by_generation(sid: str, scoring: str, calibrator: Optional[str]) -> list[str]:
+    """Warnings for the ranking settings a generation sub-result ignores (scoring mode, calibrator)."""
+    unused = ([f"scoring={scoring}"] if scoring != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
+    return [f"{sid}: generated text is not ranked: {' and '.join(unused)} ignored."] if unused else []
+
+
 def is_generation_row(row: dict[str, Any]) -> bool:
     """A prediction row of a generation task (it stores ``output`` and ``references``, no candidates)."""
     return "output" in row and "references" in row

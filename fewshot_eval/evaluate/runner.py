@@ -30,7 +30,7 @@ from fewshot_eval import progress
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.demonstrations import Sample, fit_demonstrations, join_prompt, sample_demonstrations
-from fewshot_eval.evaluate.generation import generate_rows, generation_metrics
+from fewshot_eval.evaluate.generation import generate_rows, generation_metrics, ignored_by_generation
 from fewshot_eval.evaluate.metrics import compute_metrics
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
 from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages, select_templates, split_data
@@ -104,6 +104,7 @@ class FewShotEvaluator:
                     if task.kind == "generate":  # evaluate/generation.py
                         rows = generate_rows(self.predictor, task, tname, lang, train_lang or lang, eval_docs, sample, params, seed, _description(params, name))
                         metrics[sid] = generation_metrics(rows, task.metrics)
+                        info["warnings"].extend(ignored_by_generation(sid, mode, calibrator))
                         self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
                     else:
                         rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
