@@ -169,6 +169,9 @@ def test_generation_task_definition_and_its_errors(tmp_path):
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{").replace("}", r"\}")):
             td = _task(tmp_path / str(i), text)
             load_split(td, "validation")
+    nested = _task(tmp_path / "nested", GEN.replace("references_field: a", "references_field: t.de"))
+    (tmp_path / "nested" / "task_def" / "d.jsonl").write_text('{"q": "Hi", "t": {"de": "Hallo", "en": "Hi"}}\n')
+    assert load_split(nested, "validation")[0]["_references"] == ["Hallo"]  # a key of a nested record
     from fewshot_eval.evaluate.generation import generation_settings
 
     assert generation_settings(td, {"train_sep": "\n\n"})["until"] == ["\n\n"]  # default: train_sep

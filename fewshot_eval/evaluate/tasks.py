@@ -30,7 +30,8 @@ A generation task (``kind: generate``, see ``conf/task_def/qa_demo.yaml``) has r
 instead of labels: no ``label_field``/``labels``, and its templates a ``{{ target }}`` slot::
 
     kind: generate                   # default: choice (rank the candidates)
-    references_field: answers        # the reference text, or a list of references (several allowed)
+    references_field: answers        # the reference text, or a list of references (several allowed);
+                                     # "answers.text": a key of a nested record (SQuAD, WMT's translation.de)
     until: ["\n"]                    # stop strings (params until overrides; default: params train_sep)
     max_new_tokens: 16               # params max_new_tokens overrides; default 32
     metrics: [exact_match, f1]       # default: these two; bleu, chrf for translation
@@ -395,9 +396,11 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
 def _references(task: TaskDef, doc: Doc, split: str, at: str) -> list[str]:
     """The reference texts of a generation task's row: its ``references_field`` (a string or a list)."""
     name = task.references_field or ""
-    if name not in doc:
-        raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' missing in split '{split}'. Fields: {', '.join(doc)}.")
-    value = doc[name]
+    value: Any = doc
+    for part in ([name] if name in doc else name.split(".")):  # "answers.text": a key of a nested record (SQuAD, WMT)
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+        value = value[part]
     refs = [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
     if not isinstance(refs, list) or not refs or not all(isinstance(r, (str, int, float)) and not isinstance(r, bool) for r in refs):
         raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' must hold a text or a non-empty list of texts, got {value!r}.")
