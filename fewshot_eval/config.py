@@ -44,6 +44,8 @@ EVAL_KEYS: tuple[str, ...] = (
     "dtype",
     "device",
     "unconditional_prompt",
+    "keep_score_cache",
+    "demo_sampling",
     "max_new_tokens",
     "until",
     "do_sample",
@@ -51,7 +53,7 @@ EVAL_KEYS: tuple[str, ...] = (
 )
 
 # Eval params that cannot change the numbers: left out of a result's identity.
-NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "device", "allowed_nshot"})
+NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "device", "allowed_nshot", "keep_score_cache"})
 
 # Run params that steer the scheduler, not the evaluation.
 RUN_KEYS: tuple[str, ...] = (

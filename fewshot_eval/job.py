@@ -25,6 +25,7 @@ from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_asid
 from fewshot_eval.store.failures import clear_failures, error_line, record_failure
 from fewshot_eval.store.markers import forget_submission
 from fewshot_eval.store.repro import repro_info
+from fewshot_eval.store.score_cache import remove_score_cache
 from fewshot_eval.store.results import prepare_aggregation, write_results, write_trial
 from fewshot_eval.store.status import COMPLETE, STALE, result_status
 
@@ -103,7 +104,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
 
             t0 = time.perf_counter()
             try:
-                evaluator = build_evaluator(unit.model, unit.params)
+                evaluator = build_evaluator(unit.model, unit.params, unit.result_dir, unit.weights)
                 for i, t in enumerate(todo, 1):
                     progress.trial_tag = f"trial {t} ({i}/{len(todo)})"  # evaluate/runner logs it with examples/s
                     result = evaluator.run_trial(unit.task["tasks"], unit.params, unit.nshot, t)
@@ -127,6 +128,8 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                 }
                 write_results(unit.result_dir, record, unit.all_trials)
                 clear_failures(unit.result_dir)
+                if not unit.params.get("keep_score_cache"):
+                    remove_score_cache(unit.result_dir)
             forget_submission(unit.result_dir, unit.trials)
     log.info("done %s: trials %s in %.1fs -> %s", tag, todo, wall, unit.result_dir)
     return {"status": Outcome.RAN.value, "trials": todo, "result_dir": str(unit.result_dir), "wall_time_s": wall}

@@ -93,11 +93,21 @@ class SlurmOptions:
 
 
 @dataclass
+class ChatSetting:
+    """Prompts wrapped with the tokenizer's chat template (see evaluate/chat.py)."""
+
+    enabled: bool = False  # true: wrap prompts with the tokenizer's chat template (part of the result identity)
+    system_prompt: Optional[str] = None  # a system message before everything (the description param follows it)
+    fewshot_as_multiturn: bool = True  # demonstrations as user/assistant turns; false: all in one user message
+
+
+@dataclass
 class ModelSetting:
     name: str = "???"  # display name, used in result paths and tables
     predictor: str = "clm"  # a registered predictor: clm | random | majority | your own
     weights: Optional[str] = None  # local dir, hub id or 'tiny-gpt2' (built locally); null for baselines
     revision: Optional[str] = None  # hub revision / checkpoint tag, part of the result identity
+    chat: ChatSetting = field(default_factory=ChatSetting)  # chat.enabled=true: the tokenizer's chat template
     eval: dict = field(default_factory=dict)  # evaluation params of this model (train_sep, max_length, ...)
     job: JobParams = field(default_factory=JobParams)
     resources: Resources = field(default_factory=Resources)
@@ -177,7 +187,19 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     if data["max_parallel"] < 1:
         raise ConfigError(f"{where}: max_parallel must be >= 1, got {data['max_parallel']}.")
     check_eval_keys(data["eval"], f"{where} key 'eval'")
+    data["chat"] = _chat(data["chat"], where)
     return data
+
+
+def _chat(chat: dict[str, Any], where: str) -> Optional[dict[str, Any]]:
+    """The chat options when ``enabled``, else None (plain prompts: not in the result identity)."""
+    if chat["enabled"]:
+        return chat
+    defaults = dataclasses.asdict(ChatSetting())
+    changed = [k for k, v in chat.items() if k != "enabled" and v != defaults[k]]
+    if changed:
+        raise ConfigError(f"{where}: chat.{changed[0]} is set but chat.enabled is false. Set chat.enabled=true to use the chat template, or remove chat.{changed[0]}.")
+    return None
 
 
 def task_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:

@@ -156,9 +156,9 @@ def test_generation_task_definition_and_its_errors(tmp_path):
     tmpl = td.templates["default"]
     assert tmpl.split(docs[0]) == ("Q: Where?\nA: ", "") and tmpl.fill(docs[0]) == "Q: Where?\nA: here"
     bad = {
-        GEN.replace("kind: generate", "kind: rank"): "key 'kind': unknown kind 'rank'. Valid: choice, generate",
+        GEN.replace("kind: generate", "kind: rank"): "key 'kind': unknown kind 'rank'. Valid: choice, generate, perplexity, minimal_pairs",
         GEN.replace("references_field: a\n", ""): "missing required key 'references_field'",
-        GEN + "labels: [0, 1]\n": "key 'labels' applies only to kind: choice tasks",
+        GEN + "labels: [0, 1]\n": "key 'labels': does not apply to a task of kind 'generate'",
         GEN + "metrics: [accuracy]\n": "metric 'accuracy' scores chosen labels, this task is kind: generate",
         GEN.replace("{{ target }}", "{{ candidate }}"): "must contain {{ target }}",
         GEN + "until: []\n": "key 'until': expected a non-empty string",
@@ -255,3 +255,73 @@ def test_cli_run_and_recalc_without_the_model(workdir, monkeypatch):
         assert what == "written"
         old, new = json.loads(f.read_text())["results"], json.loads((new_dir / "results.json").read_text())["results"]
         assert new == old  # scoring modes do not apply to generated text: same metrics, same signatures
+
+
+# ---------------------------------------------------------------- with the resume cache, per-example demonstrations, chat
+
+
+def test_generation_goes_through_the_resume_cache_with_per_example_demonstrations(tiny_path, tmp_path):
+    """Generated outputs are stored per batch in the trial's score cache and reused by a rerun;
+    demo_sampling=per_example gives every example its own demonstrations (rows: demo_ids)."""
+    from fewshot_eval.evaluate import build_evaluator
+    from fewshot_eval.evaluate.cache import from_json, to_json
+    from fewshot_eval.evaluate.tasks import load_task_def, split_data
+
+    req = GenerationRequest("Q: x\nA:", ("\n", "."), 8, True, 0.5, 3, "q1")
+    assert from_json(json.loads(json.dumps(to_json(req)))) == req  # requests round-trip through the cache's JSON
+
+    model = {"name": "tiny_gpt2", "predictor": "clm", "weights": tiny_path}
+    params = {"seed": 0, "predictor": "clm", "device": "cpu", "batch_size": 2, "max_length": None, "train_sep": "\n\n",
+              "n_eval_samples": 4, "demo_sampling": "per_example"}
+    plain = build_evaluator(model, params).run_trial(["qa_demo"], params, 2, 0)
+    cached_ev = build_evaluator(model, params, tmp_path, "fp")
+    first = cached_ev.run_trial(["qa_demo"], params, 2, 0)
+    assert first.info["score_cache"] == {"reused": 0, "scored": 4}
+    again = cached_ev.run_trial(["qa_demo"], params, 2, 0)
+    assert again.info["score_cache"] == {"reused": 4, "scored": 0}
+    rows = plain.predictions["qa_demo.default"]
+    assert first.predictions["qa_demo.default"] == again.predictions["qa_demo.default"] == rows
+    assert first.metrics == plain.metrics
+    task = load_task_def("qa_demo")
+    tmpl = task.templates["default"]
+    eval_docs, pool = split_data(task, params, None, None)
+    by_id = {d["_id"]: d for d in pool}
+    assert plain.info["demonstrations"]["qa_demo.default"]["ids"] is None
+    assert len({tuple(r["demo_ids"]) for r in rows}) > 1  # not one shared set
+    for doc, row in zip(eval_docs, rows):
+        assert len(row["demo_ids"]) == row["n_demos"] == 2 and doc["_id"] not in row["demo_ids"]
+        demos = [tmpl.fill(by_id[i]) for i in row["demo_ids"]]
+        assert row["prompt"] == "\n\n".join(demos + [tmpl.split(doc)[0].rstrip()])
+
+
+def test_chat_models_generate_the_assistant_turn(tiny_path, tmp_path):
+    """With chat.enabled the demonstrations are user/assistant turns (the target as the answer)
+    and the model continues after the generation prompt."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from fewshot_eval.evaluate.runner import FewShotEvaluator
+    from fewshot_eval.evaluate.tasks import load_task_def, split_data
+    from fewshot_eval.settings import model_setting
+
+    weights = tmp_path / "tiny-chat"
+    shutil.copytree(tiny_path, weights)
+    tok = AutoTokenizer.from_pretrained(weights)
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+    tok.save_pretrained(weights)
+    model = model_setting({"name": "chatty", "predictor": "clm", "weights": str(weights), "chat": {"enabled": True, "system_prompt": "Be brief."}}, "chatty")
+    params = {"seed": 0, "predictor": "clm", "device": "cpu", "batch_size": 4, "max_length": None, "train_sep": "\n\n", "n_eval_samples": 2}
+    result = FewShotEvaluator(model, params).run_trial(["qa_demo"], params, 2, 0)
+    task = load_task_def("qa_demo")
+    tmpl = task.templates["default"]
+    eval_docs, pool = split_data(task, params, None, None)
+    by_id = {d["_id"]: d for d in pool}
+    demo_docs = [by_id[i] for i in result.info["demonstrations"]["qa_demo.default"]["ids"]]
+    turns = [("system", "Be brief.")]
+    for d in demo_docs:
+        turns += [("user", tmpl.split(d)[0].rstrip()), ("assistant", d["_references"][0])]
+    for doc, row in zip(eval_docs, result.predictions["qa_demo.default"]):
+        expected = "".join(f"<|{r}|>\n{t}<|end|>\n" for r, t in turns + [("user", tmpl.split(doc)[0].rstrip())]) + "<|assistant|>\n"
+        assert row["prompt"] == expected and isinstance(row["output"], str) and row["n_demos"] == 2

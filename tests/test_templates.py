@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.tasks import load_split, load_task_def, select_languages, select_templates, split_names
+from fewshot_eval.evaluate.tasks import load_split, load_task_def, select_languages, select_templates, split_data, split_names
 
 BASE = {
     "data": {"local": {"train": "d/train.jsonl", "validation": "d/val.jsonl"}},
@@ -66,7 +66,7 @@ def test_template_field_missing_from_data_names_task_template_field(tmp_path):
     search = write_task(tmp_path, "t1", node)
     task = load_task_def("t1", search)
     with pytest.raises(ConfigError, match=r"task 't1' template 'qa': field 'question' is not in the data.*Fields: text, label"):
-        load_split(task, "validation")
+        split_data(task, {"templates": "qa"}, None, None)
 
 
 def test_candidate_labels_must_match_and_slot_once(tmp_path):

@@ -14,6 +14,7 @@ the job's effective evaluation params (``fewshot_eval.config.effective_params``,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fewshot_eval.evaluate.api import Evaluator, TrialResult
@@ -21,11 +22,20 @@ from fewshot_eval.evaluate.api import Evaluator, TrialResult
 __all__ = ["Evaluator", "TrialResult", "build_evaluator", "recalc_metrics", "preferred_metric"]
 
 
-def build_evaluator(model: dict[str, Any], params: dict[str, Any]) -> Evaluator:
-    """Build the evaluator for one job: the predictor named by ``params['predictor']``."""
+def build_evaluator(model: dict[str, Any], params: dict[str, Any], result_dir: Path | None = None, weights: str | None = None) -> Evaluator:
+    """Build the evaluator for one job: the predictor named by ``params['predictor']``.
+
+    With ``result_dir``, a language model's scored requests are cached per trial under it
+    (``evaluate.cache``): a killed job's rerun rescores at most the batch in flight. ``weights``:
+    the weights fingerprint, part of the cache keys."""
     from fewshot_eval.evaluate.runner import FewShotEvaluator
 
-    return FewShotEvaluator(model, params)
+    evaluator = FewShotEvaluator(model, params)
+    if result_dir is None or not evaluator.predictor.is_lm:  # baselines answer at once: nothing to resume
+        return evaluator
+    from fewshot_eval.evaluate.cache import ResumableEvaluator
+
+    return ResumableEvaluator(evaluator, result_dir, model, params, weights)
 
 
 def recalc_metrics(rows: list[dict[str, Any]], params: dict[str, Any], task: str | None = None) -> dict[str, Any]:

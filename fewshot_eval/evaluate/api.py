@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,11 @@ class Loglik:
     logprobs: list[float]  # one per continuation token
     tokens: list[int] = field(default_factory=list)  # continuation token ids (empty for baselines)
     greedy: Optional[bool] = None  # every continuation token is the argmax (lm-eval's is_greedy)
+    summed: Optional[float] = None  # the total as the backend accumulated it (rolling: per-window float32 sums, as lm-eval)
 
     @property
     def total(self) -> float:
-        return float(sum(self.logprobs))
+        return float(sum(self.logprobs)) if self.summed is None else self.summed
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ class Predictor(ABC):
     max_length: Optional[int] = None  # context length in tokens; None = unlimited (baselines)
     name: str = ""  # set by ``registry.register_predictor``
     operations: frozenset = frozenset()  # request operations it supports, set by ``register_predictor``
+    # Operations whose calls report each finished batch to ``on_batch(indices into the call's
+    # requests, their results)`` when a caller set it (the resume cache, ``evaluate.cache``, which
+    # otherwise calls the operation once per ``batch_size`` requests to store them as they come).
+    reports_batches: frozenset = frozenset()
+    on_batch: Optional[Callable[[list[int], list[Any]], None]] = None
 
     @classmethod
     def from_settings(cls, model: dict, params: dict) -> "Predictor":
@@ -93,6 +99,13 @@ class Predictor(ABC):
     @abstractmethod
     def loglikelihood(self, requests: Sequence[Request]) -> list[Loglik]:
         """Per-token log-probabilities of each request's continuation given its context."""
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglik]:
+        """Per-token log-probabilities of each whole text (document-level, lm-eval's
+        ``loglikelihood_rolling``: non-overlapping windows of the model's context, the first
+        token conditioned on the prefix token). Only predictors registered with the
+        ``loglikelihood_rolling`` operation implement it."""
+        raise NotImplementedError(f"predictor '{self.name or type(self).__name__}' does not support loglikelihood_rolling.")
 
     def generate_until(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Per request, the text generated after its context, cut before the first stop string.

@@ -7,6 +7,11 @@
   of the trial. ``nshot = -1``: the whole pool, shuffled by the same generator.
   ``nshot`` larger than the pool: a warning and the pool size (recorded in ``info``).
 * ``balanced``: ``nshot / n_classes`` rows per class (error if not divisible or a class is short).
+* ``demo_sampling=per_example``: each evaluated example draws its own demonstrations, as
+  lm-evaluation-harness's ``ContextSampler`` does: one ``random.Random(seed + trial)``, then
+  ``rng.sample(pool, nshot)`` for each example in order (:func:`sample_per_example`). For a task
+  whose demonstration split differs from the evaluated one, example i gets the same train rows
+  as in lm-eval run with ``fewshot_random_seed=seed + trial``.
 * Prompt: ``description``, the demonstrations (template filled with the gold label) and the
   test prompt, joined by ``train_sep``. When a model's ``max_length`` is exceeded, only the
   first demonstrations that fit are kept (never the test prompt or a candidate is cut).
@@ -63,6 +68,38 @@ def sample_demonstrations(pool: Sequence[Doc], nshot: int, seed: int, *, balance
         warnings.append(f"task '{task}': nshot={nshot} > {len(pool)} demonstration rows; using {len(pool)}.")
         k = len(pool)
     return Sample(rng.sample(list(pool), k), nshot, warnings)
+
+
+DEMO_SAMPLING = ("per_trial", "per_example")
+
+
+def check_demo_sampling(value: Any, *, balanced: bool = False) -> str:
+    """``demo_sampling`` (null = ``per_trial``); an unknown value lists the valid ones."""
+    mode = value or "per_trial"
+    if mode not in DEMO_SAMPLING:
+        raise ConfigError(f"demo_sampling: unknown value {value!r}. Valid: per_trial (one demonstration set per trial, shared by "
+                          f"every example), per_example (each example draws its own, as lm-evaluation-harness does).")
+    if mode == "per_example" and balanced:
+        raise ConfigError("demo_sampling=per_example cannot be combined with balanced=true; use demo_sampling=per_trial or balanced=false.")
+    return mode
+
+
+def sample_per_example(pool: Sequence[Doc], n_examples: int, nshot: int, seed: int, *, task: str = "") -> Sample:
+    """Demonstrations for each of ``n_examples`` examples, drawn the way lm-evaluation-harness's
+    ``ContextSampler.sample`` draws them (one generator for the task, one ``sample`` per example in
+    order). ``Sample.docs`` is then a list per example; ``nshot=-1``: the whole pool, shuffled per example."""
+    if nshot < -1:
+        raise ConfigError(f"nshot must be >= -1 (-1 = the whole train set), got {nshot}.")
+    if nshot == 0:
+        return Sample([[] for _ in range(n_examples)], nshot)
+    rng = random.Random(seed)
+    population = list(pool)
+    warnings = []
+    k = len(population) if nshot == -1 else nshot
+    if k > len(population):
+        warnings.append(f"task '{task}': nshot={nshot} > {len(population)} demonstration rows; using {len(population)}.")
+        k = len(population)
+    return Sample([rng.sample(population, k) for _ in range(n_examples)], nshot, warnings)
 
 
 def demo_pool(train: Optional[list[Doc]], validation: Optional[list[Doc]], evaluated: Sequence[Doc]) -> list[Doc]:

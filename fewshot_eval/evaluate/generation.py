@@ -10,6 +10,12 @@ do not fit ``max_length - max_new_tokens`` tokens are dropped from the end, neve
 Prediction row (one per evaluated example)::
 
     id, prompt, output, references, n_demos    # output: generated text, cut before the first stop string
+    [demo_ids]                                 # demo_sampling=per_example: this example's demonstrations
+
+With a chat model (model setting ``chat.enabled``) the demonstrations are user/assistant turns
+and the test prompt the last user turn (:mod:`~fewshot_eval.evaluate.chat`); the model
+generates the assistant's answer. Requests go through the resume cache like scored ones
+(``evaluate.cache``: a killed job regenerates at most the batch in flight).
 
 Settings (eval params, else the task definition, else the default): ``until`` (stop strings;
 default ``train_sep``), ``max_new_tokens`` (32), ``do_sample`` (false: greedy) with
@@ -65,7 +71,8 @@ def generation_settings(task: TaskDef, params: dict[str, Any]) -> dict[str, Any]
 
 
 def check_predictor_generates(task: TaskDef, predictor: str, predictor_cls: Any) -> None:
-    """A generation task needs a predictor registered with ``generate_until`` (baselines only rank)."""
+    """A generation task needs a predictor registered with ``generate_until`` (baselines only rank).
+    ``predictor_cls``: its class, or an instance (a wrapper such as the resume cache's)."""
     ops = getattr(predictor_cls, "operations", frozenset())
     if OPERATION not in ops:
         raise ConfigError(
@@ -77,29 +84,46 @@ def check_predictor_generates(task: TaskDef, predictor: str, predictor_cls: Any)
 
 def generate_rows(predictor: Predictor, task: TaskDef, tname: str, lang: Optional[str], demo_lang: Optional[str],
                   eval_docs: Sequence[dict], sample: Sample, params: dict[str, Any], seed: int,
-                  description: Optional[str] = None) -> list[dict[str, Any]]:
-    """Generate an output for every evaluated example of one (task, template, language)."""
-    check_predictor_generates(task, predictor.name or type(predictor).__name__, type(predictor))
+                  description: Optional[str] = None, per_example: bool = False, chat: Any = None) -> list[dict[str, Any]]:
+    """Generate an output for every evaluated example of one (task, template, language).
+
+    ``per_example``: ``sample.docs`` holds one list of demonstrations per example (rows record
+    ``demo_ids``); ``chat``: a :class:`~fewshot_eval.evaluate.chat.ChatFormat` (demonstrations as
+    user/assistant turns, the model answers as the assistant)."""
+    check_predictor_generates(task, predictor.name or type(predictor).__name__, predictor)
     settings = generation_settings(task, params)
     tmpl = task.templates[tname]
     sep = params.get("train_sep")
     sep = "\n\n" if sep is None else str(sep)
-    demos = [tmpl.fill(d, demo_lang) for d in sample.docs]  # type: ignore[call-arg]
+
+    def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
+        if chat is None:
+            return tmpl.fill(d, demo_lang)  # type: ignore[call-arg]
+        user, rest = tmpl.split(d, demo_lang)
+        return user, tmpl.target_text(d, demo_lang) + rest  # type: ignore[union-attr]
+
+    def context(demos: list, prompt: str) -> str:
+        return chat.context(demos, prompt, sep, description) if chat is not None else join_prompt(demos, prompt, sep, description)
+
+    shared = None if per_example else [demo(d) for d in sample.docs]
     budget = (predictor.max_length - settings["max_new_tokens"] - 1) if predictor.max_length else None
     requests, plans = [], []
-    for doc in eval_docs:
+    for j, doc in enumerate(eval_docs):
+        demos = shared if shared is not None else [demo(d) for d in sample.docs[j]]
         prefix, _ = tmpl.split(doc, lang)
         prompt = prefix.rstrip(" \t")
-        k = fit_demonstrations(demos, lambda k: [join_prompt(demos[:k], prompt, sep, description)], predictor.num_tokens, budget) if budget else len(demos)
-        context = join_prompt(demos[:k], prompt, sep, description)
-        requests.append(GenerationRequest(context, tuple(settings["until"]), settings["max_new_tokens"], settings["do_sample"],
-                                          settings["temperature"], seed, doc["_id"]))
-        plans.append((doc, k))
+        k = fit_demonstrations(demos, lambda k: [context(demos[:k], prompt)], predictor.num_tokens, budget) if budget else len(demos)
+        requests.append(GenerationRequest(context(demos[:k], prompt), tuple(settings["until"]), settings["max_new_tokens"],
+                                          settings["do_sample"], settings["temperature"], seed, doc["_id"]))
+        plans.append((j, doc, k))
     outputs = predictor.generate_until(requests) if requests else []
-    return [
-        {"id": doc["_id"], "prompt": req.context, "output": out, "references": list(doc["_references"]), "n_demos": k}
-        for (doc, k), req, out in zip(plans, requests, outputs)
-    ]
+    rows = []
+    for (j, doc, k), req, out in zip(plans, requests, outputs):
+        row = {"id": doc["_id"], "prompt": req.context, "output": out, "references": list(doc["_references"]), "n_demos": k}
+        if per_example:
+            row["demo_ids"] = [d["_id"] for d in sample.docs[j][:k]]
+        rows.append(row)
+    return rows
 
 
 def ignored_by_generation(sid: str, scoring: str, calibrator: Optional[str]) -> list[str]:
@@ -115,4 +139,4 @@ def is_generation_row(row: dict[str, Any]) -> bool:
 
 def generation_metrics(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
     """Metrics ``names`` of generation rows, from their stored outputs and references (no model)."""
-    return compute_metrics([r["references"] for r in rows], [r["output"] for r in rows], None, names)
+    return compute_metrics([r["references"] for r in rows], [r["output"] for r in rows], None, names, rows)

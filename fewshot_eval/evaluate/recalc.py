@@ -21,6 +21,7 @@ from fewshot_eval.evaluate.calibration import calibrate, check_calibrator
 from fewshot_eval.evaluate.generation import generation_metrics, is_generation_row
 from fewshot_eval.evaluate.metrics import DEFAULT_METRICS, compute_metrics
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates
+from fewshot_eval.evaluate.shapes import is_correct
 
 
 def _wanted_options(params: dict[str, Any], task: Optional[str]) -> Optional[list[str]]:
@@ -44,7 +45,7 @@ def rescore_rows(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: O
     wanted = _wanted_options(params, task)
     out = []
     for row in rows:
-        if is_generation_row(row):
+        if "candidates" not in row:  # a perplexity document or a generated text: nothing to rescore
             out.append(dict(row))
             continue
         where = f" (row '{row.get('id')}')"
@@ -74,7 +75,7 @@ def rescore_rows(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: O
             for c in new["candidates"]:
                 c.pop("calibrated", None)
             new["pred"] = labels[argmax(scores)]
-        new["correct"] = new["pred"] == row["gold"]
+        new["correct"] = is_correct(new["pred"], row["gold"])
         out.append(new)
     return out
 
@@ -92,6 +93,6 @@ def recalc_metrics(rows: Sequence[dict[str, Any]], params: dict[str, Any], task:
         return generation_metrics(rows, DEFAULT_GENERATION_METRICS if names is None else names)
     names = DEFAULT_METRICS if names is None else names
     new = rescore_rows(rows, params, task)
-    gold = [r["gold"] for r in new]
+    gold = [r.get("gold") for r in new]
     raw = [r["pred_raw"] for r in new] if new and all("pred_raw" in r for r in new) else None
-    return compute_metrics(gold, [r["pred"] for r in new], raw, names)
+    return compute_metrics(gold, [r.get("pred") for r in new], raw, names, new)

@@ -1,11 +1,21 @@
 """Named parts of the evaluator: predictors (model backends) and metrics.
 
 A predictor is one class registered under a name, declaring the request operations it
-supports; a metric is one function ``(gold, pred) -> float`` registered under a name with its
-aggregation over trials. A metric of ``kind="choice"`` (the default) gets the gold and the
-predicted labels; one of ``kind="generate"`` gets, per example, the list of reference texts
-and the generated output. It may return :class:`Scored` to record how it computed the value
-(e.g. sacrebleu's signature, stored as ``<name>_signature`` beside the value)::
+supports; a metric is one function registered under a name with its aggregation over trials.
+Two options of :func:`register_metric` say which tasks a metric scores and what it gets:
+
+* ``kind``: ``"choice"`` (default) -- every task kind that ranks or scores text (``choice``,
+  ``minimal_pairs``, ``perplexity``); ``"generate"`` -- ``kind: generate`` tasks. A task
+  definition may name only metrics of its kind (:func:`metric_kind`).
+* ``over``: ``"labels"`` (default) -- ``fn(gold labels, predicted labels)``; for
+  ``kind="generate"``, ``fn(reference lists, generated outputs)``. ``"rows"`` -- ``fn(rows)``,
+  the sub-result's prediction rows (metrics that need scores, groups, token counts).
+
+So: label metrics (``accuracy``), row metrics (``over="rows"``: ``gold_perplexity``, ``f1a``,
+``word_perplexity``) and generation metrics (``kind="generate"``: ``exact_match``, ``bleu``).
+``fn`` returns a float (×100 for rates); or :class:`Scored` to record how it computed the value
+(sacrebleu's signature, stored as ``<name>_signature``); or None when it does not apply (a
+perplexity of a baseline): the metric is then left out::
 
     from fewshot_eval.evaluate.registry import register_metric, register_predictor
 
@@ -33,16 +43,17 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from fewshot_eval.config import ConfigError
 
 # Modules whose import registers the built-in predictors and metrics.
 BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.text_metrics", "fewshot_eval.evaluate.baselines",
-                   "fewshot_eval.evaluate.clm")
+                   "fewshot_eval.evaluate.clm", "fewshot_eval.evaluate.shapes", "fewshot_eval.evaluate.perplexity")
 ENTRY_POINT_GROUP = "fewshot_eval.plugins"
 OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
-METRIC_KINDS = ("choice", "generate")  # the task kinds a metric scores
+METRIC_KINDS = ("choice", "generate")  # the tasks a metric scores (see metric_kind)
+METRIC_INPUTS = ("labels", "rows")  # what a metric's fn gets
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,16 @@ class Scored:
 @dataclass(frozen=True)
 class Metric:
     name: str
-    fn: Callable[[Sequence[Any], Sequence[str]], "float | Scored"]  # choice: (gold labels, predicted labels); generate: (references lists, outputs)
+    fn: Callable[..., Any]  # see the module docstring: (gold, pred), (references, outputs) or (rows)
     aggregation: str = "mean"  # over trials: mean, with std and a 95% interval
     higher_is_better: bool = True
-    kind: str = "choice"  # the task kind it scores: choice | generate
+    kind: str = "choice"  # the tasks it scores: choice (every ranking/scoring task kind) | generate
+    over: str = "labels"  # "labels": fn(gold, pred) (generate: fn(references, outputs)); "rows": fn(prediction rows)
+
+
+def metric_kind(task_kind: str) -> str:
+    """The metric kind that scores a task of ``task_kind``: generate for generation tasks, else choice."""
+    return "generate" if task_kind == "generate" else "choice"
 
 
 _PREDICTORS: dict[str, type] = {}
@@ -83,13 +100,20 @@ def register_predictor(name: str, *, operations: Iterable[str] = ("loglikelihood
     return deco
 
 
-def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True, kind: str = "choice") -> Callable[[Callable], Callable]:
-    """Function decorator: register ``fn(gold, pred) -> float | Scored`` as metric ``name`` for tasks of ``kind``."""
+def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True, kind: str = "choice",
+                    over: str = "labels") -> Callable[[Callable], Callable]:
+    """Function decorator: register ``fn`` as metric ``name`` for tasks of ``kind`` (``choice`` or
+    ``generate``). ``over="labels"``: ``fn(gold, pred) -> float | Scored`` (generate:
+    ``fn(references, outputs)``); ``over="rows"``: ``fn(rows) -> float | Scored | None`` over a
+    sub-result's prediction rows (metrics that need scores, groups or token counts; see
+    :mod:`fewshot_eval.evaluate.shapes`)."""
     if kind not in METRIC_KINDS:
         raise ValueError(f"metric '{name}': unknown kind '{kind}'. Valid: {', '.join(METRIC_KINDS)}.")
+    if over not in METRIC_INPUTS:
+        raise ValueError(f"metric '{name}': over={over!r}; valid: {', '.join(METRIC_INPUTS)}.")
 
     def deco(fn: Callable) -> Callable:
-        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better, kind)
+        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better, kind, over)
         return fn
 
     return deco

@@ -1,16 +1,19 @@
 """``FewShotEvaluator``: one trial of (tasks x templates x languages) -> metrics + prediction rows.
 
 Per task and evaluated language the trial's demonstrations are drawn once (seed + trial), so
-every template of a trial sees the same demonstrations. All requests of one sub-result
+every template of a trial sees the same demonstrations (``demo_sampling=per_example``: each
+example draws its own, lm-eval's way; see ``demonstrations``). All requests of one sub-result
 (candidates, calibration variants, unconditional continuations) go to the predictor in one
 batch, which lets the LM share the demonstrations' computation across them.
 
-Generation tasks (``kind: generate``) go to :mod:`fewshot_eval.evaluate.generation` (rows:
-``id, prompt, output, references, n_demos``). Ranking prediction row (one per evaluated example; JSON-serialisable)::
+Generation tasks (``kind: generate``) go to :mod:`fewshot_eval.evaluate.generation` with the
+same demonstrations, chat format and predictor (rows: ``id, prompt, output, references,
+n_demos, [demo_ids]``). Ranking prediction row (one per evaluated example; JSON-serialisable)::
 
     id, gold, pred, correct, [pred_raw]        # pred_raw: uncalibrated prediction (calibrator set)
-    prompt                                    # context: description + demonstrations + test prefix
+    prompt                                    # context: description + demonstrations + test prefix (chat: templated)
     n_demos                                   # demonstrations kept (fewer than sampled if max_length hit)
+    [demo_ids]                                # demo_sampling=per_example: this example's demonstrations
     n_shared_prefix, n_shared_suffix          # tokens all candidates' continuations share at start / end
     candidates: [{label, text,                # text: continuation = verbalisation + suffix
                   n_tokens, logprobs,         # per-token log-probs of the continuation (null: baseline)
@@ -18,6 +21,10 @@ Generation tasks (``kind: generate``) go to :mod:`fewshot_eval.evaluate.generati
                   score, calibrated}]         # score under params scoring; calibrated (calibrator set)
     calibration: [{option, n_shared_prefix, n_shared_suffix,
                    candidates: [{label, n_tokens, logprobs, uncond_logprobs, score}]}]   # calibrator set
+
+Task shapes (:mod:`~fewshot_eval.evaluate.shapes`) keep these rows (``gold`` a list with several
+answers; ``group``/``positive`` for grouped sub-problems); a perplexity task's rows are
+documents (:mod:`~fewshot_eval.evaluate.perplexity`), scored by ``loglikelihood_rolling``.
 """
 
 from __future__ import annotations
@@ -29,10 +36,13 @@ from typing import Any, Optional, Sequence
 from fewshot_eval import progress
 from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
-from fewshot_eval.evaluate.demonstrations import Sample, fit_demonstrations, join_prompt, sample_demonstrations
+from fewshot_eval.evaluate.chat import chat_format
+from fewshot_eval.evaluate.demonstrations import Sample, check_demo_sampling, fit_demonstrations, join_prompt, sample_demonstrations, sample_per_example
 from fewshot_eval.evaluate.generation import generate_rows, generation_metrics, ignored_by_generation
 from fewshot_eval.evaluate.metrics import compute_metrics
+from fewshot_eval.evaluate.perplexity import score_documents
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
+from fewshot_eval.evaluate.shapes import is_correct, row_fields
 from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages, select_templates, split_data
 
 log = logging.getLogger(__name__)
@@ -65,12 +75,14 @@ class FewShotEvaluator:
     def __init__(self, model: dict[str, Any], params: dict[str, Any], predictor: Optional[Predictor] = None) -> None:
         self.model = model
         self.predictor = predictor or build_predictor(model, params)
+        self.chat = chat_format(model.get("chat"), self.predictor, model.get("name", "?"))  # None: plain prompts
 
     # ------------------------------------------------------------------ the interface
     def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult:
         t0 = time.time()
         mode = check_mode(params.get("scoring"))
         calibrator = check_calibrator(params.get("calibrator"))
+        per_example = check_demo_sampling(params.get("demo_sampling"), balanced=bool(params.get("balanced"))) == "per_example"
         seed = int(params.get("seed") or 0) + int(trial)
         metrics: dict[str, dict[str, Any]] = {}
         predictions: dict[str, list[dict[str, Any]]] = {}
@@ -92,39 +104,53 @@ class FewShotEvaluator:
             task = load_task_def(name)
             templates = select_templates(task, params)
             langs, train_lang = select_languages(task, params)
-            options = task_options(params, name) if calibrator and self.predictor.is_lm else []
+            ppl = task.kind == "perplexity"  # whole documents: no demonstrations, no candidates
+            gen = task.kind == "generate"  # generated text: no candidates to rank or calibrate
+            options = task_options(params, name) if calibrator and self.predictor.is_lm and not (ppl or gen) else []
+            if ppl and nshot:
+                info["warnings"].append(f"task '{name}' is a perplexity task: nshot={nshot} ignored (documents are scored without demonstrations).")
             for lang in langs:
-                eval_docs, pool = split_data(task, params, lang, train_lang)
-                sample = sample_demonstrations(pool, nshot, seed, balanced=bool(params.get("balanced")), labels=task.labels, task=name)
+                eval_docs, pool = split_data(task, params, lang, train_lang, demonstrations=nshot != 0 and not ppl)
+                if ppl:
+                    sample = Sample([], nshot)
+                elif per_example:  # docs: one list per example (lm-eval's sampler)
+                    sample = sample_per_example(pool, len(eval_docs), nshot, seed, task=name)
+                else:
+                    sample = sample_demonstrations(pool, nshot, seed, balanced=bool(params.get("balanced")), labels=task.labels, task=name)
+                sampled = len(sample.docs[0]) if per_example and sample.docs else len(sample.docs)
                 info["warnings"].extend(sample.warnings)
                 self.predictor.begin(name, [d["_label"] for d in pool], seed)
                 for tname in templates:
                     sid = sub_result_id(name, tname, lang)
                     t_sub = time.perf_counter()
-                    if task.kind == "generate":  # evaluate/generation.py
-                        rows = generate_rows(self.predictor, task, tname, lang, train_lang or lang, eval_docs, sample, params, seed, _description(params, name))
-                        metrics[sid] = generation_metrics(rows, task.metrics)
+                    if gen:  # evaluate/generation.py
+                        rows = generate_rows(self.predictor, task, tname, lang, train_lang or lang, eval_docs, sample, params, seed,
+                                             _description(params, name), per_example, self.chat)
                         info["warnings"].extend(ignored_by_generation(sid, mode, calibrator))
-                        self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
+                    elif ppl:
+                        rows = score_documents(self.predictor, task, tname, lang, eval_docs)
                     else:
-                        rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options)
-                        self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
+                        rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options, per_example)
+                    self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
+                    if gen:
+                        metrics[sid] = generation_metrics(rows, task.metrics)
+                    else:
                         gold = [r["gold"] for r in rows]
-                        metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm else None, task.metrics)
+                        metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm and not ppl else None, task.metrics, rows)
                     predictions[sid] = rows
                     info["preferred_metric"][sid] = task.preferred_metric
-                    kept = [r["n_demos"] for r in rows] or [0]
+                    kept = [r.get("n_demos", 0) for r in rows] or [0]
                     info["demonstrations"][sid] = {
                         "requested": nshot,
-                        "sampled": len(sample.docs),
+                        "sampled": sampled,
                         "kept_min": min(kept),
                         "kept_max": max(kept),
-                        "ids": [d["_id"] for d in sample.docs],
+                        "ids": None if per_example else [d["_id"] for d in sample.docs],  # per example: each row's demo_ids
                         "train_language": train_lang or lang,
                         "pool_size": len(pool),
                     }
-                    if min(kept) < len(sample.docs):
-                        info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} of {len(sample.docs)} demonstrations.")
+                    if min(kept) < sampled:
+                        info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} of {sampled} demonstrations.")
         info["time_s"] = round(time.time() - t0, 3)
         for w in info["warnings"]:
             if w not in _logged_warnings:
@@ -141,7 +167,8 @@ class FewShotEvaluator:
                 progress.job_prefix, where, sid, n, seconds, n / seconds if seconds > 0 else float("inf"))
 
     # ------------------------------------------------------------------ one sub-result
-    def _score(self, task: TaskDef, tname: str, lang, demo_lang, eval_docs, sample: Sample, params, mode: str, options: list[str]) -> list[dict]:
+    def _score(self, task: TaskDef, tname: str, lang, demo_lang, eval_docs, sample: Sample, params, mode: str, options: list[str],
+               per_example: bool = False) -> list[dict]:
         tmpl = task.templates[tname]
         pred = self.predictor
         sep = params.get("train_sep")
@@ -149,46 +176,58 @@ class FewShotEvaluator:
         desc = _description(params, task.name)
         uncond_prompt = params.get("unconditional_prompt")
         uncond_prompt = "Answer:" if uncond_prompt is None else str(uncond_prompt)
-        demos = [tmpl.fill(d, d["_label"], demo_lang) for d in sample.docs]
+
+        def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
+            if self.chat is None:
+                return tmpl.fill(d, d["_label"], demo_lang)
+            user, rest = tmpl.split(d, demo_lang)
+            return user, tmpl.verbalise(d, d["_label"], demo_lang) + rest
+
+        def context(demos: list, prefix: str) -> str:
+            return self.chat.context(demos, prefix, sep, desc) if self.chat else join_prompt(demos, prefix, sep, desc)
+
+        shared = None if per_example else [demo(d) for d in sample.docs]
         parsed = [(o, parse_option(o, task.name)) for o in options] if pred.is_lm else []
 
         requests: list[Request] = []
         plans = []
-        for doc in eval_docs:
+        for j, doc in enumerate(eval_docs):
+            demos = shared if shared is not None else [demo(d) for d in sample.docs[j]]
             items = [(None, doc)] + [(o, apply_option(doc, pairs, task.name, o)) for o, pairs in parsed]
             parts = []
+            labels = task.labels_of(doc)  # per example with choices_field
             for option, d in items:
                 prefix, suffix = tmpl.split(d, lang)
-                conts = [tmpl.verbalise(d, lab, lang) + suffix for lab in task.labels]
+                conts = [tmpl.verbalise(d, lab, lang) + suffix for lab in labels]
                 parts.append((option, prefix, conts))
             k = len(demos)
             if pred.max_length:
                 k = fit_demonstrations(
                     demos,
-                    lambda k: [join_prompt(demos[:k], prefix, sep, desc) + c for _, prefix, conts in parts for c in conts],
+                    lambda k: [context(demos[:k], prefix) + c for _, prefix, conts in parts for c in conts],
                     pred.num_tokens,
                     pred.max_length,
                 )
             item_reqs = []
             for option, prefix, conts in parts:
-                ctx_raw = join_prompt(demos[:k], prefix, sep, desc)
+                ctx_raw = context(demos[:k], prefix)
                 pairs = [split_whitespace(ctx_raw, c) for c in conts]
                 idx = []
-                for lab, (ctx, cont) in zip(task.labels, pairs):
+                for lab, (ctx, cont) in zip(labels, pairs):
                     idx.append(len(requests))
                     requests.append(Request(ctx, cont, doc["_id"], lab))
                     if pred.is_lm:
                         requests.append(Request(uncond_prompt, cont, doc["_id"], lab))
                 item_reqs.append((option, pairs[0][0], [c for _, c in pairs], idx))
-            plans.append((doc, k, item_reqs))
+            plans.append((doc, k, item_reqs, labels))
 
         results = pred.loglikelihood(requests) if requests else []
         rows = []
-        for doc, k, item_reqs in plans:
+        for doc, k, item_reqs, labels in plans:
             scored = []
             for option, ctx, conts, idx in item_reqs:
                 cands = []
-                for lab, cont, i in zip(task.labels, conts, idx):
+                for lab, cont, i in zip(labels, conts, idx):
                     res: Loglik = results[i]
                     c = {"label": lab, "text": cont, "n_tokens": len(res.logprobs) if pred.is_lm else None}
                     if pred.is_lm:
@@ -204,8 +243,7 @@ class FewShotEvaluator:
                 scored.append((option, ctx, item))
             (_, ctx, main), variants = scored[0], scored[1:]
             raw_scores = [c["score"] for c in main["candidates"]]
-            labels = task.labels
-            row = {"id": doc["_id"], "gold": doc["_label"]}
+            row = {"id": doc["_id"], **row_fields(task, doc)}
             if variants:
                 cal = calibrate(raw_scores, [[c["score"] for c in v["candidates"]] for _, _, v in variants])
                 for c, v in zip(main["candidates"], cal):
@@ -214,9 +252,11 @@ class FewShotEvaluator:
                 row["pred_raw"] = labels[argmax(raw_scores)]
             else:
                 row["pred"] = labels[argmax(raw_scores)]
-            row["correct"] = row["pred"] == row["gold"]
+            row["correct"] = is_correct(row["pred"], row["gold"])
             row.update(prompt=ctx, n_demos=k, **main)
             if variants:
                 row["calibration"] = [{"option": o, **v} for o, _, v in variants]
+            if per_example:
+                row["demo_ids"] = [d["_id"] for d in sample.docs[len(rows)][:k]]
             rows.append(row)
         return rows

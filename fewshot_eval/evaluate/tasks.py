@@ -40,6 +40,16 @@ instead of labels: no ``label_field``/``labels``, and its templates a ``{{ targe
         prompt: "Q: {{ question }}\nA: {{ target }}"   # the model continues "Q: ...\nA:"
         target: "{{ answers[0] }}"  # what a demonstration shows (default: the first reference)
 
+Other task shapes (see :mod:`fewshot_eval.evaluate.shapes` and :mod:`~fewshot_eval.evaluate.perplexity`)::
+
+    kind: choice                     # default: rank candidates; or generate / perplexity / minimal_pairs
+    choices_field: endings           # per-example candidates (a list field); gold = an index; no 'labels'
+    multiple_answers: true           # the gold field holds a list: several correct answers
+    group_field: question_id         # rows with one value form a group (MultiRC); with positive_label
+    positive_label: 1                # the "true" label, for f1a
+    pair_fields: {good: sentence_good, bad: sentence_bad}   # kind minimal_pairs (BLiMP)
+    # kind perplexity: templates hold a 'document' (Jinja2), no labels/candidates
+
 Unknown or missing keys, a template naming a field the data lacks, or an unknown
 template/language/split are :class:`~fewshot_eval.config.ConfigError` naming the file and key.
 """
@@ -50,13 +60,12 @@ import json
 from dataclasses import dataclass, field, fields as dc_fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import yaml
 
 from fewshot_eval.config import ConfigError, find_config_file
-from fewshot_eval.evaluate.templates import GenerationTemplate, Template, compile_generation_template, compile_template
-
+from fewshot_eval.evaluate.templates import GenerationTemplate, Template, compile_template
 
 
 @dataclass
@@ -91,10 +100,21 @@ class TaskDef:
     languages: Optional[list[str]] = None
     default_languages: Optional[list[str]] = None
     description: str = ""
-    kind: str = "choice"  # choice: rank candidates | generate: generate text, compared with references
+    kind: str = "choice"  # choice: rank candidates | generate: generate text | perplexity | minimal_pairs
     references_field: Optional[str] = None  # generate: data field with the reference(s)
     until: Optional[list[str]] = None  # generate: stop strings (None: params train_sep)
     max_new_tokens: Optional[int] = None  # generate: new tokens at most (None: 32)
+    choices_field: Optional[str] = None  # per-example candidates: this list field; labels are indices
+    multiple_answers: bool = False  # the gold field holds a list of correct labels
+    group_field: Optional[str] = None  # rows sharing this field's value form one group (MultiRC)
+    positive_label: Optional[str] = None  # the "true" label of grouped binary sub-problems (f1a)
+    pair_fields: Optional[dict[str, str]] = None  # minimal_pairs: {good: field, bad: field}
+
+    def labels_of(self, doc: dict[str, Any]) -> list[str]:
+        """The candidate labels of one example: the task's labels, or the indices of its choices."""
+        if self.choices_field:
+            return [str(i) for i in range(len(doc[self.choices_field]))]
+        return self.labels
 
     @property
     def splits(self) -> list[str]:
@@ -113,22 +133,24 @@ _TOP_KEYS = {
     "eval_split": False,
     "id_field": False,
     "fields": False,
-    "label_field": False,  # required for kind: choice
-    "labels": False,  # required for kind: choice
+    "label_field": False,
+    "labels": False,
     "preferred_metric": False,
     "metrics": False,
     "default_template": False,
-    "templates": True,
+    "templates": False,
     "languages": False,
     "default_languages": False,
     "kind": False,
-    "references_field": False,  # required for kind: generate
+    "choices_field": False,
+    "multiple_answers": False,
+    "group_field": False,
+    "positive_label": False,
+    "pair_fields": False,
+    "references_field": False,
     "until": False,
     "max_new_tokens": False,
-}  # key -> required
-KINDS = ("choice", "generate")
-_CHOICE_ONLY = ("label_field", "labels")
-_GENERATE_ONLY = ("references_field", "until", "max_new_tokens")
+}  # key -> required (label_field, labels, references_field and templates: as the task's kind needs, see shapes.check_shape_keys)
 
 
 def _check_keys(node: Any, allowed: dict[str, bool] | Iterable[str], where: str) -> dict:
@@ -154,8 +176,11 @@ def _str_list(value: Any, where: str) -> list[str]:
 
 def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     """Validate one loaded task-definition YAML into a :class:`TaskDef`."""
+    from fewshot_eval.evaluate.shapes import check_shape_keys, compile_shape_templates
+
     where = f"task_def/{name}.yaml ({path})"
     _check_keys(node, _TOP_KEYS, where)
+    shape = check_shape_keys(node, where)
     data = _check_keys(node["data"], {"local": False, "hf": False}, f"{where} key 'data'")
     if len(data) != 1:
         raise ConfigError(f"{where} key 'data': give exactly one of 'local' or 'hf', got {sorted(data) or 'none'}.")
@@ -170,17 +195,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         source = HFSource(**hf)
         source.splits = {str(k): str(v) for k, v in (source.splits or {}).items()}
 
-    kind = str(node.get("kind") or "choice")
-    if kind not in KINDS:
-        raise ConfigError(f"{where} key 'kind': unknown kind '{kind}'. Valid: {', '.join(KINDS)}.")
-    needed, foreign = (_CHOICE_ONLY, _GENERATE_ONLY) if kind == "choice" else (("references_field",), _CHOICE_ONLY)
-    for key in needed:
-        if key not in node:
-            raise ConfigError(f"{where}: missing required key '{key}'" + (" (kind: generate)." if kind == "generate" else "."))
-    for key in foreign:
-        if key in node:
-            raise ConfigError(f"{where}: key '{key}' applies only to kind: {'generate' if kind == 'choice' else 'choice'} tasks; this task is kind: {kind}.")
-    labels = _str_list(node["labels"], f"{where} key 'labels'") if kind == "choice" else []
+    labels = _str_list(node["labels"], f"{where} key 'labels'") if "labels" in node else list(shape.get("labels", []))
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where} key 'labels': duplicate labels in {labels}.")
     until = None
@@ -199,33 +214,31 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     if languages is None and any("{lang}" in str(v) for v in _source_strings(source)):
         raise ConfigError(f"{where} key 'data': paths use {{lang}} but the task has no 'languages'.")
 
-    raw_templates = node["templates"]
-    if not isinstance(raw_templates, dict) or not raw_templates:
-        raise ConfigError(f"{where} key 'templates': expected a mapping of template names, got {raw_templates!r}.")
-    templates = {}
-    for tname, tnode in raw_templates.items():
-        twhere = f"{where} key 'templates.{tname}'"
-        if kind == "generate":
-            _check_keys(tnode, {"prompt": True, "target": False, "vars": False}, twhere)
-            templates[str(tname)] = compile_generation_template(str(tname), tnode, languages, twhere)
-            continue
-        _check_keys(tnode, {"prompt": True, "candidates": True, "vars": False}, twhere)
-        templates[str(tname)] = compile_template(str(tname), tnode, labels, languages, twhere)
+    templates = compile_shape_templates(node, shape, labels, languages, where)
+    if templates is None:
+        raw_templates = node["templates"]
+        if not isinstance(raw_templates, dict) or not raw_templates:
+            raise ConfigError(f"{where} key 'templates': expected a mapping of template names, got {raw_templates!r}.")
+        templates = {}
+        for tname, tnode in raw_templates.items():
+            twhere = f"{where} key 'templates.{tname}'"
+            _check_keys(tnode, {"prompt": True, "candidates": True, "vars": False}, twhere)
+            templates[str(tname)] = compile_template(str(tname), tnode, labels, languages, twhere)
     default_template = str(node.get("default_template") or next(iter(templates)))
     if default_template not in templates:
         raise ConfigError(f"{where} key 'default_template': '{default_template}' is not a template. Valid: {', '.join(templates)}.")
     from fewshot_eval.evaluate.metrics import DEFAULT_METRICS
-    from fewshot_eval.evaluate.registry import metric
-    from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
+    from fewshot_eval.evaluate.registry import metric, metric_kind
 
-    default_metrics = DEFAULT_METRICS if kind == "choice" else DEFAULT_GENERATION_METRICS
+    kind = shape["kind"]
+    default_metrics = shape.get("metrics", DEFAULT_METRICS)
     metrics = tuple(_str_list(node["metrics"], f"{where} key 'metrics'")) if node.get("metrics") is not None else default_metrics
     for m in metrics:
         try:
             found = metric(m)
         except ConfigError as e:
             raise ConfigError(f"{where} key 'metrics': {e}") from None
-        if found.kind != kind:
+        if found.kind != metric_kind(kind):
             raise ConfigError(f"{where} key 'metrics': metric '{m}' scores {'generated text' if found.kind == 'generate' else 'chosen labels'}, "
                               f"this task is kind: {kind}. Use metrics of its kind, e.g. {', '.join(default_metrics)}.")
     preferred = str(node.get("preferred_metric") or metrics[0])
@@ -238,7 +251,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         name=name,
         path=path,
         source=source,
-        label_field=str(node["label_field"]) if kind == "choice" else "",
+        label_field=str(node["label_field"]) if node.get("label_field") is not None else "",
         labels=labels,
         templates=templates,
         default_template=default_template,
@@ -251,10 +264,15 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         languages=languages,
         default_languages=default_languages,
         description=str(node.get("description") or ""),
-        kind=kind,
-        references_field=str(node["references_field"]) if kind == "generate" else None,
+        kind=shape["kind"],
+        references_field=shape.get("references_field"),
         until=until,
         max_new_tokens=max_new,
+        choices_field=shape.get("choices_field"),
+        multiple_answers=bool(shape.get("multiple_answers")),
+        group_field=shape.get("group_field"),
+        positive_label=shape.get("positive_label"),
+        pair_fields=shape.get("pair_fields"),
     )
     for key in ("train_split", "eval_split"):
         if getattr(task, key) is not None and getattr(task, key) not in source.splits:
@@ -371,12 +389,16 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
             if column not in row:
                 raise ConfigError(f"{at(i)}{where}: key 'fields' maps '{var}' to column '{column}', missing in the data. Columns: {', '.join(row)}.")
             doc[var] = row[column]
+        if task.label_field and task.label_field not in doc:
+            raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
         if task.kind == "generate":
             doc["_label"] = None
             doc["_references"] = _references(task, doc, split, at(i))
+        elif task.kind != "choice" or task.choices_field or task.multiple_answers or task.group_field:
+            from fewshot_eval.evaluate.shapes import normalise_shape_row
+
+            normalise_shape_row(task, doc, split, at(i))
         else:
-            if task.label_field not in doc:
-                raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
             label = str(doc[task.label_field])
             if label not in task.labels:
                 raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
@@ -388,8 +410,6 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
         else:
             doc["_id"] = f"{split}-{i}"
         docs.append(doc)
-    for i, doc in enumerate(docs):
-        check_template_fields(task, doc, split, at(i))
     return docs
 
 
@@ -428,15 +448,23 @@ def load_split(task: TaskDef, split: str, lang: Optional[str] = None) -> list[Do
     return [dict(d) for d in _load_split_cached(task, split, lang if task.languages else None)]
 
 
-def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "") -> None:
-    """Every variable a template uses must be a data field (or a template var / ``candidate``)."""
-    for tmpl in task.templates.values():
+def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "", templates: Optional[Iterable[str]] = None) -> None:
+    """Every variable a template uses (``templates``: those names; default all) must be a data field
+    (or a template var / ``candidate`` / ``target``)."""
+    for tmpl in (task.templates[t] for t in templates) if templates is not None else task.templates.values():
         missing = sorted(v for v in tmpl.variables if v not in doc and v not in tmpl.var_names and v not in ("candidate", "target"))
         if missing:
             raise ConfigError(
                 f"{at}task '{task.name}' template '{tmpl.name}': field '{missing[0]}' is not in the data "
                 f"(split '{split}'). Fields: {', '.join(k for k in doc if not k.startswith('_'))}. ({task.path})"
             )
+
+
+def check_split_fields(task: TaskDef, docs: Sequence[Doc], split: str, templates: Iterable[str]) -> None:
+    """The fields of ``templates`` exist in every row of ``docs`` (one split that a job reads)."""
+    names = list(templates)
+    for i, doc in enumerate(docs):
+        check_template_fields(task, doc, split, f"split '{split}' row {i} (id {doc.get('_id')}): ", names)
 
 
 # ---------------------------------------------------------------- params -> what to evaluate
@@ -490,9 +518,13 @@ def split_names(task: TaskDef, params: dict[str, Any]) -> tuple[Optional[str], s
     return (str(train) if train else None), str(evals)
 
 
-def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train_lang: Optional[str]) -> tuple[list[Doc], list[Doc]]:
+def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train_lang: Optional[str],
+               *, demonstrations: bool = True) -> tuple[list[Doc], list[Doc]]:
     """(evaluated rows, demonstration pool) of one language: ``n_eval_samples`` applied; the pool is
-    the train split in the demonstration language, never containing an evaluated row."""
+    the train split in the demonstration language, never containing an evaluated row.
+
+    The selected templates' fields must exist in the evaluated rows, and in the pool only when
+    ``demonstrations`` are drawn from it (a field missing from a split that is not read is fine)."""
     from fewshot_eval.evaluate.demonstrations import demo_pool
 
     train_split, eval_split = split_names(task, params)
@@ -508,4 +540,8 @@ def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train
     else:
         val = load_split(task, "validation", demo_lang) if "validation" in task.splits else None
         pool = demo_pool(None, val, eval_docs)
+    templates = select_templates(task, params)
+    check_split_fields(task, eval_docs, eval_split, templates)
+    if demonstrations:
+        check_split_fields(task, pool, train_split or "validation", templates)
     return eval_docs, pool

@@ -37,6 +37,8 @@ class Template:
     variables: frozenset[str] = frozenset()  # data fields + vars the template reads
     var_names: frozenset[str] = frozenset()
     source: str = ""
+    choices_field: Optional[str] = None  # per-example candidates: label i verbalises item i of this list field
+    choice: Optional[jinja2.Template] = None  # that item's verbalisation (variable ``choice``)
 
     def _env(self, doc: dict[str, Any], lang: Optional[str]) -> dict[str, Any]:
         env = {k: v for k, v in doc.items() if not k.startswith("_")}
@@ -45,7 +47,13 @@ class Template:
         return env
 
     def verbalise(self, doc: dict[str, Any], label: str, lang: Optional[str] = None) -> str:
+        if self.choices_field and self.choice is not None:
+            return self.choice.render({**self._env(doc, lang), "choice": doc[self.choices_field][int(label)]})
         return self.candidates[label].render(self._env(doc, lang))
+
+    def render(self, doc: dict[str, Any], lang: Optional[str] = None) -> str:
+        """The prompt rendered without a candidate slot (a perplexity task's document)."""
+        return self.prompt.render(self._env(doc, lang))
 
     def split(self, doc: dict[str, Any], lang: Optional[str] = None) -> tuple[str, str]:
         """(prefix, suffix): the prompt before and after the candidate slot."""
@@ -113,6 +121,31 @@ def compile_template(name: str, node: dict[str, Any], labels: list[str], languag
         var_names=frozenset(var_names),
         source=prompt_src,
     )
+
+
+def compile_choice_template(name: str, node: dict[str, Any], choices_field: str, languages: Optional[list[str]], where: str) -> Template:
+    """A template whose candidates are the items of the list field ``choices_field``: ``prompt``
+    with ``{{ candidate }}``, optional ``candidates`` = one Jinja2 string verbalising an item
+    (variable ``choice``, default ``"{{ choice }}"``), optional ``vars``."""
+    cand = node.get("candidates", "{{ choice }}")
+    if not isinstance(cand, str):
+        raise ConfigError(f"{where} key 'candidates': with choices_field, one Jinja2 string verbalising an item "
+                          f"(variable 'choice', e.g. \"{{{{ choice }}}}\"), got {cand!r}.")
+    base = compile_template(name, {"prompt": node.get("prompt"), "candidates": {"0": cand}, "vars": node.get("vars")}, ["0"], languages, where)
+    base.choices_field = choices_field
+    base.choice = base.candidates.pop("0")
+    base.variables = frozenset((base.variables - {"choice"}) | {choices_field})
+    return base
+
+
+def compile_document_template(name: str, node: dict[str, Any], languages: Optional[list[str]], where: str) -> Template:
+    """A perplexity task's template: ``document`` (Jinja2, no candidate slot), optional ``vars``."""
+    text = node.get("document")
+    if not isinstance(text, str):
+        raise ConfigError(f"{where} key 'document': expected a Jinja2 string such as \"{{{{ text }}}}\", got {text!r}.")
+    base = compile_template(name, {"prompt": "{{ candidate }}", "candidates": {"0": text}, "vars": node.get("vars")}, ["0"], languages, where)
+    base.prompt, base.source = base.candidates.pop("0"), text
+    return base
 
 
 @dataclass

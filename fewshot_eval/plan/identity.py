@@ -49,13 +49,14 @@ MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_paralle
 
 # Keys added after 0.1.0 -> their neutral value (the behaviour before they existed).
 NEUTRAL_PARAMS: dict[str, Any] = {
+    "demo_sampling": "per_trial",
     # generation (task kind: generate); they change no result of a choice task
     "max_new_tokens": None,
     "until": None,
     "do_sample": False,
     "temperature": 1.0,
 }
-NEUTRAL_MODEL: dict[str, Any] = {}
+NEUTRAL_MODEL: dict[str, Any] = {"chat": None}
 
 
 class IdentityError(AssertionError):

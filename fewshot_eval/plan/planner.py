@@ -261,7 +261,7 @@ class Planner:
         return (
             once("tasks" + setting, lambda: checks.check_tasks(tasks, unit.params, self.search))
             or once("model" + model, lambda: checks.check_model(unit.model_key, unit.model, unit.params))
-            or once(f"balanced{unit.nshot}" + setting, lambda: checks.check_balanced(tasks, unit.params, unit.nshot, self.search))
+            or once(f"nshot{unit.nshot}" + setting, lambda: checks.check_nshot(tasks, unit.params, unit.nshot, self.search))
         )
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:

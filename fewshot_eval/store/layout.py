@@ -11,6 +11,7 @@ One result directory per (model setting, task setting, nshot, identity)::
                                  ``files``: size and sha256 of every trial file (see store.status)
         submitted.json           SLURM job id of a pending submission (removed when the job ends)
         failure.json             failed attempts (error line, log, traceback) until the result completes
+        score_cache/trial<t>.sqlite  scored requests of an unfinished trial (resume; see store.score_cache)
 
 ``<id8>`` is a digest of the identity, so two settings that differ in anything that changes
 the numbers (scoring, calibration, template, predictor, train_sep, seed, n_eval_samples, model
@@ -30,6 +31,7 @@ FAILURE = "failure.json"
 FAILURE_TRACEBACK = "failure.traceback.txt"
 LOCK = ".lock"
 JOBS_LOG = "scheduled_jobs.jsonl"
+SCORE_CACHE = "score_cache"
 
 
 def result_dir(output_dir: Path, run_name: str, model_key: str, task_key: str, nshot: int, digest: str) -> Path:

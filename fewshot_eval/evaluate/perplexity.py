@@ -1,0 +1,97 @@
+"""Perplexity: ``kind: perplexity`` tasks (document-level rolling log-likelihood) and the
+gold-answer perplexity of ranking tasks.
+
+A perplexity task's template renders each data row into one document (``document:``, Jinja2);
+the predictor's ``loglikelihood_rolling`` scores it whole with non-overlapping windows of the
+model's context (lm-evaluation-harness's ``loglikelihood_rolling``). Per document the row
+stores its log-likelihood, tokens, words and bytes (words and bytes counted as lm-eval's
+``PerplexityTask``); the metrics are lm-eval's corpus-level aggregations, through its own
+functions::
+
+    word_perplexity = exp(-sum(loglikelihood) / sum(words))      # lm_eval weighted_perplexity
+    byte_perplexity = exp(-sum(loglikelihood) / sum(bytes))
+    bits_per_byte   = -sum(loglikelihood) / sum(bytes) / ln 2    # lm_eval bits_per_byte
+
+Demonstrations, scoring modes and calibration do not apply. ``gold_perplexity`` (for ranking
+tasks) is exp of minus the mean log-prob per token of the correct candidates' continuations,
+over all examples' gold tokens (lower is better; not reported for baselines).
+
+Prediction row: ``id, gold: "", pred: "", document, loglikelihood, n_tokens, n_words, n_bytes``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+from fewshot_eval.evaluate.api import Predictor
+from fewshot_eval.evaluate.registry import register_metric
+
+
+def count_words_bytes(text: str) -> tuple[int, int]:
+    """(words, bytes) of a document exactly as lm-evaluation-harness counts them for perplexity."""
+    from lm_eval.api.task import PerplexityTask  # lazy: heavy
+
+    return PerplexityTask.count_words(text), PerplexityTask.count_bytes(text)
+
+
+def score_documents(predictor: Predictor, task: Any, template: str, lang: Optional[str], docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prediction rows of one perplexity sub-result: each document's rolling log-likelihood."""
+    tmpl = task.templates[template]
+    texts = [tmpl.render(d, lang) for d in docs]
+    results = predictor.loglikelihood_rolling(texts) if texts else []
+    rows = []
+    for doc, text, res in zip(docs, texts, results):
+        words, nbytes = count_words_bytes(text)
+        rows.append({"id": doc["_id"], "gold": "", "pred": "", "document": text, "loglikelihood": res.total,
+                     "n_tokens": len(res.logprobs), "n_words": words, "n_bytes": nbytes})
+    return rows
+
+
+def _weighted(rows: Sequence[dict[str, Any]], unit: str) -> Optional[list[tuple[float, int]]]:
+    if not rows or any("loglikelihood" not in r for r in rows):
+        return None
+    return [(float(r["loglikelihood"]), int(r[unit])) for r in rows]
+
+
+@register_metric("word_perplexity", over="rows", higher_is_better=False)
+def word_perplexity(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+    """exp(-total log-likelihood / total words) of a perplexity task (lm-eval's ``word_perplexity``)."""
+    from lm_eval.api.metrics import weighted_perplexity
+
+    items = _weighted(rows, "n_words")
+    return None if items is None else weighted_perplexity(items)
+
+
+@register_metric("byte_perplexity", over="rows", higher_is_better=False)
+def byte_perplexity(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+    """exp(-total log-likelihood / total bytes) (lm-eval's ``byte_perplexity``)."""
+    from lm_eval.api.metrics import weighted_perplexity
+
+    items = _weighted(rows, "n_bytes")
+    return None if items is None else weighted_perplexity(items)
+
+
+@register_metric("bits_per_byte", over="rows", higher_is_better=False)
+def bits_per_byte(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+    """-total log-likelihood / total bytes / ln 2 (lm-eval's ``bits_per_byte``)."""
+    from lm_eval.api.metrics import bits_per_byte as _bpb
+
+    items = _weighted(rows, "n_bytes")
+    return None if items is None else _bpb(items)
+
+
+@register_metric("gold_perplexity", over="rows", higher_is_better=False)
+def gold_perplexity(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+    """Ranking tasks: exp(-mean log-prob per token) of the correct candidates' continuations,
+    pooled over all examples (every gold candidate of a row with several answers)."""
+    total, n = 0.0, 0
+    for r in rows:
+        gold = r["gold"] if isinstance(r.get("gold"), list) else [r.get("gold")]
+        for c in r.get("candidates") or []:
+            if c["label"] in gold:
+                if c.get("logprobs") is None:
+                    return None  # a baseline: no log-probs
+                total += float(sum(c["logprobs"]))
+                n += len(c["logprobs"])
+    return math.exp(-total / n) if n else None

@@ -1,0 +1,259 @@
+"""Task shapes beyond one fixed candidate list: their task-definition keys, rows and metrics.
+
+All of them are ranking tasks scored by the ordinary runner (so scoring modes, calibration and
+recalc apply); a shape only changes where the candidates and the gold come from and how rows
+are counted:
+
+* ``choices_field: endings`` -- per-example candidates (HellaSwag-like): the candidates are the
+  items of a list field, the gold (``label_field``) is an index into it; no ``labels``. A
+  template's ``candidates`` is then one Jinja2 string over ``choice`` (default ``"{{ choice }}"``).
+* ``multiple_answers: true`` -- several correct answers: the gold field holds a list of labels
+  (indices with ``choices_field``). ``accuracy`` counts the top candidate correct when it is any
+  of them; ``all_f1`` asks for all of them: F1 of the top-``|gold|`` candidates against the gold set.
+* ``group_field: question_id`` + ``positive_label: 1`` -- grouped sub-problems (MultiRC): each row
+  is one answer option judged with the task's labels (true/false); ``group_exact_match`` = the
+  share of groups whose options are all right, ``f1a`` = F1 of the positive label over all options.
+* ``kind: minimal_pairs`` + ``pair_fields: {good: sentence_good, bad: sentence_bad}`` (BLiMP):
+  both sentences are scored whole from an empty context (lm-eval's BLiMP); correct when the
+  good one gets the higher log-prob (``scoring=sum``). Candidates are labelled ``good``/``bad``.
+
+Prediction rows keep the ordinary layout (``candidates`` with log-probs); grouped rows add
+``group`` and ``positive``, multiple-answer rows have a list ``gold``.
+
+:func:`check_shape_keys` validates the ``kind`` of every task definition -- ``choice`` (default),
+``generate`` (:mod:`~fewshot_eval.evaluate.generation`: ``references_field``, ``until``,
+``max_new_tokens``), ``perplexity`` (:mod:`~fewshot_eval.evaluate.perplexity`), ``minimal_pairs``
+-- and the keys each kind takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.registry import register_metric
+from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
+
+KINDS = ("choice", "generate", "perplexity", "minimal_pairs")  # a task definition's ``kind`` (default choice)
+_SHAPE_KEYS = ("choices_field", "multiple_answers", "group_field", "positive_label", "pair_fields", "references_field", "until", "max_new_tokens")
+_ALLOWED = {  # the keys each kind accepts beyond the common ones
+    "choice": {"label_field", "labels", "templates", "choices_field", "multiple_answers", "group_field", "positive_label"},
+    "generate": {"templates", "references_field", "until", "max_new_tokens"},  # evaluate/generation.py
+    "perplexity": {"templates"},
+    "minimal_pairs": {"pair_fields"},
+}
+_DEFAULT_METRICS = {"generate": DEFAULT_GENERATION_METRICS, "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+                    "minimal_pairs": ("accuracy",)}
+
+
+def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
+    """The task's kind and shape options, validated: keys that do not apply to the kind and
+    missing required keys are errors naming the key."""
+    kind = str(node.get("kind") or "choice")
+    if kind not in KINDS:
+        raise ConfigError(f"{where} key 'kind': unknown kind '{kind}'. Valid: {', '.join(KINDS)}.")
+    for key in ("label_field", "labels", "templates", *_SHAPE_KEYS):
+        if key in node and key not in _ALLOWED[kind]:
+            raise ConfigError(f"{where} key '{key}': does not apply to a task of kind '{kind}' (remove it; "
+                              f"that kind takes {', '.join(sorted(_ALLOWED[kind]))}).")
+    shape: dict[str, Any] = {"kind": kind}
+    required = {"choice": ["label_field", "templates"], "generate": ["references_field", "templates"], "perplexity": ["templates"],
+                "minimal_pairs": ["pair_fields"]}[kind]
+    if kind == "choice" and node.get("choices_field") is None:
+        required.append("labels")
+    for key in required:
+        if key not in node:
+            raise ConfigError(f"{where}: missing required key '{key}'.")
+    if kind in _DEFAULT_METRICS:
+        shape["metrics"] = _DEFAULT_METRICS[kind]
+    if kind == "minimal_pairs":
+        pf = node["pair_fields"]
+        if not isinstance(pf, dict) or sorted(pf) != ["bad", "good"] or not all(isinstance(v, str) and v.isidentifier() for v in pf.values()):
+            raise ConfigError(f"{where} key 'pair_fields': expected {{good: <field>, bad: <field>}} naming two data fields, got {pf!r}.")
+        shape.update(pair_fields=dict(pf), labels=["good", "bad"])
+        return shape
+    if kind == "generate":
+        shape["references_field"] = str(node["references_field"])
+    if kind != "choice":
+        return shape
+    if node.get("choices_field") is not None:
+        if "labels" in node:
+            raise ConfigError(f"{where} key 'labels': a task with choices_field takes its candidates from the data; remove 'labels'.")
+        shape["choices_field"] = str(node["choices_field"])
+        shape["metrics"] = ("accuracy",)
+    ma = node.get("multiple_answers", False)
+    if not isinstance(ma, bool):
+        raise ConfigError(f"{where} key 'multiple_answers': expected true or false, got {ma!r}.")
+    if ma:
+        shape["multiple_answers"] = True
+        shape["metrics"] = ("accuracy", "all_f1")
+    if node.get("group_field") is not None:
+        if ma or shape.get("choices_field"):
+            raise ConfigError(f"{where} key 'group_field': each grouped row is one sub-problem with the task's labels; "
+                              "it does not combine with choices_field or multiple_answers.")
+        if node.get("positive_label") is None:
+            raise ConfigError(f"{where}: key 'group_field' needs 'positive_label' (the label meaning true, for f1a).")
+        labels = [str(x) for x in node.get("labels") or []]
+        if str(node["positive_label"]) not in labels:
+            raise ConfigError(f"{where} key 'positive_label': '{node['positive_label']}' is not one of the labels {labels}.")
+        shape.update(group_field=str(node["group_field"]), positive_label=str(node["positive_label"]),
+                     metrics=("group_exact_match", "f1a", "accuracy"))
+    elif node.get("positive_label") is not None:
+        raise ConfigError(f"{where} key 'positive_label': only used with 'group_field'; remove it or add group_field.")
+    return shape
+
+
+def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels: list[str], languages: Optional[list[str]], where: str) -> Optional[dict]:
+    """The templates of a shaped task, or None for the ordinary label -> verbalisation templates."""
+    from fewshot_eval.evaluate.templates import compile_choice_template, compile_document_template, compile_generation_template, compile_template
+
+    kind = shape["kind"]
+    if kind == "minimal_pairs":
+        pf = shape["pair_fields"]
+        node = {"prompt": "{{ candidate }}", "candidates": {"good": "{{ %s }}" % pf["good"], "bad": "{{ %s }}" % pf["bad"]}}
+        return {"default": compile_template("default", node, labels, languages, f"{where} key 'pair_fields'")}
+    if kind == "choice" and not shape.get("choices_field"):
+        return None
+    raw = node["templates"]
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{where} key 'templates': expected a mapping of template names, got {raw!r}.")
+    out = {}
+    for tname, tnode in raw.items():
+        twhere = f"{where} key 'templates.{tname}'"
+        keys = {"perplexity": {"document": True, "vars": False}, "generate": {"prompt": True, "target": False, "vars": False}}.get(
+            kind, {"prompt": True, "candidates": False, "vars": False})
+        if not isinstance(tnode, dict):
+            raise ConfigError(f"{twhere}: expected a mapping, got {tnode!r}.")
+        for key in tnode:
+            if key not in keys:
+                raise ConfigError(f"{twhere}: unknown key '{key}'. Valid keys: {', '.join(keys)}.")
+        for key, req in keys.items():
+            if req and key not in tnode:
+                raise ConfigError(f"{twhere}: missing required key '{key}'.")
+        if kind == "perplexity":
+            out[str(tname)] = compile_document_template(str(tname), tnode, languages, twhere)
+        elif kind == "generate":
+            out[str(tname)] = compile_generation_template(str(tname), tnode, languages, twhere)
+        else:
+            out[str(tname)] = compile_choice_template(str(tname), tnode, shape["choices_field"], languages, twhere)
+    return out
+
+
+def _index(value: Any, n: int, at: str, where: str) -> str:
+    try:
+        i = int(value)
+    except (TypeError, ValueError):
+        i = -1
+    if isinstance(value, bool) or not 0 <= i < n or str(i) != str(value).strip():
+        raise ConfigError(f"{at}{where}: gold {value!r} is not an index into the {n} choices (0..{n - 1}).")
+    return str(i)
+
+
+def normalise_shape_row(task: Any, doc: dict[str, Any], split: str, at: str) -> None:
+    """Set ``_label`` (the gold used for demonstrations) and, for several answers, ``_golds`` on
+    one data row of a shaped task; a malformed row is an error naming file, line and key."""
+    if task.kind == "perplexity":
+        doc["_label"] = ""
+        return
+    if task.kind == "minimal_pairs":
+        for role, f in task.pair_fields.items():
+            if not isinstance(doc.get(f), str) or not doc[f]:
+                raise ConfigError(f"{at}{task.where('pair_fields')}: field '{f}' ({role} sentence) missing or empty in split '{split}'. "
+                                  f"Fields: {', '.join(doc)}.")
+        doc["_label"] = "good"
+        return
+    gold = doc[task.label_field]
+    if task.multiple_answers and not (isinstance(gold, list) and gold):
+        raise ConfigError(f"{at}{task.where('multiple_answers')}: field '{task.label_field}' must hold a non-empty list of answers, got {gold!r}.")
+    golds = gold if task.multiple_answers else [gold]
+    if task.choices_field:
+        items = doc.get(task.choices_field)
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{at}{task.where('choices_field')}: field '{task.choices_field}' must hold a non-empty list of candidates in split '{split}', got {items!r}.")
+        golds = [_index(g, len(items), at, task.where("label_field")) for g in golds]
+    else:
+        golds = [str(g) for g in golds]
+        bad = [g for g in golds if g not in task.labels]
+        if bad:
+            raise ConfigError(f"{at}{task.where('labels')}: split '{split}' has gold label '{bad[0]}', not one of {task.labels}.")
+    if task.group_field and task.group_field not in doc:
+        raise ConfigError(f"{at}{task.where('group_field')}: field '{task.group_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+    doc["_label"] = golds[0]
+    if task.multiple_answers:
+        doc["_golds"] = golds
+
+
+def row_fields(task: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """What a prediction row of this task records beyond the ordinary keys: ``gold`` (a list with
+    several answers), ``group`` and ``positive`` (grouped sub-problems)."""
+    out: dict[str, Any] = {"gold": list(doc["_golds"]) if task.multiple_answers else doc["_label"]}
+    if task.group_field:
+        g = doc[task.group_field]
+        out.update(group=g if isinstance(g, (str, int)) else str(g), positive=task.positive_label)
+    return out
+
+
+def is_correct(pred: str, gold: Any) -> bool:
+    """The prediction is the gold label, or one of them when there are several."""
+    return pred in gold if isinstance(gold, list) else pred == gold
+
+
+def uncalibrated_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the uncalibrated run would have them (``pred_raw`` as ``pred``, no ``calibrated``):
+    the input of a row metric's ``<name>_raw``."""
+    out = []
+    for r in rows:
+        pred = r.get("pred_raw", r.get("pred"))
+        new = {**r, "pred": pred, "correct": is_correct(pred, r.get("gold"))}
+        if "candidates" in r:
+            new["candidates"] = [{k: v for k, v in c.items() if k != "calibrated"} for c in r["candidates"]]
+        out.append(new)
+    return out
+
+
+def _final_scores(row: dict[str, Any]) -> list[float]:
+    return [float(c["calibrated"] if c.get("calibrated") is not None else c["score"]) for c in row["candidates"]]
+
+
+# ---------------------------------------------------------------- metrics over rows (x100)
+
+
+@register_metric("all_f1", over="rows")
+def all_f1(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+    """Several correct answers, all wanted: per example, F1 of the top-``|gold|`` candidates
+    (by final score; ties to the first) against the gold set; mean over examples."""
+    if not rows:
+        return 0.0
+    total = 0.0
+    for r in rows:
+        gold = set(r["gold"] if isinstance(r["gold"], list) else [r["gold"]])
+        scores = _final_scores(r)
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        picked = {r["candidates"][i]["label"] for i in order[: len(gold)]}
+        total += 2 * len(picked & gold) / (len(picked) + len(gold))
+    return 100.0 * total / len(rows)
+
+
+@register_metric("group_exact_match", over="rows")
+def group_exact_match(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+    """Grouped sub-problems (MultiRC ``em``): the share of groups whose rows are all correct."""
+    groups: dict[Any, bool] = {}
+    for r in rows:
+        key = r.get("group", r.get("id"))
+        groups[key] = groups.get(key, True) and bool(r["correct"])
+    return 100.0 * sum(groups.values()) / len(groups) if groups else 0.0
+
+
+@register_metric("f1a", over="rows")
+def f1a(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+    """Grouped sub-problems (MultiRC ``f1a``): F1 of the positive label over all rows (answer options)."""
+    tp = fp = fn = 0
+    for r in rows:
+        pos = r.get("positive")
+        if pos is None:
+            return None
+        g, p = r["gold"] == pos, r["pred"] == pos
+        tp += g and p
+        fp += p and not g
+        fn += g and not p
+    return 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0

@@ -1,0 +1,85 @@
+"""Scored requests on disk, one SQLite file per trial: a killed job loses at most the batch in flight.
+
+    <result_dir>/score_cache/trial<t>.sqlite      table scores(key TEXT PRIMARY KEY, value TEXT)
+
+``key`` is a digest of everything that changes a score (see ``evaluate.cache``), ``value`` the
+JSON of the result. The evaluator writes one transaction per scored batch (WAL journal,
+``synchronous=NORMAL``: a committed batch survives the process being killed, SIGKILL included).
+Exclusive locking mode: SQLite then needs no shared memory, so the file works on network file
+systems; one process writes a trial at a time (``store.locks.claim_trials``). The directory is
+removed when the result completes, unless ``keep_score_cache=true``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+from typing import Iterable, Optional, Sequence
+
+from fewshot_eval.store import layout
+from fewshot_eval.store.atomic import dir_mode
+
+_CHUNK = 500  # keys per SELECT (SQLite's bound-variable limit is 999 on old builds)
+
+
+def score_cache_dir(result_dir: Path) -> Path:
+    return result_dir / layout.SCORE_CACHE
+
+
+def score_cache_file(result_dir: Path, trial: int) -> Path:
+    return score_cache_dir(result_dir) / f"{layout.trial_dir(result_dir, trial).name}.sqlite"
+
+
+class ScoreCache:
+    """One trial's cache file; a context manager that closes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode())
+        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")  # before WAL: no -shm file, fine on NFS
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """The stored values of those ``keys`` that are stored."""
+        out: dict[str, str] = {}
+        distinct = list(dict.fromkeys(keys))
+        for i in range(0, len(distinct), _CHUNK):
+            part = distinct[i : i + _CHUNK]
+            rows = self._db.execute(f"SELECT key, value FROM scores WHERE key IN ({','.join('?' * len(part))})", part)
+            out.update(rows.fetchall())
+        return out
+
+    def put_many(self, items: Iterable[tuple[str, str]]) -> None:
+        """Store ``(key, value)`` pairs in one transaction (one scored batch)."""
+        items = list(items)
+        if not items:
+            return
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO scores (key, value) VALUES (?, ?)", items)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ScoreCache":
+        return self
+
+    def __exit__(self, et: Optional[type], ev: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.close()
+
+
+def remove_score_cache(result_dir: Path) -> None:
+    """Delete a result's score cache (all trials); nothing if there is none."""
+    shutil.rmtree(score_cache_dir(result_dir), ignore_errors=True)

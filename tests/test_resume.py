@@ -1,0 +1,125 @@
+"""Resume inside a trial: a job killed mid-trial rescores only what its score cache does not hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from fewshot_eval.evaluate.api import Loglik, Request
+from fewshot_eval.evaluate.cache import CachedPredictor, from_json, to_json
+from fewshot_eval.store.score_cache import ScoreCache
+
+
+def _rows(path: Path) -> int:
+    db = sqlite3.connect(str(path))
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _trial_files(rdir: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((rdir / "trial0").glob("*.predictions.jsonl"))}
+
+
+@pytest.fixture(scope="module")
+def clm():
+    pytest.importorskip("torch")
+    from fewshot_eval.evaluate.runner import build_predictor
+
+    return build_predictor({"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"},
+                           {"device": "cpu", "dtype": "float32", "batch_size": 4, "max_length": 256})
+
+
+def _requests() -> list[Request]:
+    ctx = "The cat sat on the mat.\n\nQuestion: where did the cat sit?\nAnswer:"
+    reqs = [Request(ctx + f" ({i})", cont, str(i), cont) for i in range(5) for cont in (" on the mat", " in the hat")]
+    return reqs + [Request("Answer:", " on the mat", "0", "x"), reqs[0]]  # a repeated request is scored once
+
+
+class _Spy(ScoreCache):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.commits: list[int] = []
+
+    def put_many(self, items) -> None:
+        items = list(items)
+        self.commits.append(len(items))
+        super().put_many(items)
+
+
+@pytest.mark.parametrize("reports", [True, False], ids=["batches-reported", "chunked-by-the-cache"])
+def test_each_batch_is_committed_as_it_is_scored_and_reused_later(clm, tmp_path: Path, reports: bool) -> None:
+    reqs = _requests()
+    expected = clm.loglikelihood(reqs)
+    if not reports:  # a predictor that does not report its batches: the cache calls it per batch_size requests
+        clm.reports_batches = frozenset()
+    try:
+        with _Spy(tmp_path / "c.sqlite") as store:
+            cached = CachedPredictor(clm, store, "ns")
+            cached.begin("t", ["a"], 0)
+            got = cached.loglikelihood(reqs)
+            assert store.commits and max(store.commits) <= clm.batch_size and sum(store.commits) == len(store) == 11
+            assert cached.scored == 11 and cached.reused == 0 and clm.on_batch is None
+    finally:
+        vars(clm).pop("reports_batches", None)  # back to the class's
+    assert [x for g in got for x in g.logprobs] == pytest.approx([x for e in expected for x in e.logprobs], abs=1e-5)
+    assert [g.tokens for g in got] == [e.tokens for e in expected]
+    with ScoreCache(tmp_path / "c.sqlite") as store:  # a rerun: every answer from disk, equal to the first
+        again = CachedPredictor(clm, store, "ns")
+        again.begin("t", ["a"], 0)
+        assert again.loglikelihood(reqs) == got and again.scored == 0 and again.reused == len(reqs)
+        other = CachedPredictor(clm, store, "ns")  # another trial seed (begin state) is another key
+        other.begin("t", ["a"], 1)
+        other.loglikelihood(reqs[:2])
+        assert other.scored == 2
+
+
+def test_results_round_trip_exactly() -> None:
+    values = [Loglik([-0.1, float("-inf"), 1e-300], [1, 2], True), ("text", 3.0), {"a": [1.5]}, None]
+    assert from_json(json.loads(json.dumps(to_json(values)))) == values
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_trial_rescores_only_what_was_not_cached(workdir: Path, tmp_path: Path) -> None:
+    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=1", "batch_size=1", "n_eval_samples=16"]
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    run_cli(args + ["keep_score_cache=true"], ref_dir)  # uninterrupted, cache kept: every request it scored
+    [ref] = [p.parent for p in (ref_dir / "results").rglob("results.json")]
+    total = _rows(ref / "score_cache" / "trial0.sqlite")
+
+    proc = subprocess.Popen([sys.executable, "-m", "fewshot_eval", *args], cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:  # a dozen committed batches, then SIGKILL
+            wal = list((workdir / "results").rglob("score_cache/trial0.sqlite-wal")) if (workdir / "results").exists() else []
+            if wal and wal[0].stat().st_size > 24 * 4096:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    [cache] = (workdir / "results").rglob("score_cache/trial0.sqlite")
+    rdir = cache.parent.parent
+    assert not (rdir / "trial0" / "metrics.json").exists(), "the job finished before it was killed"
+    kept = _rows(cache)
+    assert 0 < kept < total
+
+    run_cli(args, workdir)
+    info = json.loads((rdir / "trial0" / "metrics.json").read_text())["info"]
+    assert info["score_cache"] == {"reused": kept, "scored": total - kept}  # nothing committed is rescored
+    assert _trial_files(rdir) == _trial_files(ref)  # equal to the uninterrupted run, byte for byte
+    ref_results = json.loads((ref / "results.json").read_text())["results"]
+    assert json.loads((rdir / "results.json").read_text())["results"] == ref_results
+    assert not (rdir / "score_cache").exists() and (ref / "score_cache").exists()  # removed on completion unless kept
