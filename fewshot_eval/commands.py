@@ -175,10 +175,50 @@ def _load_yaml(f: Path) -> dict:
         return {"_error": user_error_message(e) or str(e)}
 
 
+LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments")
+TITLES = {"models": "Model settings (model=<name>)", "model-groups": "Model groups (models=<name>, with -m)",
+          "tasks": "Task settings (task=<name>)", "task-groups": "Task groups (tasks=<name>, with -m)",
+          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)"}
+
+
 def _list(args: argparse.Namespace) -> int:
+    """``fewshot-eval list [WHAT]``: one section, or (no WHAT) every section with a title."""
+    if args.what is not None:
+        return _list_group(args, args.what)
+    for i, what in enumerate(LIST_ALL):
+        print(f"{chr(10) if i else ''}== {TITLES[what]} ==")
+        status = _list_group(args, what)
+        if status:
+            return status
+    return 0
+
+
+def _expanded(value: str, options: list[str]) -> str:
+    """A preset's sweep string with ``glob(...)`` spelled out: ``glob(*)`` -> ``a,b,c``."""
+    import fnmatch
+    import re
+
+    m = re.fullmatch(r"glob\((.*)\)", value.strip())
+    if not m:
+        return value
+    pats = [p.strip() for p in m.group(1).strip("[]").split(",")]
+    keep = [o for o in options if any(fnmatch.fnmatch(o, p) for p in pats if not p.startswith("exclude="))]
+    return f"{value} = {','.join(keep)}"
+
+
+def _model_summary(data: dict) -> str:
+    ck = data.get("checkpoints") or {}
+    if ck.get("revisions"):
+        return f"[checkpoint sweep: {len(ck['revisions'])} revisions -> <name>__step<N>] "
+    if ck.get("dir"):
+        return f"[checkpoint sweep: {ck['dir']}/{ck.get('pattern') or 'checkpoint-*'} -> <name>__step<N>] "
+    return ""
+
+
+def _list_group(args: argparse.Namespace, what: str) -> int:
     from fewshot_eval.config import ConfigError
 
-    group = GROUPS[args.what]
+    group = GROUPS[what]
     try:
         rows = _sources(args.config_dir, group)
     except ConfigError as e:
@@ -195,8 +235,15 @@ def _list(args: argparse.Namespace) -> int:
         elif group in ("models", "tasks"):
             data = _load_yaml(f)
             params = ((data.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
-            what = data.get("_error") or ", ".join(f"{k}={v}" for k, v in params.items())
-            print(f"{name:28s} {source[name]:{width}s}  {what}   # {_first_comment(f)}".rstrip(" #"))
+            options = [n for n, *_ in _sources(args.config_dir, group[:-1])]
+            sweep = data.get("_error") or ", ".join(f"{k}={_expanded(str(v), options) if k == group[:-1] else v}" for k, v in params.items())
+            print(f"{name:28s} {source[name]:{width}s}  {sweep}   # {_first_comment(f)}".rstrip(" #"))
+        elif group == "model":
+            data = _load_yaml(f)
+            print(f"{name:28s} {source[name]:{width}s}  {_model_summary(data)}{data.get('_error') or _first_comment(f)}".rstrip())
+        elif group == "task_def":
+            data = _load_yaml(f)
+            print(f"{name:28s} {source[name]:{width}s}  {data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
         else:
             print(f"{name:28s} {source[name]:{width}s}  {_first_comment(f)}".rstrip())
     return 0
@@ -237,8 +284,8 @@ def run(argv: list[str]) -> int:
     st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
     st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     st.set_defaults(func=_status)
-    l_ = sub.add_parser("list", help="list experiments, models, tasks, groups")
-    l_.add_argument("what", nargs="?", default="experiments", choices=sorted(GROUPS))
+    l_ = sub.add_parser("list", help="list models, task settings, task definitions, groups and experiments (all of them without WHAT)")
+    l_.add_argument("what", nargs="?", default=None, choices=sorted(GROUPS), help="one section only (default: every section)")
     l_.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     l_.set_defaults(func=_list)
     c = sub.add_parser("recalc", help="recompute metrics from stored predictions for another scoring/calibration")

@@ -114,6 +114,10 @@ class ModelSetting:
     max_parallel: int = 4  # at most this many jobs of this model's pool at once
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # scheduler options of this model's pool
     description: str = ""
+    # A checkpoint sweep: one setting '<key>__step<N>' per checkpoint (fewshot_eval/plan/expand.py):
+    # {dir: /runs/x, pattern: "checkpoint-*"} (sub-dirs holding a config.json; the step is the last
+    # number of the name) or {revisions: [step1000, step2000]} (hub revisions of 'weights').
+    checkpoints: Optional[dict] = None
 
 
 @dataclass
@@ -182,12 +186,14 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     data = _validate(ModelSetting, node, where)
     check_setting_name(key, "model", where)
     check_setting_name(data["name"], "name", where)
-    if data["predictor"] == "clm" and not data["weights"]:
+    if data["predictor"] == "clm" and not data["weights"] and not (data["checkpoints"] or {}).get("dir"):
         raise ConfigError(f"{where}: predictor 'clm' needs 'weights' (a local dir, a hub id, or 'tiny-gpt2').")
     if data["max_parallel"] < 1:
         raise ConfigError(f"{where}: max_parallel must be >= 1, got {data['max_parallel']}.")
     check_eval_keys(data["eval"], f"{where} key 'eval'")
     data["chat"] = _chat(data["chat"], where)
+    if data["checkpoints"] is not None:
+        check_checkpoints(data, where)
     return data
 
 
@@ -200,6 +206,33 @@ def _chat(chat: dict[str, Any], where: str) -> Optional[dict[str, Any]]:
     if changed:
         raise ConfigError(f"{where}: chat.{changed[0]} is set but chat.enabled is false. Set chat.enabled=true to use the chat template, or remove chat.{changed[0]}.")
     return None
+
+
+CHECKPOINT_KEYS = ("dir", "pattern", "revisions")
+
+
+def check_checkpoints(data: dict[str, Any], where: str) -> None:
+    """``checkpoints:`` names a local run dir (``dir``, optional ``pattern``) or hub ``revisions``, not both."""
+    ck = data["checkpoints"]
+    unknown = [k for k in ck if k not in CHECKPOINT_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key 'checkpoints.{unknown[0]}'. Valid keys: {', '.join('checkpoints.' + k for k in CHECKPOINT_KEYS)}.")
+    has_dir, has_revs = bool(ck.get("dir")), bool(ck.get("revisions"))
+    if has_dir == has_revs:
+        raise ConfigError(
+            f"{where}: 'checkpoints' needs exactly one of 'dir' (a training run's output dir, with 'pattern', "
+            f"default 'checkpoint-*') or 'revisions' (a list of hub revisions of 'weights'), got {ck!r}."
+        )
+    if data["predictor"] != "clm":
+        raise ConfigError(f"{where}: 'checkpoints' needs predictor 'clm' (a language model), got predictor '{data['predictor']}'.")
+    if has_revs:
+        revs = ck["revisions"]
+        if not isinstance(revs, list) or not all(isinstance(r, (str, int)) for r in revs):
+            raise ConfigError(f"{where}: 'checkpoints.revisions' must be a list of revision names (e.g. [step1000, step2000]), got {revs!r}.")
+        if not data["weights"]:
+            raise ConfigError(f"{where}: 'checkpoints.revisions' are revisions of 'weights': set weights to the hub id.")
+    elif not isinstance(ck["dir"], str) or not isinstance(ck.get("pattern", "checkpoint-*"), str):
+        raise ConfigError(f"{where}: 'checkpoints.dir' and 'checkpoints.pattern' must be strings, got {ck!r}.")
 
 
 def task_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:

@@ -15,7 +15,12 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
 * model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
   are valid values; with ``chat`` set, the tokenizer has a chat template.
 
-Sources through HuggingFace ``datasets`` are not read at planning (that would download).
+Sources through HuggingFace ``datasets`` are not read at planning (that would download), except
+from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks.py``), which is checked like local
+files. Offline (``HF_DATASETS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), a hub dataset that is neither
+mirrored nor in the local cache is an error row (the job could not load it); a manual download
+(``$VARS`` in ``data_dir``/``data_files``, storycloze) is read and checked at planning when it is
+there, and is an error row saying what to set when it is not.
 """
 
 from __future__ import annotations
@@ -65,9 +70,75 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
                 if td.choices_field and any(k == td.choices_field for k, _ in pairs):
                     raise ConfigError(f"calibration_options.{name}: option '{option}' blanks '{td.choices_field}', the field holding "
                                       "the candidates; blank the context fields instead.")
-        if isinstance(td.source, LocalSource):
+        if isinstance(td.source, LocalSource) or hf_mirrored(td, params, langs, train_lang) or manual_present(td, langs):
             for lang in langs:
                 split_data(td, params, lang, train_lang, demonstrations=False)
+        else:
+            check_hf_available(td, params, langs, train_lang)
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _needed(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> list[tuple[str, Optional[str]]]:
+    """(split, language) pairs a job reads."""
+    from fewshot_eval.evaluate.tasks import split_names
+
+    train, evals = split_names(td, params)
+    out = [(evals, lang) for lang in langs]
+    if train is None and "validation" in td.splits:
+        train = "validation"
+    if train is not None:
+        out += [(train, train_lang or lang) for lang in langs]
+    return list(dict.fromkeys(out))
+
+
+def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> bool:
+    """Every split a job reads of this hub task is in the local mirror (``$FEWSHOT_HF_MIRROR``)."""
+    from fewshot_eval.evaluate.tasks import HFSource, hf_mirror_file
+
+    if not isinstance(td.source, HFSource):
+        return False
+    return all(hf_mirror_file(td.source, split, lang if td.languages else None) is not None for split, lang in _needed(td, params, langs, train_lang))
+
+
+def manual_present(td: Any, langs: Sequence[Optional[str]]) -> bool:
+    """A manual download (``$VARS`` in ``data_dir``/``data_files``) that is there: read and checked at
+    planning like local files. One that is not there raises ConfigError saying what to set."""
+    from fewshot_eval.evaluate.tasks import hf_manual_files, is_manual
+
+    if not is_manual(td):
+        return False
+    for lang in langs:
+        hf_manual_files(td, lang)
+    return True
+
+
+def hf_cached(path: str) -> bool:
+    """A hub dataset has files in the local caches (``datasets``' or the hub's); nothing is downloaded."""
+    home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or home / "datasets").expanduser()
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE") or home / "hub").expanduser()
+    return (datasets_cache / path.replace("/", "___")).is_dir() or (hub_cache / f"datasets--{path.replace('/', '--')}").is_dir()
+
+
+def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> None:
+    """A hub task a job could not load: a manual download that is missing, or offline without a local copy."""
+    from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV
+
+    from fewshot_eval.evaluate.tasks import hf_mirror_file
+
+    offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if _truthy(v)]
+    if offline and not hf_cached(td.source.path):
+        src = td.source
+        configs = sorted({(src.name or "").replace("{lang}", lang or "") for split, lang in _needed(td, params, langs, train_lang)
+                          if hf_mirror_file(src, split, lang if td.languages else None) is None} - {""})
+        name = f" (config{'s' if len(configs) > 1 else ''} {', '.join(configs)})" if configs else ""
+        raise ConfigError(
+            f"task '{td.name}': hub dataset {td.source.path}{name} is not in the local cache and {offline[0]}=1: its job "
+            f"could not load it. Load it once with network access, point {HF_MIRROR_ENV} at JSONL copies, or unset {offline[0]}."
+        )
 
 
 def check_operation(predictor: Optional[str], operation: str, why: str) -> None:
@@ -217,3 +288,21 @@ def check_chat_tokenizer(model_key: str, model: dict[str, Any]) -> None:
     except Exception:  # noqa: BLE001 - not available here: the job's own check reports it
         return
     check_chat_template(tok, model_key, str(model.get("weights")))
+
+
+def weights_note(model: dict[str, Any], params: dict[str, Any]) -> Optional[str]:
+    """A note for a plan row whose language model comes from the hub and is not in the local cache
+    (planning never downloads; the job does, unless offline), else None."""
+    from fewshot_eval.settings import is_local_weights
+
+    weights = model.get("weights")
+    if (params.get("predictor") or model.get("predictor")) != "clm" or not weights or weights == "tiny-gpt2" or is_local_weights(str(weights)):
+        return None
+    home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    hub = Path(os.environ.get("HF_HUB_CACHE") or home / "hub").expanduser()
+    if (hub / f"models--{str(weights).replace('/', '--')}").is_dir():
+        return None
+    rev = f"@{model['revision']}" if model.get("revision") else ""
+    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _truthy(v)]
+    tail = f" ({offline[0]}=1 here: the job needs a HuggingFace cache that holds it)" if offline else ""
+    return f"weights {weights}{rev}: hub model, not in the local cache -- the job downloads it{tail}"

@@ -37,7 +37,7 @@ from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
 KINDS = ("choice", "generate", "perplexity", "minimal_pairs")  # a task definition's ``kind`` (default choice)
 _SHAPE_KEYS = ("choices_field", "multiple_answers", "group_field", "positive_label", "pair_fields", "references_field", "until", "max_new_tokens")
 _ALLOWED = {  # the keys each kind accepts beyond the common ones
-    "choice": {"label_field", "labels", "templates", "choices_field", "multiple_answers", "group_field", "positive_label"},
+    "choice": {"label_field", "gold_label", "labels", "templates", "choices_field", "multiple_answers", "group_field", "positive_label"},
     "generate": {"templates", "references_field", "until", "max_new_tokens"},  # evaluate/generation.py
     "perplexity": {"templates"},
     "minimal_pairs": {"pair_fields"},
@@ -52,13 +52,15 @@ def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
     kind = str(node.get("kind") or "choice")
     if kind not in KINDS:
         raise ConfigError(f"{where} key 'kind': unknown kind '{kind}'. Valid: {', '.join(KINDS)}.")
-    for key in ("label_field", "labels", "templates", *_SHAPE_KEYS):
+    for key in ("label_field", "gold_label", "labels", "templates", *_SHAPE_KEYS):
         if key in node and key not in _ALLOWED[kind]:
             raise ConfigError(f"{where} key '{key}': does not apply to a task of kind '{kind}' (remove it; "
                               f"that kind takes {', '.join(sorted(_ALLOWED[kind]))}).")
     shape: dict[str, Any] = {"kind": kind}
-    required = {"choice": ["label_field", "templates"], "generate": ["references_field", "templates"], "perplexity": ["templates"],
+    required = {"choice": ["templates"], "generate": ["references_field", "templates"], "perplexity": ["templates"],
                 "minimal_pairs": ["pair_fields"]}[kind]
+    if kind == "choice" and "label_field" not in node and "gold_label" not in node:
+        raise ConfigError(f"{where}: missing required key 'label_field' (the data's gold column; or 'gold_label': one gold for every row).")
     if kind == "choice" and node.get("choices_field") is None:
         required.append("labels")
     for key in required:

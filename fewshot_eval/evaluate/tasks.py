@@ -80,6 +80,7 @@ class HFSource:
     name: Optional[str] = None  # dataset config, may contain {lang}
     data_files: Optional[dict[str, str]] = None  # for builders like "json"; relative to the YAML
     revision: Optional[str] = None
+    data_dir: Optional[str] = None  # $VARS and ~ expanded here and in data_files (manual downloads); unset/missing: a planning error
 
 
 @dataclass(eq=False)  # hashable by identity: definitions are cached per file
@@ -87,7 +88,7 @@ class TaskDef:
     name: str
     path: Path  # the YAML file it came from
     source: LocalSource | HFSource
-    label_field: str  # "" for generation tasks
+    label_field: Optional[str]  # None: every row's gold is ``gold_label`` (or a task without labels: generate, perplexity)
     labels: list[str]  # [] for generation tasks
     templates: dict[str, Template | GenerationTemplate]
     default_template: str
@@ -115,6 +116,7 @@ class TaskDef:
         if self.choices_field:
             return [str(i) for i in range(len(doc[self.choices_field]))]
         return self.labels
+    gold_label: Optional[str] = None  # one gold for every row (bias probes: crows_pairs, stereoset)
 
     @property
     def splits(self) -> list[str]:
@@ -133,7 +135,8 @@ _TOP_KEYS = {
     "eval_split": False,
     "id_field": False,
     "fields": False,
-    "label_field": False,
+    "label_field": False,  # choice tasks: one of label_field / gold_label
+    "gold_label": False,
     "labels": False,
     "preferred_metric": False,
     "metrics": False,
@@ -196,6 +199,10 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         source.splits = {str(k): str(v) for k, v in (source.splits or {}).items()}
 
     labels = _str_list(node["labels"], f"{where} key 'labels'") if "labels" in node else list(shape.get("labels", []))
+    if "label_field" in node and "gold_label" in node:
+        raise ConfigError(f"{where}: give only one of 'label_field' (the data's gold column) and 'gold_label' (one gold for every row).")
+    if "gold_label" in node and str(node["gold_label"]) not in labels:
+        raise ConfigError(f"{where} key 'gold_label': '{node['gold_label']}' is not one of labels {labels}.")
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where} key 'labels': duplicate labels in {labels}.")
     until = None
@@ -251,7 +258,8 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         name=name,
         path=path,
         source=source,
-        label_field=str(node["label_field"]) if node.get("label_field") is not None else "",
+        label_field=str(node["label_field"]) if "label_field" in node else None,
+        gold_label=str(node["gold_label"]) if "gold_label" in node else None,
         labels=labels,
         templates=templates,
         default_template=default_template,
@@ -360,18 +368,84 @@ def _read_local(path: Path, where: str) -> tuple[list[Doc], list[int]]:
     return rows, lines
 
 
+HF_MIRROR_ENV = "FEWSHOT_HF_MIRROR"
+
+
+def hf_mirror_file(src: HFSource, split: str, lang: Optional[str]) -> Optional[Path]:
+    """The local copy of one hub split under ``$FEWSHOT_HF_MIRROR`` (``<dir>/<hub id>/<config or
+    'default'>/<hub split>.jsonl``, one row per line in the hub's own schema), or None.
+
+    A mirror replaces the download for every task whose files it holds (an air-gapped cluster, the
+    tests' fixtures); it is read with ``datasets``' json builder, the same path as a hub dataset."""
+    import os
+
+    root = os.environ.get(HF_MIRROR_ENV)
+    if not root:
+        return None
+    path = Path(root).expanduser() / src.path / (_fmt(src.name, lang) if src.name else "default") / f"{src.splits[split]}.jsonl"
+    return path if path.is_file() else None
+
+
+def _manual(task: TaskDef, key: str, value: str) -> str:
+    """A path with environment variables and ``~`` expanded; a ConfigError when it names an unset
+    variable or nothing exists there (a manual download the user has not made)."""
+    import os
+
+    out = os.path.expanduser(os.path.expandvars(value))
+    if "$" in out or not Path(out).exists():
+        raise ConfigError(
+            f"{task.where(key)}: '{value}' is {'not set' if '$' in out else f'{out}, which does not exist'}. "
+            f"This dataset is a manual download: fetch it (see the task definition's comment), then export the variable it names "
+            f"(or point {key} at it in your own copy of the task definition)."
+        )
+    return out
+
+
+def hf_manual_files(task: TaskDef, lang: Optional[str] = None) -> tuple[Optional[str], Optional[dict[str, str]]]:
+    """(``data_dir``, ``data_files``) of a hub source with ``$VARS``/``~`` expanded and relative files
+    taken from the YAML's dir; raises ConfigError for a manual download that is not there."""
+    src = task.source
+    assert isinstance(src, HFSource)
+    data_dir = _manual(task, "data.hf.data_dir", src.data_dir) if src.data_dir else None
+    files = None
+    if src.data_files:
+        files = {}
+        for k, v in src.data_files.items():
+            v = _fmt(v, lang)
+            if "://" in v:
+                files[k] = v
+            elif "$" in v or v.startswith("~"):
+                files[k] = _manual(task, f"data.hf.data_files.{k}", v)
+            else:
+                files[k] = str((task.path.parent / v).resolve())
+    return data_dir, files
+
+
+def is_manual(task: TaskDef) -> bool:
+    """A hub source whose files the user downloads by hand (``$VARS`` in data_dir/data_files)."""
+    src = task.source
+    return isinstance(src, HFSource) and any("$" in v for v in [src.data_dir or "", *(src.data_files or {}).values()])
+
+
 def _read_hf(task: TaskDef, split: str, lang: Optional[str]) -> list[Doc]:
     import datasets  # lazy: heavy
 
     src = task.source
     assert isinstance(src, HFSource)
+    mirrored = hf_mirror_file(src, split, lang)
+    if mirrored is not None:
+        ds = datasets.load_dataset("json", data_files={"rows": str(mirrored)}, split="rows")
+        return [dict(row) for row in ds]
     kwargs: dict[str, Any] = {}
     if src.name:
         kwargs["name"] = _fmt(src.name, lang)
     if src.revision:
         kwargs["revision"] = src.revision
-    if src.data_files:
-        kwargs["data_files"] = {k: str((task.path.parent / _fmt(v, lang)).resolve()) if not "://" in v else v for k, v in src.data_files.items()}
+    data_dir, data_files = hf_manual_files(task, lang)
+    if data_dir:
+        kwargs["data_dir"] = data_dir
+    if data_files:
+        kwargs["data_files"] = data_files
     ds = datasets.load_dataset(src.path, split=src.splits[split], **kwargs)
     return [dict(row) for row in ds]
 
@@ -399,7 +473,7 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
 
             normalise_shape_row(task, doc, split, at(i))
         else:
-            label = str(doc[task.label_field])
+            label = str(doc[task.label_field]) if task.label_field is not None else str(task.gold_label)
             if label not in task.labels:
                 raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
             doc["_label"] = label
@@ -428,7 +502,8 @@ def _references(task: TaskDef, doc: Doc, split: str, at: str) -> list[str]:
 
 
 @lru_cache(maxsize=128)
-def _load_split_cached(task: TaskDef, split: str, lang: Optional[str]) -> tuple[Doc, ...]:
+def _load_split_cached(task: TaskDef, split: str, lang: Optional[str], mirror: Optional[str] = None) -> tuple[Doc, ...]:
+    # ``mirror``: $FEWSHOT_HF_MIRROR when read, part of the cache key only
     where = task.where("data")
     if isinstance(task.source, LocalSource):
         path = (task.path.parent / _fmt(task.source.splits[split], lang)).resolve()
@@ -445,7 +520,10 @@ def load_split(task: TaskDef, split: str, lang: Optional[str] = None) -> list[Do
         raise ConfigError(f"{task.where()}: unknown split '{split}'. Valid: {', '.join(task.splits)}.")
     if task.languages and lang not in task.languages:
         raise ConfigError(f"{task.where('languages')}: unknown language '{lang}'. Valid: {', '.join(task.languages)}.")
-    return [dict(d) for d in _load_split_cached(task, split, lang if task.languages else None)]
+    import os
+
+    mirror = os.environ.get(HF_MIRROR_ENV) if isinstance(task.source, HFSource) else None
+    return [dict(d) for d in _load_split_cached(task, split, lang if task.languages else None, mirror)]
 
 
 def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "", templates: Optional[Iterable[str]] = None) -> None:

@@ -3,12 +3,15 @@
     model=a,b task=x nshot=0,32   ->   4 jobs
     models=<group>                ->   the group's ``hydra.sweeper.params.model`` string, e.g. "a,b"
     models=<g1>,<g2>              ->   the union of both groups' models (first appearance first)
+    model=<run with checkpoints>  ->   one job per checkpoint, named '<run>__step<N>' (checkpoint=<N>)
 
 Command-line values override a preset's (``models=all model=a`` runs only ``a``).
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -57,7 +60,32 @@ def expand(params: Mapping[str, Any] | None, arguments: Sequence[str], config_lo
         else:
             kept.append(o)
     overrides = parser.parse_overrides(unions + preset_overrides(params, choices)) + kept
-    return BasicSweeper.split_arguments(overrides, None)[0]
+    combos = BasicSweeper.split_arguments(overrides, None)[0]
+    loaded: dict[str, Optional[dict[str, Any]]] = {}  # one load per model setting, not per job
+
+    def setting(key: str) -> Optional[dict[str, Any]]:
+        if key not in loaded:
+            loaded[key] = _checkpoint_fields(config_loader, key)
+        return loaded[key]
+
+    return expand_checkpoints(combos, str(choices.get("model")), setting)
+
+
+def _checkpoint_fields(config_loader: Any, key: str) -> Optional[dict[str, Any]]:
+    """Model setting ``key`` (resolved, validated) if it has ``checkpoints``, else None."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    res = config_loader.repository.load_config(f"model/{key}")
+    if res is None or "checkpoints" not in res.config or res.config.checkpoints is None:
+        return None
+    from fewshot_eval.settings import model_setting
+
+    try:
+        node = OmegaConf.to_container(res.config, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"model/{key}.yaml: cannot resolve its checkpoints: {e}") from None
+    return model_setting(node, key)
 
 
 def preset_union(override: Override, config_loader: Any, parser: OverridesParser) -> list[str]:
@@ -144,3 +172,91 @@ def group_list_error(arguments: Iterable[str], available: Any) -> Optional[str]:
         except ConfigError as e:
             return str(e)
     return None
+
+
+# ---- checkpoint sweeps --------------------------------------------------------------------------
+# A model setting with ``checkpoints:`` stands for one setting per checkpoint of a training run,
+# named ``<key>__step<N>``. Planning lists the checkpoints (a directory on disk, or hub revisions)
+# and gives each job of that model a ``checkpoint=<N>`` override; ``resolve_unit`` (planner and
+# job alike) turns the setting and that step into the checkpoint's own setting. A checkpoint saved
+# after the last sweep is one more job on the next sweep; the others are complete and skipped.
+
+STEP_SEP = "__step"
+_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def checkpoint_steps(model_key: str, model: Mapping[str, Any]) -> dict[int, tuple[Optional[str], Optional[str]]]:
+    """step -> (weights, revision) of every checkpoint of a checkpoint-sweep model setting, by step.
+
+    ``dir``: the sub-dirs matching ``pattern`` (default ``checkpoint-*``) that hold a ``config.json``
+    (a HuggingFace checkpoint), the step being the last number of the name; ``revisions``: hub
+    revisions of ``weights`` (``step1000``), the step being the last number of the revision."""
+    ck = model.get("checkpoints") or {}
+    where = f"model '{model_key}' key 'checkpoints'"
+    found: dict[int, tuple[Optional[str], Optional[str]]] = {}
+    names: dict[int, str] = {}
+    if ck.get("dir"):
+        root = Path(str(ck["dir"])).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"{where}: checkpoint dir {root} does not exist. Point checkpoints.dir at the training run's output dir.")
+        pattern = str(ck.get("pattern") or "checkpoint-*")
+        entries = [(p.name, str(p), None) for p in sorted(root.glob(pattern)) if p.is_dir() and (p / "config.json").is_file()]
+    else:
+        entries = [(str(r), str(model["weights"]), str(r)) for r in ck.get("revisions") or []]
+    for name, weights, revision in entries:
+        m = _LAST_NUMBER.search(name)
+        if m is None:
+            raise ConfigError(f"{where}: checkpoint '{name}' has no step number in its name (expected e.g. checkpoint-500 or step1000).")
+        step = int(m.group(1))
+        if step in found:
+            raise ConfigError(f"{where}: checkpoints '{names[step]}' and '{name}' have the same step {step}; keep one (or narrow checkpoints.pattern).")
+        found[step], names[step] = (weights, revision), name
+    return dict(sorted(found.items()))
+
+
+def checkpoint_setting(model_key: str, model: Mapping[str, Any], step: Any) -> tuple[str, dict[str, Any]]:
+    """(``<key>__step<N>``, the setting of checkpoint ``step``) of a checkpoint-sweep model setting."""
+    steps = checkpoint_steps(model_key, model)
+    try:
+        n = int(step)
+    except (TypeError, ValueError):
+        n = None
+    if n is None or n not in steps:
+        shown = ", ".join(map(str, steps)) or "none found"
+        raise ConfigError(f"checkpoint={step}: model '{model_key}' has no checkpoint with that step. Steps: {shown}.")
+    weights, revision = steps[n]
+    out = dict(model)
+    out.update(weights=weights, revision=revision if revision is not None else model.get("revision"),
+               name=f"{model['name']}{STEP_SEP}{n}", checkpoints=None)
+    return f"{model_key}{STEP_SEP}{n}", out
+
+
+def expand_checkpoints(combos: Sequence[Sequence[str]], default_model: str, setting: Any) -> list[list[str]]:
+    """Each combination of a checkpoint-sweep model becomes one per checkpoint (``checkpoint=<N>``
+    appended), unless it names a step already; other models drop a ``checkpoint=`` they do not use.
+    ``setting(key)``: the validated model setting of ``key`` (None when it cannot be loaded alone)."""
+    out: list[list[str]] = []
+    steps_of: dict[str, list[int]] = {}
+    for combo in combos:
+        key = default_model
+        for o in combo:
+            k, _, v = o.partition("=")
+            if k.lstrip("+~") == "model":
+                key = v
+        model = setting(key)
+        if not model or not model.get("checkpoints"):
+            out.append([o for o in combo if o.partition("=")[0].lstrip("+~") != "checkpoint"])
+            continue
+        if any(o.partition("=")[0].lstrip("+~") == "checkpoint" for o in combo):
+            out.append(list(combo))
+            continue
+        if key not in steps_of:
+            steps_of[key] = list(checkpoint_steps(key, model))
+            if not steps_of[key]:
+                ck = model["checkpoints"]
+                raise ConfigError(
+                    f"model '{key}': no checkpoints found ({ck.get('dir')}/{ck.get('pattern') or 'checkpoint-*'} holds no dir with a "
+                    f"config.json)." if ck.get("dir") else f"model '{key}': checkpoints.revisions is empty."
+                )
+        out += [[*combo, f"checkpoint={n}"] for n in steps_of[key]]
+    return out

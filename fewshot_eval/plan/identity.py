@@ -45,7 +45,8 @@ PARAMS_0_1_0: tuple[str, ...] = (
 # Model-setting fields in every identity since 0.1.0.
 MODEL_0_1_0: tuple[str, ...] = ("predictor", "weights", "revision")
 # Model-setting fields that cannot change the numbers.
-MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_parallel", "description", "name", "eval", "slurm"})
+# ``checkpoints`` is expanded into one setting per checkpoint, whose weights/revision are in the identity.
+MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_parallel", "description", "name", "eval", "slurm", "checkpoints"})
 
 # Keys added after 0.1.0 -> their neutral value (the behaviour before they existed).
 NEUTRAL_PARAMS: dict[str, Any] = {

@@ -68,6 +68,7 @@ class Planner:
         self._parsed: dict[str, tuple[str, Any]] = {}
         self._ctx: Optional[DictConfig] = None
         self._checked: dict[str, Optional[str]] = {}
+        self._notes: dict[tuple, Optional[str]] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
@@ -232,11 +233,23 @@ class Planner:
                     status, detail = ERROR, error
                 else:
                     status, detail = self._status(u, split, override)
+                if status == RUN:
+                    note = self._weights_note(unit)
+                    detail = f"{detail}; {note}" if detail and note else (note or detail)
                 if unit.requested_nshot is not None:
                     cap = f"nshot={unit.requested_nshot} > the {unit.nshot} demonstration rows: the same result as nshot={unit.nshot}"
                     detail = f"{detail}; {cap}" if detail else cap
                 jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
         return jobs
+
+    def _weights_note(self, unit: JobUnit) -> Optional[str]:
+        """'hub model, not in the local cache' for a hub id (planning does not download), once per weights."""
+        from fewshot_eval.evaluate.checks import weights_note
+
+        key = ("weights", unit.model.get("weights"), unit.model.get("revision"), unit.params.get("predictor"))
+        if key not in self._notes:
+            self._notes[key] = weights_note(unit.model, unit.params)
+        return self._notes[key]
 
     def check(self, unit: JobUnit) -> Optional[str]:
         """What would make this job die at its start (None: nothing), checked once per distinct task

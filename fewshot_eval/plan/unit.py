@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, effective_params
 from fewshot_eval.plan.checks import check_run_values
+from fewshot_eval.plan.expand import checkpoint_setting
 from fewshot_eval.plan.identity import fingerprints, identity_digest, job_identity, weights_fingerprint
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
@@ -117,6 +118,13 @@ def resolve_unit(
     """
     model = model if model is not None else model_setting(model_node, model_key)
     task = task if task is not None else task_setting(task_node, task_key)
+    if model.get("checkpoints"):  # a checkpoint sweep: this job evaluates checkpoint run['checkpoint']
+        if run.get("checkpoint") is None:
+            raise ConfigError(
+                f"model '{model_key}' is a checkpoint sweep (checkpoints: {model['checkpoints']}): run it with -m to "
+                f"evaluate every checkpoint, or pick steps with checkpoint=<N>[,<N>...]."
+            )
+        model_key, model = checkpoint_setting(model_key, model, run["checkpoint"])
     cli = {k: run[k] for k in cli_keys if k in run}
     params = effective_params(
         run, model["eval"], task["eval"], run.get("final_overrides") or {}, cli, model_key=model_key, task_key=task_key
