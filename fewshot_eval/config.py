@@ -46,6 +46,10 @@ EVAL_KEYS: tuple[str, ...] = (
     "unconditional_prompt",
     "keep_score_cache",
     "demo_sampling",
+    "max_new_tokens",
+    "until",
+    "do_sample",
+    "temperature",
 )
 
 # Eval params that cannot change the numbers: left out of a result's identity.

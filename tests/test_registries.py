@@ -37,8 +37,8 @@ def test_builtins_are_registered_and_unknown_names_list_them() -> None:
     assert {"accuracy", "macro_f1"} <= set(metric_names())
     assert predictor_class("clm").is_lm and not predictor_class("random").is_lm
     assert "loglikelihood" in predictor_class("majority").operations
-    with pytest.raises(ConfigError, match=r"unknown metric 'bleu'. Valid: .*accuracy.*macro_f1"):
-        metric("bleu")
+    with pytest.raises(ConfigError, match=r"unknown metric 'bleurt'. Valid: .*accuracy.*macro_f1"):
+        metric("bleurt")
 
 
 def test_a_user_metric_and_predictor_from_a_config_dir(workdir: Path, tmp_path: Path) -> None:
@@ -62,8 +62,8 @@ def test_a_user_metric_and_predictor_from_a_config_dir(workdir: Path, tmp_path: 
     assert sub["gold_rate"]["mean"] == pytest.approx(100.0 * sum(r["gold"] == "0" for r in rows) / len(rows))
     assert "macro_f1" not in sub  # the task definition chose its metrics
     bad = conf / "task_def" / "copa_bad.yaml"
-    bad.write_text(text.replace("metrics: [accuracy, gold_rate]", "metrics: [accuracy, bleu]"))
+    bad.write_text(text.replace("metrics: [accuracy, gold_rate]", "metrics: [accuracy, bleurt]"))
     shutil.copy(conf / "task" / "copa_mine.yaml", conf / "task" / "copa_bad.yaml")
     (conf / "task" / "copa_bad.yaml").write_text("run_name: mine\ntasks: [copa_bad]\n")
     dry = run_cli(["-m", "--config-dir", str(conf), "model=last", "task=copa_bad", "nshot=0", "dry_run=true"], workdir, check=False)
-    assert dry.returncode == 2 and "unknown metric 'bleu'" in dry.stderr
+    assert dry.returncode == 2 and "unknown metric 'bleurt'" in dry.stderr

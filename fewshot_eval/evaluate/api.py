@@ -13,6 +13,11 @@ token. Conventions, as in lm-evaluation-harness's HF model:
 Baselines (``random``, ``majority``) answer with one pseudo log-probability per request
 (``Loglik.tokens`` empty); scoring modes and calibration apply only to real LMs
 (``Predictor.is_lm``).
+
+A :class:`GenerationRequest` is one context with lm-eval's generation kwargs (``until`` stop
+strings, ``max_gen_toks``, ``do_sample``/``temperature``); :meth:`Predictor.generate_until`
+returns, per request, the generated text cut before the first stop string -- lm-evaluation-harness's
+``generate_until``. Only predictors registered with the ``generate_until`` operation implement it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,26 @@ class Loglik:
     @property
     def total(self) -> float:
         return float(sum(self.logprobs)) if self.summed is None else self.summed
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Generate a continuation of ``context`` (lm-evaluation-harness's ``generate_until`` request)."""
+
+    context: str
+    until: tuple[str, ...] = ()  # stop strings: the output is cut before the first one
+    max_gen_toks: int = 256  # new tokens at most
+    do_sample: bool = False  # False: greedy decoding
+    temperature: float = 1.0  # sampling only
+    seed: int = 0  # sampling only: seeds the generator (per group of requests with the same kwargs)
+    doc_id: str = ""  # the example
+
+    def gen_kwargs(self) -> dict[str, Any]:
+        """The request's generation kwargs as lm-eval writes them (``Instance.args[1]``)."""
+        kw: dict[str, Any] = {"until": list(self.until), "max_gen_toks": self.max_gen_toks, "do_sample": self.do_sample}
+        if self.do_sample:
+            kw["temperature"] = self.temperature
+        return kw
 
 
 def split_whitespace(context: str, continuation: str) -> tuple[str, str]:
@@ -81,6 +106,11 @@ class Predictor(ABC):
         token conditioned on the prefix token). Only predictors registered with the
         ``loglikelihood_rolling`` operation implement it."""
         raise NotImplementedError(f"predictor '{self.name or type(self).__name__}' does not support loglikelihood_rolling.")
+
+    def generate_until(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """Per request, the text generated after its context, cut before the first stop string.
+        Only predictors registered with the ``generate_until`` operation implement it."""
+        raise NotImplementedError(f"predictor '{self.name or type(self).__name__}' does not generate text (operations: {', '.join(sorted(self.operations))}).")
 
     def num_tokens(self, text: str) -> int:
         """Tokens of ``text`` (used to keep as many demonstrations as fit ``max_length``)."""

@@ -9,7 +9,9 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
   options and ``demo_sampling`` are valid; ``seed`` is an int; ``balanced`` divides nshot and each
   class has enough rows;
 * task shapes: a perplexity task's predictor supports ``loglikelihood_rolling``; no majority
-  baseline or calibration on minimal pairs; no ``balanced`` without a fixed label set;
+  baseline or calibration on minimal pairs; no ``balanced`` without a fixed label set; a
+  generation task's settings (``until``, ``max_new_tokens``, sampling) are valid and its
+  predictor can generate (not a baseline);
 * model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
   are valid values; with ``chat`` set, the tokenizer has a chat template.
 
@@ -50,6 +52,8 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         raise ConfigError(f"seed must be an integer, got {seed!r}.")
     for name in task_names:
         td = load_task_def(name, search)
+        if td.kind == "generate":
+            _check_generation(td, params)
         select_templates(td, params)
         langs, train_lang = select_languages(td, params)
         if td.kind == "perplexity":
@@ -60,7 +64,7 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         if td.kind == "minimal_pairs" and params.get("predictor") == "majority":
             raise ConfigError(f"predictor 'majority': task '{name}' is a minimal-pairs task, whose gold is always the 'good' sentence, "
                               "so a majority class would score 100%. Use predictor 'random' as the chance baseline.")
-        if calibrator and td.kind != "perplexity":
+        if calibrator and td.kind not in ("perplexity", "generate"):  # generation: the calibrator is ignored (a warning)
             for option in task_options(params, name):
                 pairs = parse_option(option, name)
                 if td.choices_field and any(k == td.choices_field for k, _ in pairs):
@@ -149,6 +153,22 @@ def check_operation(predictor: Optional[str], operation: str, why: str) -> None:
         able = [n for n in predictor_names() if operation in predictor_class(n).operations]
         raise ConfigError(f"predictor '{predictor}': {why} and needs '{operation}', which it does not support "
                           f"(it supports {', '.join(sorted(cls.operations))}). Predictors that do: {', '.join(able) or 'none'}.")
+
+
+def _check_generation(td: Any, params: dict[str, Any]) -> None:
+    """Generation settings are valid and the job's predictor implements ``generate_until``."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.generation import check_predictor_generates, generation_settings
+    from fewshot_eval.evaluate.registry import predictor_class
+
+    generation_settings(td, params)
+    predictor = params.get("predictor")
+    if predictor:
+        try:
+            cls = predictor_class(predictor, config_dirs())
+        except ConfigError:
+            return  # an unknown predictor is the model check's error
+        check_predictor_generates(td, predictor, cls)
 
 
 def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:

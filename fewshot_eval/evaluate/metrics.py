@@ -3,14 +3,16 @@
 Macro-F1 averages the per-class F1 over the classes that occur as gold or prediction
 (scikit-learn's default); a class never predicted and never gold does not count.
 A new metric is one function here (or in a plugin) with ``@register_metric``; a task
-definition names the metrics it reports (``metrics:``, default accuracy and macro_f1).
+definition names the metrics it reports (``metrics:``, default accuracy and macro_f1). Row
+metrics live in ``shapes`` and ``perplexity``, generation metrics in ``text_metrics``
+(the three flavours: see ``registry``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from fewshot_eval.evaluate.registry import metric, register_metric
+from fewshot_eval.evaluate.registry import Scored, metric, register_metric
 
 DEFAULT_METRICS = ("accuracy", "macro_f1")
 
@@ -36,13 +38,15 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     return 100.0 * sum(f1s) / len(f1s)
 
 
-def compute_metrics(gold: Sequence[str], pred: Sequence[str], raw_pred: Sequence[str] | None = None,
-                    names: Sequence[str] = DEFAULT_METRICS, rows: Sequence[dict] | None = None) -> dict[str, float]:
+def compute_metrics(gold: Sequence[Any], pred: Sequence[Any], raw_pred: Sequence[Any] | None = None,
+                    names: Sequence[str] = DEFAULT_METRICS, rows: Sequence[dict] | None = None) -> dict[str, Any]:
     """Each metric of ``names`` (final predictions) and ``n_examples``; with calibration also
-    ``<name>_raw`` of the uncalibrated predictions. Metrics registered ``over="rows"`` read
+    ``<name>_raw`` of the uncalibrated predictions. For generation tasks ``gold`` holds each
+    example's references and ``pred`` the outputs. Metrics registered ``over="rows"`` read
     ``rows`` (the prediction rows); one that returns None (not applicable, e.g. a perplexity
-    of a baseline) is left out."""
-    out: dict[str, float] = {}
+    of a baseline) is left out. A metric returning :class:`Scored` adds ``<name>_signature``
+    (a string: how it was computed)."""
+    out: dict[str, Any] = {}
 
     def value(name: str, raw: bool) -> Any:
         m = metric(name)
@@ -53,13 +57,20 @@ def compute_metrics(gold: Sequence[str], pred: Sequence[str], raw_pred: Sequence
         return m.fn(gold, raw_pred if raw else pred)
 
     for name in names:
-        v = value(name, False)
-        if v is not None:
-            out[name] = v
+        _put(out, name, value(name, False))
     out["n_examples"] = len(gold)
     if raw_pred is not None:
         for name in names:
-            v = value(name, True)
-            if v is not None:
-                out[f"{name}_raw"] = v
+            _put(out, f"{name}_raw", value(name, True))
     return out
+
+
+def _put(out: dict[str, Any], key: str, value: "float | Scored | None") -> None:
+    if value is None:  # not applicable: left out
+        return
+    if isinstance(value, Scored):
+        out[key] = float(value.value)
+        if value.signature:
+            out[f"{key}_signature"] = value.signature
+    else:
+        out[key] = value

@@ -4,7 +4,9 @@ No model is loaded: rows carry each candidate's per-token log-probs (``logprobs`
 the unconditional continuation (``uncond_logprobs``), the shared prefix/suffix token counts
 and, when the run was calibrated, the content-free variants (``calibration``). Scoring the
 rows with the run's own params reproduces the run's metrics exactly (same functions, same
-floats). Baseline rows (no log-probs) keep their stored ``score``.
+floats). Baseline rows (no log-probs) keep their stored ``score``. Rows of generation tasks
+(``output`` and ``references``) are kept as they are -- scoring modes and calibration do not
+apply to them -- and their metrics are computed again from the stored outputs.
 
     from fewshot_eval.evaluate.recalc import recalc_metrics
     recalc_metrics(rows, {"scoring": "mean", "calibrator": None})
@@ -16,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.calibration import calibrate, check_calibrator
+from fewshot_eval.evaluate.generation import generation_metrics, is_generation_row
 from fewshot_eval.evaluate.metrics import DEFAULT_METRICS, compute_metrics
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates
 from fewshot_eval.evaluate.shapes import is_correct
@@ -42,7 +45,7 @@ def rescore_rows(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: O
     wanted = _wanted_options(params, task)
     out = []
     for row in rows:
-        if "candidates" not in row:  # a perplexity document: nothing to rescore
+        if "candidates" not in row:  # a perplexity document or a generated text: nothing to rescore
             out.append(dict(row))
             continue
         where = f" (row '{row.get('id')}')"
@@ -78,11 +81,17 @@ def rescore_rows(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: O
 
 
 def recalc_metrics(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: Optional[str] = None,
-                   names: Sequence[str] = DEFAULT_METRICS) -> dict[str, Any]:
+                   names: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Metrics ``names`` of stored rows under ``params`` (``scoring``, ``calibrator``, ``calibration_options``).
 
-    Same keys as a run: each metric, ``n_examples`` and, calibrated, ``<metric>_raw``.
+    Same keys as a run: each metric, ``n_examples`` and, calibrated, ``<metric>_raw``. ``names``
+    None: accuracy and macro-F1; for rows of a generation task, exact match and F1.
     """
+    if rows and all(is_generation_row(r) for r in rows):
+        from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
+
+        return generation_metrics(rows, DEFAULT_GENERATION_METRICS if names is None else names)
+    names = DEFAULT_METRICS if names is None else names
     new = rescore_rows(rows, params, task)
     gold = [r.get("gold") for r in new]
     raw = [r["pred_raw"] for r in new] if new and all("pred_raw" in r for r in new) else None

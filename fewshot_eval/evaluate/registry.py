@@ -1,14 +1,31 @@
 """Named parts of the evaluator: predictors (model backends) and metrics.
 
 A predictor is one class registered under a name, declaring the request operations it
-supports; a metric is one function ``(gold, pred) -> float`` registered under a name with its
-aggregation over trials (or, with ``over="rows"``, ``(prediction rows) -> float``)::
+supports; a metric is one function registered under a name with its aggregation over trials.
+Two options of :func:`register_metric` say which tasks a metric scores and what it gets:
+
+* ``kind``: ``"choice"`` (default) -- every task kind that ranks or scores text (``choice``,
+  ``minimal_pairs``, ``perplexity``); ``"generate"`` -- ``kind: generate`` tasks. A task
+  definition may name only metrics of its kind (:func:`metric_kind`).
+* ``over``: ``"labels"`` (default) -- ``fn(gold labels, predicted labels)``; for
+  ``kind="generate"``, ``fn(reference lists, generated outputs)``. ``"rows"`` -- ``fn(rows)``,
+  the sub-result's prediction rows (metrics that need scores, groups, token counts).
+
+So: label metrics (``accuracy``), row metrics (``over="rows"``: ``gold_perplexity``, ``f1a``,
+``word_perplexity``) and generation metrics (``kind="generate"``: ``exact_match``, ``bleu``).
+``fn`` returns a float (×100 for rates); or :class:`Scored` to record how it computed the value
+(sacrebleu's signature, stored as ``<name>_signature``); or None when it does not apply (a
+perplexity of a baseline): the metric is then left out::
 
     from fewshot_eval.evaluate.registry import register_metric, register_predictor
 
-    @register_metric("exact_match")
-    def exact_match(gold, pred):
+    @register_metric("label_match")
+    def label_match(gold, pred):
         return 100.0 * sum(g == p for g, p in zip(gold, pred)) / max(len(gold), 1)
+
+    @register_metric("starts_right", kind="generate")
+    def starts_right(references, outputs):
+        return 100.0 * sum(any(o.strip().startswith(r) for r in refs) for refs, o in zip(references, outputs)) / max(len(outputs), 1)
 
     @register_predictor("my_lm", operations=("loglikelihood",))
     class MyLM(Predictor): ...
@@ -26,24 +43,40 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from fewshot_eval.config import ConfigError
 
 # Modules whose import registers the built-in predictors and metrics.
-BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.bias_metrics", "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm",
-                   "fewshot_eval.evaluate.shapes", "fewshot_eval.evaluate.perplexity")
+BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.text_metrics", "fewshot_eval.evaluate.bias_metrics",
+                   "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm", "fewshot_eval.evaluate.shapes", "fewshot_eval.evaluate.perplexity")
 ENTRY_POINT_GROUP = "fewshot_eval.plugins"
 OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+METRIC_KINDS = ("choice", "generate")  # the tasks a metric scores (see metric_kind)
+METRIC_INPUTS = ("labels", "rows")  # what a metric's fn gets
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A metric value with how it was computed (stored as ``<metric>_signature``)."""
+
+    value: float
+    signature: str = ""
 
 
 @dataclass(frozen=True)
 class Metric:
     name: str
-    fn: Callable[[Sequence[str], Sequence[str]], float]  # (gold labels, predicted labels) -> value
+    fn: Callable[..., Any]  # see the module docstring: (gold, pred), (references, outputs) or (rows)
     aggregation: str = "mean"  # over trials: mean, with std and a 95% interval
     higher_is_better: bool = True
-    over: str = "labels"  # "labels": fn(gold, pred); "rows": fn(prediction rows) -> float | None (None: not applicable)
+    kind: str = "choice"  # the tasks it scores: choice (every ranking/scoring task kind) | generate
+    over: str = "labels"  # "labels": fn(gold, pred) (generate: fn(references, outputs)); "rows": fn(prediction rows)
+
+
+def metric_kind(task_kind: str) -> str:
+    """The metric kind that scores a task of ``task_kind``: generate for generation tasks, else choice."""
+    return "generate" if task_kind == "generate" else "choice"
 
 
 _PREDICTORS: dict[str, type] = {}
@@ -67,15 +100,20 @@ def register_predictor(name: str, *, operations: Iterable[str] = ("loglikelihood
     return deco
 
 
-def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True, over: str = "labels") -> Callable[[Callable], Callable]:
-    """Function decorator: register ``fn(gold, pred) -> float`` as metric ``name``; with
-    ``over="rows"``, ``fn(rows) -> float | None`` over a sub-result's prediction rows (metrics
-    that need scores, groups or token counts; see :mod:`fewshot_eval.evaluate.shapes`)."""
-    if over not in ("labels", "rows"):
-        raise ValueError(f"metric '{name}': over={over!r}; valid: labels, rows.")
+def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True, kind: str = "choice",
+                    over: str = "labels") -> Callable[[Callable], Callable]:
+    """Function decorator: register ``fn`` as metric ``name`` for tasks of ``kind`` (``choice`` or
+    ``generate``). ``over="labels"``: ``fn(gold, pred) -> float | Scored`` (generate:
+    ``fn(references, outputs)``); ``over="rows"``: ``fn(rows) -> float | Scored | None`` over a
+    sub-result's prediction rows (metrics that need scores, groups or token counts; see
+    :mod:`fewshot_eval.evaluate.shapes`)."""
+    if kind not in METRIC_KINDS:
+        raise ValueError(f"metric '{name}': unknown kind '{kind}'. Valid: {', '.join(METRIC_KINDS)}.")
+    if over not in METRIC_INPUTS:
+        raise ValueError(f"metric '{name}': over={over!r}; valid: {', '.join(METRIC_INPUTS)}.")
 
     def deco(fn: Callable) -> Callable:
-        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better, over)
+        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better, kind, over)
         return fn
 
     return deco

@@ -6,7 +6,9 @@ example draws its own, lm-eval's way; see ``demonstrations``). All requests of o
 (candidates, calibration variants, unconditional continuations) go to the predictor in one
 batch, which lets the LM share the demonstrations' computation across them.
 
-Prediction row (one per evaluated example; JSON-serialisable)::
+Generation tasks (``kind: generate``) go to :mod:`fewshot_eval.evaluate.generation` with the
+same demonstrations, chat format and predictor (rows: ``id, prompt, output, references,
+n_demos, [demo_ids]``). Ranking prediction row (one per evaluated example; JSON-serialisable)::
 
     id, gold, pred, correct, [pred_raw]        # pred_raw: uncalibrated prediction (calibrator set)
     prompt                                    # context: description + demonstrations + test prefix (chat: templated)
@@ -36,6 +38,7 @@ from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, s
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.chat import chat_format
 from fewshot_eval.evaluate.demonstrations import Sample, check_demo_sampling, fit_demonstrations, join_prompt, sample_demonstrations, sample_per_example
+from fewshot_eval.evaluate.generation import generate_rows, generation_metrics, ignored_by_generation
 from fewshot_eval.evaluate.metrics import compute_metrics
 from fewshot_eval.evaluate.perplexity import score_documents
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
@@ -101,8 +104,9 @@ class FewShotEvaluator:
             task = load_task_def(name)
             templates = select_templates(task, params)
             langs, train_lang = select_languages(task, params)
-            options = task_options(params, name) if calibrator and self.predictor.is_lm and task.kind != "perplexity" else []
             ppl = task.kind == "perplexity"  # whole documents: no demonstrations, no candidates
+            gen = task.kind == "generate"  # generated text: no candidates to rank or calibrate
+            options = task_options(params, name) if calibrator and self.predictor.is_lm and not (ppl or gen) else []
             if ppl and nshot:
                 info["warnings"].append(f"task '{name}' is a perplexity task: nshot={nshot} ignored (documents are scored without demonstrations).")
             for lang in langs:
@@ -119,13 +123,20 @@ class FewShotEvaluator:
                 for tname in templates:
                     sid = sub_result_id(name, tname, lang)
                     t_sub = time.perf_counter()
-                    if ppl:
+                    if gen:  # evaluate/generation.py
+                        rows = generate_rows(self.predictor, task, tname, lang, train_lang or lang, eval_docs, sample, params, seed,
+                                             _description(params, name), per_example, self.chat)
+                        info["warnings"].extend(ignored_by_generation(sid, mode, calibrator))
+                    elif ppl:
                         rows = score_documents(self.predictor, task, tname, lang, eval_docs)
                     else:
                         rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options, per_example)
                     self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
-                    gold = [r["gold"] for r in rows]
-                    metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm and not ppl else None, task.metrics, rows)
+                    if gen:
+                        metrics[sid] = generation_metrics(rows, task.metrics)
+                    else:
+                        gold = [r["gold"] for r in rows]
+                        metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm and not ppl else None, task.metrics, rows)
                     predictions[sid] = rows
                     info["preferred_metric"][sid] = task.preferred_metric
                     kept = [r.get("n_demos", 0) for r in rows] or [0]

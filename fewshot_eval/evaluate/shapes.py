@@ -19,6 +19,11 @@ are counted:
 
 Prediction rows keep the ordinary layout (``candidates`` with log-probs); grouped rows add
 ``group`` and ``positive``, multiple-answer rows have a list ``gold``.
+
+:func:`check_shape_keys` validates the ``kind`` of every task definition -- ``choice`` (default),
+``generate`` (:mod:`~fewshot_eval.evaluate.generation`: ``references_field``, ``until``,
+``max_new_tokens``), ``perplexity`` (:mod:`~fewshot_eval.evaluate.perplexity`), ``minimal_pairs``
+-- and the keys each kind takes.
 """
 
 from __future__ import annotations
@@ -27,15 +32,18 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.registry import register_metric
+from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
 
-KINDS = ("choice", "perplexity", "minimal_pairs")
-_SHAPE_KEYS = ("choices_field", "multiple_answers", "group_field", "positive_label", "pair_fields")
+KINDS = ("choice", "generate", "perplexity", "minimal_pairs")  # a task definition's ``kind`` (default choice)
+_SHAPE_KEYS = ("choices_field", "multiple_answers", "group_field", "positive_label", "pair_fields", "references_field", "until", "max_new_tokens")
 _ALLOWED = {  # the keys each kind accepts beyond the common ones
     "choice": {"label_field", "gold_label", "labels", "templates", "choices_field", "multiple_answers", "group_field", "positive_label"},
+    "generate": {"templates", "references_field", "until", "max_new_tokens"},  # evaluate/generation.py
     "perplexity": {"templates"},
     "minimal_pairs": {"pair_fields"},
 }
-_DEFAULT_METRICS = {"perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"), "minimal_pairs": ("accuracy",)}
+_DEFAULT_METRICS = {"generate": DEFAULT_GENERATION_METRICS, "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+                    "minimal_pairs": ("accuracy",)}
 
 
 def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
@@ -49,7 +57,8 @@ def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where} key '{key}': does not apply to a task of kind '{kind}' (remove it; "
                               f"that kind takes {', '.join(sorted(_ALLOWED[kind]))}).")
     shape: dict[str, Any] = {"kind": kind}
-    required = {"choice": ["templates"], "perplexity": ["templates"], "minimal_pairs": ["pair_fields"]}[kind]
+    required = {"choice": ["templates"], "generate": ["references_field", "templates"], "perplexity": ["templates"],
+                "minimal_pairs": ["pair_fields"]}[kind]
     if kind == "choice" and "label_field" not in node and "gold_label" not in node:
         raise ConfigError(f"{where}: missing required key 'label_field' (the data's gold column; or 'gold_label': one gold for every row).")
     if kind == "choice" and node.get("choices_field") is None:
@@ -65,6 +74,8 @@ def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where} key 'pair_fields': expected {{good: <field>, bad: <field>}} naming two data fields, got {pf!r}.")
         shape.update(pair_fields=dict(pf), labels=["good", "bad"])
         return shape
+    if kind == "generate":
+        shape["references_field"] = str(node["references_field"])
     if kind != "choice":
         return shape
     if node.get("choices_field") is not None:
@@ -96,7 +107,7 @@ def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
 
 def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels: list[str], languages: Optional[list[str]], where: str) -> Optional[dict]:
     """The templates of a shaped task, or None for the ordinary label -> verbalisation templates."""
-    from fewshot_eval.evaluate.templates import compile_choice_template, compile_document_template, compile_template
+    from fewshot_eval.evaluate.templates import compile_choice_template, compile_document_template, compile_generation_template, compile_template
 
     kind = shape["kind"]
     if kind == "minimal_pairs":
@@ -111,7 +122,8 @@ def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels:
     out = {}
     for tname, tnode in raw.items():
         twhere = f"{where} key 'templates.{tname}'"
-        keys = {"document": True, "vars": False} if kind == "perplexity" else {"prompt": True, "candidates": False, "vars": False}
+        keys = {"perplexity": {"document": True, "vars": False}, "generate": {"prompt": True, "target": False, "vars": False}}.get(
+            kind, {"prompt": True, "candidates": False, "vars": False})
         if not isinstance(tnode, dict):
             raise ConfigError(f"{twhere}: expected a mapping, got {tnode!r}.")
         for key in tnode:
@@ -122,6 +134,8 @@ def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels:
                 raise ConfigError(f"{twhere}: missing required key '{key}'.")
         if kind == "perplexity":
             out[str(tname)] = compile_document_template(str(tname), tnode, languages, twhere)
+        elif kind == "generate":
+            out[str(tname)] = compile_generation_template(str(tname), tnode, languages, twhere)
         else:
             out[str(tname)] = compile_choice_template(str(tname), tnode, shape["choices_field"], languages, twhere)
     return out

@@ -26,9 +26,23 @@ A task definition (see ``conf/task_def/copa_demo.yaml`` for a commented one)::
     languages: null                  # [en, de, ...] for multilingual tasks
     default_languages: null          # evaluated when params languages names none (null: all)
 
+A generation task (``kind: generate``, see ``conf/task_def/qa_demo.yaml``) has references
+instead of labels: no ``label_field``/``labels``, and its templates a ``{{ target }}`` slot::
+
+    kind: generate                   # default: choice (rank the candidates)
+    references_field: answers        # the reference text, or a list of references (several allowed);
+                                     # "answers.text": a key of a nested record (SQuAD, WMT's translation.de)
+    until: ["\n"]                    # stop strings (params until overrides; default: params train_sep)
+    max_new_tokens: 16               # params max_new_tokens overrides; default 32
+    metrics: [exact_match, f1]       # default: these two; bleu, chrf for translation
+    templates:
+      default:
+        prompt: "Q: {{ question }}\nA: {{ target }}"   # the model continues "Q: ...\nA:"
+        target: "{{ answers[0] }}"  # what a demonstration shows (default: the first reference)
+
 Other task shapes (see :mod:`fewshot_eval.evaluate.shapes` and :mod:`~fewshot_eval.evaluate.perplexity`)::
 
-    kind: choice                     # default: rank candidates; or perplexity / minimal_pairs
+    kind: choice                     # default: rank candidates; or generate / perplexity / minimal_pairs
     choices_field: endings           # per-example candidates (a list field); gold = an index; no 'labels'
     multiple_answers: true           # the gold field holds a list: several correct answers
     group_field: question_id         # rows with one value form a group (MultiRC); with positive_label
@@ -51,8 +65,7 @@ from typing import Any, Iterable, Optional, Sequence
 import yaml
 
 from fewshot_eval.config import ConfigError, find_config_file
-from fewshot_eval.evaluate.templates import Template, compile_template
-
+from fewshot_eval.evaluate.templates import GenerationTemplate, Template, compile_template
 
 
 @dataclass
@@ -75,9 +88,9 @@ class TaskDef:
     name: str
     path: Path  # the YAML file it came from
     source: LocalSource | HFSource
-    label_field: Optional[str]  # None: every row's gold is ``gold_label``
-    labels: list[str]
-    templates: dict[str, Template]
+    label_field: Optional[str]  # None: every row's gold is ``gold_label`` (or a task without labels: generate, perplexity)
+    labels: list[str]  # [] for generation tasks
+    templates: dict[str, Template | GenerationTemplate]
     default_template: str
     train_split: Optional[str] = "train"  # None: demonstrations from the validation split minus evaluated rows
     eval_split: str = "validation"
@@ -88,7 +101,10 @@ class TaskDef:
     languages: Optional[list[str]] = None
     default_languages: Optional[list[str]] = None
     description: str = ""
-    kind: str = "choice"  # choice | perplexity | minimal_pairs
+    kind: str = "choice"  # choice: rank candidates | generate: generate text | perplexity | minimal_pairs
+    references_field: Optional[str] = None  # generate: data field with the reference(s)
+    until: Optional[list[str]] = None  # generate: stop strings (None: params train_sep)
+    max_new_tokens: Optional[int] = None  # generate: new tokens at most (None: 32)
     choices_field: Optional[str] = None  # per-example candidates: this list field; labels are indices
     multiple_answers: bool = False  # the gold field holds a list of correct labels
     group_field: Optional[str] = None  # rows sharing this field's value form one group (MultiRC)
@@ -134,7 +150,10 @@ _TOP_KEYS = {
     "group_field": False,
     "positive_label": False,
     "pair_fields": False,
-}  # key -> required (label_field, labels and templates: as the task's kind needs, see shapes.check_shape_keys)
+    "references_field": False,
+    "until": False,
+    "max_new_tokens": False,
+}  # key -> required (label_field, labels, references_field and templates: as the task's kind needs, see shapes.check_shape_keys)
 
 
 def _check_keys(node: Any, allowed: dict[str, bool] | Iterable[str], where: str) -> dict:
@@ -186,6 +205,12 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         raise ConfigError(f"{where} key 'gold_label': '{node['gold_label']}' is not one of labels {labels}.")
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where} key 'labels': duplicate labels in {labels}.")
+    until = None
+    if node.get("until") is not None:
+        until = _stop_strings(node["until"], f"{where} key 'until'")
+    max_new = node.get("max_new_tokens")
+    if max_new is not None and (not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 1):
+        raise ConfigError(f"{where} key 'max_new_tokens': expected a positive integer, got {max_new!r}.")
     languages = _str_list(node["languages"], f"{where} key 'languages'") if node.get("languages") is not None else None
     default_languages = None
     if node.get("default_languages") is not None:
@@ -210,14 +235,19 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     if default_template not in templates:
         raise ConfigError(f"{where} key 'default_template': '{default_template}' is not a template. Valid: {', '.join(templates)}.")
     from fewshot_eval.evaluate.metrics import DEFAULT_METRICS
-    from fewshot_eval.evaluate.registry import metric
+    from fewshot_eval.evaluate.registry import metric, metric_kind
 
-    metrics = tuple(_str_list(node["metrics"], f"{where} key 'metrics'")) if node.get("metrics") is not None else shape.get("metrics", DEFAULT_METRICS)
+    kind = shape["kind"]
+    default_metrics = shape.get("metrics", DEFAULT_METRICS)
+    metrics = tuple(_str_list(node["metrics"], f"{where} key 'metrics'")) if node.get("metrics") is not None else default_metrics
     for m in metrics:
         try:
-            metric(m)
+            found = metric(m)
         except ConfigError as e:
             raise ConfigError(f"{where} key 'metrics': {e}") from None
+        if found.kind != metric_kind(kind):
+            raise ConfigError(f"{where} key 'metrics': metric '{m}' scores {'generated text' if found.kind == 'generate' else 'chosen labels'}, "
+                              f"this task is kind: {kind}. Use metrics of its kind, e.g. {', '.join(default_metrics)}.")
     preferred = str(node.get("preferred_metric") or metrics[0])
     if preferred not in metrics:
         raise ConfigError(f"{where} key 'preferred_metric': '{preferred}' is not one of its metrics {list(metrics)}.")
@@ -243,6 +273,9 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         default_languages=default_languages,
         description=str(node.get("description") or ""),
         kind=shape["kind"],
+        references_field=shape.get("references_field"),
+        until=until,
+        max_new_tokens=max_new,
         choices_field=shape.get("choices_field"),
         multiple_answers=bool(shape.get("multiple_answers")),
         group_field=shape.get("group_field"),
@@ -253,6 +286,14 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         if getattr(task, key) is not None and getattr(task, key) not in source.splits:
             raise ConfigError(f"{where} key '{key}': split '{getattr(task, key)}' not in data splits {task.splits}.")
     return task
+
+
+def _stop_strings(value: Any, where: str) -> list[str]:
+    """A stop string or a list of them (non-empty strings)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
+        raise ConfigError(f"{where}: expected a non-empty string or a list of them, got {value!r}.")
+    return list(items)
 
 
 def _train_split(node: dict, source: LocalSource | HFSource) -> Optional[str]:
@@ -424,7 +465,10 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
             doc[var] = row[column]
         if task.label_field and task.label_field not in doc:
             raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
-        if task.kind != "choice" or task.choices_field or task.multiple_answers or task.group_field:
+        if task.kind == "generate":
+            doc["_label"] = None
+            doc["_references"] = _references(task, doc, split, at(i))
+        elif task.kind != "choice" or task.choices_field or task.multiple_answers or task.group_field:
             from fewshot_eval.evaluate.shapes import normalise_shape_row
 
             normalise_shape_row(task, doc, split, at(i))
@@ -441,6 +485,20 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
             doc["_id"] = f"{split}-{i}"
         docs.append(doc)
     return docs
+
+
+def _references(task: TaskDef, doc: Doc, split: str, at: str) -> list[str]:
+    """The reference texts of a generation task's row: its ``references_field`` (a string or a list)."""
+    name = task.references_field or ""
+    value: Any = doc
+    for part in ([name] if name in doc else name.split(".")):  # "answers.text": a key of a nested record (SQuAD, WMT)
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+        value = value[part]
+    refs = [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, (str, int, float)) and not isinstance(r, bool) for r in refs):
+        raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' must hold a text or a non-empty list of texts, got {value!r}.")
+    return [str(r) for r in refs]
 
 
 @lru_cache(maxsize=128)
@@ -470,9 +528,9 @@ def load_split(task: TaskDef, split: str, lang: Optional[str] = None) -> list[Do
 
 def check_template_fields(task: TaskDef, doc: Doc, split: str, at: str = "", templates: Optional[Iterable[str]] = None) -> None:
     """Every variable a template uses (``templates``: those names; default all) must be a data field
-    (or a template var / ``candidate``)."""
+    (or a template var / ``candidate`` / ``target``)."""
     for tmpl in (task.templates[t] for t in templates) if templates is not None else task.templates.values():
-        missing = sorted(v for v in tmpl.variables if v not in doc and v not in tmpl.var_names and v != "candidate")
+        missing = sorted(v for v in tmpl.variables if v not in doc and v not in tmpl.var_names and v not in ("candidate", "target"))
         if missing:
             raise ConfigError(
                 f"{at}task '{task.name}' template '{tmpl.name}': field '{missing[0]}' is not in the data "

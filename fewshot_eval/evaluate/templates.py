@@ -6,6 +6,11 @@ verbalisation per label (``candidates``, Jinja2 too, so it may use fields such a
 *suffix* (text after the candidate, scored with it); a demonstration is the prompt filled
 with the gold candidate. ``vars`` gives per-language words (``{en: {yes: Yes}, de: {yes: Ja}}``);
 each example is rendered with the words of its own language.
+
+A generation template (task ``kind: generate``) has a ``prompt`` that uses ``{{ target }}``
+exactly once and an optional ``target`` (Jinja2; default: the example's first reference): the
+prompt before the slot is what the model continues; a demonstration is the prompt filled
+with the target.
 """
 
 from __future__ import annotations
@@ -141,3 +146,62 @@ def compile_document_template(name: str, node: dict[str, Any], languages: Option
     base = compile_template(name, {"prompt": "{{ candidate }}", "candidates": {"0": text}, "vars": node.get("vars")}, ["0"], languages, where)
     base.prompt, base.source = base.candidates.pop("0"), text
     return base
+
+
+@dataclass
+class GenerationTemplate:
+    """A prompt with a ``{{ target }}`` slot: the model generates what goes there."""
+
+    name: str
+    prompt: jinja2.Template
+    target: Optional[jinja2.Template] = None  # the demonstrated text; None: the first reference
+    vars: dict[str, dict[str, str]] = field(default_factory=dict)  # lang -> {variable: text}
+    variables: frozenset[str] = frozenset()  # data fields + vars the template reads
+    var_names: frozenset[str] = frozenset()
+    source: str = ""
+
+    _env = Template._env
+
+    def split(self, doc: dict[str, Any], lang: Optional[str] = None) -> tuple[str, str]:
+        """(prefix, suffix): the prompt before and after the target slot."""
+        text = self.prompt.render({**self._env(doc, lang), "target": _SLOT})
+        if text.count(_SLOT) != 1:
+            raise ConfigError(f"template '{self.name}': the prompt must use {{{{ target }}}} exactly once and unfiltered: {self.source!r}")
+        prefix, suffix = text.split(_SLOT)
+        return prefix, suffix
+
+    def target_text(self, doc: dict[str, Any], lang: Optional[str] = None) -> str:
+        """The text a demonstration shows in the slot (``target``, else the first reference)."""
+        if self.target is None:
+            return doc["_references"][0]
+        return self.target.render(self._env(doc, lang))
+
+    def fill(self, doc: dict[str, Any], lang: Optional[str] = None) -> str:
+        """The prompt filled with the target (a demonstration)."""
+        prefix, suffix = self.split(doc, lang)
+        return prefix + self.target_text(doc, lang) + suffix
+
+
+def compile_generation_template(name: str, node: dict[str, Any], languages: Optional[list[str]], where: str) -> GenerationTemplate:
+    """Validate and compile one generation template node (``prompt``, optional ``target`` and ``vars``)."""
+    prompt_src = node["prompt"]
+    if not isinstance(prompt_src, str):
+        raise ConfigError(f"{where} key 'prompt': expected a string, got {prompt_src!r}.")
+    prompt, variables = _compile(prompt_src, f"{where} key 'prompt'")
+    if "target" not in variables:
+        raise ConfigError(f"{where} key 'prompt': must contain {{{{ target }}}} (where the model writes its answer): {prompt_src!r}.")
+    target = None
+    if node.get("target") is not None:
+        target, used = _compile(str(node["target"]), f"{where} key 'target'")
+        variables |= used
+    # the same checks of ``vars`` as a choice template (candidates: none)
+    base = compile_template(name, {"prompt": "{{ candidate }}", "candidates": {}, "vars": node.get("vars")}, [], languages, where)
+    return GenerationTemplate(
+        name=name,
+        prompt=prompt,
+        target=target,
+        vars=base.vars,
+        variables=frozenset(variables - {"target"}),
+        var_names=base.var_names,
+        source=prompt_src,
+    )

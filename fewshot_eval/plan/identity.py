@@ -49,7 +49,14 @@ MODEL_0_1_0: tuple[str, ...] = ("predictor", "weights", "revision")
 MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_parallel", "description", "name", "eval", "slurm", "checkpoints"})
 
 # Keys added after 0.1.0 -> their neutral value (the behaviour before they existed).
-NEUTRAL_PARAMS: dict[str, Any] = {"demo_sampling": "per_trial"}
+NEUTRAL_PARAMS: dict[str, Any] = {
+    "demo_sampling": "per_trial",
+    # generation (task kind: generate); they change no result of a choice task
+    "max_new_tokens": None,
+    "until": None,
+    "do_sample": False,
+    "temperature": 1.0,
+}
 NEUTRAL_MODEL: dict[str, Any] = {"chat": None}
 
 
