@@ -178,6 +178,8 @@ def _load_yaml(f: Path) -> dict:
 def _list(args: argparse.Namespace) -> int:
     from fewshot_eval.config import ConfigError
 
+    if args.what == "catalog":
+        return _list_catalog(args)
     group = GROUPS[args.what]
     try:
         rows = _sources(args.config_dir, group)
@@ -200,6 +202,21 @@ def _list(args: argparse.Namespace) -> int:
         else:
             print(f"{name:28s} {source[name]:{width}s}  {_first_comment(f)}".rstrip())
     return 0
+
+
+def _list_catalog(args: argparse.Namespace) -> int:
+    """``fewshot-eval list catalog [PATTERN]``: lm-eval's task catalog (tasks, groups, tags; your
+    ``<config dir>/lm_eval_tasks/`` included) -- names to use as ``lm_eval:<name>`` in a task setting."""
+    from fewshot_eval.evaluate.catalog import search_catalog
+    from fewshot_eval.searchpath import checked_dirs
+
+    dirs = [Path(d) for d in checked_dirs(args.config_dir, packaged=conf_dir())] + [conf_dir()]
+    print("fewshot-eval: indexing lm-eval's task catalog (~10 s) ...", file=sys.stderr, flush=True)
+    rows = search_catalog(args.pattern, dirs)
+    for name, kind, where in rows:
+        print(f"{name:40s} {kind:6s} {where}")
+    print(f"{len(rows)} catalog names match {args.pattern or '*'!r}; use them as lm_eval:<name> in a task setting's tasks.", file=sys.stderr)
+    return 0 if rows else 1
 
 
 def _recalc(args: argparse.Namespace) -> int:
@@ -238,7 +255,8 @@ def run(argv: list[str]) -> int:
     st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     st.set_defaults(func=_status)
     l_ = sub.add_parser("list", help="list experiments, models, tasks, groups")
-    l_.add_argument("what", nargs="?", default="experiments", choices=sorted(GROUPS))
+    l_.add_argument("what", nargs="?", default="experiments", choices=sorted([*GROUPS, "catalog"]))
+    l_.add_argument("pattern", nargs="?", help="list catalog: a name pattern (glob; a plain word matches inside names)")
     l_.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     l_.set_defaults(func=_list)
     c = sub.add_parser("recalc", help="recompute metrics from stored predictions for another scoring/calibration")

@@ -415,13 +415,18 @@ def search_catalog(pattern: Optional[str], search: Optional[Iterable[Path]] = No
     pat = pattern or "*"
     if not any(c in pat for c in "*?["):
         pat = f"*{pat}*"
-    roots = _roots(cat)
+    import lm_eval
+
+    pkg = Path(lm_eval.__file__).resolve().parent
     out = []
     for name in cat.manager.all_tasks:
         if not fnmatch.fnmatchcase(name.lower(), pat.lower()):
             continue
         entry = cat.index[name]
         src = cat.sources.get(name)
-        where = _portable(str(src), roots, {}) if src else (f"tag of {len(entry.tags)} tasks" if entry.kind.name == "TAG" else "inline")
+        if src is None:
+            where = f"tag of {len(entry.tags)} tasks" if entry.kind.name == "TAG" else "inline"
+        else:
+            where = f"lm_eval/{src.resolve().relative_to(pkg).as_posix()}" if _under(src, pkg) else str(src)
         out.append((name, entry.kind.name.lower().replace("py_task", "task"), str(where)))
     return out
