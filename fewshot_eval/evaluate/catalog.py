@@ -265,7 +265,7 @@ def _roots(cat: Catalog) -> list[tuple[Path, str]]:
     import lm_eval
 
     roots = [(Path(lm_eval.__file__).resolve().parent, "lm_eval")]
-    roots += [(d, f"include{i}") for i, d in enumerate(cat.dirs)]
+    roots += [(d, "include") for d in cat.dirs]
     return roots
 
 

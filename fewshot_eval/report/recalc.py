@@ -58,6 +58,9 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
         metrics, predictions = {}, {}
         for sub in old["metrics"]:
             rows = [json.loads(line) for line in layout.predictions_file(result_dir, t, sub).read_text().splitlines()]
+            if sub.startswith("lm_eval:"):  # an lm-eval catalog task: its metrics are lm-eval's, whatever our scoring/calibrator
+                predictions[sub], metrics[sub] = rows, dict(old["metrics"][sub])
+                continue
             task = sub.split(".")[0]
             predictions[sub] = rescore_rows(rows, params, task)
             kept = {k: v for k, v in old["metrics"][sub].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
