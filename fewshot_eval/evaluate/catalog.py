@@ -84,6 +84,7 @@ class Catalog:
         self.dirs = [d.resolve() for d in dirs]
         self.manager = TaskManager(include_path=[str(d) for d in self.dirs] or None)
         self.sources: dict[str, Path] = {}  # entry -> its YAML (also for entries rewritten below)
+        self._closures: dict[str, dict[str, Optional[dict[str, Any]]]] = {}
         for name, entry in self.manager.task_index.items():
             if entry.yaml_path is not None:
                 self.sources[name] = Path(entry.yaml_path)
@@ -120,7 +121,13 @@ class Catalog:
         return dict(entry.cfg) if entry is not None and entry.cfg else None
 
     def closure(self, name: str) -> dict[str, Optional[dict[str, Any]]]:
-        """Every entry ``name`` expands to (itself, a group's members, a tag's tasks) -> raw config."""
+        """Every entry ``name`` expands to (itself, a group's members, a tag's tasks) -> raw config (memoised:
+        a changed file in an include dir gives a new Catalog)."""
+        if name not in self._closures:
+            self._closures[name] = self._closure(name)
+        return self._closures[name]
+
+    def _closure(self, name: str) -> dict[str, Optional[dict[str, Any]]]:
         out: dict[str, Optional[dict[str, Any]]] = {}
         todo = [name]
         while todo:
@@ -223,11 +230,25 @@ def _signature(dirs: Sequence[Path]) -> tuple:
     return tuple(out)
 
 
+_RECENT: dict[tuple[str, ...], tuple[float, Catalog]] = {}
+
+
+def look_again() -> None:
+    """The next :func:`catalog` call checks the include dirs for changes (a new plan starts)."""
+    _RECENT.clear()
+
+
 def catalog(search: Optional[Iterable[Path]] = None) -> Catalog:
     """The catalog for the config search path: built once per process and set of include dirs (again
-    when a file in an include dir changes)."""
-    dirs = include_dirs(_search(search))
-    return _catalog(tuple(str(d) for d in dirs), _signature(dirs))
+    when a file in an include dir changes; looked at most every 2 s, a plan asks once per job)."""
+    key = tuple(str(d) for d in _search(search))
+    hit = _RECENT.get(key)
+    if hit is not None and time.monotonic() - hit[0] < 2:
+        return hit[1]
+    dirs = include_dirs([Path(d) for d in key])
+    cat = _catalog(tuple(str(d) for d in dirs), _signature(dirs))
+    _RECENT[key] = (time.monotonic(), cat)
+    return cat
 
 
 # ------------------------------------------------------------------------- identity, fingerprint
