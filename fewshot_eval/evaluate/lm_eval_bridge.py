@@ -118,7 +118,9 @@ def run_catalog_tasks(
                     m[metric] = float(v)
             if not m:
                 continue
-            m["n_examples"] = int(((res.get("n-samples") or {}).get(name) or {}).get("effective") or 0) or m.get("n_examples", 0)
+            n = ((res.get("n-samples") or {}).get(name) or {}).get("effective")
+            if n:
+                m["n_examples"] = int(n)
             metrics.setdefault(sid, {}).update(m)
             first = _first_metric(configs.get(name) or group_cfgs.get(name) or {})
             preferred[sid] = first if first in m else next(k for k in m if k != "n_examples")
@@ -130,7 +132,7 @@ def run_catalog_tasks(
                 row["correct"] = bool(s["acc"])
             rows.append(row)
         predictions[PREFIX + name] = rows
-    if not metrics.get(PREFIX + bare(names[0])) and not metrics:
+    if not metrics:
         raise RuntimeError(f"lm-eval returned no metrics for {list(names)}")
     info = {
         "preferred_metric": preferred,

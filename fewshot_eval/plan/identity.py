@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from fewshot_eval.config import NON_NUMERIC_KEYS, ConfigError, find_config_file
+from fewshot_eval.evaluate.catalog import is_catalog
 from fewshot_eval.settings import is_local_weights
 
 # ---- which keys are in the identity --------------------------------------------------------
@@ -91,14 +92,11 @@ def job_identity(model: dict[str, Any], tasks: list[str], params: dict[str, Any]
     return out
 
 
-CATALOG_PREFIX = "lm_eval:"  # a task setting's ``tasks`` entry naming lm-evaluation-harness's catalog
-
-
 def catalog_identity(tasks: Sequence[str], search: Sequence[Path]) -> Optional[dict[str, Any]]:
     """For tasks ``lm_eval:<name>``: lm_eval's version and each name's config version and hash
     (:func:`fewshot_eval.evaluate.catalog.identity`); None when the tasks name no catalog task, so the
     identities of all other results are what they always were."""
-    if not any(str(t).startswith(CATALOG_PREFIX) for t in tasks):
+    if not any(is_catalog(t) for t in tasks):
         return None
     from fewshot_eval.evaluate.catalog import identity
 
@@ -185,7 +183,7 @@ def task_data_digest(task_def_file: Path, fmt: int = FINGERPRINT_FORMAT) -> str:
 
 @lru_cache(maxsize=1024)
 def _data_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
-    if name.startswith(CATALOG_PREFIX):  # lm-eval catalog task: the local data files it reads (its config is in the identity)
+    if is_catalog(name):  # lm-eval catalog task: the local data files it reads (its config is in the identity)
         from fewshot_eval.evaluate.catalog import local_files
 
         try:
@@ -196,7 +194,7 @@ def _data_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
 
 
 def _task_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
-    if name.startswith(CATALOG_PREFIX):
+    if is_catalog(name):
         return _data_digest.__wrapped__(search, name, fmt)  # not cached: the catalog notices edits itself
     return _data_digest(search, name, fmt)
 
