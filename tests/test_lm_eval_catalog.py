@@ -120,6 +120,15 @@ def test_catalog_task_in_a_grid_matches_lm_eval_and_is_skipped_then_stale(catalo
     _, jobs = plan(sweep[2:], config_dirs=[catalog_conf])
     assert [j.status for j in jobs] == ["skip: complete", "skip: complete"]
 
+    # recalc under another scoring keeps lm-eval's numbers and writes where such a sweep looks
+    from fewshot_eval import commands
+
+    assert commands.run(["recalc", str(out), "--scoring", "mean", "--config-dir", str(catalog_conf)]) == 0
+    _, mean_jobs = plan([*sweep[2:], "scoring=mean"], config_dirs=[catalog_conf])
+    assert [j.status for j in mean_jobs] == ["skip: complete", "skip: complete"]
+    recalced = json.loads((mean_jobs[1].unit.result_dir / "results.json").read_text())["results"]["lm_eval:arc_local"]
+    assert recalced["acc"]["per_trial"] == results[2]["results"]["lm_eval:arc_local"]["acc"]["per_trial"]
+
     # the catalog task's data changes: its results are stale
     data = catalog_conf / "lm_eval_tasks" / "data" / "test.jsonl"
     data.write_text(data.read_text().replace("example 0", "example zero"))
