@@ -182,7 +182,10 @@ TITLES = {"models": "Model settings (model=<name>)", "model-groups": "Model grou
 
 
 def _list(args: argparse.Namespace) -> int:
-    """``fewshot-eval list [WHAT]``: one section, or (no WHAT) every section with a title."""
+    """``fewshot-eval list [WHAT]``: one section, or (no WHAT) every section with a title;
+    ``list catalog PATTERN`` searches lm-evaluation-harness's task catalog."""
+    if args.what == "catalog":
+        return _list_catalog(args)
     if args.what is not None:
         return _list_group(args, args.what)
     for i, what in enumerate(LIST_ALL):
@@ -249,6 +252,21 @@ def _list_group(args: argparse.Namespace, what: str) -> int:
     return 0
 
 
+def _list_catalog(args: argparse.Namespace) -> int:
+    """``fewshot-eval list catalog [PATTERN]``: lm-eval's task catalog (tasks, groups, tags; your
+    ``<config dir>/lm_eval_tasks/`` included) -- names to use as ``lm_eval:<name>`` in a task setting."""
+    from fewshot_eval.evaluate.catalog import search_catalog
+    from fewshot_eval.searchpath import checked_dirs
+
+    dirs = [Path(d) for d in checked_dirs(args.config_dir, packaged=conf_dir())] + [conf_dir()]
+    print("fewshot-eval: indexing lm-eval's task catalog (~10 s) ...", file=sys.stderr, flush=True)
+    rows = search_catalog(args.pattern, dirs)
+    for name, kind, where in rows:
+        print(f"{name:40s} {kind:6s} {where}")
+    print(f"{len(rows)} catalog names match {args.pattern or '*'!r}; use them as lm_eval:<name> in a task setting's tasks.", file=sys.stderr)
+    return 0 if rows else 1
+
+
 def _recalc(args: argparse.Namespace) -> int:
     from fewshot_eval.report.recalc import recalc_command
 
@@ -284,8 +302,9 @@ def run(argv: list[str]) -> int:
     st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
     st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     st.set_defaults(func=_status)
-    l_ = sub.add_parser("list", help="list models, task settings, task definitions, groups and experiments (all of them without WHAT)")
-    l_.add_argument("what", nargs="?", default=None, choices=sorted(GROUPS), help="one section only (default: every section)")
+    l_ = sub.add_parser("list", help="list models, task settings, task definitions, groups and experiments (all of them without WHAT); 'list catalog PATTERN' searches lm-eval's catalog")
+    l_.add_argument("what", nargs="?", default=None, choices=sorted([*GROUPS, "catalog"]), help="one section only (default: every section)")
+    l_.add_argument("pattern", nargs="?", help="list catalog: a name pattern (glob; a plain word matches inside names)")
     l_.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     l_.set_defaults(func=_list)
     c = sub.add_parser("recalc", help="recompute metrics from stored predictions for another scoring/calibration")

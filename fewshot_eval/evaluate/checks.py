@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.catalog import is_catalog
 
 DTYPES = ("float32", "float16", "bfloat16")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -51,6 +52,9 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ConfigError(f"seed must be an integer, got {seed!r}.")
     for name in task_names:
+        if is_catalog(name):
+            check_catalog_task(name, params, search)
+            continue
         td = load_task_def(name, search)
         if td.kind == "generate":
             _check_generation(td, params)
@@ -171,12 +175,28 @@ def _check_generation(td: Any, params: dict[str, Any]) -> None:
         check_predictor_generates(td, predictor, cls)
 
 
+def check_catalog_task(name: str, params: dict[str, Any], search: Sequence[Path]) -> None:
+    """An lm-eval catalog task (``lm_eval:<name>``): it exists (else the close matches), the predictor can
+    score its requests, its data can be read (offline: from the HuggingFace cache)."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.catalog import check_task
+    from fewshot_eval.evaluate.registry import predictor_class
+
+    predictor = str(params.get("predictor") or "clm")
+    if predictor == "majority":
+        raise ConfigError(f"task '{name}': predictor 'majority' needs a task's train labels, which lm-eval catalog tasks do not expose; use predictor 'random' as their baseline.")
+    cls = predictor_class(predictor, list(search) or config_dirs())
+    check_task(name, getattr(cls, "operations", ()) or ("loglikelihood",), predictor, search)
+
+
 def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:
     """The largest demonstration pool over the tasks and languages (None: a task reads ``datasets``)."""
     from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, split_data
 
     sizes = []
     for name in task_names:
+        if is_catalog(name):
+            return None
         td = load_task_def(name, search)
         if not isinstance(td.source, LocalSource):
             return None
@@ -201,7 +221,12 @@ def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, s
 
 
 def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path]) -> None:
-    """``balanced=true``: nshot divides by the classes and every class has enough demonstration rows."""
+    """``balanced=true``: nshot divides by the classes and every class has enough demonstration rows.
+    lm-eval catalog tasks take neither ``balanced`` nor ``nshot=-1`` (the whole train set)."""
+    for name in task_names:
+        if is_catalog(name) and (nshot < 0 or params.get("balanced")):
+            what = "nshot=-1 (the whole train set)" if nshot < 0 else "balanced=true"
+            raise ConfigError(f"task '{name}': {what} is not supported for lm-eval catalog tasks (lm-eval samples num_fewshot demonstrations itself). Use nshot >= 0 and balanced=false.")
     if not params.get("balanced") or nshot <= 0:
         return
     from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, split_data

@@ -100,7 +100,10 @@ class FewShotEvaluator:
         unused = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
         if not self.predictor.is_lm and unused:
             info["warnings"].append(f"predictor '{info['predictor']}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores).")
-        for name in tasks:
+        from fewshot_eval.evaluate.catalog import is_catalog
+
+        catalog_tasks = [t for t in tasks if is_catalog(t)]
+        for name in (t for t in tasks if not is_catalog(t)):
             task = load_task_def(name)
             templates = select_templates(task, params)
             langs, train_lang = select_languages(task, params)
@@ -151,12 +154,31 @@ class FewShotEvaluator:
                     }
                     if min(kept) < sampled:
                         info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} of {sampled} demonstrations.")
+        if catalog_tasks:
+            self._run_catalog(catalog_tasks, params, nshot, trial, mode, calibrator, metrics, predictions, info)
         info["time_s"] = round(time.time() - t0, 3)
         for w in info["warnings"]:
             if w not in _logged_warnings:
                 _logged_warnings.add(w)
                 log.warning(w)
         return TrialResult(metrics=metrics, predictions=predictions, info=info)
+
+    def _run_catalog(self, names: list[str], params: dict[str, Any], nshot: int, trial: int, mode: str, calibrator: Optional[str],
+                     metrics: dict, predictions: dict, info: dict) -> None:
+        """lm-evaluation-harness catalog tasks (``lm_eval:<name>``): lm-eval builds and measures, our predictor scores."""
+        from fewshot_eval.evaluate.lm_eval_bridge import run_catalog_tasks
+
+        t_sub = time.perf_counter()
+        m, p, extra = run_catalog_tasks(self.predictor, names, params, nshot, trial)
+        metrics.update(m)
+        predictions.update(p)
+        info["preferred_metric"].update(extra.pop("preferred_metric"))
+        info.update(extra)
+        for sid, rows in p.items():
+            self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
+        ignored = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
+        if ignored:
+            info["warnings"].append(f"lm-eval catalog tasks {names} ignore {' and '.join(ignored)} (lm-eval computes their metrics, e.g. acc and acc_norm).")
 
     def _log_rate(self, sid: str, trial: int, n: int, seconds: float) -> None:
         """``[3/18] trial 1 (2/3) copa_demo.default: 100 examples in 2.1s (47.6 ex/s)`` -- the progress of

@@ -31,7 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from fewshot_eval.config import NON_NUMERIC_KEYS, find_config_file
+from fewshot_eval.config import NON_NUMERIC_KEYS, ConfigError, find_config_file
+from fewshot_eval.evaluate.catalog import is_catalog
 from fewshot_eval.settings import is_local_weights
 
 # ---- which keys are in the identity --------------------------------------------------------
@@ -82,16 +83,32 @@ def _pick(values: dict[str, Any], always: Sequence[str], neutral: dict[str, Any]
     return dict(sorted(out.items()))
 
 
-def job_identity(model: dict[str, Any], tasks: list[str], params: dict[str, Any], nshot: int) -> dict[str, Any]:
-    """What makes two jobs' numbers comparable: model (minus resources etc.), tasks, eval params, nshot.
+def job_identity(model: dict[str, Any], tasks: list[str], params: dict[str, Any], nshot: int,
+                 catalog: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """What makes two jobs' numbers comparable: model (minus resources etc.), tasks, eval params, nshot,
+    and -- only for task settings naming lm-eval catalog tasks -- ``catalog`` (:func:`catalog_identity`).
 
     ``model['eval']`` is left out: its values are already in ``params`` (after layering)."""
-    return {
+    out = {
         "model": _pick(model, MODEL_0_1_0, NEUTRAL_MODEL, MODEL_NON_IDENTITY, "model field"),
         "tasks": list(tasks),
         "params": _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter"),
         "nshot": nshot,
     }
+    if catalog:
+        out["catalog"] = catalog
+    return out
+
+
+def catalog_identity(tasks: Sequence[str], search: Sequence[Path]) -> Optional[dict[str, Any]]:
+    """For tasks ``lm_eval:<name>``: lm_eval's version and each name's config version and hash
+    (:func:`fewshot_eval.evaluate.catalog.identity`); None when the tasks name no catalog task, so the
+    identities of all other results are what they always were."""
+    if not any(is_catalog(t) for t in tasks):
+        return None
+    from fewshot_eval.evaluate.catalog import identity
+
+    return identity(list(tasks), search)
 
 
 def identity_digest(identity: dict[str, Any]) -> str:
@@ -174,14 +191,27 @@ def task_data_digest(task_def_file: Path, fmt: int = FINGERPRINT_FORMAT) -> str:
 
 @lru_cache(maxsize=1024)
 def _data_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
+    if is_catalog(name):  # lm-eval catalog task: the local data files it reads (its config is in the identity)
+        from fewshot_eval.evaluate.catalog import local_files
+
+        try:
+            return digest([file_digest(f) for f in local_files(name, search)])
+        except ConfigError:  # an unknown name: the planning checks report it on the job's row
+            return "unknown"
     return task_data_digest(find_config_file("task_def", name, search), fmt)
+
+
+def _task_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
+    if is_catalog(name):
+        return _data_digest.__wrapped__(search, name, fmt)  # not cached: the catalog notices edits itself
+    return _data_digest(search, name, fmt)
 
 
 def fingerprints(id_digest: str, tasks: Sequence[str], search: Sequence[Path]) -> tuple[str, frozenset[str]]:
     """(the fingerprint a new result records, every fingerprint an existing result may carry)."""
     search_t = tuple(search)
-    current = f"{FINGERPRINT_FORMAT}:" + digest([id_digest] + [_data_digest(search_t, t, FINGERPRINT_FORMAT) for t in tasks])
-    format1 = digest([id_digest] + [_data_digest(search_t, t, 1) for t in tasks])  # release 0.1.0
+    current = f"{FINGERPRINT_FORMAT}:" + digest([id_digest] + [_task_digest(search_t, t, FINGERPRINT_FORMAT) for t in tasks])
+    format1 = digest([id_digest] + [_task_digest(search_t, t, 1) for t in tasks])  # release 0.1.0
     return current, frozenset({current, format1})
 
 

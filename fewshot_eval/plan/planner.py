@@ -75,6 +75,9 @@ class Planner:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self._parser = OverridesParser.create(config_loader=config_loader)
+        from fewshot_eval.evaluate.catalog import look_again
+
+        look_again()  # lm-eval task YAMLs edited since the last plan in this process are seen
 
     # ---- loading settings -------------------------------------------------------------
     def _experiment_touches_settings(self) -> bool:

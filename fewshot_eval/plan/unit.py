@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 from fewshot_eval.config import ConfigError, effective_params
 from fewshot_eval.plan.checks import check_run_values
 from fewshot_eval.plan.expand import checkpoint_setting
-from fewshot_eval.plan.identity import fingerprints, identity_digest, job_identity, weights_fingerprint
+from fewshot_eval.plan.identity import catalog_identity, fingerprints, identity_digest, job_identity, weights_fingerprint
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 
@@ -144,7 +144,7 @@ def resolve_unit(
     if trial is not None and trial not in all_trials:
         raise ConfigError(f"trial={trial} is outside this job's trials {all_trials} (num_trials={num_trials}, nshot={nshot}).")
 
-    identity = job_identity(model, task["tasks"], params, nshot)
+    identity = job_identity(model, task["tasks"], params, nshot, catalog=catalog_identity(task["tasks"], search))
     id_digest = identity_digest(identity)
     fingerprint, accepted = fingerprints(id_digest, task["tasks"], search)
     weights = _weights(model.get("weights"), model.get("revision")) if params["predictor"] == "clm" else None

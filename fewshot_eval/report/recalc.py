@@ -28,6 +28,7 @@ from fewshot_eval.store.status import verify_files
 
 def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Path]) -> tuple[Path, str]:
     """Write the result of ``result_dir`` recomputed with ``changes``; returns (new dir, what happened)."""
+    from fewshot_eval.evaluate.catalog import is_catalog
     from fewshot_eval.evaluate.recalc import recalc_metrics, rescore_rows
 
     res, ident = read_json(result_dir / layout.RESULTS), read_json(result_dir / layout.IDENTITY)
@@ -58,6 +59,9 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
         metrics, predictions = {}, {}
         for sub in old["metrics"]:
             rows = [json.loads(line) for line in layout.predictions_file(result_dir, t, sub).read_text().splitlines()]
+            if is_catalog(sub):  # an lm-eval catalog task: its metrics are lm-eval's, whatever our scoring/calibrator
+                predictions[sub], metrics[sub] = rows, dict(old["metrics"][sub])
+                continue
             task = sub.split(".")[0]
             predictions[sub] = rescore_rows(rows, params, task)
             kept = {k: v for k, v in old["metrics"][sub].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}

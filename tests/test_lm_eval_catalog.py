@@ -1,0 +1,188 @@
+"""lm-evaluation-harness's task catalog inside the grid (``lm_eval:<name>`` in a task setting).
+
+The catalog task here is lm-eval's own ``arc_easy`` config (included from the installed catalog:
+same prompt, choices, metrics) pointed at local fixture files in ARC's schema, so it runs offline.
+Its numbers must equal ``lm_eval.simple_evaluate`` with lm-eval's own HF model on the same data.
+Indexing the catalog takes ~10 s per process, so these tests are slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from fewshot_eval.api import plan
+
+pytestmark = pytest.mark.slow
+
+WORDS = ["stone", "water", "light", "plant", "metal", "cloud", "sound", "heat", "ice", "sand", "wind", "seed"]
+
+
+def _arc_rows(n: int, split: str, rng: random.Random) -> list[dict]:
+    rows = []
+    for i in range(n):
+        k = rng.choice([3, 4])
+        labels = ["A", "B", "C", "D"][:k] if rng.random() < 0.7 else ["1", "2", "3", "4"][:k]
+        texts = rng.sample(WORDS, k)
+        rows.append({
+            "id": f"{split}-{i}",
+            "question": f"Which thing is most like {rng.choice(WORDS)} in example {i}?",
+            "choices": {"text": texts, "label": labels},
+            "answerKey": rng.choice(labels),
+        })
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def catalog_conf(tmp_path: Path) -> Path:
+    """A config dir with an lm-eval task YAML (arc_easy from the catalog, on local files), a task setting
+    mixing it with the packaged copa_demo, and one naming a mistyped catalog task."""
+    import lm_eval
+
+    conf = tmp_path / "conf"
+    inc = conf / "lm_eval_tasks"
+    rng = random.Random(7)
+    for split, n in (("train", 14), ("validation", 6), ("test", 9)):
+        _write_jsonl(inc / "data" / f"{split}.jsonl", _arc_rows(n, split, rng))
+    arc = Path(lm_eval.__file__).parent / "tasks" / "arc" / "arc_easy.yaml"
+    (inc / "arc_local.yaml").write_text(
+        f"include: {arc}\n"
+        "task: arc_local\n"
+        "tag: null\n"
+        "dataset_path: json\n"
+        "dataset_name: null\n"
+        "dataset_kwargs:\n"
+        "  data_files: {train: data/train.jsonl, validation: data/validation.jsonl, test: data/test.jsonl}\n"
+    )
+    (conf / "task").mkdir()
+    (conf / "task" / "mix.yaml").write_text("run_name: mix\ntasks: [lm_eval:arc_local, copa_demo]\n")
+    (conf / "task" / "typo.yaml").write_text("run_name: mix\ntasks: [lm_eval:arc_esay]\n")
+    (conf / "task" / "hub_arc.yaml").write_text("run_name: mix\ntasks: [lm_eval:arc_easy]\n")
+    (conf / "task" / "gen.yaml").write_text("run_name: mix\ntasks: [lm_eval:gsm8k]\n")
+    return conf
+
+
+def _reference(conf: Path, nshot: int, fewshot_seed: int, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """lm-eval's own numbers: its HF model, its evaluator, the same task YAML (relative data paths resolved
+    from the YAML's dir, as fewshot-eval takes them)."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+
+    monkeypatch.chdir(conf / "lm_eval_tasks")
+    tm = TaskManager(include_path=str(conf / "lm_eval_tasks"), include_defaults=False)
+    res = lm_eval.simple_evaluate(model=HFLM(pretrained=str(tiny_gpt2_path()), batch_size=4, device="cpu"), tasks=["arc_local"],
+                                  num_fewshot=nshot, task_manager=tm, fewshot_random_seed=fewshot_seed, bootstrap_iters=0)
+    return res["results"]["arc_local"]
+
+
+def test_catalog_task_in_a_grid_matches_lm_eval_and_is_skipped_then_stale(catalog_conf: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    args = ["-m", "--config-dir", str(catalog_conf), "model=tiny_gpt2", "task=mix", "nshot=0,2", "num_trials=2", "seed=3", f"output_dir={out}"]
+    run_cli(args, cwd=tmp_path, timeout=600)
+
+    results = {json.loads(f.read_text())["nshot"]: json.loads(f.read_text()) for f in out.rglob("results.json")}
+    assert sorted(results) == [0, 2]
+    for nshot, res in results.items():
+        assert res["tasks"] == ["lm_eval:arc_local", "copa_demo"]
+        assert "copa_demo.default" in res["results"]  # the own task ran in the same job
+        sub = res["results"]["lm_eval:arc_local"]
+        assert sub["preferred_metric"] == "acc"
+        trials = [0] if nshot == 0 else [0, 1]
+        for t in trials:  # trial t samples lm-eval's demonstrations with fewshot_random_seed = seed + t
+            ref = _reference(catalog_conf, nshot, 3 + t, monkeypatch)
+            for metric in ("acc", "acc_norm"):
+                assert abs(sub[metric]["per_trial"][t] - ref[f"{metric},none"]) < 1e-4, (nshot, t, metric)
+        rdir = next(out.rglob(f"{nshot}shot.*"))
+        ident = json.loads((rdir / "identity.json").read_text())
+        assert ident["catalog"]["tasks"]["arc_local"]["version"] == 1.0 and ident["catalog"]["lm_eval"] == lm_eval_version()
+        rows = [json.loads(x) for x in (rdir / "trial0" / "lm_eval:arc_local.predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 9 and all("arguments" in r and "correct" in r for r in rows)
+    # lm-eval's few-shot context really has nshot demonstrations from the train split
+    two = json.loads(next(out.rglob("2shot.*/trial0/lm_eval:arc_local.predictions.jsonl")).read_text().splitlines()[0])
+    assert two["arguments"][0][0].count("Question:") == 3
+
+    # a second sweep skips everything
+    sweep = ["--config-dir", str(catalog_conf), "model=tiny_gpt2", "task=mix", "nshot=0,2", "num_trials=2", "seed=3", f"output_dir={out}"]
+    _, jobs = plan(sweep[2:], config_dirs=[catalog_conf])
+    assert [j.status for j in jobs] == ["skip: complete", "skip: complete"]
+
+    # recalc under another scoring keeps lm-eval's numbers and writes where such a sweep looks
+    from fewshot_eval import commands
+
+    assert commands.run(["recalc", str(out), "--scoring", "mean", "--config-dir", str(catalog_conf)]) == 0
+    _, mean_jobs = plan([*sweep[2:], "scoring=mean"], config_dirs=[catalog_conf])
+    assert [j.status for j in mean_jobs] == ["skip: complete", "skip: complete"]
+    recalced = json.loads((mean_jobs[1].unit.result_dir / "results.json").read_text())["results"]["lm_eval:arc_local"]
+    assert recalced["acc"]["per_trial"] == results[2]["results"]["lm_eval:arc_local"]["acc"]["per_trial"]
+
+    # the catalog task's data changes: its results are stale
+    data = catalog_conf / "lm_eval_tasks" / "data" / "test.jsonl"
+    data.write_text(data.read_text().replace("example 0", "example zero"))
+    _, jobs = plan(sweep[2:], config_dirs=[catalog_conf])
+    assert [j.status for j in jobs] == ["stale", "stale"]
+
+    # its config changes: a new identity (another result dir), the old result is left alone
+    yaml_file = catalog_conf / "lm_eval_tasks" / "arc_local.yaml"
+    yaml_file.write_text(yaml_file.read_text() + "doc_to_text: 'Q: {{question}}\\nA:'\n")
+    _, new = plan(sweep[2:], config_dirs=[catalog_conf])
+    assert [j.status for j in new] == ["run", "run"]
+    assert {j.unit.result_dir for j in new}.isdisjoint({j.unit.result_dir for j in jobs})
+
+
+def lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")
+
+
+def test_planning_errors_name_the_fix(catalog_conf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    common = ["model=tiny_gpt2", f"output_dir={tmp_path}", "nshot=0"]
+    _, [job] = plan(["task=typo", *common], config_dirs=[catalog_conf])
+    assert job.status == "error" and "lm_eval:arc_esay" in job.detail and "Close matches: lm_eval:arc_easy" in job.detail
+
+    _, [job] = plan(["task=hub_arc", *common], config_dirs=[catalog_conf])  # the real arc_easy: its hub dataset is not cached here
+    assert job.status == "error"
+    assert "allenai/ai2_arc" in job.detail and "not in the local HuggingFace cache" in job.detail and "data_files" in job.detail
+
+    _, [job] = plan(["task=gen", *common], config_dirs=[catalog_conf])  # gsm8k generates; clm only scores log-likelihoods here
+    from fewshot_eval.evaluate.registry import predictor_class
+
+    if "generate_until" not in predictor_class("clm").operations:
+        assert job.status == "error" and "generate_until" in job.detail
+
+    _, [job] = plan(["task=mix", "model=majority", f"output_dir={tmp_path}", "nshot=0"], config_dirs=[catalog_conf])
+    assert job.status == "error" and "'random'" in job.detail
+    _, [job] = plan(["task=mix", *common[:2], "nshot=-1"], config_dirs=[catalog_conf])
+    assert job.status == "error" and "nshot=-1" in job.detail
+
+
+def test_own_task_identities_have_no_catalog_key(tmp_path: Path) -> None:
+    _, [job] = plan(["model=tiny_gpt2", "task=copa_demo", f"output_dir={tmp_path}"])
+    assert "catalog" not in job.unit.identity
+
+
+def test_list_catalog_searches_tasks_groups_and_your_dir(catalog_conf: Path, capsys: pytest.CaptureFixture) -> None:
+    from fewshot_eval import commands
+
+    assert commands.run(["list", "catalog", "arc_", "--config-dir", str(catalog_conf)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip() and not line.startswith(" ")}
+    assert "arc_easy" in lines and "arc_challenge" in lines and "task" in lines["arc_easy"]
+    assert "arc_local" in lines and str(catalog_conf) in lines["arc_local"]
+    assert commands.run(["list", "catalog", "mmlu", "--config-dir", str(catalog_conf)]) == 0
+    assert any(line.split()[:2] == ["mmlu", "group"] for line in capsys.readouterr().out.splitlines())
