@@ -212,6 +212,8 @@ def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, s
 
     if nshot != 0:
         for name in task_names:
+            if is_catalog(name):  # lm-eval samples its own demonstrations
+                continue
             td = load_task_def(name, search)
             if isinstance(td.source, LocalSource):
                 langs, train_lang = select_languages(td, params)
