@@ -93,16 +93,41 @@ class SlurmOptions:
 
 
 @dataclass
+class Parallel:
+    """How one job spreads the model over its devices (``clm``: accelerate; ``vllm``: the engine).
+    Numbers stay the same within float tolerance (plan/identity.py: MODEL_NON_IDENTITY)."""
+
+    device_map: Optional[str] = None  # clm: null = one device; auto | balanced | balanced_low_0 | sequential (accelerate)
+    max_memory: dict = field(default_factory=dict)  # clm with device_map: per device, e.g. {0: 70GiB, 1: 70GiB, cpu: 200GiB}
+    offload_folder: Optional[str] = None  # clm with device_map: where weights beyond max_memory go (disk offload)
+    tensor_parallel_size: int = 1  # vllm: GPUs one copy of the model is split over (within a node)
+    pipeline_parallel_size: int = 1  # vllm: stages over nodes (> 1 node: a Ray cluster in the SLURM job)
+    engine_args: dict = field(default_factory=dict)  # vllm: more vllm.LLM(...) arguments, e.g. {gpu_memory_utilization: 0.85}
+
+
+@dataclass
+class Server:
+    """``predictor: openai_completions``: an OpenAI-compatible completions server (``weights`` = its model name)."""
+
+    base_url: Optional[str] = None  # e.g. http://node12:8000/v1
+    api_key_env: Optional[str] = None  # NAME of the environment variable holding the key (never the key itself)
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 5  # on 429 / 5xx / connection errors, with exponential backoff
+
+
+@dataclass
 class ModelSetting:
     name: str = "???"  # display name, used in result paths and tables
-    predictor: str = "clm"  # a registered predictor: clm | random | majority | your own
-    weights: Optional[str] = None  # local dir, hub id or 'tiny-gpt2' (built locally); null for baselines
+    predictor: str = "clm"  # a registered predictor: clm | vllm | openai_completions | random | majority | your own
+    weights: Optional[str] = None  # local dir, hub id or 'tiny-gpt2' (built locally); the served model's name; null for baselines
     revision: Optional[str] = None  # hub revision / checkpoint tag, part of the result identity
     eval: dict = field(default_factory=dict)  # evaluation params of this model (train_sep, max_length, ...)
     job: JobParams = field(default_factory=JobParams)
     resources: Resources = field(default_factory=Resources)
     max_parallel: int = 4  # at most this many jobs of this model's pool at once
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # scheduler options of this model's pool
+    parallel: Parallel = field(default_factory=Parallel)  # multi-GPU / multi-node loading (clm, vllm)
+    server: Server = field(default_factory=Server)  # openai_completions: where the served model is
     description: str = ""
 
 

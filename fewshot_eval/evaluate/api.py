@@ -57,6 +57,12 @@ class Predictor(ABC):
     name: str = ""  # set by ``registry.register_predictor``
     operations: frozenset = frozenset()  # request operations it supports, set by ``register_predictor``
 
+    uses_gpus: bool = True  # False: its SLURM jobs ask for no GPU whatever the setting's resources say
+
+    @classmethod
+    def check_settings(cls, model: dict, params: dict) -> None:
+        """Planning-time check of what ``from_settings`` will need (no model loaded); raises ConfigError."""
+
     @classmethod
     def from_settings(cls, model: dict, params: dict) -> "Predictor":
         """Build it for one job from the model setting and the job's eval params (loads a model once)."""

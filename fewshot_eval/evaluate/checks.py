@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 from fewshot_eval.config import ConfigError
 
 DTYPES = ("float32", "float16", "bfloat16")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's sharding strategies
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 WEIGHTS_DIR_ENV = "FEWSHOT_WEIGHTS_DIR"
 
@@ -99,14 +100,14 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     from fewshot_eval.evaluate.registry import predictor_class
 
     predictor = params.get("predictor") or model.get("predictor")
-    predictor_class(predictor, config_dirs())  # registered? (else the error lists the names)
+    predictor_class(predictor, config_dirs()).check_settings(model, params)  # registered? (else the error lists the names)
     dtype = params.get("dtype")
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
     device = params.get("device")
     if device is not None and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
         raise ConfigError(f"device: unknown device {device!r}. Valid: auto, cpu, cuda, cuda:<index>.")
-    if predictor != "clm":
+    if predictor not in ("clm", "vllm"):
         return
     weights = model.get("weights")
     if not weights or weights == "tiny-gpt2" or not is_local_weights(str(weights)):

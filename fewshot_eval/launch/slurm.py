@@ -315,10 +315,22 @@ def write_shared(base: Path, launcher: Any, state: Any) -> Path:
     return path
 
 
+def job_resources(unit: Any) -> dict[str, Any]:
+    """The model setting's resources; no GPU for a predictor that uses none (a served model, a baseline)."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.registry import predictor_class
+
+    res = dict(unit.model["resources"])
+    predictor = unit.params.get("predictor") or unit.model.get("predictor")
+    if res.get("gpus_per_node") and not predictor_class(predictor, config_dirs()).uses_gpus:
+        res["gpus_per_node"] = 0
+    return res
+
+
 def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
     """Per job: its pool (model setting), throttle, resources and combine flag."""
     return [
-        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i), "resources": dict(j.unit.model["resources"]),
+        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i), "resources": job_resources(j.unit),
          "combine_tasks": bool(j.unit.model["job"]["combine_tasks"]), "slurm": dict(j.unit.model.get("slurm") or {})}
         for i, j in enumerate(batch.jobs)
     ]

@@ -45,7 +45,9 @@ PARAMS_0_1_0: tuple[str, ...] = (
 # Model-setting fields in every identity since 0.1.0.
 MODEL_0_1_0: tuple[str, ...] = ("predictor", "weights", "revision")
 # Model-setting fields that cannot change the numbers.
-MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_parallel", "description", "name", "eval", "slurm"})
+# parallel: sharding/engine parallelism changes numbers only within float tolerance; server: where, not what.
+MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_parallel", "description", "name", "eval", "slurm",
+                                                "parallel", "server"})
 
 # Keys added after 0.1.0 -> their neutral value (the behaviour before they existed).
 NEUTRAL_PARAMS: dict[str, Any] = {}
