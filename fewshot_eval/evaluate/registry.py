@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterable, Sequence
 from fewshot_eval.config import ConfigError
 
 # Modules whose import registers the built-in predictors and metrics.
-BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm")
+BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm",
+                   "fewshot_eval.evaluate.openai_completions", "fewshot_eval.evaluate.vllm_backend")
 ENTRY_POINT_GROUP = "fewshot_eval.plugins"
 OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
