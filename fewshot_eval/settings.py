@@ -174,6 +174,8 @@ def _check(schema: type, node: Mapping[str, Any], where: str, prefix: str = "") 
         else:
             origin = typing.get_origin(base) or base
             ok = isinstance(value, origin) and not (origin is int and isinstance(value, bool))
+            if origin is float and isinstance(value, int) and not isinstance(value, bool):
+                ok, value = True, float(value)
             if not ok:
                 raise ConfigError(f"{where}: key '{key}' must be {origin.__name__}, got {value!r}.")
             out[name] = value
@@ -202,6 +204,8 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     if data["max_parallel"] < 1:
         raise ConfigError(f"{where}: max_parallel must be >= 1, got {data['max_parallel']}.")
     check_eval_keys(data["eval"], f"{where} key 'eval'")
+    # GPU indices may be written as YAML ints ({0: 70GiB, cpu: 200GiB}): keys as strings, so the setting stays JSON-sortable
+    data["parallel"]["max_memory"] = {str(k): v for k, v in data["parallel"]["max_memory"].items()}
     return data
 
 
