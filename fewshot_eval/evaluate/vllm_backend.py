@@ -114,7 +114,9 @@ class VLLMPredictor(Predictor):
     def __init__(self, llm: Any, *, max_length: Optional[int] = None, name: str = "", parallel: tuple[int, int] = (1, 1)) -> None:
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
-        self.max_length = int(max_length or llm.llm_engine.model_config.max_model_len)
+        engine = llm.llm_engine
+        config = getattr(engine, "model_config", None) or engine.vllm_config.model_config
+        self.max_length = int(max_length or config.max_model_len)
         self.name = name
         self.parallel = parallel  # (tensor, pipeline) parallel sizes
 
@@ -192,6 +194,6 @@ class VLLMPredictor(Predictor):
         scored = {}
         for key, prompt, n, out in zip(unique, prompts, conts, outs):
             ids = prompt["prompt_token_ids"][-n:]
-            lps = out.prompt_logprobs[-n:]
+            lps = list(out.prompt_logprobs)[-n:]  # per prompt position: {token id: Logprob(logprob, rank, ...)}
             scored[key] = Loglik([float(d[i].logprob) for d, i in zip(lps, ids)], list(ids), all(d[i].rank == 1 for d, i in zip(lps, ids)))
         return [scored[(r.context, r.continuation)] for r in requests]
