@@ -164,12 +164,21 @@ def test_a_served_model_job_through_the_cli_keeps_the_key_out_of_every_file(serv
     assert not [p for p in files if KEY in p.read_text(errors="replace")]
     record = json.loads(next(p for p in files if p.name == "results.json").read_text())
     assert record["model"] == "served_tiny"
-    # such a job asks SLURM for no GPU, whatever the setting's resources say
+
+
+def test_a_served_model_job_asks_slurm_for_no_gpu(key, tmp_path):
     from fewshot_eval.api import plan
     from fewshot_eval.launch.slurm import job_resources
 
-    _, jobs = plan(["model=served_tiny", "task=copa_demo", f"output_dir={tmp_path / 'r'}"], [conf])
-    assert job_resources(jobs[0].unit)["gpus_per_node"] == 0
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "served.yaml").write_text(f"name: served\npredictor: openai_completions\nweights: m\n"
+                                                f"server: {{base_url: 'http://x:1/v1', api_key_env: {KEY_ENV}}}\n"
+                                                f"resources: {{gpus_per_node: 4}}\n")
+    (conf / "model" / "local.yaml").write_text("name: local\nweights: tiny-gpt2\nresources: {gpus_per_node: 4}\n")
+    _, jobs = plan(["model=served,local", "task=copa_demo", f"output_dir={tmp_path / 'r'}"], [conf])
+    assert [j.status for j in jobs] == ["run", "run"]
+    assert [job_resources(j.unit)["gpus_per_node"] for j in jobs] == [0, 4]
 
 
 @pytest.mark.parametrize("server_opts, match", [
