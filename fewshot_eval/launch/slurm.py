@@ -234,10 +234,11 @@ def task_rank() -> tuple[int, int]:
         return 0, 1
 
 
-def follower_return(overrides: Sequence[str], rank: int, ntasks: int) -> JobReturn:
+def follower_return(overrides: Sequence[str], rank: int, ntasks: int, say: bool = True) -> JobReturn:
     """What a task of rank > 0 returns without running anything: rank 0 evaluates and writes."""
-    print(f"fewshot-eval: task rank {rank} of {ntasks}: rank 0 runs this job and writes its results; "
-          f"this task does nothing and exits", flush=True)
+    if say:
+        print(f"fewshot-eval: task rank {rank} of {ntasks}: rank 0 runs this job and writes its results; "
+              f"this task does nothing and exits", flush=True)
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
     ret.return_value = {"status": Outcome.SKIPPED.value, "reason": f"task rank {rank}: rank 0 runs it"}
     return ret
@@ -255,7 +256,7 @@ class CombinedJobs:
     def __call__(self, overrides: list[list[str]], job_dir_key: str, job_nums: list[int], singleton_state: Any) -> list[JobReturn]:
         rank, ntasks = task_rank()
         if rank:
-            return [follower_return(o, rank, ntasks) for o in overrides]
+            return [follower_return(o, rank, ntasks, say=k == 0) for k, o in enumerate(overrides)]
         returns, failed = [], []
         for ovr, num in zip(overrides, job_nums):
             try:
