@@ -105,7 +105,20 @@ PARAMS = {"seed": 0, "scoring": "sum", "device": "cpu", "dtype": "float32", "bat
           "n_eval_samples": 6, "templates": None, "languages": None, "train_languages": None}
 
 
+# Why the numbers of this server cannot match clm within 1e-3 (both measured on the tiny GPT-2):
+# 1. llama-cpp-python (0.3.36) pairs each echoed prompt token i with the log-prob row of position i
+#    (the distribution of the NEXT token) instead of row i-1: its token_logprobs are shifted by one
+#    (test_llama_cpp_python_echo_logprobs_are_shifted_by_one shows it against the model's own logits);
+# 2. ggml computes GELU through an fp16 table: even correctly aligned, per-token log-probs differ from
+#    transformers' by up to ~1.5e-3.
+# A server with aligned echo log-probs (vLLM, SGLang, TGI) is what the 1e-3 comparison needs: the
+# strict xfail below turns into a failure the day this server gets both right.
+LLAMA_CPP_SHIFT = ("llama-cpp-python's echo log-probs are shifted by one position (and ggml's fp16 GELU table "
+                   "costs ~1.5e-3 per token): see the comment above")
+
+
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=LLAMA_CPP_SHIFT)
 def test_a_served_model_scores_a_task_like_clm(server, key):
     """Same weights, same prompts: every candidate's log-likelihood within 1e-3 and the same argmax."""
     clm = build_evaluator({"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"}, {**PARAMS, "predictor": "clm"})
@@ -119,22 +132,49 @@ def test_a_served_model_scores_a_task_like_clm(server, key):
         assert all(a[k][1] == b[k][1] for k in a)  # same predicted label everywhere
 
 
-def test_whitespace_moves_and_tokens_split_like_clm(server, key):
+REQS = [Request("Question: is it true? Answer: ", "Yes"), Request("The cat sat on", " the mat"), Request("Answer:", " Maybe"),
+        Request("Question: is the sky blue? Answer: Yes\n\nQuestion: is fire cold? Answer:", " No")]
+
+
+def test_the_server_scores_the_continuation_tokens_clm_scores(server, key):
+    """Whitespace moved to the continuation, and the server's continuation tokens are clm's."""
     from fewshot_eval.evaluate.clm import CausalLMPredictor
 
-    reqs = [Request("Question: is it true? Answer: ", "Yes"), Request("The cat sat on", " the mat"),
-            Request("Answer:", " Maybe")]
     api = OpenAICompletionsPredictor.from_settings(served(server), {})
     clm = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2"}, {"device": "cpu"})
-    for x, y in zip(api.loglikelihood(reqs), clm.loglikelihood(reqs)):
-        assert len(x.logprobs) == len(y.logprobs) and abs(x.total - y.total) < 1e-3
-        assert x.greedy == y.greedy
+    for x, y in zip(api.loglikelihood(REQS), clm.loglikelihood(REQS)):
+        assert x.tokens == [clm.tokenizer.decode([t]) for t in y.tokens]
+        assert len(x.logprobs) == len(y.logprobs) and all(isinstance(v, float) for v in x.logprobs)
+
+
+def test_llama_cpp_python_echo_logprobs_are_shifted_by_one(server, key):
+    """What blocks the 1e-3 comparison: the server's log-prob of prompt token i is log p(token i | tokens 0..i)
+    (row i of the model's log-softmax), not log p(token i | tokens 0..i-1) (row i-1)."""
+    import requests
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+
+    text = "The cat sat on the mat"
+    r = requests.post(f"{server}/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                      json={"model": "tiny-gpt2", "prompt": text, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0})
+    got = r.json()["choices"][0]["logprobs"]["token_logprobs"][1:len(text)]
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_path())
+    ids = tok.encode(text)
+    with torch.no_grad():
+        rows = torch.log_softmax(AutoModelForCausalLM.from_pretrained(tiny_gpt2_path())(torch.tensor([ids])).logits[0], -1)
+    got = got[: len(ids) - 1]
+    shifted = [rows[i, ids[i]].item() for i in range(1, len(ids))]  # what the server reports
+    aligned = [rows[i - 1, ids[i]].item() for i in range(1, len(ids))]  # what echo log-probs should be
+    assert max(abs(a - b) for a, b in zip(got, shifted)) < 5e-3  # ggml's fp16 GELU: ~1e-3
+    assert max(abs(a - b) for a, b in zip(got, aligned)) > 0.5
 
 
 def test_a_continuation_that_does_not_start_a_token_is_refused(server, key):
     api = OpenAICompletionsPredictor.from_settings(served(server), {})
-    # "Yes" is tokenised "Y" + "es": a continuation "s" after the context "... Ye" starts inside "es"
-    with pytest.raises(TokenisationMismatch, match=r"token 'es' spanning the end of the context"):
+    # " Yes" is one token: a continuation "s" after the context "Answer: Ye" starts inside it
+    with pytest.raises(TokenisationMismatch, match=r"token ' Yes' spanning the end of the context"):
         api.loglikelihood([Request("Answer: Ye", "s")])
 
 
