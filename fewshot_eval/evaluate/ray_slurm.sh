@@ -58,6 +58,7 @@ stop() {
         rm -f "$STATE/srun.pid"
     fi
     "$RAY" stop --force >/dev/null 2>&1 || true
+    rmdir "$STATE" 2>/dev/null || true  # kept when it holds the workers' log
 }
 
 case "${1:-}" in

@@ -39,6 +39,6 @@ bash {SCRIPT} stop && echo STOPPED
     text = out.read_text()
     assert "ray_slurm.sh: 1 nodes in the Ray cluster at 127.0.0.1:" in text, text[-3000:]
     assert "NODES 1" in text and "STOPPED" in text
-    assert not Path(f"/tmp/fewshot-ray-{jid}/srun.pid").exists()
+    assert not Path(f"/tmp/fewshot-ray-{jid}").exists()  # its state dir is removed
     left = subprocess.run(["pgrep", "-f", f"gcs_server.*{6379 + int(jid) % 1000}"], capture_output=True, text=True).stdout
     assert not left.strip()  # the head's processes are gone
