@@ -102,10 +102,33 @@ class ChatSetting:
 
 
 @dataclass
+class Parallel:
+    """How one job spreads the model over its devices (``clm``: accelerate; ``vllm``: the engine).
+    Numbers stay the same within float tolerance (plan/identity.py: MODEL_NON_IDENTITY)."""
+
+    device_map: Optional[str] = None  # clm: null = one device; auto | balanced | balanced_low_0 | sequential (accelerate)
+    max_memory: dict = field(default_factory=dict)  # clm with device_map: per device, e.g. {0: 70GiB, 1: 70GiB, cpu: 200GiB}
+    offload_folder: Optional[str] = None  # clm with device_map: where weights beyond max_memory go (disk offload)
+    tensor_parallel_size: int = 1  # vllm: GPUs one copy of the model is split over (within a node)
+    pipeline_parallel_size: int = 1  # vllm: stages over nodes (> 1 node: a Ray cluster in the SLURM job)
+    engine_args: dict = field(default_factory=dict)  # vllm: more vllm.LLM(...) arguments, e.g. {gpu_memory_utilization: 0.85}
+
+
+@dataclass
+class Server:
+    """``predictor: openai_completions``: an OpenAI-compatible completions server (``weights`` = its model name)."""
+
+    base_url: Optional[str] = None  # e.g. http://node12:8000/v1
+    api_key_env: Optional[str] = None  # NAME of the environment variable holding the key (never the key itself)
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 5  # on 429 / 5xx / connection errors, with exponential backoff
+
+
+@dataclass
 class ModelSetting:
     name: str = "???"  # display name, used in result paths and tables
-    predictor: str = "clm"  # a registered predictor: clm | random | majority | your own
-    weights: Optional[str] = None  # local dir, hub id or 'tiny-gpt2' (built locally); null for baselines
+    predictor: str = "clm"  # a registered predictor: clm | vllm | openai_completions | random | majority | your own
+    weights: Optional[str] = None  # local dir, hub id or 'tiny-gpt2' (built locally); the served model's name; null for baselines
     revision: Optional[str] = None  # hub revision / checkpoint tag, part of the result identity
     chat: ChatSetting = field(default_factory=ChatSetting)  # chat.enabled=true: the tokenizer's chat template
     eval: dict = field(default_factory=dict)  # evaluation params of this model (train_sep, max_length, ...)
@@ -113,6 +136,8 @@ class ModelSetting:
     resources: Resources = field(default_factory=Resources)
     max_parallel: int = 4  # at most this many jobs of this model's pool at once
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # scheduler options of this model's pool
+    parallel: Parallel = field(default_factory=Parallel)  # multi-GPU / multi-node loading (clm, vllm)
+    server: Server = field(default_factory=Server)  # openai_completions: where the served model is
     description: str = ""
     # A checkpoint sweep: one setting '<key>__step<N>' per checkpoint (fewshot_eval/plan/expand.py):
     # {dir: /runs/x, pattern: "checkpoint-*"} (sub-dirs holding a config.json; the step is the last
@@ -163,6 +188,8 @@ def _check(schema: type, node: Mapping[str, Any], where: str, prefix: str = "") 
         else:
             origin = typing.get_origin(base) or base
             ok = isinstance(value, origin) and not (origin is int and isinstance(value, bool))
+            if origin is float and isinstance(value, int) and not isinstance(value, bool):
+                ok, value = True, float(value)
             if not ok:
                 raise ConfigError(f"{where}: key '{key}' must be {origin.__name__}, got {value!r}.")
             out[name] = value
@@ -191,6 +218,8 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     if data["max_parallel"] < 1:
         raise ConfigError(f"{where}: max_parallel must be >= 1, got {data['max_parallel']}.")
     check_eval_keys(data["eval"], f"{where} key 'eval'")
+    # GPU indices may be written as YAML ints ({0: 70GiB, cpu: 200GiB}): keys as strings, so the setting stays JSON-sortable
+    data["parallel"]["max_memory"] = {str(k): v for k, v in data["parallel"]["max_memory"].items()}
     data["chat"] = _chat(data["chat"], where)
     if data["checkpoints"] is not None:
         check_checkpoints(data, where)

@@ -88,6 +88,12 @@ class Predictor(ABC):
     reports_batches: frozenset = frozenset()
     on_batch: Optional[Callable[[list[int], list[Any]], None]] = None
 
+    uses_gpus: bool = True  # False: its SLURM jobs ask for no GPU whatever the setting's resources say
+
+    @classmethod
+    def check_settings(cls, model: dict, params: dict) -> None:
+        """Planning-time check of what ``from_settings`` will need (no model loaded); raises ConfigError."""
+
     @classmethod
     def from_settings(cls, model: dict, params: dict) -> "Predictor":
         """Build it for one job from the model setting and the job's eval params (loads a model once)."""

@@ -22,6 +22,8 @@ from fewshot_eval.evaluate.registry import register_predictor
 
 @register_predictor("random")
 class RandomPredictor(Predictor):
+    uses_gpus = False
+
     def describe(self) -> dict:
         return {"predictor": "random"}
 
@@ -43,6 +45,8 @@ class RandomPredictor(Predictor):
 
 @register_predictor("majority")
 class MajorityPredictor(Predictor):
+    uses_gpus = False
+
     def describe(self) -> dict:
         return {"predictor": "majority"}
 

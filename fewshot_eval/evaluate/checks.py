@@ -34,6 +34,7 @@ from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.catalog import is_catalog
 
 DTYPES = ("float32", "float16", "bfloat16")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's sharding strategies
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 WEIGHTS_DIR_ENV = "FEWSHOT_WEIGHTS_DIR"
 
@@ -265,7 +266,7 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     from fewshot_eval.evaluate.registry import predictor_class
 
     predictor = params.get("predictor") or model.get("predictor")
-    predictor_class(predictor, config_dirs())  # registered? (else the error lists the names)
+    predictor_class(predictor, config_dirs()).check_settings(model, params)  # registered? (else the error lists the names)
     dtype = params.get("dtype")
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
@@ -276,7 +277,7 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
         from fewshot_eval.evaluate.chat import check_chat_template
 
         check_chat_template(None, model_key, predictor)
-    if predictor != "clm":
+    if predictor not in ("clm", "vllm"):
         return
     weights = model.get("weights")
     if not weights or weights == "tiny-gpt2" or not is_local_weights(str(weights)):

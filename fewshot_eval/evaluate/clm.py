@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import GenerationRequest, Loglik, Predictor, Request
-from fewshot_eval.evaluate.checks import DTYPES
+from fewshot_eval.evaluate.checks import DEVICE_MAPS, DTYPES
 from fewshot_eval.evaluate.registry import register_predictor
 
 log = logging.getLogger("fewshot_eval")
@@ -50,18 +50,65 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def load_model(weights: str, revision: Optional[str], dtype: str, device: str) -> tuple[Any, Any]:
+def load_model(weights: str, revision: Optional[str], dtype: str, device: str, device_map: Optional[str] = None,
+               max_memory: tuple = (), offload_folder: Optional[str] = None) -> tuple[Any, Any]:
     """(model, tokenizer), loaded once per process: the jobs of one model that run in one process
-    (the sequential launcher, a combine_tasks SLURM job) share it. Only the last one is kept."""
+    (the sequential launcher, a combine_tasks SLURM job) share it. Only the last one is kept.
+
+    ``device_map`` (one of :data:`DEVICE_MAPS`) shards the model over the visible GPUs (then CPU
+    memory, then ``offload_folder`` on disk) with accelerate, each device holding at most its
+    ``max_memory`` entry (``((0, "70GiB"), (1, "70GiB"), ("cpu", "200GiB"))``); ``device`` is then unused."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
-    kwargs = {"revision": revision} if revision else {}
+    kwargs: dict[str, Any] = {"revision": revision} if revision else {}
     tok = AutoTokenizer.from_pretrained(weights, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype), **kwargs).to(device).eval()
-    log.info("loaded model %s (%s, %s) in %.1fs", weights, dtype, device, time.perf_counter() - t0)
+    if device_map:
+        if offload_folder:
+            kwargs["offload_folder"] = offload_folder
+        lm = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype), device_map=device_map,
+                                                  max_memory=dict(max_memory) or None, **kwargs).eval()
+        where = f"device_map={device_map}: " + ", ".join(f"{d}: {n} modules" for d, n in _placement(lm).items())
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype), **kwargs).to(device).eval()
+        where = device
+    log.info("loaded model %s (%s, %s) in %.1fs", weights, dtype, where, time.perf_counter() - t0)
     return lm, tok
+
+
+def _placement(model: Any) -> dict[str, int]:
+    """Device -> number of top-level modules accelerate put there (``hf_device_map``)."""
+    out: dict[str, int] = {}
+    for d in (getattr(model, "hf_device_map", None) or {}).values():
+        out[str(d)] = out.get(str(d), 0) + 1
+    return out
+
+
+def input_device(model: Any, default: str) -> str:
+    """Where input ids go: the device of a sharded model's first module (its embeddings);
+    CPU when that module is offloaded (to CPU or disk: accelerate runs it on the CPU)."""
+    placement = getattr(model, "hf_device_map", None)
+    if not placement:
+        return default
+    first = next(iter(placement.values()))
+    if first in ("cpu", "disk"):
+        return "cpu"
+    return f"cuda:{first}" if isinstance(first, int) else str(first)
+
+
+def memory_map(value: Any) -> tuple:
+    """The setting's ``parallel.max_memory`` as a hashable, accelerate-ready tuple of (device, limit):
+    integer-like keys are GPU indices (``"0"`` -> 0), others (``cpu``, ``disk``, ``mps``) stay."""
+    if not value:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(f"parallel.max_memory must be a mapping like {{0: 70GiB, 1: 70GiB, cpu: 200GiB}}, got {value!r}.")
+    out = []
+    for k, v in value.items():
+        key: Any = int(k) if isinstance(k, int) or (isinstance(k, str) and k.isdigit()) else str(k)
+        out.append((key, v))
+    return tuple(out)
 
 
 @register_predictor("clm", operations=("loglikelihood", "loglikelihood_rolling", "generate_until"))
@@ -85,6 +132,15 @@ class CausalLMPredictor(Predictor):
 
     # ------------------------------------------------------------------ loading
     @classmethod
+    def check_settings(cls, model: dict[str, Any], params: dict[str, Any]) -> None:
+        par = model.get("parallel") or {}
+        device_map = par.get("device_map")
+        if device_map is not None and device_map not in DEVICE_MAPS:
+            raise ConfigError(f"model '{model.get('name', '?')}': parallel.device_map {device_map!r} is not one of "
+                              f"{', '.join(DEVICE_MAPS)} (or null: one device).")
+        memory_map(par.get("max_memory"))
+
+    @classmethod
     def from_settings(cls, model: dict[str, Any], params: dict[str, Any]) -> "CausalLMPredictor":
         import torch
 
@@ -107,7 +163,14 @@ class CausalLMPredictor(Predictor):
         if device == "cpu" and dtype == "float16":
             notes.append("dtype float16 is not supported well on CPU; using float32.")
             dtype = "float32"
-        lm, tok = load_model(weights, model.get("revision"), dtype, device)
+        cls.check_settings(model, params)
+        par = model.get("parallel") or {}
+        device_map = par.get("device_map")
+        lm, tok = load_model(weights, model.get("revision"), dtype, device, device_map, memory_map(par.get("max_memory")),
+                             par.get("offload_folder"))
+        if device_map:
+            device = input_device(lm, device)
+            notes.append(f"sharded with device_map={device_map}: {_placement(lm)}")
         pred = cls(lm, tok, device=device, batch_size=params.get("batch_size") or 8, max_length=params.get("max_length"), name=model.get("name", weights))
         pred.notes = notes
         return pred

@@ -49,7 +49,8 @@ from fewshot_eval.config import ConfigError
 
 # Modules whose import registers the built-in predictors and metrics.
 BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.text_metrics", "fewshot_eval.evaluate.bias_metrics",
-                   "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm", "fewshot_eval.evaluate.shapes", "fewshot_eval.evaluate.perplexity")
+                   "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm", "fewshot_eval.evaluate.shapes", "fewshot_eval.evaluate.perplexity",
+                   "fewshot_eval.evaluate.openai_completions", "fewshot_eval.evaluate.vllm_backend")
 ENTRY_POINT_GROUP = "fewshot_eval.plugins"
 OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 METRIC_KINDS = ("choice", "generate")  # the tasks a metric scores (see metric_kind)

@@ -13,6 +13,11 @@ Every pool is submitted before anything is waited on. Each job is recorded twice
 about it through ``fewshot_eval.launch.pending``, the job deletes it when it finishes) and a line
 with its job id in ``<output_dir>/scheduled_jobs.jsonl``. A model setting with
 ``job.combine_tasks: true`` runs all its jobs in one SLURM job (:class:`CombinedJobs`).
+
+A SLURM job of several tasks (``resources.tasks_per_node`` > 1 or ``nodes`` > 1) runs one
+evaluation: submitit starts the payload in every task, and only rank 0 runs it
+(:func:`task_rank`); the other tasks log that and exit at once. A backend that needs the other
+nodes (vLLM over Ray, ``fewshot_eval/evaluate/ray_slurm.sh``) starts its own processes there.
 """
 
 from __future__ import annotations
@@ -218,6 +223,27 @@ def marker(job: Any, pool: Pool, trials: list[int], sweep_dir: Path, job_num: in
     }
 
 
+def task_rank() -> tuple[int, int]:
+    """(global rank, number of tasks) of this process in its submitit job; (0, 1) outside one."""
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        return env.global_rank, env.num_tasks
+    except RuntimeError:  # not in a submitit job
+        return 0, 1
+
+
+def follower_return(overrides: Sequence[str], rank: int, ntasks: int, say: bool = True) -> JobReturn:
+    """What a task of rank > 0 returns without running anything: rank 0 evaluates and writes."""
+    if say:
+        print(f"fewshot-eval: task rank {rank} of {ntasks}: rank 0 runs this job and writes its results; "
+              f"this task does nothing and exits", flush=True)
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+    ret.return_value = {"status": Outcome.SKIPPED.value, "reason": f"task rank {rank}: rank 0 runs it"}
+    return ret
+
+
 class CombinedJobs:
     """One SLURM job that runs several jobs of one model setting in one process, one after the other.
 
@@ -228,6 +254,9 @@ class CombinedJobs:
         self.launcher = launcher
 
     def __call__(self, overrides: list[list[str]], job_dir_key: str, job_nums: list[int], singleton_state: Any) -> list[JobReturn]:
+        rank, ntasks = task_rank()
+        if rank:
+            return [follower_return(o, rank, ntasks, say=k == 0) for k, o in enumerate(overrides)]
         returns, failed = [], []
         for ovr, num in zip(overrides, job_nums):
             try:
@@ -259,6 +288,9 @@ class PoolCall:
         self.shared = shared
 
     def __call__(self, overrides: list[str], job_dir_key: str, job_num: int, job_id: str) -> Any:
+        rank, ntasks = task_rank()
+        if rank:
+            return follower_return(overrides, rank, ntasks)
         if self.shared not in PoolCall._loaded:
             import pickle
 
@@ -284,10 +316,22 @@ def write_shared(base: Path, launcher: Any, state: Any) -> Path:
     return path
 
 
+def job_resources(unit: Any) -> dict[str, Any]:
+    """The model setting's resources; no GPU for a predictor that uses none (a served model, a baseline)."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.registry import predictor_class
+
+    res = dict(unit.model["resources"])
+    predictor = unit.params.get("predictor") or unit.model.get("predictor")
+    if res.get("gpus_per_node") and not predictor_class(predictor, config_dirs()).uses_gpus:
+        res["gpus_per_node"] = 0
+    return res
+
+
 def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
     """Per job: its pool (model setting), throttle, resources and combine flag."""
     return [
-        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i), "resources": dict(j.unit.model["resources"]),
+        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i), "resources": job_resources(j.unit),
          "combine_tasks": bool(j.unit.model["job"]["combine_tasks"]), "slurm": dict(j.unit.model.get("slurm") or {})}
         for i, j in enumerate(batch.jobs)
     ]

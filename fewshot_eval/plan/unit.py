@@ -147,7 +147,7 @@ def resolve_unit(
     identity = job_identity(model, task["tasks"], params, nshot, catalog=catalog_identity(task["tasks"], search))
     id_digest = identity_digest(identity)
     fingerprint, accepted = fingerprints(id_digest, task["tasks"], search)
-    weights = _weights(model.get("weights"), model.get("revision")) if params["predictor"] == "clm" else None
+    weights = _weights(model.get("weights"), model.get("revision")) if params["predictor"] in ("clm", "vllm") else None
     rdir = layout.result_dir(output_root(run, cwd), task["run_name"], model_key, task_key, nshot, id_digest)
 
     allowed = params.get("allowed_nshot")

@@ -1,0 +1,234 @@
+"""``predictor: openai_completions`` against a real OpenAI-compatible server: llama.cpp's, through
+llama-cpp-python's server (``python -m llama_cpp.server``), serving the tiny GPT-2 converted to
+GGUF (tests/tiny_gguf.py) on the CPU. Its scores must match ``clm`` on the same weights.
+
+The server runs in the python named by ``FEWSHOT_LLAMA_CPP_PYTHON`` (default: this one), which
+needs ``pip install 'llama-cpp-python[server]' gguf`` (llama-cpp-python compiles llama.cpp: several
+minutes). Without it these tests skip, saying so; ``FEWSHOT_REQUIRE_LLAMA_CPP=1`` makes that a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate import build_evaluator
+from fewshot_eval.evaluate.api import Request
+from fewshot_eval.evaluate.openai_completions import OpenAICompletionsPredictor, ServerError, TokenisationMismatch
+
+KEY_ENV = "FEWSHOT_TEST_SERVER_KEY"
+KEY = "test-key-4a1d9c"  # what the server demands; must never reach a file
+PYTHON = os.environ.get("FEWSHOT_LLAMA_CPP_PYTHON") or sys.executable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """base_url of a llama.cpp server (llama-cpp-python) serving the tiny GPT-2 as 'tiny-gpt2'."""
+    probe = subprocess.run([PYTHON, "-c", "import llama_cpp.server, gguf"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        why = f"{PYTHON} lacks llama-cpp-python[server] or gguf ({probe.stderr.strip().splitlines()[-1:]})"
+        if os.environ.get("FEWSHOT_REQUIRE_LLAMA_CPP"):
+            pytest.fail(why)
+        pytest.skip(f"{why}: pip install 'llama-cpp-python[server]' gguf, or set FEWSHOT_LLAMA_CPP_PYTHON")
+    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+
+    d = tmp_path_factory.mktemp("llama")
+    model = d / "tiny-gpt2.gguf"
+    subprocess.run([PYTHON, str(Path(__file__).with_name("tiny_gguf.py")), str(tiny_gpt2_path()), str(model)], check=True)
+    port = _free_port()
+    log = open(d / "server.log", "w")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "tiny-gpt2", "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "1024", "--logits_all", "true", "--api_key", KEY, "--n_threads", "1"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        import requests
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not come up: {(d / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+
+def served(url: str, **server) -> dict:
+    return {"name": "served_tiny", "predictor": "openai_completions", "weights": "tiny-gpt2", "max_parallel": 3,
+            "server": {"base_url": url, "api_key_env": KEY_ENV, "timeout_s": 30, "max_retries": 2, **server}}
+
+
+def candidates(result) -> dict[tuple, tuple[list[float], str]]:
+    """(sub-result, example, label) -> (that candidate's log-prob total per row, the row's prediction)."""
+    out = {}
+    for sid, rows in result.predictions.items():
+        for i, row in enumerate(rows):
+            for c in row["candidates"]:
+                out[(sid, i, c["label"])] = (sum(c["logprobs"]), row["pred"])
+    return out
+
+
+PARAMS = {"seed": 0, "scoring": "sum", "device": "cpu", "dtype": "float32", "batch_size": 8, "train_sep": "\n\n",
+          "n_eval_samples": 6, "templates": None, "languages": None, "train_languages": None}
+
+
+# Why the numbers of this server cannot match clm within 1e-3 (both measured on the tiny GPT-2):
+# 1. llama-cpp-python (0.3.36) pairs each echoed prompt token i with the log-prob row of position i
+#    (the distribution of the NEXT token) instead of row i-1: its token_logprobs are shifted by one
+#    (test_llama_cpp_python_echo_logprobs_are_shifted_by_one shows it against the model's own logits);
+# 2. ggml computes GELU through an fp16 table: even correctly aligned, per-token log-probs differ from
+#    transformers' by up to ~1.5e-3.
+# A server with aligned echo log-probs (vLLM, SGLang, TGI) is what the 1e-3 comparison needs: the
+# strict xfail below turns into a failure the day this server gets both right.
+LLAMA_CPP_SHIFT = ("llama-cpp-python's echo log-probs are shifted by one position (and ggml's fp16 GELU table "
+                   "costs ~1.5e-3 per token): see the comment above")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=LLAMA_CPP_SHIFT)
+def test_a_served_model_scores_a_task_like_clm(server, key):
+    """Same weights, same prompts: every candidate's log-likelihood within 1e-3 and the same argmax."""
+    clm = build_evaluator({"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"}, {**PARAMS, "predictor": "clm"})
+    api = build_evaluator(served(server), {**PARAMS, "predictor": "openai_completions"})
+    for tasks, nshot in ((["copa_demo"], 0), (["copa_demo", "nli_demo"], 2)):
+        a = candidates(clm.run_trial(tasks, PARAMS, nshot, 0))
+        b = candidates(api.run_trial(tasks, PARAMS, nshot, 0))
+        assert a.keys() == b.keys() and len(a) >= 12
+        worst = max(abs(a[k][0] - b[k][0]) for k in a)
+        assert worst < 1e-3, worst
+        assert all(a[k][1] == b[k][1] for k in a)  # same predicted label everywhere
+
+
+REQS = [Request("Question: is it true? Answer: ", "Yes"), Request("The cat sat on", " the mat"), Request("Answer:", " Maybe"),
+        Request("Question: is the sky blue? Answer: Yes\n\nQuestion: is fire cold? Answer:", " No")]
+
+
+def test_the_server_scores_the_continuation_tokens_clm_scores(server, key):
+    """Whitespace moved to the continuation, and the server's continuation tokens are clm's."""
+    from fewshot_eval.evaluate.clm import CausalLMPredictor
+
+    api = OpenAICompletionsPredictor.from_settings(served(server), {})
+    clm = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2"}, {"device": "cpu"})
+    for x, y in zip(api.loglikelihood(REQS), clm.loglikelihood(REQS)):
+        assert x.tokens == [clm.tokenizer.decode([t]) for t in y.tokens]
+        assert len(x.logprobs) == len(y.logprobs) and all(isinstance(v, float) for v in x.logprobs)
+
+
+def test_llama_cpp_python_echo_logprobs_are_shifted_by_one(server, key):
+    """What blocks the 1e-3 comparison: the server's log-prob of prompt token i is log p(token i | tokens 0..i)
+    (row i of the model's log-softmax), not log p(token i | tokens 0..i-1) (row i-1)."""
+    import requests
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+
+    text = "The cat sat on the mat"
+    r = requests.post(f"{server}/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                      json={"model": "tiny-gpt2", "prompt": text, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0})
+    got = r.json()["choices"][0]["logprobs"]["token_logprobs"][1:len(text)]
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_path())
+    ids = tok.encode(text)
+    with torch.no_grad():
+        rows = torch.log_softmax(AutoModelForCausalLM.from_pretrained(tiny_gpt2_path())(torch.tensor([ids])).logits[0], -1)
+    got = got[: len(ids) - 1]
+    shifted = [rows[i, ids[i]].item() for i in range(1, len(ids))]  # what the server reports
+    aligned = [rows[i - 1, ids[i]].item() for i in range(1, len(ids))]  # what echo log-probs should be
+    assert max(abs(a - b) for a, b in zip(got, shifted)) < 5e-3  # ggml's fp16 GELU: ~1e-3
+    assert max(abs(a - b) for a, b in zip(got, aligned)) > 0.5
+
+
+def test_a_continuation_that_does_not_start_a_token_is_refused(server, key):
+    api = OpenAICompletionsPredictor.from_settings(served(server), {})
+    # " Yes" is one token: a continuation "s" after the context "Answer: Ye" starts inside it
+    with pytest.raises(TokenisationMismatch, match=r"token ' Yes' spanning the end of the context"):
+        api.loglikelihood([Request("Answer: Ye", "s")])
+
+
+def test_a_wrong_key_is_refused_at_once_and_a_dead_server_after_the_retries(server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "wrong")
+    with pytest.raises(ServerError, match=r"refused the request \(HTTP 401"):
+        OpenAICompletionsPredictor.from_settings(served(server), {}).loglikelihood([Request("a", " b")])
+    monkeypatch.setenv(KEY_ENV, KEY)
+    dead = OpenAICompletionsPredictor.from_settings(served(f"http://127.0.0.1:{_free_port()}/v1", max_retries=2), {})
+    t0 = time.monotonic()
+    with pytest.raises(ServerError, match=r"no answer after 3 tries \(ConnectionError"):
+        dead.loglikelihood([Request("a", " b")])
+    assert time.monotonic() - t0 > 1.0  # backed off between the tries (0.5 s, then 1 s)
+
+
+@pytest.mark.slow
+def test_a_served_model_job_through_the_cli_keeps_the_key_out_of_every_file(server, key, workdir, tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "served_tiny.yaml").write_text(
+        f"name: served_tiny\npredictor: openai_completions\nweights: tiny-gpt2\nmax_parallel: 2\n"
+        f"server: {{base_url: '{server}', api_key_env: {KEY_ENV}}}\nresources: {{gpus_per_node: 4}}\n")
+    out = run_cli(["-m", "--config-dir", str(conf), "model=served_tiny", "task=copa_demo", "nshot=0", "n_eval_samples=4"], workdir).stdout
+    assert "ran 1" in out, out
+    files = [p for p in (workdir / "results").rglob("*") if p.is_file()]
+    assert any(p.name == "results.json" for p in files)
+    assert not [p for p in files if KEY in p.read_text(errors="replace")]
+    record = json.loads(next(p for p in files if p.name == "results.json").read_text())
+    assert record["model"] == "served_tiny"
+
+
+def test_a_served_model_job_asks_slurm_for_no_gpu(key, tmp_path):
+    from fewshot_eval.api import plan
+    from fewshot_eval.launch.slurm import job_resources
+
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "served.yaml").write_text(f"name: served\npredictor: openai_completions\nweights: m\n"
+                                                f"server: {{base_url: 'http://x:1/v1', api_key_env: {KEY_ENV}}}\n"
+                                                f"resources: {{gpus_per_node: 4}}\n")
+    (conf / "model" / "local.yaml").write_text("name: local\nweights: tiny-gpt2\nresources: {gpus_per_node: 4}\n")
+    _, jobs = plan(["model=served,local", "task=copa_demo", f"output_dir={tmp_path / 'r'}"], [conf])
+    assert [j.status for j in jobs] == ["run", "run"]
+    assert [job_resources(j.unit)["gpus_per_node"] for j in jobs] == [0, 4]
+
+
+@pytest.mark.parametrize("server_opts, match", [
+    ({"base_url": None}, r"needs server.base_url"),
+    ({"api_key_env": "sk-live-123"}, r"NAME of an environment variable holding the key"),
+    ({"api_key_env": "FEWSHOT_TEST_UNSET_VAR"}, r"FEWSHOT_TEST_UNSET_VAR, which is not set here"),
+])
+def test_bad_server_settings_are_planning_errors(server_opts, match, monkeypatch):
+    monkeypatch.delenv("FEWSHOT_TEST_UNSET_VAR", raising=False)
+    model = served("http://localhost:1/v1")
+    model["server"].update(server_opts)
+    with pytest.raises(ConfigError, match=match):
+        OpenAICompletionsPredictor.check_settings(model, {})
