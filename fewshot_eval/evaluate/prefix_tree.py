@@ -1,0 +1,221 @@
+"""Prefix tree over the token sequences of a batch of log-likelihood requests: which tokens to compute.
+
+Requests of a few-shot evaluation share long prefixes: the trial's demonstrations, then each
+example's context across its candidates (and calibration variants). The distinct input
+sequences form a radix tree; every token of the tree is computed once, and each request reads
+its continuation's log-probs at the positions of its own path. Example, two examples with two
+candidates each (``D`` shared demonstrations, ``X``/``Y`` the examples' contexts)::
+
+    D ─┬─ X ─┬─ a        naive: 4 x |D X a|   tree: |D| + |X| + |Y| + |a| + |b| + |c| + |d|
+       │     └─ b
+       └─ Y ─┬─ c
+             └─ d
+
+The tree is cut into *rows* (one row of a model forward call): a node whose subtree holds more
+than ``budget`` tokens is *cached* (its segment is a row of its own and its key/value cache is
+kept for its children); the subtrees below cached nodes are packed, whole, into rows of at most
+``budget`` tokens (siblings share a row). A row's tokens attend to their cached ancestor (the
+row's *past*) and to their own ancestors in the row: a tree attention mask. Tokens whose
+logits are needed come last in the row, so the model's ``logits_to_keep`` can skip the others.
+
+Pure Python and numpy: :mod:`fewshot_eval.evaluate.clm` runs the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token lists (slice comparisons run in C)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@dataclass
+class Node:
+    """Tokens ``inputs[seq][start:end]`` (depths ``start..end-1``); node 0 is the empty root."""
+
+    start: int
+    end: int
+    parent: int
+    seq: int
+    children: list[int] = field(default_factory=list)
+    needs: list[tuple[int, int, int]] = field(default_factory=list)  # (offset in node, request, continuation index)
+    size: int = 0  # tokens in the subtree
+    order: int = 0  # pre-order index
+
+
+@dataclass
+class Row:
+    """One row of a forward call: ``ids``/``pos`` (position = depth), ``allowed`` (tree mask over
+    the row, ``allowed[q, k]``: query ``q`` may attend to key ``k``), ``needs`` as (column,
+    request, continuation index), and for a cached row the columns of its segment in depth order."""
+
+    past: int  # the cached node whose key/value cache precedes the row (0: none)
+    node: int  # cached row: the node it computes; else -1
+    order: int
+    ids: Any = None
+    pos: Any = None
+    allowed: Any = None
+    needs: list[tuple[int, int, int]] = field(default_factory=list)
+    kv_cols: Any = None
+
+    @property
+    def width(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_needed(self) -> int:
+        return len({c for c, _, _ in self.needs})
+
+
+class PrefixTree:
+    """The radix tree of ``seqs`` = [(input ids, continuation ids)]: request ``i`` needs the
+    log-probs of ``cont`` read at its input's last ``len(cont)`` positions."""
+
+    def __init__(self, seqs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
+        self.inputs: list[tuple[int, ...]] = []
+        index: dict[tuple[int, ...], int] = {}
+        seq_of = []
+        for inp, _ in seqs:
+            key = tuple(inp)
+            if key not in index:
+                index[key] = len(self.inputs)
+                self.inputs.append(key)
+            seq_of.append(index[key])
+        self.nodes: list[Node] = [Node(0, 0, -1, -1)]
+        end_node = self._build()
+        for i, (inp, cont) in enumerate(seqs):
+            first = len(inp) - len(cont)
+            n = end_node[seq_of[i]]
+            while n > 0 and self.nodes[n].end > first:
+                node = self.nodes[n]
+                for d in range(max(node.start, first), min(node.end, len(inp))):
+                    node.needs.append((d - node.start, i, d - first))
+                n = node.parent
+        self._measure()
+
+    def _build(self) -> list[int]:
+        nodes, inputs = self.nodes, self.inputs
+        end_node = [0] * len(inputs)
+        stack = [0]
+        prev = None
+        for k in sorted(range(len(inputs)), key=inputs.__getitem__):
+            s = inputs[k]
+            shared = common_prefix(inputs[prev], s) if prev is not None else 0
+            while stack[-1] != 0 and nodes[stack[-1]].start >= shared:
+                stack.pop()
+            top = stack[-1]
+            if nodes[top].end > shared:  # split: the shared part becomes a node of its own
+                t = nodes[top]
+                mid = len(nodes)
+                nodes.append(Node(t.start, shared, t.parent, t.seq, children=[top]))
+                siblings = nodes[t.parent].children
+                siblings[siblings.index(top)] = mid
+                t.parent, t.start = mid, shared
+                stack[-1] = mid
+            # distinct sorted inputs: s is never a prefix of the previous one, so len(s) > shared
+            new = len(nodes)
+            nodes.append(Node(shared, len(s), stack[-1], k))
+            nodes[stack[-1]].children.append(new)
+            stack.append(new)
+            end_node[k] = new
+            prev = k
+        return end_node
+
+    def _measure(self) -> None:
+        order, todo = [], [0]
+        while todo:
+            n = todo.pop()
+            order.append(n)
+            todo.extend(reversed(self.nodes[n].children))
+        for i, n in enumerate(order):
+            self.nodes[n].order = i
+        for n in reversed(order):
+            node = self.nodes[n]
+            node.size = node.end - node.start + sum(self.nodes[c].size for c in node.children)
+
+    def tokens(self, n: int) -> tuple[int, ...]:
+        node = self.nodes[n]
+        return self.inputs[node.seq][node.start : node.end]
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens the tree computes (each shared prefix once)."""
+        return self.nodes[0].size
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, budget: int) -> list[Row]:
+        """The rows of the whole tree, in pre-order; see the module docstring."""
+        cached = [n == 0 or node.size > budget for n, node in enumerate(self.nodes)]
+        out: list[Row] = []
+        todo = [0]
+        while todo:
+            c = todo.pop()
+            group: list[int] = []
+            width = 0
+            for ch in self.nodes[c].children:
+                if cached[ch]:
+                    out.append(self._layout(c, [ch], cached_node=ch))
+                    todo.append(ch)
+                    continue
+                size = self.nodes[ch].size
+                if group and width + size > budget:
+                    out.append(self._layout(c, group))
+                    group, width = [], 0
+                group.append(ch)
+                width += size
+            if group:
+                out.append(self._layout(c, group))
+        out.sort(key=lambda r: r.order)
+        return out
+
+    def _layout(self, past: int, units: list[int], cached_node: int = -1) -> Row:
+        import numpy as np
+
+        segs: list[tuple[int, int, int]] = []  # (node, offset in row, row index of the parent's last token or -1)
+        todo = [(u, -1) for u in reversed(units)]
+        width = 0
+        while todo:
+            n, parent_last = todo.pop()
+            node = self.nodes[n]
+            segs.append((n, width, parent_last))
+            width += node.end - node.start
+            if cached_node < 0:
+                todo.extend((ch, width - 1) for ch in reversed(node.children))
+        ids = np.empty(width, dtype=np.int64)
+        pos = np.empty(width, dtype=np.int64)
+        allowed = np.zeros((width, width), dtype=bool)
+        needed = np.zeros(width, dtype=bool)
+        needs = []
+        for n, o, p in segs:
+            node = self.nodes[n]
+            length = node.end - node.start
+            ids[o : o + length] = self.tokens(n)
+            pos[o : o + length] = np.arange(node.start, node.end)
+            if p >= 0:
+                allowed[o : o + length, :o] = allowed[p, :o]
+            allowed[o : o + length, o : o + length] = np.tri(length, dtype=bool)
+            for off, i, j in node.needs:
+                needed[o + off] = True
+                needs.append((o + off, i, j))
+        # needed tokens last (their relative order kept): logits are computed for the row's end only
+        perm = np.concatenate([np.flatnonzero(~needed), np.flatnonzero(needed)])
+        where = np.empty(width, dtype=np.int64)
+        where[perm] = np.arange(width)
+        row = Row(past=past, node=cached_node, order=self.nodes[units[0]].order, ids=ids[perm], pos=pos[perm],
+                  allowed=allowed[np.ix_(perm, perm)], needs=[(int(where[c]), i, j) for c, i, j in needs])
+        if cached_node >= 0:
+            row.kv_cols = where  # segment columns in depth order
+        return row
