@@ -389,7 +389,10 @@ class CausalLMPredictor(Predictor):
                     if reuse and (reuse == len(prev_ids) or getattr(prev_cache, "is_croppable", True)):
                         cache = copy.deepcopy(prev_cache)
                         if reuse < len(prev_ids):
-                            cache.crop(reuse - len(prev_ids))  # negative: drop that many tokens (all versions)
+                            try:
+                                cache.crop(reuse - len(prev_ids))  # negative: drop that many tokens (all versions)
+                            except RuntimeError:  # a sliding window that no longer holds those tokens
+                                cache, reuse = None, 0
                     else:
                         reuse = 0
                     if p > reuse:

@@ -3,7 +3,9 @@
 Per task and evaluated language the trial's demonstrations are drawn once (seed + trial), so
 every template of a trial sees the same demonstrations. All requests of one sub-result
 (candidates, calibration variants, unconditional continuations) go to the predictor in one
-batch, which lets the LM share the demonstrations' computation across them.
+batch, which lets the LM share every common prefix across them. Unconditional continuations
+(``unconditional_prompt`` + candidate) are scored only under ``scoring=unconditional-norm``, once
+per distinct candidate text in a job (cached across examples and trials).
 
 Prediction row (one per evaluated example; JSON-serialisable)::
 
@@ -13,7 +15,8 @@ Prediction row (one per evaluated example; JSON-serialisable)::
     n_shared_prefix, n_shared_suffix          # tokens all candidates' continuations share at start / end
     candidates: [{label, text,                # text: continuation = verbalisation + suffix
                   n_tokens, logprobs,         # per-token log-probs of the continuation (null: baseline)
-                  uncond_logprobs,            # same continuation after unconditional_prompt (LMs)
+                  uncond_logprobs,            # same continuation after unconditional_prompt (LMs; null
+                                              #   unless scoring=unconditional-norm)
                   score, calibrated}]         # score under params scoring; calibrated (calibrator set)
     calibration: [{option, n_shared_prefix, n_shared_suffix,
                    candidates: [{label, n_tokens, logprobs, uncond_logprobs, score}]}]   # calibrator set
@@ -63,6 +66,8 @@ class FewShotEvaluator:
     def __init__(self, model: dict[str, Any], params: dict[str, Any], predictor: Optional[Predictor] = None) -> None:
         self.model = model
         self.predictor = predictor or build_predictor(model, params)
+        # (unconditional_prompt, continuation) -> its log-probs: scored once per job, not per example/trial
+        self._uncond: dict[tuple[str, str], Loglik] = {}
 
     # ------------------------------------------------------------------ the interface
     def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult:
@@ -143,8 +148,10 @@ class FewShotEvaluator:
         uncond_prompt = "Answer:" if uncond_prompt is None else str(uncond_prompt)
         demos = [tmpl.fill(d, d["_label"], demo_lang) for d in sample.docs]
         parsed = [(o, parse_option(o, task.name)) for o in options] if pred.is_lm else []
+        need_uncond = pred.is_lm and mode == "unconditional-norm"  # the only mode that reads them
 
         requests: list[Request] = []
+        uncond: dict[tuple[str, str], Request] = {}  # not yet scored in this job
         plans = []
         for doc in eval_docs:
             items = [(None, doc)] + [(o, apply_option(doc, pairs, task.name, o)) for o, pairs in parsed]
@@ -169,12 +176,13 @@ class FewShotEvaluator:
                 for lab, (ctx, cont) in zip(task.labels, pairs):
                     idx.append(len(requests))
                     requests.append(Request(ctx, cont, doc["_id"], lab))
-                    if pred.is_lm:
-                        requests.append(Request(uncond_prompt, cont, doc["_id"], lab))
+                    if need_uncond and (uncond_prompt, cont) not in self._uncond:
+                        uncond.setdefault((uncond_prompt, cont), Request(uncond_prompt, cont, doc["_id"], lab))
                 item_reqs.append((option, pairs[0][0], [c for _, c in pairs], idx))
             plans.append((doc, k, item_reqs))
 
-        results = pred.loglikelihood(requests) if requests else []
+        results = pred.loglikelihood(requests + list(uncond.values())) if requests else []
+        self._uncond.update(zip(uncond, results[len(requests) :]))
         rows = []
         for doc, k, item_reqs in plans:
             scored = []
@@ -184,7 +192,8 @@ class FewShotEvaluator:
                     res: Loglik = results[i]
                     c = {"label": lab, "text": cont, "n_tokens": len(res.logprobs) if pred.is_lm else None}
                     if pred.is_lm:
-                        c.update(logprobs=res.logprobs, uncond_logprobs=results[i + 1].logprobs, _tokens=res.tokens)
+                        u = self._uncond[(uncond_prompt, cont)].logprobs if need_uncond else None
+                        c.update(logprobs=res.logprobs, uncond_logprobs=u, _tokens=res.tokens)
                     else:
                         c.update(logprobs=None, uncond_logprobs=None, score=res.total)
                     cands.append(c)
