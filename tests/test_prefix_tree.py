@@ -56,10 +56,13 @@ def test_tree_counts_each_distinct_prefix_once():
         tree = PrefixTree([(x, x[-1:]) for x in inputs])
         # independent count: the distinct non-empty prefixes of the inputs = the tokens a perfect tree computes
         assert tree.n_tokens == len({tuple(x[:k]) for x in inputs for k in range(1, len(x) + 1)})
-        for budget in (1, 5, 1000):
-            rows = tree.rows(budget)
-            assert sum(r.width for r in rows) == tree.n_tokens  # every token in exactly one row
-            assert all(r.width <= budget or r.node >= 0 for r in rows)  # only a cached segment may exceed the budget
+        for split, short, pack in ((1, 1, 1), (5, 2, 3), (1000, 32, 64)):
+            rows = tree.rows(split, short, pack)
+            if short == 1:  # nothing recomputed: every token in exactly one row
+                assert sum(r.width for r in rows) == tree.n_tokens
+            assert sum(r.width for r in rows) >= tree.n_tokens
+            needs = sorted((i, j) for r in rows for _, i, j in r.needs)
+            assert needs == [(i, 0) for i in range(len(inputs))]  # each read exactly once
         a, b = rng.sample(inputs, 2) if len(inputs) > 1 else (inputs[0], inputs[0])
         k = 0
         while k < min(len(a), len(b)) and a[k] == b[k]:
@@ -96,11 +99,11 @@ def test_any_budget_and_batch_size_gives_the_same_numbers(lm):
     widths = []
     hook = lm.model.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].shape[0]), with_kwargs=True)
     try:
-        for bs, budget in ((1, 40), (2, 7), (5, 3), (3, None)):
+        for bs, opts in ((1, {"split": 40}), (2, {"split": 7, "short": 2, "pack": 3}), (5, {"split": 1, "short": 1, "pack": 1}), (3, {})):
             lm.batch_size, widths[:] = bs, []
-            got = lm._score_tree(seqs, budget=budget)
+            got = lm._score_tree(seqs, **opts)
             worst = max(abs(a - b) for g, r in zip(got, ref) for a, b in zip(g.logprobs, r.logprobs))
-            assert worst < 1e-5, (bs, budget)
+            assert worst < 1e-5, (bs, opts)
             assert [g.greedy for g in got] == [r.greedy for r in ref]
             assert max(widths) <= bs
     finally:

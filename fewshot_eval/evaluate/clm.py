@@ -177,11 +177,6 @@ class CausalLMPredictor(Predictor):
             return self._score_tokens_linear(seqs)
         return self._score_tree(seqs)
 
-    def _row_budget(self, tree: Any) -> int:
-        """Tokens per row: up to twice the longest input (never more than 2048 unless one input is)."""
-        longest = max(len(x) for x in tree.inputs)
-        return max(longest, min(2 * longest, 2048))
-
     def _tree_ok(self) -> bool:
         """Whether this model takes tree attention: a plain key/value cache (no sliding windows,
         no recurrent state), an attention that accepts a 4D mask (sdpa, eager), explicit
@@ -219,7 +214,7 @@ class CausalLMPredictor(Predictor):
         toks = [(3 * k + 1) % vocab for k in range(12)]
         inputs = [toks[:9], toks[:6] + toks[9:11], toks[:6] + [toks[11]], toks[:3] + toks[6:8]]
         seqs = [(x, x[-2:]) for x in inputs] + [(toks[:9], toks[1:4])]
-        got = self._score_tree(seqs, budget=6)
+        got = self._score_tree(seqs, split=4, short=2, pack=4)
         with torch.inference_mode():
             for (inp, cont), res in zip(seqs, got):
                 logits = self.model(input_ids=torch.tensor([inp], device=self.device)).logits[0].float()
@@ -229,10 +224,11 @@ class CausalLMPredictor(Predictor):
                     return False
         return True
 
-    def _score_tree(self, seqs: list[tuple[list[int], list[int]]], budget: Optional[int] = None) -> list[Loglik]:
-        """Prefix-tree scoring: the rows of :class:`~fewshot_eval.evaluate.prefix_tree.PrefixTree`,
-        batched ``batch_size`` at a time in pre-order (a cached node's rows right after it, so the
-        key/value caches alive at once stay few: each is dropped when its last row ran)."""
+    def _score_tree(self, seqs: list[tuple[list[int], list[int]]], **row_options: int) -> list[Loglik]:
+        """Prefix-tree scoring: the rows of :class:`~fewshot_eval.evaluate.prefix_tree.PrefixTree`
+        (``row_options``: its ``rows`` arguments), batched ``batch_size`` at a time in pre-order (a
+        cached node's rows right after it, so the key/value caches alive at once stay few: each is
+        dropped when its last row ran)."""
         import heapq
 
         import torch
@@ -240,7 +236,7 @@ class CausalLMPredictor(Predictor):
         from fewshot_eval.evaluate.prefix_tree import PrefixTree
 
         tree = PrefixTree(seqs)
-        rows = tree.rows(budget or self._row_budget(tree))
+        rows = tree.rows(**row_options)
         by_past: dict[int, list[int]] = {}
         for r, row in enumerate(rows):
             by_past.setdefault(row.past, []).append(r)
@@ -273,12 +269,13 @@ class CausalLMPredictor(Predictor):
 
         first = heapq.heappop(ready)[1]
         w0, p0 = rows[first].width, past_len[rows[first].past]
+        free = p0 == 0 and rows[first].chain  # batches of such rows run without a mask
         batch, skipped = [first], []
         while ready and len(batch) < self.batch_size and len(skipped) < 4 * self.batch_size:
             item = heapq.heappop(ready)
             row = rows[item[1]]
             p = past_len[row.past]
-            if w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0):
+            if free == (p == 0 and row.chain) and w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0):
                 batch.append(item[1])
             else:
                 skipped.append(item)
@@ -295,20 +292,24 @@ class CausalLMPredictor(Predictor):
 
         n, width = len(batch), max(row.width for row in batch)
         plen = max(past_len[row.past] for row in batch)
+        free = plen == 0 and all(row.chain for row in batch)  # plain causal rows: right-padded, no mask
         ids = np.zeros((n, width), dtype=np.int64)
         pos = np.zeros((n, width), dtype=np.int64)
-        allowed = np.zeros((n, 1, width, plen + width), dtype=bool)
-        diag = np.arange(width)
-        allowed[:, 0, diag, plen + diag] = True  # padding attends to itself (no empty softmax)
+        left = [0 if free else width - row.width for row in batch]  # padding before the row's tokens
         for r, row in enumerate(batch):
-            a, p = width - row.width, past_len[row.past]
-            ids[r, a:], pos[r, a:] = row.ids, row.pos
-            allowed[r, 0, a:, plen + a :] = row.allowed
-            allowed[r, 0, a:, plen - p : plen] = True
-        mask = torch.from_numpy(allowed).to(self.device)
-        if getattr(self.model.config, "_attn_implementation", None) == "eager":
+            ids[r, left[r] : left[r] + row.width], pos[r, left[r] : left[r] + row.width] = row.ids, row.pos
+        mask = None
+        if not free:
+            allowed = np.zeros((n, 1, width, plen + width), dtype=bool)
+            diag = np.arange(width)
+            allowed[:, 0, diag, plen + diag] = True  # padding attends to itself (no empty softmax)
+            for r, row in enumerate(batch):
+                a, p = left[r], past_len[row.past]
+                allowed[r, 0, a:, plen + a :] = row.allowed
+                allowed[r, 0, a:, plen - p : plen] = True
+            # an additive float mask: eager attention needs one, and sdpa runs its fused kernel with it (not with a bool mask)
             dtype = self.model.dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill_(~mask, torch.finfo(dtype).min)
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill_(~torch.from_numpy(allowed).to(self.device), torch.finfo(dtype).min)
         cache = None
         if plen:
             from transformers import DynamicCache
@@ -328,16 +329,15 @@ class CausalLMPredictor(Predictor):
                 layers.append((torch.cat(keys, 0), torch.cat(values, 0)))
             cache = DynamicCache(ddp_cache_data=layers)
         keep_cache = any(row.node >= 0 for row in batch)
-        need = max(row.n_needed for row in batch)
         kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": cache is not None or keep_cache}
-        if self._logits_to_keep:
-            kwargs["logits_to_keep"] = max(need, 1)
+        if self._logits_to_keep:  # the columns from the first one read to the end
+            kwargs["logits_to_keep"] = max(1, width - min(left[r] + row.first_needed for r, row in enumerate(batch)))
         out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=torch.from_numpy(pos).to(self.device), attention_mask=mask, **kwargs)
         logits = out.logits
         shift = width - logits.shape[1]  # column c of the row is logits[:, c - shift]
         rr, cc, tt, who = [], [], [], []
         for r, row in enumerate(batch):
-            a = width - row.width
+            a = left[r]
             for c, i, j in row.needs:
                 rr.append(r)
                 cc.append(a + c - shift)
@@ -356,7 +356,7 @@ class CausalLMPredictor(Predictor):
             for r, row in enumerate(batch):
                 if row.node < 0:
                     continue
-                a, p = width - row.width, past_len[row.past]
+                a, p = left[r], past_len[row.past]
                 cols = torch.as_tensor(plen + a + row.kv_cols, device=self.device)
                 caches[r] = [
                     tuple(torch.cat([t[r : r + 1, :, plen - p : plen], t[r : r + 1].index_select(2, cols)], 2) for t in (layer.keys, layer.values))

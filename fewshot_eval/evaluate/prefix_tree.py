@@ -11,12 +11,14 @@ candidates each (``D`` shared demonstrations, ``X``/``Y`` the examples' contexts
        └─ Y ─┬─ c
              └─ d
 
-The tree is cut into *rows* (one row of a model forward call): a node whose subtree holds more
-than ``budget`` tokens is *cached* (its segment is a row of its own and its key/value cache is
-kept for its children); the subtrees below cached nodes are packed, whole, into rows of at most
-``budget`` tokens (siblings share a row). A row's tokens attend to their cached ancestor (the
-row's *past*) and to their own ancestors in the row: a tree attention mask. Tokens whose
-logits are needed come last in the row, so the model's ``logits_to_keep`` can skip the others.
+The tree is cut into *rows* (one row of a model forward call): a branching node with a large
+subtree is *cached* (its segment is a row of its own and its key/value cache is kept for its
+children: an example's context, the shared demonstrations); the small subtrees below cached
+nodes (an example's candidates) are packed, whole, into rows (siblings share a row). A row's
+tokens attend to their cached ancestor (the row's *past*) and to their own ancestors in the
+row: a tree attention mask. Tokens whose logits are needed come last in the row, so the
+model's ``logits_to_keep`` can skip the others. A row that is one path and has no past (an
+example's context, a request sharing nothing) runs without a mask, as a plain causal batch.
 
 Pure Python and numpy: :mod:`fewshot_eval.evaluate.clm` runs the rows.
 """
@@ -70,14 +72,16 @@ class Row:
     allowed: Any = None
     needs: list[tuple[int, int, int]] = field(default_factory=list)
     kv_cols: Any = None
+    chain: bool = False  # one path, in depth order (needs no mask when it has no past)
 
     @property
     def width(self) -> int:
         return len(self.ids)
 
     @property
-    def n_needed(self) -> int:
-        return len({c for c, _, _ in self.needs})
+    def first_needed(self) -> int:
+        """Column of the first token whose logits are read (the row's width when none is)."""
+        return min((c for c, _, _ in self.needs), default=len(self.ids))
 
 
 class PrefixTree:
@@ -156,37 +160,59 @@ class PrefixTree:
         return self.nodes[0].size
 
     # ------------------------------------------------------------------ rows
-    def rows(self, budget: int) -> list[Row]:
-        """The rows of the whole tree, in pre-order; see the module docstring."""
-        cached = [n == 0 or node.size > budget for n, node in enumerate(self.nodes)]
+    def rows(self, split: int = 64, short: int = 32, pack: int = 64) -> list[Row]:
+        """The rows of the whole tree, in pre-order (see the module docstring).
+
+        A node is *cached* (its segment is a row; its key/value cache is kept for its children)
+        when it branches, its subtree holds more than ``split`` tokens and its segment at least
+        ``short`` (a shorter shared segment is recomputed in each row below it: cheaper than
+        making every row below attend to a cache through a mask). Below a cached node, sibling
+        subtrees share a row while it holds at most ``max(pack, depth / 2)`` tokens.
+        """
+        nodes = self.nodes
+        cached = [n == 0 or (bool(node.children) and node.size > split and node.end - node.start >= short) for n, node in enumerate(nodes)]
+        below = [False] * len(nodes)  # a cached node somewhere below
+        for n in sorted(range(len(nodes)), key=lambda n: -nodes[n].order):
+            below[n] = any(cached[c] or below[c] for c in nodes[n].children)
         out: list[Row] = []
-        todo = [0]
-        while todo:
-            c = todo.pop()
+        done: set[int] = set()  # nodes whose needed log-probs a row already reads
+
+        def visit(past: int, chain: list[int], n: int) -> None:
+            limit = max(pack, nodes[past].end // 2)
             group: list[int] = []
             width = 0
-            for ch in self.nodes[c].children:
+            for ch in nodes[n].children:
                 if cached[ch]:
-                    out.append(self._layout(c, [ch], cached_node=ch))
-                    todo.append(ch)
-                    continue
-                size = self.nodes[ch].size
-                if group and width + size > budget:
-                    out.append(self._layout(c, group))
-                    group, width = [], 0
-                group.append(ch)
-                width += size
+                    out.append(self._layout(past, chain, [ch], done, cached_node=ch))
+                    visit(ch, [], ch)
+                elif below[ch]:
+                    visit(past, chain + [ch], ch)
+                else:
+                    size = nodes[ch].size
+                    if group and width + size > limit:
+                        out.append(self._layout(past, chain, group, done))
+                        group, width = [], 0
+                    group.append(ch)
+                    width += size
             if group:
-                out.append(self._layout(c, group))
+                out.append(self._layout(past, chain, group, done))
+
+        visit(0, [], 0)
         out.sort(key=lambda r: r.order)
         return out
 
-    def _layout(self, past: int, units: list[int], cached_node: int = -1) -> Row:
+    def _layout(self, past: int, chain: list[int], units: list[int], done: set[int], cached_node: int = -1) -> Row:
+        """One row: the ``chain`` segments (not cached, between ``past`` and the units), then the
+        ``units`` (whole subtrees, or the segment of ``cached_node``)."""
         import numpy as np
 
         segs: list[tuple[int, int, int]] = []  # (node, offset in row, row index of the parent's last token or -1)
-        todo = [(u, -1) for u in reversed(units)]
         width = 0
+        for n in chain:
+            segs.append((n, width, width - 1))
+            width += self.nodes[n].end - self.nodes[n].start
+        top = width - 1
+        todo = [(u, top) for u in reversed(units)]
         while todo:
             n, parent_last = todo.pop()
             node = self.nodes[n]
@@ -199,23 +225,31 @@ class PrefixTree:
         allowed = np.zeros((width, width), dtype=bool)
         needed = np.zeros(width, dtype=bool)
         needs = []
+        chain_row = True
         for n, o, p in segs:
             node = self.nodes[n]
             length = node.end - node.start
             ids[o : o + length] = self.tokens(n)
             pos[o : o + length] = np.arange(node.start, node.end)
+            chain_row = chain_row and p == o - 1
             if p >= 0:
                 allowed[o : o + length, :o] = allowed[p, :o]
             allowed[o : o + length, o : o + length] = np.tri(length, dtype=bool)
+            if n in done:
+                continue
+            done.add(n)
             for off, i, j in node.needs:
                 needed[o + off] = True
                 needs.append((o + off, i, j))
-        # needed tokens last (their relative order kept): logits are computed for the row's end only
-        perm = np.concatenate([np.flatnonzero(~needed), np.flatnonzero(needed)])
+        if chain_row:  # depth order: rows of a batch without a mask must stay causal
+            perm = np.arange(width)
+        else:  # needed tokens last (their relative order kept): logits are computed for the row's end only
+            perm = np.concatenate([np.flatnonzero(~needed), np.flatnonzero(needed)])
         where = np.empty(width, dtype=np.int64)
         where[perm] = np.arange(width)
-        row = Row(past=past, node=cached_node, order=self.nodes[units[0]].order, ids=ids[perm], pos=pos[perm],
-                  allowed=allowed[np.ix_(perm, perm)], needs=[(int(where[c]), i, j) for c, i, j in needs])
+        first = chain[0] if chain else units[0]
+        row = Row(past=past, node=cached_node, order=self.nodes[first].order, ids=ids[perm], pos=pos[perm],
+                  allowed=allowed[np.ix_(perm, perm)], needs=[(int(where[c]), i, j) for c, i, j in needs], chain=chain_row)
         if cached_node >= 0:
-            row.kv_cols = where  # segment columns in depth order
+            row.kv_cols = where  # the row's columns in depth order (its whole path below ``past``)
         return row
