@@ -330,17 +330,18 @@ class CausalLMPredictor(Predictor):
             cache = DynamicCache(ddp_cache_data=layers)
         keep_cache = any(row.node >= 0 for row in batch)
         kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": cache is not None or keep_cache}
-        if self._logits_to_keep:  # the columns from the first one read to the end
-            kwargs["logits_to_keep"] = max(1, width - min(left[r] + row.first_needed for r, row in enumerate(batch)))
+        keep = sorted({left[r] + c for r, row in enumerate(batch) for c, _, _ in row.needs})
+        if self._logits_to_keep:  # logits of the columns read only (the probe checked the model takes a tensor)
+            kwargs["logits_to_keep"] = torch.tensor(keep or [0], device=self.device)
         out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=torch.from_numpy(pos).to(self.device), attention_mask=mask, **kwargs)
         logits = out.logits
-        shift = width - logits.shape[1]  # column c of the row is logits[:, c - shift]
+        index = {c: k for k, c in enumerate(keep)} if self._logits_to_keep else None  # column -> logits index
         rr, cc, tt, who = [], [], [], []
         for r, row in enumerate(batch):
             a = left[r]
             for c, i, j in row.needs:
                 rr.append(r)
-                cc.append(a + c - shift)
+                cc.append(index[a + c] if index is not None else a + c)
                 tt.append(seqs[i][1][j])
                 who.append((i, j))
         if rr:

@@ -78,10 +78,6 @@ class Row:
     def width(self) -> int:
         return len(self.ids)
 
-    @property
-    def first_needed(self) -> int:
-        """Column of the first token whose logits are read (the row's width when none is)."""
-        return min((c for c, _, _ in self.needs), default=len(self.ids))
 
 
 class PrefixTree:
@@ -165,12 +161,14 @@ class PrefixTree:
 
         A node is *cached* (its segment is a row; its key/value cache is kept for its children)
         when it branches, its subtree holds more than ``split`` tokens and its segment at least
-        ``short`` (a shorter shared segment is recomputed in each row below it: cheaper than
-        making every row below attend to a cache through a mask). Below a cached node, sibling
-        subtrees share a row while it holds at most ``max(pack, depth / 2)`` tokens.
+        ``short`` tokens and as many as precede it (a shorter shared segment is recomputed in
+        each row below it: cheaper than one more forward call, or than making every row below
+        attend to a cache through a mask). Below a cached node, sibling subtrees share a row
+        while it holds at most ``max(pack, depth / 2)`` tokens.
         """
         nodes = self.nodes
-        cached = [n == 0 or (bool(node.children) and node.size > split and node.end - node.start >= short) for n, node in enumerate(nodes)]
+        cached = [n == 0 or (bool(node.children) and node.size > split and node.end - node.start >= max(short, node.start))
+                  for n, node in enumerate(nodes)]
         below = [False] * len(nodes)  # a cached node somewhere below
         for n in sorted(range(len(nodes)), key=lambda n: -nodes[n].order):
             below[n] = any(cached[c] or below[c] for c in nodes[n].children)
