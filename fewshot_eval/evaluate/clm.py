@@ -315,7 +315,10 @@ class CausalLMPredictor(Predictor):
             from transformers import DynamicCache
 
             layers = []
-            for lay in range(len(next(kv[row.past] for row in batch if past_len[row.past]))):
+            pasts = {row.past for row in batch}
+            if len(pasts) == 1:  # one past for all rows (a context's candidates): no padding, one copy
+                layers = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv[pasts.pop()]]
+            for lay in range(0 if layers else len(next(kv[row.past] for row in batch if past_len[row.past]))):
                 keys, values = [], []
                 for row in batch:
                     p = past_len[row.past]
