@@ -56,11 +56,11 @@ def test_tree_counts_each_distinct_prefix_once():
         tree = PrefixTree([(x, x[-1:]) for x in inputs])
         # independent count: the distinct non-empty prefixes of the inputs = the tokens a perfect tree computes
         assert tree.n_tokens == len({tuple(x[:k]) for x in inputs for k in range(1, len(x) + 1)})
-        for split, short, pack in ((1, 1, 1), (5, 2, 3), (1000, 32, 64)):
-            rows = tree.rows(split, short, pack)
-            if short == 1:  # nothing recomputed: every token in exactly one row
+        for split, short, pack, unit in ((1, 1, 1, 1), (5, 2, 3, 6), (64, 32, 64, 0), (10**6, 1, 10**6, 10**6)):
+            rows = tree.rows(split, short, pack, unit)
+            if unit == 10**6:  # whole subtrees of the root, nothing recomputed: every token in exactly one row
                 assert sum(r.width for r in rows) == tree.n_tokens
-            assert sum(r.width for r in rows) >= tree.n_tokens
+            assert sum(r.width for r in rows) >= tree.n_tokens  # short shared segments may be recomputed
             needs = sorted((i, j) for r in rows for _, i, j in r.needs)
             assert needs == [(i, 0) for i in range(len(inputs))]  # each read exactly once
         a, b = rng.sample(inputs, 2) if len(inputs) > 1 else (inputs[0], inputs[0])
@@ -99,7 +99,7 @@ def test_any_budget_and_batch_size_gives_the_same_numbers(lm):
     widths = []
     hook = lm.model.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].shape[0]), with_kwargs=True)
     try:
-        for bs, opts in ((1, {"split": 40}), (2, {"split": 7, "short": 2, "pack": 3}), (5, {"split": 1, "short": 1, "pack": 1}), (3, {})):
+        for bs, opts in ((1, {"split": 40}), (2, {"split": 7, "short": 2, "pack": 3}), (5, {"split": 1, "short": 1, "pack": 1}), (4, {"split": 1, "short": 50, "pack": 1, "unit": 3}), (3, {})):
             lm.batch_size, widths[:] = bs, []
             got = lm._score_tree(seqs, **opts)
             worst = max(abs(a - b) for g, r in zip(got, ref) for a, b in zip(g.logprobs, r.logprobs))

@@ -361,9 +361,11 @@ class CausalLMPredictor(Predictor):
                 if row.node < 0:
                     continue
                 a, p = left[r], past_len[row.past]
-                cols = torch.as_tensor(plen + a + row.kv_cols, device=self.device)
+                lo = plen + a  # a cached row is one path in depth order: its columns are consecutive
+                assert row.chain and (row.kv_cols == range(row.width)).all()
                 caches[r] = [
-                    tuple(torch.cat([t[r : r + 1, :, plen - p : plen], t[r : r + 1].index_select(2, cols)], 2) for t in (layer.keys, layer.values))
+                    tuple(torch.cat([t[r : r + 1, :, plen - p : plen], t[r : r + 1, :, lo : lo + row.width]], 2) if p else t[r : r + 1, :, lo : lo + row.width]
+                          for t in (layer.keys, layer.values))
                     for layer in new.layers
                 ]
         return caches

@@ -174,7 +174,7 @@ class PrefixTree:
                   for n, node in enumerate(nodes)]
         below = [False] * len(nodes)  # a cached node somewhere below
         for n in sorted(range(len(nodes)), key=lambda n: -nodes[n].order):
-            below[n] = any(cached[c] or below[c] or nodes[c].size > unit for c in nodes[n].children)
+            below[n] = any(cached[c] or below[c] or (nodes[c].children and nodes[c].size > unit) for c in nodes[n].children)
         out: list[Row] = []
         done: set[int] = set()  # nodes whose needed log-probs a row already reads
 
@@ -186,7 +186,7 @@ class PrefixTree:
                 if cached[ch]:
                     out.append(self._layout(past, chain, [ch], done, cached_node=ch))
                     visit(ch, [], ch)
-                elif below[ch] or nodes[ch].size > unit:
+                elif below[ch] or (nodes[ch].children and nodes[ch].size > unit):  # recomputed in each row below
                     visit(past, chain + [ch], ch)
                 else:
                     size = nodes[ch].size
