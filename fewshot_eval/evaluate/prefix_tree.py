@@ -156,20 +156,20 @@ class PrefixTree:
         return self.nodes[0].size
 
     # ------------------------------------------------------------------ rows
-    def rows(self, split: int = 64, short: int = 192, pack: int = 64, unit: int = 0) -> list[Row]:
+    def rows(self, split: int = 64, short: int = 192, pack: int = 64, unit: int = 128) -> list[Row]:
         """The rows of the whole tree, in pre-order (see the module docstring).
 
         A node is *cached* (its segment is a row; its key/value cache is kept for its children)
         when it branches, its subtree holds more than ``split`` tokens, its segment as many as
         precede it, and caching saves at least ``short`` tokens (segment x (children - 1)); a
         shared segment that saves less is recomputed in each row below it: cheaper than one
-        more forward call, or than making every row below attend to a cache through a mask. A subtree is computed whole in one row (a *unit*) when
-        it holds at most ``unit`` tokens (default: the longest input) and nothing below it is
-        cached; else its segment is recomputed in each row below it. Below a cached node,
+        more forward call, or than making every row below attend to a cache through a mask.
+        A subtree is computed whole in one row (a *unit*) when it holds at most ``unit`` tokens
+        and nothing below it is cached (a dense tree mask costs its width squared: wide units
+        waste attention); else its segment is recomputed in each row below it. Below a cached node,
         sibling units share a row while it holds at most ``max(pack, depth / 2)`` tokens.
         """
         nodes = self.nodes
-        unit = unit or max(len(x) for x in self.inputs)
         cached = [n == 0 or (bool(node.children) and node.size > split and node.end - node.start >= node.start
                              and (node.end - node.start) * (len(node.children) - 1) >= short)
                   for n, node in enumerate(nodes)]
