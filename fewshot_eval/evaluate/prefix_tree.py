@@ -160,8 +160,9 @@ class PrefixTree:
         """The rows of the whole tree, in pre-order (see the module docstring).
 
         A node is *cached* (its segment is a row; its key/value cache is kept for its children)
-        when it branches, its subtree holds more than ``split`` tokens, its segment as many as
-        precede it, and caching saves at least ``short`` tokens (segment x (children - 1)); a
+        when it branches, its subtree holds more than ``split`` tokens, and the tokens it would
+        otherwise recompute (its *chain*: from the nearest cached ancestor to its end) are as
+        many as precede them and save at least ``short`` tokens (chain x (children - 1)); a
         shared segment that saves less is recomputed in each row below it: cheaper than one
         more forward call, or than making every row below attend to a cache through a mask.
         A subtree is computed whole in one row (a *unit*) when it holds at most ``unit`` tokens
@@ -170,9 +171,13 @@ class PrefixTree:
         sibling units share a row while it holds at most ``max(pack, depth / 2)`` tokens.
         """
         nodes = self.nodes
-        cached = [n == 0 or (bool(node.children) and node.size > split and node.end - node.start >= node.start
-                             and (node.end - node.start) * (len(node.children) - 1) >= short)
-                  for n, node in enumerate(nodes)]
+        cached = [True] + [False] * (len(nodes) - 1)
+        chain = [0] * len(nodes)  # tokens from the nearest cached ancestor to the node's end (recomputed if not cached)
+        for n in sorted(range(1, len(nodes)), key=lambda n: nodes[n].order):
+            node = nodes[n]
+            chain[n] = node.end - node.start + (0 if cached[node.parent] else chain[node.parent])
+            cached[n] = (bool(node.children) and node.size > split and chain[n] >= node.end - chain[n]
+                         and chain[n] * (len(node.children) - 1) >= short)
         below = [False] * len(nodes)  # a cached node somewhere below
         for n in sorted(range(len(nodes)), key=lambda n: -nodes[n].order):
             below[n] = any(cached[c] or below[c] or (nodes[c].children and nodes[c].size > unit) for c in nodes[n].children)
