@@ -214,7 +214,7 @@ class CausalLMPredictor(Predictor):
         toks = [(3 * k + 1) % vocab for k in range(12)]
         inputs = [toks[:9], toks[:6] + toks[9:11], toks[:6] + [toks[11]], toks[:3] + toks[6:8]]
         seqs = [(x, x[-2:]) for x in inputs] + [(toks[:9], toks[1:4])]
-        got = self._score_tree(seqs, split=4, short=2, pack=4)
+        got = self._score_tree(seqs, split=4, short=2, pack=4, unit=3)  # cached nodes, recomputed chains, units
         with torch.inference_mode():
             for (inp, cont), res in zip(seqs, got):
                 logits = self.model(input_ids=torch.tensor([inp], device=self.device)).logits[0].float()
