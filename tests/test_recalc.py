@@ -40,10 +40,11 @@ def test_recalc_reproduces_every_run_exactly(runs):
 
 
 def test_recalc_switches_mode_and_calibration_from_one_run(runs):
-    _, _, calibrated_sum_rows = runs[("sum", "average_option")]
+    """Rows of an unconditional-norm run (the one mode that stores unconditional log-probs) recalc to every setting."""
+    _, _, calibrated_rows = runs[("unconditional-norm", "average_option")]
     for (mode, cal), (params, metrics, rows) in runs.items():
-        assert recalc_metrics(calibrated_sum_rows, params, "pawsx_demo") == metrics, (mode, cal)
-        new = rescore_rows(calibrated_sum_rows, params, "pawsx_demo")
+        assert recalc_metrics(calibrated_rows, params, "pawsx_demo") == metrics, (mode, cal)
+        new = rescore_rows(calibrated_rows, params, "pawsx_demo")
         assert [r["pred"] for r in new] == [r["pred"] for r in rows]
         # other batch compositions (variants in the batch) change float rounding only
         assert [c["score"] for r in new for c in r["candidates"]] == pytest.approx([c["score"] for r in rows for c in r["candidates"]], abs=1e-4)
@@ -59,6 +60,12 @@ def test_recalc_errors(runs):
         recalc_metrics(cal_rows, {"calibrator": "average_option", "calibration_options": {"pawsx_demo": ["sentence1::"]}}, "pawsx_demo")
     with pytest.raises(ConfigError, match="unknown mode"):
         recalc_metrics(raw_rows, {"scoring": "median"})
+    # a sum run did not compute unconditional log-probs: the error says how to get them
+    assert all(c["uncond_logprobs"] is None for r in raw_rows for c in r["candidates"])
+    with pytest.raises(ConfigError, match="no unconditional log-probs stored.*Re-run the evaluation with scoring=unconditional-norm"):
+        recalc_metrics(cal_rows, {"scoring": "unconditional-norm"})
+    for mode in ("sum", "mean", "suffix", "char-norm"):  # the other modes recalc from sum rows
+        recalc_metrics(cal_rows, {"scoring": mode, "calibrator": "average_option"})
 
 
 def test_recalc_baseline_rows():

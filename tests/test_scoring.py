@@ -108,7 +108,7 @@ def test_modes_on_a_mid_prompt_template(lm):
     from fewshot_eval.evaluate.runner import FewShotEvaluator
 
     ev = FewShotEvaluator({"name": "tiny"}, {}, predictor=lm)
-    params = {"seed": 0, "scoring": "sum", "n_eval_samples": 2, "templates": {"nli_demo": "default"}}
+    params = {"seed": 0, "scoring": "unconditional-norm", "n_eval_samples": 2, "templates": {"nli_demo": "default"}}
     res = ev.run_trial(["nli_demo"], params, 1, 0)
     row = res.predictions["nli_demo.default"][0]
     p, s = row["n_shared_prefix"], row["n_shared_suffix"]
@@ -117,13 +117,44 @@ def test_modes_on_a_mid_prompt_template(lm):
         d = direct(lm, row["prompt"], c["text"])
         u = direct(lm, "Answer:", c["text"])
         assert c["n_tokens"] == len(d) and c["logprobs"] == pytest.approx(d, abs=1e-4)
-        assert c["score"] == pytest.approx(sum(d), abs=1e-4)
+        assert c["score"] == pytest.approx(sum(d) - sum(u), abs=1e-4)
         one = {"n_shared_prefix": p, "n_shared_suffix": s, "candidates": [c]}
         assert score_candidates(one, "mean")[0] == pytest.approx(sum(d[p:]) / len(d[p:]), abs=1e-4)
         assert score_candidates(one, "suffix")[0] == pytest.approx(sum(d[-s:]), abs=1e-4)
         assert score_candidates(one, "unconditional-norm")[0] == pytest.approx(sum(d) - sum(u), abs=1e-4)
         assert score_candidates(one, "char-norm")[0] == pytest.approx(sum(d) / len(c["text"].lstrip()), abs=1e-4)
-    for mode in ("mean", "suffix", "unconditional-norm", "char-norm"):
+    for mode in ("sum", "mean", "suffix", "char-norm"):
         r2 = ev.run_trial(["nli_demo"], {**params, "scoring": mode}, 1, 0).predictions["nli_demo.default"][0]
         assert [c["score"] for c in r2["candidates"]] == pytest.approx(score_candidates(row, mode), abs=1e-6)
+        assert all(c["uncond_logprobs"] is None for c in r2["candidates"])  # only unconditional-norm computes them
+        with pytest.raises(ConfigError, match="Re-run the evaluation with scoring=unconditional-norm"):
+            score_candidates(r2, "unconditional-norm")
     assert not math.isnan(res.metrics["nli_demo.default"]["accuracy"])
+
+
+def test_unconditional_continuations_only_when_needed_and_once_per_job(lm):
+    """scoring=sum asks the model for no unconditional continuation; unconditional-norm asks for each
+    distinct candidate text once per job (evaluator), across examples and trials."""
+    from fewshot_eval.evaluate.runner import FewShotEvaluator
+
+    seen: list[Request] = []
+
+    class Counting(type(lm)):
+        def loglikelihood(self, requests):
+            seen.extend(requests)
+            return super().loglikelihood(requests)
+
+    counting = Counting(lm.model, lm.tokenizer, batch_size=4)
+    params = {"seed": 0, "scoring": "sum", "n_eval_samples": 4}
+    ev = FewShotEvaluator({"name": "tiny"}, {}, predictor=counting)
+    ev.run_trial(["copa_demo"], params, 1, 0)
+    assert seen and not [r for r in seen if r.context == "Answer:"]
+    seen.clear()
+    params = {**params, "scoring": "unconditional-norm"}
+    rows = [r for t in (0, 1) for r in ev.run_trial(["copa_demo"], params, 1, t).predictions["copa_demo.default"]]
+    uncond = [r.continuation for r in seen if r.context == "Answer:"]
+    texts = {c["text"] for r in rows for c in r["candidates"]}
+    assert sorted(uncond) == sorted(texts)  # each distinct text once, though two trials score the same examples
+    for r in rows:
+        for c in r["candidates"]:
+            assert c["uncond_logprobs"] == pytest.approx(direct(lm, "Answer:", c["text"]), abs=1e-4)

@@ -36,17 +36,12 @@ from typing import Any, Callable, Optional, Sequence
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import GenerationRequest, Loglik, Predictor, Request
 from fewshot_eval.evaluate.checks import DEVICE_MAPS, DTYPES
+from fewshot_eval.evaluate.prefix_tree import common_prefix as _common_prefix
 from fewshot_eval.evaluate.registry import register_predictor
 
 log = logging.getLogger("fewshot_eval")
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 @functools.lru_cache(maxsize=1)
@@ -129,6 +124,8 @@ class CausalLMPredictor(Predictor):
 
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params
+        self._tree: Optional[bool] = None  # prefix-tree scoring works for this model (checked on first use)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -283,7 +280,224 @@ class CausalLMPredictor(Predictor):
 
     def _score_tokens(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None) -> list[Loglik]:
         """``seqs``: (input ids, continuation ids); the continuation's log-probs come from the
-        last ``len(cont)`` input positions. ``report(seq indices, results)`` after each batch."""
+        last ``len(cont)`` input positions. Every common prefix is computed once (see
+        :mod:`fewshot_eval.evaluate.prefix_tree`); at most ``batch_size`` rows per forward call.
+        ``report(seq indices, results)`` after each forward call, for the sequences it finished
+        (the resume cache commits them)."""
+        if not seqs:
+            return []
+        if not self._tree_ok():
+            return self._score_tokens_linear(seqs, report)
+        return self._score_tree(seqs, report)
+
+    def _tree_ok(self) -> bool:
+        """Whether this model takes tree attention: a plain key/value cache (no sliding windows,
+        no recurrent state), an attention that accepts a 4D mask (sdpa, eager), explicit
+        positions; checked once against a plain forward pass on a small probe."""
+        if self._tree is not None:
+            return self._tree
+        self._tree = False
+        try:
+            import inspect
+
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            params = inspect.signature(self.model.forward).parameters
+            attn = getattr(self.model.config, "_attn_implementation", None)
+            layers = DynamicCache(config=self.model.config).layers
+            if attn not in ("sdpa", "eager") or not {"position_ids", "attention_mask"} <= set(params):
+                raise ValueError(f"attention {attn!r}")
+            if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+                raise ValueError("not a plain dynamic cache")
+            self._tree = self._probe_tree()
+        except Exception as e:  # any model the probe cannot run keeps the plain batches
+            log.debug("prefix-tree scoring off for %s: %s", self.name, e)
+        if not self._tree:
+            log.info("model %s: prefix-tree scoring unavailable; sharing only each batch's common prefix.", self.name)
+        return self._tree
+
+    def _probe_tree(self) -> bool:
+        """The tree path (with a cached node, packed rows and padding) equals plain forward passes."""
+        import torch
+
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or 0)
+        if vocab < 16:
+            return False
+        toks = [(3 * k + 1) % vocab for k in range(12)]
+        inputs = [toks[:9], toks[:6] + toks[9:11], toks[:6] + [toks[11]], toks[:3] + toks[6:8]]
+        seqs = [(x, x[-2:]) for x in inputs] + [(toks[:9], toks[1:4])]
+        got = self._score_tree(seqs, None, split=4, short=2, pack=4, unit=3)  # cached nodes, recomputed chains, units
+        with torch.inference_mode():
+            for (inp, cont), res in zip(seqs, got):
+                logits = self.model(input_ids=torch.tensor([inp], device=self.device)).logits[0].float()
+                lp = torch.log_softmax(logits[len(inp) - len(cont) :], -1)
+                want = lp[torch.arange(len(cont)), torch.tensor(cont, device=lp.device)].tolist()
+                if max(abs(a - b) for a, b in zip(want, res.logprobs)) > 1e-3:
+                    return False
+        return True
+
+    def _score_tree(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None, **row_options: int) -> list[Loglik]:
+        """Prefix-tree scoring: the rows of :class:`~fewshot_eval.evaluate.prefix_tree.PrefixTree`
+        (``row_options``: its ``rows`` arguments), batched ``batch_size`` at a time in pre-order (a
+        cached node's rows right after it, so the key/value caches alive at once stay few: each is
+        dropped when its last row ran)."""
+        import heapq
+
+        import torch
+
+        from fewshot_eval.evaluate.prefix_tree import PrefixTree
+
+        tree = PrefixTree(seqs)
+        rows = tree.rows(**row_options)
+        by_past: dict[int, list[int]] = {}
+        for r, row in enumerate(rows):
+            by_past.setdefault(row.past, []).append(r)
+        left = {p: len(rs) for p, rs in by_past.items()}
+        kv: dict[int, Optional[list[tuple[Any, Any]]]] = {0: None}  # cached node -> per-layer (keys, values) of its whole path
+        past_len = {0: 0}
+        lps = [[0.0] * len(cont) for _, cont in seqs]
+        greedy = [[True] * len(cont) for _, cont in seqs]
+        ready = [(rows[r].order, r) for r in by_past.get(0, [])]
+        heapq.heapify(ready)
+        todo = [set(range(len(cont))) for _, cont in seqs]  # continuation tokens not scored yet, per sequence
+        with torch.inference_mode():
+            while ready:
+                batch = self._pick_batch(ready, rows, past_len)
+                caches = self._run_rows([rows[r] for r in batch], kv, past_len, seqs, lps, greedy)
+                if report is not None:
+                    done = []
+                    for r in batch:
+                        for _, i, j in rows[r].needs:
+                            if todo[i]:
+                                todo[i].discard(j)
+                                if not todo[i]:
+                                    done.append(i)
+                    if done:
+                        report(done, [Loglik(lps[i], list(seqs[i][1]), all(greedy[i])) for i in done])
+                for r, cache in zip(batch, caches):
+                    row = rows[r]
+                    if cache is not None:
+                        kv[row.node], past_len[row.node] = cache, tree.nodes[row.node].end
+                        for child in by_past.get(row.node, []):
+                            heapq.heappush(ready, (rows[child].order, child))
+                    left[row.past] -= 1
+                    if not left[row.past] and row.past:
+                        del kv[row.past]
+        return [Loglik(lp, list(cont), all(g)) for lp, g, (_, cont) in zip(lps, greedy, seqs)]
+
+    def _pick_batch(self, ready: list, rows: list, past_len: dict[int, int]) -> list[int]:
+        """Up to ``batch_size`` ready rows, the first in pre-order and those among the next few
+        of a similar width and past length (padding stays small)."""
+        import heapq
+
+        first = heapq.heappop(ready)[1]
+        w0, p0 = rows[first].width, past_len[rows[first].past]
+        free = p0 == 0 and rows[first].chain  # batches of such rows run without a mask
+        batch, skipped = [first], []
+        while ready and len(batch) < self.batch_size and len(skipped) < 4 * self.batch_size:
+            item = heapq.heappop(ready)
+            row = rows[item[1]]
+            p = past_len[row.past]
+            if free == (p == 0 and row.chain) and w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0):
+                batch.append(item[1])
+            else:
+                skipped.append(item)
+        for item in skipped:
+            heapq.heappush(ready, item)
+        return batch
+
+    def _run_rows(self, batch: list, kv: dict, past_len: dict[int, int], seqs: list, lps: list[list[float]], greedy: list[list[bool]]) -> list:
+        """One forward call over ``batch`` (rows left-padded to one width, pasts left-padded to one
+        length, a 4D tree mask); fills ``lps``/``greedy``; returns per row the key/value cache of
+        its whole path when it is a cached row, else None."""
+        import numpy as np
+        import torch
+
+        n, width = len(batch), max(row.width for row in batch)
+        plen = max(past_len[row.past] for row in batch)
+        free = plen == 0 and all(row.chain for row in batch)  # plain causal rows: right-padded, no mask
+        ids = np.zeros((n, width), dtype=np.int64)
+        pos = np.zeros((n, width), dtype=np.int64)
+        left = [0 if free else width - row.width for row in batch]  # padding before the row's tokens
+        for r, row in enumerate(batch):
+            ids[r, left[r] : left[r] + row.width], pos[r, left[r] : left[r] + row.width] = row.ids, row.pos
+        mask = None
+        if not free:
+            allowed = np.zeros((n, 1, width, plen + width), dtype=bool)
+            diag = np.arange(width)
+            allowed[:, 0, diag, plen + diag] = True  # padding attends to itself (no empty softmax)
+            for r, row in enumerate(batch):
+                a, p = left[r], past_len[row.past]
+                allowed[r, 0, a:, plen + a :] = row.allowed
+                allowed[r, 0, a:, plen - p : plen] = True
+            # an additive float mask: eager attention needs one, and sdpa runs its fused kernel with it (not with a bool mask)
+            dtype = self.model.dtype
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill_(~torch.from_numpy(allowed).to(self.device), torch.finfo(dtype).min)
+        cache = None
+        if plen:
+            from transformers import DynamicCache
+
+            layers = []
+            pasts = {row.past for row in batch}
+            if len(pasts) == 1:  # one past for all rows (a context's candidates): no padding, one copy
+                layers = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv[pasts.pop()]]
+            for lay in range(0 if layers else len(next(kv[row.past] for row in batch if past_len[row.past]))):
+                keys, values = [], []
+                for row in batch:
+                    p = past_len[row.past]
+                    k, v = kv[row.past][lay] if p else (None, None)
+                    if p < plen:
+                        ref = next(kv[x.past][lay][0] for x in batch if past_len[x.past])
+                        pad = ref.new_zeros((1, ref.shape[1], plen - p, ref.shape[3]))
+                        k, v = (torch.cat([pad, k], 2), torch.cat([pad, v], 2)) if p else (pad, pad)
+                    keys.append(k)
+                    values.append(v)
+                layers.append((torch.cat(keys, 0), torch.cat(values, 0)))
+            cache = DynamicCache(ddp_cache_data=layers)
+        keep_cache = any(row.node >= 0 for row in batch)
+        kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": cache is not None or keep_cache}
+        keep = sorted({left[r] + c for r, row in enumerate(batch) for c, _, _ in row.needs})
+        if self._logits_to_keep:  # logits of the columns read only (the probe checked the model takes a tensor)
+            kwargs["logits_to_keep"] = torch.tensor(keep or [0], device=self.device)
+        out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=torch.from_numpy(pos).to(self.device), attention_mask=mask, **kwargs)
+        logits = out.logits
+        index = {c: k for k, c in enumerate(keep)} if self._logits_to_keep else None  # column -> logits index
+        rr, cc, tt, who = [], [], [], []
+        for r, row in enumerate(batch):
+            a = left[r]
+            for c, i, j in row.needs:
+                rr.append(r)
+                cc.append(index[a + c] if index is not None else a + c)
+                tt.append(seqs[i][1][j])
+                who.append((i, j))
+        if rr:
+            sel = logits[torch.tensor(rr, device=logits.device), torch.tensor(cc, device=logits.device)].float()
+            tgt = torch.tensor(tt, device=sel.device)
+            tok_lp = torch.log_softmax(sel, -1).gather(1, tgt[:, None])[:, 0].tolist()
+            hit = (sel.argmax(-1) == tgt).tolist()
+            for (i, j), v, g in zip(who, tok_lp, hit):
+                lps[i][j], greedy[i][j] = v, g
+        caches: list = [None] * n
+        if keep_cache:
+            new = getattr(out, self._cache_arg)
+            for r, row in enumerate(batch):
+                if row.node < 0:
+                    continue
+                a, p = left[r], past_len[row.past]
+                lo = plen + a  # a cached row is one path in depth order: its columns are consecutive
+                assert row.chain and (row.kv_cols == range(row.width)).all()
+                caches[r] = [
+                    tuple(torch.cat([t[r : r + 1, :, plen - p : plen], t[r : r + 1, :, lo : lo + row.width]], 2) if p else t[r : r + 1, :, lo : lo + row.width]
+                          for t in (layer.keys, layer.values))
+                    for layer in new.layers
+                ]
+        return caches
+
+    def _score_tokens_linear(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None) -> list[Loglik]:
+        """The fallback of :meth:`_score_tokens` for models whose cache or attention cannot take a
+        tree mask: sorted batches, each running its requests' common prefix once (reusing the
+        previous batch's key/value cache as far as it agrees), then the rest right-padded."""
         import torch
 
         order = sorted(range(len(seqs)), key=lambda i: seqs[i][0])
@@ -305,7 +519,10 @@ class CausalLMPredictor(Predictor):
                     if reuse and (reuse == len(prev_ids) or getattr(prev_cache, "is_croppable", True)):
                         cache = copy.deepcopy(prev_cache)
                         if reuse < len(prev_ids):
-                            cache.crop(reuse - len(prev_ids))  # negative: drop that many tokens (all versions)
+                            try:
+                                cache.crop(reuse - len(prev_ids))  # negative: drop that many tokens (all versions)
+                            except RuntimeError:  # a sliding window that no longer holds those tokens
+                                cache, reuse = None, 0
                     else:
                         reuse = 0
                     if p > reuse:

@@ -1,7 +1,9 @@
 """Recompute metrics from stored prediction rows under another scoring mode or calibration.
 
 No model is loaded: rows carry each candidate's per-token log-probs (``logprobs``), those of
-the unconditional continuation (``uncond_logprobs``), the shared prefix/suffix token counts
+the unconditional continuation (``uncond_logprobs``, computed only by runs with
+``scoring=unconditional-norm``: recalc to that mode from other runs is an error saying to
+re-run), the shared prefix/suffix token counts
 and, when the run was calibrated, the content-free variants (``calibration``). Scoring the
 rows with the run's own params reproduces the run's metrics exactly (same functions, same
 floats). Baseline rows (no log-probs) keep their stored ``score``. Rows of generation tasks

@@ -4,7 +4,9 @@ Per task and evaluated language the trial's demonstrations are drawn once (seed 
 every template of a trial sees the same demonstrations (``demo_sampling=per_example``: each
 example draws its own, lm-eval's way; see ``demonstrations``). All requests of one sub-result
 (candidates, calibration variants, unconditional continuations) go to the predictor in one
-batch, which lets the LM share the demonstrations' computation across them.
+batch, which lets the LM share every common prefix across them. Unconditional continuations
+(``unconditional_prompt`` + candidate) are scored only under ``scoring=unconditional-norm``, once
+per distinct candidate text in a job (cached across examples and trials).
 
 Generation tasks (``kind: generate``) go to :mod:`fewshot_eval.evaluate.generation` with the
 same demonstrations, chat format and predictor (rows: ``id, prompt, output, references,
@@ -17,7 +19,8 @@ n_demos, [demo_ids]``). Ranking prediction row (one per evaluated example; JSON-
     n_shared_prefix, n_shared_suffix          # tokens all candidates' continuations share at start / end
     candidates: [{label, text,                # text: continuation = verbalisation + suffix
                   n_tokens, logprobs,         # per-token log-probs of the continuation (null: baseline)
-                  uncond_logprobs,            # same continuation after unconditional_prompt (LMs)
+                  uncond_logprobs,            # same continuation after unconditional_prompt (LMs; null
+                                              #   unless scoring=unconditional-norm)
                   score, calibrated}]         # score under params scoring; calibrated (calibrator set)
     calibration: [{option, n_shared_prefix, n_shared_suffix,
                    candidates: [{label, n_tokens, logprobs, uncond_logprobs, score}]}]   # calibrator set
@@ -76,6 +79,8 @@ class FewShotEvaluator:
         self.model = model
         self.predictor = predictor or build_predictor(model, params)
         self.chat = chat_format(model.get("chat"), self.predictor, model.get("name", "?"))  # None: plain prompts
+        # (unconditional_prompt, continuation) -> its log-probs: scored once per job, not per example/trial
+        self._uncond: dict[tuple[str, str], Loglik] = {}
 
     # ------------------------------------------------------------------ the interface
     def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult:
@@ -210,8 +215,10 @@ class FewShotEvaluator:
 
         shared = None if per_example else [demo(d) for d in sample.docs]
         parsed = [(o, parse_option(o, task.name)) for o in options] if pred.is_lm else []
+        need_uncond = pred.is_lm and mode == "unconditional-norm"  # the only mode that reads them
 
         requests: list[Request] = []
+        uncond: dict[tuple[str, str], Request] = {}  # not yet scored in this job
         plans = []
         for j, doc in enumerate(eval_docs):
             demos = shared if shared is not None else [demo(d) for d in sample.docs[j]]
@@ -238,12 +245,13 @@ class FewShotEvaluator:
                 for lab, (ctx, cont) in zip(labels, pairs):
                     idx.append(len(requests))
                     requests.append(Request(ctx, cont, doc["_id"], lab))
-                    if pred.is_lm:
-                        requests.append(Request(uncond_prompt, cont, doc["_id"], lab))
+                    if need_uncond and (uncond_prompt, cont) not in self._uncond:
+                        uncond.setdefault((uncond_prompt, cont), Request(uncond_prompt, cont, doc["_id"], lab))
                 item_reqs.append((option, pairs[0][0], [c for _, c in pairs], idx))
             plans.append((doc, k, item_reqs, labels))
 
-        results = pred.loglikelihood(requests) if requests else []
+        results = pred.loglikelihood(requests + list(uncond.values())) if requests else []
+        self._uncond.update(zip(uncond, results[len(requests) :]))
         rows = []
         for doc, k, item_reqs, labels in plans:
             scored = []
@@ -253,7 +261,8 @@ class FewShotEvaluator:
                     res: Loglik = results[i]
                     c = {"label": lab, "text": cont, "n_tokens": len(res.logprobs) if pred.is_lm else None}
                     if pred.is_lm:
-                        c.update(logprobs=res.logprobs, uncond_logprobs=results[i + 1].logprobs, _tokens=res.tokens)
+                        u = self._uncond[(uncond_prompt, cont)].logprobs if need_uncond else None
+                        c.update(logprobs=res.logprobs, uncond_logprobs=u, _tokens=res.tokens)
                     else:
                         c.update(logprobs=None, uncond_logprobs=None, score=res.total)
                     cands.append(c)

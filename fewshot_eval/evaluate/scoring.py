@@ -75,7 +75,10 @@ def score_candidates(item: dict[str, Any], mode: str, *, where: str = "") -> lis
         elif mode == "unconditional-norm":
             u = c.get("uncond_logprobs")
             if u is None:
-                raise ConfigError(f"scoring=unconditional-norm{where}: no unconditional log-probs stored for this row.")
+                raise ConfigError(
+                    f"scoring=unconditional-norm{where}: no unconditional log-probs stored; a run computes them only "
+                    "under scoring=unconditional-norm. Re-run the evaluation with scoring=unconditional-norm."
+                )
             out.append(float(sum(lp) - sum(u)))
         elif mode == "char-norm":
             text = c.get("text")

@@ -1,0 +1,262 @@
+"""Prefix tree over the token sequences of a batch of log-likelihood requests: which tokens to compute.
+
+Requests of a few-shot evaluation share long prefixes: the trial's demonstrations, then each
+example's context across its candidates (and calibration variants). The distinct input
+sequences form a radix tree; every token of the tree is computed once, and each request reads
+its continuation's log-probs at the positions of its own path. Example, two examples with two
+candidates each (``D`` shared demonstrations, ``X``/``Y`` the examples' contexts)::
+
+    D ─┬─ X ─┬─ a        naive: 4 x |D X a|   tree: |D| + |X| + |Y| + |a| + |b| + |c| + |d|
+       │     └─ b
+       └─ Y ─┬─ c
+             └─ d
+
+The tree is cut into *rows* (one row of a model forward call): a branching node with a large
+subtree is *cached* (its segment is a row of its own and its key/value cache is kept for its
+children: an example's context, the shared demonstrations); the small subtrees below cached
+nodes (an example's candidates) are packed, whole, into rows (siblings share a row). A row's
+tokens attend to their cached ancestor (the row's *past*) and to their own ancestors in the
+row: a tree attention mask. Tokens whose logits are needed come last in the row, so the
+model's ``logits_to_keep`` can skip the others. A row that is one path and has no past (an
+example's context, a request sharing nothing) runs without a mask, as a plain causal batch.
+
+Pure Python and numpy: :mod:`fewshot_eval.evaluate.clm` runs the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token lists (slice comparisons run in C)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@dataclass
+class Node:
+    """Tokens ``inputs[seq][start:end]`` (depths ``start..end-1``); node 0 is the empty root."""
+
+    start: int
+    end: int
+    parent: int
+    seq: int
+    children: list[int] = field(default_factory=list)
+    needs: list[tuple[int, int, int]] = field(default_factory=list)  # (offset in node, request, continuation index)
+    size: int = 0  # tokens in the subtree
+    order: int = 0  # pre-order index
+
+
+@dataclass
+class Row:
+    """One row of a forward call: ``ids``/``pos`` (position = depth), ``allowed`` (tree mask over
+    the row, ``allowed[q, k]``: query ``q`` may attend to key ``k``), ``needs`` as (column,
+    request, continuation index), and for a cached row the columns of its segment in depth order."""
+
+    past: int  # the cached node whose key/value cache precedes the row (0: none)
+    node: int  # cached row: the node it computes; else -1
+    order: int
+    ids: Any = None
+    pos: Any = None
+    allowed: Any = None
+    needs: list[tuple[int, int, int]] = field(default_factory=list)
+    kv_cols: Any = None
+    chain: bool = False  # one path, in depth order (needs no mask when it has no past)
+
+    @property
+    def width(self) -> int:
+        return len(self.ids)
+
+
+
+class PrefixTree:
+    """The radix tree of ``seqs`` = [(input ids, continuation ids)]: request ``i`` needs the
+    log-probs of ``cont`` read at its input's last ``len(cont)`` positions."""
+
+    def __init__(self, seqs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> None:
+        self.inputs: list[tuple[int, ...]] = []
+        index: dict[tuple[int, ...], int] = {}
+        seq_of = []
+        for inp, _ in seqs:
+            key = tuple(inp)
+            if key not in index:
+                index[key] = len(self.inputs)
+                self.inputs.append(key)
+            seq_of.append(index[key])
+        self.nodes: list[Node] = [Node(0, 0, -1, -1)]
+        end_node = self._build()
+        for i, (inp, cont) in enumerate(seqs):
+            first = len(inp) - len(cont)
+            n = end_node[seq_of[i]]
+            while n > 0 and self.nodes[n].end > first:
+                node = self.nodes[n]
+                for d in range(max(node.start, first), min(node.end, len(inp))):
+                    node.needs.append((d - node.start, i, d - first))
+                n = node.parent
+        self._measure()
+
+    def _build(self) -> list[int]:
+        nodes, inputs = self.nodes, self.inputs
+        end_node = [0] * len(inputs)
+        stack = [0]
+        prev = None
+        for k in sorted(range(len(inputs)), key=inputs.__getitem__):
+            s = inputs[k]
+            shared = common_prefix(inputs[prev], s) if prev is not None else 0
+            while stack[-1] != 0 and nodes[stack[-1]].start >= shared:
+                stack.pop()
+            top = stack[-1]
+            if nodes[top].end > shared:  # split: the shared part becomes a node of its own
+                t = nodes[top]
+                mid = len(nodes)
+                nodes.append(Node(t.start, shared, t.parent, t.seq, children=[top]))
+                siblings = nodes[t.parent].children
+                siblings[siblings.index(top)] = mid
+                t.parent, t.start = mid, shared
+                stack[-1] = mid
+            # distinct sorted inputs: s is never a prefix of the previous one, so len(s) > shared
+            new = len(nodes)
+            nodes.append(Node(shared, len(s), stack[-1], k))
+            nodes[stack[-1]].children.append(new)
+            stack.append(new)
+            end_node[k] = new
+            prev = k
+        return end_node
+
+    def _measure(self) -> None:
+        order, todo = [], [0]
+        while todo:
+            n = todo.pop()
+            order.append(n)
+            todo.extend(reversed(self.nodes[n].children))
+        for i, n in enumerate(order):
+            self.nodes[n].order = i
+        for n in reversed(order):
+            node = self.nodes[n]
+            node.size = node.end - node.start + sum(self.nodes[c].size for c in node.children)
+
+    def tokens(self, n: int) -> tuple[int, ...]:
+        node = self.nodes[n]
+        return self.inputs[node.seq][node.start : node.end]
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens the tree computes (each shared prefix once)."""
+        return self.nodes[0].size
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, split: int = 64, short: int = 192, pack: int = 64, unit: int = 128) -> list[Row]:
+        """The rows of the whole tree, in pre-order (see the module docstring).
+
+        A node is *cached* (its segment is a row; its key/value cache is kept for its children)
+        when it branches, its subtree holds more than ``split`` tokens, and the tokens it would
+        otherwise recompute (its *chain*: from the nearest cached ancestor to its end) are as
+        many as precede them and save at least ``short`` tokens (chain x (children - 1)); a
+        shared segment that saves less is recomputed in each row below it: cheaper than one
+        more forward call, or than making every row below attend to a cache through a mask.
+        A subtree is computed whole in one row (a *unit*) when it holds at most ``unit`` tokens
+        and nothing below it is cached (a dense tree mask costs its width squared: wide units
+        waste attention); else its segment is recomputed in each row below it. Below a cached node,
+        sibling units share a row while it holds at most ``max(pack, depth / 2)`` tokens.
+        """
+        nodes = self.nodes
+        cached = [True] + [False] * (len(nodes) - 1)
+        chain = [0] * len(nodes)  # tokens from the nearest cached ancestor to the node's end (recomputed if not cached)
+        for n in sorted(range(1, len(nodes)), key=lambda n: nodes[n].order):
+            node = nodes[n]
+            chain[n] = node.end - node.start + (0 if cached[node.parent] else chain[node.parent])
+            cached[n] = (bool(node.children) and node.size > split and chain[n] >= node.end - chain[n]
+                         and chain[n] * (len(node.children) - 1) >= short)
+        below = [False] * len(nodes)  # a cached node somewhere below
+        for n in sorted(range(len(nodes)), key=lambda n: -nodes[n].order):
+            below[n] = any(cached[c] or below[c] or (nodes[c].children and nodes[c].size > unit) for c in nodes[n].children)
+        out: list[Row] = []
+        done: set[int] = set()  # nodes whose needed log-probs a row already reads
+
+        def visit(past: int, chain: list[int], n: int) -> None:
+            limit = max(pack, nodes[past].end // 2)
+            group: list[int] = []
+            width = 0
+            for ch in nodes[n].children:
+                if cached[ch]:
+                    out.append(self._layout(past, chain, [ch], done, cached_node=ch))
+                    visit(ch, [], ch)
+                elif below[ch] or (nodes[ch].children and nodes[ch].size > unit):  # recomputed in each row below
+                    visit(past, chain + [ch], ch)
+                else:
+                    size = nodes[ch].size
+                    if group and width + size > limit:
+                        out.append(self._layout(past, chain, group, done))
+                        group, width = [], 0
+                    group.append(ch)
+                    width += size
+            if group:
+                out.append(self._layout(past, chain, group, done))
+
+        visit(0, [], 0)
+        out.sort(key=lambda r: r.order)
+        return out
+
+    def _layout(self, past: int, chain: list[int], units: list[int], done: set[int], cached_node: int = -1) -> Row:
+        """One row: the ``chain`` segments (not cached, between ``past`` and the units), then the
+        ``units`` (whole subtrees, or the segment of ``cached_node``)."""
+        import numpy as np
+
+        segs: list[tuple[int, int, int]] = []  # (node, offset in row, row index of the parent's last token or -1)
+        width = 0
+        for n in chain:
+            segs.append((n, width, width - 1))
+            width += self.nodes[n].end - self.nodes[n].start
+        top = width - 1
+        todo = [(u, top) for u in reversed(units)]
+        while todo:
+            n, parent_last = todo.pop()
+            node = self.nodes[n]
+            segs.append((n, width, parent_last))
+            width += node.end - node.start
+            if cached_node < 0:
+                todo.extend((ch, width - 1) for ch in reversed(node.children))
+        ids = np.empty(width, dtype=np.int64)
+        pos = np.empty(width, dtype=np.int64)
+        allowed = np.zeros((width, width), dtype=bool)
+        needed = np.zeros(width, dtype=bool)
+        needs = []
+        chain_row = True
+        for n, o, p in segs:
+            node = self.nodes[n]
+            length = node.end - node.start
+            ids[o : o + length] = self.tokens(n)
+            pos[o : o + length] = np.arange(node.start, node.end)
+            chain_row = chain_row and p == o - 1
+            if p >= 0:
+                allowed[o : o + length, :o] = allowed[p, :o]
+            allowed[o : o + length, o : o + length] = np.tri(length, dtype=bool)
+            if n in done:
+                continue
+            done.add(n)
+            for off, i, j in node.needs:
+                needed[o + off] = True
+                needs.append((o + off, i, j))
+        if chain_row:  # depth order: rows of a batch without a mask must stay causal
+            perm = np.arange(width)
+        else:  # needed tokens last (their relative order kept): logits are computed for the row's end only
+            perm = np.concatenate([np.flatnonzero(~needed), np.flatnonzero(needed)])
+        where = np.empty(width, dtype=np.int64)
+        where[perm] = np.arange(width)
+        first = chain[0] if chain else units[0]
+        row = Row(past=past, node=cached_node, order=self.nodes[first].order, ids=ids[perm], pos=pos[perm],
+                  allowed=allowed[np.ix_(perm, perm)], needs=[(int(where[c]), i, j) for c, i, j in needs], chain=chain_row)
+        if cached_node >= 0:
+            row.kv_cols = where  # the row's columns in depth order (its whole path below ``past``)
+        return row
