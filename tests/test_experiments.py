@@ -18,7 +18,7 @@ from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV, HFSource, load_task_def
 HUB = Path(__file__).parent / "fixtures" / "hub"
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 SEED_EXPERIMENTS = ["few_shot_english", "rai_fairness_and_inclusion", "few_shot_multilingual", "baselines_random", "calibration",
-                    "pawsx_default_vs_gt_calib"]
+                    "pawsx_default_vs_gt_calib", "translation", "ppl_explore"]
 
 
 def full_mirror(root: Path) -> Path:
@@ -72,7 +72,7 @@ def test_every_experiment_dry_runs_and_lists_its_jobs(name: str, offline_env: Pa
     _, jobs = plan([f"experiment={name}", f"output_dir={offline_env / 'out'}"])
     sweep = yaml.safe_load((conf_dir() / "experiment" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
     models, tasks = sweep["model"].split(","), sweep["task"].split(",")
-    assert {j.unit.model_key for j in jobs} == set(models) and {j.unit.task_key for j in jobs} == set(tasks)
+    assert {j.unit.model_key.split("__step")[0] for j in jobs} == set(models) and {j.unit.task_key for j in jobs} == set(tasks)
     assert {j.status for j in jobs} <= {"run", "n/a"}, [(j.overrides, j.detail) for j in jobs if j.status not in ("run", "n/a")][:3]
     for j in jobs:
         hub = j.unit.params["predictor"] == "clm" and not str(j.unit.model["weights"]).startswith("/")
