@@ -98,7 +98,8 @@ def test_offline_without_the_data_every_row_says_what_is_missing(offline_env: Pa
     """A dry run of a hub-data experiment offline, the data neither cached nor mirrored: it plans (no crash)
     and each row is an error that names the dataset and what to do; nothing would launch."""
     _, jobs = plan(["experiment=few_shot_english", f"output_dir={offline_env / 'out'}"])
-    assert jobs and {j.status for j in jobs} == {"error"}
+    assert jobs and {j.status for j in jobs} == {"error", "n/a"}
+    assert {(j.unit.task_key, j.unit.nshot) for j in jobs if j.status == "n/a"} == {("blimp", 1), ("blimp", 32)}  # BLiMP is 0-shot
     copa = next(j for j in jobs if j.unit.task_key == "copa")
     assert copa.detail == (
         "task 'copa': hub dataset aps/super_glue (config copa) is not in the local cache and HF_DATASETS_OFFLINE=1: its job "
@@ -144,3 +145,17 @@ def test_list_shows_every_section_with_descriptions(workdir: Path) -> None:
     assert "$ python -m fewshot_eval -m experiment=few_shot_multilingual hydra/launcher=submitit_slurm" in out
     one = run_cli(["list", "task-defs"], workdir).stdout
     assert not one.startswith("==") and "xnli " in one
+
+
+def test_ppl_explore_and_translation_are_the_seeds(offline_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ppl_explore: mean scoring (BLiMP keeps sum: its pairs compare whole-sentence log-probs), 0-shot, 5 trials,
+    one setting per Pythia checkpoint; translation: the seed's six WMT directions as generation jobs."""
+    monkeypatch.setenv(HF_MIRROR_ENV, str(full_mirror(offline_env / "mirror")))
+    _, jobs = plan(["experiment=ppl_explore", f"output_dir={offline_env / 'out'}"])
+    assert {j.unit.nshot for j in jobs} == {0} and {j.status for j in jobs} == {"run"}
+    assert {j.unit.task_key: j.unit.params["scoring"] for j in jobs}["blimp_fields"] == "sum"
+    assert {j.unit.params["scoring"] for j in jobs if j.unit.task_key != "blimp_fields"} == {"mean"}
+    assert len({j.unit.model_key for j in jobs if j.unit.model_key.startswith("pythia_160m_steps__step")}) == 8
+    _, jobs = plan(["experiment=translation", "model=xglm_564m", f"output_dir={offline_env / 'out'}"])
+    assert sorted(j.unit.task_key for j in jobs if j.unit.nshot == 0) == sorted(
+        ["wmt14fren", "wmt14enfr", "wmt16deen", "wmt16ende", "wmt16roen", "wmt16enro"])
