@@ -21,7 +21,7 @@ STORYCLOZE = Path(__file__).parent / "fixtures" / "storycloze"
 SUITES = sorted(p.stem for p in (conf_dir() / "task_def").glob("*.yaml") if isinstance(load_task_def(p.stem).source, HFSource))
 # the languages that have fixtures (multilingual tasks)
 FIXTURE_LANGS = {"xcopa": ["it", "sw"], "xnli": ["en", "de"], "pawsx": ["en", "de"], "xwinograd": ["en", "fr"],
-                 "xstorycloze": ["en", "es"], "crows_pairs": ["english", "french"],
+                 "xstorycloze": ["en", "es"], "crows_pairs": ["english", "french"], "exams": ["bg", "it"],
                  "blimp": ["anaphor_gender_agreement", "determiner_noun_agreement_1"]}
 
 
@@ -36,7 +36,7 @@ def mirror(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_every_suite_has_fixtures() -> None:
     expected = {"copa", "cb", "rte", "boolq", "wic", "wsc", "hellaswag", "piqa", "winogrande", "openbookqa", "storycloze", "xcopa", "xnli",
                 "pawsx", "xwinograd", "xstorycloze", "crows_pairs", "stereoset_intrasentence", "stereoset_intersentence",
-                "arc_easy", "arc_challenge", "blimp", "multirc", "wikitext", "wmt14_fr_en", "wmt14_en_fr", "wmt16_de_en", "wmt16_en_de",
+                "arc_easy", "arc_challenge", "blimp", "multirc", "exams", "wikitext", "wmt14_fr_en", "wmt14_en_fr", "wmt16_de_en", "wmt16_en_de",
                 "wmt16_ro_en", "wmt16_en_ro"}
     assert expected <= set(SUITES)
     for name in SUITES:

@@ -161,3 +161,20 @@ def test_wikitext_documents_are_whole_pages() -> None:
     assert (td.source.path, td.source.name) == (ref["dataset_path"], ref["dataset_name"]) and td.kind == "perplexity"
     docs, _ = split_data(td, {}, None, None)
     assert [td.templates["page"].render(d) for d in docs] == [d["page"] for d in docs] and len(docs) == 2
+
+
+def test_exams_gold_letter_and_cross_lingual_demonstrations() -> None:
+    """EXAMS' nested question record: candidates from question.choices.text, gold = position of answerKey
+    in question.choices.label (3 to 5 choices); demonstrations from another language's train split."""
+    td = load_task_def("exams")
+    sizes = set()
+    for lang in ("bg", "it"):
+        docs, pool = split_data(td, {}, lang, None)
+        for doc in docs + pool:
+            choices = doc["question"]["choices"]
+            assert td.templates["qa"].verbalise(doc, doc["_label"], lang) == choices["text"][choices["label"].index(doc["answerKey"])]
+            assert doc["info"]["language"] == {"bg": "Bulgarian", "it": "Italian"}[lang]
+            sizes.add(len(td.labels_of(doc)))
+    assert {3, 5} <= sizes
+    docs, pool = split_data(td, {"train_languages": {"exams": "it"}}, "bg", "it")
+    assert {d["info"]["language"] for d in docs} == {"Bulgarian"} and {d["info"]["language"] for d in pool} == {"Italian"}
