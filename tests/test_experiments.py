@@ -32,8 +32,9 @@ def full_mirror(root: Path) -> Path:
         base = root / td.source.path
         have = sorted(p.name for p in base.iterdir())
         for lang in td.languages:
-            if not (base / lang).exists():
-                shutil.copytree(base / have[0], base / lang)
+            config = (td.source.name or "{lang}").replace("{lang}", lang)  # exams: crosslingual_<lang>
+            if not (base / config).exists():
+                shutil.copytree(base / have[0], base / config)
     return root
 
 
