@@ -178,3 +178,14 @@ def test_exams_gold_letter_and_cross_lingual_demonstrations() -> None:
     assert {3, 5} <= sizes
     docs, pool = split_data(td, {"train_languages": {"exams": "it"}}, "bg", "it")
     assert {d["info"]["language"] for d in docs} == {"Bulgarian"} and {d["info"]["language"] for d in pool} == {"Italian"}
+
+
+def test_group_field_takes_one_or_several_nested_fields(tmp_path: Path) -> None:
+    node = {"data": {"local": {"validation": "v.jsonl"}}, "label_field": "label", "labels": [0, 1], "positive_label": 1,
+            "templates": {"t": {"prompt": "{{ answer }} {{ candidate }}", "candidates": {0: "no", 1: "yes"}}}}
+    assert parse_task_def("x", tmp_path / "x.yaml", {**node, "group_field": "qid"}).group_field == ("qid",)
+    assert parse_task_def("x", tmp_path / "x.yaml", {**node, "group_field": ["idx.paragraph", "idx.question"]}).group_field == (
+        "idx.paragraph", "idx.question")
+    for bad in ([], ["idx paragraph"], 3):
+        with pytest.raises(ConfigError, match=r"key 'group_field': expected a (data )?field name"):
+            parse_task_def("x", tmp_path / "x.yaml", {**node, "group_field": bad})

@@ -40,7 +40,8 @@ from fewshot_eval.evaluate.registry import register_metric
 from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
 
 KINDS = ("choice", "generate", "perplexity", "minimal_pairs")  # a task definition's ``kind`` (default choice)
-_SHAPE_KEYS = ("choices_field", "choice_labels_field", "multiple_answers", "group_field", "positive_label", "pair_fields", "references_field", "until", "max_new_tokens")
+_SHAPE_KEYS = ("choices_field", "choice_labels_field", "multiple_answers", "group_field", "positive_label", "pair_fields",
+               "references_field", "until", "max_new_tokens")
 _ALLOWED = {  # the keys each kind accepts beyond the common ones
     "choice": {"label_field", "gold_label", "labels", "templates", "choices_field", "choice_labels_field", "multiple_answers", "group_field",
                "positive_label"},
