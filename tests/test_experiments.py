@@ -19,7 +19,7 @@ from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV, HFSource, load_task_def
 HUB = Path(__file__).parent / "fixtures" / "hub"
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 SEED_EXPERIMENTS = ["few_shot_english", "rai_fairness_and_inclusion", "few_shot_multilingual", "baselines_random", "calibration",
-                    "pawsx_default_vs_gt_calib"]
+                    "pawsx_default_vs_gt_calib", "translation", "ppl_explore"]
 
 
 def full_mirror(root: Path) -> Path:
@@ -33,8 +33,9 @@ def full_mirror(root: Path) -> Path:
         base = root / td.source.path
         have = sorted(p.name for p in base.iterdir())
         for lang in td.languages:
-            if not (base / lang).exists():
-                shutil.copytree(base / have[0], base / lang)
+            config = (td.source.name or "{lang}").replace("{lang}", lang)  # exams: crosslingual_<lang>
+            if not (base / config).exists():
+                shutil.copytree(base / have[0], base / config)
     return root
 
 
@@ -73,7 +74,7 @@ def test_every_experiment_dry_runs_and_lists_its_jobs(name: str, offline_env: Pa
     _, jobs = plan([f"experiment={name}", f"output_dir={offline_env / 'out'}"])
     sweep = yaml.safe_load((conf_dir() / "experiment" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
     models, tasks = sweep["model"].split(","), sweep["task"].split(",")
-    assert {j.unit.model_key for j in jobs} == set(models) and {j.unit.task_key for j in jobs} == set(tasks)
+    assert {j.unit.model_key.split("__step")[0] for j in jobs} == set(models) and {j.unit.task_key for j in jobs} == set(tasks)
     # a vLLM setting (moe_128exp_lang16) plans an error row where vllm is not installed (CPU machines), and only then
     no_vllm = importlib.util.find_spec("vllm") is None
     vllm_rows = [j for j in jobs if j.unit.params["predictor"] == "vllm"]
@@ -104,7 +105,8 @@ def test_offline_without_the_data_every_row_says_what_is_missing(offline_env: Pa
     """A dry run of a hub-data experiment offline, the data neither cached nor mirrored: it plans (no crash)
     and each row is an error that names the dataset and what to do; nothing would launch."""
     _, jobs = plan(["experiment=few_shot_english", f"output_dir={offline_env / 'out'}"])
-    assert jobs and {j.status for j in jobs} == {"error"}
+    assert jobs and {j.status for j in jobs} == {"error", "n/a"}
+    assert {(j.unit.task_key, j.unit.nshot) for j in jobs if j.status == "n/a"} == {("blimp", 1), ("blimp", 32)}  # BLiMP is 0-shot
     copa = next(j for j in jobs if j.unit.task_key == "copa")
     assert copa.detail == (
         "task 'copa': hub dataset aps/super_glue (config copa) is not in the local cache and HF_DATASETS_OFFLINE=1: its job "
@@ -150,3 +152,17 @@ def test_list_shows_every_section_with_descriptions(workdir: Path) -> None:
     assert "$ python -m fewshot_eval -m experiment=few_shot_multilingual hydra/launcher=submitit_slurm" in out
     one = run_cli(["list", "task-defs"], workdir).stdout
     assert not one.startswith("==") and "xnli " in one
+
+
+def test_ppl_explore_and_translation_are_the_seeds(offline_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ppl_explore: mean scoring (BLiMP keeps sum: its pairs compare whole-sentence log-probs), 0-shot, 5 trials,
+    one setting per Pythia checkpoint; translation: the seed's six WMT directions as generation jobs."""
+    monkeypatch.setenv(HF_MIRROR_ENV, str(full_mirror(offline_env / "mirror")))
+    _, jobs = plan(["experiment=ppl_explore", f"output_dir={offline_env / 'out'}"])
+    assert {j.unit.nshot for j in jobs} == {0} and {j.status for j in jobs} == {"run"}
+    assert {j.unit.task_key: j.unit.params["scoring"] for j in jobs}["blimp_fields"] == "sum"
+    assert {j.unit.params["scoring"] for j in jobs if j.unit.task_key != "blimp_fields"} == {"mean"}
+    assert len({j.unit.model_key for j in jobs if j.unit.model_key.startswith("pythia_160m_steps__step")}) == 8
+    _, jobs = plan(["experiment=translation", "model=xglm_564m", f"output_dir={offline_env / 'out'}"])
+    assert sorted(j.unit.task_key for j in jobs if j.unit.nshot == 0) == sorted(
+        ["wmt14fren", "wmt14enfr", "wmt16deen", "wmt16ende", "wmt16roen", "wmt16enro"])

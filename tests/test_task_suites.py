@@ -21,7 +21,8 @@ STORYCLOZE = Path(__file__).parent / "fixtures" / "storycloze"
 SUITES = sorted(p.stem for p in (conf_dir() / "task_def").glob("*.yaml") if isinstance(load_task_def(p.stem).source, HFSource))
 # the languages that have fixtures (multilingual tasks)
 FIXTURE_LANGS = {"xcopa": ["it", "sw"], "xnli": ["en", "de"], "pawsx": ["en", "de"], "xwinograd": ["en", "fr"],
-                 "xstorycloze": ["en", "es"], "crows_pairs": ["english", "french"]}
+                 "xstorycloze": ["en", "es"], "crows_pairs": ["english", "french"], "exams": ["bg", "it"],
+                 "blimp": ["anaphor_gender_agreement", "determiner_noun_agreement_1"]}
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +35,9 @@ def mirror(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def test_every_suite_has_fixtures() -> None:
     expected = {"copa", "cb", "rte", "boolq", "wic", "wsc", "hellaswag", "piqa", "winogrande", "openbookqa", "storycloze", "xcopa", "xnli",
-                "pawsx", "xwinograd", "xstorycloze", "crows_pairs", "stereoset_intrasentence", "stereoset_intersentence"}
+                "pawsx", "xwinograd", "xstorycloze", "crows_pairs", "stereoset_intrasentence", "stereoset_intersentence",
+                "arc_easy", "arc_challenge", "blimp", "multirc", "exams", "wikitext", "wmt14_fr_en", "wmt14_en_fr", "wmt16_de_en", "wmt16_en_de",
+                "wmt16_ro_en", "wmt16_en_ro"}
     assert expected <= set(SUITES)
     for name in SUITES:
         td = load_task_def(name)
@@ -50,13 +53,18 @@ def test_suite_reads_its_hub_schema_and_renders_every_template(name: str) -> Non
         params = {"templates": {name: list(td.templates)}}
         eval_docs, pool = split_data(td, params, lang, None)
         assert eval_docs, f"{name} {lang}: no rows"
-        golds = {d["_label"] for d in eval_docs + pool}
-        assert golds <= set(td.labels)
         for tname in select_templates(td, params):
             tmpl = td.templates[tname]
             for doc in eval_docs + pool:
+                if td.kind == "perplexity":  # one document per row
+                    assert tmpl.render(doc, lang).strip(), f"{name}.{tname}: empty document for {doc['_id']}"
+                    continue
                 prefix, suffix = tmpl.split(doc, lang)
-                cands = [tmpl.verbalise(doc, label, lang) for label in td.labels]
+                if td.kind == "generate":  # a prompt up to the target, and references to compare with
+                    assert prefix.strip() and doc["_references"] and all(r.strip() for r in doc["_references"]), (name, doc["_id"])
+                    continue
+                assert doc["_label"] in td.labels_of(doc), f"{name}: gold {doc['_label']!r} of {doc['_id']} is not a candidate"
+                cands = [tmpl.verbalise(doc, label, lang) for label in td.labels_of(doc)]
                 assert all(c.strip() for c in cands), f"{name}.{tname}: empty candidate for {doc['_id']}"
                 assert len(set(cands)) == len(cands), f"{name}.{tname}: candidates not distinct for {doc['_id']}: {cands}"
                 assert (prefix + suffix).strip() or tmpl.source.strip() == "{{ candidate }}"
@@ -183,8 +191,15 @@ def test_every_suite_runs_with_the_tiny_model() -> None:
         for sid in subs:
             td = load_task_def(name)
             value = result.metrics[sid][td.preferred_metric]
+            if td.kind == "perplexity":
+                assert 1.0 < value < float("inf"), (sid, value)
+                continue
             assert 0.0 <= value <= 100.0, (sid, value)
-            assert all(len(r["candidates"]) == len(td.labels) for r in result.predictions[sid])
+            if td.kind == "generate":
+                assert all(isinstance(r["output"], str) for r in result.predictions[sid])
+                continue
+            docs = {d["_id"]: d for d in split_data(td, params, sid.split(".")[2] if td.languages else None, None)[0]}
+            assert all(len(r["candidates"]) == len(td.labels_of(docs[r["id"]])) for r in result.predictions[sid])
 
 
 def test_gold_label_is_one_of_the_labels_and_excludes_label_field(tmp_path: Path) -> None:

@@ -7,11 +7,16 @@ are counted:
 * ``choices_field: endings`` -- per-example candidates (HellaSwag-like): the candidates are the
   items of a list field, the gold (``label_field``) is an index into it; no ``labels``. A
   template's ``candidates`` is then one Jinja2 string over ``choice`` (default ``"{{ choice }}"``).
+  The field may be a key of a nested record (``choices.text``, ARC/OpenBookQA's layout). With
+  ``choice_labels_field: choices.label`` the gold is not an index but one of the labels in that
+  list (ARC's ``answerKey`` "B" or "2"): its position picks the candidate.
 * ``multiple_answers: true`` -- several correct answers: the gold field holds a list of labels
   (indices with ``choices_field``). ``accuracy`` counts the top candidate correct when it is any
   of them; ``all_f1`` asks for all of them: F1 of the top-``|gold|`` candidates against the gold set.
 * ``group_field: question_id`` + ``positive_label: 1`` -- grouped sub-problems (MultiRC): each row
-  is one answer option judged with the task's labels (true/false); ``group_exact_match`` = the
+  is one answer option judged with the task's labels (true/false); ``group_field`` may be a list of
+  (nested) fields that together name the group (``[idx.paragraph, idx.question]``, SuperGLUE's MultiRC);
+  ``group_exact_match`` = the
   share of groups whose options are all right, ``f1a`` = F1 of the positive label over all options.
 * ``kind: minimal_pairs`` + ``pair_fields: {good: sentence_good, bad: sentence_bad}`` (BLiMP):
   both sentences are scored whole from an empty context (lm-eval's BLiMP); correct when the
@@ -35,9 +40,11 @@ from fewshot_eval.evaluate.registry import register_metric
 from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
 
 KINDS = ("choice", "generate", "perplexity", "minimal_pairs")  # a task definition's ``kind`` (default choice)
-_SHAPE_KEYS = ("choices_field", "multiple_answers", "group_field", "positive_label", "pair_fields", "references_field", "until", "max_new_tokens")
+_SHAPE_KEYS = ("choices_field", "choice_labels_field", "multiple_answers", "group_field", "positive_label", "pair_fields",
+               "references_field", "until", "max_new_tokens")
 _ALLOWED = {  # the keys each kind accepts beyond the common ones
-    "choice": {"label_field", "gold_label", "labels", "templates", "choices_field", "multiple_answers", "group_field", "positive_label"},
+    "choice": {"label_field", "gold_label", "labels", "templates", "choices_field", "choice_labels_field", "multiple_answers", "group_field",
+               "positive_label"},
     "generate": {"templates", "references_field", "until", "max_new_tokens"},  # evaluate/generation.py
     "perplexity": {"templates"},
     "minimal_pairs": {"pair_fields"},
@@ -81,8 +88,13 @@ def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
     if node.get("choices_field") is not None:
         if "labels" in node:
             raise ConfigError(f"{where} key 'labels': a task with choices_field takes its candidates from the data; remove 'labels'.")
-        shape["choices_field"] = str(node["choices_field"])
+        shape["choices_field"] = _field_name(node["choices_field"], "choices_field", where)
         shape["metrics"] = ("accuracy",)
+        if node.get("choice_labels_field") is not None:
+            shape["choice_labels_field"] = _field_name(node["choice_labels_field"], "choice_labels_field", where)
+    elif node.get("choice_labels_field") is not None:
+        raise ConfigError(f"{where} key 'choice_labels_field': only used with 'choices_field' (the candidates it labels); "
+                          "remove it or add choices_field.")
     ma = node.get("multiple_answers", False)
     if not isinstance(ma, bool):
         raise ConfigError(f"{where} key 'multiple_answers': expected true or false, got {ma!r}.")
@@ -98,11 +110,34 @@ def check_shape_keys(node: dict[str, Any], where: str) -> dict[str, Any]:
         labels = [str(x) for x in node.get("labels") or []]
         if str(node["positive_label"]) not in labels:
             raise ConfigError(f"{where} key 'positive_label': '{node['positive_label']}' is not one of the labels {labels}.")
-        shape.update(group_field=str(node["group_field"]), positive_label=str(node["positive_label"]),
+        gf = node["group_field"]
+        names = [_field_name(f, "group_field", where) for f in (gf if isinstance(gf, list) else [gf])]
+        if not names:
+            raise ConfigError(f"{where} key 'group_field': expected a field name or a non-empty list of them, got {gf!r}.")
+        shape.update(group_field=tuple(names), positive_label=str(node["positive_label"]),
                      metrics=("group_exact_match", "f1a", "accuracy"))
     elif node.get("positive_label") is not None:
         raise ConfigError(f"{where} key 'positive_label': only used with 'group_field'; remove it or add group_field.")
     return shape
+
+
+def _field_name(value: Any, key: str, where: str) -> str:
+    """A data field, possibly a key path into nested records (``choices.text``)."""
+    if not isinstance(value, str) or not all(part.isidentifier() for part in value.split(".")):
+        raise ConfigError(f"{where} key '{key}': expected a data field name such as 'endings' or 'choices.text', got {value!r}.")
+    return value
+
+
+def field_value(doc: dict[str, Any], name: str, at: str, where: str, split: str) -> Any:
+    """The value of field ``name`` in a data row: a column, or a dotted path into nested records."""
+    if name in doc:
+        return doc[name]
+    value: Any = doc
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"{at}{where}: field '{name}' missing in split '{split}'. Fields: {', '.join(k for k in doc if not k.startswith('_'))}.")
+        value = value[part]
+    return value
 
 
 def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels: list[str], languages: Optional[list[str]], where: str) -> Optional[dict]:
@@ -169,17 +204,30 @@ def normalise_shape_row(task: Any, doc: dict[str, Any], split: str, at: str) -> 
         raise ConfigError(f"{at}{task.where('multiple_answers')}: field '{task.label_field}' must hold a non-empty list of answers, got {gold!r}.")
     golds = gold if task.multiple_answers else [gold]
     if task.choices_field:
-        items = doc.get(task.choices_field)
+        items = field_value(doc, task.choices_field, at, task.where("choices_field"), split)
         if not isinstance(items, list) or not items:
             raise ConfigError(f"{at}{task.where('choices_field')}: field '{task.choices_field}' must hold a non-empty list of candidates in split '{split}', got {items!r}.")
+        doc[task.choices_field] = items  # a nested field, materialised for the templates (``choices.text``)
+        if task.choice_labels_field:
+            names = field_value(doc, task.choice_labels_field, at, task.where("choice_labels_field"), split)
+            if not isinstance(names, list) or len(names) != len(items):
+                raise ConfigError(f"{at}{task.where('choice_labels_field')}: field '{task.choice_labels_field}' must hold one label per "
+                                  f"candidate ({len(items)}) in split '{split}', got {names!r}.")
+            names = [str(n) for n in names]
+            missing = [g for g in golds if str(g) not in names]
+            if missing:
+                raise ConfigError(f"{at}{task.where('label_field')}: gold {missing[0]!r} (field '{task.label_field}') is not one of the "
+                                  f"choice labels {names} (field '{task.choice_labels_field}') in split '{split}'.")
+            golds = [names.index(str(g)) for g in golds]
         golds = [_index(g, len(items), at, task.where("label_field")) for g in golds]
     else:
         golds = [str(g) for g in golds]
         bad = [g for g in golds if g not in task.labels]
         if bad:
             raise ConfigError(f"{at}{task.where('labels')}: split '{split}' has gold label '{bad[0]}', not one of {task.labels}.")
-    if task.group_field and task.group_field not in doc:
-        raise ConfigError(f"{at}{task.where('group_field')}: field '{task.group_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
+    if task.group_field:
+        parts = [field_value(doc, f, at, task.where("group_field"), split) for f in task.group_field]
+        doc["_group"] = parts[0] if len(parts) == 1 and isinstance(parts[0], (str, int)) else "/".join(map(str, parts))
     doc["_label"] = golds[0]
     if task.multiple_answers:
         doc["_golds"] = golds
@@ -190,8 +238,7 @@ def row_fields(task: Any, doc: dict[str, Any]) -> dict[str, Any]:
     several answers), ``group`` and ``positive`` (grouped sub-problems)."""
     out: dict[str, Any] = {"gold": list(doc["_golds"]) if task.multiple_answers else doc["_label"]}
     if task.group_field:
-        g = doc[task.group_field]
-        out.update(group=g if isinstance(g, (str, int)) else str(g), positive=task.positive_label)
+        out.update(group=doc["_group"], positive=task.positive_label)
     return out
 
 

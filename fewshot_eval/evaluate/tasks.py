@@ -44,8 +44,10 @@ Other task shapes (see :mod:`fewshot_eval.evaluate.shapes` and :mod:`~fewshot_ev
 
     kind: choice                     # default: rank candidates; or generate / perplexity / minimal_pairs
     choices_field: endings           # per-example candidates (a list field); gold = an index; no 'labels'
+    choice_labels_field: choices.label   # with choices_field "choices.text": gold = the position of its label here (ARC)
     multiple_answers: true           # the gold field holds a list: several correct answers
-    group_field: question_id         # rows with one value form a group (MultiRC); with positive_label
+    group_field: question_id         # rows with one value form a group (MultiRC); with positive_label;
+                                     # or a list of (nested) fields: [idx.paragraph, idx.question]
     positive_label: 1                # the "true" label, for f1a
     pair_fields: {good: sentence_good, bad: sentence_bad}   # kind minimal_pairs (BLiMP)
     # kind perplexity: templates hold a 'document' (Jinja2), no labels/candidates
@@ -106,8 +108,9 @@ class TaskDef:
     until: Optional[list[str]] = None  # generate: stop strings (None: params train_sep)
     max_new_tokens: Optional[int] = None  # generate: new tokens at most (None: 32)
     choices_field: Optional[str] = None  # per-example candidates: this list field; labels are indices
+    choice_labels_field: Optional[str] = None  # with choices_field: the gold is the position of its value in this list
     multiple_answers: bool = False  # the gold field holds a list of correct labels
-    group_field: Optional[str] = None  # rows sharing this field's value form one group (MultiRC)
+    group_field: Optional[tuple[str, ...]] = None  # rows sharing these fields' values form one group (MultiRC)
     positive_label: Optional[str] = None  # the "true" label of grouped binary sub-problems (f1a)
     pair_fields: Optional[dict[str, str]] = None  # minimal_pairs: {good: field, bad: field}
 
@@ -146,6 +149,7 @@ _TOP_KEYS = {
     "default_languages": False,
     "kind": False,
     "choices_field": False,
+    "choice_labels_field": False,
     "multiple_answers": False,
     "group_field": False,
     "positive_label": False,
@@ -277,6 +281,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         until=until,
         max_new_tokens=max_new,
         choices_field=shape.get("choices_field"),
+        choice_labels_field=shape.get("choice_labels_field"),
         multiple_answers=bool(shape.get("multiple_answers")),
         group_field=shape.get("group_field"),
         positive_label=shape.get("positive_label"),
