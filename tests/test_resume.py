@@ -27,8 +27,20 @@ def _rows(path: Path) -> int:
         db.close()
 
 
-def _trial_files(rdir: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted((rdir / "trial0").glob("*.predictions.jsonl"))}
+def _trial_files(rdir: Path) -> dict[str, list]:
+    return {p.name: [json.loads(line) for line in p.read_text().splitlines()] for p in sorted((rdir / "trial0").glob("*.predictions.jsonl"))}
+
+
+def _same(a, b, tol: float = 1e-5) -> bool:
+    """Equal structures; floats within ``tol`` (a resumed trial scores only the uncached requests,
+    so the prefix tree groups them differently: float32 sums differ in the last digits)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tol * max(1.0, abs(a))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y, tol) for x, y in zip(a, b))
+    return a == b
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +80,11 @@ def test_each_batch_is_committed_as_it_is_scored_and_reused_later(clm, tmp_path:
             cached = CachedPredictor(clm, store, "ns")
             cached.begin("t", ["a"], 0)
             got = cached.loglikelihood(reqs)
-            assert store.commits and max(store.commits) <= clm.batch_size and sum(store.commits) == len(store) == 11
+            assert sum(store.commits) == len(store) == 11
+            if reports:  # committed per forward call (prefix-tree rows may finish several requests each), not at the end
+                assert len([c for c in store.commits if c]) >= 2, store.commits
+            else:
+                assert max(store.commits) <= clm.batch_size, store.commits
             assert cached.scored == 11 and cached.reused == 0 and clm.on_batch is None
     finally:
         vars(clm).pop("reports_batches", None)  # back to the class's
@@ -119,7 +135,7 @@ def test_a_job_killed_mid_trial_rescores_only_what_was_not_cached(workdir: Path,
     run_cli(args, workdir)
     info = json.loads((rdir / "trial0" / "metrics.json").read_text())["info"]
     assert info["score_cache"] == {"reused": kept, "scored": total - kept}  # nothing committed is rescored
-    assert _trial_files(rdir) == _trial_files(ref)  # equal to the uninterrupted run, byte for byte
+    assert _same(_trial_files(rdir), _trial_files(ref))  # equal to the uninterrupted run (floats within 1e-5)
     ref_results = json.loads((ref / "results.json").read_text())["results"]
     assert json.loads((rdir / "results.json").read_text())["results"] == ref_results
     assert not (rdir / "score_cache").exists() and (ref / "score_cache").exists()  # removed on completion unless kept
