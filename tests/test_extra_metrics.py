@@ -53,3 +53,11 @@ def test_tiny_gpt2_reports_gold_perplexity_through_extra_metrics(workdir: Path) 
     plain, extra = _metrics(workdir / "plain"), _metrics(workdir / "extra")
     assert "gold_perplexity" not in plain and extra.pop("gold_perplexity") > 1.0
     assert extra == plain
+
+
+def test_catalog_tasks_take_no_extra_metrics() -> None:
+    from fewshot_eval.config import ConfigError
+    from fewshot_eval.evaluate.checks import check_tasks
+
+    with pytest.raises(ConfigError, match=r"extra_metrics: task 'lm_eval:hellaswag' is an lm-eval catalog task"):
+        check_tasks(["lm_eval:hellaswag"], {"extra_metrics": ["accuracy"]}, [])
