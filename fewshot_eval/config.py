@@ -50,6 +50,7 @@ EVAL_KEYS: tuple[str, ...] = (
     "until",
     "do_sample",
     "temperature",
+    "extra_metrics",
 )
 
 # Eval params that cannot change the numbers: left out of a result's identity.

@@ -163,6 +163,8 @@ def test_ppl_explore_and_translation_are_the_seeds(offline_env: Path, monkeypatc
     assert {j.unit.task_key: j.unit.params["scoring"] for j in jobs}["blimp_fields"] == "sum"
     assert {j.unit.params["scoring"] for j in jobs if j.unit.task_key != "blimp_fields"} == {"mean"}
     assert len({j.unit.model_key for j in jobs if j.unit.model_key.startswith("pythia_160m_steps__step")}) == 8
+    extra = {j.unit.task_key: (j.unit.params["extra_metrics"] or {}) for j in jobs}["copa"]  # gold-answer perplexity beside accuracy
+    assert extra["copa"] == ["gold_perplexity"] and {"cb", "piqa", "multirc"} <= set(extra)
     _, jobs = plan(["experiment=translation", "model=xglm_564m", f"output_dir={offline_env / 'out'}"])
     assert sorted(j.unit.task_key for j in jobs if j.unit.nshot == 0) == sorted(
         ["wmt14fren", "wmt14enfr", "wmt16deen", "wmt16ende", "wmt16roen", "wmt16enro"])

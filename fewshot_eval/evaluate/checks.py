@@ -6,7 +6,7 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
 * task data: every split a job reads exists and parses (errors name file and line), gold labels
   are in the label set, the selected templates' fields are in the evaluated split and (nshot != 0)
   in the demonstration split; templates, languages, splits, scoring mode, calibrator, calibration
-  options and ``demo_sampling`` are valid; ``seed`` is an int; ``balanced`` divides nshot and each
+  options, ``demo_sampling`` and ``extra_metrics`` (registered, of the task's kind) are valid; ``seed`` is an int; ``balanced`` divides nshot and each
   class has enough rows;
 * task shapes: a perplexity task's predictor supports ``loglikelihood_rolling``; no majority
   baseline or calibration on minimal pairs; no ``balanced`` without a fixed label set; a
@@ -44,7 +44,7 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
     from fewshot_eval.evaluate.calibration import check_calibrator, parse_option, task_options
     from fewshot_eval.evaluate.demonstrations import check_demo_sampling
     from fewshot_eval.evaluate.scoring import check_mode
-    from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, select_templates, split_data
+    from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, select_metrics, select_templates, split_data
 
     check_mode(params.get("scoring"))
     check_demo_sampling(params.get("demo_sampling"), balanced=bool(params.get("balanced")))
@@ -54,9 +54,14 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         raise ConfigError(f"seed must be an integer, got {seed!r}.")
     for name in task_names:
         if is_catalog(name):
+            extra = params.get("extra_metrics")
+            if (extra.get(name) if isinstance(extra, dict) else extra) not in (None, [], ""):
+                raise ConfigError(f"extra_metrics: task '{name}' is an lm-eval catalog task, whose metrics lm-eval computes; "
+                                  "name only this project's task definitions ({<task>: [metrics]}).")
             check_catalog_task(name, params, search)
             continue
         td = load_task_def(name, search)
+        select_metrics(td, params)
         if td.kind == "generate":
             _check_generation(td, params)
         select_templates(td, params)

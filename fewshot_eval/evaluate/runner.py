@@ -46,7 +46,7 @@ from fewshot_eval.evaluate.metrics import compute_metrics
 from fewshot_eval.evaluate.perplexity import score_documents
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
 from fewshot_eval.evaluate.shapes import is_correct, row_fields
-from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages, select_templates, split_data
+from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages, select_metrics, select_templates, split_data
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class FewShotEvaluator:
         for name in (t for t in tasks if not is_catalog(t)):
             task = load_task_def(name)
             templates = select_templates(task, params)
+            names = select_metrics(task, params)  # its own metrics + extra_metrics
             langs, train_lang = select_languages(task, params)
             ppl = task.kind == "perplexity"  # whole documents: no demonstrations, no candidates
             gen = task.kind == "generate"  # generated text: no candidates to rank or calibrate
@@ -140,11 +141,14 @@ class FewShotEvaluator:
                     else:
                         rows = self._score(task, tname, lang, train_lang or lang, eval_docs, sample, params, mode, options, per_example)
                     self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
+                    if task.record_fields:  # the data fields row metrics read (StereoSet's target term)
+                        for row, doc in zip(rows, eval_docs, strict=True):
+                            row["fields"] = dict(doc["_fields"])
                     if gen:
-                        metrics[sid] = generation_metrics(rows, task.metrics)
+                        metrics[sid] = generation_metrics(rows, names)
                     else:
                         gold = [r["gold"] for r in rows]
-                        metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm and not ppl else None, task.metrics, rows)
+                        metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm and not ppl else None, names, rows)
                     predictions[sid] = rows
                     info["preferred_metric"][sid] = task.preferred_metric
                     kept = [r.get("n_demos", 0) for r in rows] or [0]

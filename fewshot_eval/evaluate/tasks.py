@@ -25,6 +25,8 @@ A task definition (see ``conf/task_def/copa_demo.yaml`` for a commented one)::
         vars: {}                     # {lang: {name: text}} extra template variables per language
     languages: null                  # [en, de, ...] for multilingual tasks
     default_languages: null          # evaluated when params languages names none (null: all)
+    record_fields: []                # data fields every prediction row records under 'fields'
+                                     # (metrics over rows read them: StereoSet's target term)
 
 A generation task (``kind: generate``, see ``conf/task_def/qa_demo.yaml``) has references
 instead of labels: no ``label_field``/``labels``, and its templates a ``{{ target }}`` slot::
@@ -113,6 +115,7 @@ class TaskDef:
     group_field: Optional[tuple[str, ...]] = None  # rows sharing these fields' values form one group (MultiRC)
     positive_label: Optional[str] = None  # the "true" label of grouped binary sub-problems (f1a)
     pair_fields: Optional[dict[str, str]] = None  # minimal_pairs: {good: field, bad: field}
+    record_fields: tuple[str, ...] = ()  # data fields each prediction row records under ``fields`` (row metrics read them)
 
     def labels_of(self, doc: dict[str, Any]) -> list[str]:
         """The candidate labels of one example: the task's labels, or the indices of its choices."""
@@ -157,6 +160,7 @@ _TOP_KEYS = {
     "references_field": False,
     "until": False,
     "max_new_tokens": False,
+    "record_fields": False,
 }  # key -> required (label_field, labels, references_field and templates: as the task's kind needs, see shapes.check_shape_keys)
 
 
@@ -258,6 +262,9 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     fields_map = node.get("fields") or {}
     if not isinstance(fields_map, dict):
         raise ConfigError(f"{where} key 'fields': expected {{template variable: data column}}, got {fields_map!r}.")
+    record = node.get("record_fields") or []
+    if not isinstance(record, list) or not all(isinstance(f, str) and f and all(p.isidentifier() for p in f.split(".")) for f in record):
+        raise ConfigError(f"{where} key 'record_fields': expected a list of data field names such as [target, bias_type], got {record!r}.")
     task = TaskDef(
         name=name,
         path=path,
@@ -286,6 +293,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         group_field=shape.get("group_field"),
         positive_label=shape.get("positive_label"),
         pair_fields=shape.get("pair_fields"),
+        record_fields=tuple(record),
     )
     for key in ("train_split", "eval_split"):
         if getattr(task, key) is not None and getattr(task, key) not in source.splits:
@@ -482,6 +490,10 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
             if label not in task.labels:
                 raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
             doc["_label"] = label
+        if task.record_fields:
+            from fewshot_eval.evaluate.shapes import field_value
+
+            doc["_fields"] = {f: field_value(doc, f, at(i), task.where("record_fields"), split) for f in task.record_fields}
         if task.id_field:
             if task.id_field not in doc:
                 raise ConfigError(f"{at(i)}{task.where('id_field')}: field '{task.id_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
@@ -568,6 +580,30 @@ def select_templates(task: TaskDef, params: dict[str, Any]) -> list[str]:
         if n not in task.templates:
             raise ConfigError(f"templates.{task.name}: unknown template '{n}' for task '{task.name}'. Valid: {', '.join(task.templates)}.")
     return names
+
+
+def select_metrics(task: TaskDef, params: dict[str, Any]) -> tuple[str, ...]:
+    """The task's own metrics plus ``params['extra_metrics']`` (``{task: [names]}`` or one list for
+    every task), in that order without repeats; an unknown metric, or one of another kind than the
+    task (a generation metric on a ranking task), is a ConfigError listing what is valid."""
+    from fewshot_eval.evaluate.registry import metric, metric_kind, metric_names
+
+    extra = _per_task(params, "extra_metrics", task.name)
+    if extra in (None, [], ""):
+        return task.metrics
+    names = [extra] if isinstance(extra, str) else extra
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"extra_metrics.{task.name}: expected a metric name or a list of them, got {extra!r}.")
+    kind = metric_kind(task.kind)
+    for n in names:
+        if n not in metric_names():
+            raise ConfigError(f"extra_metrics.{task.name}: unknown metric '{n}'. Valid: {', '.join(metric_names())} "
+                              "(register your own: fewshot_eval.evaluate.registry.register_metric).")
+        if metric(n).kind != kind:
+            valid = [m for m in metric_names() if metric(m).kind == kind]
+            raise ConfigError(f"extra_metrics.{task.name}: metric '{n}' scores {'generated text' if kind == 'choice' else 'chosen labels'}, "
+                              f"but task '{task.name}' is kind: {task.kind}. Metrics of its kind: {', '.join(valid)}.")
+    return tuple(dict.fromkeys([*task.metrics, *names]))
 
 
 def select_languages(task: TaskDef, params: dict[str, Any]) -> tuple[list[Optional[str]], Optional[str]]:

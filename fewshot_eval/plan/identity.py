@@ -59,6 +59,8 @@ NEUTRAL_PARAMS: dict[str, Any] = {
     "until": None,
     "do_sample": False,
     "temperature": 1.0,
+    # more metrics from the same rows: the other numbers stay, but the result holds more (its own result dir)
+    "extra_metrics": None,
 }
 NEUTRAL_MODEL: dict[str, Any] = {"chat": None}
 
