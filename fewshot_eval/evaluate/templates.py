@@ -57,16 +57,21 @@ class Template:
 
     def split(self, doc: dict[str, Any], lang: Optional[str] = None) -> tuple[str, str]:
         """(prefix, suffix): the prompt before and after the candidate slot."""
-        text = self.prompt.render({**self._env(doc, lang), "candidate": _SLOT})
-        if text.count(_SLOT) != 1:
-            raise ConfigError(f"template '{self.name}': the prompt must use {{{{ candidate }}}} exactly once and unfiltered: {self.source!r}")
-        prefix, suffix = text.split(_SLOT)
-        return prefix, suffix
+        return _split_at_slot(self, self._env(doc, lang), "candidate")
 
     def fill(self, doc: dict[str, Any], label: str, lang: Optional[str] = None) -> str:
         """The prompt filled with the verbalisation of ``label`` (a demonstration, for the gold label)."""
         prefix, suffix = self.split(doc, lang)
         return prefix + self.verbalise(doc, label, lang) + suffix
+
+
+def _split_at_slot(tmpl: Any, env: dict[str, Any], slot: str) -> tuple[str, str]:
+    """(prefix, suffix) of ``tmpl.prompt`` rendered around the variable ``slot`` (used exactly once)."""
+    text = tmpl.prompt.render({**env, slot: _SLOT})
+    if text.count(_SLOT) != 1:
+        raise ConfigError(f"template '{tmpl.name}': the prompt must use {{{{ {slot} }}}} exactly once and unfiltered: {tmpl.source!r}")
+    prefix, suffix = text.split(_SLOT)
+    return prefix, suffix
 
 
 def _compile(text: str, where: str) -> tuple[jinja2.Template, set[str]]:
@@ -164,11 +169,7 @@ class GenerationTemplate:
 
     def split(self, doc: dict[str, Any], lang: Optional[str] = None) -> tuple[str, str]:
         """(prefix, suffix): the prompt before and after the target slot."""
-        text = self.prompt.render({**self._env(doc, lang), "target": _SLOT})
-        if text.count(_SLOT) != 1:
-            raise ConfigError(f"template '{self.name}': the prompt must use {{{{ target }}}} exactly once and unfiltered: {self.source!r}")
-        prefix, suffix = text.split(_SLOT)
-        return prefix, suffix
+        return _split_at_slot(self, self._env(doc, lang), "target")
 
     def target_text(self, doc: dict[str, Any], lang: Optional[str] = None) -> str:
         """The text a demonstration shows in the slot (``target``, else the first reference)."""
