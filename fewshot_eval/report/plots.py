@@ -78,7 +78,7 @@ def load(files: Iterable[Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
 # long-table columns that are not settings (everything else -- scoring, calibrator, n_eval_samples,
 # weights, ... -- is a setting that can change the numbers)
 NOT_SETTINGS = {"run_name", "model", "task_setting", "nshot", "result", "task", "template", "language", "metric", "preferred",
-                "mean", "std", "ci95_low", "ci95_high", "trials", "wall_time_s", "result_dir", "predictor", "version"}
+                "mean", "std", "ci95_low", "ci95_high", "trials", "wall_time_s", "result_dir", "predictor", "version", "signature"}
 
 
 def preferred(df: pd.DataFrame) -> pd.DataFrame:
