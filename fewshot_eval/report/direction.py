@@ -2,12 +2,14 @@
 
 The registry's :class:`~fewshot_eval.evaluate.registry.Metric` declares it (``higher_is_better``,
 ``ideal``); ``<name>_raw`` (uncalibrated) follows ``<name>``. Metrics of lm-eval catalog tasks
-(``lm_eval:<task>``) that are not registered here take lm-eval's usual direction: perplexities and
-bits per byte lower, everything else (acc, acc_norm, f1 ...) higher.
+(``lm_eval:<task>``) that are not registered here take lm-eval's own declaration (its
+``HIGHER_IS_BETTER_REGISTRY``: perplexities, bits per byte, ter, brier_score lower; acc, acc_norm ...
+higher); names neither knows are higher-is-better unless they name a perplexity or a loss.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 from fewshot_eval.config import ConfigError
@@ -35,9 +37,23 @@ def direction(metric: str) -> tuple[str, Optional[float]]:
         if ideal is not None:
             return IDEAL, float(ideal)
         return (HIGHER if m.higher_is_better else LOWER), None
+    theirs = _lm_eval_higher_is_better().get(name)
+    if theirs is not None:
+        return (HIGHER if theirs else LOWER), None
     if any(part in name for part in LOWER_NAMES):
         return LOWER, None
     return HIGHER, None
+
+
+@lru_cache(maxsize=1)
+def _lm_eval_higher_is_better() -> dict[str, bool]:
+    """lm-eval's metric directions ({} when lm_eval cannot be imported)."""
+    try:
+        import lm_eval.api.metrics  # noqa: F401  (registers them)
+        from lm_eval.api.registry import HIGHER_IS_BETTER_REGISTRY
+    except Exception:  # noqa: BLE001 - an optional source of defaults
+        return {}
+    return {str(k): bool(v) for k, v in HIGHER_IS_BETTER_REGISTRY.items()}
 
 
 def goodness(metric: str, value: float) -> float:
