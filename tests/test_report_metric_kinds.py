@@ -93,6 +93,27 @@ def test_mcnemar_only_for_label_predictions(tmp_path: Path) -> None:
     assert "p=" not in b["word_perplexity"] and "p=" not in b["exact_match"] and "p=0.5" in b["accuracy"]
 
 
+def test_signatures_and_missing_values_never_break_aggregation(tmp_path: Path) -> None:
+    from fewshot_eval.report.collect import load_results, trial_table
+    from fewshot_eval.store import layout
+    from fewshot_eval.store.results import aggregate
+
+    sig = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+    trials = [{"bleu": 10.0, "bleu_signature": sig, "f1a": 30.0, "note": "x1"}, {"bleu": 20.0, "bleu_signature": sig, "f1a": None, "note": "x2"}]
+    for t, m in enumerate(trials):
+        d = layout.trial_dir(tmp_path, t)
+        d.mkdir(parents=True)
+        (d / layout.METRICS).write_text(json.dumps({"metrics": {"translate_demo.default": m}}))
+    agg = aggregate(tmp_path, [0, 1])["translate_demo.default"]
+    assert agg["bleu"]["per_trial"] == [10.0, 20.0] and agg["bleu_signature"] == sig
+    assert agg["f1a"] == [30.0, None] and agg["note"] == ["x1", "x2"]  # not numeric in every trial: no mean
+    agg["preferred_metric"] = "bleu"
+    (tmp_path / "results.json").write_text(json.dumps({"model": "m", "task_setting": "translate_demo", "nshot": 0, "trials": [0, 1],
+                                                       "results": {"translate_demo.default": agg}}))
+    df = trial_table(load_results([tmp_path / "results.json"]))
+    assert set(df["metric"]) == {"bleu"} and set(df["signature"]) == {sig} and sorted(df["value"]) == [10.0, 20.0]
+
+
 @pytest.mark.slow
 def test_real_results_of_every_kind_report_their_preferred_metric_and_signature(workdir: Path, tmp_path: Path) -> None:
     conf = tmp_path / "conf"

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from fewshot_eval.report import plots as _plots
+from fewshot_eval.report.direction import describe
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
@@ -143,7 +144,7 @@ def pivot_rows(d: pd.DataFrame) -> dict[str, Any] | None:
     columns = list(means.columns)
     levels = [
         [{"text": ts, "title": ts} for ts, _, _, _ in columns],
-        [{"text": f"{res} ({m})", "title": f"{res}, preferred metric {m}"} for ts, res, m, _ in columns],
+        [{"text": f"{res} ({m})", "title": f"{res}, preferred metric {m}, {describe(m)}"} for ts, res, m, _ in columns],
         [{"text": f"{n}-shot", "title": f"{ts} / {res} / {m} / {n}-shot"} for ts, res, m, n in columns],
     ]
     rows = []
