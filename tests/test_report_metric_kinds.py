@@ -137,3 +137,6 @@ def test_real_results_of_every_kind_report_their_preferred_metric_and_signature(
     assert prefs["translate_demo.default"] == "bleu" and prefs["qa_demo.default"] == "f1"
     assert len(signatures) == 1 and signatures <= set(term.splitlines()), term  # shown once, as stored
     assert re.search(r"^note: word_perplexity: lower is better$", term, re.M), term
+    run_cli(["report", "results", "--html", "r.html"], workdir)
+    page = (workdir / "r.html").read_text()
+    assert next(iter(signatures)).split(" signature ")[1] in page and "word_perplexity, lower is better" in page
