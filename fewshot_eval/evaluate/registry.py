@@ -43,7 +43,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from fewshot_eval.config import ConfigError
 
@@ -73,6 +73,7 @@ class Metric:
     higher_is_better: bool = True
     kind: str = "choice"  # the tasks it scores: choice (every ranking/scoring task kind) | generate
     over: str = "labels"  # "labels": fn(gold, pred) (generate: fn(references, outputs)); "rows": fn(prediction rows)
+    ideal: Optional[float] = None  # a target value (50 for stereotype scores): closer is better, higher_is_better ignored
 
 
 def metric_kind(task_kind: str) -> str:
@@ -102,19 +103,21 @@ def register_predictor(name: str, *, operations: Iterable[str] = ("loglikelihood
 
 
 def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: bool = True, kind: str = "choice",
-                    over: str = "labels") -> Callable[[Callable], Callable]:
+                    over: str = "labels", ideal: Optional[float] = None) -> Callable[[Callable], Callable]:
     """Function decorator: register ``fn`` as metric ``name`` for tasks of ``kind`` (``choice`` or
     ``generate``). ``over="labels"``: ``fn(gold, pred) -> float | Scored`` (generate:
     ``fn(references, outputs)``); ``over="rows"``: ``fn(rows) -> float | Scored | None`` over a
     sub-result's prediction rows (metrics that need scores, groups or token counts; see
-    :mod:`fewshot_eval.evaluate.shapes`)."""
+    :mod:`fewshot_eval.evaluate.shapes`). ``higher_is_better=False`` for perplexities; ``ideal``
+    for a metric whose best value is a target (50 for stereotype scores): reports rank by the
+    distance to it."""
     if kind not in METRIC_KINDS:
         raise ValueError(f"metric '{name}': unknown kind '{kind}'. Valid: {', '.join(METRIC_KINDS)}.")
     if over not in METRIC_INPUTS:
         raise ValueError(f"metric '{name}': over={over!r}; valid: {', '.join(METRIC_INPUTS)}.")
 
     def deco(fn: Callable) -> Callable:
-        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better, kind, over)
+        _METRICS[name] = Metric(name, fn, aggregation, higher_is_better, kind, over, ideal)
         return fn
 
     return deco

@@ -70,8 +70,8 @@ def read_result(f: Path) -> dict[str, Any]:
     for sub, metrics in res["results"].items():
         if not isinstance(metrics, dict):
             raise ValueError(f"results[{sub!r}] is not a mapping")
-        for name, s in metrics.items():
-            if isinstance(s, dict) and not isinstance(s.get("mean"), (int, float)):
+        for name, s in metrics.items():  # strings (signatures) and other non-summaries are not metrics: skipped
+            if isinstance(s, dict) and "mean" in s and (not isinstance(s["mean"], (int, float)) or isinstance(s["mean"], bool)):
                 raise ValueError(f"results[{sub!r}][{name!r}] has no numeric mean")
     return res
 
@@ -170,7 +170,9 @@ def _is_preferred(metric: str, pref: Optional[str]) -> bool:
 
 def _summaries(loaded: Iterable[tuple[Path, dict[str, Any]]]) -> Iterator[tuple[Path, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]]:
     """Per (result, sub-result, metric with a summary): (file, results.json, base columns, settings, the
-    sub-result's columns incl. metric / preferred / summary ``s``)."""
+    sub-result's columns incl. metric / preferred / signature (``<metric>_signature``, how sacrebleu
+    computed it; None for most metrics) / summary ``s``). Values that are not summaries (signature
+    strings, lists) are no metrics."""
     for f, res in loaded:
         base, prefs, sett = _base_rows(f, res)
         tasks = [str(t) for t in res.get("tasks") or []]
@@ -178,9 +180,10 @@ def _summaries(loaded: Iterable[tuple[Path, dict[str, Any]]]) -> Iterator[tuple[
             pref = preferred_metric(metrics, prefs.get(sub))
             task, template, lang = split_sub(sub, tasks)
             for metric, s in metrics.items():
-                if isinstance(s, dict) and "mean" in s:
+                if isinstance(s, dict) and isinstance(s.get("mean"), (int, float)) and not isinstance(s["mean"], bool):
+                    sig = metrics.get(f"{metric}_signature")
                     cols = {"result": sub, "task": task, "template": template, "language": lang, "metric": metric,
-                            "preferred": _is_preferred(metric, pref)}
+                            "preferred": _is_preferred(metric, pref), "signature": sig if isinstance(sig, str) else None}
                     yield f, res, base, sett, {**cols, "s": s}
 
 

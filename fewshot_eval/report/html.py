@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from fewshot_eval.report import plots as _plots
+from fewshot_eval.report.direction import describe
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
@@ -143,7 +144,7 @@ def pivot_rows(d: pd.DataFrame) -> dict[str, Any] | None:
     columns = list(means.columns)
     levels = [
         [{"text": ts, "title": ts} for ts, _, _, _ in columns],
-        [{"text": f"{res} ({m})", "title": f"{res}, preferred metric {m}"} for ts, res, m, _ in columns],
+        [{"text": f"{res} ({m})", "title": f"{res}, preferred metric {m}, {describe(m)}"} for ts, res, m, _ in columns],
         [{"text": f"{n}-shot", "title": f"{ts} / {res} / {m} / {n}-shot"} for ts, res, m, n in columns],
     ]
     rows = []
@@ -159,11 +160,12 @@ def pivot_rows(d: pd.DataFrame) -> dict[str, Any] | None:
 
 
 RESULT_COLUMNS = [("model", True), ("variant", True), ("task_setting", True), ("result", True), ("nshot", False), ("metric", True), ("mean", False),
-                  ("std", False), ("ci95_low", False), ("ci95_high", False), ("trials", False), ("scoring", True), ("calibrator", True), ("result_dir", True)]
+                  ("std", False), ("ci95_low", False), ("ci95_high", False), ("trials", False), ("scoring", True), ("calibrator", True), ("signature", True), ("result_dir", True)]
 
 
 def result_columns(d: pd.DataFrame) -> list[tuple[str, bool]]:
-    return [(n, k) for n, k in RESULT_COLUMNS if n in d.columns and (n != "variant" or (d["variant"] != "").any())]
+    return [(n, k) for n, k in RESULT_COLUMNS if n in d.columns and (n != "variant" or (d["variant"] != "").any())
+            and (n != "signature" or d["signature"].map(lambda v: isinstance(v, str) and v != "").any())]  # sacrebleu's, where shown
 
 
 def result_rows(d: pd.DataFrame) -> list[list[dict[str, Any]]]:
@@ -176,7 +178,7 @@ def result_rows(d: pd.DataFrame) -> list[list[dict[str, Any]]]:
             if isinstance(v, float):
                 row.append({"key": key, "sort": "" if math.isnan(v) else f"{v:.6g}", "text": "" if math.isnan(v) else f"{v:.2f}"})
             else:
-                row.append({"key": key, "sort": str(v), "text": str(v)})
+                row.append({"key": key, "sort": "" if v is None else str(v), "text": "" if v is None else str(v)})
         out.append(row)
     return out
 

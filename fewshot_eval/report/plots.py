@@ -78,7 +78,14 @@ def load(files: Iterable[Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
 # long-table columns that are not settings (everything else -- scoring, calibrator, n_eval_samples,
 # weights, ... -- is a setting that can change the numbers)
 NOT_SETTINGS = {"run_name", "model", "task_setting", "nshot", "result", "task", "template", "language", "metric", "preferred",
-                "mean", "std", "ci95_low", "ci95_high", "trials", "wall_time_s", "result_dir", "predictor", "version"}
+                "mean", "std", "ci95_low", "ci95_high", "trials", "wall_time_s", "result_dir", "predictor", "version", "signature"}
+
+
+def _metric_label(metrics: Iterable[str]) -> str:
+    """The y-axis label: the metrics, each with its direction where higher is not better ('word_perplexity, lower is better')."""
+    from fewshot_eval.report.direction import HIGHER, describe, direction
+
+    return ", ".join(m if direction(m)[0] == HIGHER else f"{m} ({describe(m)})" for m in sorted(map(str, metrics)))
 
 
 def preferred(df: pd.DataFrame) -> pd.DataFrame:
@@ -158,7 +165,7 @@ def _lines(plt, d: pd.DataFrame, x: str, label: str, color_by: str, title: str, 
             ax.fill_between(g[x], lo, hi, color=color, alpha=0.2, linewidth=0)
         else:
             ax.errorbar(g[x], g["mean"], yerr=[g["mean"] - lo, hi - g["mean"]], color=color, capsize=4, linewidth=1)
-    metric = ", ".join(sorted(d["metric"].unique()))
+    metric = _metric_label(d["metric"].unique())
     ax.set(title=title, xlabel=xlabel, ylabel=f"{metric} (shaded: {_spread_label(spread)})")
     ax.set_xticks(sorted(d[x].unique()))
     ax.grid(alpha=0.3)
@@ -203,7 +210,7 @@ def figures(df: pd.DataFrame, spread: str = "std", bar_nshot: int | None = None)
             ax.bar(xs, gs["mean"].fillna(0), width, color=colors[model], hatch=hatch, edgecolor="white" if hatch else None, label=s,
                    yerr=[(gs["mean"] - lo).fillna(0), (hi - gs["mean"]).fillna(0)], capsize=3)
         ax.set_xticks(range(len(results)), results)
-        metric = ", ".join(sorted(g["metric"].unique()))
+        metric = _metric_label(g["metric"].unique())
         ax.set(title=f"{ts}, {n}-shot", ylabel=f"{metric} (error bars: {_spread_label(spread)})")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize="small")

@@ -21,13 +21,14 @@ from typing import Any, Iterable, Optional, Sequence
 import pandas as pd
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.report import direction as _dir
 from fewshot_eval.report.collect import MODEL_SETTINGS
 
 ROWS = ["model"]
 COLS = ["task_setting", "task", "template", "language", "nshot", "metric"]
 # columns of the trial table that are not settings
 NOT_SETTINGS = {"run_name", "model", "task_setting", "nshot", "result", "task", "template", "language", "trial",
-                "metric", "value", "preferred", "version", "result_dir"}
+                "metric", "value", "preferred", "version", "result_dir", "signature"}
 LABELS = ("missing", "pending", "running", "failed", "stale", "n/a", "error")
 
 
@@ -120,7 +121,29 @@ def build(trials: pd.DataFrame, rows: Sequence[str] = ROWS, cols: Sequence[str] 
     t = Table(rows, cols, cells, added=added)
     if added:
         t.notes.append(f"settings that differ, shown as their own rows/columns: {', '.join(added)}")
+    t.notes.extend(direction_notes(sorted({c.metric for c in cells.values()})))
+    t.notes.extend(signature_notes(d))
     return t
+
+
+def direction_notes(metrics: Sequence[str]) -> list[str]:
+    """One note per metric of the table that is not higher-is-better (perplexities, ideal-50 scores)."""
+    return [f"{m}: {_dir.describe(m)}" for m in metrics if _dir.direction(m)[0] != _dir.HIGHER]
+
+
+def signature_notes(d: pd.DataFrame) -> list[str]:
+    """How the table's signed metrics (sacrebleu's BLEU / chrF) were computed: one note per
+    (metric, signature), naming the sub-results when the table holds several signatures of it."""
+    if "signature" not in d.columns:
+        return []
+    sigs = d[d["signature"].map(lambda v: isinstance(v, str) and v not in ("", "-"))]
+    out = []
+    for metric, g in sigs.groupby("metric", sort=True):
+        distinct = sorted(set(g["signature"]))
+        for sig in distinct:
+            where = sorted(set(g.loc[g["signature"] == sig, "result"]))
+            out.append(f"{metric} signature {sig}" + (f" ({', '.join(where)})" if len(distinct) > 1 else ""))
+    return out
 
 
 def fmt(cell: Cell, usual_n: Optional[int], with_std: bool = True, digits: int = 2) -> str:
@@ -151,8 +174,9 @@ def add_averages(t: Table) -> None:
             gc = tuple("avg" if i in over else v for i, v in enumerate(c))
             groups.setdefault((r, gc), []).append(cell.mean)
         if ts is not None:
-            allc = tuple("avg" if i in over else "(all)" if i == ts else (("preferred_raw" if v.endswith("_raw") else "preferred") if t.cols[i] == "metric" else v)
-                         for i, v in enumerate(c))
+            pooled = _dir.ranked_as_percent(cell.metric, cell.result)  # perplexities, 0-1 scales: only with their own metric
+            allc = tuple("avg" if i in over else "(all)" if i == ts else (("preferred_raw" if v.endswith("_raw") else "preferred")
+                         if t.cols[i] == "metric" and pooled else v) for i, v in enumerate(c))
             groups.setdefault((r, allc), []).append(cell.mean)
     for key, vals in groups.items():
         if len(vals) > 1:
@@ -260,12 +284,18 @@ def compare_cells(t: Table, ref: str) -> dict[tuple[tuple[str, ...], tuple[str, 
 
 
 def delta_text(a: Cell, b: Cell) -> str:
+    """``+3.20 ± 1.10 p=0.03*``; for a metric where the sign does not say it (lower is better,
+    an ideal value) ``(better)`` / ``(worse)`` follows."""
     delta, spread, p = delta_stats(a, b)
     s = f"{delta:+.2f}"
     if spread > 0:
         s += f" ± {spread:.2f}"
     if p is not None:
         s += f" p={p:.2g}" + ("*" if p < 0.05 else "")
+    if _dir.direction(a.metric)[0] != _dir.HIGHER:
+        verdict = _dir.better(a.metric, a.mean, b.mean)
+        if verdict is not None:
+            s += " (better)" if verdict else " (worse)"
     return s
 
 
@@ -291,14 +321,33 @@ def delta_stats(a: Cell, b: Cell) -> tuple[float, float, Optional[float]]:
     return delta, spread, p
 
 
+def _label_metric(metric: str) -> bool:
+    """A registered metric of (gold, predicted label) pairs: accuracy, macro_f1 ... (not perplexities,
+    text overlap, row metrics or lm-eval's own), the only ones McNemar's test over examples fits."""
+    from fewshot_eval.evaluate import registry
+
+    name = metric[: -len("_raw")] if metric.endswith("_raw") else metric
+    try:
+        m = registry.metric(name)
+    except ConfigError:
+        return False
+    return m.kind == "choice" and m.over == "labels"
+
+
 def _correct(rdir: str, result: str, trial: Any, metric: str) -> Optional[dict[str, bool]]:
-    """id -> correct of one trial's predictions (the uncalibrated prediction for ``*_raw`` metrics)."""
+    """id -> correct of one trial's predictions (the uncalibrated prediction for ``*_raw`` metrics);
+    None for a metric that is not about labels or rows without a gold and a predicted label
+    (generation, perplexity and lm-eval catalog rows)."""
+    if not _label_metric(metric):
+        return None
     f = Path(rdir) / f"trial{trial}" / f"{result}.predictions.jsonl"
     out: dict[str, bool] = {}
     try:
         with f.open(encoding="utf-8") as fh:
             for line in fh:
                 row = json.loads(line)
+                if "gold" not in row or "pred" not in row or "loglikelihood" in row:
+                    return None
                 pred = row.get("pred_raw", row.get("pred")) if metric.endswith("_raw") else row.get("pred")
                 out[str(row.get("id"))] = pred == row.get("gold")
     except (OSError, ValueError, AttributeError):
@@ -403,8 +452,11 @@ def cell_records(t: Table, compare: Optional[str] = None) -> list[dict[str, Any]
     for (r, c), cell in sorted(t.cells.items()):
         rec = {**dict(zip(t.rows, r)), **dict(zip(t.cols, c)), "mean": cell.mean, "std": cell.std if cell.n > 1 else None,
                "n": cell.n, "per_trial": {str(k): v for k, v in cell.values.items()}, "result_dir": cell.result_dir}
+        rec["direction"] = _dir.describe(cell.metric)
         if compare and r[mi] != compare and (r[:mi] + r[mi + 1:], c) in refs:
-            rec["delta"], rec["spread"], rec["p"] = delta_stats(cell, refs[(r[:mi] + r[mi + 1:], c)])
+            ref = refs[(r[:mi] + r[mi + 1:], c)]
+            rec["delta"], rec["spread"], rec["p"] = delta_stats(cell, ref)
+            rec["better_than_ref"] = _dir.better(cell.metric, cell.mean, ref.mean)
         out.append(rec)
     for (r, c), label in sorted(t.labels.items()):
         out.append({**dict(zip(t.rows, r)), **dict(zip(t.cols, c)), "status": label})

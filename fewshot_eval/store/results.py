@@ -83,14 +83,17 @@ def write_results(result_dir: Path, record: dict[str, Any], trials: list[int]) -
 
 
 def aggregate(result_dir: Path, trials: list[int]) -> dict[str, dict[str, Any]]:
-    """Combine ``trial<t>/metrics.json`` of ``trials`` into per-subresult, per-metric summaries."""
+    """Combine ``trial<t>/metrics.json`` of ``trials`` into per-subresult, per-metric summaries (of
+    the metrics numeric in every trial; other values -- sacrebleu signatures -- are kept as they
+    are when the trials agree, else as the list of the trials' values)."""
     per_trial = [read_json(layout.trial_dir(result_dir, t) / layout.METRICS)["metrics"] for t in trials]
     out: dict[str, dict[str, Any]] = {}
     for subkey in per_trial[0]:
         out[subkey] = {}
-        for metric, value in per_trial[0][subkey].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[subkey][metric] = summarize([float(m[subkey][metric]) for m in per_trial])
-            else:
-                out[subkey][metric] = value
+        for metric in per_trial[0][subkey]:
+            values = [(m.get(subkey) or {}).get(metric) for m in per_trial]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                out[subkey][metric] = summarize([float(v) for v in values])
+            else:  # signatures and other non-numbers: kept once, or per trial where trials differ
+                out[subkey][metric] = values[0] if all(v == values[0] for v in values) else values
     return out
