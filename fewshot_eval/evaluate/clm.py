@@ -616,6 +616,13 @@ class CausalLMPredictor(Predictor):
                         if e:
                             ids[row, width - len(e) :] = torch.tensor(list(e), dtype=torch.long)
                             mask[row, width - len(e) :] = 1
+                    greedy = None if req.do_sample else self._greedy_batch([list(e)[-max_ctx:] for e in enc], req.max_gen_toks, until, pad)
+                    if greedy is not None:
+                        for i, text in zip(batch, greedy):
+                            out[i] = text
+                        if self.on_batch is not None:
+                            self.on_batch(list(batch), [out[i] for i in batch])
+                        continue
                     ids, mask = ids[:, -max_ctx:].to(self.device), mask[:, -max_ctx:].to(self.device)
                     criteria = stop_sequences_criteria(self.tokenizer, until, ids.shape[1], ids.shape[0])
                     gen = self.model.generate(input_ids=ids, attention_mask=mask, max_length=ids.shape[1] + req.max_gen_toks,
@@ -625,6 +632,99 @@ class CausalLMPredictor(Predictor):
                     if self.on_batch is not None:  # the resume cache stores each finished batch
                         self.on_batch(list(batch), [out[i] for i in batch])
         return out  # type: ignore[return-value]
+
+
+    def _greedy_ok(self, pad: int) -> bool:
+        """Whether :meth:`_greedy_batch` reproduces ``model.generate``'s greedy search: a plain
+        key/value cache and explicit positions (:meth:`_tree_ok`), no logits processor configured
+        in the model's generation config, and a special padding token (lm-eval decodes the padding
+        ``generate`` appends after a row's end-of-text; skipped only when it is special)."""
+        cfg = getattr(self.model, "generation_config", None)
+        if cfg is None or pad not in set(self.tokenizer.all_special_ids) or not self._tree_ok():
+            return False
+        plain = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0, "min_new_tokens": None,
+                 "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+                 "sequence_bias": None, "encoder_repetition_penalty": 1.0, "exponential_decay_length_penalty": None,
+                 "num_beams": 1, "renormalize_logits": False}
+        return all(getattr(cfg, k, v) in (v, None) for k, v in plain.items())
+
+    def _greedy_batch(self, enc: list[list[int]], max_new: int, until: Sequence[str], pad: int) -> Optional[list[str]]:
+        """Greedy decoding of one batch of token lists, equal to ``model.generate`` with lm-eval's
+        stop criterion and cut, but computing the rows' common prefix (the shared demonstrations)
+        once and dropping each row as soon as its output is final (a stop string followed by
+        enough text that no earlier stop can still complete, or end-of-text); None where the model
+        does not qualify (:meth:`_greedy_ok`): the caller runs ``generate``."""
+        if max_new <= 0 or not all(enc) or not self._greedy_ok(pad):
+            return None
+        import torch
+
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set([eos] if isinstance(eos, int) else list(eos or []))
+        stops = [s for s in until if s]
+        longest = max((len(s) for s in stops), default=0)
+        n = len(enc)
+        shared = 0  # the common prefix, leaving every row at least one token of its own
+        limit = min(len(e) for e in enc) - 1
+        while shared < limit and all(e[shared] == enc[0][shared] for e in enc):
+            shared += 1
+        if n == 1:
+            shared = 0
+        dev = self.device
+        keep = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        gen: list[list[int]] = [[] for _ in range(n)]
+        texts: list[Optional[str]] = [None] * n
+        with torch.inference_mode():
+            cache = None
+            if shared:
+                from transformers import DynamicCache
+
+                prefix = self.model(input_ids=torch.tensor([enc[0][:shared]], device=dev), **{self._cache_arg: DynamicCache(config=self.model.config)},
+                                    use_cache=True, **keep)
+                cache = getattr(prefix, self._cache_arg)
+                cache.batch_repeat_interleave(n)
+            width = max(len(e) for e in enc) - shared
+            ids = torch.full((n, width), pad, dtype=torch.long)
+            pos = torch.zeros((n, width), dtype=torch.long)
+            mask = torch.zeros((n, shared + width), dtype=torch.long)
+            mask[:, :shared] = 1
+            for r, e in enumerate(enc):
+                rest = e[shared:]
+                ids[r, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+                pos[r, width - len(rest) :] = torch.arange(shared, len(e))
+                mask[r, shared + width - len(rest) :] = 1
+            mask = mask.to(dev)
+            nxt = torch.tensor([len(e) for e in enc], device=dev)
+            kwargs: dict[str, Any] = {self._cache_arg: cache} if cache is not None else {}
+            out = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), use_cache=True, **kwargs, **keep)
+            alive = list(range(n))
+            for step in range(max_new):
+                toks = out.logits[:, -1].argmax(-1).tolist()
+                still = []
+                for k, (r, t) in enumerate(zip(alive, toks)):
+                    gen[r].append(t)
+                    done = t in eos_ids or step == max_new - 1
+                    if not done and stops:
+                        text = self.tokenizer.decode(gen[r], skip_special_tokens=True).rstrip("\ufffd")  # a character still incomplete may change
+                        first = min((text.find(s) for s in stops if s in text), default=-1)
+                        done = first >= 0 and len(text) >= first + longest - 1  # no stop starting earlier can complete later
+                    if not done:
+                        still.append(k)
+                if not still:
+                    break
+                cache = getattr(out, self._cache_arg)
+                if len(still) < len(alive):
+                    sel = torch.tensor(still, device=dev)
+                    cache.batch_select_indices(sel)
+                    mask, nxt = mask[sel], nxt[sel]
+                    alive = [alive[k] for k in still]
+                    toks = [toks[k] for k in still]
+                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], 1)
+                out = self.model(input_ids=torch.tensor(toks, device=dev)[:, None], attention_mask=mask, position_ids=nxt[:, None],
+                                 **{self._cache_arg: cache}, use_cache=True)
+                nxt = nxt + 1
+        for r in range(n):
+            texts[r] = cut_at_stop(self.tokenizer.decode(gen[r], skip_special_tokens=True), until)
+        return texts  # type: ignore[return-value]
 
 
 def cut_at_stop(text: str, until: Sequence[str]) -> str:
