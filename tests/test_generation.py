@@ -351,4 +351,4 @@ def test_shared_demonstrations_decode_once_and_equal_lm_eval(ours, theirs, monke
     shortest = min(len(ours.tok_encode(r.context)) for r in reqs)
     assert max(len(ours.tok_encode(r.context)) for r in reqs) <= MAX_LENGTH - 10  # no truncation: the demonstrations stay a common prefix
     prefix = [w for n, w in calls if n == 1 and w > shortest // 2]
-    assert len(prefix) >= 3 and all(w < shortest // 2 for n, w in calls if n > 1)  # demonstrations ran once per batch, alone
+    assert len(prefix) == 1 and all(w < shortest // 2 for n, w in calls[1:])  # the demonstrations ran once, alone, for all batches

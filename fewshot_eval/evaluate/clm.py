@@ -667,8 +667,6 @@ class CausalLMPredictor(Predictor):
         limit = min(len(e) for e in enc) - 1
         while shared < limit and all(e[shared] == enc[0][shared] for e in enc):
             shared += 1
-        if n == 1:
-            shared = 0
         dev = self.device
         keep = {"logits_to_keep": 1} if self._logits_to_keep else {}
         gen: list[list[int]] = [[] for _ in range(n)]
@@ -676,12 +674,7 @@ class CausalLMPredictor(Predictor):
         with torch.inference_mode():
             cache = None
             if shared:
-                from transformers import DynamicCache
-
-                prefix = self.model(input_ids=torch.tensor([enc[0][:shared]], device=dev), **{self._cache_arg: DynamicCache(config=self.model.config)},
-                                    use_cache=True, **keep)
-                cache = getattr(prefix, self._cache_arg)
-                cache.batch_repeat_interleave(n)
+                cache = self._shared_prefix(enc[0][:shared], n)
             width = max(len(e) for e in enc) - shared
             ids = torch.full((n, width), pad, dtype=torch.long)
             pos = torch.zeros((n, width), dtype=torch.long)
@@ -725,6 +718,26 @@ class CausalLMPredictor(Predictor):
         for r in range(n):
             texts[r] = cut_at_stop(self.tokenizer.decode(gen[r], skip_special_tokens=True), until)
         return texts  # type: ignore[return-value]
+
+    def _shared_prefix(self, ids: list[int], n: int) -> Any:
+        """A key/value cache of ``ids`` for ``n`` rows, computed once (batch 1) and kept for the next
+        batch: the part of ``ids`` the previous batch's prefix agrees with is not run again (the
+        same demonstrations head every batch of a trial)."""
+        import torch
+        from transformers import DynamicCache
+
+        old_ids, old_layers = getattr(self, "_gen_prefix", ((), None))
+        same = 0
+        while same < min(len(ids), len(old_ids)) and ids[same] == old_ids[same]:
+            same += 1
+        cache = DynamicCache(ddp_cache_data=[(k[:, :, :same], v[:, :, :same]) for k, v in old_layers]) if same and old_layers else DynamicCache(config=self.model.config)
+        if same < len(ids):
+            out = self.model(input_ids=torch.tensor([ids[same:]], device=self.device), position_ids=torch.arange(same, len(ids), device=self.device)[None],
+                             **{self._cache_arg: cache}, use_cache=True, **({"logits_to_keep": 1} if self._logits_to_keep else {}))
+            cache = getattr(out, self._cache_arg)
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self._gen_prefix = (tuple(ids), layers)
+        return DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in layers])
 
 
 def cut_at_stop(text: str, until: Sequence[str]) -> str:
