@@ -631,6 +631,7 @@ class CausalLMPredictor(Predictor):
                         out[i] = cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), until)
                     if self.on_batch is not None:  # the resume cache stores each finished batch
                         self.on_batch(list(batch), [out[i] for i in batch])
+        self._gen_prefix = ((), None)  # the shared prefix's cache lives for one call
         return out  # type: ignore[return-value]
 
 
