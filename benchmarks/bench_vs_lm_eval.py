@@ -16,7 +16,7 @@ abs difference of the summed log-likelihoods. Same tiny GPT-2 (``tiny_gpt2_path(
     HF_HUB_OFFLINE=1 python benchmarks/bench_vs_lm_eval.py --shapes arc4 --examples 80
 
 Generation shapes (``GEN_SHAPES``: lm-eval's ``HFLM.generate_until`` vs ours, greedy, stop
-``"\\n\\n"``): the same two regimes; agreement = fraction of outputs identical to lm-eval's;
+``"\\n\\n"``, gen5stop also ``"Fal"``): the same two regimes; agreement = fraction of outputs identical to lm-eval's;
 bound = (prompt tokens + generated tokens) / (prompt tokens of a perfect prefix tree + generated
 tokens), generated tokens counted per row to its stop (lm-eval's padding steps not counted, so
 the bound is low for it). Perplexity shapes (``PPL_SHAPES``: ``HFLM.loglikelihood_rolling``,
@@ -65,12 +65,14 @@ class GenShape:
     question: int  # tokens of an example's text (about)
     answer: int  # tokens of a demonstration's answer (about)
     max_gen: int  # max_gen_toks
+    until: tuple[str, ...] = ("\n\n",)  # stop strings
 
 
 GEN_SHAPES = {
     "gen5": GenShape("gen5", 5, 30, 8, 32),  # QA-like, 5 demonstrations (~270-token prompts)
     "gen5-0shot": GenShape("gen5-0shot", 0, 30, 8, 32),
     "gen2long": GenShape("gen2long", 2, 60, 40, 64),  # longer answers, longer generations
+    "gen5stop": GenShape("gen5stop", 5, 30, 8, 32, ("\n\n", "Fal")),  # a stop string the tiny model does emit: rows stop at different steps
 }
 
 
@@ -278,7 +280,7 @@ def main() -> None:
 
     gen_names = [x for x in names if x in GEN_SHAPES]
     if gen_names:
-        print(f"\ngeneration (generate_until, greedy, until \\n\\n): agree = fraction of outputs identical to lm-eval's")
+        print(f"\ngeneration (generate_until, greedy): agree = fraction of outputs identical to lm-eval's")
         head = f"{'shape':<12} {'regime':<7} {'prompt tok':>10} {'gen tok':>7} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'agree':>6}"
         print(head)
         print("-" * len(head))
@@ -288,7 +290,7 @@ def main() -> None:
             if shape.nshot == 0 and regime != args.regimes.split(",")[0]:
                 continue
             prompts = gen_requests(shape, regime, args.examples, args.seed + 500 + 100 * si, ours.tokenizer)
-            mine = [GenerationRequest(p, ("\n\n",), shape.max_gen) for p in prompts]
+            mine = [GenerationRequest(p, shape.until, shape.max_gen) for p in prompts]
             inst = [Instance(request_type="generate_until", doc={}, arguments=(r.context, r.gen_kwargs()), idx=i) for i, r in enumerate(mine)]
             ours.generate_until(mine[:2]), theirs.generate_until(inst[:2], disable_tqdm=True)  # warm-up
             t_theirs, t_ours, a, b = interleaved(lambda: theirs.generate_until(inst, disable_tqdm=True), lambda: ours.generate_until(mine), args.repeats)
