@@ -422,6 +422,10 @@ class CausalLMPredictor(Predictor):
         left = [0 if free else width - row.width for row in batch]  # padding before the row's tokens
         for r, row in enumerate(batch):
             ids[r, left[r] : left[r] + row.width], pos[r, left[r] : left[r] + row.width] = row.ids, row.pos
+            if free and row.width < width and row.pos[-1] == row.width - 1:
+                # padding continues the positions: positions that restart read as packed sequences,
+                # for which transformers builds a dense mask instead of sdpa's causal kernel
+                pos[r, row.width :] = np.arange(row.width, width)
         mask = None
         if not free:
             allowed = np.zeros((n, 1, width, plen + width), dtype=bool)
@@ -459,7 +463,7 @@ class CausalLMPredictor(Predictor):
         kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": cache is not None or keep_cache}
         keep = sorted({left[r] + c for r, row in enumerate(batch) for c, _, _ in row.needs})
         if self._logits_to_keep:  # logits of the columns read only (the probe checked the model takes a tensor)
-            kwargs["logits_to_keep"] = torch.tensor(keep or [0], device=self.device)
+            kwargs["logits_to_keep"] = 0 if len(keep) == width else torch.tensor(keep or [0], device=self.device)  # 0: all (no gather)
         out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=torch.from_numpy(pos).to(self.device), attention_mask=mask, **kwargs)
         logits = out.logits
         index = {c: k for k, c in enumerate(keep)} if self._logits_to_keep else None  # column -> logits index

@@ -255,8 +255,10 @@ class PrefixTree:
         where = np.empty(width, dtype=np.int64)
         where[perm] = np.arange(width)
         first = chain[0] if chain else units[0]
-        row = Row(past=past, node=cached_node, order=self.nodes[first].order, ids=ids[perm], pos=pos[perm],
-                  allowed=allowed[np.ix_(perm, perm)], needs=[(int(where[c]), i, j) for c, i, j in needs], chain=chain_row)
+        if not chain_row:  # (a chain keeps its order: no copies of its width-squared mask)
+            ids, pos, allowed = ids[perm], pos[perm], allowed[np.ix_(perm, perm)]
+        row = Row(past=past, node=cached_node, order=self.nodes[first].order, ids=ids, pos=pos,
+                  allowed=allowed, needs=[(int(where[c]), i, j) for c, i, j in needs], chain=chain_row)
         if cached_node >= 0:
             row.kv_cols = where  # the row's columns in depth order (its whole path below ``past``)
         return row
