@@ -466,22 +466,24 @@ class CausalLMPredictor(Predictor):
             kwargs["logits_to_keep"] = 0 if len(keep) == width else torch.tensor(keep or [0], device=self.device)  # 0: all (no gather)
         out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=torch.from_numpy(pos).to(self.device), attention_mask=mask, **kwargs)
         logits = out.logits
-        index = {c: k for k, c in enumerate(keep)} if self._logits_to_keep else None  # column -> logits index
-        rr, cc, tt, who = [], [], [], []
-        for r, row in enumerate(batch):
-            a = left[r]
-            for c, i, j in row.needs:
-                rr.append(r)
-                cc.append(index[a + c] if index is not None else a + c)
-                tt.append(seqs[i][1][j])
-                who.append((i, j))
-        if rr:
-            sel = logits[torch.tensor(rr, device=logits.device), torch.tensor(cc, device=logits.device)].float()
+        parts = [np.column_stack([np.full(len(row.needs), r), np.asarray(row.needs, dtype=np.int64).reshape(-1, 3)])
+                 for r, row in enumerate(batch) if row.needs]
+        if parts:
+            need = np.concatenate(parts)  # (row, column, request, continuation index), runs of consecutive tokens
+            cols = np.asarray(left, dtype=np.int64)[need[:, 0]] + need[:, 1]
+            if self._logits_to_keep and not isinstance(kwargs["logits_to_keep"], int):
+                cols = np.searchsorted(np.asarray(keep, dtype=np.int64), cols)  # column -> logits index
+            cut = np.flatnonzero((np.diff(need[:, 2]) != 0) | (np.diff(need[:, 3]) != 1)) + 1
+            runs = [(int(a), int(b), int(need[a, 2]), int(need[a, 3])) for a, b in zip(np.r_[0, cut], np.r_[cut, len(need)])]
+            tt: list[int] = []
+            for a, b, i, j in runs:
+                tt.extend(seqs[i][1][j : j + b - a])
+            sel = logits[torch.from_numpy(need[:, 0]).to(logits.device), torch.from_numpy(cols).to(logits.device)].float()
             tgt = torch.tensor(tt, device=sel.device)
             tok_lp = torch.log_softmax(sel, -1).gather(1, tgt[:, None])[:, 0].tolist()
             hit = (sel.argmax(-1) == tgt).tolist()
-            for (i, j), v, g in zip(who, tok_lp, hit):
-                lps[i][j], greedy[i][j] = v, g
+            for a, b, i, j in runs:
+                lps[i][j : j + b - a], greedy[i][j : j + b - a] = tok_lp[a:b], hit[a:b]
         caches: list = [None] * n
         if keep_cache:
             new = getattr(out, self._cache_arg)
