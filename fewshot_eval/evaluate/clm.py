@@ -433,7 +433,7 @@ class CausalLMPredictor(Predictor):
             allowed[:, 0, diag, plen + diag] = True  # padding attends to itself (no empty softmax)
             for r, row in enumerate(batch):
                 a, p = left[r], past_len[row.past]
-                allowed[r, 0, a:, plen + a :] = row.allowed
+                allowed[r, 0, a:, plen + a :] = row.mask()
                 allowed[r, 0, a:, plen - p : plen] = True
             # an additive float mask: eager attention needs one, and sdpa runs its fused kernel with it (not with a bool mask)
             dtype = self.model.dtype
