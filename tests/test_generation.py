@@ -3,6 +3,7 @@ sacrebleu's / SQuAD's, kind: generate task definitions run end to end and recalc
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from pathlib import Path
@@ -325,3 +326,29 @@ def test_chat_models_generate_the_assistant_turn(tiny_path, tmp_path):
     for doc, row in zip(eval_docs, result.predictions["qa_demo.default"]):
         expected = "".join(f"<|{r}|>\n{t}<|end|>\n" for r, t in turns + [("user", tmpl.split(doc)[0].rstrip())]) + "<|assistant|>\n"
         assert row["prompt"] == expected and isinstance(row["output"], str) and row["n_demos"] == 2
+
+
+def test_shared_demonstrations_decode_once_and_equal_lm_eval(ours, theirs, monkeypatch):
+    """Prompts sharing their demonstrations (this project's regime): the common prefix runs once
+    per batch, rows leave the batch when their output is final, greedy outputs stay lm-eval's."""
+    rng = random.Random(5)
+    demos = "".join(f"Question: {q[:16]}\nAnswer: {a[:8]}\n\n" for q, a in zip(prompts(2, 6), prompts(2, 7)))
+    reqs = [GenerationRequest(demos + f"Question: {p[:12]}\nAnswer:", ("\n\n", "Question"), rng.choice([6, 10])) for p in prompts(11, 8)]
+    want = lm_eval_generate(theirs, reqs)
+    assert len(set(want)) > 3
+    calls = []
+    forward = ours.model.forward
+
+    @functools.wraps(forward)
+    def counted(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    assert ours._tree_ok()
+    monkeypatch.setattr(ours.model, "generate", lambda *a, **k: pytest.fail("greedy batches decode without generate"))
+    monkeypatch.setattr(ours.model, "forward", counted)
+    assert ours.generate_until(reqs) == want
+    shortest = min(len(ours.tok_encode(r.context)) for r in reqs)
+    assert max(len(ours.tok_encode(r.context)) for r in reqs) <= MAX_LENGTH - 10  # no truncation: the demonstrations stay a common prefix
+    prefix = [w for n, w in calls if n == 1 and w > shortest // 2]
+    assert len(prefix) == 1 and all(w < shortest // 2 for n, w in calls[1:])  # the demonstrations ran once, alone, for all batches

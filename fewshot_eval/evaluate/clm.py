@@ -422,6 +422,10 @@ class CausalLMPredictor(Predictor):
         left = [0 if free else width - row.width for row in batch]  # padding before the row's tokens
         for r, row in enumerate(batch):
             ids[r, left[r] : left[r] + row.width], pos[r, left[r] : left[r] + row.width] = row.ids, row.pos
+            if free and row.width < width and row.pos[-1] == row.width - 1:
+                # padding continues the positions: positions that restart read as packed sequences,
+                # for which transformers builds a dense mask instead of sdpa's causal kernel
+                pos[r, row.width :] = np.arange(row.width, width)
         mask = None
         if not free:
             allowed = np.zeros((n, 1, width, plen + width), dtype=bool)
@@ -429,7 +433,7 @@ class CausalLMPredictor(Predictor):
             allowed[:, 0, diag, plen + diag] = True  # padding attends to itself (no empty softmax)
             for r, row in enumerate(batch):
                 a, p = left[r], past_len[row.past]
-                allowed[r, 0, a:, plen + a :] = row.allowed
+                allowed[r, 0, a:, plen + a :] = row.mask()
                 allowed[r, 0, a:, plen - p : plen] = True
             # an additive float mask: eager attention needs one, and sdpa runs its fused kernel with it (not with a bool mask)
             dtype = self.model.dtype
@@ -459,25 +463,27 @@ class CausalLMPredictor(Predictor):
         kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": cache is not None or keep_cache}
         keep = sorted({left[r] + c for r, row in enumerate(batch) for c, _, _ in row.needs})
         if self._logits_to_keep:  # logits of the columns read only (the probe checked the model takes a tensor)
-            kwargs["logits_to_keep"] = torch.tensor(keep or [0], device=self.device)
+            kwargs["logits_to_keep"] = 0 if len(keep) == width else torch.tensor(keep or [0], device=self.device)  # 0: all (no gather)
         out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=torch.from_numpy(pos).to(self.device), attention_mask=mask, **kwargs)
         logits = out.logits
-        index = {c: k for k, c in enumerate(keep)} if self._logits_to_keep else None  # column -> logits index
-        rr, cc, tt, who = [], [], [], []
-        for r, row in enumerate(batch):
-            a = left[r]
-            for c, i, j in row.needs:
-                rr.append(r)
-                cc.append(index[a + c] if index is not None else a + c)
-                tt.append(seqs[i][1][j])
-                who.append((i, j))
-        if rr:
-            sel = logits[torch.tensor(rr, device=logits.device), torch.tensor(cc, device=logits.device)].float()
+        parts = [np.column_stack([np.full(len(row.needs), r), np.asarray(row.needs, dtype=np.int64).reshape(-1, 3)])
+                 for r, row in enumerate(batch) if row.needs]
+        if parts:
+            need = np.concatenate(parts)  # (row, column, request, continuation index), runs of consecutive tokens
+            cols = np.asarray(left, dtype=np.int64)[need[:, 0]] + need[:, 1]
+            if self._logits_to_keep and not isinstance(kwargs["logits_to_keep"], int):
+                cols = np.searchsorted(np.asarray(keep, dtype=np.int64), cols)  # column -> logits index
+            cut = np.flatnonzero((np.diff(need[:, 2]) != 0) | (np.diff(need[:, 3]) != 1)) + 1
+            runs = [(int(a), int(b), int(need[a, 2]), int(need[a, 3])) for a, b in zip(np.r_[0, cut], np.r_[cut, len(need)])]
+            tt: list[int] = []
+            for a, b, i, j in runs:
+                tt.extend(seqs[i][1][j : j + b - a])
+            sel = logits[torch.from_numpy(need[:, 0]).to(logits.device), torch.from_numpy(cols).to(logits.device)].float()
             tgt = torch.tensor(tt, device=sel.device)
             tok_lp = torch.log_softmax(sel, -1).gather(1, tgt[:, None])[:, 0].tolist()
             hit = (sel.argmax(-1) == tgt).tolist()
-            for (i, j), v, g in zip(who, tok_lp, hit):
-                lps[i][j], greedy[i][j] = v, g
+            for a, b, i, j in runs:
+                lps[i][j : j + b - a], greedy[i][j : j + b - a] = tok_lp[a:b], hit[a:b]
         caches: list = [None] * n
         if keep_cache:
             new = getattr(out, self._cache_arg)
@@ -616,6 +622,13 @@ class CausalLMPredictor(Predictor):
                         if e:
                             ids[row, width - len(e) :] = torch.tensor(list(e), dtype=torch.long)
                             mask[row, width - len(e) :] = 1
+                    greedy = None if req.do_sample else self._greedy_batch([list(e)[-max_ctx:] for e in enc], req.max_gen_toks, until, pad)
+                    if greedy is not None:
+                        for i, text in zip(batch, greedy):
+                            out[i] = text
+                        if self.on_batch is not None:
+                            self.on_batch(list(batch), [out[i] for i in batch])
+                        continue
                     ids, mask = ids[:, -max_ctx:].to(self.device), mask[:, -max_ctx:].to(self.device)
                     criteria = stop_sequences_criteria(self.tokenizer, until, ids.shape[1], ids.shape[0])
                     gen = self.model.generate(input_ids=ids, attention_mask=mask, max_length=ids.shape[1] + req.max_gen_toks,
@@ -624,7 +637,114 @@ class CausalLMPredictor(Predictor):
                         out[i] = cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), until)
                     if self.on_batch is not None:  # the resume cache stores each finished batch
                         self.on_batch(list(batch), [out[i] for i in batch])
+        self._gen_prefix = ((), None)  # the shared prefix's cache lives for one call
         return out  # type: ignore[return-value]
+
+
+    def _greedy_ok(self, pad: int) -> bool:
+        """Whether :meth:`_greedy_batch` reproduces ``model.generate``'s greedy search: a plain
+        key/value cache and explicit positions (:meth:`_tree_ok`), no logits processor configured
+        in the model's generation config, and a special padding token (lm-eval decodes the padding
+        ``generate`` appends after a row's end-of-text; skipped only when it is special)."""
+        cfg = getattr(self.model, "generation_config", None)
+        if cfg is None or pad not in set(self.tokenizer.all_special_ids) or not self._tree_ok():
+            return False
+        plain = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0, "min_new_tokens": None,
+                 "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+                 "sequence_bias": None, "encoder_repetition_penalty": 1.0, "exponential_decay_length_penalty": None,
+                 "num_beams": 1, "renormalize_logits": False}
+        return all(getattr(cfg, k, v) in (v, None) for k, v in plain.items())
+
+    def _greedy_batch(self, enc: list[list[int]], max_new: int, until: Sequence[str], pad: int) -> Optional[list[str]]:
+        """Greedy decoding of one batch of token lists, equal to ``model.generate`` with lm-eval's
+        stop criterion and cut, but computing the rows' common prefix (the shared demonstrations)
+        once and dropping each row as soon as its output is final (a stop string followed by
+        enough text that no earlier stop can still complete, or end-of-text); None where the model
+        does not qualify (:meth:`_greedy_ok`): the caller runs ``generate``."""
+        if max_new <= 0 or not all(enc) or not self._greedy_ok(pad):
+            return None
+        import torch
+
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set([eos] if isinstance(eos, int) else list(eos or []))
+        stops = [s for s in until if s]
+        longest = max((len(s) for s in stops), default=0)
+        n = len(enc)
+        shared = 0  # the common prefix, leaving every row at least one token of its own
+        limit = min(len(e) for e in enc) - 1
+        while shared < limit and all(e[shared] == enc[0][shared] for e in enc):
+            shared += 1
+        dev = self.device
+        keep = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        gen: list[list[int]] = [[] for _ in range(n)]
+        texts: list[Optional[str]] = [None] * n
+        with torch.inference_mode():
+            cache = None
+            if shared:
+                cache = self._shared_prefix(enc[0][:shared], n)
+            width = max(len(e) for e in enc) - shared
+            ids = torch.full((n, width), pad, dtype=torch.long)
+            pos = torch.zeros((n, width), dtype=torch.long)
+            mask = torch.zeros((n, shared + width), dtype=torch.long)
+            mask[:, :shared] = 1
+            for r, e in enumerate(enc):
+                rest = e[shared:]
+                ids[r, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+                pos[r, width - len(rest) :] = torch.arange(shared, len(e))
+                mask[r, shared + width - len(rest) :] = 1
+            mask = mask.to(dev)
+            nxt = torch.tensor([len(e) for e in enc], device=dev)
+            kwargs: dict[str, Any] = {self._cache_arg: cache} if cache is not None else {}
+            out = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), use_cache=True, **kwargs, **keep)
+            alive = list(range(n))
+            for step in range(max_new):
+                toks = out.logits[:, -1].argmax(-1).tolist()
+                still = []
+                for k, (r, t) in enumerate(zip(alive, toks)):
+                    gen[r].append(t)
+                    done = t in eos_ids or step == max_new - 1
+                    if not done and stops:
+                        text = self.tokenizer.decode(gen[r], skip_special_tokens=True).rstrip("\ufffd")  # a character still incomplete may change
+                        first = min((text.find(s) for s in stops if s in text), default=-1)
+                        done = first >= 0 and len(text) >= first + longest - 1  # no stop starting earlier can complete later
+                    if not done:
+                        still.append(k)
+                if not still:
+                    break
+                cache = getattr(out, self._cache_arg)
+                if len(still) < len(alive):
+                    sel = torch.tensor(still, device=dev)
+                    cache.batch_select_indices(sel)
+                    mask, nxt = mask[sel], nxt[sel]
+                    alive = [alive[k] for k in still]
+                    toks = [toks[k] for k in still]
+                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], 1)
+                out = self.model(input_ids=torch.tensor(toks, device=dev)[:, None], attention_mask=mask, position_ids=nxt[:, None],
+                                 **{self._cache_arg: cache}, use_cache=True)
+                nxt = nxt + 1
+        for r in range(n):
+            texts[r] = cut_at_stop(self.tokenizer.decode(gen[r], skip_special_tokens=True), until)
+        return texts  # type: ignore[return-value]
+
+    def _shared_prefix(self, ids: list[int], n: int) -> Any:
+        """A key/value cache of ``ids`` for ``n`` rows, computed once (batch 1) and kept for the next
+        batch: the part of ``ids`` the previous batch's prefix agrees with is not run again (the
+        same demonstrations head every batch of a trial)."""
+        import torch
+        from transformers import DynamicCache
+
+        old_ids, old_layers = getattr(self, "_gen_prefix", ((), None))
+        same = 0
+        while same < min(len(ids), len(old_ids)) and ids[same] == old_ids[same]:
+            same += 1
+        cache = DynamicCache(ddp_cache_data=[(k[:, :, :same], v[:, :, :same]) for k, v in old_layers]) if same and old_layers else DynamicCache(config=self.model.config)
+        if same < len(ids):
+            out = self.model(input_ids=torch.tensor([ids[same:]], device=self.device), position_ids=torch.arange(same, len(ids), device=self.device)[None],
+                             **{self._cache_arg: cache}, use_cache=True, **({"logits_to_keep": 1} if self._logits_to_keep else {}))
+            cache = getattr(out, self._cache_arg)
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self._gen_prefix = (tuple(ids), layers)
+        return DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in layers])
 
 
 def cut_at_stop(text: str, until: Sequence[str]) -> str:

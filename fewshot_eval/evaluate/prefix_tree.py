@@ -78,6 +78,12 @@ class Row:
     def width(self) -> int:
         return len(self.ids)
 
+    def mask(self) -> Any:
+        """``allowed``, built on demand for a chain (causal)."""
+        import numpy as np
+
+        return self.allowed if self.allowed is not None else np.tri(self.width, dtype=bool)
+
 
 
 class PrefixTree:
@@ -229,19 +235,19 @@ class PrefixTree:
                 todo.extend((ch, width - 1) for ch in reversed(node.children))
         ids = np.empty(width, dtype=np.int64)
         pos = np.empty(width, dtype=np.int64)
-        allowed = np.zeros((width, width), dtype=bool)
+        chain_row = all(p == o - 1 for _, o, p in segs)
+        allowed = None if chain_row else np.zeros((width, width), dtype=bool)  # a chain's mask is causal: Row.mask()
         needed = np.zeros(width, dtype=bool)
         needs = []
-        chain_row = True
         for n, o, p in segs:
             node = self.nodes[n]
             length = node.end - node.start
             ids[o : o + length] = self.tokens(n)
             pos[o : o + length] = np.arange(node.start, node.end)
-            chain_row = chain_row and p == o - 1
-            if p >= 0:
-                allowed[o : o + length, :o] = allowed[p, :o]
-            allowed[o : o + length, o : o + length] = np.tri(length, dtype=bool)
+            if allowed is not None:
+                if p >= 0:
+                    allowed[o : o + length, :o] = allowed[p, :o]
+                allowed[o : o + length, o : o + length] = np.tri(length, dtype=bool)
             if n in done:
                 continue
             done.add(n)
@@ -255,8 +261,10 @@ class PrefixTree:
         where = np.empty(width, dtype=np.int64)
         where[perm] = np.arange(width)
         first = chain[0] if chain else units[0]
-        row = Row(past=past, node=cached_node, order=self.nodes[first].order, ids=ids[perm], pos=pos[perm],
-                  allowed=allowed[np.ix_(perm, perm)], needs=[(int(where[c]), i, j) for c, i, j in needs], chain=chain_row)
+        if not chain_row:  # (a chain keeps its order: no copies of its width-squared mask)
+            ids, pos, allowed = ids[perm], pos[perm], allowed[np.ix_(perm, perm)]
+        row = Row(past=past, node=cached_node, order=self.nodes[first].order, ids=ids, pos=pos,
+                  allowed=allowed, needs=[(int(where[c]), i, j) for c, i, j in needs], chain=chain_row)
         if cached_node >= 0:
             row.kv_cols = where  # the row's columns in depth order (its whole path below ``past``)
         return row
