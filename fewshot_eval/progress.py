@@ -210,7 +210,12 @@ class Interrupted(KeyboardInterrupt):
         return f"fewshot-eval: {what}{detail}; finished results are kept, re-run the same command to continue."
 
 
+received: Optional[int] = None  # the stop signal received inside signals_raise(), if any
+
+
 def _raise(signum: int, frame: Any) -> None:
+    global received
+    received = signum
     raise Interrupted(signum)
 
 
@@ -223,11 +228,15 @@ def signals_raise() -> Iterator[None]:
     """While inside: SIGTERM and SIGHUP raise :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt),
     so ``finally`` blocks run and launchers can stop their job processes. A signal that is ignored
     (``nohup`` ignores SIGHUP) or already handled is left as it is."""
+    global received
+    received = None
     old: dict[int, Any] = {}
     if _main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) == signal.SIG_DFL:
                 old[sig] = signal.signal(sig, _raise)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C: also remembered (see received)
+            old[signal.SIGINT] = signal.signal(signal.SIGINT, _raise)
     try:
         yield
     finally:

@@ -84,6 +84,8 @@ def launch_sequential(
                     )
                 except Exception as e:  # composition failed: count it, go on
                     ret = failed_return(overrides, e)
+                if progress.received is not None:  # a stop signal that landed inside Hydra/OmegaConf code may surface
+                    raise progress.Interrupted(progress.received)  # there as another error: it is still a stop
                 if ret.status == JobStatus.FAILED:
                     log.error("job %d failed (%s): %s", idx, " ".join(overrides), ret._return_value)
                 returns.append(ret)

@@ -213,7 +213,8 @@ def test_requeue_after_timeout_signal_keeps_finished_trials(slurm_cluster, workd
     """USR2 is what SLURM sends signal_delay_s before the time limit; with timeout_min < 10 submitit
     counts it as a timeout: it checkpoints (our launcher) and requeues, bounded by max_num_timeout.
     The requeued job runs only the missing trials."""
-    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=6", "hydra/launcher=submitit_slurm",
+    # enough work that the job is still running when USR2 arrives (batch_size=1: one forward call per prompt)
+    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=20", "batch_size=1", "hydra/launcher=submitit_slurm",
             "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=1"]
     run_cli(args, workdir)
     [job] = slurm_ids(workdir, slurm_cluster)
@@ -229,7 +230,7 @@ def test_requeue_after_timeout_signal_keeps_finished_trials(slurm_cluster, workd
     scontrol("update", f"JobId={job}", "StartTime=now")  # SLURM delays a requeued job by ~2 min
     slurm_cluster.wait_for_state(job, "COMPLETED", timeout=90)
     assert trial0.stat().st_mtime_ns == first, "a finished trial was recomputed"
-    assert json.loads((rdir / "results.json").read_text())["trials"] == list(range(6))
+    assert json.loads((rdir / "results.json").read_text())["trials"] == list(range(20))
     text = Path(launched(workdir)[0]["stdout"]).read_text()
     assert "this job is timed-out" in text and f"Requeued job {job}" in text
     done = re.findall(r"done tiny_gpt2 x copa_demo nshot=2: trials \[([\d, ]+)\]", text)
@@ -387,7 +388,8 @@ def test_a_job_out_of_requeues_is_reported_as_timed_out_and_counted(slurm_cluste
     """max_num_timeout=0: the first USR2 (what SLURM sends signal_delay_s before the limit) ends the job
     FAILED with submitit's 'timed-out too many times'; the plan says 'timed out 1× — raise timeout_min'
     and records it as a failed attempt (max_failures=1: not resubmitted)."""
-    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=6", "hydra/launcher=submitit_slurm",
+    # enough work that the job is still running when USR2 arrives (batch_size=1: one forward call per prompt)
+    args = ["-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=40", "batch_size=1", "hydra/launcher=submitit_slurm",
             "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=5", "hydra.launcher.max_num_timeout=0"]
     run_cli(args, workdir)
     [job] = slurm_ids(workdir, slurm_cluster)
