@@ -29,6 +29,7 @@ Targets (issue 12): ratio >= 0.8 x bound on every shape, never below 1.0x; arc4 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import time
@@ -229,6 +230,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--hf-overrides", default="{}", help="JSON: the model setting's hf_overrides for fewshot-eval's side, e.g. "
+                    "'{\"activation_function\": \"gelu_pytorch_tanh\"}' (GPT-2's fused GELU)")
     args = ap.parse_args()
 
     import torch
@@ -242,9 +245,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     path = str(tiny_gpt2_path())
     params = {"device": "cpu", "batch_size": args.batch_size, "max_length": args.max_length}
-    ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path}, params)
+    setting = {"name": "tiny-gpt2", "weights": path, "hf_overrides": json.loads(args.hf_overrides)}
+    ours = CausalLMPredictor.from_settings(setting, params)
     theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, max_length=args.max_length, dtype="float32")
-    print(f"model {path}  batch_size={args.batch_size}  threads={args.threads}  best of {args.repeats} interleaved runs  examples={args.examples}")
+    print(f"model {path}  batch_size={args.batch_size}  threads={args.threads}  best of {args.repeats} interleaved runs  examples={args.examples}"
+          + (f"  fewshot-eval hf_overrides={args.hf_overrides}" if setting["hf_overrides"] else ""))
     head = f"{'shape':<12} {'regime':<7} {'cands':>5} {'ctx tok':>7} {'cont tok':>8} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'max|dLL|':>9}"
     print(head)
     print("-" * len(head))
@@ -308,7 +313,7 @@ def main() -> None:
         print("-" * len(head))
     for si, name in enumerate(ppl_names):
         shape = PPL_SHAPES[name]
-        p_ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path}, {**params, "max_length": shape.window})
+        p_ours = CausalLMPredictor.from_settings(setting, {**params, "max_length": shape.window})
         p_theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, max_length=shape.window, dtype="float32")
         docs = documents(shape, args.docs, args.seed + 900 + 100 * si, ours.tokenizer)
         inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(d,), idx=i) for i, d in enumerate(docs)]

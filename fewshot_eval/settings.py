@@ -130,6 +130,9 @@ class ModelSetting:
     predictor: str = "clm"  # a registered predictor: clm | vllm | openai_completions | random | majority | your own
     weights: Optional[str] = None  # local dir, hub id or 'tiny-gpt2' (built locally); the served model's name; null for baselines
     revision: Optional[str] = None  # hub revision / checkpoint tag, part of the result identity
+    # clm/vllm: overrides of the model's HuggingFace config at load (from_pretrained kwargs / vLLM hf_overrides),
+    # e.g. {activation_function: gelu_pytorch_tanh} (GPT-2's fused GELU); part of the result identity
+    hf_overrides: dict = field(default_factory=dict)
     chat: ChatSetting = field(default_factory=ChatSetting)  # chat.enabled=true: the tokenizer's chat template
     eval: dict = field(default_factory=dict)  # evaluation params of this model (train_sep, max_length, ...)
     job: JobParams = field(default_factory=JobParams)

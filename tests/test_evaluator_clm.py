@@ -93,3 +93,25 @@ def test_the_built_model_dir_follows_the_umask(tmp_path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
+
+
+def test_hf_overrides_change_the_loaded_config_and_the_identity():
+    """GPT-2's fused tanh GELU (transformers' gelu_pytorch_tanh) for its Python gelu_new: the same
+    function to float rounding, so log-likelihoods agree closely -- but it is another result."""
+    from fewshot_eval.evaluate.api import Request
+    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.plan.identity import job_identity
+
+    plain = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2"}, {"device": "cpu"})
+    fused = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2", "hf_overrides": {"activation_function": "gelu_pytorch_tanh"}}, {"device": "cpu"})
+    assert plain.model.config.activation_function == "gelu_new"
+    assert fused.model.config.activation_function == "gelu_pytorch_tanh"
+    assert type(fused.model.transformer.h[0].mlp.act).__name__ != type(plain.model.transformer.h[0].mlp.act).__name__
+    reqs = [Request("The cat sat on the", " mat."), Request("Paris is the capital of", " France, of course.")]
+    a, b = plain.loglikelihood(reqs), fused.loglikelihood(reqs)
+    for x, y in zip(a, b):
+        assert max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < 1e-4
+    base = {"name": "t", "predictor": "clm", "weights": "tiny-gpt2", "revision": None, "chat": None}
+    same = job_identity({**base, "hf_overrides": {}}, ["copa_demo"], {}, 0)
+    assert same == job_identity(base, ["copa_demo"], {}, 0)  # empty: the identity of results written before the field existed
+    assert job_identity({**base, "hf_overrides": {"activation_function": "gelu_pytorch_tanh"}}, ["copa_demo"], {}, 0) != same

@@ -111,3 +111,14 @@ def test_nshot_above_the_demonstration_pool_is_one_result(workdir: Path) -> None
     assert [p.parent.name.split(".")[0] for p in (workdir / "results").rglob("results.json")] == ["42shot"]
     again = run_cli(["-m", "model=random", "task=copa_demo", "nshot=42", "num_trials=1"], workdir).stdout
     assert "1 skip: complete" in again
+
+
+def test_hf_overrides_key_not_in_the_model_config(workdir: Path) -> None:
+    """A key transformers would pass on to the model's constructor (dying at load) is caught at planning."""
+    assert_caught(workdir, ["model=tiny_gpt2", "task=copa_demo", "nshot=0", "+model.hf_overrides.activation=gelu"],
+                  "hf_overrides key 'activation' is not a field of its GPT2Config", "activation_function")
+
+
+def test_hf_overrides_on_a_baseline(workdir: Path) -> None:
+    assert_caught(workdir, ["model=random", "task=copa_demo", "nshot=0", "+model.hf_overrides.n_layer=1"],
+                  "hf_overrides applies to predictors clm and vllm", "not 'random'")

@@ -282,11 +282,15 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
         from fewshot_eval.evaluate.chat import check_chat_template
 
         check_chat_template(None, model_key, predictor)
+    if model.get("hf_overrides") and predictor not in ("clm", "vllm"):
+        raise ConfigError(f"model '{model_key}': hf_overrides applies to predictors clm and vllm (they load a HuggingFace "
+                          f"config), not '{predictor}'. Remove hf_overrides from the setting.")
     if predictor not in ("clm", "vllm"):
         return
     weights = model.get("weights")
     if not weights or weights == "tiny-gpt2" or not is_local_weights(str(weights)):
         check_chat_tokenizer(model_key, model)
+        check_hf_overrides(model_key, model)
         return
     path = Path(str(weights)).expanduser()
     if not path.is_dir():
@@ -299,6 +303,33 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     if not (path / "config.json").is_file():
         raise ConfigError(f"model '{model_key}': weights dir {path} has no config.json: not a HuggingFace checkpoint dir.")
     check_chat_tokenizer(model_key, model)
+    check_hf_overrides(model_key, model)
+
+
+def check_hf_overrides(model_key: str, model: dict[str, Any]) -> None:
+    """Each ``hf_overrides`` key must be a field of the model's config (else transformers passes it
+    on to the model's constructor, which dies at load). The config is read from local files only
+    (a hub id not in the local cache is checked by the job)."""
+    overrides = model.get("hf_overrides") or {}
+    if not overrides:
+        return
+    weights = str(model.get("weights"))
+    if weights == "tiny-gpt2":
+        from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+
+        weights = str(tiny_gpt2_path())
+    try:
+        from transformers import AutoConfig
+
+        kwargs = {"revision": model["revision"]} if model.get("revision") else {}
+        cfg = AutoConfig.from_pretrained(weights, local_files_only=True, **kwargs)
+    except Exception:  # noqa: BLE001 - not available here: the job's load reports it
+        return
+    unknown = [k for k in overrides if not hasattr(cfg, k)]
+    if unknown:
+        fields = sorted(k for k in cfg.to_dict() if not k.startswith("_"))
+        raise ConfigError(f"model '{model_key}': hf_overrides key '{unknown[0]}' is not a field of its {type(cfg).__name__} "
+                          f"({model.get('weights')}). Its fields: {', '.join(fields)}.")
 
 
 def check_chat_tokenizer(model_key: str, model: dict[str, Any]) -> None:

@@ -46,19 +46,21 @@ log = logging.getLogger("fewshot_eval")
 
 @functools.lru_cache(maxsize=1)
 def load_model(weights: str, revision: Optional[str], dtype: str, device: str, device_map: Optional[str] = None,
-               max_memory: tuple = (), offload_folder: Optional[str] = None) -> tuple[Any, Any]:
+               max_memory: tuple = (), offload_folder: Optional[str] = None, hf_overrides: str = "{}") -> tuple[Any, Any]:
     """(model, tokenizer), loaded once per process: the jobs of one model that run in one process
     (the sequential launcher, a combine_tasks SLURM job) share it. Only the last one is kept.
 
     ``device_map`` (one of :data:`DEVICE_MAPS`) shards the model over the visible GPUs (then CPU
     memory, then ``offload_folder`` on disk) with accelerate, each device holding at most its
-    ``max_memory`` entry (``((0, "70GiB"), (1, "70GiB"), ("cpu", "200GiB"))``); ``device`` is then unused."""
+    ``max_memory`` entry (``((0, "70GiB"), (1, "70GiB"), ("cpu", "200GiB"))``); ``device`` is then unused.
+    ``hf_overrides`` (JSON of a mapping) updates the model's config (``from_pretrained`` keyword arguments)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
     kwargs: dict[str, Any] = {"revision": revision} if revision else {}
     tok = AutoTokenizer.from_pretrained(weights, **kwargs)
+    kwargs.update(json.loads(hf_overrides))
     if device_map:
         if offload_folder:
             kwargs["offload_folder"] = offload_folder
@@ -164,7 +166,7 @@ class CausalLMPredictor(Predictor):
         par = model.get("parallel") or {}
         device_map = par.get("device_map")
         lm, tok = load_model(weights, model.get("revision"), dtype, device, device_map, memory_map(par.get("max_memory")),
-                             par.get("offload_folder"))
+                             par.get("offload_folder"), json.dumps(model.get("hf_overrides") or {}, sort_keys=True))
         if device_map:
             device = input_device(lm, device)
             notes.append(f"sharded with device_map={device_map}: {_placement(lm)}")
@@ -480,7 +482,8 @@ class CausalLMPredictor(Predictor):
                 tt.extend(seqs[i][1][j : j + b - a])
             sel = logits[torch.from_numpy(need[:, 0]).to(logits.device), torch.from_numpy(cols).to(logits.device)].float()
             tgt = torch.tensor(tt, device=sel.device)
-            tok_lp = torch.log_softmax(sel, -1).gather(1, tgt[:, None])[:, 0].tolist()
+            # log_softmax + gather, fused (no (tokens x vocab) log-prob tensor is written; same numbers)
+            tok_lp = torch.nn.functional.cross_entropy(sel, tgt, reduction="none").neg_().tolist()
             hit = (sel.argmax(-1) == tgt).tolist()
             for a, b, i, j in runs:
                 lps[i][j : j + b - a], greedy[i][j : j + b - a] = tok_lp[a:b], hit[a:b]

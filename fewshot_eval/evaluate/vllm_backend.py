@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib.util
+import json
 import logging
 import os
 import subprocess
@@ -91,14 +92,17 @@ def start_ray_cluster() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def load_engine(weights: str, revision: Optional[str], dtype: str, tp: int, pp: int, engine_args: tuple) -> Any:
-    """The ``vllm.LLM`` of one model, created once per process (the jobs of a combine_tasks SLURM job share it)."""
+def load_engine(weights: str, revision: Optional[str], dtype: str, tp: int, pp: int, engine_args: tuple, hf_overrides: str = "{}") -> Any:
+    """The ``vllm.LLM`` of one model, created once per process (the jobs of a combine_tasks SLURM job share it).
+    ``hf_overrides``: JSON of the setting's config overrides (vLLM's ``hf_overrides`` engine argument)."""
     from vllm import LLM
 
     t0 = time.perf_counter()
     kwargs: dict[str, Any] = dict(engine_args)
     if revision:
         kwargs["revision"] = revision
+    if json.loads(hf_overrides):
+        kwargs["hf_overrides"] = json.loads(hf_overrides)
     if needs_ray(tp, pp):
         kwargs.setdefault("distributed_executor_backend", "ray")
         log.info("vllm: %d x %d GPUs span the job's nodes: Ray cluster at %s", tp, pp, start_ray_cluster())
@@ -155,7 +159,7 @@ class VLLMPredictor(Predictor):
         par = model.get("parallel") or {}
         engine_args = tuple(sorted((par.get("engine_args") or {}).items()))
         tp, pp = int(par.get("tensor_parallel_size") or 1), int(par.get("pipeline_parallel_size") or 1)
-        llm = load_engine(weights, model.get("revision"), dtype, tp, pp, engine_args)
+        llm = load_engine(weights, model.get("revision"), dtype, tp, pp, engine_args, json.dumps(model.get("hf_overrides") or {}, sort_keys=True))
         return cls(llm, max_length=params.get("max_length"), name=model.get("name", weights), parallel=(tp, pp))
 
     def describe(self) -> dict:

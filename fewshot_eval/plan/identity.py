@@ -62,7 +62,7 @@ NEUTRAL_PARAMS: dict[str, Any] = {
     # more metrics from the same rows: the other numbers stay, but the result holds more (its own result dir)
     "extra_metrics": None,
 }
-NEUTRAL_MODEL: dict[str, Any] = {"chat": None}
+NEUTRAL_MODEL: dict[str, Any] = {"chat": None, "hf_overrides": {}}
 
 
 class IdentityError(AssertionError):
