@@ -3,7 +3,7 @@
 Same tiny GPT-2 (``weights: tiny-gpt2``, loaded from its cache path by both), prompts generated
 fresh from ``--seed`` (few-shot "translation" prompts of invented words, 0..4 demonstrations,
 so lengths vary), greedy decoding, the same batch size and ``max_length`` for both. Runs are
-interleaved (ours, theirs, ours, ...) and the best of ``--repeats`` is kept. Prints, per
+interleaved (theirs, ours, theirs, ...) and the best of ``--repeats`` is kept. Prints, per
 setting, the fraction of outputs identical to lm-eval's and the time of each.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_generation_vs_lm_eval.py
@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import time
+
+from _timing import interleaved  # benchmarks/_timing.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -73,14 +74,7 @@ def main() -> None:
         reqs = [GenerationRequest(p, until, args.max_gen_toks) for p in fresh_prompts(args.n, args.seed + i)]
         inst = [Instance("generate_until", None, (r.context, r.gen_kwargs()), j) for j, r in enumerate(reqs)]
         ours.generate_until(reqs[:2]), theirs.generate_until(inst[:2], disable_tqdm=True)  # warm-up
-        t_ours = t_theirs = float("inf")
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            a = ours.generate_until(reqs)
-            t_ours = min(t_ours, time.perf_counter() - t)
-            t = time.perf_counter()
-            b = theirs.generate_until(inst, disable_tqdm=True)
-            t_theirs = min(t_theirs, time.perf_counter() - t)
+        t_theirs, t_ours, b, a = interleaved(lambda: theirs.generate_until(inst, disable_tqdm=True), lambda: ours.generate_until(reqs), args.repeats)
         same = sum(x == y for x, y in zip(a, b)) / len(a)
         print(f"{name:<14} {len(reqs):>7} {same:>9.3f} {t_theirs:>10.3f} {t_ours:>8.3f} {t_theirs / t_ours:>6.2f}x")
     print("identical: fraction of outputs equal to lm-eval's, character for character; ratio: lm-eval time / ours.")

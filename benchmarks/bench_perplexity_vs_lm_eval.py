@@ -4,7 +4,7 @@ Same tiny GPT-2 (``weights: tiny-gpt2``, loaded from its cache path by both), do
 generated fresh from a seed (word salad of varying length, some far longer than the context
 window, so several windows are scored). Prints the max abs difference of the per-document
 log-likelihoods, the three metrics (word/byte perplexity, bits per byte) from each side's
-numbers, and the times (best of ``--repeats``) with their ratio::
+numbers, and the times (best of ``--repeats`` interleaved runs) with their ratio::
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_perplexity_vs_lm_eval.py
     HF_HUB_OFFLINE=1 python benchmarks/bench_perplexity_vs_lm_eval.py --max-length 128 --docs 60
@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import time
+
+from _timing import interleaved  # benchmarks/_timing.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -44,15 +45,6 @@ def fresh_documents(n: int, seed: int) -> list[str]:
         paras = [" ".join(sents[i : i + 5]) for i in range(0, len(sents), 5)]
         docs.append("\n\n".join(paras))
     return docs
-
-
-def best_time(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main() -> None:
@@ -87,8 +79,8 @@ def main() -> None:
     windows = sum(-(-n // ours.max_length) for n in n_tokens)
     inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(d,), idx=i) for i, d in enumerate(docs)]
     ours.loglikelihood_rolling(docs[:2]), theirs.loglikelihood_rolling(inst[:2], disable_tqdm=True)  # warm-up
-    t_theirs, ll_theirs = best_time(lambda: theirs.loglikelihood_rolling(inst, disable_tqdm=True), args.repeats)
-    t_ours, res = best_time(lambda: ours.loglikelihood_rolling(docs), args.repeats)
+    t_theirs, t_ours, ll_theirs, res = interleaved(lambda: theirs.loglikelihood_rolling(inst, disable_tqdm=True),
+                                                   lambda: ours.loglikelihood_rolling(docs), args.repeats)
     ll_ours = [r.total for r in res]
 
     counts = [count_words_bytes(d) for d in docs]

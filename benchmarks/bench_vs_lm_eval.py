@@ -31,8 +31,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import time
 from dataclasses import dataclass
+
+from _timing import interleaved  # benchmarks/_timing.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -203,20 +204,6 @@ def ppl_bound(ours, docs: list[str]) -> tuple[float, float]:
     return sum(n_tok) / len(docs), sum(len(x) for x, _ in seqs) / tree.n_tokens
 
 
-def interleaved(theirs_fn, ours_fn, repeats: int) -> tuple[float, float, object, object]:
-    """Best-of-``repeats`` times of both, runs interleaved (machine noise hits both alike), and the last outputs."""
-    t_theirs = t_ours = float("inf")
-    a = b = None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a = theirs_fn()
-        t_theirs = min(t_theirs, time.perf_counter() - t)
-        t = time.perf_counter()
-        b = ours_fn()
-        t_ours = min(t_ours, time.perf_counter() - t)
-    return t_theirs, t_ours, a, b
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     every = [*SHAPES, *GEN_SHAPES, *PPL_SHAPES]
@@ -263,14 +250,8 @@ def main() -> None:
             mine = [Request(c, t) for c, t in reqs]
             inst = [Instance(request_type="loglikelihood", doc={}, arguments=(c, t), idx=i) for i, (c, t) in enumerate(reqs)]
             ours.loglikelihood(mine[:4]), theirs.loglikelihood(inst[:4], disable_tqdm=True)  # warm-up
-            t_theirs = t_ours = float("inf")
-            for _ in range(args.repeats):  # interleaved: machine noise hits both alike
-                t = time.perf_counter()
-                ll_theirs = theirs.loglikelihood(inst, disable_tqdm=True)
-                t_theirs = min(t_theirs, time.perf_counter() - t)
-                t = time.perf_counter()
-                ll_ours = ours.loglikelihood(mine)
-                t_ours = min(t_ours, time.perf_counter() - t)
+            t_theirs, t_ours, ll_theirs, ll_ours = interleaved(lambda: theirs.loglikelihood(inst, disable_tqdm=True),
+                                                               lambda: ours.loglikelihood(mine), args.repeats)
             diff = max(abs(a.total - b[0]) for a, b in zip(ll_ours, ll_theirs))
             ratio = t_theirs / t_ours
             label = regime if shape.nshot else "0-shot"
