@@ -16,7 +16,7 @@ import argparse
 import os
 import random
 
-from _timing import interleaved  # benchmarks/_timing.py
+from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -45,27 +45,15 @@ def fresh_prompts(n: int, seed: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=64, help="prompts per setting")
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--max-gen-toks", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    add_common_args(ap, seed=1234, max_length=512, repeats=3)
     args = ap.parse_args()
 
-    import torch
     from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
 
     from fewshot_eval.evaluate.api import GenerationRequest
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
 
-    torch.set_num_threads(args.threads)
-    path = str(tiny_gpt2_path())
-    ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path},
-                                           {"device": "cpu", "batch_size": args.batch_size, "max_length": args.max_length})
-    theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, max_length=args.max_length, dtype="float32")
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads)
     print(f"model {path}  n={args.n}  batch_size={args.batch_size}  max_length={args.max_length}  "
           f"max_gen_toks={args.max_gen_toks}  threads={args.threads}  repeats={args.repeats} (interleaved, best of)")
     print(f"{'until':<14} {'prompts':>7} {'identical':>9} {'lm-eval s':>10} {'ours s':>8} {'ratio':>7}")

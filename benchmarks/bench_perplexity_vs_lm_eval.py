@@ -19,7 +19,7 @@ import argparse
 import os
 import random
 
-from _timing import interleaved  # benchmarks/_timing.py
+from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -50,28 +50,15 @@ def fresh_documents(n: int, seed: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--docs", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=None, help="context window (default: the model's, 1024)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    add_common_args(ap, seed=2026, max_length=None, repeats=3, max_length_help="context window (default: the model's, 1024)")
     args = ap.parse_args()
 
-    import torch
     from lm_eval.api.instance import Instance
     from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
-    from lm_eval.models.huggingface import HFLM
 
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
     from fewshot_eval.evaluate.perplexity import count_words_bytes
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
 
-    torch.set_num_threads(args.threads)
-    path = str(tiny_gpt2_path())
-    params = {"device": "cpu", "batch_size": args.batch_size, "max_length": args.max_length}
-    ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path}, params)
-    kw = {"max_length": args.max_length} if args.max_length else {}
-    theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, dtype="float32", **kw)
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads)
     assert ours.max_length == theirs.max_length, (ours.max_length, theirs.max_length)
 
     docs = fresh_documents(args.docs, args.seed)

@@ -33,7 +33,7 @@ import os
 import random
 from dataclasses import dataclass
 
-from _timing import interleaved  # benchmarks/_timing.py
+from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -211,26 +211,14 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=12, help="documents per perplexity shape")
     ap.add_argument("--regimes", default="shared,per-ex")
     ap.add_argument("--examples", type=int, default=32, help="examples per shape")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=1024)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=1234)
+    add_common_args(ap, seed=1234, max_length=1024, repeats=5)
     args = ap.parse_args()
 
-    import torch
     from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
 
     from fewshot_eval.evaluate.api import Request
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
 
-    torch.set_num_threads(args.threads)
-    path = str(tiny_gpt2_path())
-    params = {"device": "cpu", "batch_size": args.batch_size, "max_length": args.max_length}
-    ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path}, params)
-    theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, max_length=args.max_length, dtype="float32")
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads)
     print(f"model {path}  batch_size={args.batch_size}  threads={args.threads}  best of {args.repeats} interleaved runs  examples={args.examples}")
     head = f"{'shape':<12} {'regime':<7} {'cands':>5} {'ctx tok':>7} {'cont tok':>8} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'max|dLL|':>9}"
     print(head)
@@ -289,8 +277,7 @@ def main() -> None:
         print("-" * len(head))
     for si, name in enumerate(ppl_names):
         shape = PPL_SHAPES[name]
-        p_ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path}, {**params, "max_length": shape.window})
-        p_theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, max_length=shape.window, dtype="float32")
+        _, p_ours, p_theirs = tiny_predictors(args.batch_size, shape.window)
         docs = documents(shape, args.docs, args.seed + 900 + 100 * si, ours.tokenizer)
         inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(d,), idx=i) for i, d in enumerate(docs)]
         p_ours.loglikelihood_rolling(docs[:1]), p_theirs.loglikelihood_rolling(inst[:1], disable_tqdm=True)  # warm-up
