@@ -204,6 +204,12 @@ def ppl_bound(ours, docs: list[str]) -> tuple[float, float]:
     return sum(n_tok) / len(docs), sum(len(x) for x, _ in seqs) / tree.n_tokens
 
 
+def regime_labels(nshot: int, regimes: str) -> list[tuple[str, str]]:
+    """(regime, label) of each run of a shape: a 0-shot shape runs once (both regimes are the same requests), as ``0-shot``."""
+    names = regimes.split(",")
+    return [(r, r) for r in names] if nshot else [(names[0], "0-shot")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     every = [*SHAPES, *GEN_SHAPES, *PPL_SHAPES]
@@ -230,9 +236,7 @@ def main() -> None:
         if name not in SHAPES:
             continue
         shape = SHAPES[name]
-        for regime in args.regimes.split(","):
-            if shape.nshot == 0 and regime != args.regimes.split(",")[0]:
-                continue  # 0-shot: both regimes are the same requests
+        for regime, label in regime_labels(shape.nshot, args.regimes):
             reqs = requests(shape, regime, args.examples, args.seed + 100 * si, ours.tokenizer)
             ctx_tok, cont_tok, limit = bound(ours, reqs)
             mine = [Request(c, t) for c, t in reqs]
@@ -242,7 +246,6 @@ def main() -> None:
                                                                lambda: ours.loglikelihood(mine), args.repeats)
             diff = max(abs(a.total - b[0]) for a, b in zip(ll_ours, ll_theirs))
             ratio = t_theirs / t_ours
-            label = regime if shape.nshot else "0-shot"
             print(f"{name:<12} {label:<7} {shape.candidates:>5} {ctx_tok:>7.0f} {cont_tok:>8.1f} {len(reqs):>5} {t_theirs:>9.3f} {t_ours:>7.3f} "
                   f"{ratio:>5.2f}x {limit:>5.2f}x {ratio / limit:>11.2f} {diff:>9.1e}", flush=True)
     from fewshot_eval.evaluate.api import GenerationRequest
@@ -255,9 +258,7 @@ def main() -> None:
         print("-" * len(head))
     for si, name in enumerate(gen_names):
         shape = GEN_SHAPES[name]
-        for regime in args.regimes.split(","):
-            if shape.nshot == 0 and regime != args.regimes.split(",")[0]:
-                continue
+        for regime, label in regime_labels(shape.nshot, args.regimes):
             prompts = gen_requests(shape, regime, args.examples, args.seed + 500 + 100 * si, ours.tokenizer)
             mine = [GenerationRequest(p, shape.until, shape.max_gen) for p in prompts]
             inst = [Instance(request_type="generate_until", doc={}, arguments=(r.context, r.gen_kwargs()), idx=i) for i, r in enumerate(mine)]
@@ -266,7 +267,6 @@ def main() -> None:
             ptok, gtok, limit = gen_bound(ours, prompts, a, shape.max_gen)
             agree = sum(x == y for x, y in zip(a, b)) / len(a)
             ratio = t_theirs / t_ours
-            label = regime if shape.nshot else "0-shot"
             print(f"{name:<12} {label:<7} {ptok:>10.0f} {gtok:>7.1f} {len(mine):>5} {t_theirs:>9.3f} {t_ours:>7.3f} "
                   f"{ratio:>5.2f}x {limit:>5.2f}x {ratio / limit:>11.2f} {agree:>6.3f}", flush=True)
     ppl_names = [x for x in names if x in PPL_SHAPES]
