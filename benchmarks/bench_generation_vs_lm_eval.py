@@ -3,7 +3,7 @@
 Same tiny GPT-2 (``weights: tiny-gpt2``, loaded from its cache path by both), prompts generated
 fresh from ``--seed`` (few-shot "translation" prompts of invented words, 0..4 demonstrations,
 so lengths vary), greedy decoding, the same batch size and ``max_length`` for both. Runs are
-interleaved (ours, theirs, ours, ...) and the best of ``--repeats`` is kept. Prints, per
+interleaved (theirs, ours, theirs, ...) and the best of ``--repeats`` is kept. Prints, per
 setting, the fraction of outputs identical to lm-eval's and the time of each.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_generation_vs_lm_eval.py
@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import time
+
+from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -44,27 +45,15 @@ def fresh_prompts(n: int, seed: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=64, help="prompts per setting")
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--max-gen-toks", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    add_common_args(ap, seed=1234, max_length=512, repeats=3)
     args = ap.parse_args()
 
-    import torch
     from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
 
     from fewshot_eval.evaluate.api import GenerationRequest
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
 
-    torch.set_num_threads(args.threads)
-    path = str(tiny_gpt2_path())
-    ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path},
-                                           {"device": "cpu", "batch_size": args.batch_size, "max_length": args.max_length})
-    theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, max_length=args.max_length, dtype="float32")
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides)
     print(f"model {path}  n={args.n}  batch_size={args.batch_size}  max_length={args.max_length}  "
           f"max_gen_toks={args.max_gen_toks}  threads={args.threads}  repeats={args.repeats} (interleaved, best of)")
     print(f"{'until':<14} {'prompts':>7} {'identical':>9} {'lm-eval s':>10} {'ours s':>8} {'ratio':>7}")
@@ -73,14 +62,7 @@ def main() -> None:
         reqs = [GenerationRequest(p, until, args.max_gen_toks) for p in fresh_prompts(args.n, args.seed + i)]
         inst = [Instance("generate_until", None, (r.context, r.gen_kwargs()), j) for j, r in enumerate(reqs)]
         ours.generate_until(reqs[:2]), theirs.generate_until(inst[:2], disable_tqdm=True)  # warm-up
-        t_ours = t_theirs = float("inf")
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            a = ours.generate_until(reqs)
-            t_ours = min(t_ours, time.perf_counter() - t)
-            t = time.perf_counter()
-            b = theirs.generate_until(inst, disable_tqdm=True)
-            t_theirs = min(t_theirs, time.perf_counter() - t)
+        t_theirs, t_ours, b, a = interleaved(lambda: theirs.generate_until(inst, disable_tqdm=True), lambda: ours.generate_until(reqs), args.repeats)
         same = sum(x == y for x, y in zip(a, b)) / len(a)
         print(f"{name:<14} {len(reqs):>7} {same:>9.3f} {t_theirs:>10.3f} {t_ours:>8.3f} {t_theirs / t_ours:>6.2f}x")
     print("identical: fraction of outputs equal to lm-eval's, character for character; ratio: lm-eval time / ours.")

@@ -4,7 +4,7 @@ Same tiny GPT-2 (``weights: tiny-gpt2``, loaded from its cache path by both), do
 generated fresh from a seed (word salad of varying length, some far longer than the context
 window, so several windows are scored). Prints the max abs difference of the per-document
 log-likelihoods, the three metrics (word/byte perplexity, bits per byte) from each side's
-numbers, and the times (best of ``--repeats``) with their ratio::
+numbers, and the times (best of ``--repeats`` interleaved runs) with their ratio::
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_perplexity_vs_lm_eval.py
     HF_HUB_OFFLINE=1 python benchmarks/bench_perplexity_vs_lm_eval.py --max-length 128 --docs 60
@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import time
+
+from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -46,40 +47,18 @@ def fresh_documents(n: int, seed: int) -> list[str]:
     return docs
 
 
-def best_time(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--docs", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=None, help="context window (default: the model's, 1024)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    add_common_args(ap, seed=2026, max_length=None, repeats=3, max_length_help="context window (default: the model's, 1024)")
     args = ap.parse_args()
 
-    import torch
     from lm_eval.api.instance import Instance
     from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
-    from lm_eval.models.huggingface import HFLM
 
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
     from fewshot_eval.evaluate.perplexity import count_words_bytes
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
 
-    torch.set_num_threads(args.threads)
-    path = str(tiny_gpt2_path())
-    params = {"device": "cpu", "batch_size": args.batch_size, "max_length": args.max_length}
-    ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path}, params)
-    kw = {"max_length": args.max_length} if args.max_length else {}
-    theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, dtype="float32", **kw)
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides)
     assert ours.max_length == theirs.max_length, (ours.max_length, theirs.max_length)
 
     docs = fresh_documents(args.docs, args.seed)
@@ -87,12 +66,13 @@ def main() -> None:
     windows = sum(-(-n // ours.max_length) for n in n_tokens)
     inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(d,), idx=i) for i, d in enumerate(docs)]
     ours.loglikelihood_rolling(docs[:2]), theirs.loglikelihood_rolling(inst[:2], disable_tqdm=True)  # warm-up
-    t_theirs, ll_theirs = best_time(lambda: theirs.loglikelihood_rolling(inst, disable_tqdm=True), args.repeats)
-    t_ours, res = best_time(lambda: ours.loglikelihood_rolling(docs), args.repeats)
+    t_theirs, t_ours, ll_theirs, res = interleaved(lambda: theirs.loglikelihood_rolling(inst, disable_tqdm=True),
+                                                   lambda: ours.loglikelihood_rolling(docs), args.repeats)
     ll_ours = [r.total for r in res]
 
     counts = [count_words_bytes(d) for d in docs]
-    print(f"model {path}  max_length={ours.max_length}  batch_size={args.batch_size}  threads={args.threads}  repeats={args.repeats}")
+    print(f"model {path}  max_length={ours.max_length}  batch_size={args.batch_size}  threads={args.threads}  repeats={args.repeats}"
+          + (f"  fewshot-eval hf_overrides={args.hf_overrides}" if args.hf_overrides else ""))
     print(f"documents: {len(docs)} (seed {args.seed}), tokens {sum(n_tokens)} (min {min(n_tokens)}, max {max(n_tokens)}), "
           f"{sum(n > ours.max_length for n in n_tokens)} longer than the context, {windows} windows")
     print(f"max |dLL| per document: {max(abs(a - b) for a, b in zip(ll_ours, ll_theirs)):.3e}   "

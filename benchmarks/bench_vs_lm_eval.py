@@ -29,11 +29,11 @@ Targets (issue 12): ratio >= 0.8 x bound on every shape, never below 1.0x; arc4 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import time
 from dataclasses import dataclass
+
+from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -204,18 +204,10 @@ def ppl_bound(ours, docs: list[str]) -> tuple[float, float]:
     return sum(n_tok) / len(docs), sum(len(x) for x, _ in seqs) / tree.n_tokens
 
 
-def interleaved(theirs_fn, ours_fn, repeats: int) -> tuple[float, float, object, object]:
-    """Best-of-``repeats`` times of both, runs interleaved (machine noise hits both alike), and the last outputs."""
-    t_theirs = t_ours = float("inf")
-    a = b = None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a = theirs_fn()
-        t_theirs = min(t_theirs, time.perf_counter() - t)
-        t = time.perf_counter()
-        b = ours_fn()
-        t_ours = min(t_ours, time.perf_counter() - t)
-    return t_theirs, t_ours, a, b
+def regime_labels(nshot: int, regimes: str) -> list[tuple[str, str]]:
+    """(regime, label) of each run of a shape: a 0-shot shape runs once (both regimes are the same requests), as ``0-shot``."""
+    names = regimes.split(",")
+    return [(r, r) for r in names] if nshot else [(names[0], "0-shot")]
 
 
 def main() -> None:
@@ -225,31 +217,16 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=12, help="documents per perplexity shape")
     ap.add_argument("--regimes", default="shared,per-ex")
     ap.add_argument("--examples", type=int, default=32, help="examples per shape")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=1024)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--hf-overrides", default="{}", help="JSON: the model setting's hf_overrides for fewshot-eval's side, e.g. "
-                    "'{\"activation_function\": \"gelu_pytorch_tanh\"}' (GPT-2's fused GELU)")
+    add_common_args(ap, seed=1234, max_length=1024, repeats=5)
     args = ap.parse_args()
 
-    import torch
     from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
 
     from fewshot_eval.evaluate.api import Request
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
 
-    torch.set_num_threads(args.threads)
-    path = str(tiny_gpt2_path())
-    params = {"device": "cpu", "batch_size": args.batch_size, "max_length": args.max_length}
-    setting = {"name": "tiny-gpt2", "weights": path, "hf_overrides": json.loads(args.hf_overrides)}
-    ours = CausalLMPredictor.from_settings(setting, params)
-    theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, max_length=args.max_length, dtype="float32")
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides)
     print(f"model {path}  batch_size={args.batch_size}  threads={args.threads}  best of {args.repeats} interleaved runs  examples={args.examples}"
-          + (f"  fewshot-eval hf_overrides={args.hf_overrides}" if setting["hf_overrides"] else ""))
+          + (f"  fewshot-eval hf_overrides={args.hf_overrides}" if args.hf_overrides else ""))
     head = f"{'shape':<12} {'regime':<7} {'cands':>5} {'ctx tok':>7} {'cont tok':>8} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'max|dLL|':>9}"
     print(head)
     print("-" * len(head))
@@ -260,25 +237,16 @@ def main() -> None:
         if name not in SHAPES:
             continue
         shape = SHAPES[name]
-        for regime in args.regimes.split(","):
-            if shape.nshot == 0 and regime != args.regimes.split(",")[0]:
-                continue  # 0-shot: both regimes are the same requests
+        for regime, label in regime_labels(shape.nshot, args.regimes):
             reqs = requests(shape, regime, args.examples, args.seed + 100 * si, ours.tokenizer)
             ctx_tok, cont_tok, limit = bound(ours, reqs)
             mine = [Request(c, t) for c, t in reqs]
             inst = [Instance(request_type="loglikelihood", doc={}, arguments=(c, t), idx=i) for i, (c, t) in enumerate(reqs)]
             ours.loglikelihood(mine[:4]), theirs.loglikelihood(inst[:4], disable_tqdm=True)  # warm-up
-            t_theirs = t_ours = float("inf")
-            for _ in range(args.repeats):  # interleaved: machine noise hits both alike
-                t = time.perf_counter()
-                ll_theirs = theirs.loglikelihood(inst, disable_tqdm=True)
-                t_theirs = min(t_theirs, time.perf_counter() - t)
-                t = time.perf_counter()
-                ll_ours = ours.loglikelihood(mine)
-                t_ours = min(t_ours, time.perf_counter() - t)
+            t_theirs, t_ours, ll_theirs, ll_ours = interleaved(lambda: theirs.loglikelihood(inst, disable_tqdm=True),
+                                                               lambda: ours.loglikelihood(mine), args.repeats)
             diff = max(abs(a.total - b[0]) for a, b in zip(ll_ours, ll_theirs))
             ratio = t_theirs / t_ours
-            label = regime if shape.nshot else "0-shot"
             print(f"{name:<12} {label:<7} {shape.candidates:>5} {ctx_tok:>7.0f} {cont_tok:>8.1f} {len(reqs):>5} {t_theirs:>9.3f} {t_ours:>7.3f} "
                   f"{ratio:>5.2f}x {limit:>5.2f}x {ratio / limit:>11.2f} {diff:>9.1e}", flush=True)
     from fewshot_eval.evaluate.api import GenerationRequest
@@ -291,9 +259,7 @@ def main() -> None:
         print("-" * len(head))
     for si, name in enumerate(gen_names):
         shape = GEN_SHAPES[name]
-        for regime in args.regimes.split(","):
-            if shape.nshot == 0 and regime != args.regimes.split(",")[0]:
-                continue
+        for regime, label in regime_labels(shape.nshot, args.regimes):
             prompts = gen_requests(shape, regime, args.examples, args.seed + 500 + 100 * si, ours.tokenizer)
             mine = [GenerationRequest(p, shape.until, shape.max_gen) for p in prompts]
             inst = [Instance(request_type="generate_until", doc={}, arguments=(r.context, r.gen_kwargs()), idx=i) for i, r in enumerate(mine)]
@@ -302,7 +268,6 @@ def main() -> None:
             ptok, gtok, limit = gen_bound(ours, prompts, a, shape.max_gen)
             agree = sum(x == y for x, y in zip(a, b)) / len(a)
             ratio = t_theirs / t_ours
-            label = regime if shape.nshot else "0-shot"
             print(f"{name:<12} {label:<7} {ptok:>10.0f} {gtok:>7.1f} {len(mine):>5} {t_theirs:>9.3f} {t_ours:>7.3f} "
                   f"{ratio:>5.2f}x {limit:>5.2f}x {ratio / limit:>11.2f} {agree:>6.3f}", flush=True)
     ppl_names = [x for x in names if x in PPL_SHAPES]
@@ -313,8 +278,7 @@ def main() -> None:
         print("-" * len(head))
     for si, name in enumerate(ppl_names):
         shape = PPL_SHAPES[name]
-        p_ours = CausalLMPredictor.from_settings(setting, {**params, "max_length": shape.window})
-        p_theirs = HFLM(pretrained=path, device="cpu", batch_size=args.batch_size, max_length=shape.window, dtype="float32")
+        _, p_ours, p_theirs = tiny_predictors(args.batch_size, shape.window, hf_overrides=args.hf_overrides)
         docs = documents(shape, args.docs, args.seed + 900 + 100 * si, ours.tokenizer)
         inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(d,), idx=i) for i, d in enumerate(docs)]
         p_ours.loglikelihood_rolling(docs[:1]), p_theirs.loglikelihood_rolling(inst[:1], disable_tqdm=True)  # warm-up

@@ -123,6 +123,21 @@ def check_eval_keys(section: Mapping[str, Any] | None, where: str) -> None:
             raise ConfigError(f"{where}: unknown evaluation parameter '{key}'. Valid keys: {', '.join(EVAL_KEYS)}.")
 
 
+def check_keys(node: Any, allowed: Mapping[str, bool] | Iterable[str], where: str) -> dict:
+    """``node`` as a mapping whose keys are all in ``allowed`` (a key list, or key -> required):
+    anything else is an error naming ``where``, the key and the valid keys."""
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(node).__name__} {node!r}.")
+    allowed_map = allowed if isinstance(allowed, Mapping) else {k: False for k in allowed}
+    for key in node:
+        if key not in allowed_map:
+            raise ConfigError(f"{where}: unknown key '{key}'. Valid keys: {', '.join(allowed_map)}.")
+    for key, required in allowed_map.items():
+        if required and key not in node:
+            raise ConfigError(f"{where}: missing required key '{key}'.")
+    return node
+
+
 def override_keys(overrides: Iterable[str]) -> list[str]:
     """Top-level keys named by Hydra override strings (``+a=1`` -> ``a``; dotted keys and groups excluded)."""
     keys = []

@@ -135,6 +135,7 @@ def test_baseline_on_a_perplexity_task_is_a_planning_error():
     ({"labels": [0, 1]}, "key 'labels': does not apply to a task of kind 'perplexity'"),
     ({"templates": {"t": {"prompt": "{{ text }}"}}}, "key 'templates.t': unknown key 'prompt'"),
     ({"templates": {"t": {"vars": {}}}}, "key 'templates.t': missing required key 'document'"),
+    ({"templates": {"t": {"document": "{{ text "}}}, "key 'templates.t' key 'document': Jinja2 syntax error"),
     ({"kind": "ppl"}, "key 'kind': unknown kind 'ppl'. Valid: choice, generate, perplexity, minimal_pairs"),
     ({"metrics": ["word_perplexity", "nope"]}, "unknown metric 'nope'"),
 ])

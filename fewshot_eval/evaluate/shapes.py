@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from fewshot_eval.config import ConfigError
+from fewshot_eval.config import ConfigError, check_keys
 from fewshot_eval.evaluate.registry import register_metric
 from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
 
@@ -140,8 +140,18 @@ def field_value(doc: dict[str, Any], name: str, at: str, where: str, split: str)
     return value
 
 
-def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels: list[str], languages: Optional[list[str]], where: str) -> Optional[dict]:
-    """The templates of a shaped task, or None for the ordinary label -> verbalisation templates."""
+_TEMPLATE_KEYS = {  # the keys of one template node, per kind (key -> required)
+    "choice": {"prompt": True, "candidates": True, "vars": False},
+    "choices_field": {"prompt": True, "candidates": False, "vars": False},  # a choice task with per-example candidates
+    "generate": {"prompt": True, "target": False, "vars": False},
+    "perplexity": {"document": True, "vars": False},
+}
+
+
+def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels: list[str], languages: Optional[list[str]], where: str) -> dict:
+    """The task's named templates (``templates``: name -> template node), compiled as its kind
+    wants them; every node is checked for unknown and missing keys (errors name file, template
+    and the valid keys). ``minimal_pairs`` has none of its own: one ``default`` built from ``pair_fields``."""
     from fewshot_eval.evaluate.templates import compile_choice_template, compile_document_template, compile_generation_template, compile_template
 
     kind = shape["kind"]
@@ -149,30 +159,22 @@ def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels:
         pf = shape["pair_fields"]
         node = {"prompt": "{{ candidate }}", "candidates": {"good": "{{ %s }}" % pf["good"], "bad": "{{ %s }}" % pf["bad"]}}
         return {"default": compile_template("default", node, labels, languages, f"{where} key 'pair_fields'")}
-    if kind == "choice" and not shape.get("choices_field"):
-        return None
     raw = node["templates"]
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{where} key 'templates': expected a mapping of template names, got {raw!r}.")
+    keys = _TEMPLATE_KEYS["choices_field" if shape.get("choices_field") else kind]
     out = {}
     for tname, tnode in raw.items():
         twhere = f"{where} key 'templates.{tname}'"
-        keys = {"perplexity": {"document": True, "vars": False}, "generate": {"prompt": True, "target": False, "vars": False}}.get(
-            kind, {"prompt": True, "candidates": False, "vars": False})
-        if not isinstance(tnode, dict):
-            raise ConfigError(f"{twhere}: expected a mapping, got {tnode!r}.")
-        for key in tnode:
-            if key not in keys:
-                raise ConfigError(f"{twhere}: unknown key '{key}'. Valid keys: {', '.join(keys)}.")
-        for key, req in keys.items():
-            if req and key not in tnode:
-                raise ConfigError(f"{twhere}: missing required key '{key}'.")
+        check_keys(tnode, keys, twhere)
         if kind == "perplexity":
             out[str(tname)] = compile_document_template(str(tname), tnode, languages, twhere)
         elif kind == "generate":
             out[str(tname)] = compile_generation_template(str(tname), tnode, languages, twhere)
-        else:
+        elif shape.get("choices_field"):
             out[str(tname)] = compile_choice_template(str(tname), tnode, shape["choices_field"], languages, twhere)
+        else:
+            out[str(tname)] = compile_template(str(tname), tnode, labels, languages, twhere)
     return out
 
 

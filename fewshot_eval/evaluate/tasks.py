@@ -68,8 +68,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import yaml
 
-from fewshot_eval.config import ConfigError, find_config_file
-from fewshot_eval.evaluate.templates import GenerationTemplate, Template, compile_template
+from fewshot_eval.config import ConfigError, check_keys, find_config_file
+from fewshot_eval.evaluate.templates import GenerationTemplate, Template
 
 
 @dataclass
@@ -164,19 +164,6 @@ _TOP_KEYS = {
 }  # key -> required (label_field, labels, references_field and templates: as the task's kind needs, see shapes.check_shape_keys)
 
 
-def _check_keys(node: Any, allowed: dict[str, bool] | Iterable[str], where: str) -> dict:
-    if not isinstance(node, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(node).__name__} {node!r}.")
-    allowed_map = allowed if isinstance(allowed, dict) else {k: False for k in allowed}
-    for key in node:
-        if key not in allowed_map:
-            raise ConfigError(f"{where}: unknown key '{key}'. Valid keys: {', '.join(allowed_map)}.")
-    for key, required in allowed_map.items():
-        if required and key not in node:
-            raise ConfigError(f"{where}: missing required key '{key}'.")
-    return node
-
-
 def _str_list(value: Any, where: str) -> list[str]:
     if isinstance(value, (str, int)):
         value = [value]
@@ -190,19 +177,19 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     from fewshot_eval.evaluate.shapes import check_shape_keys, compile_shape_templates
 
     where = f"task_def/{name}.yaml ({path})"
-    _check_keys(node, _TOP_KEYS, where)
+    check_keys(node, _TOP_KEYS, where)
     shape = check_shape_keys(node, where)
-    data = _check_keys(node["data"], {"local": False, "hf": False}, f"{where} key 'data'")
+    data = check_keys(node["data"], {"local": False, "hf": False}, f"{where} key 'data'")
     if len(data) != 1:
         raise ConfigError(f"{where} key 'data': give exactly one of 'local' or 'hf', got {sorted(data) or 'none'}.")
     source: LocalSource | HFSource
     if "local" in data:
-        splits = _check_keys(data["local"], [str(k) for k in data["local"] or {}], f"{where} key 'data.local'")
+        splits = check_keys(data["local"], [str(k) for k in data["local"] or {}], f"{where} key 'data.local'")
         if not splits:
             raise ConfigError(f"{where} key 'data.local': map split names to files, e.g. {{train: data/x/train.jsonl}}.")
         source = LocalSource({str(k): str(v) for k, v in splits.items()})
     else:
-        hf = _check_keys(data["hf"], {f.name: f.name in ("path", "splits") for f in dc_fields(HFSource)}, f"{where} key 'data.hf'")
+        hf = check_keys(data["hf"], {f.name: f.name in ("path", "splits") for f in dc_fields(HFSource)}, f"{where} key 'data.hf'")
         source = HFSource(**hf)
         source.splits = {str(k): str(v) for k, v in (source.splits or {}).items()}
 
@@ -230,15 +217,6 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         raise ConfigError(f"{where} key 'data': paths use {{lang}} but the task has no 'languages'.")
 
     templates = compile_shape_templates(node, shape, labels, languages, where)
-    if templates is None:
-        raw_templates = node["templates"]
-        if not isinstance(raw_templates, dict) or not raw_templates:
-            raise ConfigError(f"{where} key 'templates': expected a mapping of template names, got {raw_templates!r}.")
-        templates = {}
-        for tname, tnode in raw_templates.items():
-            twhere = f"{where} key 'templates.{tname}'"
-            _check_keys(tnode, {"prompt": True, "candidates": True, "vars": False}, twhere)
-            templates[str(tname)] = compile_template(str(tname), tnode, labels, languages, twhere)
     default_template = str(node.get("default_template") or next(iter(templates)))
     if default_template not in templates:
         raise ConfigError(f"{where} key 'default_template': '{default_template}' is not a template. Valid: {', '.join(templates)}.")

@@ -29,22 +29,40 @@ _SLOT = "\x00CANDIDATE\x00"
 
 
 @dataclass
-class Template:
+class PromptTemplate:
+    """What choice and generation templates share: a Jinja2 ``prompt`` with one slot variable,
+    per-language words (``vars``), and the rendering of both around a data row."""
+
     name: str
     prompt: jinja2.Template
-    candidates: dict[str, jinja2.Template]  # label -> verbalisation
     vars: dict[str, dict[str, str]] = field(default_factory=dict)  # lang -> {variable: text}
     variables: frozenset[str] = frozenset()  # data fields + vars the template reads
     var_names: frozenset[str] = frozenset()
     source: str = ""
-    choices_field: Optional[str] = None  # per-example candidates: label i verbalises item i of this list field
-    choice: Optional[jinja2.Template] = None  # that item's verbalisation (variable ``choice``)
 
     def _env(self, doc: dict[str, Any], lang: Optional[str]) -> dict[str, Any]:
+        """The variables a row renders with: its fields (not the ``_``-prefixed ones) and the words of ``lang``."""
         env = {k: v for k, v in doc.items() if not k.startswith("_")}
         if self.vars:
             env.update(self.vars.get(lang or "", self.vars.get("default", {})))
         return env
+
+    def _split_at(self, doc: dict[str, Any], lang: Optional[str], slot: str) -> tuple[str, str]:
+        """(prefix, suffix) of the prompt rendered around the variable ``slot`` (used exactly once)."""
+        text = self.prompt.render({**self._env(doc, lang), slot: _SLOT})
+        if text.count(_SLOT) != 1:
+            raise ConfigError(f"template '{self.name}': the prompt must use {{{{ {slot} }}}} exactly once and unfiltered: {self.source!r}")
+        prefix, suffix = text.split(_SLOT)
+        return prefix, suffix
+
+
+@dataclass
+class Template(PromptTemplate):
+    """A choice template: the prompt's ``{{ candidate }}`` slot takes each label's verbalisation."""
+
+    candidates: dict[str, jinja2.Template] = field(default_factory=dict)  # label -> verbalisation
+    choices_field: Optional[str] = None  # per-example candidates: label i verbalises item i of this list field
+    choice: Optional[jinja2.Template] = None  # that item's verbalisation (variable ``choice``)
 
     def verbalise(self, doc: dict[str, Any], label: str, lang: Optional[str] = None) -> str:
         if self.choices_field and self.choice is not None:
@@ -57,21 +75,12 @@ class Template:
 
     def split(self, doc: dict[str, Any], lang: Optional[str] = None) -> tuple[str, str]:
         """(prefix, suffix): the prompt before and after the candidate slot."""
-        return _split_at_slot(self, self._env(doc, lang), "candidate")
+        return self._split_at(doc, lang, "candidate")
 
     def fill(self, doc: dict[str, Any], label: str, lang: Optional[str] = None) -> str:
         """The prompt filled with the verbalisation of ``label`` (a demonstration, for the gold label)."""
         prefix, suffix = self.split(doc, lang)
         return prefix + self.verbalise(doc, label, lang) + suffix
-
-
-def _split_at_slot(tmpl: Any, env: dict[str, Any], slot: str) -> tuple[str, str]:
-    """(prefix, suffix) of ``tmpl.prompt`` rendered around the variable ``slot`` (used exactly once)."""
-    text = tmpl.prompt.render({**env, slot: _SLOT})
-    if text.count(_SLOT) != 1:
-        raise ConfigError(f"template '{tmpl.name}': the prompt must use {{{{ {slot} }}}} exactly once and unfiltered: {tmpl.source!r}")
-    prefix, suffix = text.split(_SLOT)
-    return prefix, suffix
 
 
 def _compile(text: str, where: str) -> tuple[jinja2.Template, set[str]]:
@@ -82,24 +91,20 @@ def _compile(text: str, where: str) -> tuple[jinja2.Template, set[str]]:
         raise ConfigError(f"{where}: Jinja2 syntax error in {text!r}: {e.message}") from None
 
 
-def compile_template(name: str, node: dict[str, Any], labels: list[str], languages: Optional[list[str]], where: str) -> Template:
-    """Validate and compile one template node (``prompt``, ``candidates``, optional ``vars``)."""
+def _compile_prompt(node: dict[str, Any], slot: str, purpose: str, where: str) -> tuple[jinja2.Template, set[str], str]:
+    """A template node's ``prompt``: (compiled, variables it reads, source); it must use ``slot``."""
     prompt_src = node["prompt"]
     if not isinstance(prompt_src, str):
         raise ConfigError(f"{where} key 'prompt': expected a string, got {prompt_src!r}.")
     prompt, variables = _compile(prompt_src, f"{where} key 'prompt'")
-    if "candidate" not in variables:
-        raise ConfigError(f"{where} key 'prompt': must contain {{{{ candidate }}}} (the slot for each candidate): {prompt_src!r}.")
-    cands = node["candidates"]
-    if not isinstance(cands, dict):
-        raise ConfigError(f"{where} key 'candidates': expected {{label: verbalisation}}, got {cands!r}.")
-    cands = {str(k): v for k, v in cands.items()}
-    if sorted(cands) != sorted(labels):
-        raise ConfigError(f"{where} key 'candidates': labels {sorted(cands)} must equal the task's labels {sorted(labels)}.")
-    compiled = {}
-    for label in labels:
-        compiled[label], used = _compile(str(cands[label]), f"{where} key 'candidates.{label}'")
-        variables |= used
+    if slot not in variables:
+        raise ConfigError(f"{where} key 'prompt': must contain {{{{ {slot} }}}} ({purpose}): {prompt_src!r}.")
+    return prompt, variables, prompt_src
+
+
+def _compile_vars(node: dict[str, Any], languages: Optional[list[str]], where: str) -> tuple[dict[str, dict[str, str]], frozenset[str]]:
+    """A template node's optional ``vars`` (``{language: {name: text}}``): (the words, their names).
+    Every language defines the same names; each of ``languages`` (or ``default``) has an entry."""
     raw_vars = node.get("vars") or {}
     if not isinstance(raw_vars, dict) or not all(isinstance(v, dict) for v in raw_vars.values()):
         raise ConfigError(f"{where} key 'vars': expected {{language: {{name: text}}}}, got {raw_vars!r}.")
@@ -117,15 +122,25 @@ def compile_template(name: str, node: dict[str, Any], labels: list[str], languag
             raise ConfigError(f"{where} key 'vars': no words for languages {missing} (add them or a 'default' entry).")
         if not languages and "default" not in tvars:
             raise ConfigError(f"{where} key 'vars': a task without languages needs a 'default' entry, got {sorted(tvars)}.")
-    return Template(
-        name=name,
-        prompt=prompt,
-        candidates=compiled,
-        vars=tvars,
-        variables=frozenset(variables - {"candidate"}),
-        var_names=frozenset(var_names),
-        source=prompt_src,
-    )
+    return tvars, frozenset(var_names)
+
+
+def compile_template(name: str, node: dict[str, Any], labels: list[str], languages: Optional[list[str]], where: str) -> Template:
+    """Validate and compile one template node (``prompt``, ``candidates``, optional ``vars``)."""
+    prompt, variables, prompt_src = _compile_prompt(node, "candidate", "the slot for each candidate", where)
+    cands = node["candidates"]
+    if not isinstance(cands, dict):
+        raise ConfigError(f"{where} key 'candidates': expected {{label: verbalisation}}, got {cands!r}.")
+    cands = {str(k): v for k, v in cands.items()}
+    if sorted(cands) != sorted(labels):
+        raise ConfigError(f"{where} key 'candidates': labels {sorted(cands)} must equal the task's labels {sorted(labels)}.")
+    compiled = {}
+    for label in labels:
+        compiled[label], used = _compile(str(cands[label]), f"{where} key 'candidates.{label}'")
+        variables |= used
+    tvars, var_names = _compile_vars(node, languages, where)
+    return Template(name=name, prompt=prompt, candidates=compiled, vars=tvars, variables=frozenset(variables - {"candidate"}),
+                    var_names=var_names, source=prompt_src)
 
 
 def compile_choice_template(name: str, node: dict[str, Any], choices_field: str, languages: Optional[list[str]], where: str) -> Template:
@@ -148,28 +163,20 @@ def compile_document_template(name: str, node: dict[str, Any], languages: Option
     text = node.get("document")
     if not isinstance(text, str):
         raise ConfigError(f"{where} key 'document': expected a Jinja2 string such as \"{{{{ text }}}}\", got {text!r}.")
-    base = compile_template(name, {"prompt": "{{ candidate }}", "candidates": {"0": text}, "vars": node.get("vars")}, ["0"], languages, where)
-    base.prompt, base.source = base.candidates.pop("0"), text
-    return base
+    document, variables = _compile(text, f"{where} key 'document'")
+    tvars, var_names = _compile_vars(node, languages, where)
+    return Template(name=name, prompt=document, vars=tvars, variables=frozenset(variables), var_names=var_names, source=text)
 
 
 @dataclass
-class GenerationTemplate:
+class GenerationTemplate(PromptTemplate):
     """A prompt with a ``{{ target }}`` slot: the model generates what goes there."""
 
-    name: str
-    prompt: jinja2.Template
     target: Optional[jinja2.Template] = None  # the demonstrated text; None: the first reference
-    vars: dict[str, dict[str, str]] = field(default_factory=dict)  # lang -> {variable: text}
-    variables: frozenset[str] = frozenset()  # data fields + vars the template reads
-    var_names: frozenset[str] = frozenset()
-    source: str = ""
-
-    _env = Template._env
 
     def split(self, doc: dict[str, Any], lang: Optional[str] = None) -> tuple[str, str]:
         """(prefix, suffix): the prompt before and after the target slot."""
-        return _split_at_slot(self, self._env(doc, lang), "target")
+        return self._split_at(doc, lang, "target")
 
     def target_text(self, doc: dict[str, Any], lang: Optional[str] = None) -> str:
         """The text a demonstration shows in the slot (``target``, else the first reference)."""
@@ -185,24 +192,11 @@ class GenerationTemplate:
 
 def compile_generation_template(name: str, node: dict[str, Any], languages: Optional[list[str]], where: str) -> GenerationTemplate:
     """Validate and compile one generation template node (``prompt``, optional ``target`` and ``vars``)."""
-    prompt_src = node["prompt"]
-    if not isinstance(prompt_src, str):
-        raise ConfigError(f"{where} key 'prompt': expected a string, got {prompt_src!r}.")
-    prompt, variables = _compile(prompt_src, f"{where} key 'prompt'")
-    if "target" not in variables:
-        raise ConfigError(f"{where} key 'prompt': must contain {{{{ target }}}} (where the model writes its answer): {prompt_src!r}.")
+    prompt, variables, prompt_src = _compile_prompt(node, "target", "where the model writes its answer", where)
     target = None
     if node.get("target") is not None:
         target, used = _compile(str(node["target"]), f"{where} key 'target'")
         variables |= used
-    # the same checks of ``vars`` as a choice template (candidates: none)
-    base = compile_template(name, {"prompt": "{{ candidate }}", "candidates": {}, "vars": node.get("vars")}, [], languages, where)
-    return GenerationTemplate(
-        name=name,
-        prompt=prompt,
-        target=target,
-        vars=base.vars,
-        variables=frozenset(variables - {"target"}),
-        var_names=base.var_names,
-        source=prompt_src,
-    )
+    tvars, var_names = _compile_vars(node, languages, where)
+    return GenerationTemplate(name=name, prompt=prompt, target=target, vars=tvars, variables=frozenset(variables - {"target"}),
+                              var_names=var_names, source=prompt_src)

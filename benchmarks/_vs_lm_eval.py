@@ -1,0 +1,62 @@
+"""What the ``bench_*vs_lm_eval.py`` benchmarks share: their common options, the tiny GPT-2
+loaded by both sides, and the interleaved best-of timing of lm-eval's call against ours.
+
+The scripts beside it import it as ``from _vs_lm_eval import ...`` (run as
+``python benchmarks/<script>.py``, their own folder is first on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Callable, Optional
+
+
+def add_common_args(ap: argparse.ArgumentParser, *, seed: int, max_length: Optional[int], repeats: int,
+                    max_length_help: Optional[str] = None) -> None:
+    """``--seed``, ``--batch-size`` (8), ``--max-length``, ``--repeats``, ``--threads`` (2) and
+    ``--hf-overrides`` (JSON, fewshot-eval's side only), with these defaults."""
+    ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=max_length, help=max_length_help)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hf-overrides", type=json.loads, default={}, help="JSON: the model setting's hf_overrides for fewshot-eval's "
+                    "side, e.g. '{\"activation_function\": \"gelu_pytorch_tanh\"}' (GPT-2's fused GELU)")
+
+
+def tiny_predictors(batch_size: int, max_length: Optional[int], threads: Optional[int] = None,
+                    hf_overrides: Optional[dict] = None) -> tuple[str, Any, Any]:
+    """(weights path, our ``CausalLMPredictor``, lm-eval's ``HFLM``): the locally built tiny GPT-2
+    loaded by both, fp32 on the CPU, the same batch size and window (``max_length`` None: the
+    model's). ``threads`` sets torch's thread count first; ``hf_overrides`` go to our side's setting."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    path = str(tiny_gpt2_path())
+    ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path, "hf_overrides": hf_overrides or {}},
+                                           {"device": "cpu", "batch_size": batch_size, "max_length": max_length})
+    window = {"max_length": max_length} if max_length else {}
+    theirs = HFLM(pretrained=path, device="cpu", batch_size=batch_size, dtype="float32", **window)
+    return path, ours, theirs
+
+
+def interleaved(theirs_fn: Callable[[], Any], ours_fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any, Any]:
+    """(lm-eval's time, ours, lm-eval's last output, ours): the best of ``repeats`` runs of each,
+    alternated (theirs, ours, theirs, ...) so that machine noise hits both alike."""
+    t_theirs = t_ours = float("inf")
+    a = b = None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a = theirs_fn()
+        t_theirs = min(t_theirs, time.perf_counter() - t)
+        t = time.perf_counter()
+        b = ours_fn()
+        t_ours = min(t_ours, time.perf_counter() - t)
+    return t_theirs, t_ours, a, b
