@@ -22,15 +22,38 @@ def add_common_args(ap: argparse.ArgumentParser, *, seed: int, max_length: Optio
     ap.add_argument("--max-length", type=int, default=max_length, help=max_length_help)
     ap.add_argument("--repeats", type=int, default=repeats)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--width", type=int, default=None, help="a wider GPT-2 than the tiny one (n_embd; heads of 64), built "
+                    "locally with deterministic weights and the same tokenizer: per-call overheads weigh less")
+    ap.add_argument("--layers", type=int, default=2, help="layers of the --width model")
     ap.add_argument("--hf-overrides", type=json.loads, default={}, help="JSON: the model setting's hf_overrides for fewshot-eval's "
                     "side, e.g. '{\"activation_function\": \"gelu_pytorch_tanh\"}' (GPT-2's fused GELU)")
 
 
+def bench_gpt2(width: Optional[int], layers: int = 2) -> str:
+    """Path of the model both sides load: the tiny GPT-2 (``width`` None), or a GPT-2 of ``width``
+    (heads of 64) x ``layers`` with the tiny one's tokenizer and seeded weights, built once into the cache."""
+    from fewshot_eval.evaluate.tiny_model import build_model, cache_dir, tiny_gpt2_path
+
+    tiny = tiny_gpt2_path()
+    if width is None:
+        return str(tiny)
+    path = cache_dir() / f"bench-gpt2-w{width}-l{layers}"
+    if not (path / "config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tiny)
+        model = build_model(len(tok), tok.eos_token_id, n_embd=width, n_layer=layers, n_head=max(1, width // 64))
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+    return str(path)
+
+
 def tiny_predictors(batch_size: int, max_length: Optional[int], threads: Optional[int] = None,
-                    hf_overrides: Optional[dict] = None) -> tuple[str, Any, Any]:
+                    hf_overrides: Optional[dict] = None, weights: Optional[str] = None) -> tuple[str, Any, Any]:
     """(weights path, our ``CausalLMPredictor``, lm-eval's ``HFLM``): the locally built tiny GPT-2
     loaded by both, fp32 on the CPU, the same batch size and window (``max_length`` None: the
-    model's). ``threads`` sets torch's thread count first; ``hf_overrides`` go to our side's setting."""
+    model's). ``threads`` sets torch's thread count first; ``hf_overrides`` go to our side's setting;
+    ``weights``: another model dir (:func:`bench_gpt2`)."""
     import torch
     from lm_eval.models.huggingface import HFLM
 
@@ -39,7 +62,7 @@ def tiny_predictors(batch_size: int, max_length: Optional[int], threads: Optiona
 
     if threads is not None:
         torch.set_num_threads(threads)
-    path = str(tiny_gpt2_path())
+    path = weights or str(tiny_gpt2_path())
     ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path, "hf_overrides": hf_overrides or {}},
                                            {"device": "cpu", "batch_size": batch_size, "max_length": max_length})
     window = {"max_length": max_length} if max_length else {}

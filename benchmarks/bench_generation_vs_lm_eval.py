@@ -16,7 +16,7 @@ import argparse
 import os
 import random
 
-from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
+from _vs_lm_eval import add_common_args, bench_gpt2, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -53,7 +53,7 @@ def main() -> None:
 
     from fewshot_eval.evaluate.api import GenerationRequest
 
-    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides)
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides, bench_gpt2(args.width, args.layers))
     print(f"model {path}  n={args.n}  batch_size={args.batch_size}  max_length={args.max_length}  "
           f"max_gen_toks={args.max_gen_toks}  threads={args.threads}  repeats={args.repeats} (interleaved, best of)")
     print(f"{'until':<14} {'prompts':>7} {'identical':>9} {'lm-eval s':>10} {'ours s':>8} {'ratio':>7}")

@@ -19,7 +19,7 @@ import argparse
 import os
 import random
 
-from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
+from _vs_lm_eval import add_common_args, bench_gpt2, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -58,7 +58,7 @@ def main() -> None:
 
     from fewshot_eval.evaluate.perplexity import count_words_bytes
 
-    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides)
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides, bench_gpt2(args.width, args.layers))
     assert ours.max_length == theirs.max_length, (ours.max_length, theirs.max_length)
 
     docs = fresh_documents(args.docs, args.seed)

@@ -33,7 +33,7 @@ import os
 import random
 from dataclasses import dataclass
 
-from _vs_lm_eval import add_common_args, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
+from _vs_lm_eval import add_common_args, bench_gpt2, interleaved, tiny_predictors  # benchmarks/_vs_lm_eval.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -224,7 +224,7 @@ def main() -> None:
 
     from fewshot_eval.evaluate.api import Request
 
-    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides)
+    path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides, bench_gpt2(args.width, args.layers))
     print(f"model {path}  batch_size={args.batch_size}  threads={args.threads}  best of {args.repeats} interleaved runs  examples={args.examples}"
           + (f"  fewshot-eval hf_overrides={args.hf_overrides}" if args.hf_overrides else ""))
     head = f"{'shape':<12} {'regime':<7} {'cands':>5} {'ctx tok':>7} {'cont tok':>8} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'max|dLL|':>9}"
@@ -278,7 +278,7 @@ def main() -> None:
         print("-" * len(head))
     for si, name in enumerate(ppl_names):
         shape = PPL_SHAPES[name]
-        _, p_ours, p_theirs = tiny_predictors(args.batch_size, shape.window, hf_overrides=args.hf_overrides)
+        _, p_ours, p_theirs = tiny_predictors(args.batch_size, shape.window, hf_overrides=args.hf_overrides, weights=path)
         docs = documents(shape, args.docs, args.seed + 900 + 100 * si, ours.tokenizer)
         inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(d,), idx=i) for i, d in enumerate(docs)]
         p_ours.loglikelihood_rolling(docs[:1]), p_theirs.loglikelihood_rolling(inst[:1], disable_tqdm=True)  # warm-up

@@ -70,12 +70,13 @@ def build_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=None, model_max_length=1024)
 
 
-def build_model(vocab_size: int, eos_id: int):
+def build_model(vocab_size: int, eos_id: int, n_embd: int = 64, n_layer: int = 2, n_head: int = 4):
+    """A GPT-2 with seeded weights (the tiny one by default; the benchmarks build wider ones)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
-        vocab_size=vocab_size, n_positions=1024, n_embd=64, n_layer=2, n_head=4,
+        vocab_size=vocab_size, n_positions=1024, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         initializer_range=0.2, bos_token_id=eos_id, eos_token_id=eos_id,
     )
     state = torch.random.get_rng_state()
