@@ -186,3 +186,45 @@ def test_list_catalog_searches_tasks_groups_and_your_dir(catalog_conf: Path, cap
     assert "arc_local" in lines and str(catalog_conf) in lines["arc_local"]
     assert commands.run(["list", "catalog", "mmlu", "--config-dir", str(catalog_conf)]) == 0
     assert any(line.split()[:2] == ["mmlu", "group"] for line in capsys.readouterr().out.splitlines())
+
+
+def test_the_catalog_index_is_kept_on_disk_until_a_yaml_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """lm-eval's index (~8 s for its ~15,000 YAMLs) is stored once and read back by later processes;
+    an edited YAML gives another key (a fresh index), a damaged file is rebuilt."""
+    import pickle
+
+    from lm_eval.tasks._index import TaskIndex
+
+    from fewshot_eval.evaluate.catalog import _index_on_disk
+
+    monkeypatch.setenv("FEWSHOT_EVAL_CACHE", str(tmp_path / "cache"))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    yaml = tasks / "mine.yaml"
+    yaml.write_text("task: mine_a\ndataset_path: json\noutput_type: multiple_choice\n")
+    with _index_on_disk():
+        first = TaskIndex.build([tasks])
+    assert "mine_a" in first
+    stored = list((tmp_path / "cache" / "lm_eval_index").glob("*.pkl"))
+    assert len(stored) == 1
+    # mark the stored index: a second build that returns the mark read the file instead of indexing
+    marked = pickle.loads(stored[0].read_bytes())
+    marked["marked_entry"] = marked["mine_a"]
+    stored[0].write_bytes(pickle.dumps(marked))
+    with _index_on_disk():
+        assert "marked_entry" in TaskIndex.build([tasks])
+    assert "marked_entry" not in TaskIndex.build([tasks])  # outside the context lm-eval indexes as usual
+
+    yaml.write_text("task: mine_bee\ndataset_path: json\noutput_type: multiple_choice\n")
+    with _index_on_disk():
+        again = TaskIndex.build([tasks])
+    assert "mine_bee" in again and "mine_a" not in again and "marked_entry" not in again
+    assert len(list((tmp_path / "cache" / "lm_eval_index").glob("*.pkl"))) == 2
+
+    newest = max((tmp_path / "cache" / "lm_eval_index").glob("*.pkl"), key=lambda p: p.stat().st_mtime_ns)
+    newest.write_bytes(b"not a pickle")
+    with caplog.at_level("WARNING", logger="fewshot_eval"), _index_on_disk():
+        assert "mine_bee" in TaskIndex.build([tasks])
+    assert "unreadable" in caplog.text
+    assert pickle.loads(newest.read_bytes())["mine_bee"]  # rebuilt in place

@@ -8,8 +8,10 @@ A task setting lists catalog tasks next to its own task definitions::
 
 The catalog is lm-eval's own :class:`lm_eval.tasks.TaskManager` (its built-in task YAMLs, plus
 ``<config dir>/lm_eval_tasks/`` of every config dir, where a user's YAML of the same name wins).
-It is built once per process; indexing ~15,000 YAML files takes ~10 s, so only sweeps that name
-a catalog task pay it. This module answers what the planner needs without loading any data:
+It is built once per process. Indexing ~15,000 YAML files takes ~8 s, so the index lm-eval
+builds is kept on disk (``$FEWSHOT_EVAL_CACHE/lm_eval_index/``, keyed by lm_eval's version and
+the names, sizes and mtimes of the YAML files it reads: an edited YAML rebuilds it); loading it
+takes ~0.6 s, in the planner and in every job. This module answers what the planner needs without loading any data:
 does a name exist (else the close matches), what identifies its configuration (lm_eval's version
 and a hash of every config it expands to), which local files it reads, whether its dataset can
 be read offline. The evaluation itself is :mod:`fewshot_eval.evaluate.lm_eval_bridge`.
@@ -21,11 +23,15 @@ at data kept next to it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import glob
+import hashlib
+import json
 import logging
 import os
+import pickle
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -82,7 +88,8 @@ class Catalog:
 
         t0 = time.perf_counter()
         self.dirs = [d.resolve() for d in dirs]
-        self.manager = TaskManager(include_path=[str(d) for d in self.dirs] or None)
+        with _index_on_disk():
+            self.manager = TaskManager(include_path=[str(d) for d in self.dirs] or None)
         self.sources: dict[str, Path] = {}  # entry -> its YAML (also for entries rewritten below)
         self._closures: dict[str, dict[str, Optional[dict[str, Any]]]] = {}
         for name, entry in self.manager.task_index.items():
@@ -212,6 +219,70 @@ def _map_files(data_files: Any, fn: Any) -> Any:
     if isinstance(data_files, dict):
         return {k: _map_files(v, fn) for k, v in data_files.items()}
     return data_files
+
+
+INDEX_FORMAT = 1  # bump when what is pickled changes
+
+
+def _index_key(paths: Sequence[Path], options: dict[str, Any]) -> str:
+    """Digest of what lm-eval's index of ``paths`` depends on: its version, the roots, and the
+    name, size and mtime of every YAML file under them."""
+    h = hashlib.sha256(json.dumps([INDEX_FORMAT, lm_eval_version(), [str(p) for p in paths], options], sort_keys=True, default=str).encode())
+    for root in paths:
+        files = []
+        for d, _, names in os.walk(root):
+            files += [os.path.join(d, n) for n in names if n.endswith((".yaml", ".yml"))]
+        for f in sorted(files):
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _index_on_disk(keep: int = 4) -> Any:
+    """While it is open, lm-eval's ``TaskIndex.build`` reads its result from the on-disk cache when
+    the YAML files it would read are unchanged, else builds it and stores it (atomically; the
+    ``keep`` newest are kept). Where lm-eval has no such function, nothing is cached."""
+    try:
+        from lm_eval.tasks._index import TaskIndex
+    except ImportError:  # another lm-eval layout: index as it does
+        yield
+        return
+    original = TaskIndex.__dict__.get("build")
+    if not isinstance(original, staticmethod):
+        yield
+        return
+    from fewshot_eval.evaluate.tiny_model import cache_dir
+    from fewshot_eval.store.atomic import write_bytes
+
+    def build(paths: Iterable[Path], **options: Any) -> Any:
+        paths = [Path(p) for p in paths]
+        where = cache_dir() / "lm_eval_index"
+        f = where / f"{_index_key(paths, options)}.pkl"
+        try:
+            with open(f, "rb") as fh:
+                index = pickle.load(fh)
+            os.utime(f)  # recently used: kept
+            return index
+        except FileNotFoundError:
+            pass
+        except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt
+            log.warning("lm-eval task index cache %s unreadable (%s): rebuilding it", f, e)
+        index = original.__func__(paths, **options)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            write_bytes(f, pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
+            for old in sorted(where.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)[keep:]:
+                old.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("lm-eval task index not cached in %s: %s", where, e)
+        return index
+
+    TaskIndex.build = staticmethod(build)
+    try:
+        yield
+    finally:
+        TaskIndex.build = original
 
 
 @lru_cache(maxsize=4)
