@@ -306,24 +306,30 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     check_hf_overrides(model_key, model)
 
 
-def check_hf_overrides(model_key: str, model: dict[str, Any]) -> None:
-    """Each ``hf_overrides`` key must be a field of the model's config (else transformers passes it
-    on to the model's constructor, which dies at load). The config is read from local files only
-    (a hub id not in the local cache is checked by the job)."""
-    overrides = model.get("hf_overrides") or {}
-    if not overrides:
-        return
+def _local(model: dict[str, Any], loader: str) -> Any:
+    """The setting's config or tokenizer (``loader``: ``AutoConfig`` | ``AutoTokenizer``) from local
+    files only, or None when it is not available here (a hub id not in the local cache: the job
+    loads it and reports what is wrong)."""
     weights = str(model.get("weights"))
     if weights == "tiny-gpt2":
         from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
 
         weights = str(tiny_gpt2_path())
     try:
-        from transformers import AutoConfig
+        import transformers
 
         kwargs = {"revision": model["revision"]} if model.get("revision") else {}
-        cfg = AutoConfig.from_pretrained(weights, local_files_only=True, **kwargs)
-    except Exception:  # noqa: BLE001 - not available here: the job's load reports it
+        return getattr(transformers, loader).from_pretrained(weights, local_files_only=True, **kwargs)
+    except Exception:  # noqa: BLE001 - not available here
+        return None
+
+
+def check_hf_overrides(model_key: str, model: dict[str, Any]) -> None:
+    """Each ``hf_overrides`` key must be a field of the model's config (else transformers passes it
+    on to the model's constructor, which dies at load)."""
+    overrides = model.get("hf_overrides") or {}
+    cfg = _local(model, "AutoConfig") if overrides else None
+    if cfg is None:
         return
     unknown = [k for k in overrides if not hasattr(cfg, k)]
     if unknown:
@@ -333,25 +339,14 @@ def check_hf_overrides(model_key: str, model: dict[str, Any]) -> None:
 
 
 def check_chat_tokenizer(model_key: str, model: dict[str, Any]) -> None:
-    """``chat`` set on a ``clm`` model: its tokenizer must have a chat template. The tokenizer is
-    read from local files only (a hub id not in the local cache is checked by the job)."""
+    """``chat`` set on a ``clm`` model: its tokenizer must have a chat template."""
     if model.get("chat") is None:
         return
     from fewshot_eval.evaluate.chat import check_chat_template
 
-    weights = str(model.get("weights"))
-    if weights == "tiny-gpt2":
-        from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
-
-        weights = str(tiny_gpt2_path())
-    try:
-        from transformers import AutoTokenizer
-
-        kwargs = {"revision": model["revision"]} if model.get("revision") else {}
-        tok = AutoTokenizer.from_pretrained(weights, local_files_only=True, **kwargs)
-    except Exception:  # noqa: BLE001 - not available here: the job's own check reports it
-        return
-    check_chat_template(tok, model_key, str(model.get("weights")))
+    tok = _local(model, "AutoTokenizer")
+    if tok is not None:
+        check_chat_template(tok, model_key, str(model.get("weights")))
 
 
 def weights_note(model: dict[str, Any], params: dict[str, Any]) -> Optional[str]:
