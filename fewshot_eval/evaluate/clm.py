@@ -42,8 +42,6 @@ from fewshot_eval.evaluate.registry import register_predictor
 log = logging.getLogger("fewshot_eval")
 
 
-
-
 @functools.lru_cache(maxsize=1)
 def load_model(weights: str, revision: Optional[str], dtype: str, device: str, device_map: Optional[str] = None,
                max_memory: tuple = (), offload_folder: Optional[str] = None, hf_overrides: str = "{}") -> tuple[Any, Any]:
@@ -128,6 +126,7 @@ class CausalLMPredictor(Predictor):
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in params
         self._tree: Optional[bool] = None  # prefix-tree scoring works for this model (checked on first use)
+        self._gen_prefix: tuple[tuple[int, ...], Any] = ((), None)  # generation's shared prefix and its per-layer cache
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -618,31 +617,33 @@ class CausalLMPredictor(Predictor):
                     contexts = [requests[i].context for i in batch]
                     special = {"add_special_tokens": False} if bos and contexts[0].startswith(bos) else {}
                     enc = self.tokenizer(contexts, **special)["input_ids"]
-                    width = max(len(e) for e in enc)
-                    ids = torch.full((len(enc), width), pad, dtype=torch.long)
-                    mask = torch.zeros((len(enc), width), dtype=torch.long)
-                    for row, e in enumerate(enc):
-                        if e:
-                            ids[row, width - len(e) :] = torch.tensor(list(e), dtype=torch.long)
-                            mask[row, width - len(e) :] = 1
-                    greedy = None if req.do_sample else self._greedy_batch([list(e)[-max_ctx:] for e in enc], req.max_gen_toks, until, pad)
-                    if greedy is not None:
-                        for i, text in zip(batch, greedy):
-                            out[i] = text
-                        if self.on_batch is not None:
-                            self.on_batch(list(batch), [out[i] for i in batch])
-                        continue
-                    ids, mask = ids[:, -max_ctx:].to(self.device), mask[:, -max_ctx:].to(self.device)
-                    criteria = stop_sequences_criteria(self.tokenizer, until, ids.shape[1], ids.shape[0])
-                    gen = self.model.generate(input_ids=ids, attention_mask=mask, max_length=ids.shape[1] + req.max_gen_toks,
-                                              stopping_criteria=criteria, pad_token_id=pad, use_cache=True, **kwargs)
-                    for i, toks in zip(batch, gen[:, ids.shape[1] :].tolist()):
-                        out[i] = cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), until)
+                    texts = None if req.do_sample else self._greedy_batch([list(e)[-max_ctx:] for e in enc], req.max_gen_toks, until, pad)
+                    if texts is None:
+                        ids, mask = self._left_padded(enc, pad, max_ctx)
+                        criteria = stop_sequences_criteria(self.tokenizer, until, ids.shape[1], ids.shape[0])
+                        gen = self.model.generate(input_ids=ids, attention_mask=mask, max_length=ids.shape[1] + req.max_gen_toks,
+                                                  stopping_criteria=criteria, pad_token_id=pad, use_cache=True, **kwargs)
+                        texts = [cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), until) for toks in gen[:, ids.shape[1] :].tolist()]
+                    for i, text in zip(batch, texts):
+                        out[i] = text
                     if self.on_batch is not None:  # the resume cache stores each finished batch
-                        self.on_batch(list(batch), [out[i] for i in batch])
+                        self.on_batch(list(batch), list(texts))
         self._gen_prefix = ((), None)  # the shared prefix's cache lives for one call
         return out  # type: ignore[return-value]
 
+    def _left_padded(self, enc: Sequence[Sequence[int]], pad: int, max_ctx: int) -> tuple[Any, Any]:
+        """(input ids, attention mask) of token lists, left-padded with ``pad`` to one width and
+        left-truncated to ``max_ctx`` columns, on the model's input device (lm-eval's batch)."""
+        import torch
+
+        width = max(len(e) for e in enc)
+        ids = torch.full((len(enc), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(enc), width), dtype=torch.long)
+        for row, e in enumerate(enc):
+            if e:
+                ids[row, width - len(e) :] = torch.tensor(list(e), dtype=torch.long)
+                mask[row, width - len(e) :] = 1
+        return ids[:, -max_ctx:].to(self.device), mask[:, -max_ctx:].to(self.device)
 
     def _greedy_ok(self, pad: int) -> bool:
         """Whether :meth:`_greedy_batch` reproduces ``model.generate``'s greedy search: a plain
@@ -673,10 +674,8 @@ class CausalLMPredictor(Predictor):
         stops = [s for s in until if s]
         longest = max((len(s) for s in stops), default=0)
         n = len(enc)
-        shared = 0  # the common prefix, leaving every row at least one token of its own
-        limit = min(len(e) for e in enc) - 1
-        while shared < limit and all(e[shared] == enc[0][shared] for e in enc):
-            shared += 1
+        # the common prefix, leaving every row at least one token of its own
+        shared = min([len(e) - 1 for e in enc] + [_common_prefix(e, enc[0]) for e in enc[1:]])
         dev = self.device
         keep = {"logits_to_keep": 1} if self._logits_to_keep else {}
         gen: list[list[int]] = [[] for _ in range(n)]
@@ -736,10 +735,8 @@ class CausalLMPredictor(Predictor):
         import torch
         from transformers import DynamicCache
 
-        old_ids, old_layers = getattr(self, "_gen_prefix", ((), None))
-        same = 0
-        while same < min(len(ids), len(old_ids)) and ids[same] == old_ids[same]:
-            same += 1
+        old_ids, old_layers = self._gen_prefix
+        same = _common_prefix(ids, list(old_ids))
         cache = DynamicCache(ddp_cache_data=[(k[:, :, :same], v[:, :, :same]) for k, v in old_layers]) if same and old_layers else DynamicCache(config=self.model.config)
         if same < len(ids):
             out = self.model(input_ids=torch.tensor([ids[same:]], device=self.device), position_ids=torch.arange(same, len(ids), device=self.device)[None],
