@@ -85,7 +85,6 @@ class Row:
         return self.allowed if self.allowed is not None else np.tri(self.width, dtype=bool)
 
 
-
 class PrefixTree:
     """The radix tree of ``seqs`` = [(input ids, continuation ids)]: request ``i`` needs the
     log-probs of ``cont`` read at its input's last ``len(cont)`` positions."""
@@ -184,9 +183,10 @@ class PrefixTree:
             chain[n] = node.end - node.start + (0 if cached[node.parent] else chain[node.parent])
             cached[n] = (bool(node.children) and node.size > split and chain[n] >= node.end - chain[n]
                          and chain[n] * (len(node.children) - 1) >= short)
-        below = [False] * len(nodes)  # a cached node somewhere below
+        big = [bool(node.children) and node.size > unit for node in nodes]  # too big to be one unit
+        below = [False] * len(nodes)  # a cached node (or a subtree too big for a unit) somewhere below
         for n in sorted(range(len(nodes)), key=lambda n: -nodes[n].order):
-            below[n] = any(cached[c] or below[c] or (nodes[c].children and nodes[c].size > unit) for c in nodes[n].children)
+            below[n] = any(cached[c] or below[c] or big[c] for c in nodes[n].children)
         out: list[Row] = []
         done: set[int] = set()  # nodes whose needed log-probs a row already reads
 
@@ -198,7 +198,7 @@ class PrefixTree:
                 if cached[ch]:
                     out.append(self._layout(past, chain, [ch], done, cached_node=ch))
                     visit(ch, [], ch)
-                elif below[ch] or (nodes[ch].children and nodes[ch].size > unit):  # recomputed in each row below
+                elif below[ch] or big[ch]:  # recomputed in each row below
                     visit(past, chain + [ch], ch)
                 else:
                     size = nodes[ch].size
