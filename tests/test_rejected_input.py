@@ -92,6 +92,8 @@ def test_bad_values_from_settings_are_rejected_at_planning(tmp_path: Path, user_
         plan(["model=random", "batch_size=x", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"seed must be an integer, got 1.5"):
         plan(["model=random", "seed=1.5", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"keep_score_cache must be true or false, got 'no'"):
+        plan(["model=random", "keep_score_cache=no", f"output_dir={tmp_path}"])
 
 
 # ---- 3. names that become directories ----------------------------------------------------------

@@ -82,9 +82,7 @@ class Catalog:
     """lm-eval's TaskManager plus the original YAML of each entry (for hashing and messages)."""
 
     def __init__(self, dirs: Sequence[Path]) -> None:
-        import lm_eval.tasks  # noqa: F401 - heavy: imported here only
-
-        from lm_eval.tasks import TaskManager
+        from lm_eval.tasks import TaskManager  # heavy: imported here only
 
         t0 = time.perf_counter()
         self.dirs = [d.resolve() for d in dirs]
@@ -97,9 +95,8 @@ class Catalog:
                 self.sources[name] = Path(entry.yaml_path)
                 if any(_under(Path(entry.yaml_path), d) for d in self.dirs):
                     _absolute_data_files(entry)
-        self.seconds = time.perf_counter() - t0
         log.info("indexed lm-eval's task catalog (%d names, include paths %s) in %.1fs",
-                 len(self.manager.all_tasks), [str(d) for d in self.dirs] or "none", self.seconds)
+                 len(self.manager.all_tasks), [str(d) for d in self.dirs] or "none", time.perf_counter() - t0)
 
     @property
     def index(self) -> dict[str, Any]:
@@ -348,8 +345,6 @@ def _portable(node: Any, roots: Sequence[tuple[Path, str]], modules: dict[str, s
 
 
 def _sha(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
@@ -371,9 +366,6 @@ def task_identity(name: str, search: Optional[Iterable[Path]] = None) -> dict[st
 
 @lru_cache(maxsize=256)
 def _task_identity(cat: Catalog, name: str) -> dict[str, Any]:
-    import hashlib
-    import json
-
     roots = _roots(cat)
     modules: dict[str, str] = {}
     configs = {n: _portable(c, roots, modules) for n, c in sorted(cat.closure(name).items())}
@@ -395,27 +387,29 @@ def identity(names: Sequence[str], search: Optional[Iterable[Path]] = None) -> d
     return {"lm_eval": lm_eval_version(), "tasks": tasks}
 
 
+def _data_file_patterns(cat: Catalog, leaf: str, cfg: dict[str, Any]) -> list[Path]:
+    """The local ``dataset_kwargs.data_files`` of a leaf task (globs; relative ones relative to its YAML)."""
+    base = cat.sources[leaf].parent if leaf in cat.sources else Path.cwd()
+    out = []
+    for f in _files((cfg.get("dataset_kwargs") or {}).get("data_files")):
+        if "://" in f:
+            continue
+        p = Path(os.path.expanduser(f))
+        out.append(p if p.is_absolute() else base / p)
+    return out
+
+
 def local_files(name: str, search: Optional[Iterable[Path]] = None) -> list[Path]:
     """Local data files the name's tasks read (``dataset_kwargs.data_files``), for the stale check."""
     cat = catalog(search)
     out: set[Path] = set()
     for n, cfg in cat.leaf_configs(bare(name)).items():
-        base = cat.sources[n].parent if n in cat.sources else Path.cwd()
-        for f in _files((cfg.get("dataset_kwargs") or {}).get("data_files")):
-            if "://" in f:
-                continue
-            p = Path(os.path.expanduser(f))
-            p = p if p.is_absolute() else (base / p)
+        for p in _data_file_patterns(cat, n, cfg):
             out.update(Path(x) for x in glob.glob(str(p)) if Path(x).is_file())
     return sorted(out)
 
 
 # ------------------------------------------------------------------------- planning checks
-
-
-def output_types(name: str, search: Optional[Iterable[Path]] = None) -> dict[str, str]:
-    """Leaf task -> its ``output_type`` (lm-eval's default: generate_until)."""
-    return {n: str(c.get("output_type") or "generate_until") for n, c in catalog(search).leaf_configs(bare(name)).items()}
 
 
 # lm-eval's request type of each output type
@@ -433,15 +427,17 @@ def check_task(name: str, operations: Iterable[str], predictor: str, search: Opt
     dataset is in the local cache. Raises ConfigError."""
     cat = catalog(search)
     cat.entry(bare(name))
+    leaves = sorted(cat.leaf_configs(bare(name)).items())
     ops = set(operations)
-    for n, out_type in sorted(output_types(name, search).items()):
+    for n, cfg in leaves:
+        out_type = str(cfg.get("output_type") or "generate_until")  # lm-eval's default
         need = REQUEST_TYPE.get(out_type, out_type)
         if need not in ops:
             raise ConfigError(
                 f"task '{name}': lm-eval task '{n}' is {out_type} (needs {need}), which predictor '{predictor}' "
                 f"does not support (it supports {', '.join(sorted(ops)) or 'nothing'}). Use a predictor that does, or leave the task out."
             )
-    for n, cfg in sorted(cat.leaf_configs(bare(name)).items()):
+    for n, cfg in leaves:
         _check_dataset(name, n, cfg, cat)
 
 
@@ -453,13 +449,7 @@ def _check_dataset(name: str, leaf: str, cfg: dict[str, Any], cat: Catalog) -> N
     where = f"task '{name}'" + (f" (lm-eval task '{leaf}', {cat.sources.get(leaf, 'inline config')})" if leaf != bare(name) else f" ({cat.sources.get(leaf, 'inline config')})")
     if not path:
         raise ConfigError(f"{where}: no dataset_path in its config.")
-    data_files = kwargs.get("data_files")
-    base = cat.sources[leaf].parent if leaf in cat.sources else Path.cwd()
-    for f in _files(data_files):
-        if "://" in f:
-            continue
-        p = Path(os.path.expanduser(f))
-        p = p if p.is_absolute() else base / p
+    for p in _data_file_patterns(cat, leaf, cfg):
         if not glob.glob(str(p)):
             raise ConfigError(f"{where}: data file {p} does not exist. Fix dataset_kwargs.data_files in its YAML.")
     if path in LOCAL_BUILDERS or os.path.isdir(os.path.expanduser(str(path))):
@@ -479,8 +469,6 @@ def _check_dataset(name: str, leaf: str, cfg: dict[str, Any], cat: Catalog) -> N
 
 @lru_cache(maxsize=256)
 def _cached(path: str, name: Optional[str], kwargs_json: str) -> bool:
-    import json
-
     import datasets
 
     kwargs = {k: v for k, v in json.loads(kwargs_json).items() if k in ("revision", "data_dir")}
@@ -492,8 +480,6 @@ def _cached(path: str, name: Optional[str], kwargs_json: str) -> bool:
 
 
 def _dataset_cached(path: str, name: Optional[str], kwargs: dict[str, Any]) -> bool:
-    import json
-
     return _cached(path, name, json.dumps(kwargs, sort_keys=True, default=str))
 
 

@@ -271,14 +271,15 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     from fewshot_eval.evaluate.registry import predictor_class
 
     predictor = params.get("predictor") or model.get("predictor")
-    predictor_class(predictor, config_dirs()).check_settings(model, params)  # registered? (else the error lists the names)
+    cls = predictor_class(predictor, config_dirs())  # registered? (else the error lists the names)
+    cls.check_settings(model, params)
     dtype = params.get("dtype")
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
     device = params.get("device")
     if device is not None and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
         raise ConfigError(f"device: unknown device {device!r}. Valid: auto, cpu, cuda, cuda:<index>.")
-    if model.get("chat") is not None and not predictor_class(predictor, config_dirs()).is_lm:
+    if model.get("chat") is not None and not cls.is_lm:
         from fewshot_eval.evaluate.chat import check_chat_template
 
         check_chat_template(None, model_key, predictor)
@@ -288,11 +289,14 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     if predictor not in ("clm", "vllm"):
         return
     weights = model.get("weights")
-    if not weights or weights == "tiny-gpt2" or not is_local_weights(str(weights)):
-        check_chat_tokenizer(model_key, model)
-        check_hf_overrides(model_key, model)
-        return
-    path = Path(str(weights)).expanduser()
+    if weights and weights != "tiny-gpt2" and is_local_weights(str(weights)):
+        _check_weights_dir(model_key, Path(str(weights)).expanduser())
+    check_chat_tokenizer(model_key, model)
+    check_hf_overrides(model_key, model)
+
+
+def _check_weights_dir(model_key: str, path: Path) -> None:
+    """A local ``weights`` path is a HuggingFace checkpoint dir."""
     if not path.is_dir():
         hint = (f" ({WEIGHTS_DIR_ENV}={os.environ[WEIGHTS_DIR_ENV]})" if os.environ.get(WEIGHTS_DIR_ENV)
                 else f" ({WEIGHTS_DIR_ENV} is not set)")
@@ -302,8 +306,6 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
         )
     if not (path / "config.json").is_file():
         raise ConfigError(f"model '{model_key}': weights dir {path} has no config.json: not a HuggingFace checkpoint dir.")
-    check_chat_tokenizer(model_key, model)
-    check_hf_overrides(model_key, model)
 
 
 def _local(model: dict[str, Any], loader: str) -> Any:

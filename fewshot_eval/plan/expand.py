@@ -10,6 +10,7 @@ Command-line values override a preset's (``models=all model=a`` runs only ``a``)
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -61,13 +62,7 @@ def expand(params: Mapping[str, Any] | None, arguments: Sequence[str], config_lo
             kept.append(o)
     overrides = parser.parse_overrides(unions + preset_overrides(params, choices)) + kept
     combos = BasicSweeper.split_arguments(overrides, None)[0]
-    loaded: dict[str, Optional[dict[str, Any]]] = {}  # one load per model setting, not per job
-
-    def setting(key: str) -> Optional[dict[str, Any]]:
-        if key not in loaded:
-            loaded[key] = _checkpoint_fields(config_loader, key)
-        return loaded[key]
-
+    setting = functools.cache(lambda key: _checkpoint_fields(config_loader, key))  # one load per model setting, not per job
     return expand_checkpoints(combos, str(choices.get("model")), setting)
 
 

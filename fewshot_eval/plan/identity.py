@@ -195,27 +195,30 @@ def task_data_digest(task_def_file: Path, fmt: int = FINGERPRINT_FORMAT) -> str:
 
 @lru_cache(maxsize=1024)
 def _data_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
-    if is_catalog(name):  # lm-eval catalog task: the local data files it reads (its config is in the identity)
-        from fewshot_eval.evaluate.catalog import local_files
-
-        try:
-            return digest([file_digest(f) for f in local_files(name, search)])
-        except ConfigError:  # an unknown name: the planning checks report it on the job's row
-            return "unknown"
     return task_data_digest(find_config_file("task_def", name, search), fmt)
 
 
-def _task_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
-    if is_catalog(name):
-        return _data_digest.__wrapped__(search, name, fmt)  # not cached: the catalog notices edits itself
-    return _data_digest(search, name, fmt)
+def _catalog_data_digest(search: tuple[Path, ...], name: str) -> str:
+    """An lm-eval catalog task: the local data files it reads (its config is in the identity). Not
+    cached: the catalog notices edits itself."""
+    from fewshot_eval.evaluate.catalog import local_files
+
+    try:
+        return digest([file_digest(f) for f in local_files(name, search)])
+    except ConfigError:  # an unknown name: the planning checks report it on the job's row
+        return "unknown"
 
 
 def fingerprints(id_digest: str, tasks: Sequence[str], search: Sequence[Path]) -> tuple[str, frozenset[str]]:
     """(the fingerprint a new result records, every fingerprint an existing result may carry)."""
     search_t = tuple(search)
-    current = f"{FINGERPRINT_FORMAT}:" + digest([id_digest] + [_task_digest(search_t, t, FINGERPRINT_FORMAT) for t in tasks])
-    format1 = digest([id_digest] + [_task_digest(search_t, t, 1) for t in tasks])  # release 0.1.0
+    catalog = {t: _catalog_data_digest(search_t, t) for t in tasks if is_catalog(t)}  # the same in both formats
+
+    def parts(fmt: int) -> list[str]:
+        return [id_digest] + [catalog[t] if t in catalog else _data_digest(search_t, t, fmt) for t in tasks]
+
+    current = f"{FINGERPRINT_FORMAT}:" + digest(parts(FINGERPRINT_FORMAT))
+    format1 = digest(parts(1))  # release 0.1.0
     return current, frozenset({current, format1})
 
 
