@@ -259,7 +259,7 @@ def _list_catalog(args: argparse.Namespace) -> int:
     from fewshot_eval.searchpath import checked_dirs
 
     dirs = [Path(d) for d in checked_dirs(args.config_dir, packaged=conf_dir())] + [conf_dir()]
-    print("fewshot-eval: indexing lm-eval's task catalog (~10 s) ...", file=sys.stderr, flush=True)
+    print("fewshot-eval: loading lm-eval's task catalog (~8 s the first time, then its on-disk index) ...", file=sys.stderr, flush=True)
     rows = search_catalog(args.pattern, dirs)
     for name, kind, where in rows:
         print(f"{name:40s} {kind:6s} {where}")
