@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from fewshot_eval.evaluate.registry import Scored, metric, register_metric
+from fewshot_eval.evaluate.shapes import is_correct, uncalibrated_rows
 
 DEFAULT_METRICS = ("accuracy", "macro_f1")
 
@@ -21,7 +22,7 @@ DEFAULT_METRICS = ("accuracy", "macro_f1")
 def accuracy(gold: Sequence[str], pred: Sequence[str]) -> float:
     if not gold:
         return 0.0
-    return 100.0 * sum(p in g if isinstance(g, list) else g == p for g, p in zip(gold, pred)) / len(gold)  # a list: any of several answers
+    return 100.0 * sum(is_correct(p, g) for g, p in zip(gold, pred)) / len(gold)  # a list: any of several answers
 
 
 @register_metric("macro_f1")
@@ -51,8 +52,6 @@ def compute_metrics(gold: Sequence[Any], pred: Sequence[Any], raw_pred: Sequence
     def value(name: str, raw: bool) -> Any:
         m = metric(name)
         if m.over == "rows":
-            from fewshot_eval.evaluate.shapes import uncalibrated_rows
-
             return m.fn(uncalibrated_rows(rows or []) if raw else (rows or []))
         return m.fn(gold, raw_pred if raw else pred)
 

@@ -22,7 +22,7 @@ Prediction row: ``id, gold: "", pred: "", document, loglikelihood, n_tokens, n_w
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from fewshot_eval.evaluate.api import Predictor
 from fewshot_eval.evaluate.registry import register_metric
@@ -48,37 +48,28 @@ def score_documents(predictor: Predictor, task: Any, template: str, lang: Option
     return rows
 
 
-def _weighted(rows: Sequence[dict[str, Any]], unit: str) -> Optional[list[tuple[float, int]]]:
-    if not rows or any("loglikelihood" not in r for r in rows):
-        return None
-    return [(float(r["loglikelihood"]), int(r[unit])) for r in rows]
+def _register_corpus_metric(name: str, aggregation: str, unit: str, doc: str) -> Callable[..., Optional[float]]:
+    """Register ``name``: lm-eval's ``lm_eval.api.metrics.<aggregation>`` over the rows'
+    (loglikelihood, ``unit``) pairs; None when a row has no log-likelihood (a baseline)."""
+
+    def fn(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+        if not rows or any("loglikelihood" not in r for r in rows):
+            return None
+        from lm_eval.api import metrics as lm_metrics  # lazy: heavy
+
+        return getattr(lm_metrics, aggregation)([(float(r["loglikelihood"]), int(r[unit])) for r in rows])
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return register_metric(name, over="rows", higher_is_better=False)(fn)
 
 
-@register_metric("word_perplexity", over="rows", higher_is_better=False)
-def word_perplexity(rows: Sequence[dict[str, Any]]) -> Optional[float]:
-    """exp(-total log-likelihood / total words) of a perplexity task (lm-eval's ``word_perplexity``)."""
-    from lm_eval.api.metrics import weighted_perplexity
-
-    items = _weighted(rows, "n_words")
-    return None if items is None else weighted_perplexity(items)
-
-
-@register_metric("byte_perplexity", over="rows", higher_is_better=False)
-def byte_perplexity(rows: Sequence[dict[str, Any]]) -> Optional[float]:
-    """exp(-total log-likelihood / total bytes) (lm-eval's ``byte_perplexity``)."""
-    from lm_eval.api.metrics import weighted_perplexity
-
-    items = _weighted(rows, "n_bytes")
-    return None if items is None else weighted_perplexity(items)
-
-
-@register_metric("bits_per_byte", over="rows", higher_is_better=False)
-def bits_per_byte(rows: Sequence[dict[str, Any]]) -> Optional[float]:
-    """-total log-likelihood / total bytes / ln 2 (lm-eval's ``bits_per_byte``)."""
-    from lm_eval.api.metrics import bits_per_byte as _bpb
-
-    items = _weighted(rows, "n_bytes")
-    return None if items is None else _bpb(items)
+word_perplexity = _register_corpus_metric("word_perplexity", "weighted_perplexity", "n_words",
+    "exp(-total log-likelihood / total words) of a perplexity task (lm-eval's ``word_perplexity``).")
+byte_perplexity = _register_corpus_metric("byte_perplexity", "weighted_perplexity", "n_bytes",
+    "exp(-total log-likelihood / total bytes) (lm-eval's ``byte_perplexity``).")
+bits_per_byte = _register_corpus_metric("bits_per_byte", "bits_per_byte", "n_bytes",
+    "-total log-likelihood / total bytes / ln 2 (lm-eval's ``bits_per_byte``).")
 
 
 @register_metric("gold_perplexity", over="rows", higher_is_better=False)

@@ -148,7 +148,7 @@ class FewShotEvaluator:
                         metrics[sid] = generation_metrics(rows, names)
                     else:
                         gold = [r["gold"] for r in rows]
-                        metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options and self.predictor.is_lm and not ppl else None, names, rows)
+                        metrics[sid] = compute_metrics(gold, [r["pred"] for r in rows], [r["pred_raw"] for r in rows] if options else None, names, rows)
                     predictions[sid] = rows
                     info["preferred_metric"][sid] = task.preferred_metric
                     kept = [r.get("n_demos", 0) for r in rows] or [0]
@@ -164,7 +164,7 @@ class FewShotEvaluator:
                     if min(kept) < sampled:
                         info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} of {sampled} demonstrations.")
         if catalog_tasks:
-            self._run_catalog(catalog_tasks, params, nshot, trial, mode, calibrator, metrics, predictions, info)
+            self._run_catalog(catalog_tasks, params, nshot, trial, unused, metrics, predictions, info)
         info["time_s"] = round(time.time() - t0, 3)
         for w in info["warnings"]:
             if w not in _logged_warnings:
@@ -172,9 +172,10 @@ class FewShotEvaluator:
                 log.warning(w)
         return TrialResult(metrics=metrics, predictions=predictions, info=info)
 
-    def _run_catalog(self, names: list[str], params: dict[str, Any], nshot: int, trial: int, mode: str, calibrator: Optional[str],
+    def _run_catalog(self, names: list[str], params: dict[str, Any], nshot: int, trial: int, ignored: list[str],
                      metrics: dict, predictions: dict, info: dict) -> None:
-        """lm-evaluation-harness catalog tasks (``lm_eval:<name>``): lm-eval builds and measures, our predictor scores."""
+        """lm-evaluation-harness catalog tasks (``lm_eval:<name>``): lm-eval builds and measures, our predictor scores;
+        ``ignored``: the set scoring/calibrator params (``scoring=mean``), which lm-eval's metrics do not use."""
         from fewshot_eval.evaluate.lm_eval_bridge import run_catalog_tasks
 
         t_sub = time.perf_counter()
@@ -185,7 +186,6 @@ class FewShotEvaluator:
         info.update(extra)
         for sid, rows in p.items():
             self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
-        ignored = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
         if ignored:
             info["warnings"].append(f"lm-eval catalog tasks {names} ignore {' and '.join(ignored)} (lm-eval computes their metrics, e.g. acc and acc_norm).")
 

@@ -262,8 +262,13 @@ def uncalibrated_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def final_score(candidate: dict[str, Any]) -> float:
+    """A candidate's final score: its calibrated score when the run was calibrated, else its score."""
+    return float(candidate["calibrated"] if candidate.get("calibrated") is not None else candidate["score"])
+
+
 def _final_scores(row: dict[str, Any]) -> list[float]:
-    return [float(c["calibrated"] if c.get("calibrated") is not None else c["score"]) for c in row["candidates"]]
+    return [final_score(c) for c in row["candidates"]]
 
 
 # ---------------------------------------------------------------- metrics over rows (x100)

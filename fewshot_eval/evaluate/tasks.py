@@ -457,8 +457,8 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
         if task.label_field and task.label_field not in doc:
             raise ConfigError(f"{at(i)}{task.where('label_field')}: field '{task.label_field}' missing in split '{split}'. Fields: {', '.join(doc)}.")
         if task.kind == "generate":
-            doc["_label"] = None
             doc["_references"] = _references(task, doc, split, at(i))
+            doc["_label"] = None
         elif task.kind != "choice" or task.choices_field or task.multiple_answers or task.group_field:
             from fewshot_eval.evaluate.shapes import normalise_shape_row
 
@@ -484,12 +484,10 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
 
 def _references(task: TaskDef, doc: Doc, split: str, at: str) -> list[str]:
     """The reference texts of a generation task's row: its ``references_field`` (a string or a list)."""
+    from fewshot_eval.evaluate.shapes import field_value
+
     name = task.references_field or ""
-    value: Any = doc
-    for part in ([name] if name in doc else name.split(".")):  # "answers.text": a key of a nested record (SQuAD, WMT)
-        if not isinstance(value, dict) or part not in value:
-            raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' missing in split '{split}'. Fields: {', '.join(doc)}.")
-        value = value[part]
+    value = field_value(doc, name, at, task.where("references_field"), split)  # "answers.text": a key of a nested record (SQuAD, WMT)
     refs = [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
     if not isinstance(refs, list) or not refs or not all(isinstance(r, (str, int, float)) and not isinstance(r, bool) for r in refs):
         raise ConfigError(f"{at}{task.where('references_field')}: field '{name}' must hold a text or a non-empty list of texts, got {value!r}.")

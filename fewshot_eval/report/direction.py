@@ -10,7 +10,7 @@ higher); names neither knows are higher-is-better unless they name a perplexity 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
+from typing import Any, Optional
 
 from fewshot_eval.config import ConfigError
 
@@ -19,9 +19,17 @@ HIGHER, LOWER, IDEAL = "higher", "lower", "ideal"
 LOWER_NAMES = ("perplexity", "ppl", "bits_per_byte", "ter", "loss")
 
 
-def _registered(name: str) -> Optional[object]:
+def base_name(metric: str) -> str:
+    """The metric a stored name reports: ``<name>_raw`` (uncalibrated) -> ``<name>``."""
+    return metric[: -len("_raw")] if metric.endswith("_raw") else metric
+
+
+def registered(metric: str) -> Optional[Any]:
+    """The registry's :class:`~fewshot_eval.evaluate.registry.Metric` of a stored metric name
+    (``<name>_raw`` -> ``<name>``); None for a name not registered here (lm-eval's own)."""
     from fewshot_eval.evaluate import registry
 
+    name = base_name(metric)
     try:
         return registry.metric(name)
     except ConfigError:
@@ -30,8 +38,8 @@ def _registered(name: str) -> Optional[object]:
 
 def direction(metric: str) -> tuple[str, Optional[float]]:
     """(``higher`` | ``lower`` | ``ideal``, the ideal value or None) of a metric name as stored in results."""
-    name = metric[: -len("_raw")] if metric.endswith("_raw") else metric
-    m = _registered(name)
+    name = base_name(metric)
+    m = registered(metric)
     if m is not None:
         ideal = getattr(m, "ideal", None)
         if ideal is not None:

@@ -324,14 +324,8 @@ def delta_stats(a: Cell, b: Cell) -> tuple[float, float, Optional[float]]:
 def _label_metric(metric: str) -> bool:
     """A registered metric of (gold, predicted label) pairs: accuracy, macro_f1 ... (not perplexities,
     text overlap, row metrics or lm-eval's own), the only ones McNemar's test over examples fits."""
-    from fewshot_eval.evaluate import registry
-
-    name = metric[: -len("_raw")] if metric.endswith("_raw") else metric
-    try:
-        m = registry.metric(name)
-    except ConfigError:
-        return False
-    return m.kind == "choice" and m.over == "labels"
+    m = _dir.registered(metric)
+    return m is not None and m.kind == "choice" and m.over == "labels"
 
 
 def _correct(rdir: str, result: str, trial: Any, metric: str) -> Optional[dict[str, bool]]:
