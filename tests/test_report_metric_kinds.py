@@ -92,6 +92,14 @@ def test_mcnemar_only_for_label_predictions(tmp_path: Path) -> None:
     b = {c[-1] if isinstance(c, tuple) else c: v for c, v in tables.frame(t, compare="a").loc["b"].items()}
     assert "p=" not in b["word_perplexity"] and "p=" not in b["exact_match"] and "p=0.5" in b["accuracy"]
 
+    # several correct answers (gold is a list): a prediction among them is correct
+    many = []
+    for model, preds in (("a", ["2", "2", "2", "2"]), ("b", ["0", "1", "0", "1"])):
+        d = write(model, "multi_demo.default", [{"id": str(i), "gold": ["0", "1"], "pred": p} for i, p in enumerate(preds)])
+        many += [{**r, "result_dir": d} for r in rows(model, "accuracy", [100.0 * sum(p in "01" for p in preds) / 4], "multi_demo", "multi_demo.default")]
+    [multi] = [r for r in tables.cell_records(tables.build(pd.DataFrame(many)), compare="a") if r.get("model") == "b" and "mean" in r]
+    assert multi["p"] == pytest.approx(0.125)  # 4 discordant examples, all for b (as a list gold never equals a label: p 1.0)
+
 
 def test_signatures_and_missing_values_never_break_aggregation(tmp_path: Path) -> None:
     from fewshot_eval.report.collect import load_results, trial_table

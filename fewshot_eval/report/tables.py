@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional, Sequence
 import pandas as pd
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.shapes import is_correct
 from fewshot_eval.report import direction as _dir
 from fewshot_eval.report.collect import MODEL_SETTINGS
 
@@ -343,7 +344,7 @@ def _correct(rdir: str, result: str, trial: Any, metric: str) -> Optional[dict[s
                 if "gold" not in row or "pred" not in row or "loglikelihood" in row:
                     return None
                 pred = row.get("pred_raw", row.get("pred")) if metric.endswith("_raw") else row.get("pred")
-                out[str(row.get("id"))] = pred == row.get("gold")
+                out[str(row.get("id"))] = is_correct(pred, row.get("gold"))  # gold: a label, or a list of them
     except (OSError, ValueError, AttributeError):
         return None
     return out
