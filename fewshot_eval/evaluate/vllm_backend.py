@@ -66,6 +66,12 @@ def gpus_on_node() -> int:
         return 0
 
 
+def parallel_sizes(model: dict[str, Any]) -> tuple[int, int]:
+    """(tensor, pipeline) parallel sizes of a model setting, 1 where unset."""
+    par = model.get("parallel") or {}
+    return int(par.get("tensor_parallel_size") or 1), int(par.get("pipeline_parallel_size") or 1)
+
+
 def needs_ray(tp: int, pp: int) -> bool:
     """The engine spans several nodes: more GPUs than this node has, in a SLURM job of several nodes."""
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1)
@@ -134,8 +140,7 @@ class VLLMPredictor(Predictor):
                               f"Or use predictor=clm (HuggingFace, parallel.device_map for several GPUs).")
         if not model.get("weights"):
             raise ConfigError(f"{where}: predictor 'vllm' needs 'weights' (a local dir or a hub id).")
-        par = model.get("parallel") or {}
-        tp, pp = int(par.get("tensor_parallel_size") or 1), int(par.get("pipeline_parallel_size") or 1)
+        tp, pp = parallel_sizes(model)
         if tp < 1 or pp < 1:
             raise ConfigError(f"{where}: parallel.tensor_parallel_size and pipeline_parallel_size must be >= 1, got {tp} and {pp}.")
         res = model.get("resources") or {}
@@ -160,7 +165,7 @@ class VLLMPredictor(Predictor):
             raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
         par = model.get("parallel") or {}
         engine_args = tuple(sorted((par.get("engine_args") or {}).items()))
-        tp, pp = int(par.get("tensor_parallel_size") or 1), int(par.get("pipeline_parallel_size") or 1)
+        tp, pp = parallel_sizes(model)
         llm = load_engine(weights, model.get("revision"), dtype, tp, pp, engine_args, json.dumps(model.get("hf_overrides") or {}, sort_keys=True))
         return cls(llm, max_length=params.get("max_length"), name=model.get("name", weights), parallel=(tp, pp))
 
