@@ -1,4 +1,5 @@
-"""Helpers for the tests: run the real CLI in a subprocess; fixtures for a launch dir and a user config dir."""
+"""Helpers for the tests: run the real CLI in a subprocess; fixtures for a launch dir and a user config dir;
+the documents of a trial (to rebuild its expected prompts)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,17 @@ def broken_model_conf(tmp_path: Path) -> Path:
     (weights / "config.json").write_text("{not json")
     (conf / "model" / "broken.yaml").write_text(f"name: broken\npredictor: clm\nweights: {weights}\n")
     return conf
+
+
+def trial_docs(result, task_name: str, params: dict, template: str = "default") -> tuple:
+    """``(task, tmpl, eval_docs, demo_docs)`` of ``result``, a trial of ``task_name`` run with ``params``:
+    the task definition, its template, the evaluated documents in order and the trial's shared
+    demonstration documents (from ``result.info["demonstrations"]``)."""
+    from fewshot_eval.evaluate.tasks import load_task_def, split_data
+
+    task = load_task_def(task_name)
+    tmpl = task.templates[template]
+    eval_docs, pool = split_data(task, params, None, None)
+    by_id = {d["_id"]: d for d in pool}
+    demo_docs = [by_id[i] for i in result.info["demonstrations"][f"{task_name}.{template}"]["ids"]]
+    return task, tmpl, eval_docs, demo_docs

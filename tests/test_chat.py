@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import trial_docs
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.checks import check_model
 from fewshot_eval.evaluate.runner import FewShotEvaluator
-from fewshot_eval.evaluate.tasks import load_task_def, split_data
 from fewshot_eval.plan.identity import job_identity
 from fewshot_eval.settings import model_setting
 
@@ -58,11 +58,7 @@ def _expected(system: str | None, demos: list[tuple[str, str]], prompt: str, mul
 def test_prompts_are_the_chat_template_of_the_demonstrations_and_the_test_prompt(chat_weights: Path, multiturn: bool) -> None:
     model = _setting(chat_weights, {"system_prompt": "Be brief.", "fewshot_as_multiturn": multiturn})
     result = FewShotEvaluator(model, PARAMS).run_trial(["copa_demo"], PARAMS, 2, 0)
-    task = load_task_def("copa_demo")
-    tmpl = task.templates["default"]
-    eval_docs, pool = split_data(task, PARAMS, None, None)
-    by_id = {d["_id"]: d for d in pool}
-    demo_docs = [by_id[i] for i in result.info["demonstrations"]["copa_demo.default"]["ids"]]
+    task, tmpl, eval_docs, demo_docs = trial_docs(result, "copa_demo", PARAMS)
     demos = [(tmpl.split(d)[0], tmpl.verbalise(d, d["_label"]) + tmpl.split(d)[1]) for d in demo_docs]
     for doc, row in zip(eval_docs, result.predictions["copa_demo.default"]):
         assert row["prompt"] == _expected("Be brief.", demos, tmpl.split(doc)[0], multiturn)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run_cli
+from cli_helpers import run_cli, trial_docs
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.api import GenerationRequest
 
@@ -303,7 +303,6 @@ def test_chat_models_generate_the_assistant_turn(tiny_path, tmp_path):
     from transformers import AutoTokenizer
 
     from fewshot_eval.evaluate.runner import FewShotEvaluator
-    from fewshot_eval.evaluate.tasks import load_task_def, split_data
     from fewshot_eval.settings import model_setting
 
     weights = tmp_path / "tiny-chat"
@@ -315,11 +314,7 @@ def test_chat_models_generate_the_assistant_turn(tiny_path, tmp_path):
     model = model_setting({"name": "chatty", "predictor": "clm", "weights": str(weights), "chat": {"enabled": True, "system_prompt": "Be brief."}}, "chatty")
     params = {"seed": 0, "predictor": "clm", "device": "cpu", "batch_size": 4, "max_length": None, "train_sep": "\n\n", "n_eval_samples": 2}
     result = FewShotEvaluator(model, params).run_trial(["qa_demo"], params, 2, 0)
-    task = load_task_def("qa_demo")
-    tmpl = task.templates["default"]
-    eval_docs, pool = split_data(task, params, None, None)
-    by_id = {d["_id"]: d for d in pool}
-    demo_docs = [by_id[i] for i in result.info["demonstrations"]["qa_demo.default"]["ids"]]
+    _, tmpl, eval_docs, demo_docs = trial_docs(result, "qa_demo", params)
     turns = [("system", "Be brief.")]
     for d in demo_docs:
         turns += [("user", tmpl.split(d)[0].rstrip()), ("assistant", d["_references"][0])]

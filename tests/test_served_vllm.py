@@ -86,10 +86,14 @@ def key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
 
 
-def clm_candidates(weights: Path) -> dict[str, tuple[float, str]]:
-    clm = build_evaluator({"name": "tiny_h32", "predictor": "clm", "weights": str(weights)}, {**PARAMS, "predictor": "clm"})
+def trial_candidates(evaluator) -> dict[str, tuple[float, str]]:
+    """``"nshot|sub-result|example|label"`` -> (log-likelihood, prediction) over the TRIALS run by ``evaluator``."""
     return {f"{nshot}|{sid}|{i}|{label}": v for tasks, nshot in TRIALS
-            for (sid, i, label), v in candidates(clm.run_trial(tasks, PARAMS, nshot, 0)).items()}
+            for (sid, i, label), v in candidates(evaluator.run_trial(tasks, PARAMS, nshot, 0)).items()}
+
+
+def clm_candidates(weights: Path) -> dict[str, tuple[float, str]]:
+    return trial_candidates(build_evaluator({"name": "tiny_h32", "predictor": "clm", "weights": str(weights)}, {**PARAMS, "predictor": "clm"}))
 
 
 def assert_like_clm(a: dict, b: dict) -> float:
@@ -105,8 +109,7 @@ def assert_like_clm(a: dict, b: dict) -> float:
 def test_the_vllm_server_scores_a_task_like_clm(server, key, tiny_h32):
     """Same weights, same prompts, through the server's echo log-probs: every candidate within 1e-3, same argmax."""
     api = build_evaluator(served(server), {**PARAMS, "predictor": "openai_completions"})
-    got = {f"{nshot}|{sid}|{i}|{label}": v for tasks, nshot in TRIALS
-           for (sid, i, label), v in candidates(api.run_trial(tasks, PARAMS, nshot, 0)).items()}
+    got = trial_candidates(api)
     print(f"max |openai_completions(vLLM server) - clm| = {assert_like_clm(clm_candidates(tiny_h32), got):.2e}")
 
 

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import Loglik, Predictor, Request, split_whitespace
+from fewshot_eval.evaluate.api import Loglik, Predictor, Request
 from fewshot_eval.evaluate.checks import DTYPES
+from fewshot_eval.evaluate.clm import CausalLMPredictor
 from fewshot_eval.evaluate.registry import register_predictor
 
 log = logging.getLogger("fewshot_eval")
@@ -63,6 +64,12 @@ def gpus_on_node() -> int:
         return torch.cuda.device_count()
     except ImportError:
         return 0
+
+
+def parallel_sizes(model: dict[str, Any]) -> tuple[int, int]:
+    """(tensor, pipeline) parallel sizes of a model setting, 1 where unset."""
+    par = model.get("parallel") or {}
+    return int(par.get("tensor_parallel_size") or 1), int(par.get("pipeline_parallel_size") or 1)
 
 
 def needs_ray(tp: int, pp: int) -> bool:
@@ -133,8 +140,7 @@ class VLLMPredictor(Predictor):
                               f"Or use predictor=clm (HuggingFace, parallel.device_map for several GPUs).")
         if not model.get("weights"):
             raise ConfigError(f"{where}: predictor 'vllm' needs 'weights' (a local dir or a hub id).")
-        par = model.get("parallel") or {}
-        tp, pp = int(par.get("tensor_parallel_size") or 1), int(par.get("pipeline_parallel_size") or 1)
+        tp, pp = parallel_sizes(model)
         if tp < 1 or pp < 1:
             raise ConfigError(f"{where}: parallel.tensor_parallel_size and pipeline_parallel_size must be >= 1, got {tp} and {pp}.")
         res = model.get("resources") or {}
@@ -159,7 +165,7 @@ class VLLMPredictor(Predictor):
             raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
         par = model.get("parallel") or {}
         engine_args = tuple(sorted((par.get("engine_args") or {}).items()))
-        tp, pp = int(par.get("tensor_parallel_size") or 1), int(par.get("pipeline_parallel_size") or 1)
+        tp, pp = parallel_sizes(model)
         llm = load_engine(weights, model.get("revision"), dtype, tp, pp, engine_args, json.dumps(model.get("hf_overrides") or {}, sort_keys=True))
         return cls(llm, max_length=params.get("max_length"), name=model.get("name", weights), parallel=(tp, pp))
 
@@ -167,20 +173,11 @@ class VLLMPredictor(Predictor):
         return {"predictor": "vllm", "model": self.name, "max_length": self.max_length,
                 "tensor_parallel_size": self.parallel[0], "pipeline_parallel_size": self.parallel[1]}
 
-    # ------------------------------------------------------------------ tokenisation (clm's, i.e. lm-eval's)
-    def num_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text)) if text else 1
-
-    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """(context tokens, continuation tokens) exactly as ``clm``'s ``encode_pair``."""
-        if context == "":
-            prefix = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
-            cont = list(self.tokenizer.encode(continuation, add_special_tokens=False))
-            return ([prefix], cont) if cont and cont[0] != prefix else (cont[:1], cont[1:])
-        context, continuation = split_whitespace(context, continuation)
-        whole = list(self.tokenizer.encode(context + continuation))
-        ctx = list(self.tokenizer.encode(context))
-        return ctx, whole[len(ctx):]
+    # ------------------------------------------------------------------ tokenisation: clm's own (lm-eval's), on vLLM's tokenizer
+    tok_encode = CausalLMPredictor.tok_encode
+    num_tokens = CausalLMPredictor.num_tokens
+    prefix_token_id = CausalLMPredictor.prefix_token_id
+    encode_pair = CausalLMPredictor.encode_pair
 
     # ------------------------------------------------------------------ scoring
     def loglikelihood(self, requests: Sequence[Request]) -> list[Loglik]:

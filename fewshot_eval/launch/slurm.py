@@ -322,8 +322,7 @@ def job_resources(unit: Any) -> dict[str, Any]:
     from fewshot_eval.evaluate.registry import predictor_class
 
     res = dict(unit.model["resources"])
-    predictor = unit.params.get("predictor") or unit.model.get("predictor")
-    if res.get("gpus_per_node") and not predictor_class(predictor, config_dirs()).uses_gpus:
+    if res.get("gpus_per_node") and not predictor_class(unit.params["predictor"], config_dirs()).uses_gpus:
         res["gpus_per_node"] = 0
     return res
 
