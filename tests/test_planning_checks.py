@@ -122,3 +122,15 @@ def test_hf_overrides_key_not_in_the_model_config(workdir: Path) -> None:
 def test_hf_overrides_on_a_baseline(workdir: Path) -> None:
     assert_caught(workdir, ["model=random", "task=copa_demo", "nshot=0", "+model.hf_overrides.n_layer=1"],
                   "hf_overrides applies to predictors clm and vllm", "not 'random'")
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("timeout_s", "0", "server.timeout_s must be a number > 0 (seconds per request), got 0"),
+    ("max_retries", "-1", "server.max_retries must be a number >= 0, got -1"),
+])
+def test_served_model_limits(workdir: Path, tmp_path: Path, field: str, value: str, fragment: str) -> None:
+    conf = tmp_path / "c"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "served.yaml").write_text(
+        f"name: served\npredictor: openai_completions\nweights: tiny-gpt2\nserver: {{base_url: http://127.0.0.1:9/v1, {field}: {value}}}\n")
+    assert_caught(workdir, ["--config-dir", str(conf), "model=served", "task=copa_demo", "nshot=0"], fragment)

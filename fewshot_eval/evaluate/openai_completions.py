@@ -79,6 +79,10 @@ class OpenAICompletionsPredictor(Predictor):
         if not model.get("weights"):
             raise ConfigError(f"{where}: predictor 'openai_completions' needs 'weights': the model name the server serves "
                               f"(what its /v1/models lists).")
+        for key, low in (("timeout_s", 0), ("max_retries", -1)):
+            value = server.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= low):
+                raise ConfigError(f"{where}: server.{key} must be a number {'> 0 (seconds per request)' if low == 0 else '>= 0'}, got {value!r}.")
         env = server.get("api_key_env")
         if env is not None:
             if not _ENV_NAME.fullmatch(str(env)):
