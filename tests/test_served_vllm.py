@@ -77,7 +77,7 @@ def server(vllm_python, tiny_h32, tmp_path_factory):
     cmd = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_h32), "--served-model-name", "tiny-gpt2",
            "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager", "--host", "127.0.0.1",
            "--port", str(free_port()), "--api-key", KEY]
-    with running_server(cmd, tmp_path_factory.mktemp("vllm") / "server.log", env=vllm_env(), timeout_s=600) as url:
+    with running_server(cmd, tmp_path_factory.mktemp("vllm") / "server.log", env=vllm_env(), timeout_s=600, attempts=3) as url:
         yield url
 
 
@@ -174,11 +174,12 @@ def test_the_vllm_predictor_on_cpu_scores_a_task_like_clm(vllm_python, tiny_h32,
     out = tmp_path / "vllm.json"
     cmd = [vllm_python, str(REPO / "tests" / "vllm_cpu_trial.py"), str(tiny_h32), str(out), json.dumps(TRIALS), json.dumps(PARAMS),
            json.dumps({"tensor_parallel_size": tensor_parallel_size})]
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         p = subprocess.run(cmd, env=vllm_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
         # vllm-cpu 0.32.0 now and then aborts while its engine starts ("terminate called without an active
-        # exception", SIGABRT; once in ~8 starts here): vLLM's crash, not what this test checks, so start it again
-        if p.returncode >= 0 or attempt == 2:
+        # exception", SIGABRT; once in ~8 starts here, twice in a row once with tensor_parallel_size 2 on a
+        # busy 2-core machine): vLLM's crash, not what this test checks, so start it again
+        if p.returncode >= 0 or attempt == 3:
             break
         print(f"vLLM died by signal {-p.returncode} while starting; once more: {(p.stdout + p.stderr)[-500:]}")
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
