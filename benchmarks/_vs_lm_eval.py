@@ -32,7 +32,8 @@ def add_common_args(ap: argparse.ArgumentParser, *, seed: int, max_length: Optio
 def bench_gpt2(width: Optional[int], layers: int = 2) -> str:
     """Path of the model both sides load: the tiny GPT-2 (``width`` None), or a GPT-2 of ``width``
     (heads of 64) x ``layers`` with the tiny one's tokenizer and seeded weights, built once into the cache."""
-    from fewshot_eval.evaluate.tiny_model import build_model, cache_dir, tiny_gpt2_path
+    from fewshot_eval.config import cache_dir
+    from fewshot_eval.evaluate.backends.tiny_model import build_model, tiny_gpt2_path
 
     tiny = tiny_gpt2_path()
     if width is None:
@@ -57,8 +58,8 @@ def tiny_predictors(batch_size: int, max_length: Optional[int], threads: Optiona
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     if threads is not None:
         torch.set_num_threads(threads)

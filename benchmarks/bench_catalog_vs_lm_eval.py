@@ -52,10 +52,10 @@ def main() -> None:
     from lm_eval.tasks import TaskManager
 
     from fewshot_eval.config import conf_dir
-    from fewshot_eval.evaluate.catalog import catalog
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.lm_eval_bridge import run_catalog_tasks
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog import catalog
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_runner import run_catalog_tasks
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     with tempfile.TemporaryDirectory() as tmp:
         conf = write_task(Path(tmp), n_docs)

@@ -51,7 +51,7 @@ def main() -> None:
 
     from lm_eval.api.instance import Instance
 
-    from fewshot_eval.evaluate.api import GenerationRequest
+    from fewshot_eval.evaluate.backends.predictor import GenerationRequest
 
     path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides, bench_gpt2(args.width, args.layers))
     print(f"model {path}  n={args.n}  batch_size={args.batch_size}  max_length={args.max_length}  "

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from fewshot_eval.api import plan
-from fewshot_eval.evaluate.api import TrialResult
+from fewshot_eval.evaluate.trial_result import TrialResult
 from fewshot_eval.store.results import write_trial
 
 

@@ -2,7 +2,7 @@
 
 The path of one job through the package, stage by stage:
 ``plan`` (expand groups, skip what is done) -> ``launch`` (local / SLURM pools)
--> ``evaluate`` (tasks, templates, demonstrations, predictors, scoring, calibration)
+-> ``run`` (the job body) -> ``evaluate`` (backends, tasks, metrics, the lm-eval bridge)
 -> ``store`` (result layout, atomic writes, status) -> ``report``.
 """
 

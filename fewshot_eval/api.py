@@ -23,7 +23,7 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
     from hydra.types import RunMode
 
     from fewshot_eval.launch.batch import is_local_launcher
-    from fewshot_eval.launch.pending import pending_reason
+    from fewshot_eval.launch.slurm_states import pending_reason
     from fewshot_eval.plan.expand import expand
     from fewshot_eval.searchpath import checked_dirs, env_dirs, set_env_dirs
 

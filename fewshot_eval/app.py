@@ -20,7 +20,7 @@ PRESET_AND_SETTING_GROUPS = ("model", "task", "models", "tasks", "experiment", "
 
 
 def _task(cfg: DictConfig) -> object:
-    from fewshot_eval.job import main
+    from fewshot_eval.run.job import main
 
     return main(cfg)
 

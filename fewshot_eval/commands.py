@@ -79,7 +79,7 @@ def _report(args: argparse.Namespace) -> int:
 
     jobs = None
     if args.sweep or args.experiment:
-        from fewshot_eval.report.status import complete_results, label
+        from fewshot_eval.report.sweep_status import complete_results, label
 
         overrides, dirs = _selection(args.sweep, args.experiment, [], args.config_dir)
         _, jobs, _ = _plan(overrides, dirs)
@@ -132,7 +132,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from fewshot_eval.report.status import status_text
+    from fewshot_eval.report.sweep_status import status_text
 
     overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
     planner, jobs, elapsed = _plan(overrides, dirs)
@@ -255,7 +255,7 @@ def _list_group(args: argparse.Namespace, what: str) -> int:
 def _list_catalog(args: argparse.Namespace) -> int:
     """``fewshot-eval list catalog [PATTERN]``: lm-eval's task catalog (tasks, groups, tags; your
     ``<config dir>/lm_eval_tasks/`` included) -- names to use as ``lm_eval:<name>`` in a task setting."""
-    from fewshot_eval.evaluate.catalog import search_catalog
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog import search_catalog
     from fewshot_eval.searchpath import checked_dirs
 
     dirs = [Path(d) for d in checked_dirs(args.config_dir, packaged=conf_dir())] + [conf_dir()]

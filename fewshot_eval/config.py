@@ -84,6 +84,13 @@ def conf_dir() -> Path:
     raise ConfigError(f"fewshot-eval's config directory is missing (looked in {PACKAGE_DIR / 'conf'}); reinstall the package.")
 
 
+def cache_dir() -> Path:
+    """fewshot-eval's own cache (the tiny model, lm-eval's task index): ``$FEWSHOT_EVAL_CACHE``, default ``~/.cache/fewshot_eval``."""
+    import os
+
+    return Path(os.environ.get("FEWSHOT_EVAL_CACHE") or Path.home() / ".cache" / "fewshot_eval")
+
+
 def config_dirs() -> list[Path]:
     """Config directories in Hydra's search order: user dirs (``--config-dir``, ``hydra.searchpath``) then the packaged one."""
     dirs: list[Path] = []
@@ -136,6 +143,13 @@ def check_keys(node: Any, allowed: Mapping[str, bool] | Iterable[str], where: st
         if required and key not in node:
             raise ConfigError(f"{where}: missing required key '{key}'.")
     return node
+
+
+def env_flag(name: str) -> bool:
+    """The environment variable ``name`` is set to a true value (1, true, yes, on)."""
+    import os
+
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def override_keys(overrides: Iterable[str]) -> list[str]:

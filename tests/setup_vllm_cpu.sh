@@ -12,7 +12,7 @@
 # to the CPU torch (torchvision::nms missing, libc10_cuda.so not found) and break `import vllm` through
 # transformers: they are removed (a text-only model needs none of them). ray[default] is what a multi-node
 # vLLM job runs on (vLLM's CPU platform itself does not use it): tests/slurm/test_ray_slurm.py starts
-# Ray from this venv inside a SLURM job (fewshot_eval/evaluate/ray_slurm.sh). hydra-core lets this Python
+# Ray from this venv inside a SLURM job (fewshot_eval/evaluate/backends/ray_slurm.sh). hydra-core lets this Python
 # import fewshot_eval from the repo (PYTHONPATH) for the `predictor: vllm` test. ~1.5 min, ~0.6 GB
 # download, ~3.5 GB on disk.
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""Dependencies go one way along the pipeline (plan -> launch -> job -> evaluate -> store -> report)
+"""Dependencies go one way along the pipeline (plan -> launch -> run -> evaluate -> store -> report)
 and there are no import cycles, lazy imports inside functions included."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ PKG = ROOT / "fewshot_eval"
 SHARED = {"config", "settings", "outcome", "progress", "searchpath"}
 # stage -> stages it must not import
 FORBIDDEN = {
-    "store": {"plan", "launch", "job", "evaluate", "report", "app", "cli", "commands"},
-    "evaluate": {"plan", "launch", "job", "report", "app", "cli", "commands"},
-    "plan": {"launch", "job", "report", "app", "cli", "commands"},
-    "launch": {"job", "report", "app", "cli", "commands"},
-    "job": {"launch", "report", "app", "cli", "commands"},
-    "report": {"launch", "job", "app", "cli"},
+    "store": {"plan", "launch", "run", "evaluate", "report", "app", "cli", "commands"},
+    "evaluate": {"plan", "launch", "run", "report", "app", "cli", "commands"},
+    "plan": {"launch", "run", "report", "app", "cli", "commands"},
+    "launch": {"run", "report", "app", "cli", "commands"},
+    "run": {"launch", "report", "app", "cli", "commands"},
+    "report": {"launch", "run", "app", "cli"},
 }
 
 

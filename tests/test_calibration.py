@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import Request
+from fewshot_eval.evaluate.backends.predictor import Request
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, parse_option
-from fewshot_eval.evaluate.metrics import accuracy, macro_f1
+from fewshot_eval.evaluate.metrics.label_metrics import accuracy, macro_f1
 
 
 @pytest.fixture(scope="module")
 def evaluator(tmp_path_factory):
     pytest.importorskip("torch")
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.runner import FewShotEvaluator
-    from fewshot_eval.evaluate.tiny_model import build_tiny_gpt2
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
+    from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2
 
     path = build_tiny_gpt2(tmp_path_factory.mktemp("cache") / "tiny")
     lm = CausalLMPredictor.from_settings({"name": "tiny", "weights": str(path)}, {"device": "cpu", "batch_size": 8})

@@ -9,8 +9,8 @@ import pytest
 
 from cli_helpers import trial_docs
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.checks import check_model
-from fewshot_eval.evaluate.runner import FewShotEvaluator
+from fewshot_eval.evaluate.backends.model_checks import check_model
+from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 from fewshot_eval.plan.identity import job_identity
 from fewshot_eval.settings import model_setting
 
@@ -26,7 +26,7 @@ def chat_weights(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
     from transformers import AutoTokenizer
 
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     d = tmp_path_factory.mktemp("chat") / "tiny-chat"
     shutil.copytree(tiny_gpt2_path(), d)

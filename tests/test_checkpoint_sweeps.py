@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import run_cli
 from fewshot_eval.api import plan
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
 
 def save_checkpoint(run: Path, step: int) -> Path:

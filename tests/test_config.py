@@ -41,7 +41,7 @@ def test_model_setting_errors_name_file_and_key() -> None:
         model_setting({"name": "x", "predictor": "random", "weigths": "a"}, "x")
     with pytest.raises(ConfigError, match=r"model/x.yaml: key 'max_parallel' must be int, got 'two'"):
         model_setting({"name": "x", "predictor": "random", "max_parallel": "two"}, "x")
-    from fewshot_eval.evaluate.checks import check_model  # predictors are a registry: checked at planning
+    from fewshot_eval.evaluate.backends.model_checks import check_model  # predictors are a registry: checked at planning
 
     with pytest.raises(ConfigError, match=r"unknown predictor 'gpt'. Valid: clm, majority, openai_completions, random, vllm"):
         check_model("x", model_setting({"name": "x", "predictor": "gpt"}, "x"), {})

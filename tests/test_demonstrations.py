@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.demonstrations import demo_pool, fit_demonstrations, join_prompt, sample_demonstrations
+from fewshot_eval.evaluate.tasks.demonstrations import demo_pool, fit_demonstrations, join_prompt, sample_demonstrations
 
 POOL = [{"_id": str(i), "_label": "ab"[i % 2] if i < 9 else "c"} for i in range(12)]
 

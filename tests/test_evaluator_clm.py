@@ -23,7 +23,7 @@ def test_tiny_gpt2_build_is_deterministic_and_cached(cache, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from fewshot_eval.evaluate.tiny_model import build_tiny_gpt2, tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2, tiny_gpt2_path
 
     a = tiny_gpt2_path()
     assert a == cache / "tiny-gpt2-v1" and (a / "tokenizer.json").is_file()
@@ -85,7 +85,7 @@ def test_the_built_model_dir_follows_the_umask(tmp_path) -> None:
     import os
     import stat
 
-    from fewshot_eval.evaluate.tiny_model import build_tiny_gpt2
+    from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2
 
     old = os.umask(0o022)
     try:
@@ -98,8 +98,8 @@ def test_the_built_model_dir_follows_the_umask(tmp_path) -> None:
 def test_hf_overrides_change_the_loaded_config_and_the_identity():
     """GPT-2's fused tanh GELU (transformers' gelu_pytorch_tanh) for its Python gelu_new: the same
     function to float rounding, so log-likelihoods agree closely -- but it is another result."""
-    from fewshot_eval.evaluate.api import Request
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.predictor import Request
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
     from fewshot_eval.plan.identity import job_identity
 
     plain = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2"}, {"device": "cpu"})

@@ -57,7 +57,7 @@ def test_tiny_gpt2_reports_gold_perplexity_through_extra_metrics(workdir: Path) 
 
 def test_catalog_tasks_take_no_extra_metrics() -> None:
     from fewshot_eval.config import ConfigError
-    from fewshot_eval.evaluate.checks import check_tasks
+    from fewshot_eval.evaluate.tasks.task_checks import check_tasks
 
     with pytest.raises(ConfigError, match=r"extra_metrics: task 'lm_eval:hellaswag' is an lm-eval catalog task"):
         check_tasks(["lm_eval:hellaswag"], {"extra_metrics": ["accuracy"]}, [])

@@ -35,7 +35,7 @@ def test_editing_a_per_language_data_file_makes_results_stale(workdir: Path, tmp
 
 
 def test_replacing_a_checkpoint_at_the_same_path_makes_results_stale(workdir: Path, tmp_path: Path) -> None:
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_gpt2_path(), ckpt)

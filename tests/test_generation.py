@@ -12,7 +12,7 @@ import pytest
 
 from cli_helpers import run_cli, trial_docs
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import GenerationRequest
+from fewshot_eval.evaluate.backends.predictor import GenerationRequest
 
 MAX_LENGTH = 96
 
@@ -20,7 +20,7 @@ MAX_LENGTH = 96
 @pytest.fixture(scope="module")
 def tiny_path() -> str:
     pytest.importorskip("torch")
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     return str(tiny_gpt2_path())
 
@@ -29,7 +29,7 @@ def tiny_path() -> str:
 def ours(tiny_path):
     import torch
 
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
 
     torch.set_num_threads(1)  # 2 shared cores: threads only contend
     return CausalLMPredictor.from_settings({"name": "tiny", "weights": tiny_path}, {"device": "cpu", "batch_size": 4, "max_length": MAX_LENGTH})
@@ -95,7 +95,7 @@ def test_max_new_tokens_must_leave_room_for_the_prompt(ours):
 
 def test_squad_normalisation_exact_match_and_f1():
     from fewshot_eval.evaluate.registry import metric
-    from fewshot_eval.evaluate.text_metrics import normalize_answer, token_f1
+    from fewshot_eval.evaluate.metrics.text_metrics import normalize_answer, token_f1
 
     assert normalize_answer("  The Eiffel-Tower!  ") == "eiffeltower"
     assert normalize_answer("a cat, an owl and THE dog") == "cat owl and dog"
@@ -115,7 +115,7 @@ def test_squad_normalisation_exact_match_and_f1():
 def test_bleu_and_chrf_are_sacrebleu_corpus_scores():
     import sacrebleu
 
-    from fewshot_eval.evaluate.metrics import compute_metrics
+    from fewshot_eval.evaluate.metrics.label_metrics import compute_metrics
 
     outs = ["The cat sat on a mat.", " Ka huno amet doma.", "hello there world"]
     refs = [["The cat sat on the mat.", "A cat sat on the mat."], ["Ka huno amet mo doma."], ["hello world"]]
@@ -134,7 +134,7 @@ def test_bleu_and_chrf_are_sacrebleu_corpus_scores():
 
 
 def _task(tmp_path: Path, text: str):
-    from fewshot_eval.evaluate.tasks import load_task_def
+    from fewshot_eval.evaluate.tasks.definitions import load_task_def
 
     (tmp_path / "task_def").mkdir(parents=True, exist_ok=True)
     data = tmp_path / "task_def" / "d.jsonl"
@@ -148,7 +148,7 @@ GEN = "kind: generate\ndata: {local: {train: d.jsonl, validation: d.jsonl}}\nref
 
 
 def test_generation_task_definition_and_its_errors(tmp_path):
-    from fewshot_eval.evaluate.tasks import load_split
+    from fewshot_eval.evaluate.tasks.definitions import load_split
 
     td = _task(tmp_path, GEN)
     assert td.kind == "generate" and td.metrics == ("exact_match", "f1") and td.labels == []
@@ -173,7 +173,7 @@ def test_generation_task_definition_and_its_errors(tmp_path):
     nested = _task(tmp_path / "nested", GEN.replace("references_field: a", "references_field: t.de"))
     (tmp_path / "nested" / "task_def" / "d.jsonl").write_text('{"q": "Hi", "t": {"de": "Hallo", "en": "Hi"}}\n')
     assert load_split(nested, "validation")[0]["_references"] == ["Hallo"]  # a key of a nested record
-    from fewshot_eval.evaluate.generation import generation_settings
+    from fewshot_eval.evaluate.tasks.generation_task import generation_settings
 
     assert generation_settings(td, {"train_sep": "\n\n"})["until"] == ["\n\n"]  # default: train_sep
     assert generation_settings(td, {"until": "###", "max_new_tokens": 5}) == {"until": ["###"], "max_new_tokens": 5, "do_sample": False, "temperature": 1.0}
@@ -186,8 +186,8 @@ def test_generation_task_definition_and_its_errors(tmp_path):
 
 def test_evaluator_generates_with_demonstrations_within_max_length(tiny_path, theirs):
     from fewshot_eval.evaluate import build_evaluator
-    from fewshot_eval.evaluate.generation import generation_metrics
-    from fewshot_eval.evaluate.recalc import recalc_metrics
+    from fewshot_eval.evaluate.tasks.generation_task import generation_metrics
+    from fewshot_eval.evaluate.rescoring import recalc_metrics
 
     model = {"name": "tiny_gpt2", "predictor": "clm", "weights": tiny_path}
     params = {"seed": 0, "predictor": "clm", "device": "cpu", "batch_size": 4, "max_length": 200, "train_sep": "\n\n", "n_eval_samples": 4}
@@ -243,7 +243,7 @@ def test_cli_run_and_recalc_without_the_model(workdir, monkeypatch):
         rows = [json.loads(line) for line in next(f.parent.glob("trial0/*.predictions.jsonl")).read_text().splitlines()]
         assert all(isinstance(r["output"], str) and r["references"] for r in rows)
     # recalc in-process with model loading made impossible: metrics come from the stored outputs
-    import fewshot_eval.evaluate.clm as clm
+    import fewshot_eval.evaluate.backends.clm as clm
     from fewshot_eval.config import conf_dir
     from fewshot_eval.report.recalc import recalc_result
 
@@ -265,8 +265,8 @@ def test_generation_goes_through_the_resume_cache_with_per_example_demonstration
     """Generated outputs are stored per batch in the trial's score cache and reused by a rerun;
     demo_sampling=per_example gives every example its own demonstrations (rows: demo_ids)."""
     from fewshot_eval.evaluate import build_evaluator
-    from fewshot_eval.evaluate.cache import from_json, to_json
-    from fewshot_eval.evaluate.tasks import load_task_def, split_data
+    from fewshot_eval.evaluate.resume import from_json, to_json
+    from fewshot_eval.evaluate.tasks.definitions import load_task_def, split_data
 
     req = GenerationRequest("Q: x\nA:", ("\n", "."), 8, True, 0.5, 3, "q1")
     assert from_json(json.loads(json.dumps(to_json(req)))) == req  # requests round-trip through the cache's JSON
@@ -302,7 +302,7 @@ def test_chat_models_generate_the_assistant_turn(tiny_path, tmp_path):
 
     from transformers import AutoTokenizer
 
-    from fewshot_eval.evaluate.runner import FewShotEvaluator
+    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
     from fewshot_eval.settings import model_setting
 
     weights = tmp_path / "tiny-chat"

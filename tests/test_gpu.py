@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import Request
+from fewshot_eval.evaluate.backends.predictor import Request
 
 
 def _cuda() -> int:
@@ -34,7 +34,7 @@ REQUESTS += [Request("The cat sat on", " the mat because it was warm"), Request(
 
 
 def clm_scores(**model):
-    from fewshot_eval.evaluate.clm import CausalLMPredictor, load_model
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor, load_model
 
     try:
         pred = CausalLMPredictor.from_settings({"name": "tiny", "weights": "tiny-gpt2", **model}, {"device": "cuda", "batch_size": 4})
@@ -46,7 +46,7 @@ def clm_scores(**model):
 @needs_gpu
 @pytest.mark.skipif(not HAS_VLLM, reason="needs vllm (pip install vllm)")
 def test_vllm_tp1_scores_like_clm():
-    from fewshot_eval.evaluate.vllm_backend import VLLMPredictor
+    from fewshot_eval.evaluate.backends.vllm_engine import VLLMPredictor
 
     ref = clm_scores()
     model = {"name": "tiny", "predictor": "vllm", "weights": "tiny-gpt2",
@@ -69,7 +69,7 @@ def test_clm_sharded_over_two_gpus_scores_like_one():
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed here")
 def test_without_vllm_planning_says_what_to_install():
-    from fewshot_eval.evaluate.vllm_backend import VLLMPredictor
+    from fewshot_eval.evaluate.backends.vllm_engine import VLLMPredictor
 
     with pytest.raises(ConfigError, match=r"predictor 'vllm' needs the vllm package.*pip install vllm"):
         VLLMPredictor.check_settings({"name": "m", "weights": "tiny-gpt2"}, {})

@@ -79,7 +79,7 @@ def _reference(conf: Path, nshot: int, fewshot_seed: int, monkeypatch: pytest.Mo
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     monkeypatch.chdir(conf / "lm_eval_tasks")
     tm = TaskManager(include_path=str(conf / "lm_eval_tasks"), include_defaults=False)
@@ -196,7 +196,7 @@ def test_the_catalog_index_is_kept_on_disk_until_a_yaml_changes(tmp_path: Path, 
 
     from lm_eval.tasks._index import TaskIndex
 
-    from fewshot_eval.evaluate.catalog import _index_on_disk
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog import _index_on_disk
 
     monkeypatch.setenv("FEWSHOT_EVAL_CACHE", str(tmp_path / "cache"))
     tasks = tmp_path / "tasks"

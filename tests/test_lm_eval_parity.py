@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.checks import check_nshot, check_tasks
-from fewshot_eval.evaluate.runner import FewShotEvaluator
-from fewshot_eval.evaluate.tasks import load_task_def, split_data
+from fewshot_eval.evaluate.tasks.task_checks import check_nshot, check_tasks
+from fewshot_eval.evaluate.evaluator import FewShotEvaluator
+from fewshot_eval.evaluate.tasks.definitions import load_task_def, split_data
 from fewshot_eval.plan.identity import job_identity
 
 COPA = Path(__file__).resolve().parents[1] / "conf" / "task_def" / "data" / "copa_demo"

@@ -26,7 +26,7 @@ def hflm():
     """lm-evaluation-harness's own HF model on the very same weights, with a short context (64 tokens)."""
     from lm_eval.models.huggingface import HFLM
 
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     return HFLM(pretrained=str(tiny_gpt2_path()), max_length=64, batch_size=4, device="cpu")
 
@@ -99,7 +99,7 @@ def test_perplexity_with_model_context_and_nshot_ignored():
     rows = res.predictions["wiki_demo.text"]
     assert sum(r["n_tokens"] > 1024 for r in rows) == 2
     assert any("nshot=2 ignored" in w for w in res.info["warnings"])
-    from fewshot_eval.evaluate.recalc import recalc_metrics
+    from fewshot_eval.evaluate.rescoring import recalc_metrics
 
     names = ["word_perplexity", "byte_perplexity", "bits_per_byte"]
     assert recalc_metrics(rows, {"scoring": "mean"}, "wiki_demo", names) == res.metrics["wiki_demo.text"]
@@ -124,7 +124,7 @@ def test_gold_perplexity_equals_lm_eval_loglikelihood(hflm):
 
 def test_baseline_on_a_perplexity_task_is_a_planning_error():
     from fewshot_eval.config import config_dirs
-    from fewshot_eval.evaluate.checks import check_tasks
+    from fewshot_eval.evaluate.tasks.task_checks import check_tasks
 
     check_tasks(["wiki_demo"], _params(), config_dirs())
     with pytest.raises(ConfigError, match=r"predictor 'random'.*perplexity task.*loglikelihood_rolling.*Predictors that do: clm"):
@@ -145,7 +145,7 @@ def test_perplexity_task_def_errors(patch, message):
     import yaml
 
     from fewshot_eval.config import conf_dir
-    from fewshot_eval.evaluate.tasks import parse_task_def
+    from fewshot_eval.evaluate.tasks.definitions import parse_task_def
 
     path = Path(conf_dir()) / "task_def" / "wiki_demo.yaml"
     node = {**yaml.safe_load(path.read_text()), **patch}

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from fewshot_eval.evaluate.api import Request
-from fewshot_eval.evaluate.prefix_tree import PrefixTree, common_prefix
+from fewshot_eval.evaluate.backends.predictor import Request
+from fewshot_eval.evaluate.backends.prefix_tree import PrefixTree, common_prefix
 
 WORDS = "the a cat dog ran sat on mat house tree blue red because so then went came big small old new".split()
 
@@ -33,7 +33,7 @@ def mixed_requests(seed: int = 0) -> list[Request]:
 @pytest.fixture(scope="module")
 def tiny_path():
     pytest.importorskip("torch")
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     return tiny_gpt2_path()
 
@@ -42,7 +42,7 @@ def tiny_path():
 def lm(tiny_path):
     import torch
 
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
 
     torch.set_num_threads(2)
     return CausalLMPredictor.from_settings({"name": "tiny", "weights": str(tiny_path)}, {"device": "cpu", "batch_size": 3})
@@ -151,7 +151,7 @@ def test_other_architectures(lm, arch):
     import torch
     from transformers import LlamaConfig, MistralConfig
 
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
 
     if arch.startswith("llama"):
         model = _tiny(LlamaConfig, lm.tokenizer)

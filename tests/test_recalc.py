@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.recalc import recalc_metrics, rescore_rows
+from fewshot_eval.evaluate.rescoring import recalc_metrics, rescore_rows
 
 MODES = ("sum", "mean", "suffix", "unconditional-norm")
 OPTS = {"pawsx_demo": ["sentence1:: | sentence2::"]}
@@ -17,9 +17,9 @@ OPTS = {"pawsx_demo": ["sentence1:: | sentence2::"]}
 def runs(tmp_path_factory):
     """The same trial run once per scoring mode, raw and calibrated; rows round-tripped through JSON."""
     pytest.importorskip("torch")
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.runner import FewShotEvaluator
-    from fewshot_eval.evaluate.tiny_model import build_tiny_gpt2
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
+    from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2
 
     path = build_tiny_gpt2(tmp_path_factory.mktemp("cache") / "tiny")
     lm = CausalLMPredictor.from_settings({"name": "tiny", "weights": str(path)}, {"device": "cpu", "batch_size": 16})

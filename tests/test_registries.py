@@ -13,7 +13,7 @@ from fewshot_eval.config import ConfigError, conf_dir
 from fewshot_eval.evaluate.registry import metric, metric_names, predictor_class, predictor_names
 
 PLUGIN = '''
-from fewshot_eval.evaluate.api import Loglik, Predictor
+from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor
 from fewshot_eval.evaluate.registry import register_metric, register_predictor
 
 

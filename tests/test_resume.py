@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.evaluate.api import Loglik, Request
-from fewshot_eval.evaluate.cache import CachedPredictor, from_json, to_json
+from fewshot_eval.evaluate.backends.predictor import Loglik, Request
+from fewshot_eval.evaluate.resume import CachedPredictor, from_json, to_json
 from fewshot_eval.store.score_cache import ScoreCache
 
 
@@ -46,7 +46,7 @@ def _same(a, b, tol: float = 1e-5) -> bool:
 @pytest.fixture(scope="module")
 def clm():
     pytest.importorskip("torch")
-    from fewshot_eval.evaluate.runner import build_predictor
+    from fewshot_eval.evaluate.evaluator import build_predictor
 
     return build_predictor({"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"},
                            {"device": "cpu", "dtype": "float32", "batch_size": 4, "max_length": 256})

@@ -8,15 +8,15 @@ import random
 import pytest
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import Request, split_whitespace
+from fewshot_eval.evaluate.backends.predictor import Request, split_whitespace
 from fewshot_eval.evaluate.scoring import argmax, score_candidates, shared_prefix_suffix
 
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     torch = pytest.importorskip("torch")
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.tiny_model import build_tiny_gpt2
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2
 
     path = build_tiny_gpt2(tmp_path_factory.mktemp("cache") / "tiny")
     torch.set_num_threads(2)
@@ -105,7 +105,7 @@ def test_left_truncation_like_lm_eval(lm):
 
 def test_modes_on_a_mid_prompt_template(lm):
     """Evaluator rows, scored in every mode, equal sums/means over a direct forward pass."""
-    from fewshot_eval.evaluate.runner import FewShotEvaluator
+    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 
     ev = FewShotEvaluator({"name": "tiny"}, {}, predictor=lm)
     params = {"seed": 0, "scoring": "unconditional-norm", "n_eval_samples": 2, "templates": {"nli_demo": "default"}}
@@ -135,7 +135,7 @@ def test_modes_on_a_mid_prompt_template(lm):
 def test_unconditional_continuations_only_when_needed_and_once_per_job(lm):
     """scoring=sum asks the model for no unconditional continuation; unconditional-norm asks for each
     distinct candidate text once per job (evaluator), across examples and trials."""
-    from fewshot_eval.evaluate.runner import FewShotEvaluator
+    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 
     seen: list[Request] = []
 

@@ -22,8 +22,8 @@ from cli_helpers import run_cli
 from served_helpers import KEY, KEY_ENV, PARAMS, candidates, free_port, probe, running_server, served
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate import build_evaluator
-from fewshot_eval.evaluate.api import Request
-from fewshot_eval.evaluate.openai_completions import OpenAICompletionsPredictor, ServerError, TokenisationMismatch
+from fewshot_eval.evaluate.backends.predictor import Request
+from fewshot_eval.evaluate.backends.openai_completions import OpenAICompletionsPredictor, ServerError, TokenisationMismatch
 
 PYTHON = os.environ.get("FEWSHOT_LLAMA_CPP_PYTHON") or sys.executable
 
@@ -37,7 +37,7 @@ def server(tmp_path_factory):
         if os.environ.get("FEWSHOT_REQUIRE_LLAMA_CPP"):
             pytest.fail(why)
         pytest.skip(f"{why}: pip install 'llama-cpp-python[server]' gguf, or set FEWSHOT_LLAMA_CPP_PYTHON")
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     d = tmp_path_factory.mktemp("llama")
     model = d / "tiny-gpt2.gguf"
@@ -86,7 +86,7 @@ REQS = [Request("Question: is it true? Answer: ", "Yes"), Request("The cat sat o
 
 def test_the_server_scores_the_continuation_tokens_clm_scores(server, key):
     """Whitespace moved to the continuation, and the server's continuation tokens are clm's."""
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
 
     api = OpenAICompletionsPredictor.from_settings(served(server), {})
     clm = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2"}, {"device": "cpu"})
@@ -102,7 +102,7 @@ def test_llama_cpp_python_echo_logprobs_are_shifted_by_one(server, key):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     text = "The cat sat on the mat"
     r = requests.post(f"{server}/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,

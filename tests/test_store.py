@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from fewshot_eval.evaluate.api import TrialResult
+from fewshot_eval.evaluate.trial_result import TrialResult
 from fewshot_eval.store import atomic
 from fewshot_eval.store.atomic import append_jsonl, clean_temp_files, write_json, write_text
 from fewshot_eval.store.results import write_results, write_trial

@@ -15,7 +15,7 @@ import yaml
 
 from fewshot_eval.config import ConfigError, conf_dir, config_dirs
 from fewshot_eval.evaluate import build_evaluator
-from fewshot_eval.evaluate.recalc import recalc_metrics
+from fewshot_eval.evaluate.rescoring import recalc_metrics
 
 MODEL = {"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"}
 SHAPED = ["hellaswag_demo", "record_demo", "multirc_demo", "blimp_demo"]
@@ -52,7 +52,7 @@ def test_demo_tasks_run_with_tiny_gpt2(lm_runs):
         json.dumps([res.metrics, res.predictions, res.info])
         m = _metrics(res)
         assert m["n_examples"] == len(_rows(res)) > 0
-        from fewshot_eval.evaluate.tasks import load_task_def
+        from fewshot_eval.evaluate.tasks.definitions import load_task_def
 
         td = load_task_def(task)
         assert set(td.metrics) <= set(m)
@@ -85,7 +85,7 @@ def test_minimal_pairs_equal_lm_eval_blimp(lm_runs):
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     rows = _rows(lm_runs["blimp_demo", 0])
     hflm = HFLM(pretrained=str(tiny_gpt2_path()), batch_size=8, device="cpu")
@@ -146,7 +146,7 @@ def test_scoring_modes_calibration_and_recalc_on_shapes(lm_runs):
 
 
 def _task_def(name: str, **patch):
-    from fewshot_eval.evaluate.tasks import parse_task_def
+    from fewshot_eval.evaluate.tasks.definitions import parse_task_def
 
     path = Path(conf_dir()) / "task_def" / f"{name}.yaml"
     node = {**yaml.safe_load(path.read_text()), **patch}
@@ -172,7 +172,7 @@ def test_shape_key_errors_name_file_and_key(name, patch, message):
 
 
 def test_bad_rows_name_file_and_line(tmp_path):
-    from fewshot_eval.evaluate.tasks import load_split
+    from fewshot_eval.evaluate.tasks.definitions import load_split
 
     td = _task_def("hellaswag_demo")
     rows = [{"ind": 0, "ctx": "A", "endings": ["x", "y"], "label": 0}, {"ind": 1, "ctx": "B", "endings": ["x", "y"], "label": 2}]
@@ -184,7 +184,7 @@ def test_bad_rows_name_file_and_line(tmp_path):
 
 
 def test_majority_on_minimal_pairs_is_a_planning_error():
-    from fewshot_eval.evaluate.checks import check_tasks
+    from fewshot_eval.evaluate.tasks.task_checks import check_tasks
 
     check_tasks(["blimp_demo"], _params(predictor="random"), config_dirs())
     with pytest.raises(ConfigError, match="predictor 'majority'.*minimal-pairs.*Use predictor 'random'"):
@@ -192,7 +192,7 @@ def test_majority_on_minimal_pairs_is_a_planning_error():
 
 
 def test_planning_errors_for_options_that_do_not_apply():
-    from fewshot_eval.evaluate.checks import check_balanced, check_tasks
+    from fewshot_eval.evaluate.tasks.task_checks import check_balanced, check_tasks
 
     with pytest.raises(ConfigError, match="balanced=true for task 'hellaswag_demo': it has no fixed label set.*use balanced=false"):
         check_balanced(["hellaswag_demo"], _params(balanced=True), 2, config_dirs())

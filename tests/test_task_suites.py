@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError, conf_dir
-from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV, HFSource, is_manual, load_task_def, select_templates, split_data
+from fewshot_eval.evaluate.tasks.definitions import HF_MIRROR_ENV, HFSource, is_manual, load_task_def, select_templates, split_data
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 STORYCLOZE = Path(__file__).parent / "fixtures" / "storycloze"
@@ -155,7 +155,7 @@ def test_bias_metrics_match_a_reference_computed_from_the_model() -> None:
 
     from fewshot_eval.config import EVAL_KEYS
     from fewshot_eval.evaluate import build_evaluator
-    from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     base = yaml.safe_load((conf_dir() / "config.yaml").read_text())
     params = {k: base.get(k) for k in EVAL_KEYS} | {"predictor": "clm", "scoring": "sum", "device": "cpu"}
@@ -198,7 +198,7 @@ def test_stereoset_scores_average_over_target_terms_and_count_ties_as_anti() -> 
 
 
 def test_record_fields_missing_in_the_data_names_task_and_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fewshot_eval.evaluate.tasks import parse_task_def
+    from fewshot_eval.evaluate.tasks.definitions import parse_task_def
 
     node = yaml.safe_load((conf_dir() / "task_def" / "stereoset_intrasentence.yaml").read_text())
     td = parse_task_def("stereo_mine", tmp_path / "stereo_mine.yaml", node | {"record_fields": ["target", "domain"]})
@@ -253,7 +253,7 @@ def test_every_suite_runs_with_the_tiny_model() -> None:
 
 
 def test_gold_label_is_one_of_the_labels_and_excludes_label_field(tmp_path: Path) -> None:
-    from fewshot_eval.evaluate.tasks import parse_task_def
+    from fewshot_eval.evaluate.tasks.definitions import parse_task_def
 
     node = {"data": {"local": {"validation": "v.jsonl"}}, "labels": ["more", "less"], "gold_label": "most",
             "templates": {"t": {"prompt": "{{ candidate }}", "candidates": {"more": "{{ a }}", "less": "{{ b }}"}}}}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError, conf_dir
-from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV, load_task_def, parse_task_def, split_data
+from fewshot_eval.evaluate.tasks.definitions import HF_MIRROR_ENV, load_task_def, parse_task_def, split_data
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 SEED_TRANSLATION = ["wmt14fren", "wmt14enfr", "wmt16deen", "wmt16ende", "wmt16roen", "wmt16enro"]
@@ -94,7 +94,7 @@ def test_blimp_phenomena_are_the_hub_configs_lm_eval_lists() -> None:
 def test_multirc_groups_by_paragraph_and_question() -> None:
     """Rows carry one group per (idx.paragraph, idx.question); two questions with the same question
     index in different paragraphs are distinct groups."""
-    from fewshot_eval.evaluate.shapes import row_fields
+    from fewshot_eval.evaluate.tasks.shapes import row_fields
 
     td = load_task_def("multirc")
     docs, pool = split_data(td, {}, None, None)

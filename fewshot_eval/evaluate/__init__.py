@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fewshot_eval.evaluate.api import Evaluator, TrialResult
+from fewshot_eval.evaluate.trial_result import Evaluator, TrialResult
 
 __all__ = ["Evaluator", "TrialResult", "build_evaluator", "recalc_metrics", "preferred_metric"]
 
@@ -28,12 +28,12 @@ def build_evaluator(model: dict[str, Any], params: dict[str, Any], result_dir: P
     With ``result_dir``, a language model's scored requests are cached per trial under it
     (``evaluate.cache``): a killed job's rerun rescores at most the batch in flight. ``weights``:
     the weights fingerprint, part of the cache keys."""
-    from fewshot_eval.evaluate.runner import FewShotEvaluator
+    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 
     evaluator = FewShotEvaluator(model, params)
     if result_dir is None or not evaluator.predictor.is_lm:  # baselines answer at once: nothing to resume
         return evaluator
-    from fewshot_eval.evaluate.cache import ResumableEvaluator
+    from fewshot_eval.evaluate.resume import ResumableEvaluator
 
     return ResumableEvaluator(evaluator, result_dir, model, params, weights)
 
@@ -41,15 +41,15 @@ def build_evaluator(model: dict[str, Any], params: dict[str, Any], result_dir: P
 def recalc_metrics(rows: list[dict[str, Any]], params: dict[str, Any], task: str | None = None) -> dict[str, Any]:
     """Metrics of stored prediction rows under ``params['scoring']``/``['calibrator']``; no model loaded.
 
-    See :mod:`fewshot_eval.evaluate.recalc`. ``task`` selects ``params['calibration_options'][task]``.
+    See :mod:`fewshot_eval.evaluate.rescoring`. ``task`` selects ``params['calibration_options'][task]``.
     """
-    from fewshot_eval.evaluate.recalc import recalc_metrics as _recalc
+    from fewshot_eval.evaluate.rescoring import recalc_metrics as _recalc
 
     return _recalc(rows, params, task)
 
 
 def preferred_metric(task: str) -> str:
     """The metric a task definition prefers (``accuracy`` or ``macro_f1``)."""
-    from fewshot_eval.evaluate.tasks import load_task_def
+    from fewshot_eval.evaluate.tasks.definitions import load_task_def
 
     return load_task_def(task).preferred_metric

@@ -48,9 +48,21 @@ from typing import Any, Callable, Iterable, Optional
 from fewshot_eval.config import ConfigError
 
 # Modules whose import registers the built-in predictors and metrics.
-BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.text_metrics", "fewshot_eval.evaluate.bias_metrics",
-                   "fewshot_eval.evaluate.baselines", "fewshot_eval.evaluate.clm", "fewshot_eval.evaluate.shapes", "fewshot_eval.evaluate.perplexity",
-                   "fewshot_eval.evaluate.openai_completions", "fewshot_eval.evaluate.vllm_backend")
+BUILTIN_MODULES = (
+    "fewshot_eval.evaluate.metrics.label_metrics", "fewshot_eval.evaluate.metrics.text_metrics",
+    "fewshot_eval.evaluate.metrics.bias_metrics", "fewshot_eval.evaluate.metrics.perplexity", "fewshot_eval.evaluate.tasks.shapes",
+    "fewshot_eval.evaluate.backends.baselines", "fewshot_eval.evaluate.backends.clm",
+    "fewshot_eval.evaluate.backends.openai_completions", "fewshot_eval.evaluate.backends.vllm_engine",
+)
+# Modules of release 0.2.0 a plugin may still import: where their contents went (named in the load error).
+MOVED_MODULES = {
+    "fewshot_eval.evaluate.api": "fewshot_eval.evaluate.backends.predictor (Predictor, Request, Loglik, GenerationRequest)",
+    "fewshot_eval.evaluate.metrics": "fewshot_eval.evaluate.metrics.label_metrics",
+    "fewshot_eval.evaluate.text_metrics": "fewshot_eval.evaluate.metrics.text_metrics",
+    "fewshot_eval.evaluate.clm": "fewshot_eval.evaluate.backends.clm",
+    "fewshot_eval.evaluate.tasks": "fewshot_eval.evaluate.tasks.definitions",
+    "fewshot_eval.evaluate.shapes": "fewshot_eval.evaluate.tasks.shapes",
+}
 ENTRY_POINT_GROUP = "fewshot_eval.plugins"
 OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 METRIC_KINDS = ("choice", "generate")  # the tasks a metric scores (see metric_kind)
@@ -108,7 +120,7 @@ def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: b
     ``generate``). ``over="labels"``: ``fn(gold, pred) -> float | Scored`` (generate:
     ``fn(references, outputs)``); ``over="rows"``: ``fn(rows) -> float | Scored | None`` over a
     sub-result's prediction rows (metrics that need scores, groups or token counts; see
-    :mod:`fewshot_eval.evaluate.shapes`). ``higher_is_better=False`` for perplexities; ``ideal``
+    :mod:`fewshot_eval.evaluate.tasks.shapes`). ``higher_is_better=False`` for perplexities; ``ideal``
     for a metric whose best value is a target (50 for stereotype scores): reports rank by the
     distance to it."""
     if kind not in METRIC_KINDS:
@@ -149,7 +161,9 @@ def load_plugins(config_dirs: Iterable[Path] = ()) -> None:
             try:
                 spec.loader.exec_module(module)
             except Exception as e:  # noqa: BLE001 - a user file: say which one
-                raise ConfigError(f"{f}: the plugin module failed to load: {type(e).__name__}: {e}") from None
+                moved = MOVED_MODULES.get(getattr(e, "name", None) or "") if isinstance(e, ImportError) else None
+                hint = f" (module {e.name} moved in fewshot-eval 0.3: import from {moved})" if moved else ""  # type: ignore[attr-defined]
+                raise ConfigError(f"{f}: the plugin module failed to load: {type(e).__name__}: {e}{hint}") from None
 
 
 def _lookup(table: dict[str, Any], kind: str, name: str, config_dirs: Iterable[Path]) -> Any:

@@ -10,14 +10,14 @@ that sbatch refuses leaves no files behind (the pickles and scripts it wrote are
 
 Every pool is submitted before anything is waited on. Each job is recorded twice: a
 ``submitted.json`` marker in its result dir (:func:`marker`; the next sweep's planner asks SLURM
-about it through ``fewshot_eval.launch.pending``, the job deletes it when it finishes) and a line
+about it through ``fewshot_eval.launch.slurm_states``, the job deletes it when it finishes) and a line
 with its job id in ``<output_dir>/scheduled_jobs.jsonl``. A model setting with
 ``job.combine_tasks: true`` runs all its jobs in one SLURM job (:class:`CombinedJobs`).
 
 A SLURM job of several tasks (``resources.tasks_per_node`` > 1 or ``nodes`` > 1) runs one
 evaluation: submitit starts the payload in every task, and only rank 0 runs it
 (:func:`task_rank`); the other tasks log that and exit at once. A backend that needs the other
-nodes (vLLM over Ray, ``fewshot_eval/evaluate/ray_slurm.sh``) starts its own processes there.
+nodes (vLLM over Ray, ``fewshot_eval/evaluate/backends/ray_slurm.sh``) starts its own processes there.
 """
 
 from __future__ import annotations
@@ -343,7 +343,7 @@ FAULT_ENV = "FEWSHOT_FAULT"  # "kill-after-sbatch": SIGKILL the sweep right afte
 def submitted_meanwhile(pj: Any, states: Any) -> Optional[str]:
     """Why a planned job must not be submitted after all: another sweep submitted it between this
     sweep's plan and its submission lock. ``states``: a SlurmStates made after taking the lock."""
-    from fewshot_eval.launch.pending import SlurmUnreachable, pending_reason
+    from fewshot_eval.launch.slurm_states import SlurmUnreachable, pending_reason
 
     u = pj.unit
     if not ((u.result_dir / layout.SUBMITTED).exists() or (u.result_dir / INTENT).exists()):
@@ -377,7 +377,7 @@ def _launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
     owner: dict[int, Any] = {}  # job index -> submitit job
     returns: dict[int, JobReturn] = {}
     lines = []
-    from fewshot_eval.launch.pending import SlurmStates
+    from fewshot_eval.launch.slurm_states import SlurmStates
 
     fresh = SlurmStates(ttl_s=600)  # asked now, under the lock: one squeue (+ sacct) per array
     meanwhile = {i: why for i, pj in enumerate(planned) if (why := submitted_meanwhile(pj, fresh))}

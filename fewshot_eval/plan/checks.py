@@ -6,7 +6,7 @@ do. Where they are called:
 
 * :func:`check_plan` -- top of ``Planner.plan``: unknown top-level keys (base config, experiment
   and preset files, every swept override) and SLURM's client commands; :func:`check_job_keys`
-  -- the same for a single run (``fewshot_eval.job``).
+  -- the same for a single run (``fewshot_eval.run.job``).
 * :func:`check_run_values` -- ``resolve_unit``: ``output_dir``, ``max_parallel``, ``batch_size``,
   ``n_eval_samples``, ``seed``, ``keep_score_cache`` (after layering, so a model/task setting's value is checked too).
 * ``fewshot_eval.settings.check_setting_name`` -- names that become directories (model/task settings).

@@ -30,7 +30,7 @@ RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: com
 ERROR, FAILED = "error", "failed"  # error: would die at start (fix the config); failed: failed max_failures times
 CHEAP_KEYS = ("nshot", "trial")
 
-# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.pending.Pending
+# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.slurm_states.Pending
 # (.pending, .note, .failure) for a result dir with a submitted.json.
 PendingCheck = Callable[[Path, list[int], bool, bool], Any]
 
@@ -75,7 +75,7 @@ class Planner:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self._parser = OverridesParser.create(config_loader=config_loader)
-        from fewshot_eval.evaluate.catalog import look_again
+        from fewshot_eval.evaluate.lm_eval_bridge.catalog import look_again
 
         look_again()  # lm-eval task YAMLs edited since the last plan in this process are seen
 
@@ -247,7 +247,7 @@ class Planner:
 
     def _weights_note(self, unit: JobUnit) -> Optional[str]:
         """'hub model, not in the local cache' for a hub id (planning does not download), once per weights."""
-        from fewshot_eval.evaluate.checks import weights_note
+        from fewshot_eval.evaluate.backends.model_checks import weights_note
 
         key = ("weights", unit.model.get("weights"), unit.model.get("revision"), unit.params.get("predictor"))
         if key not in self._notes:
@@ -256,10 +256,12 @@ class Planner:
 
     def check(self, unit: JobUnit) -> Optional[str]:
         """What would make this job die at its start (None: nothing), checked once per distinct task
-        setting and params and once per model -- see :mod:`fewshot_eval.evaluate.checks`."""
+        setting and params and once per model -- see :mod:`fewshot_eval.evaluate.tasks.task_checks` and
+        :mod:`fewshot_eval.evaluate.backends.model_checks`."""
         import json
 
-        from fewshot_eval.evaluate import checks
+        from fewshot_eval.evaluate.backends.model_checks import check_model
+        from fewshot_eval.evaluate.tasks.task_checks import check_nshot, check_tasks
 
         def once(key: str, fn: Callable[[], None]) -> Optional[str]:
             if key not in self._checked:
@@ -275,9 +277,9 @@ class Planner:
         model = json.dumps([unit.model_key, unit.model, unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]],
                            sort_keys=True, default=str)
         return (
-            once("tasks" + setting, lambda: checks.check_tasks(tasks, unit.params, self.search))
-            or once("model" + model, lambda: checks.check_model(unit.model_key, unit.model, unit.params))
-            or once(f"nshot{unit.nshot}" + setting, lambda: checks.check_nshot(tasks, unit.params, unit.nshot, self.search))
+            once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
+            or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params))
+            or once(f"nshot{unit.nshot}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
         )
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:

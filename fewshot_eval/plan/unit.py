@@ -61,7 +61,7 @@ def _pool_size(tasks: Sequence[str], params: Mapping[str, Any], search: Sequence
     """Largest demonstration pool of a task setting under ``params`` (cached); None if unknown."""
     key = json.dumps([list(tasks), {k: params.get(k) for k in _POOL_KEYS}, [str(s) for s in search]], sort_keys=True, default=str)
     if key not in _POOLS:
-        from fewshot_eval.evaluate.checks import demo_pool_size
+        from fewshot_eval.evaluate.tasks.task_checks import demo_pool_size
 
         try:
             _POOLS[key] = demo_pool_size(tasks, dict(params), search)

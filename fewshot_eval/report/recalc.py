@@ -28,8 +28,8 @@ from fewshot_eval.store.status import verify_files
 
 def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Path]) -> tuple[Path, str]:
     """Write the result of ``result_dir`` recomputed with ``changes``; returns (new dir, what happened)."""
-    from fewshot_eval.evaluate.catalog import is_catalog
-    from fewshot_eval.evaluate.recalc import recalc_metrics, rescore_rows
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog import is_catalog
+    from fewshot_eval.evaluate.rescoring import recalc_metrics, rescore_rows
 
     res, ident = read_json(result_dir / layout.RESULTS), read_json(result_dir / layout.IDENTITY)
     if res is None or ident is None:

@@ -140,6 +140,6 @@ def _report_errors(errors: list[Any]) -> None:
 
 
 def _pending_check() -> Any:
-    from fewshot_eval.launch.pending import pending_reason
+    from fewshot_eval.launch.slurm_states import pending_reason
 
     return pending_reason

@@ -1,4 +1,4 @@
-"""``fewshot_eval/evaluate/ray_slurm.sh`` (the Ray cluster of a multi-node vLLM job) in a real SLURM job.
+"""``fewshot_eval/evaluate/backends/ray_slurm.sh`` (the Ray cluster of a multi-node vLLM job) in a real SLURM job.
 
 The test cluster has one node, so this checks the head's part: start, wait for the nodes, connect,
 stop (the workers' ``srun`` over other nodes needs a multi-node cluster). Ray runs in the python

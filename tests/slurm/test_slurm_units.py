@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.launch import pending
+from fewshot_eval.launch import slurm_states as pending
 from fewshot_eval.launch.slurm import Pool, error_line, executor_parameters, hydra_overrides, make_pools, pool_folder
 
 FAKE = """#!/bin/sh

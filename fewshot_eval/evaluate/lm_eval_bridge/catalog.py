@@ -14,7 +14,7 @@ the names, sizes and mtimes of the YAML files it reads: an edited YAML rebuilds 
 takes ~0.6 s, in the planner and in every job. This module answers what the planner needs without loading any data:
 does a name exist (else the close matches), what identifies its configuration (lm_eval's version
 and a hash of every config it expands to), which local files it reads, whether its dataset can
-be read offline. The evaluation itself is :mod:`fewshot_eval.evaluate.lm_eval_bridge`.
+be read offline. The evaluation itself is :mod:`fewshot_eval.evaluate.lm_eval_bridge.catalog_runner`.
 
 In YAMLs under ``<config dir>/lm_eval_tasks/``, relative ``dataset_kwargs.data_files`` (and a
 relative ``dataset_path`` directory) are taken relative to the YAML file, so a task can point
@@ -249,7 +249,7 @@ def _index_on_disk(keep: int = 4) -> Any:
     if not isinstance(original, staticmethod):
         yield
         return
-    from fewshot_eval.evaluate.tiny_model import cache_dir
+    from fewshot_eval.config import cache_dir
     from fewshot_eval.store.atomic import write_bytes
 
     def build(paths: Iterable[Path], **options: Any) -> Any:

@@ -26,8 +26,8 @@ Prediction rows keep the ordinary layout (``candidates`` with log-probs); groupe
 ``group`` and ``positive``, multiple-answer rows have a list ``gold``.
 
 :func:`check_shape_keys` validates the ``kind`` of every task definition -- ``choice`` (default),
-``generate`` (:mod:`~fewshot_eval.evaluate.generation`: ``references_field``, ``until``,
-``max_new_tokens``), ``perplexity`` (:mod:`~fewshot_eval.evaluate.perplexity`), ``minimal_pairs``
+``generate`` (:mod:`~fewshot_eval.evaluate.tasks.generation_task`: ``references_field``, ``until``,
+``max_new_tokens``), ``perplexity`` (:mod:`~fewshot_eval.evaluate.metrics.perplexity`), ``minimal_pairs``
 -- and the keys each kind takes.
 """
 
@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, check_keys
 from fewshot_eval.evaluate.registry import register_metric
-from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
+from fewshot_eval.evaluate.metrics.text_metrics import DEFAULT_GENERATION_METRICS
 
 KINDS = ("choice", "generate", "perplexity", "minimal_pairs")  # a task definition's ``kind`` (default choice)
 _SHAPE_KEYS = ("choices_field", "choice_labels_field", "multiple_answers", "group_field", "positive_label", "pair_fields",
@@ -45,7 +45,7 @@ _SHAPE_KEYS = ("choices_field", "choice_labels_field", "multiple_answers", "grou
 _ALLOWED = {  # the keys each kind accepts beyond the common ones
     "choice": {"label_field", "gold_label", "labels", "templates", "choices_field", "choice_labels_field", "multiple_answers", "group_field",
                "positive_label"},
-    "generate": {"templates", "references_field", "until", "max_new_tokens"},  # evaluate/generation.py
+    "generate": {"templates", "references_field", "until", "max_new_tokens"},  # evaluate/tasks/generation_task.py
     "perplexity": {"templates"},
     "minimal_pairs": {"pair_fields"},
 }
@@ -152,7 +152,7 @@ def compile_shape_templates(node: dict[str, Any], shape: dict[str, Any], labels:
     """The task's named templates (``templates``: name -> template node), compiled as its kind
     wants them; every node is checked for unknown and missing keys (errors name file, template
     and the valid keys). ``minimal_pairs`` has none of its own: one ``default`` built from ``pair_fields``."""
-    from fewshot_eval.evaluate.templates import compile_choice_template, compile_document_template, compile_generation_template, compile_template
+    from fewshot_eval.evaluate.tasks.templates import compile_choice_template, compile_document_template, compile_generation_template, compile_template
 
     kind = shape["kind"]
     if kind == "minimal_pairs":

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import Loglik, Predictor, Request
-from fewshot_eval.evaluate.checks import DTYPES
-from fewshot_eval.evaluate.clm import CausalLMPredictor
+from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor, Request
+from fewshot_eval.evaluate.backends.model_checks import DTYPES
+from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
 from fewshot_eval.evaluate.registry import register_predictor
 
 log = logging.getLogger("fewshot_eval")
@@ -157,7 +157,7 @@ class VLLMPredictor(Predictor):
         cls.check_settings(model, params)
         weights = str(model["weights"])
         if weights == "tiny-gpt2":
-            from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+            from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
             weights = str(tiny_gpt2_path())
         dtype = params.get("dtype") or "float32"

@@ -42,7 +42,7 @@ instead of labels: no ``label_field``/``labels``, and its templates a ``{{ targe
         prompt: "Q: {{ question }}\nA: {{ target }}"   # the model continues "Q: ...\nA:"
         target: "{{ answers[0] }}"  # what a demonstration shows (default: the first reference)
 
-Other task shapes (see :mod:`fewshot_eval.evaluate.shapes` and :mod:`~fewshot_eval.evaluate.perplexity`)::
+Other task shapes (see :mod:`fewshot_eval.evaluate.tasks.shapes` and :mod:`~fewshot_eval.evaluate.metrics.perplexity`)::
 
     kind: choice                     # default: rank candidates; or generate / perplexity / minimal_pairs
     choices_field: endings           # per-example candidates (a list field); gold = an index; no 'labels'
@@ -69,7 +69,7 @@ from typing import Any, Iterable, Optional, Sequence
 import yaml
 
 from fewshot_eval.config import ConfigError, check_keys, find_config_file
-from fewshot_eval.evaluate.templates import GenerationTemplate, Template
+from fewshot_eval.evaluate.tasks.templates import GenerationTemplate, Template
 
 
 @dataclass
@@ -174,7 +174,7 @@ def _str_list(value: Any, where: str) -> list[str]:
 
 def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     """Validate one loaded task-definition YAML into a :class:`TaskDef`."""
-    from fewshot_eval.evaluate.shapes import check_shape_keys, compile_shape_templates
+    from fewshot_eval.evaluate.tasks.shapes import check_shape_keys, compile_shape_templates
 
     where = f"task_def/{name}.yaml ({path})"
     check_keys(node, _TOP_KEYS, where)
@@ -220,7 +220,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
     default_template = str(node.get("default_template") or next(iter(templates)))
     if default_template not in templates:
         raise ConfigError(f"{where} key 'default_template': '{default_template}' is not a template. Valid: {', '.join(templates)}.")
-    from fewshot_eval.evaluate.metrics import DEFAULT_METRICS
+    from fewshot_eval.evaluate.metrics.label_metrics import DEFAULT_METRICS
     from fewshot_eval.evaluate.registry import metric, metric_kind
 
     kind = shape["kind"]
@@ -460,7 +460,7 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
             doc["_references"] = _references(task, doc, split, at(i))
             doc["_label"] = None
         elif task.kind != "choice" or task.choices_field or task.multiple_answers or task.group_field:
-            from fewshot_eval.evaluate.shapes import normalise_shape_row
+            from fewshot_eval.evaluate.tasks.shapes import normalise_shape_row
 
             normalise_shape_row(task, doc, split, at(i))
         else:
@@ -469,7 +469,7 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
                 raise ConfigError(f"{at(i)}{task.where('labels')}: split '{split}' has gold label '{label}', not one of {task.labels}.")
             doc["_label"] = label
         if task.record_fields:
-            from fewshot_eval.evaluate.shapes import field_value
+            from fewshot_eval.evaluate.tasks.shapes import field_value
 
             doc["_fields"] = {f: field_value(doc, f, at(i), task.where("record_fields"), split) for f in task.record_fields}
         if task.id_field:
@@ -484,7 +484,7 @@ def _normalise(task: TaskDef, rows: list[Doc], split: str, where: str, origin: O
 
 def _references(task: TaskDef, doc: Doc, split: str, at: str) -> list[str]:
     """The reference texts of a generation task's row: its ``references_field`` (a string or a list)."""
-    from fewshot_eval.evaluate.shapes import field_value
+    from fewshot_eval.evaluate.tasks.shapes import field_value
 
     name = task.references_field or ""
     value = field_value(doc, name, at, task.where("references_field"), split)  # "answers.text": a key of a nested record (SQuAD, WMT)
@@ -603,7 +603,7 @@ def split_names(task: TaskDef, params: dict[str, Any]) -> tuple[Optional[str], s
     """(train split or None, eval split) after the ``train_set``/``eval_set`` overrides.
 
     None: the task has no train split; demonstrations then come from the validation split
-    minus the evaluated rows (see :func:`fewshot_eval.evaluate.demonstrations.demo_pool`).
+    minus the evaluated rows (see :func:`fewshot_eval.evaluate.tasks.demonstrations.demo_pool`).
     """
     train = _per_task(params, "train_set", task.name) or task.train_split
     evals = _per_task(params, "eval_set", task.name) or task.eval_split
@@ -620,7 +620,7 @@ def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train
 
     The selected templates' fields must exist in the evaluated rows, and in the pool only when
     ``demonstrations`` are drawn from it (a field missing from a split that is not read is fine)."""
-    from fewshot_eval.evaluate.demonstrations import demo_pool
+    from fewshot_eval.evaluate.tasks.demonstrations import demo_pool
 
     train_split, eval_split = split_names(task, params)
     eval_docs = load_split(task, eval_split, lang)

@@ -34,9 +34,9 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import GenerationRequest, Loglik, Predictor, Request
-from fewshot_eval.evaluate.checks import DEVICE_MAPS, DTYPES
-from fewshot_eval.evaluate.prefix_tree import common_prefix as _common_prefix
+from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Loglik, Predictor, Request
+from fewshot_eval.evaluate.backends.model_checks import DEVICE_MAPS, DTYPES
+from fewshot_eval.evaluate.backends.prefix_tree import common_prefix as _common_prefix
 from fewshot_eval.evaluate.registry import register_predictor
 
 log = logging.getLogger("fewshot_eval")
@@ -146,7 +146,7 @@ class CausalLMPredictor(Predictor):
         if not weights:
             raise ConfigError(f"model '{model.get('name', '?')}': predictor 'clm' needs 'weights' (a local dir, a hub id, or 'tiny-gpt2').")
         if weights == "tiny-gpt2":
-            from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
+            from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
             weights = str(tiny_gpt2_path())
         device = params.get("device") or "auto"
@@ -282,7 +282,7 @@ class CausalLMPredictor(Predictor):
     def _score_tokens(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None) -> list[Loglik]:
         """``seqs``: (input ids, continuation ids); the continuation's log-probs come from the
         last ``len(cont)`` input positions. Every common prefix is computed once (see
-        :mod:`fewshot_eval.evaluate.prefix_tree`); at most ``batch_size`` rows per forward call.
+        :mod:`fewshot_eval.evaluate.backends.prefix_tree`); at most ``batch_size`` rows per forward call.
         ``report(seq indices, results)`` after each forward call, for the sequences it finished
         (the resume cache commits them)."""
         if not seqs:
@@ -339,7 +339,7 @@ class CausalLMPredictor(Predictor):
         return True
 
     def _score_tree(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None, **row_options: int) -> list[Loglik]:
-        """Prefix-tree scoring: the rows of :class:`~fewshot_eval.evaluate.prefix_tree.PrefixTree`
+        """Prefix-tree scoring: the rows of :class:`~fewshot_eval.evaluate.backends.prefix_tree.PrefixTree`
         (``row_options``: its ``rows`` arguments), batched ``batch_size`` at a time in pre-order (a
         cached node's rows right after it, so the key/value caches alive at once stay few: each is
         dropped when its last row ran)."""
@@ -347,7 +347,7 @@ class CausalLMPredictor(Predictor):
 
         import torch
 
-        from fewshot_eval.evaluate.prefix_tree import PrefixTree
+        from fewshot_eval.evaluate.backends.prefix_tree import PrefixTree
 
         tree = PrefixTree(seqs)
         rows = tree.rows(**row_options)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from fewshot_eval.evaluate.registry import Scored, metric, register_metric
-from fewshot_eval.evaluate.shapes import is_correct, uncalibrated_rows
+from fewshot_eval.evaluate.tasks.shapes import is_correct, uncalibrated_rows
 
 DEFAULT_METRICS = ("accuracy", "macro_f1")
 

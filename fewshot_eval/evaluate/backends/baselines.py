@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from typing import Sequence
 
-from fewshot_eval.evaluate.api import Loglik, Predictor, Request
+from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor, Request
 from fewshot_eval.evaluate.registry import register_predictor
 
 

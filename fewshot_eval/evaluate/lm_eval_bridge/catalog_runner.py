@@ -31,8 +31,8 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from fewshot_eval.evaluate.api import Predictor, Request
-from fewshot_eval.evaluate.catalog import PREFIX, bare, catalog, lm_eval_version
+from fewshot_eval.evaluate.backends.predictor import Predictor, Request
+from fewshot_eval.evaluate.lm_eval_bridge.catalog import PREFIX, bare, catalog, lm_eval_version
 
 log = logging.getLogger("fewshot_eval")
 
@@ -41,7 +41,7 @@ def _lm_class() -> type:
     from lm_eval.api.model import LM
 
     class PredictorLM(LM):
-        """Our :class:`~fewshot_eval.evaluate.api.Predictor` as an lm-eval model."""
+        """Our :class:`~fewshot_eval.evaluate.backends.predictor.Predictor` as an lm-eval model."""
 
         def __init__(self, predictor: Predictor) -> None:
             super().__init__()
@@ -66,7 +66,7 @@ def _lm_class() -> type:
 def generation_request(context: str, gen_kwargs: Optional[dict] = None) -> Any:
     """Our :class:`GenerationRequest` for lm-eval's ``(context, gen_kwargs)`` (HFLM's defaults:
     256 new tokens, greedy; the end-of-text token always stops)."""
-    from fewshot_eval.evaluate.api import GenerationRequest
+    from fewshot_eval.evaluate.backends.predictor import GenerationRequest
 
     kw = dict(gen_kwargs or {})
     until = kw.get("until") or []

@@ -13,7 +13,7 @@ Prediction row (one per evaluated example)::
     [demo_ids]                                 # demo_sampling=per_example: this example's demonstrations
 
 With a chat model (model setting ``chat.enabled``) the demonstrations are user/assistant turns
-and the test prompt the last user turn (:mod:`~fewshot_eval.evaluate.chat`); the model
+and the test prompt the last user turn (:mod:`~fewshot_eval.evaluate.tasks.chat`); the model
 generates the assistant's answer. Requests go through the resume cache like scored ones
 (``evaluate.cache``: a killed job regenerates at most the batch in flight).
 
@@ -27,10 +27,10 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import GenerationRequest, Predictor
-from fewshot_eval.evaluate.demonstrations import Sample, fit_demonstrations, join_prompt
-from fewshot_eval.evaluate.metrics import compute_metrics
-from fewshot_eval.evaluate.tasks import TaskDef
+from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Predictor
+from fewshot_eval.evaluate.tasks.demonstrations import Sample, fit_demonstrations, join_prompt
+from fewshot_eval.evaluate.metrics.label_metrics import compute_metrics
+from fewshot_eval.evaluate.tasks.definitions import TaskDef
 
 DEFAULT_MAX_NEW_TOKENS = 32
 OPERATION = "generate_until"
@@ -88,7 +88,7 @@ def generate_rows(predictor: Predictor, task: TaskDef, tname: str, lang: Optiona
     """Generate an output for every evaluated example of one (task, template, language).
 
     ``per_example``: ``sample.docs`` holds one list of demonstrations per example (rows record
-    ``demo_ids``); ``chat``: a :class:`~fewshot_eval.evaluate.chat.ChatFormat` (demonstrations as
+    ``demo_ids``); ``chat``: a :class:`~fewshot_eval.evaluate.tasks.chat.ChatFormat` (demonstrations as
     user/assistant turns, the model answers as the assistant)."""
     check_predictor_generates(task, predictor.name or type(predictor).__name__, predictor)
     settings = generation_settings(task, params)

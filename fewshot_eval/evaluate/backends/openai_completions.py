@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.api import Loglik, Predictor, Request, split_whitespace
+from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor, Request, split_whitespace
 from fewshot_eval.evaluate.registry import register_predictor
 
 log = logging.getLogger("fewshot_eval")

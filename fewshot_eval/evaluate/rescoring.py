@@ -10,7 +10,7 @@ floats). Baseline rows (no log-probs) keep their stored ``score``. Rows of gener
 (``output`` and ``references``) are kept as they are -- scoring modes and calibration do not
 apply to them -- and their metrics are computed again from the stored outputs.
 
-    from fewshot_eval.evaluate.recalc import recalc_metrics
+    from fewshot_eval.evaluate.rescoring import recalc_metrics
     recalc_metrics(rows, {"scoring": "mean", "calibrator": None})
 """
 
@@ -20,10 +20,10 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.calibration import calibrate, check_calibrator
-from fewshot_eval.evaluate.generation import generation_metrics, is_generation_row
-from fewshot_eval.evaluate.metrics import DEFAULT_METRICS, compute_metrics
+from fewshot_eval.evaluate.tasks.generation_task import generation_metrics, is_generation_row
+from fewshot_eval.evaluate.metrics.label_metrics import DEFAULT_METRICS, compute_metrics
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates
-from fewshot_eval.evaluate.shapes import is_correct
+from fewshot_eval.evaluate.tasks.shapes import is_correct
 
 
 def _wanted_options(params: dict[str, Any], task: Optional[str]) -> Optional[list[str]]:
@@ -90,7 +90,7 @@ def recalc_metrics(rows: Sequence[dict[str, Any]], params: dict[str, Any], task:
     None: accuracy and macro-F1; for rows of a generation task, exact match and F1.
     """
     if rows and all(is_generation_row(r) for r in rows):
-        from fewshot_eval.evaluate.text_metrics import DEFAULT_GENERATION_METRICS
+        from fewshot_eval.evaluate.metrics.text_metrics import DEFAULT_GENERATION_METRICS
 
         return generation_metrics(rows, DEFAULT_GENERATION_METRICS if names is None else names)
     names = DEFAULT_METRICS if names is None else names

@@ -1,7 +1,7 @@
-"""What would make a job die at its start, checked at planning instead (no model is loaded).
+"""Planning checks of a task setting: what would make a job die at its start, checked before launch.
 
-The planner calls these once per distinct (task setting, params) and per distinct model
-setting -- not per job -- and marks the affected rows ``error: <reason>``:
+The planner calls these once per distinct (task setting, params) -- not per job -- and marks
+the affected rows ``error: <reason>``:
 
 * task data: every split a job reads exists and parses (errors name file and line), gold labels
   are in the label set, the selected templates' fields are in the evaluated split and (nshot != 0)
@@ -11,40 +11,34 @@ setting -- not per job -- and marks the affected rows ``error: <reason>``:
 * task shapes: a perplexity task's predictor supports ``loglikelihood_rolling``; no majority
   baseline or calibration on minimal pairs; no ``balanced`` without a fixed label set; a
   generation task's settings (``until``, ``max_new_tokens``, sampling) are valid and its
-  predictor can generate (not a baseline);
-* model: the predictor is registered; a local ``weights`` path exists; ``dtype`` and ``device``
-  are valid values; with ``chat`` set, the tokenizer has a chat template.
+  predictor can generate (not a baseline).
 
 Sources through HuggingFace ``datasets`` are not read at planning (that would download), except
-from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks.py``), which is checked like local
+from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks/definitions.py``), which is checked like local
 files. Offline (``HF_DATASETS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), a hub dataset that is neither
 mirrored nor in the local cache is an error row (the job could not load it); a manual download
 (``$VARS`` in ``data_dir``/``data_files``, storycloze) is read and checked at planning when it is
 there, and is an error row saying what to set when it is not.
+
+Model settings are checked by :mod:`fewshot_eval.evaluate.backends.model_checks`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.catalog import is_catalog
-
-DTYPES = ("float32", "float16", "bfloat16")
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's sharding strategies
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-WEIGHTS_DIR_ENV = "FEWSHOT_WEIGHTS_DIR"
+from fewshot_eval.config import ConfigError, env_flag
+from fewshot_eval.evaluate.lm_eval_bridge.catalog import is_catalog
 
 
 def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> None:
     """Validate what the tasks of one task setting read under ``params``; raises ConfigError."""
     from fewshot_eval.evaluate.calibration import check_calibrator, parse_option, task_options
-    from fewshot_eval.evaluate.demonstrations import check_demo_sampling
+    from fewshot_eval.evaluate.tasks.demonstrations import check_demo_sampling
     from fewshot_eval.evaluate.scoring import check_mode
-    from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, select_metrics, select_templates, split_data
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def, select_languages, select_metrics, select_templates, split_data
 
     check_mode(params.get("scoring"))
     check_demo_sampling(params.get("demo_sampling"), balanced=bool(params.get("balanced")))
@@ -87,13 +81,9 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
             check_hf_available(td, params, langs, train_lang)
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _needed(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> list[tuple[str, Optional[str]]]:
     """(split, language) pairs a job reads."""
-    from fewshot_eval.evaluate.tasks import split_names
+    from fewshot_eval.evaluate.tasks.definitions import split_names
 
     train, evals = split_names(td, params)
     out = [(evals, lang) for lang in langs]
@@ -106,7 +96,7 @@ def _needed(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], tra
 
 def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> bool:
     """Every split a job reads of this hub task is in the local mirror (``$FEWSHOT_HF_MIRROR``)."""
-    from fewshot_eval.evaluate.tasks import HFSource, hf_mirror_file
+    from fewshot_eval.evaluate.tasks.definitions import HFSource, hf_mirror_file
 
     if not isinstance(td.source, HFSource):
         return False
@@ -116,7 +106,7 @@ def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]],
 def manual_present(td: Any, langs: Sequence[Optional[str]]) -> bool:
     """A manual download (``$VARS`` in ``data_dir``/``data_files``) that is there: read and checked at
     planning like local files. One that is not there raises ConfigError saying what to set."""
-    from fewshot_eval.evaluate.tasks import hf_manual_files, is_manual
+    from fewshot_eval.evaluate.tasks.definitions import hf_manual_files, is_manual
 
     if not is_manual(td):
         return False
@@ -135,11 +125,11 @@ def hf_cached(path: str) -> bool:
 
 def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> None:
     """A hub task a job could not load: a manual download that is missing, or offline without a local copy."""
-    from fewshot_eval.evaluate.tasks import HF_MIRROR_ENV
+    from fewshot_eval.evaluate.tasks.definitions import HF_MIRROR_ENV
 
-    from fewshot_eval.evaluate.tasks import hf_mirror_file
+    from fewshot_eval.evaluate.tasks.definitions import hf_mirror_file
 
-    offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if _truthy(v)]
+    offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if env_flag(v)]
     if offline and not hf_cached(td.source.path):
         src = td.source
         configs = sorted({(src.name or "").replace("{lang}", lang or "") for split, lang in _needed(td, params, langs, train_lang)
@@ -168,7 +158,7 @@ def check_operation(predictor: Optional[str], operation: str, why: str) -> None:
 def _check_generation(td: Any, params: dict[str, Any]) -> None:
     """Generation settings are valid and the job's predictor implements ``generate_until``."""
     from fewshot_eval.config import config_dirs
-    from fewshot_eval.evaluate.generation import check_predictor_generates, generation_settings
+    from fewshot_eval.evaluate.tasks.generation_task import check_predictor_generates, generation_settings
     from fewshot_eval.evaluate.registry import predictor_class
 
     generation_settings(td, params)
@@ -185,7 +175,7 @@ def check_catalog_task(name: str, params: dict[str, Any], search: Sequence[Path]
     """An lm-eval catalog task (``lm_eval:<name>``): it exists (else the close matches), the predictor can
     score its requests, its data can be read (offline: from the HuggingFace cache)."""
     from fewshot_eval.config import config_dirs
-    from fewshot_eval.evaluate.catalog import check_task
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog import check_task
     from fewshot_eval.evaluate.registry import predictor_class
 
     predictor = str(params.get("predictor") or "clm")
@@ -197,7 +187,7 @@ def check_catalog_task(name: str, params: dict[str, Any], search: Sequence[Path]
 
 def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:
     """The largest demonstration pool over the tasks and languages (None: a task reads ``datasets``)."""
-    from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, split_data
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def, select_languages, split_data
 
     sizes = []
     for name in task_names:
@@ -214,7 +204,7 @@ def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Se
 def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path]) -> None:
     """What depends on nshot: with demonstrations, the templates' fields are in the demonstration
     split; ``balanced`` (see :func:`check_balanced`)."""
-    from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, split_data
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def, select_languages, split_data
 
     if nshot != 0:
         for name in task_names:
@@ -237,7 +227,7 @@ def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int
             raise ConfigError(f"task '{name}': {what} is not supported for lm-eval catalog tasks (lm-eval samples num_fewshot demonstrations itself). Use nshot >= 0 and balanced=false.")
     if not params.get("balanced") or nshot <= 0:
         return
-    from fewshot_eval.evaluate.tasks import LocalSource, load_task_def, select_languages, split_data
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def, select_languages, split_data
 
     for name in task_names:
         td = load_task_def(name, search)
@@ -261,109 +251,3 @@ def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int
                             f"balanced=true for task '{name}': class '{label}' has {have} demonstration rows, "
                             f"{nshot // n} needed for nshot={nshot}."
                         )
-
-
-def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -> None:
-    """A language model's weights path, dtype and device; raises ConfigError."""
-    from fewshot_eval.settings import is_local_weights
-
-    from fewshot_eval.config import config_dirs
-    from fewshot_eval.evaluate.registry import predictor_class
-
-    predictor = params.get("predictor") or model.get("predictor")
-    cls = predictor_class(predictor, config_dirs())  # registered? (else the error lists the names)
-    cls.check_settings(model, params)
-    dtype = params.get("dtype")
-    if dtype is not None and dtype not in DTYPES:
-        raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
-    device = params.get("device")
-    if device is not None and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
-        raise ConfigError(f"device: unknown device {device!r}. Valid: auto, cpu, cuda, cuda:<index>.")
-    if model.get("chat") is not None and not cls.is_lm:
-        from fewshot_eval.evaluate.chat import check_chat_template
-
-        check_chat_template(None, model_key, predictor)
-    if model.get("hf_overrides") and predictor not in ("clm", "vllm"):
-        raise ConfigError(f"model '{model_key}': hf_overrides applies to predictors clm and vllm (they load a HuggingFace "
-                          f"config), not '{predictor}'. Remove hf_overrides from the setting.")
-    if predictor not in ("clm", "vllm"):
-        return
-    weights = model.get("weights")
-    if weights and weights != "tiny-gpt2" and is_local_weights(str(weights)):
-        _check_weights_dir(model_key, Path(str(weights)).expanduser())
-    check_chat_tokenizer(model_key, model)
-    check_hf_overrides(model_key, model)
-
-
-def _check_weights_dir(model_key: str, path: Path) -> None:
-    """A local ``weights`` path is a HuggingFace checkpoint dir."""
-    if not path.is_dir():
-        hint = (f" ({WEIGHTS_DIR_ENV}={os.environ[WEIGHTS_DIR_ENV]})" if os.environ.get(WEIGHTS_DIR_ENV)
-                else f" ({WEIGHTS_DIR_ENV} is not set)")
-        raise ConfigError(
-            f"model '{model_key}': weights {path} does not exist{hint}. Set the setting's 'weights' key "
-            f"(model.weights=<dir or hub id>) or export {WEIGHTS_DIR_ENV}=<dir holding your checkpoints>."
-        )
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"model '{model_key}': weights dir {path} has no config.json: not a HuggingFace checkpoint dir.")
-
-
-def _local(model: dict[str, Any], loader: str) -> Any:
-    """The setting's config or tokenizer (``loader``: ``AutoConfig`` | ``AutoTokenizer``) from local
-    files only, or None when it is not available here (a hub id not in the local cache: the job
-    loads it and reports what is wrong)."""
-    weights = str(model.get("weights"))
-    if weights == "tiny-gpt2":
-        from fewshot_eval.evaluate.tiny_model import tiny_gpt2_path
-
-        weights = str(tiny_gpt2_path())
-    try:
-        import transformers
-
-        kwargs = {"revision": model["revision"]} if model.get("revision") else {}
-        return getattr(transformers, loader).from_pretrained(weights, local_files_only=True, **kwargs)
-    except Exception:  # noqa: BLE001 - not available here
-        return None
-
-
-def check_hf_overrides(model_key: str, model: dict[str, Any]) -> None:
-    """Each ``hf_overrides`` key must be a field of the model's config (else transformers passes it
-    on to the model's constructor, which dies at load)."""
-    overrides = model.get("hf_overrides") or {}
-    cfg = _local(model, "AutoConfig") if overrides else None
-    if cfg is None:
-        return
-    unknown = [k for k in overrides if not hasattr(cfg, k)]
-    if unknown:
-        fields = sorted(k for k in cfg.to_dict() if not k.startswith("_"))
-        raise ConfigError(f"model '{model_key}': hf_overrides key '{unknown[0]}' is not a field of its {type(cfg).__name__} "
-                          f"({model.get('weights')}). Its fields: {', '.join(fields)}.")
-
-
-def check_chat_tokenizer(model_key: str, model: dict[str, Any]) -> None:
-    """``chat`` set on a ``clm`` model: its tokenizer must have a chat template."""
-    if model.get("chat") is None:
-        return
-    from fewshot_eval.evaluate.chat import check_chat_template
-
-    tok = _local(model, "AutoTokenizer")
-    if tok is not None:
-        check_chat_template(tok, model_key, str(model.get("weights")))
-
-
-def weights_note(model: dict[str, Any], params: dict[str, Any]) -> Optional[str]:
-    """A note for a plan row whose language model comes from the hub and is not in the local cache
-    (planning never downloads; the job does, unless offline), else None."""
-    from fewshot_eval.settings import is_local_weights
-
-    weights = model.get("weights")
-    if (params.get("predictor") or model.get("predictor")) != "clm" or not weights or weights == "tiny-gpt2" or is_local_weights(str(weights)):
-        return None
-    home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
-    hub = Path(os.environ.get("HF_HUB_CACHE") or home / "hub").expanduser()
-    if (hub / f"models--{str(weights).replace('/', '--')}").is_dir():
-        return None
-    rev = f"@{model['revision']}" if model.get("revision") else ""
-    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _truthy(v)]
-    tail = f" ({offline[0]}=1 here: the job needs a HuggingFace cache that holds it)" if offline else ""
-    return f"weights {weights}{rev}: hub model, not in the local cache -- the job downloads it{tail}"

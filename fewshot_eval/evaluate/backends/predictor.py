@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -124,20 +124,3 @@ class Predictor(ABC):
 
     def describe(self) -> dict:
         return {"predictor": type(self).__name__}
-
-
-@dataclass
-class TrialResult:
-    """What one trial of one job produced.
-
-    ``metrics`` and ``predictions`` are keyed by sub-result id ``"<task>.<template>[.<lang>]"``
-    (one per task x template x language of the task setting).
-    """
-
-    metrics: dict[str, dict[str, Any]]
-    predictions: dict[str, list[dict[str, Any]]]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-class Evaluator(Protocol):
-    def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult: ...

@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from fewshot_eval.config import cache_dir
+
 VERSION = "tiny-gpt2-v1"
 EOS = "<|endoftext|>"
 _PIECES = (
@@ -24,10 +26,6 @@ _PIECES = (
     " True", " False", " Neither", " Answer", " Question", " der", " die", " das", " und", " Ja", " Nein",
     "ing", "ed", "er", "en", "es", "th", "ou", "an", "on", "re", "at", "st", "nd",
 )
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FEWSHOT_EVAL_CACHE") or Path.home() / ".cache" / "fewshot_eval")
 
 
 def _bytes_to_unicode() -> dict[int, str]:

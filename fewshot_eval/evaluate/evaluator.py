@@ -8,7 +8,7 @@ batch, which lets the LM share every common prefix across them. Unconditional co
 (``unconditional_prompt`` + candidate) are scored only under ``scoring=unconditional-norm``, once
 per distinct candidate text in a job (cached across examples and trials).
 
-Generation tasks (``kind: generate``) go to :mod:`fewshot_eval.evaluate.generation` with the
+Generation tasks (``kind: generate``) go to :mod:`fewshot_eval.evaluate.tasks.generation_task` with the
 same demonstrations, chat format and predictor (rows: ``id, prompt, output, references,
 n_demos, [demo_ids]``). Ranking prediction row (one per evaluated example; JSON-serialisable)::
 
@@ -25,9 +25,9 @@ n_demos, [demo_ids]``). Ranking prediction row (one per evaluated example; JSON-
     calibration: [{option, n_shared_prefix, n_shared_suffix,
                    candidates: [{label, n_tokens, logprobs, uncond_logprobs, score}]}]   # calibrator set
 
-Task shapes (:mod:`~fewshot_eval.evaluate.shapes`) keep these rows (``gold`` a list with several
+Task shapes (:mod:`~fewshot_eval.evaluate.tasks.shapes`) keep these rows (``gold`` a list with several
 answers; ``group``/``positive`` for grouped sub-problems); a perplexity task's rows are
-documents (:mod:`~fewshot_eval.evaluate.perplexity`), scored by ``loglikelihood_rolling``.
+documents (:mod:`~fewshot_eval.evaluate.metrics.perplexity`), scored by ``loglikelihood_rolling``.
 """
 
 from __future__ import annotations
@@ -37,16 +37,17 @@ import time
 from typing import Any, Optional, Sequence
 
 from fewshot_eval import progress
-from fewshot_eval.evaluate.api import Loglik, Predictor, Request, TrialResult, split_whitespace
+from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor, Request, split_whitespace
+from fewshot_eval.evaluate.trial_result import TrialResult
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
-from fewshot_eval.evaluate.chat import chat_format
-from fewshot_eval.evaluate.demonstrations import Sample, check_demo_sampling, fit_demonstrations, join_prompt, sample_demonstrations, sample_per_example
-from fewshot_eval.evaluate.generation import generate_rows, generation_metrics, ignored_by_generation
-from fewshot_eval.evaluate.metrics import compute_metrics
-from fewshot_eval.evaluate.perplexity import score_documents
+from fewshot_eval.evaluate.tasks.chat import chat_format
+from fewshot_eval.evaluate.tasks.demonstrations import Sample, check_demo_sampling, fit_demonstrations, join_prompt, sample_demonstrations, sample_per_example
+from fewshot_eval.evaluate.tasks.generation_task import generate_rows, generation_metrics, ignored_by_generation
+from fewshot_eval.evaluate.metrics.label_metrics import compute_metrics
+from fewshot_eval.evaluate.metrics.perplexity import score_documents
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
-from fewshot_eval.evaluate.shapes import is_correct, row_fields
-from fewshot_eval.evaluate.tasks import TaskDef, load_task_def, select_languages, select_metrics, select_templates, split_data
+from fewshot_eval.evaluate.tasks.shapes import is_correct, row_fields
+from fewshot_eval.evaluate.tasks.definitions import TaskDef, load_task_def, select_languages, select_metrics, select_templates, split_data
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class FewShotEvaluator:
         unused = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
         if not self.predictor.is_lm and unused:
             info["warnings"].append(f"predictor '{info['predictor']}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores).")
-        from fewshot_eval.evaluate.catalog import is_catalog
+        from fewshot_eval.evaluate.lm_eval_bridge.catalog import is_catalog
 
         catalog_tasks = [t for t in tasks if is_catalog(t)]
         for name in (t for t in tasks if not is_catalog(t)):
@@ -132,7 +133,7 @@ class FewShotEvaluator:
                 for tname in templates:
                     sid = sub_result_id(name, tname, lang)
                     t_sub = time.perf_counter()
-                    if gen:  # evaluate/generation.py
+                    if gen:  # evaluate/tasks/generation_task.py
                         rows = generate_rows(self.predictor, task, tname, lang, train_lang or lang, eval_docs, sample, params, seed,
                                              _description(params, name), per_example, self.chat)
                         info["warnings"].extend(ignored_by_generation(sid, mode, calibrator))
@@ -176,7 +177,7 @@ class FewShotEvaluator:
                      metrics: dict, predictions: dict, info: dict) -> None:
         """lm-evaluation-harness catalog tasks (``lm_eval:<name>``): lm-eval builds and measures, our predictor scores;
         ``ignored``: the set scoring/calibrator params (``scoring=mean``), which lm-eval's metrics do not use."""
-        from fewshot_eval.evaluate.lm_eval_bridge import run_catalog_tasks
+        from fewshot_eval.evaluate.lm_eval_bridge.catalog_runner import run_catalog_tasks
 
         t_sub = time.perf_counter()
         m, p, extra = run_catalog_tasks(self.predictor, names, params, nshot, trial)

@@ -20,7 +20,7 @@ row: a tree attention mask. Tokens whose logits are needed come last in the row,
 model's ``logits_to_keep`` can skip the others. A row that is one path and has no past (an
 example's context, a request sharing nothing) runs without a mask, as a plain causal batch.
 
-Pure Python and numpy: :mod:`fewshot_eval.evaluate.clm` runs the rows.
+Pure Python and numpy: :mod:`fewshot_eval.evaluate.backends.clm` runs the rows.
 """
 
 from __future__ import annotations

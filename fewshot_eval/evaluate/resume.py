@@ -32,7 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from fewshot_eval.evaluate.api import Predictor, TrialResult
+from fewshot_eval.evaluate.backends.predictor import Predictor
+from fewshot_eval.evaluate.trial_result import TrialResult
 from fewshot_eval.store.score_cache import ScoreCache, score_cache_file
 
 log = logging.getLogger("fewshot_eval")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional, Sequence
 
-from fewshot_eval.evaluate.api import Predictor
+from fewshot_eval.evaluate.backends.predictor import Predictor
 from fewshot_eval.evaluate.registry import register_metric
 
 
