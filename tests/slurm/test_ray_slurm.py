@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.slurm
 
-SCRIPT = Path(__file__).resolve().parents[2] / "fewshot_eval" / "evaluate" / "ray_slurm.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "fewshot_eval" / "evaluate" / "backends" / "ray_slurm.sh"
 
 
 def _python() -> str:
