@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Predictor
 from fewshot_eval.evaluate.tasks.demonstrations import Sample, fit_demonstrations, join_prompt
-from fewshot_eval.evaluate.metrics.label_metrics import compute_metrics
+from fewshot_eval.evaluate.metrics.compute import compute_metrics
 from fewshot_eval.evaluate.tasks.definitions import TaskDef
 
 DEFAULT_MAX_NEW_TOKENS = 32
