@@ -37,6 +37,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from fewshot_eval import progress
+from fewshot_eval.config import eval_param
 from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor, Request, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.metrics.compute import compute_metrics
@@ -205,11 +206,9 @@ class FewShotEvaluator:
                per_example: bool = False) -> list[dict]:
         tmpl = task.templates[tname]
         pred = self.predictor
-        sep = params.get("train_sep")
-        sep = "\n\n" if sep is None else str(sep)
+        sep = str(eval_param(params, "train_sep"))
         desc = _description(params, task.name)
-        uncond_prompt = params.get("unconditional_prompt")
-        uncond_prompt = "Answer:" if uncond_prompt is None else str(uncond_prompt)
+        uncond_prompt = str(eval_param(params, "unconditional_prompt"))
 
         def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
             if self.chat is None:
