@@ -42,7 +42,7 @@ instead of labels: no ``label_field``/``labels``, and its templates a ``{{ targe
         prompt: "Q: {{ question }}\nA: {{ target }}"   # the model continues "Q: ...\nA:"
         target: "{{ answers[0] }}"  # what a demonstration shows (default: the first reference)
 
-Other task shapes (see :mod:`fewshot_eval.evaluate.tasks.shapes` and :mod:`~fewshot_eval.evaluate.metrics.perplexity`)::
+Other task shapes (see :mod:`fewshot_eval.evaluate.tasks.shapes` and :mod:`~fewshot_eval.evaluate.tasks.perplexity_task`)::
 
     kind: choice                     # default: rank candidates; or generate / perplexity / minimal_pairs
     choices_field: endings           # per-example candidates (a list field); gold = an index; no 'labels'

@@ -15,7 +15,7 @@ Prediction row (one per evaluated example)::
 With a chat model (model setting ``chat.enabled``) the demonstrations are user/assistant turns
 and the test prompt the last user turn (:mod:`~fewshot_eval.evaluate.tasks.chat`); the model
 generates the assistant's answer. Requests go through the resume cache like scored ones
-(``evaluate.cache``: a killed job regenerates at most the batch in flight).
+(``evaluate.resume``: a killed job regenerates at most the batch in flight).
 
 Settings (eval params, else the task definition, else the default): ``until`` (stop strings;
 default ``train_sep``), ``max_new_tokens`` (32), ``do_sample`` (false: greedy) with

@@ -1,6 +1,6 @@
 """Task shapes beyond one fixed candidate list: their task-definition keys and rows.
 
-All of them are ranking tasks scored by the ordinary runner (so scoring modes, calibration and
+All of them are ranking tasks scored by the ordinary evaluator (so scoring modes, calibration and
 recalc apply); a shape only changes where the candidates and the gold come from and how rows
 are counted:
 
