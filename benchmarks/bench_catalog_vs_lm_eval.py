@@ -52,7 +52,7 @@ def main() -> None:
     from lm_eval.tasks import TaskManager
 
     from fewshot_eval.config import conf_dir
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog import catalog
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import catalog
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
     from fewshot_eval.evaluate.lm_eval_bridge.catalog_runner import run_catalog_tasks
     from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path

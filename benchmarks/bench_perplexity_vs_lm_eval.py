@@ -56,7 +56,7 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
 
-    from fewshot_eval.evaluate.metrics.perplexity import count_words_bytes
+    from fewshot_eval.evaluate.tasks.perplexity_task import count_words_bytes
 
     path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides, bench_gpt2(args.width, args.layers))
     assert ours.max_length == theirs.max_length, (ours.max_length, theirs.max_length)

@@ -255,7 +255,7 @@ def _list_group(args: argparse.Namespace, what: str) -> int:
 def _list_catalog(args: argparse.Namespace) -> int:
     """``fewshot-eval list catalog [PATTERN]``: lm-eval's task catalog (tasks, groups, tags; your
     ``<config dir>/lm_eval_tasks/`` included) -- names to use as ``lm_eval:<name>`` in a task setting."""
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog import search_catalog
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_search import search_catalog
     from fewshot_eval.searchpath import checked_dirs
 
     dirs = [Path(d) for d in checked_dirs(args.config_dir, packaged=conf_dir())] + [conf_dir()]

@@ -12,6 +12,7 @@ Precedence, lowest to highest (the one place it is defined):
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -173,6 +174,28 @@ def run_values(cfg: Any) -> dict[str, Any]:
         v = cfg[k]
         out[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
     return out
+
+
+@lru_cache(maxsize=1)
+def _packaged_defaults() -> tuple[tuple[str, Any], ...]:
+    import yaml
+
+    node = yaml.safe_load((conf_dir() / "config.yaml").read_text(encoding="utf-8")) or {}
+    return tuple((k, node.get(k)) for k in EVAL_KEYS)
+
+
+def default_params() -> dict[str, Any]:
+    """The evaluation params' defaults: the top-level keys of the packaged ``conf/config.yaml`` (read once).
+
+    A job's params are complete (:func:`effective_params` starts from them); this is for callers
+    that build an evaluator with partial params (the Python API, tests)."""
+    return dict(_packaged_defaults())
+
+
+def eval_param(params: Mapping[str, Any], key: str) -> Any:
+    """``params[key]``; when it is missing or null, its default from the packaged ``conf/config.yaml``."""
+    value = params.get(key)
+    return default_params()[key] if value is None else value
 
 
 def effective_params(

@@ -70,7 +70,8 @@ def trial_docs(result, task_name: str, params: dict, template: str = "default") 
     """``(task, tmpl, eval_docs, demo_docs)`` of ``result``, a trial of ``task_name`` run with ``params``:
     the task definition, its template, the evaluated documents in order and the trial's shared
     demonstration documents (from ``result.info["demonstrations"]``)."""
-    from fewshot_eval.evaluate.tasks.definitions import load_task_def, split_data
+    from fewshot_eval.evaluate.tasks.definitions import load_task_def
+    from fewshot_eval.evaluate.tasks.selection import split_data
 
     task = load_task_def(task_name)
     tmpl = task.templates[template]

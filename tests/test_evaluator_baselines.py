@@ -9,7 +9,8 @@ import pytest
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate import TrialResult, build_evaluator
-from fewshot_eval.evaluate.tasks.definitions import load_split, load_task_def
+from fewshot_eval.evaluate.tasks.definitions import load_task_def
+from fewshot_eval.evaluate.tasks.task_data import load_split
 
 PARAMS = {"seed": 0, "scoring": "sum", "train_sep": "\n\n", "n_eval_samples": 0, "templates": {}, "languages": {}, "train_languages": {}}
 

@@ -14,7 +14,8 @@ import yaml
 from cli_helpers import run_cli
 from fewshot_eval.api import plan
 from fewshot_eval.config import conf_dir
-from fewshot_eval.evaluate.tasks.definitions import HF_MIRROR_ENV, HFSource, load_task_def
+from fewshot_eval.evaluate.tasks.definitions import HFSource, load_task_def
+from fewshot_eval.evaluate.tasks.task_data import HF_MIRROR_ENV
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))

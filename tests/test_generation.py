@@ -115,7 +115,7 @@ def test_squad_normalisation_exact_match_and_f1():
 def test_bleu_and_chrf_are_sacrebleu_corpus_scores():
     import sacrebleu
 
-    from fewshot_eval.evaluate.metrics.label_metrics import compute_metrics
+    from fewshot_eval.evaluate.metrics.compute import compute_metrics
 
     outs = ["The cat sat on a mat.", " Ka huno amet doma.", "hello there world"]
     refs = [["The cat sat on the mat.", "A cat sat on the mat."], ["Ka huno amet mo doma."], ["hello world"]]
@@ -148,7 +148,7 @@ GEN = "kind: generate\ndata: {local: {train: d.jsonl, validation: d.jsonl}}\nref
 
 
 def test_generation_task_definition_and_its_errors(tmp_path):
-    from fewshot_eval.evaluate.tasks.definitions import load_split
+    from fewshot_eval.evaluate.tasks.task_data import load_split
 
     td = _task(tmp_path, GEN)
     assert td.kind == "generate" and td.metrics == ("exact_match", "f1") and td.labels == []
@@ -266,7 +266,8 @@ def test_generation_goes_through_the_resume_cache_with_per_example_demonstration
     demo_sampling=per_example gives every example its own demonstrations (rows: demo_ids)."""
     from fewshot_eval.evaluate import build_evaluator
     from fewshot_eval.evaluate.resume import from_json, to_json
-    from fewshot_eval.evaluate.tasks.definitions import load_task_def, split_data
+    from fewshot_eval.evaluate.tasks.definitions import load_task_def
+    from fewshot_eval.evaluate.tasks.selection import split_data
 
     req = GenerationRequest("Q: x\nA:", ("\n", "."), 8, True, 0.5, 3, "q1")
     assert from_json(json.loads(json.dumps(to_json(req)))) == req  # requests round-trip through the cache's JSON

@@ -196,7 +196,7 @@ def test_the_catalog_index_is_kept_on_disk_until_a_yaml_changes(tmp_path: Path, 
 
     from lm_eval.tasks._index import TaskIndex
 
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog import _index_on_disk
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import _index_on_disk
 
     monkeypatch.setenv("FEWSHOT_EVAL_CACHE", str(tmp_path / "cache"))
     tasks = tmp_path / "tasks"

@@ -172,7 +172,7 @@ def test_shape_key_errors_name_file_and_key(name, patch, message):
 
 
 def test_bad_rows_name_file_and_line(tmp_path):
-    from fewshot_eval.evaluate.tasks.definitions import load_split
+    from fewshot_eval.evaluate.tasks.task_data import load_split
 
     td = _task_def("hellaswag_demo")
     rows = [{"ind": 0, "ctx": "A", "endings": ["x", "y"], "label": 0}, {"ind": 1, "ctx": "B", "endings": ["x", "y"], "label": 2}]

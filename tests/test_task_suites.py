@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError, conf_dir
-from fewshot_eval.evaluate.tasks.definitions import HF_MIRROR_ENV, HFSource, is_manual, load_task_def, select_templates, split_data
+from fewshot_eval.evaluate.tasks.definitions import HFSource, load_task_def
+from fewshot_eval.evaluate.tasks.selection import select_templates, split_data
+from fewshot_eval.evaluate.tasks.task_data import HF_MIRROR_ENV, is_manual
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 STORYCLOZE = Path(__file__).parent / "fixtures" / "storycloze"

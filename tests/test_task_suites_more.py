@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError, conf_dir
-from fewshot_eval.evaluate.tasks.definitions import HF_MIRROR_ENV, load_task_def, parse_task_def, split_data
+from fewshot_eval.evaluate.tasks.definitions import load_task_def, parse_task_def
+from fewshot_eval.evaluate.tasks.selection import split_data
+from fewshot_eval.evaluate.tasks.task_data import HF_MIRROR_ENV
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 SEED_TRANSLATION = ["wmt14fren", "wmt14enfr", "wmt16deen", "wmt16ende", "wmt16roen", "wmt16enro"]

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.tasks.definitions import load_split, load_task_def, select_languages, select_templates, split_data, split_names
+from fewshot_eval.evaluate.tasks.definitions import load_task_def
+from fewshot_eval.evaluate.tasks.selection import select_languages, select_templates, split_data, split_names
+from fewshot_eval.evaluate.tasks.task_data import load_split
 
 BASE = {
     "data": {"local": {"train": "d/train.jsonl", "validation": "d/val.jsonl"}},

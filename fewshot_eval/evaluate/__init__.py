@@ -10,6 +10,20 @@ The scheduler (``fewshot_eval.app``) calls exactly this::
 ``model`` is a validated model setting (``fewshot_eval.settings.model_setting``), ``params``
 the job's effective evaluation params (``fewshot_eval.config.effective_params``, with
 ``params["predictor"]`` already resolved), ``tasks`` the task setting's list of task names.
+
+Where things live::
+
+    evaluator.py       one trial: tasks x templates x languages -> prediction rows + metrics
+    resume.py          the per-trial cache of scored requests (a killed job resumes)
+    scoring.py, calibration.py, rescoring.py   candidate scores; recalc without a model
+    tasks/             task definitions (definitions), their data (task_data), what the params
+                       select (selection), templates, demonstrations, shapes, chat prompts,
+                       generation and perplexity tasks, planning checks (task_checks)
+    lm_eval_bridge/    lm-eval's task catalog: catalog_index, catalog_identity, catalog_checks,
+                       catalog_search, catalog_runner
+    backends/          predictors: the interface (predictor), clm, vllm, served models, baselines
+    metrics/           every registered metric (a module added there registers itself)
+    registry.py        named predictors and metrics
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ def build_evaluator(model: dict[str, Any], params: dict[str, Any], result_dir: P
     """Build the evaluator for one job: the predictor named by ``params['predictor']``.
 
     With ``result_dir``, a language model's scored requests are cached per trial under it
-    (``evaluate.cache``): a killed job's rerun rescores at most the batch in flight. ``weights``:
+    (:mod:`fewshot_eval.evaluate.resume`): a killed job's rerun rescores at most the batch in flight. ``weights``:
     the weights fingerprint, part of the cache keys."""
     from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 

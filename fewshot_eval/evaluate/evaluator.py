@@ -27,7 +27,7 @@ n_demos, [demo_ids]``). Ranking prediction row (one per evaluated example; JSON-
 
 Task shapes (:mod:`~fewshot_eval.evaluate.tasks.shapes`) keep these rows (``gold`` a list with several
 answers; ``group``/``positive`` for grouped sub-problems); a perplexity task's rows are
-documents (:mod:`~fewshot_eval.evaluate.metrics.perplexity`), scored by ``loglikelihood_rolling``.
+documents (:mod:`~fewshot_eval.evaluate.tasks.perplexity_task`), scored by ``loglikelihood_rolling``.
 """
 
 from __future__ import annotations
@@ -37,17 +37,20 @@ import time
 from typing import Any, Optional, Sequence
 
 from fewshot_eval import progress
+from fewshot_eval.config import eval_param
 from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor, Request, split_whitespace
-from fewshot_eval.evaluate.trial_result import TrialResult
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
+from fewshot_eval.evaluate.metrics.compute import compute_metrics
+from fewshot_eval.evaluate.metrics.prediction_rows import is_correct
+from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
 from fewshot_eval.evaluate.tasks.chat import chat_format
+from fewshot_eval.evaluate.tasks.definitions import TaskDef, load_task_def
 from fewshot_eval.evaluate.tasks.demonstrations import Sample, check_demo_sampling, fit_demonstrations, join_prompt, sample_demonstrations, sample_per_example
 from fewshot_eval.evaluate.tasks.generation_task import generate_rows, generation_metrics, ignored_by_generation
-from fewshot_eval.evaluate.metrics.label_metrics import compute_metrics
-from fewshot_eval.evaluate.metrics.perplexity import score_documents
-from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
-from fewshot_eval.evaluate.tasks.shapes import is_correct, row_fields
-from fewshot_eval.evaluate.tasks.definitions import TaskDef, load_task_def, select_languages, select_metrics, select_templates, split_data
+from fewshot_eval.evaluate.tasks.perplexity_task import score_documents
+from fewshot_eval.evaluate.tasks.selection import select_languages, select_metrics, select_templates, split_data
+from fewshot_eval.evaluate.tasks.shapes import row_fields
+from fewshot_eval.evaluate.trial_result import TrialResult
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ class FewShotEvaluator:
         unused = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
         if not self.predictor.is_lm and unused:
             info["warnings"].append(f"predictor '{info['predictor']}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores).")
-        from fewshot_eval.evaluate.lm_eval_bridge.catalog import is_catalog
+        from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 
         catalog_tasks = [t for t in tasks if is_catalog(t)]
         for name in (t for t in tasks if not is_catalog(t)):
@@ -203,11 +206,9 @@ class FewShotEvaluator:
                per_example: bool = False) -> list[dict]:
         tmpl = task.templates[tname]
         pred = self.predictor
-        sep = params.get("train_sep")
-        sep = "\n\n" if sep is None else str(sep)
+        sep = str(eval_param(params, "train_sep"))
         desc = _description(params, task.name)
-        uncond_prompt = params.get("unconditional_prompt")
-        uncond_prompt = "Answer:" if uncond_prompt is None else str(uncond_prompt)
+        uncond_prompt = str(eval_param(params, "unconditional_prompt"))
 
         def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
             if self.chat is None:

@@ -49,8 +49,7 @@ from fewshot_eval.config import ConfigError
 
 # Modules whose import registers the built-in predictors and metrics.
 BUILTIN_MODULES = (
-    "fewshot_eval.evaluate.metrics.label_metrics", "fewshot_eval.evaluate.metrics.text_metrics",
-    "fewshot_eval.evaluate.metrics.bias_metrics", "fewshot_eval.evaluate.metrics.perplexity", "fewshot_eval.evaluate.tasks.shapes",
+    "fewshot_eval.evaluate.metrics",  # imports every module of the package (metrics/__init__.py)
     "fewshot_eval.evaluate.backends.baselines", "fewshot_eval.evaluate.backends.clm",
     "fewshot_eval.evaluate.backends.openai_completions", "fewshot_eval.evaluate.backends.vllm_engine",
 )

@@ -20,10 +20,11 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.calibration import calibrate, check_calibrator
-from fewshot_eval.evaluate.tasks.generation_task import generation_metrics, is_generation_row
-from fewshot_eval.evaluate.metrics.label_metrics import DEFAULT_METRICS, compute_metrics
+from fewshot_eval.evaluate.metrics.compute import compute_metrics
+from fewshot_eval.evaluate.metrics.label_metrics import DEFAULT_METRICS
+from fewshot_eval.evaluate.metrics.prediction_rows import is_correct
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates
-from fewshot_eval.evaluate.tasks.shapes import is_correct
+from fewshot_eval.evaluate.tasks.generation_task import generation_metrics, is_generation_row
 
 
 def _wanted_options(params: dict[str, Any], task: Optional[str]) -> Optional[list[str]]:

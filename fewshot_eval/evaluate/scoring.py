@@ -14,7 +14,7 @@ the slot). Over the candidates' continuation token ids we count the shared prefi
   leading whitespace) = lm-evaluation-harness's ``acc_norm``, which divides by the length of the
   choice and leaves out the target delimiter (the space before it).
 
-Everything here is pure and works on stored prediction rows too (see recalc.py).
+Everything here is pure and works on stored prediction rows too (see rescoring.py).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from fewshot_eval.config import NON_NUMERIC_KEYS, ConfigError, find_config_file
-from fewshot_eval.evaluate.lm_eval_bridge.catalog import is_catalog
+from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 from fewshot_eval.settings import is_local_weights
 
 # ---- which keys are in the identity --------------------------------------------------------
@@ -106,11 +106,11 @@ def job_identity(model: dict[str, Any], tasks: list[str], params: dict[str, Any]
 
 def catalog_identity(tasks: Sequence[str], search: Sequence[Path]) -> Optional[dict[str, Any]]:
     """For tasks ``lm_eval:<name>``: lm_eval's version and each name's config version and hash
-    (:func:`fewshot_eval.evaluate.lm_eval_bridge.catalog.identity`); None when the tasks name no catalog task, so the
+    (:func:`fewshot_eval.evaluate.lm_eval_bridge.catalog_identity.identity`); None when the tasks name no catalog task, so the
     identities of all other results are what they always were."""
     if not any(is_catalog(t) for t in tasks):
         return None
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog import identity
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_identity import identity
 
     return identity(list(tasks), search)
 
@@ -201,7 +201,7 @@ def _data_digest(search: tuple[Path, ...], name: str, fmt: int) -> str:
 def _catalog_data_digest(search: tuple[Path, ...], name: str) -> str:
     """An lm-eval catalog task: the local data files it reads (its config is in the identity). Not
     cached: the catalog notices edits itself."""
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog import local_files
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_identity import local_files
 
     try:
         return digest([file_digest(f) for f in local_files(name, search)])

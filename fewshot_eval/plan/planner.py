@@ -75,7 +75,7 @@ class Planner:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self._parser = OverridesParser.create(config_loader=config_loader)
-        from fewshot_eval.evaluate.lm_eval_bridge.catalog import look_again
+        from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import look_again
 
         look_again()  # lm-eval task YAMLs edited since the last plan in this process are seen
 

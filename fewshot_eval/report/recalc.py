@@ -28,7 +28,7 @@ from fewshot_eval.store.status import verify_files
 
 def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Path]) -> tuple[Path, str]:
     """Write the result of ``result_dir`` recomputed with ``changes``; returns (new dir, what happened)."""
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog import is_catalog
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
     from fewshot_eval.evaluate.rescoring import recalc_metrics, rescore_rows
 
     res, ident = read_json(result_dir / layout.RESULTS), read_json(result_dir / layout.IDENTITY)

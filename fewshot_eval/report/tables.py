@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional, Sequence
 import pandas as pd
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.tasks.shapes import is_correct
+from fewshot_eval.evaluate.metrics.prediction_rows import is_correct
 from fewshot_eval.report import direction as _dir
 from fewshot_eval.report.collect import MODEL_SETTINGS
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from fewshot_eval.evaluate.backends.predictor import Predictor, Request
-from fewshot_eval.evaluate.lm_eval_bridge.catalog import PREFIX, bare, catalog, lm_eval_version
+from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import PREFIX, bare, catalog, lm_eval_version
 
 log = logging.getLogger("fewshot_eval")
 

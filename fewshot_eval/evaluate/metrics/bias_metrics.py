@@ -31,8 +31,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Optional, Sequence
 
+from fewshot_eval.evaluate.metrics.prediction_rows import final_score
 from fewshot_eval.evaluate.registry import register_metric
-from fewshot_eval.evaluate.tasks.shapes import final_score
 
 STEREO, ANTI, UNRELATED = "stereotype", "anti-stereotype", "unrelated"
 

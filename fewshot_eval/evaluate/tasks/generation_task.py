@@ -15,21 +15,22 @@ Prediction row (one per evaluated example)::
 With a chat model (model setting ``chat.enabled``) the demonstrations are user/assistant turns
 and the test prompt the last user turn (:mod:`~fewshot_eval.evaluate.tasks.chat`); the model
 generates the assistant's answer. Requests go through the resume cache like scored ones
-(``evaluate.cache``: a killed job regenerates at most the batch in flight).
+(``evaluate.resume``: a killed job regenerates at most the batch in flight).
 
 Settings (eval params, else the task definition, else the default): ``until`` (stop strings;
 default ``train_sep``), ``max_new_tokens`` (32), ``do_sample`` (false: greedy) with
-``temperature``; sampling is seeded with the trial's seed.
+``temperature``; sampling is seeded with the trial's seed. A param that is missing or null
+takes its default from ``conf/config.yaml`` (:func:`fewshot_eval.config.eval_param`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from fewshot_eval.config import ConfigError
+from fewshot_eval.config import ConfigError, eval_param
 from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Predictor
 from fewshot_eval.evaluate.tasks.demonstrations import Sample, fit_demonstrations, join_prompt
-from fewshot_eval.evaluate.metrics.label_metrics import compute_metrics
+from fewshot_eval.evaluate.metrics.compute import compute_metrics
 from fewshot_eval.evaluate.tasks.definitions import TaskDef
 
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -45,8 +46,7 @@ def generation_settings(task: TaskDef, params: dict[str, Any]) -> dict[str, Any]
     if until is None:
         until = task.until
     if until is None:
-        sep = params.get("train_sep")
-        until = ["\n\n" if sep is None else str(sep)]
+        until = [str(eval_param(params, "train_sep"))]
     until = [until] if isinstance(until, str) else list(until)
     if not until or not all(isinstance(u, str) and u for u in until):
         raise ConfigError(f"until: expected a non-empty stop string or a list of them, got {params.get('until')!r}.")
@@ -58,8 +58,7 @@ def generation_settings(task: TaskDef, params: dict[str, Any]) -> dict[str, Any]
     do_sample = params.get("do_sample") or False
     if not isinstance(do_sample, bool):
         raise ConfigError(f"do_sample must be true or false, got {do_sample!r}.")
-    temperature = params.get("temperature")
-    temperature = 1.0 if temperature is None else temperature
+    temperature = eval_param(params, "temperature")
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature <= 0:
         raise ConfigError(f"temperature must be a number > 0, got {temperature!r}.")
     if not do_sample and float(temperature) != 1.0:
@@ -93,8 +92,7 @@ def generate_rows(predictor: Predictor, task: TaskDef, tname: str, lang: Optiona
     check_predictor_generates(task, predictor.name or type(predictor).__name__, predictor)
     settings = generation_settings(task, params)
     tmpl = task.templates[tname]
-    sep = params.get("train_sep")
-    sep = "\n\n" if sep is None else str(sep)
+    sep = str(eval_param(params, "train_sep"))
 
     def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
         if chat is None:

@@ -1,6 +1,6 @@
-"""Task shapes beyond one fixed candidate list: their task-definition keys, rows and metrics.
+"""Task shapes beyond one fixed candidate list: their task-definition keys and rows.
 
-All of them are ranking tasks scored by the ordinary runner (so scoring modes, calibration and
+All of them are ranking tasks scored by the ordinary evaluator (so scoring modes, calibration and
 recalc apply); a shape only changes where the candidates and the gold come from and how rows
 are counted:
 
@@ -23,20 +23,20 @@ are counted:
   good one gets the higher log-prob (``scoring=sum``). Candidates are labelled ``good``/``bad``.
 
 Prediction rows keep the ordinary layout (``candidates`` with log-probs); grouped rows add
-``group`` and ``positive``, multiple-answer rows have a list ``gold``.
+``group`` and ``positive``, multiple-answer rows have a list ``gold``. The shapes' metrics
+(``all_f1``, ``group_exact_match``, ``f1a``) are :mod:`fewshot_eval.evaluate.metrics.shape_metrics`.
 
 :func:`check_shape_keys` validates the ``kind`` of every task definition -- ``choice`` (default),
 ``generate`` (:mod:`~fewshot_eval.evaluate.tasks.generation_task`: ``references_field``, ``until``,
-``max_new_tokens``), ``perplexity`` (:mod:`~fewshot_eval.evaluate.metrics.perplexity`), ``minimal_pairs``
+``max_new_tokens``), ``perplexity`` (:mod:`~fewshot_eval.evaluate.tasks.perplexity_task`), ``minimal_pairs``
 -- and the keys each kind takes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from fewshot_eval.config import ConfigError, check_keys
-from fewshot_eval.evaluate.registry import register_metric
 from fewshot_eval.evaluate.metrics.text_metrics import DEFAULT_GENERATION_METRICS
 
 KINDS = ("choice", "generate", "perplexity", "minimal_pairs")  # a task definition's ``kind`` (default choice)
@@ -242,74 +242,3 @@ def row_fields(task: Any, doc: dict[str, Any]) -> dict[str, Any]:
     if task.group_field:
         out.update(group=doc["_group"], positive=task.positive_label)
     return out
-
-
-def is_correct(pred: str, gold: Any) -> bool:
-    """The prediction is the gold label, or one of them when there are several."""
-    return pred in gold if isinstance(gold, list) else pred == gold
-
-
-def uncalibrated_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows as the uncalibrated run would have them (``pred_raw`` as ``pred``, no ``calibrated``):
-    the input of a row metric's ``<name>_raw``."""
-    out = []
-    for r in rows:
-        pred = r.get("pred_raw", r.get("pred"))
-        new = {**r, "pred": pred, "correct": is_correct(pred, r.get("gold"))}
-        if "candidates" in r:
-            new["candidates"] = [{k: v for k, v in c.items() if k != "calibrated"} for c in r["candidates"]]
-        out.append(new)
-    return out
-
-
-def final_score(candidate: dict[str, Any]) -> float:
-    """A candidate's final score: its calibrated score when the run was calibrated, else its score."""
-    return float(candidate["calibrated"] if candidate.get("calibrated") is not None else candidate["score"])
-
-
-def _final_scores(row: dict[str, Any]) -> list[float]:
-    return [final_score(c) for c in row["candidates"]]
-
-
-# ---------------------------------------------------------------- metrics over rows (x100)
-
-
-@register_metric("all_f1", over="rows")
-def all_f1(rows: Sequence[dict[str, Any]]) -> Optional[float]:
-    """Several correct answers, all wanted: per example, F1 of the top-``|gold|`` candidates
-    (by final score; ties to the first) against the gold set; mean over examples."""
-    if not rows:
-        return 0.0
-    total = 0.0
-    for r in rows:
-        gold = set(r["gold"] if isinstance(r["gold"], list) else [r["gold"]])
-        scores = _final_scores(r)
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        picked = {r["candidates"][i]["label"] for i in order[: len(gold)]}
-        total += 2 * len(picked & gold) / (len(picked) + len(gold))
-    return 100.0 * total / len(rows)
-
-
-@register_metric("group_exact_match", over="rows")
-def group_exact_match(rows: Sequence[dict[str, Any]]) -> Optional[float]:
-    """Grouped sub-problems (MultiRC ``em``): the share of groups whose rows are all correct."""
-    groups: dict[Any, bool] = {}
-    for r in rows:
-        key = r.get("group", r.get("id"))
-        groups[key] = groups.get(key, True) and bool(r["correct"])
-    return 100.0 * sum(groups.values()) / len(groups) if groups else 0.0
-
-
-@register_metric("f1a", over="rows")
-def f1a(rows: Sequence[dict[str, Any]]) -> Optional[float]:
-    """Grouped sub-problems (MultiRC ``f1a``): F1 of the positive label over all rows (answer options)."""
-    tp = fp = fn = 0
-    for r in rows:
-        pos = r.get("positive")
-        if pos is None:
-            return None
-        g, p = r["gold"] == pos, r["pred"] == pos
-        tp += g and p
-        fp += p and not g
-        fn += g and not p
-    return 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0

@@ -14,7 +14,7 @@ the affected rows ``error: <reason>``:
   predictor can generate (not a baseline).
 
 Sources through HuggingFace ``datasets`` are not read at planning (that would download), except
-from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks/definitions.py``), which is checked like local
+from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks/task_data.py``), which is checked like local
 files. Offline (``HF_DATASETS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), a hub dataset that is neither
 mirrored nor in the local cache is an error row (the job could not load it); a manual download
 (``$VARS`` in ``data_dir``/``data_files``, storycloze) is read and checked at planning when it is
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, env_flag
-from fewshot_eval.evaluate.lm_eval_bridge.catalog import is_catalog
+from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 
 
 def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> None:
@@ -38,7 +38,8 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
     from fewshot_eval.evaluate.calibration import check_calibrator, parse_option, task_options
     from fewshot_eval.evaluate.tasks.demonstrations import check_demo_sampling
     from fewshot_eval.evaluate.scoring import check_mode
-    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def, select_languages, select_metrics, select_templates, split_data
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
+    from fewshot_eval.evaluate.tasks.selection import select_languages, select_metrics, select_templates, split_data
 
     check_mode(params.get("scoring"))
     check_demo_sampling(params.get("demo_sampling"), balanced=bool(params.get("balanced")))
@@ -83,7 +84,7 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
 
 def _needed(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> list[tuple[str, Optional[str]]]:
     """(split, language) pairs a job reads."""
-    from fewshot_eval.evaluate.tasks.definitions import split_names
+    from fewshot_eval.evaluate.tasks.selection import split_names
 
     train, evals = split_names(td, params)
     out = [(evals, lang) for lang in langs]
@@ -96,7 +97,8 @@ def _needed(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], tra
 
 def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> bool:
     """Every split a job reads of this hub task is in the local mirror (``$FEWSHOT_HF_MIRROR``)."""
-    from fewshot_eval.evaluate.tasks.definitions import HFSource, hf_mirror_file
+    from fewshot_eval.evaluate.tasks.definitions import HFSource
+    from fewshot_eval.evaluate.tasks.task_data import hf_mirror_file
 
     if not isinstance(td.source, HFSource):
         return False
@@ -106,7 +108,7 @@ def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]],
 def manual_present(td: Any, langs: Sequence[Optional[str]]) -> bool:
     """A manual download (``$VARS`` in ``data_dir``/``data_files``) that is there: read and checked at
     planning like local files. One that is not there raises ConfigError saying what to set."""
-    from fewshot_eval.evaluate.tasks.definitions import hf_manual_files, is_manual
+    from fewshot_eval.evaluate.tasks.task_data import hf_manual_files, is_manual
 
     if not is_manual(td):
         return False
@@ -125,9 +127,7 @@ def hf_cached(path: str) -> bool:
 
 def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> None:
     """A hub task a job could not load: a manual download that is missing, or offline without a local copy."""
-    from fewshot_eval.evaluate.tasks.definitions import HF_MIRROR_ENV
-
-    from fewshot_eval.evaluate.tasks.definitions import hf_mirror_file
+    from fewshot_eval.evaluate.tasks.task_data import HF_MIRROR_ENV, hf_mirror_file
 
     offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if env_flag(v)]
     if offline and not hf_cached(td.source.path):
@@ -175,7 +175,7 @@ def check_catalog_task(name: str, params: dict[str, Any], search: Sequence[Path]
     """An lm-eval catalog task (``lm_eval:<name>``): it exists (else the close matches), the predictor can
     score its requests, its data can be read (offline: from the HuggingFace cache)."""
     from fewshot_eval.config import config_dirs
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog import check_task
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_checks import check_task
     from fewshot_eval.evaluate.registry import predictor_class
 
     predictor = str(params.get("predictor") or "clm")
@@ -187,7 +187,8 @@ def check_catalog_task(name: str, params: dict[str, Any], search: Sequence[Path]
 
 def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:
     """The largest demonstration pool over the tasks and languages (None: a task reads ``datasets``)."""
-    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def, select_languages, split_data
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
+    from fewshot_eval.evaluate.tasks.selection import select_languages, split_data
 
     sizes = []
     for name in task_names:
@@ -204,7 +205,8 @@ def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Se
 def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path]) -> None:
     """What depends on nshot: with demonstrations, the templates' fields are in the demonstration
     split; ``balanced`` (see :func:`check_balanced`)."""
-    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def, select_languages, split_data
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
+    from fewshot_eval.evaluate.tasks.selection import select_languages, split_data
 
     if nshot != 0:
         for name in task_names:
@@ -227,7 +229,8 @@ def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int
             raise ConfigError(f"task '{name}': {what} is not supported for lm-eval catalog tasks (lm-eval samples num_fewshot demonstrations itself). Use nshot >= 0 and balanced=false.")
     if not params.get("balanced") or nshot <= 0:
         return
-    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def, select_languages, split_data
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
+    from fewshot_eval.evaluate.tasks.selection import select_languages, split_data
 
     for name in task_names:
         td = load_task_def(name, search)

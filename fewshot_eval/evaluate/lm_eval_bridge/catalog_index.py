@@ -11,22 +11,24 @@ The catalog is lm-eval's own :class:`lm_eval.tasks.TaskManager` (its built-in ta
 It is built once per process. Indexing ~15,000 YAML files takes ~8 s, so the index lm-eval
 builds is kept on disk (``$FEWSHOT_EVAL_CACHE/lm_eval_index/``, keyed by lm_eval's version and
 the names, sizes and mtimes of the YAML files it reads: an edited YAML rebuilds it); loading it
-takes ~0.6 s, in the planner and in every job. This module answers what the planner needs without loading any data:
-does a name exist (else the close matches), what identifies its configuration (lm_eval's version
-and a hash of every config it expands to), which local files it reads, whether its dataset can
-be read offline. The evaluation itself is :mod:`fewshot_eval.evaluate.lm_eval_bridge.catalog_runner`.
+takes ~0.6 s, in the planner and in every job.
 
 In YAMLs under ``<config dir>/lm_eval_tasks/``, relative ``dataset_kwargs.data_files`` (and a
 relative ``dataset_path`` directory) are taken relative to the YAML file, so a task can point
 at data kept next to it.
+
+Beside this module, each answering one question without loading any data:
+:mod:`~fewshot_eval.evaluate.lm_eval_bridge.catalog_identity` (what identifies a catalog task's
+configuration, which local files it reads), :mod:`~fewshot_eval.evaluate.lm_eval_bridge.catalog_checks`
+(will it run: the planning checks), :mod:`~fewshot_eval.evaluate.lm_eval_bridge.catalog_search`
+(``fewshot-eval list catalog``). The evaluation itself is
+:mod:`~fewshot_eval.evaluate.lm_eval_bridge.catalog_runner`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import fnmatch
-import glob
 import hashlib
 import json
 import logging
@@ -43,8 +45,6 @@ log = logging.getLogger("fewshot_eval")
 
 PREFIX = "lm_eval:"
 INCLUDE_DIR = "lm_eval_tasks"  # <config dir>/lm_eval_tasks/: your own lm-eval task YAMLs
-LOCAL_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas")
-_OFFLINE = ("1", "true", "yes", "on")
 
 
 def is_catalog(name: str) -> bool:
@@ -75,9 +75,6 @@ def _search(search: Optional[Iterable[Path]]) -> list[Path]:
     return list(search) if search is not None else config_dirs()
 
 
-# ------------------------------------------------------------------------- the TaskManager
-
-
 class Catalog:
     """lm-eval's TaskManager plus the original YAML of each entry (for hashing and messages)."""
 
@@ -93,7 +90,7 @@ class Catalog:
         for name, entry in self.manager.task_index.items():
             if entry.yaml_path is not None:
                 self.sources[name] = Path(entry.yaml_path)
-                if any(_under(Path(entry.yaml_path), d) for d in self.dirs):
+                if any(is_under(Path(entry.yaml_path), d) for d in self.dirs):
                     _absolute_data_files(entry)
         log.info("indexed lm-eval's task catalog (%d names, include paths %s) in %.1fs",
                  len(self.manager.all_tasks), [str(d) for d in self.dirs] or "none", time.perf_counter() - t0)
@@ -158,8 +155,20 @@ class Catalog:
         """The task (not group or tag) configs ``name`` expands to."""
         return {n: c for n, c in self.closure(name).items() if c and "group" not in c and isinstance(c.get("task"), str)}
 
+    def data_file_patterns(self, leaf: str, cfg: dict[str, Any]) -> list[Path]:
+        """The local ``dataset_kwargs.data_files`` of a leaf task (globs; relative ones relative to its YAML)."""
+        base = self.sources[leaf].parent if leaf in self.sources else Path.cwd()
+        out = []
+        for f in file_list((cfg.get("dataset_kwargs") or {}).get("data_files")):
+            if "://" in f:
+                continue
+            p = Path(os.path.expanduser(f))
+            out.append(p if p.is_absolute() else base / p)
+        return out
 
-def _under(path: Path, root: Path) -> bool:
+
+def is_under(path: Path, root: Path) -> bool:
+    """``path`` (resolved) lies under ``root``."""
     try:
         path.resolve().relative_to(root)
         return True
@@ -193,18 +202,19 @@ def _relative(f: Any) -> bool:
 
 def _has_relative_paths(cfg: dict[str, Any]) -> bool:
     files = (cfg.get("dataset_kwargs") or {}).get("data_files")
-    rel = [f for f in _files(files) if _relative(f)]
+    rel = [f for f in file_list(files) if _relative(f)]
     dp = cfg.get("dataset_path")
     return bool(rel) or (isinstance(dp, str) and _relative(dp) and "/" in dp and dp.startswith("."))
 
 
-def _files(data_files: Any) -> list[str]:
+def file_list(data_files: Any) -> list[str]:
+    """The file names in a ``data_files`` value (a string, a list, or a dict of them)."""
     if isinstance(data_files, str):
         return [data_files]
     if isinstance(data_files, list):
         return [f for f in data_files if isinstance(f, str)]
     if isinstance(data_files, dict):
-        return [f for v in data_files.values() for f in _files(v)]
+        return [f for v in data_files.values() for f in file_list(v)]
     return []
 
 
@@ -317,194 +327,3 @@ def catalog(search: Optional[Iterable[Path]] = None) -> Catalog:
     cat = _catalog(tuple(str(d) for d in dirs), _signature(dirs))
     _RECENT[key] = (time.monotonic(), cat)
     return cat
-
-
-# ------------------------------------------------------------------------- identity, fingerprint
-
-
-def _portable(node: Any, roots: Sequence[tuple[Path, str]], modules: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _portable(v, roots, modules) for k, v in node.items()}
-    if isinstance(node, (list, tuple)):
-        return [_portable(v, roots, modules) for v in node]
-    if isinstance(node, str) and os.path.isabs(node):
-        for root, label in roots:
-            try:
-                rel = Path(node).relative_to(root)
-            except ValueError:
-                continue
-            mod = Path(node.rpartition(".")[0] + ".py")  # "<dir>/utils.process_docs" -> "<dir>/utils.py"
-            key = f"{label}/{rel.as_posix()}"
-            if mod.is_file():
-                modules[f"{label}/{mod.relative_to(root).as_posix()}"] = _sha(mod)
-            return key
-        return node
-    if isinstance(node, (int, float, bool)) or node is None:
-        return node
-    return str(node)
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def _roots(cat: Catalog) -> list[tuple[Path, str]]:
-    import lm_eval
-
-    roots = [(Path(lm_eval.__file__).resolve().parent, "lm_eval")]
-    roots += [(d, "include") for d in cat.dirs]
-    return roots
-
-
-def task_identity(name: str, search: Optional[Iterable[Path]] = None) -> dict[str, Any]:
-    """What identifies one catalog name's configuration: lm-eval's ``metadata.version`` of the name and
-    a digest of the config of every entry it expands to (groups and tags: all their members), with
-    the ``!function`` modules' contents. Independent of where lm_eval or the config dir is installed."""
-    cat = catalog(search)
-    return _task_identity(cat, bare(name))
-
-
-@lru_cache(maxsize=256)
-def _task_identity(cat: Catalog, name: str) -> dict[str, Any]:
-    roots = _roots(cat)
-    modules: dict[str, str] = {}
-    configs = {n: _portable(c, roots, modules) for n, c in sorted(cat.closure(name).items())}
-    blob = json.dumps({"configs": configs, "modules": modules}, sort_keys=True, default=str)
-    own = cat.raw_config(name) or {}
-    version = (own.get("metadata") or {}).get("version") if isinstance(own.get("metadata"), dict) else None
-    return {"version": version, "config": hashlib.sha256(blob.encode()).hexdigest()[:16]}
-
-
-def identity(names: Sequence[str], search: Optional[Iterable[Path]] = None) -> dict[str, Any]:
-    """The catalog part of a result's identity: lm_eval's version and each catalog task's :func:`task_identity`."""
-    tasks = {}
-    for n in names:
-        if is_catalog(n):
-            try:
-                tasks[bare(n)] = task_identity(n, search)
-            except ConfigError:  # an unknown name: the planning checks put the error on the job's row
-                tasks[bare(n)] = {"unknown": True}
-    return {"lm_eval": lm_eval_version(), "tasks": tasks}
-
-
-def _data_file_patterns(cat: Catalog, leaf: str, cfg: dict[str, Any]) -> list[Path]:
-    """The local ``dataset_kwargs.data_files`` of a leaf task (globs; relative ones relative to its YAML)."""
-    base = cat.sources[leaf].parent if leaf in cat.sources else Path.cwd()
-    out = []
-    for f in _files((cfg.get("dataset_kwargs") or {}).get("data_files")):
-        if "://" in f:
-            continue
-        p = Path(os.path.expanduser(f))
-        out.append(p if p.is_absolute() else base / p)
-    return out
-
-
-def local_files(name: str, search: Optional[Iterable[Path]] = None) -> list[Path]:
-    """Local data files the name's tasks read (``dataset_kwargs.data_files``), for the stale check."""
-    cat = catalog(search)
-    out: set[Path] = set()
-    for n, cfg in cat.leaf_configs(bare(name)).items():
-        for p in _data_file_patterns(cat, n, cfg):
-            out.update(Path(x) for x in glob.glob(str(p)) if Path(x).is_file())
-    return sorted(out)
-
-
-# ------------------------------------------------------------------------- planning checks
-
-
-# lm-eval's request type of each output type
-REQUEST_TYPE = {"multiple_choice": "loglikelihood", "loglikelihood": "loglikelihood",
-                "loglikelihood_rolling": "loglikelihood_rolling", "generate_until": "generate_until"}
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in _OFFLINE for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def check_task(name: str, operations: Iterable[str], predictor: str, search: Optional[Iterable[Path]] = None) -> None:
-    """What would make a catalog task fail at a job's start, checked at planning: the name exists, the
-    predictor supports its request types, local data files exist, and -- offline -- its HuggingFace
-    dataset is in the local cache. Raises ConfigError."""
-    cat = catalog(search)
-    cat.entry(bare(name))
-    leaves = sorted(cat.leaf_configs(bare(name)).items())
-    ops = set(operations)
-    for n, cfg in leaves:
-        out_type = str(cfg.get("output_type") or "generate_until")  # lm-eval's default
-        need = REQUEST_TYPE.get(out_type, out_type)
-        if need not in ops:
-            raise ConfigError(
-                f"task '{name}': lm-eval task '{n}' is {out_type} (needs {need}), which predictor '{predictor}' "
-                f"does not support (it supports {', '.join(sorted(ops)) or 'nothing'}). Use a predictor that does, or leave the task out."
-            )
-    for n, cfg in leaves:
-        _check_dataset(name, n, cfg, cat)
-
-
-def _check_dataset(name: str, leaf: str, cfg: dict[str, Any], cat: Catalog) -> None:
-    if "class" in cfg or cfg.get("custom_dataset"):
-        return  # Python tasks and custom loaders: their own business
-    path = cfg.get("dataset_path")
-    kwargs = dict(cfg.get("dataset_kwargs") or {})
-    where = f"task '{name}'" + (f" (lm-eval task '{leaf}', {cat.sources.get(leaf, 'inline config')})" if leaf != bare(name) else f" ({cat.sources.get(leaf, 'inline config')})")
-    if not path:
-        raise ConfigError(f"{where}: no dataset_path in its config.")
-    for p in _data_file_patterns(cat, leaf, cfg):
-        if not glob.glob(str(p)):
-            raise ConfigError(f"{where}: data file {p} does not exist. Fix dataset_kwargs.data_files in its YAML.")
-    if path in LOCAL_BUILDERS or os.path.isdir(os.path.expanduser(str(path))):
-        return
-    if not _offline():
-        return  # it is downloaded by the job (planning downloads nothing)
-    if not _dataset_cached(str(path), cfg.get("dataset_name"), kwargs):
-        name_part = f", '{cfg['dataset_name']}'" if cfg.get("dataset_name") else ""
-        raise ConfigError(
-            f"{where}: its dataset '{path}'{name_part} is not in the local HuggingFace cache and downloads are off "
-            f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE). Download it once where there is network "
-            f"(python -c \"import datasets; datasets.load_dataset('{path}'{name_part})\"), or point the task at local files: "
-            f"a YAML in <config dir>/{INCLUDE_DIR}/ with `include:` of the catalog YAML, dataset_path: json and "
-            f"dataset_kwargs: {{data_files: {{...}}}}."
-        )
-
-
-@lru_cache(maxsize=256)
-def _cached(path: str, name: Optional[str], kwargs_json: str) -> bool:
-    import datasets
-
-    kwargs = {k: v for k, v in json.loads(kwargs_json).items() if k in ("revision", "data_dir")}
-    try:
-        datasets.load_dataset_builder(path, name, **kwargs)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: not readable offline
-        return False
-
-
-def _dataset_cached(path: str, name: Optional[str], kwargs: dict[str, Any]) -> bool:
-    return _cached(path, name, json.dumps(kwargs, sort_keys=True, default=str))
-
-
-# ------------------------------------------------------------------------- search
-
-
-def search_catalog(pattern: Optional[str], search: Optional[Iterable[Path]] = None) -> list[tuple[str, str, str]]:
-    """(name, kind, where) of every catalog entry matching ``pattern`` (a glob; a plain word matches
-    as a substring), tasks, groups and tags alike; where = the YAML relative to lm_eval/tasks or your dir."""
-    cat = catalog(search)
-    pat = pattern or "*"
-    if not any(c in pat for c in "*?["):
-        pat = f"*{pat}*"
-    import lm_eval
-
-    pkg = Path(lm_eval.__file__).resolve().parent
-    out = []
-    for name in cat.manager.all_tasks:
-        if not fnmatch.fnmatchcase(name.lower(), pat.lower()):
-            continue
-        entry = cat.index[name]
-        src = cat.sources.get(name)
-        if src is None:
-            where = f"tag of {len(entry.tags)} tasks" if entry.kind.name == "TAG" else "inline"
-        else:
-            where = f"lm_eval/{src.resolve().relative_to(pkg).as_posix()}" if _under(src, pkg) else str(src)
-        out.append((name, entry.kind.name.lower().replace("py_task", "task"), str(where)))
-    return out

@@ -1,22 +1,15 @@
-"""Perplexity: ``kind: perplexity`` tasks (document-level rolling log-likelihood) and the
-gold-answer perplexity of ranking tasks.
+"""Perplexity metrics (lower is better), over prediction rows.
 
-A perplexity task's template renders each data row into one document (``document:``, Jinja2);
-the predictor's ``loglikelihood_rolling`` scores it whole with non-overlapping windows of the
-model's context (lm-evaluation-harness's ``loglikelihood_rolling``). Per document the row
-stores its log-likelihood, tokens, words and bytes (words and bytes counted as lm-eval's
-``PerplexityTask``); the metrics are lm-eval's corpus-level aggregations, through its own
-functions::
+Of ``kind: perplexity`` tasks (:mod:`~fewshot_eval.evaluate.tasks.perplexity_task`: each row one
+document with its rolling log-likelihood, words and bytes): lm-eval's corpus-level
+aggregations, through its own functions::
 
     word_perplexity = exp(-sum(loglikelihood) / sum(words))      # lm_eval weighted_perplexity
     byte_perplexity = exp(-sum(loglikelihood) / sum(bytes))
     bits_per_byte   = -sum(loglikelihood) / sum(bytes) / ln 2    # lm_eval bits_per_byte
 
-Demonstrations, scoring modes and calibration do not apply. ``gold_perplexity`` (for ranking
-tasks) is exp of minus the mean log-prob per token of the correct candidates' continuations,
-over all examples' gold tokens (lower is better; not reported for baselines).
-
-Prediction row: ``id, gold: "", pred: "", document, loglikelihood, n_tokens, n_words, n_bytes``.
+Of ranking tasks: ``gold_perplexity``, exp of minus the mean log-prob per token of the correct
+candidates' continuations, over all examples' gold tokens (not reported for baselines).
 """
 
 from __future__ import annotations
@@ -24,28 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional, Sequence
 
-from fewshot_eval.evaluate.backends.predictor import Predictor
 from fewshot_eval.evaluate.registry import register_metric
-
-
-def count_words_bytes(text: str) -> tuple[int, int]:
-    """(words, bytes) of a document exactly as lm-evaluation-harness counts them for perplexity."""
-    from lm_eval.api.task import PerplexityTask  # lazy: heavy
-
-    return PerplexityTask.count_words(text), PerplexityTask.count_bytes(text)
-
-
-def score_documents(predictor: Predictor, task: Any, template: str, lang: Optional[str], docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Prediction rows of one perplexity sub-result: each document's rolling log-likelihood."""
-    tmpl = task.templates[template]
-    texts = [tmpl.render(d, lang) for d in docs]
-    results = predictor.loglikelihood_rolling(texts) if texts else []
-    rows = []
-    for doc, text, res in zip(docs, texts, results):
-        words, nbytes = count_words_bytes(text)
-        rows.append({"id": doc["_id"], "gold": "", "pred": "", "document": text, "loglikelihood": res.total,
-                     "n_tokens": len(res.logprobs), "n_words": words, "n_bytes": nbytes})
-    return rows
 
 
 def _register_corpus_metric(name: str, aggregation: str, unit: str, doc: str) -> Callable[..., Optional[float]]:
