@@ -409,3 +409,43 @@ def resolves(dotted: str) -> bool:
             obj = getattr(obj, attr)
         return True
     return False
+
+
+# ---------------------------------------------------------------- every key has a row
+
+def table_keys(page: str, heading: str) -> set[str]:
+    """The backticked names in the first column of the tables under ``heading`` (up to the next heading)."""
+    text = re.sub(r"^```.*?^```", "", (ROOT / "docs" / page).read_text(), flags=re.M | re.S)  # code blocks hold '# ' lines
+    start = text.index(f"\n{heading}\n")
+    section = re.split(r"\n#{1,6} ", text[start + len(heading) + 2:])[0]
+    first = [ln.split("|")[1] for ln in section.splitlines() if ln.startswith("| ")]
+    return {k.split(".")[0] for cell in first for k in re.findall(r"`([\w.]+)`", cell)}
+
+
+def test_every_task_definition_key_is_documented() -> None:
+    """docs/task-format.md has a row for every key the task-definition parser accepts."""
+    from dataclasses import fields
+
+    from fewshot_eval.evaluate.tasks import definitions, shapes
+
+    top = set(definitions._TOP_KEYS)  # the parser's key list (key -> required)
+    missing = top - table_keys("task-format.md", "## Every key")
+    assert not missing, f"docs/task-format.md '## Every key' lacks {sorted(missing)}"
+    hf = {f.name for f in fields(definitions.HFSource)}
+    assert not hf - table_keys("task-format.md", "## Data sources"), f"data.hf keys undocumented: {sorted(hf - table_keys('task-format.md', '## Data sources'))}"
+    tmpl = {k for keys in shapes._TEMPLATE_KEYS.values() for k in keys}
+    assert not tmpl - table_keys("task-format.md", "## Templates"), f"template keys undocumented: {sorted(tmpl - table_keys('task-format.md', '## Templates'))}"
+
+
+def test_every_model_setting_key_and_parameter_is_documented() -> None:
+    """docs/configuration.md has a row for every model-setting key, task-setting key and evaluation parameter."""
+    from dataclasses import fields
+
+    from fewshot_eval.config import EVAL_KEYS
+    from fewshot_eval.settings import ModelSetting, TaskSetting
+
+    for schema, heading in ((ModelSetting, "## A model setting"), (TaskSetting, "## A task setting")):
+        missing = {f.name for f in fields(schema)} - table_keys("configuration.md", heading)
+        assert not missing, f"docs/configuration.md '{heading}' lacks {sorted(missing)}"
+    missing = set(EVAL_KEYS) - table_keys("configuration.md", "## Evaluation parameters")
+    assert not missing, f"docs/configuration.md '## Evaluation parameters' lacks {sorted(missing)}"
