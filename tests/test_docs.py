@@ -156,6 +156,7 @@ def run_shell(block: Block, root: Path) -> None:
         assert skip.startswith("(") and skip.endswith(")") and len(skip) > 4, f"{block.id}: a skip needs a reason: skip (why)"
         _counts["skipped"] += 1
         pytest.skip(f"{block.id}: {skip[1:-1]}")
+    assert (BIN / "fewshot-eval").exists(), f"{BIN}/fewshot-eval is missing: install the package into this Python (pip install -e .)"
     expected = 0
     code = block.directive("exit")
     if code is not None:
