@@ -78,7 +78,7 @@ def test_output_dir_under_a_file_is_a_clear_error(workdir: Path) -> None:
 
 def test_list_experiments_shows_description_and_command(workdir: Path) -> None:
     out = run_cli(["list", "experiments"], workdir).stdout
-    assert "demo\n" in out and "$ python -m fewshot_eval -m experiment=multilingual" in out
+    assert "demo\n" in out and "$ fewshot-eval -m experiment=multilingual" in out
 
 
 def test_cfg_job_shows_the_composed_config(workdir: Path) -> None:

@@ -150,7 +150,7 @@ def test_list_shows_every_section_with_descriptions(workdir: Path) -> None:
     assert "model=gpt2,gpt2_medium,gpt2_large,gpt2_xl" in out  # a group and what it expands to
     assert re.search(r"task=glob\(\*\) = [^\n]*\bboolq,boolq_calib,cb,", out)  # glob(*) spelled out
     assert "CrowS-Pairs stereotype preference" in lines["crows_pairs"]
-    assert "$ python -m fewshot_eval -m experiment=few_shot_multilingual hydra/launcher=submitit_slurm" in out
+    assert "$ fewshot-eval -m experiment=few_shot_multilingual hydra/launcher=submitit_slurm" in out
     one = run_cli(["list", "task-defs"], workdir).stdout
     assert not one.startswith("==") and "xnli " in one
 
