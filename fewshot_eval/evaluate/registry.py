@@ -1,7 +1,9 @@
 """Named parts of the evaluator: predictors (model backends) and metrics.
 
 A predictor is one class registered under a name, declaring the request operations it
-supports; a metric is one function registered under a name with its aggregation over trials.
+supports; its other capabilities are class attributes (see ``Predictor``), asked with
+:func:`predictor_capability`, never by testing a predictor's name. A metric is one function
+registered under a name with its aggregation over trials.
 Two options of :func:`register_metric` say which tasks a metric scores and what it gets:
 
 * ``kind``: ``"choice"`` (default) -- every task kind that ranks or scores text (``choice``,
@@ -46,20 +48,24 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.backends import PREDICTOR_MODULES
 
-# Modules whose import registers the built-in predictors and metrics.
+# Modules whose import registers the built-in predictors and metrics (the predictors' are listed
+# in their own package, :data:`fewshot_eval.evaluate.backends.PREDICTOR_MODULES`).
 BUILTIN_MODULES = (
     "fewshot_eval.evaluate.metrics.label_metrics", "fewshot_eval.evaluate.metrics.text_metrics",
     "fewshot_eval.evaluate.metrics.bias_metrics", "fewshot_eval.evaluate.metrics.perplexity", "fewshot_eval.evaluate.tasks.shapes",
-    "fewshot_eval.evaluate.backends.baselines", "fewshot_eval.evaluate.backends.clm",
-    "fewshot_eval.evaluate.backends.openai_completions", "fewshot_eval.evaluate.backends.vllm_engine",
+    *PREDICTOR_MODULES,
 )
 # Modules of release 0.2.0 a plugin may still import: where their contents went (named in the load error).
 MOVED_MODULES = {
     "fewshot_eval.evaluate.api": "fewshot_eval.evaluate.backends.predictor (Predictor, Request, Loglik, GenerationRequest)",
     "fewshot_eval.evaluate.metrics": "fewshot_eval.evaluate.metrics.label_metrics",
     "fewshot_eval.evaluate.text_metrics": "fewshot_eval.evaluate.metrics.text_metrics",
-    "fewshot_eval.evaluate.clm": "fewshot_eval.evaluate.backends.clm",
+    "fewshot_eval.evaluate.clm": "fewshot_eval.evaluate.backends.clm (CausalLMPredictor, load_model; "
+                                 "the shared HuggingFace base: fewshot_eval.evaluate.backends.hf_base.HFPredictor)",
+    "fewshot_eval.evaluate.baselines": "fewshot_eval.evaluate.backends.baselines",
+    "fewshot_eval.evaluate.tiny_model": "fewshot_eval.evaluate.backends.tiny_model",
     "fewshot_eval.evaluate.tasks": "fewshot_eval.evaluate.tasks.definitions",
     "fewshot_eval.evaluate.shapes": "fewshot_eval.evaluate.tasks.shapes",
 }
@@ -161,6 +167,8 @@ def load_plugins(config_dirs: Iterable[Path] = ()) -> None:
             try:
                 spec.loader.exec_module(module)
             except Exception as e:  # noqa: BLE001 - a user file: say which one
+                _loaded.discard(key)  # not loaded: the next lookup says why again
+                sys.modules.pop(spec.name, None)
                 moved = MOVED_MODULES.get(getattr(e, "name", None) or "") if isinstance(e, ImportError) else None
                 hint = f" (module {e.name} moved in fewshot-eval 0.3: import from {moved})" if moved else ""  # type: ignore[attr-defined]
                 raise ConfigError(f"{f}: the plugin module failed to load: {type(e).__name__}: {e}{hint}") from None
@@ -177,6 +185,24 @@ def _lookup(table: dict[str, Any], kind: str, name: str, config_dirs: Iterable[P
 def predictor_class(name: str, config_dirs: Iterable[Path] = ()) -> Any:
     """The class registered as ``name``; an unknown name lists the registered ones."""
     return _lookup(_PREDICTORS, "predictor", name, config_dirs)
+
+
+def predictor_capability(name: Any, capability: str, config_dirs: Iterable[Path] = ()) -> Any:
+    """The class attribute ``capability`` of the predictor registered as ``name`` (``loads_hf_weights``,
+    ``needs_train_labels``, ... see :class:`~fewshot_eval.evaluate.backends.predictor.Predictor`);
+    None when ``name`` is unset or not a registered predictor (the model check reports that)."""
+    if not name:
+        return None
+    try:
+        cls = predictor_class(str(name), config_dirs)
+    except ConfigError:
+        return None
+    return getattr(cls, capability)
+
+
+def predictors_with(capability: str) -> list[str]:
+    """The registered predictors whose class attribute ``capability`` is true, by name (for messages)."""
+    return [n for n in predictor_names() if getattr(_PREDICTORS[n], capability)]
 
 
 def metric(name: str, config_dirs: Iterable[Path] = ()) -> Metric:
