@@ -19,6 +19,7 @@ So: label metrics (``accuracy``), row metrics (``over="rows"``: ``gold_perplexit
 (sacrebleu's signature, stored as ``<name>_signature``); or None when it does not apply (a
 perplexity of a baseline): the metric is then left out::
 
+    from fewshot_eval.evaluate.backends.predictor import Predictor
     from fewshot_eval.evaluate.registry import register_metric, register_predictor
 
     @register_metric("label_match")
@@ -30,7 +31,9 @@ perplexity of a baseline): the metric is then left out::
         return 100.0 * sum(any(o.strip().startswith(r) for r in refs) for refs, o in zip(references, outputs)) / max(len(outputs), 1)
 
     @register_predictor("my_lm", operations=("loglikelihood",))
-    class MyLM(Predictor): ...
+    class MyLM(Predictor):  # HFPredictor (backends/hf_base.py) for a HuggingFace checkpoint: its tokenisation and checks
+        uses_gpus = False    # capabilities are class attributes with defaults (see Predictor)
+        def loglikelihood(self, requests): ...
 
 Built-in parts register themselves when their module is imported (:data:`BUILTIN_MODULES`).
 Your own: a Python file in ``<config dir>/plugins/`` (``--config-dir``), or a module of an

@@ -35,7 +35,6 @@ from fewshot_eval.evaluate.lm_eval_bridge.catalog import is_catalog
 
 def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> None:
     """Validate what the tasks of one task setting read under ``params``; raises ConfigError."""
-    from fewshot_eval.config import config_dirs
     from fewshot_eval.evaluate.calibration import check_calibrator, parse_option, task_options
     from fewshot_eval.evaluate.registry import predictor_capability
     from fewshot_eval.evaluate.tasks.demonstrations import check_demo_sampling
@@ -67,7 +66,7 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         if td.kind == "minimal_pairs" and calibrator:
             raise ConfigError(f"calibrator={calibrator}: task '{name}' is a minimal-pairs task (whole sentences, no shared prompt "
                               "to make content-free); use calibrator=null.")
-        if td.kind == "minimal_pairs" and predictor_capability(params.get("predictor"), "needs_train_labels", config_dirs()):
+        if td.kind == "minimal_pairs" and predictor_capability(params.get("predictor"), "needs_train_labels", search):
             raise ConfigError(f"predictor '{params['predictor']}': task '{name}' is a minimal-pairs task, whose gold is always the 'good' sentence, "
                               "so a majority class would score 100%. Use predictor 'random' as the chance baseline.")
         if calibrator and td.kind not in ("perplexity", "generate"):  # generation: the calibrator is ignored (a warning)

@@ -36,6 +36,8 @@ from fewshot_eval.evaluate.registry import register_predictor
 
 @register_predictor("clm", operations=("loglikelihood", "loglikelihood_rolling", "generate_until"))
 class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, HFPredictor):
+    """A HuggingFace causal LM on one device or sharded (``parallel.device_map``); its mixins score and generate."""
+
     reports_batches = frozenset({"loglikelihood", "generate_until"})
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str = "cpu", batch_size: int = 8, max_length: Optional[int] = None, name: str = "") -> None:
