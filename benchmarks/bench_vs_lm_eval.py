@@ -142,7 +142,7 @@ def requests(shape: Shape, regime: str, n: int, seed: int, tokenizer) -> list[tu
 
 def bound(ours, reqs: list[tuple[str, str]]) -> tuple[float, float, float]:
     """(mean tokens per context, per continuation, tokens lm-eval computes / tokens a perfect prefix tree computes)."""
-    from fewshot_eval.evaluate.backends.prefix_tree import PrefixTree
+    from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree
 
     seqs, ctx_len, cont_len = [], [], []
     for c, t in reqs:
@@ -171,7 +171,7 @@ def gen_requests(shape: GenShape, regime: str, n: int, seed: int, tokenizer) -> 
 
 def gen_bound(ours, prompts: list[str], outputs: list[str], max_gen: int) -> tuple[float, float, float]:
     """(mean prompt tokens, mean generated tokens, bound) -- see the module docstring."""
-    from fewshot_eval.evaluate.backends.prefix_tree import PrefixTree
+    from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree
 
     ids = [ours.tok_encode(p)[-(ours.max_length - max_gen) :] for p in prompts]
     gen = [min(max_gen, len(ours.tok_encode(o)) + 1) for o in outputs]
@@ -190,7 +190,7 @@ def ppl_bound(ours, docs: list[str]) -> tuple[float, float]:
     """(mean tokens per document, bound): lm-eval's window inputs / their prefix-tree tokens."""
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-    from fewshot_eval.evaluate.backends.prefix_tree import PrefixTree
+    from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree
 
     seqs, n_tok = [], []
     for d in docs:

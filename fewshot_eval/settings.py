@@ -1,7 +1,10 @@
 """Schemas of model and task settings (``conf/model/*.yaml``, ``conf/task/*.yaml``).
 
 Files hold only what differs from these defaults; :func:`model_setting` and
-:func:`task_setting` validate a loaded node and return plain dicts.
+:func:`task_setting` validate a loaded node and return plain dicts. These dataclasses are the
+config's schema (registered in Hydra's ConfigStore): their defaults are the defaults, e.g. the
+predictor of a model setting that names none. What a predictor needs (``weights``, ...) is checked
+by the predictor's class at planning (``evaluate/backends/``), not here.
 """
 
 from __future__ import annotations
@@ -216,8 +219,6 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     data = _validate(ModelSetting, node, where)
     check_setting_name(key, "model", where)
     check_setting_name(data["name"], "name", where)
-    if data["predictor"] == "clm" and not data["weights"] and not (data["checkpoints"] or {}).get("dir"):
-        raise ConfigError(f"{where}: predictor 'clm' needs 'weights' (a local dir, a hub id, or 'tiny-gpt2').")
     if data["max_parallel"] < 1:
         raise ConfigError(f"{where}: max_parallel must be >= 1, got {data['max_parallel']}.")
     check_eval_keys(data["eval"], f"{where} key 'eval'")
@@ -244,7 +245,9 @@ CHECKPOINT_KEYS = ("dir", "pattern", "revisions")
 
 
 def check_checkpoints(data: dict[str, Any], where: str) -> None:
-    """``checkpoints:`` names a local run dir (``dir``, optional ``pattern``) or hub ``revisions``, not both."""
+    """``checkpoints:`` names a local run dir (``dir``, optional ``pattern``) or hub ``revisions``, not both.
+    (Whether the predictor can take checkpoints is a capability of its class, checked where they are
+    listed: ``plan/expand.checkpoint_steps``.)"""
     ck = data["checkpoints"]
     unknown = [k for k in ck if k not in CHECKPOINT_KEYS]
     if unknown:
@@ -255,8 +258,6 @@ def check_checkpoints(data: dict[str, Any], where: str) -> None:
             f"{where}: 'checkpoints' needs exactly one of 'dir' (a training run's output dir, with 'pattern', "
             f"default 'checkpoint-*') or 'revisions' (a list of hub revisions of 'weights'), got {ck!r}."
         )
-    if data["predictor"] != "clm":
-        raise ConfigError(f"{where}: 'checkpoints' needs predictor 'clm' (a language model), got predictor '{data['predictor']}'.")
     if has_revs:
         revs = ck["revisions"]
         if not isinstance(revs, list) or not all(isinstance(r, (str, int)) for r in revs):

@@ -104,3 +104,53 @@ def test_report_uses_only_public_names_of_plan() -> None:
         for target, names in imports(f):
             if target.startswith("fewshot_eval.plan"):
                 assert not [n for n in names if n.startswith("_")], f"{f.name} imports private names of {target}: {names}"
+
+
+BACKENDS = PKG / "evaluate" / "backends"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes of a module and its classes and functions."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                out.add(id(first.value))
+    return out
+
+
+def _schema_default(tree: ast.AST) -> set[int]:
+    """id of the default of ``ModelSetting.predictor``: the config's default predictor (the schema is the config)."""
+    return {id(stmt.value) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == "ModelSetting"
+            for stmt in node.body if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+            and stmt.target.id == "predictor" and stmt.value is not None}
+
+
+def predictor_names_outside_backends() -> list[str]:
+    """``file:line 'name'`` for each string literal (docstrings and comments aside) that is a built-in
+    predictor's registered name, in a module outside ``fewshot_eval/evaluate/backends/``."""
+    from fewshot_eval.evaluate.registry import predictor_class, predictor_names
+
+    names = {n for n in predictor_names() if predictor_class(n).__module__.startswith("fewshot_eval.evaluate.backends.")}
+    assert {"clm", "vllm", "openai_completions", "random", "majority"} <= names  # the check sees the built-ins
+    files = list(PKG.rglob("*.py")) + list((ROOT / "hydra_plugins" / "fewshot_eval_plugins").glob("*.py"))
+    hits = []
+    for f in sorted(files):
+        if BACKENDS in f.parents:
+            continue
+        tree = ast.parse(f.read_text())
+        skip = _docstrings(tree) | _schema_default(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in skip:
+                hits.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    return hits
+
+
+def test_no_predictor_name_outside_its_package() -> None:
+    """Only ``evaluate/backends/`` names a predictor; elsewhere a capability of its class is asked
+    (``registry.predictor_capability(name, "loads_hf_weights")``, ``predictor_class(name).uses_gpus``),
+    so a new predictor needs no edit outside its package. The default predictor lives in the config
+    (the schema ``settings.ModelSetting``)."""
+    hits = predictor_names_outside_backends()
+    assert not hits, "predictor names outside evaluate/backends/ (ask the class for a capability instead):\n" + "\n".join(hits)

@@ -88,6 +88,10 @@ def test_bad_checkpoint_settings_are_one_line_errors(tmp_path: Path) -> None:
     (conf / "model" / "both.yaml").write_text("name: both\nweights: gpt2\ncheckpoints: {dir: /x, revisions: [a1]}\n")
     with pytest.raises(ConfigError, match=r"model/both.yaml: 'checkpoints' needs exactly one of 'dir'"):
         plan(["model=both", "task=copa_demo", f"output_dir={tmp_path}"], config_dirs=[conf])
+    (conf / "model" / "base.yaml").write_text("name: base\npredictor: random\ncheckpoints: {revisions: [step1]}\nweights: gpt2\n")
+    with pytest.raises(ConfigError, match=r"model 'base' key 'checkpoints': checkpoints need a predictor that loads HuggingFace "
+                                          r"weights \(clm, vllm\), got predictor 'random'"):
+        plan(["model=base", "task=copa_demo", f"output_dir={tmp_path}"], config_dirs=[conf])
 
 
 @pytest.mark.slow

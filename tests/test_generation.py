@@ -243,7 +243,7 @@ def test_cli_run_and_recalc_without_the_model(workdir, monkeypatch):
         rows = [json.loads(line) for line in next(f.parent.glob("trial0/*.predictions.jsonl")).read_text().splitlines()]
         assert all(isinstance(r["output"], str) and r["references"] for r in rows)
     # recalc in-process with model loading made impossible: metrics come from the stored outputs
-    import fewshot_eval.evaluate.backends.clm as clm
+    import fewshot_eval.evaluate.backends.clm.causal_lm as clm
     from fewshot_eval.config import conf_dir
     from fewshot_eval.report.recalc import recalc_result
 

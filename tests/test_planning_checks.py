@@ -119,6 +119,12 @@ def test_hf_overrides_key_not_in_the_model_config(workdir: Path) -> None:
                   "hf_overrides key 'activation' is not a field of its GPT2Config", "activation_function")
 
 
+def test_a_model_without_weights(workdir: Path) -> None:
+    """The one check of 'weights' (HFPredictor.check_settings): at planning, on the job's row."""
+    assert_caught(workdir, ["model=tiny_gpt2", "task=copa_demo", "nshot=0", "model.weights=null"],
+                  "model 'tiny_gpt2': predictor 'clm' needs 'weights' (a local dir, a hub id, or 'tiny-gpt2').")
+
+
 def test_hf_overrides_on_a_baseline(workdir: Path) -> None:
     assert_caught(workdir, ["model=random", "task=copa_demo", "nshot=0", "+model.hf_overrides.n_layer=1"],
                   "hf_overrides applies to predictors clm and vllm", "not 'random'")

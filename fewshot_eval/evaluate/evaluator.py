@@ -60,10 +60,13 @@ _logged_warnings: set[str] = set()
 
 def build_predictor(model: dict[str, Any], params: dict[str, Any]) -> Predictor:
     """The predictor registered under ``params['predictor']`` (else the model setting's), built for this job."""
-    from fewshot_eval.config import config_dirs
+    from fewshot_eval.config import ConfigError, config_dirs
     from fewshot_eval.evaluate.registry import predictor_class
 
-    name = params.get("predictor") or model.get("predictor") or "clm"
+    name = params.get("predictor") or model.get("predictor")
+    if not name:
+        raise ConfigError(f"model '{model.get('name', '?')}': no predictor. Pass a validated model setting "
+                          "(fewshot_eval.settings.model_setting: its schema has the default) or params['predictor'].")
     return predictor_class(name, config_dirs()).from_settings(model, params)
 
 

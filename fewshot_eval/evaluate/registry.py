@@ -1,7 +1,9 @@
 """Named parts of the evaluator: predictors (model backends) and metrics.
 
 A predictor is one class registered under a name, declaring the request operations it
-supports; a metric is one function registered under a name with its aggregation over trials.
+supports; its other capabilities are class attributes (see ``Predictor``), asked with
+:func:`predictor_capability`, never by testing a predictor's name. A metric is one function
+registered under a name with its aggregation over trials.
 Two options of :func:`register_metric` say which tasks a metric scores and what it gets:
 
 * ``kind``: ``"choice"`` (default) -- every task kind that ranks or scores text (``choice``,
@@ -17,6 +19,7 @@ So: label metrics (``accuracy``), row metrics (``over="rows"``: ``gold_perplexit
 (sacrebleu's signature, stored as ``<name>_signature``); or None when it does not apply (a
 perplexity of a baseline): the metric is then left out::
 
+    from fewshot_eval.evaluate.backends.predictor import Predictor
     from fewshot_eval.evaluate.registry import register_metric, register_predictor
 
     @register_metric("label_match")
@@ -28,7 +31,9 @@ perplexity of a baseline): the metric is then left out::
         return 100.0 * sum(any(o.strip().startswith(r) for r in refs) for refs, o in zip(references, outputs)) / max(len(outputs), 1)
 
     @register_predictor("my_lm", operations=("loglikelihood",))
-    class MyLM(Predictor): ...
+    class MyLM(Predictor):  # HFPredictor (backends/hf_base.py) for a HuggingFace checkpoint: its tokenisation and checks
+        uses_gpus = False    # capabilities are class attributes with defaults (see Predictor)
+        def loglikelihood(self, requests): ...
 
 Built-in parts register themselves when their module is imported (:data:`BUILTIN_MODULES`).
 Your own: a Python file in ``<config dir>/plugins/`` (``--config-dir``), or a module of an
@@ -46,21 +51,27 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.backends import PREDICTOR_MODULES
 
-# Modules whose import registers the built-in predictors and metrics.
+# Modules whose import registers the built-in predictors and metrics (the predictors' are listed
+# in their own package, :data:`fewshot_eval.evaluate.backends.PREDICTOR_MODULES`).
 BUILTIN_MODULES = (
     "fewshot_eval.evaluate.metrics",  # imports every module of the package (metrics/__init__.py)
-    "fewshot_eval.evaluate.backends.baselines", "fewshot_eval.evaluate.backends.clm",
-    "fewshot_eval.evaluate.backends.openai_completions", "fewshot_eval.evaluate.backends.vllm_engine",
+    *PREDICTOR_MODULES,
 )
 # Modules of release 0.2.0 a plugin may still import: where their contents went (named in the load error).
 MOVED_MODULES = {
     "fewshot_eval.evaluate.api": "fewshot_eval.evaluate.backends.predictor (Predictor, Request, Loglik, GenerationRequest)",
-    "fewshot_eval.evaluate.metrics": "fewshot_eval.evaluate.metrics.label_metrics",
+    "fewshot_eval.evaluate.metrics": "fewshot_eval.evaluate.metrics.label_metrics (accuracy, macro_f1) and "
+                                     "fewshot_eval.evaluate.metrics.compute (compute_metrics)",
     "fewshot_eval.evaluate.text_metrics": "fewshot_eval.evaluate.metrics.text_metrics",
-    "fewshot_eval.evaluate.clm": "fewshot_eval.evaluate.backends.clm",
-    "fewshot_eval.evaluate.tasks": "fewshot_eval.evaluate.tasks.definitions",
-    "fewshot_eval.evaluate.shapes": "fewshot_eval.evaluate.tasks.shapes",
+    "fewshot_eval.evaluate.clm": "fewshot_eval.evaluate.backends.clm (CausalLMPredictor, load_model; "
+                                 "the shared HuggingFace base: fewshot_eval.evaluate.backends.hf_base.HFPredictor)",
+    "fewshot_eval.evaluate.baselines": "fewshot_eval.evaluate.backends.baselines",
+    "fewshot_eval.evaluate.tiny_model": "fewshot_eval.evaluate.backends.tiny_model",
+    "fewshot_eval.evaluate.tasks": "fewshot_eval.evaluate.tasks.definitions (load_task_def), .task_data (load_split) "
+                                   "and .selection (split_data, select_templates, select_languages, select_metrics)",
+    "fewshot_eval.evaluate.shapes": "fewshot_eval.evaluate.tasks.shapes and fewshot_eval.evaluate.metrics.prediction_rows (is_correct)",
 }
 ENTRY_POINT_GROUP = "fewshot_eval.plugins"
 OPERATIONS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
@@ -160,6 +171,8 @@ def load_plugins(config_dirs: Iterable[Path] = ()) -> None:
             try:
                 spec.loader.exec_module(module)
             except Exception as e:  # noqa: BLE001 - a user file: say which one
+                _loaded.discard(key)  # not loaded: the next lookup says why again
+                sys.modules.pop(spec.name, None)
                 moved = MOVED_MODULES.get(getattr(e, "name", None) or "") if isinstance(e, ImportError) else None
                 hint = f" (module {e.name} moved in fewshot-eval 0.3: import from {moved})" if moved else ""  # type: ignore[attr-defined]
                 raise ConfigError(f"{f}: the plugin module failed to load: {type(e).__name__}: {e}{hint}") from None
@@ -176,6 +189,24 @@ def _lookup(table: dict[str, Any], kind: str, name: str, config_dirs: Iterable[P
 def predictor_class(name: str, config_dirs: Iterable[Path] = ()) -> Any:
     """The class registered as ``name``; an unknown name lists the registered ones."""
     return _lookup(_PREDICTORS, "predictor", name, config_dirs)
+
+
+def predictor_capability(name: Any, capability: str, config_dirs: Iterable[Path] = ()) -> Any:
+    """The class attribute ``capability`` of the predictor registered as ``name`` (``loads_hf_weights``,
+    ``needs_train_labels``, ... see :class:`~fewshot_eval.evaluate.backends.predictor.Predictor`);
+    None when ``name`` is unset or not a registered predictor (the model check reports that)."""
+    if not name:
+        return None
+    try:
+        cls = predictor_class(str(name), config_dirs)
+    except ConfigError:
+        return None
+    return getattr(cls, capability)
+
+
+def predictors_with(capability: str) -> list[str]:
+    """The registered predictors whose class attribute ``capability`` is true, by name (for messages)."""
+    return [n for n in predictor_names() if getattr(_PREDICTORS[n], capability)]
 
 
 def metric(name: str, config_dirs: Iterable[Path] = ()) -> Metric:

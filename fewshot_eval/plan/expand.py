@@ -188,6 +188,7 @@ def checkpoint_steps(model_key: str, model: Mapping[str, Any]) -> dict[int, tupl
     revisions of ``weights`` (``step1000``), the step being the last number of the revision."""
     ck = model.get("checkpoints") or {}
     where = f"model '{model_key}' key 'checkpoints'"
+    _check_predictor_takes_checkpoints(model, where)
     found: dict[int, tuple[Optional[str], Optional[str]]] = {}
     names: dict[int, str] = {}
     if ck.get("dir"):
@@ -207,6 +208,16 @@ def checkpoint_steps(model_key: str, model: Mapping[str, Any]) -> dict[int, tupl
             raise ConfigError(f"{where}: checkpoints '{names[step]}' and '{name}' have the same step {step}; keep one (or narrow checkpoints.pattern).")
         found[step], names[step] = (weights, revision), name
     return dict(sorted(found.items()))
+
+
+def _check_predictor_takes_checkpoints(model: Mapping[str, Any], where: str) -> None:
+    """A checkpoint is a HuggingFace checkpoint (dir or hub revision): the setting's predictor must load one."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.registry import predictor_capability, predictors_with
+
+    if not predictor_capability(model.get("predictor"), "loads_hf_weights", config_dirs()):
+        raise ConfigError(f"{where}: checkpoints need a predictor that loads HuggingFace weights "
+                          f"({', '.join(predictors_with('loads_hf_weights'))}), got predictor '{model.get('predictor')}'.")
 
 
 def checkpoint_setting(model_key: str, model: Mapping[str, Any], step: Any) -> tuple[str, dict[str, Any]]:

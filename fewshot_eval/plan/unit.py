@@ -84,6 +84,23 @@ def _weights(weights: Any, revision: Any) -> Optional[str]:
     return hit[1]
 
 
+_HF_WEIGHTS: dict[tuple[str, tuple[Path, ...]], bool] = {}
+
+
+def _loads_hf_weights(predictor: str, search: Sequence[Path]) -> bool:
+    """The predictor loads HuggingFace weights, so they have a fingerprint (a capability of its class;
+    False when the name is unknown: the model check reports that). Cached per registered name."""
+    key = (predictor, tuple(search))
+    if key not in _HF_WEIGHTS:
+        from fewshot_eval.evaluate.registry import predictor_capability
+
+        value = predictor_capability(predictor, "loads_hf_weights", search)
+        if value is None:
+            return False
+        _HF_WEIGHTS[key] = bool(value)
+    return _HF_WEIGHTS[key]
+
+
 def effective_nshot(nshot: int, tasks: Sequence[str], params: Mapping[str, Any], search: Sequence[Path]) -> int:
     """nshot above the demonstration pool gives the same demonstrations as the pool size: one result."""
     if nshot <= 0 or params.get("balanced"):
@@ -147,7 +164,7 @@ def resolve_unit(
     identity = job_identity(model, task["tasks"], params, nshot, catalog=catalog_identity(task["tasks"], search))
     id_digest = identity_digest(identity)
     fingerprint, accepted = fingerprints(id_digest, task["tasks"], search)
-    weights = _weights(model.get("weights"), model.get("revision")) if params["predictor"] in ("clm", "vllm") else None
+    weights = _weights(model.get("weights"), model.get("revision")) if _loads_hf_weights(params["predictor"], search) else None
     rdir = layout.result_dir(output_root(run, cwd), task["run_name"], model_key, task_key, nshot, id_digest)
 
     allowed = params.get("allowed_nshot")

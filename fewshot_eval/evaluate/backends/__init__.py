@@ -1,5 +1,24 @@
-"""Model backends (predictors): one module per predictor, each a class on :class:`~fewshot_eval.evaluate.backends.predictor.Predictor`
-registered by name (``clm``, ``vllm``, ``openai_completions``, ``random``, ``majority``).
+"""Model backends (predictors): each a class on :class:`~fewshot_eval.evaluate.backends.predictor.Predictor`
+registered by name, declaring what it needs and can do as class attributes (its capabilities).
 
-A new backend is one module here with one decorated class (see ``docs/extending.md``).
+* ``predictor.py`` -- the interface: requests, results, :class:`Predictor` and its capabilities;
+* ``hf_base.py`` -- :class:`~fewshot_eval.evaluate.backends.hf_base.HFPredictor`, the base of the
+  predictors that load a HuggingFace checkpoint: lm-eval's tokenisation, weights/chat/hf_overrides checks;
+* ``clm/`` -- ``clm``, a HuggingFace causal LM (loading, tree and linear scoring, generation);
+* ``vllm_engine.py`` -- ``vllm``; ``openai_completions.py`` -- a served model; ``baselines.py`` --
+  ``random`` and ``majority``; ``tiny_model.py`` -- ``weights: tiny-gpt2``;
+* ``model_checks.py`` -- the planning checks of a model setting.
+
+No module outside this package names a predictor (``tests/test_architecture.py``): the rest of the
+project asks ``registry.predictor_class(name)`` for a capability. A new backend is one module here
+with one decorated class, added to :data:`PREDICTOR_MODULES` (a plugin of your own needs no entry:
+see :mod:`fewshot_eval.evaluate.registry`).
 """
+
+# Modules whose import registers the built-in predictors (part of ``registry.BUILTIN_MODULES``).
+PREDICTOR_MODULES = (
+    "fewshot_eval.evaluate.backends.baselines",
+    "fewshot_eval.evaluate.backends.clm",
+    "fewshot_eval.evaluate.backends.openai_completions",
+    "fewshot_eval.evaluate.backends.vllm_engine",
+)

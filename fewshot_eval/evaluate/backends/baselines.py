@@ -46,6 +46,7 @@ class RandomPredictor(Predictor):
 @register_predictor("majority")
 class MajorityPredictor(Predictor):
     uses_gpus = False
+    needs_train_labels = True  # refused where the train labels say nothing (catalog tasks, minimal pairs)
 
     def describe(self) -> dict:
         return {"predictor": "majority"}

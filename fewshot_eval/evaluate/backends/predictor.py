@@ -12,7 +12,10 @@ token. Conventions, as in lm-evaluation-harness's HF model:
 
 Baselines (``random``, ``majority``) answer with one pseudo log-probability per request
 (``Loglik.tokens`` empty); scoring modes and calibration apply only to real LMs
-(``Predictor.is_lm``).
+(``Predictor.is_lm``). What a predictor needs and can do are class attributes of
+:class:`Predictor` (``is_lm``, ``uses_gpus``, ``loads_hf_weights``, ``needs_train_labels``,
+``operations``, ``reports_batches``); the predictors that load a HuggingFace checkpoint share
+:class:`~fewshot_eval.evaluate.backends.hf_base.HFPredictor` (tokenisation, weights checks).
 
 A :class:`GenerationRequest` is one context with lm-eval's generation kwargs (``until`` stop
 strings, ``max_gen_toks``, ``do_sample``/``temperature``); :meth:`Predictor.generate_until`
@@ -76,23 +79,40 @@ def split_whitespace(context: str, continuation: str) -> tuple[str, str]:
 
 
 class Predictor(ABC):
-    """Scores continuations. One instance per evaluator (models load once)."""
+    """Scores continuations. One instance per evaluator (models load once).
 
-    is_lm: bool = False
-    max_length: Optional[int] = None  # context length in tokens; None = unlimited (baselines)
+    What a predictor needs and can do are class attributes (its capabilities), read by the rest
+    of the project through ``registry.predictor_class(name).<attribute>``; no other module tests
+    a predictor's name."""
+
+    # ---- capabilities (class attributes; a subclass overrides what differs)
     name: str = ""  # set by ``registry.register_predictor``
     operations: frozenset = frozenset()  # request operations it supports, set by ``register_predictor``
+    is_lm: bool = False  # a language model: scoring modes, calibration, the resume cache and chat apply
+    uses_gpus: bool = True  # False: its SLURM jobs ask for no GPU whatever the setting's resources say
+    # Loads a HuggingFace checkpoint (``weights``): weights fingerprint in the result identity,
+    # planning checks of the weights dir, chat template and ``hf_overrides``, checkpoint sweeps, the
+    # hub-cache note on plan rows (see :class:`~fewshot_eval.evaluate.backends.hf_base.HFPredictor`).
+    loads_hf_weights: bool = False
+    # Answers from the train split's gold labels (``begin``'s ``train_labels``): refused on tasks
+    # that have none to give (lm-eval catalog tasks) or whose gold is always the same (minimal pairs).
+    needs_train_labels: bool = False
     # Operations whose calls report each finished batch to ``on_batch(indices into the call's
-    # requests, their results)`` when a caller set it (the resume cache, ``evaluate.cache``, which
+    # requests, their results)`` when a caller set it (the resume cache, ``evaluate.resume``, which
     # otherwise calls the operation once per ``batch_size`` requests to store them as they come).
     reports_batches: frozenset = frozenset()
-    on_batch: Optional[Callable[[list[int], list[Any]], None]] = None
 
-    uses_gpus: bool = True  # False: its SLURM jobs ask for no GPU whatever the setting's resources say
+    max_length: Optional[int] = None  # context length in tokens; None = unlimited (baselines)
+    on_batch: Optional[Callable[[list[int], list[Any]], None]] = None
 
     @classmethod
     def check_settings(cls, model: dict, params: dict) -> None:
         """Planning-time check of what ``from_settings`` will need (no model loaded); raises ConfigError."""
+
+    @classmethod
+    def check_files(cls, model_key: str, model: dict) -> None:
+        """Planning-only checks of the setting against local files (never a download): run after the
+        model check's own (``model_checks.check_model``); raises ConfigError."""
 
     @classmethod
     def from_settings(cls, model: dict, params: dict) -> "Predictor":

@@ -8,7 +8,8 @@
     resources: {nodes: 1, gpus_per_node: 8, tasks_per_node: 1, cpus_per_task: 16}
 
 Scoring is ``clm``'s: the same tokenizer (the checkpoint's), the same context/continuation split
-(trailing whitespace of the context goes to the continuation; continuation tokens are those of
+(:class:`~fewshot_eval.evaluate.backends.hf_base.HFPredictor`, the base of both: trailing whitespace
+of the context goes to the continuation; continuation tokens are those of
 ``encode(context + continuation)`` after ``len(encode(context))``; an empty context becomes the
 BOS/EOS token) and the same truncation to the last ``max_length + 1`` tokens. The token ids are
 given to vLLM as they are (no re-tokenisation), with ``SamplingParams(prompt_logprobs=1,
@@ -39,9 +40,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor, Request
-from fewshot_eval.evaluate.backends.model_checks import DTYPES
-from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+from fewshot_eval.evaluate.backends.hf_base import HFPredictor, weights_path
+from fewshot_eval.evaluate.backends.predictor import Loglik, Request
 from fewshot_eval.evaluate.registry import register_predictor
 
 log = logging.getLogger("fewshot_eval")
@@ -120,9 +120,7 @@ def load_engine(weights: str, revision: Optional[str], dtype: str, tp: int, pp: 
 
 
 @register_predictor("vllm")
-class VLLMPredictor(Predictor):
-    is_lm = True
-
+class VLLMPredictor(HFPredictor):
     def __init__(self, llm: Any, *, max_length: Optional[int] = None, name: str = "", parallel: tuple[int, int] = (1, 1)) -> None:
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
@@ -138,8 +136,7 @@ class VLLMPredictor(Predictor):
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError(f"{where}: predictor 'vllm' needs the vllm package, which is not installed here: {INSTALL_HINT}. "
                               f"Or use predictor=clm (HuggingFace, parallel.device_map for several GPUs).")
-        if not model.get("weights"):
-            raise ConfigError(f"{where}: predictor 'vllm' needs 'weights' (a local dir or a hub id).")
+        super().check_settings(model, params)  # weights
         tp, pp = parallel_sizes(model)
         if tp < 1 or pp < 1:
             raise ConfigError(f"{where}: parallel.tensor_parallel_size and pipeline_parallel_size must be >= 1, got {tp} and {pp}.")
@@ -155,14 +152,8 @@ class VLLMPredictor(Predictor):
     @classmethod
     def from_settings(cls, model: dict[str, Any], params: dict[str, Any]) -> "VLLMPredictor":
         cls.check_settings(model, params)
-        weights = str(model["weights"])
-        if weights == "tiny-gpt2":
-            from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
-
-            weights = str(tiny_gpt2_path())
-        dtype = params.get("dtype") or "float32"
-        if dtype not in DTYPES:
-            raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
+        weights = weights_path(str(model["weights"]))
+        dtype = cls.job_dtype(params)
         par = model.get("parallel") or {}
         engine_args = tuple(sorted((par.get("engine_args") or {}).items()))
         tp, pp = parallel_sizes(model)
@@ -173,13 +164,7 @@ class VLLMPredictor(Predictor):
         return {"predictor": "vllm", "model": self.name, "max_length": self.max_length,
                 "tensor_parallel_size": self.parallel[0], "pipeline_parallel_size": self.parallel[1]}
 
-    # ------------------------------------------------------------------ tokenisation: clm's own (lm-eval's), on vLLM's tokenizer
-    tok_encode = CausalLMPredictor.tok_encode
-    num_tokens = CausalLMPredictor.num_tokens
-    prefix_token_id = CausalLMPredictor.prefix_token_id
-    encode_pair = CausalLMPredictor.encode_pair
-
-    # ------------------------------------------------------------------ scoring
+    # ------------------------------------------------------------------ scoring (tokenisation: HFPredictor's, on vLLM's tokenizer)
     def loglikelihood(self, requests: Sequence[Request]) -> list[Loglik]:
         from vllm import SamplingParams
 

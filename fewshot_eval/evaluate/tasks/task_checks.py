@@ -36,6 +36,7 @@ from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> None:
     """Validate what the tasks of one task setting read under ``params``; raises ConfigError."""
     from fewshot_eval.evaluate.calibration import check_calibrator, parse_option, task_options
+    from fewshot_eval.evaluate.registry import predictor_capability
     from fewshot_eval.evaluate.tasks.demonstrations import check_demo_sampling
     from fewshot_eval.evaluate.scoring import check_mode
     from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
@@ -66,8 +67,8 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
         if td.kind == "minimal_pairs" and calibrator:
             raise ConfigError(f"calibrator={calibrator}: task '{name}' is a minimal-pairs task (whole sentences, no shared prompt "
                               "to make content-free); use calibrator=null.")
-        if td.kind == "minimal_pairs" and params.get("predictor") == "majority":
-            raise ConfigError(f"predictor 'majority': task '{name}' is a minimal-pairs task, whose gold is always the 'good' sentence, "
+        if td.kind == "minimal_pairs" and predictor_capability(params.get("predictor"), "needs_train_labels", search):
+            raise ConfigError(f"predictor '{params['predictor']}': task '{name}' is a minimal-pairs task, whose gold is always the 'good' sentence, "
                               "so a majority class would score 100%. Use predictor 'random' as the chance baseline.")
         if calibrator and td.kind not in ("perplexity", "generate"):  # generation: the calibrator is ignored (a warning)
             for option in task_options(params, name):
@@ -178,10 +179,10 @@ def check_catalog_task(name: str, params: dict[str, Any], search: Sequence[Path]
     from fewshot_eval.evaluate.lm_eval_bridge.catalog_checks import check_task
     from fewshot_eval.evaluate.registry import predictor_class
 
-    predictor = str(params.get("predictor") or "clm")
-    if predictor == "majority":
-        raise ConfigError(f"task '{name}': predictor 'majority' needs a task's train labels, which lm-eval catalog tasks do not expose; use predictor 'random' as their baseline.")
+    predictor = params["predictor"]
     cls = predictor_class(predictor, list(search) or config_dirs())
+    if cls.needs_train_labels:
+        raise ConfigError(f"task '{name}': predictor '{predictor}' needs a task's train labels, which lm-eval catalog tasks do not expose; use predictor 'random' as their baseline.")
     check_task(name, getattr(cls, "operations", ()) or ("loglikelihood",), predictor, search)
 
 

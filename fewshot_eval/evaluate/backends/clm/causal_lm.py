@@ -1,0 +1,174 @@
+"""``clm``: any HuggingFace causal LM (``AutoModelForCausalLM``), loaded once per process and model.
+
+Tokenisation is exactly lm-evaluation-harness's HF model (``HFLM``), from
+:class:`~fewshot_eval.evaluate.backends.hf_base.HFPredictor`; the model sees
+``(ctx + cont)[-(max_length + 1):][:-1]``. So :meth:`CausalLMPredictor.loglikelihood` sums equal
+lm-eval's ``loglikelihood``.
+
+This module is the registered class: loading (:mod:`.model_loading`), the operations' entry points
+and the choice of scoring path. The work is done by its mixins, one module per job:
+
+* :mod:`.tree_scoring` -- every common prefix of a call's requests computed once (a prefix tree,
+  :mod:`.prefix_tree`), for models whose cache and attention take a tree mask;
+* :mod:`.linear_scoring` -- the fallback: sorted batches, each running the prefix its requests
+  share once, reusing the previous batch's key/value cache as far as they agree;
+* :mod:`.greedy_generation` -- ``generate_until``, lm-evaluation-harness's ``HFLM.generate_until``
+  step for step (same outputs), greedy batches sharing the demonstrations' key/value cache.
+
+Both ``loglikelihood`` and ``generate_until`` report each finished batch to ``on_batch`` when
+the resume cache (``evaluate.resume``) sets it, keeping their own batching.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional, Sequence
+
+from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.backends.clm.greedy_generation import GreedyGeneration
+from fewshot_eval.evaluate.backends.clm.linear_scoring import LinearScoring
+from fewshot_eval.evaluate.backends.clm.model_loading import DEVICE_MAPS, input_device, load_model, memory_map, placement
+from fewshot_eval.evaluate.backends.clm.tree_scoring import TreeScoring
+from fewshot_eval.evaluate.backends.hf_base import HFPredictor, weights_path
+from fewshot_eval.evaluate.backends.predictor import Loglik, Request
+from fewshot_eval.evaluate.registry import register_predictor
+
+
+@register_predictor("clm", operations=("loglikelihood", "loglikelihood_rolling", "generate_until"))
+class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, HFPredictor):
+    """A HuggingFace causal LM on one device or sharded (``parallel.device_map``); its mixins score and generate."""
+
+    reports_batches = frozenset({"loglikelihood", "generate_until"})
+
+    def __init__(self, model: Any, tokenizer: Any, *, device: str = "cpu", batch_size: int = 8, max_length: Optional[int] = None, name: str = "") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.max_length = int(max_length or self._model_max_length())
+        self.name = name
+        self.notes: list[str] = []
+        # transformers >= 5.2x renamed ``past_key_values`` to ``cache`` (argument and output)
+        import inspect
+
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params
+        self._tree: Optional[bool] = None  # prefix-tree scoring works for this model (checked on first use)
+        self._gen_prefix: tuple[tuple[int, ...], Any] = ((), None)  # generation's shared prefix and its per-layer cache
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def check_settings(cls, model: dict[str, Any], params: dict[str, Any]) -> None:
+        super().check_settings(model, params)
+        par = model.get("parallel") or {}
+        device_map = par.get("device_map")
+        if device_map is not None and device_map not in DEVICE_MAPS:
+            raise ConfigError(f"model '{model.get('name', '?')}': parallel.device_map {device_map!r} is not one of "
+                              f"{', '.join(DEVICE_MAPS)} (or null: one device).")
+        memory_map(par.get("max_memory"))
+
+    @classmethod
+    def from_settings(cls, model: dict[str, Any], params: dict[str, Any]) -> "CausalLMPredictor":
+        import torch
+
+        cls.check_settings(model, params)
+        weights = weights_path(model["weights"])
+        device = params.get("device") or "auto"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device: '{device}' but no CUDA device is available. Use device=cpu or device=auto.")
+        dtype = cls.job_dtype(params)
+        notes = []
+        if device == "cpu" and dtype == "float16":
+            notes.append("dtype float16 is not supported well on CPU; using float32.")
+            dtype = "float32"
+        par = model.get("parallel") or {}
+        device_map = par.get("device_map")
+        lm, tok = load_model(weights, model.get("revision"), dtype, device, device_map, memory_map(par.get("max_memory")),
+                             par.get("offload_folder"), json.dumps(model.get("hf_overrides") or {}, sort_keys=True))
+        if device_map:
+            device = input_device(lm, device)
+            notes.append(f"sharded with device_map={device_map}: {placement(lm)}")
+        pred = cls(lm, tok, device=device, batch_size=params.get("batch_size") or 8, max_length=params.get("max_length"), name=model.get("name", weights))
+        pred.notes = notes
+        return pred
+
+    def _model_max_length(self) -> int:
+        cfg = self.model.config
+        for attr in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        tml = getattr(self.tokenizer, "model_max_length", None)
+        return tml if isinstance(tml, int) and tml < 1_000_000 else 2048
+
+    def describe(self) -> dict:
+        out = {"predictor": "clm", "model": self.name, "device": self.device, "max_length": self.max_length}
+        if self.notes:
+            out["predictor_notes"] = list(self.notes)
+        return out
+
+
+    # ------------------------------------------------------------------ scoring
+    def loglikelihood(self, requests: Sequence[Request]) -> list[Loglik]:
+        unique: dict[tuple[str, str], int] = {}
+        for r in requests:
+            unique.setdefault((r.context, r.continuation), len(unique))
+        seqs = []
+        for (ctx, _), (c, t) in zip(unique, self.encode_pairs(list(unique))):  # lm-eval's split, one batched tokenizer call
+            if not t:
+                raise ValueError(f"empty continuation for context ending {ctx.rstrip()[-40:]!r}")
+            full = (c + t)[-(self.max_length + 1) :]
+            seqs.append((full[:-1], full[-len(t) :] if len(t) < len(full) else full[1:]))
+        report = None
+        if self.on_batch is not None:  # tell the resume cache of each finished batch, as request indices
+            hook, where = self.on_batch, [[] for _ in seqs]
+            for j, r in enumerate(requests):
+                where[unique[(r.context, r.continuation)]].append(j)
+            report = lambda done, res: hook([j for s in done for j in where[s]], [x for s, x in zip(done, res) for _ in where[s]])  # noqa: E731
+        results = self._score_tokens(seqs, report)
+        return [results[unique[(r.context, r.continuation)]] for r in requests]
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[Loglik]:
+        """Per-token log-probs of each whole text, exactly as lm-evaluation-harness's HFLM
+        ``loglikelihood_rolling``: the text's tokens (no special tokens) are cut by lm-eval's own
+        ``get_rolling_token_windows`` + ``make_disjoint_window`` (prefix token = BOS, else EOS;
+        windows of ``max_length`` predicted tokens, each conditioned on the tokens before it in
+        its window), and every window is scored as a (context, continuation) request.
+        ``Loglik.total`` adds the windows as lm-eval does (each window's sum in float32), so it
+        equals lm-eval's number for the text to float32 rounding."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # lazy: heavy package
+
+        seqs, owner = [], []
+        for i, text in enumerate(texts):
+            tokens = list(self.tokenizer.encode(text, add_special_tokens=False))
+            for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
+                    token_list=tokens, prefix_token=self.prefix_token_id(), max_seq_len=self.max_length, context_len=1)):
+                full = (ctx + cont)[-(self.max_length + 1):]
+                seqs.append((full[:-1], cont))
+                owner.append(i)
+        import torch
+
+        scored = self._score_tokens(seqs)
+        out = [Loglik([], [], True, 0.0) for _ in texts]
+        for i, res in zip(owner, scored):
+            out[i].logprobs.extend(res.logprobs)
+            out[i].tokens.extend(res.tokens)
+            out[i].greedy = bool(out[i].greedy and res.greedy)
+            # lm-eval sums each window in float32 (``logits.sum()``), then the windows in Python
+            out[i].summed += float(torch.tensor(res.logprobs, dtype=torch.float32).sum())
+        return out
+
+    def _score_tokens(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None) -> list[Loglik]:
+        """``seqs``: (input ids, continuation ids); the continuation's log-probs come from the
+        last ``len(cont)`` input positions. Every common prefix is computed once (see
+        :mod:`.prefix_tree`); at most ``batch_size`` rows per forward call.
+        ``report(seq indices, results)`` after each forward call, for the sequences it finished
+        (the resume cache commits them)."""
+        if not seqs:
+            return []
+        if not self._tree_ok():
+            return self._score_tokens_linear(seqs, report)
+        return self._score_tree(seqs, report)

@@ -1,0 +1,242 @@
+"""Prefix-tree scoring for ``clm``: every common prefix of a call's requests computed once.
+
+The requests' token sequences form a :class:`~fewshot_eval.evaluate.backends.clm.prefix_tree.PrefixTree`;
+its rows run ``batch_size`` at a time under a 4D tree mask, reusing the key/value caches of the nodes
+they hang from (:meth:`TreeScoring._score_tree`). Used for models whose cache and attention take
+such a mask (:meth:`TreeScoring._tree_ok`, checked once on a probe against plain forward passes);
+others take :mod:`~fewshot_eval.evaluate.backends.clm.linear_scoring`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+from fewshot_eval.evaluate.backends.predictor import Loglik
+
+log = logging.getLogger("fewshot_eval")
+
+
+class TreeScoring:
+    """Mixin of :class:`~fewshot_eval.evaluate.backends.clm.causal_lm.CausalLMPredictor`: uses its
+    ``model``, ``device``, ``batch_size``, ``name`` and forward-call conventions (``_cache_arg``,
+    ``_logits_to_keep``); ``_tree`` caches whether the tree path works for the model."""
+
+    model: Any
+    device: str
+    batch_size: int
+    name: str
+    _cache_arg: str
+    _logits_to_keep: bool
+    _tree: Optional[bool]
+
+    def _tree_ok(self) -> bool:
+        """Whether this model takes tree attention: a plain key/value cache (no sliding windows,
+        no recurrent state), an attention that accepts a 4D mask (sdpa, eager), explicit
+        positions; checked once against a plain forward pass on a small probe."""
+        if self._tree is not None:
+            return self._tree
+        self._tree = False
+        try:
+            import inspect
+
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            params = inspect.signature(self.model.forward).parameters
+            attn = getattr(self.model.config, "_attn_implementation", None)
+            layers = DynamicCache(config=self.model.config).layers
+            if attn not in ("sdpa", "eager") or not {"position_ids", "attention_mask"} <= set(params):
+                raise ValueError(f"attention {attn!r}")
+            if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+                raise ValueError("not a plain dynamic cache")
+            self._tree = self._probe_tree()
+        except Exception as e:  # any model the probe cannot run keeps the plain batches
+            log.debug("prefix-tree scoring off for %s: %s", self.name, e)
+        if not self._tree:
+            log.info("model %s: prefix-tree scoring unavailable; sharing only each batch's common prefix.", self.name)
+        return self._tree
+
+    def _probe_tree(self) -> bool:
+        """The tree path (with a cached node, packed rows and padding) equals plain forward passes."""
+        import torch
+
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or 0)
+        if vocab < 16:
+            return False
+        toks = [(3 * k + 1) % vocab for k in range(12)]
+        inputs = [toks[:9], toks[:6] + toks[9:11], toks[:6] + [toks[11]], toks[:3] + toks[6:8]]
+        seqs = [(x, x[-2:]) for x in inputs] + [(toks[:9], toks[1:4])]
+        got = self._score_tree(seqs, None, split=4, short=2, pack=4, unit=3)  # cached nodes, recomputed chains, units
+        with torch.inference_mode():
+            for (inp, cont), res in zip(seqs, got):
+                logits = self.model(input_ids=torch.tensor([inp], device=self.device)).logits[0].float()
+                lp = torch.log_softmax(logits[len(inp) - len(cont) :], -1)
+                want = lp[torch.arange(len(cont)), torch.tensor(cont, device=lp.device)].tolist()
+                if max(abs(a - b) for a, b in zip(want, res.logprobs)) > 1e-3:
+                    return False
+        return True
+
+    def _score_tree(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None, **row_options: int) -> list[Loglik]:
+        """Prefix-tree scoring: the rows of :class:`~fewshot_eval.evaluate.backends.clm.prefix_tree.PrefixTree`
+        (``row_options``: its ``rows`` arguments), batched ``batch_size`` at a time in pre-order (a
+        cached node's rows right after it, so the key/value caches alive at once stay few: each is
+        dropped when its last row ran)."""
+        import heapq
+
+        import torch
+
+        from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree
+
+        tree = PrefixTree(seqs)
+        rows = tree.rows(**row_options)
+        by_past: dict[int, list[int]] = {}
+        for r, row in enumerate(rows):
+            by_past.setdefault(row.past, []).append(r)
+        left = {p: len(rs) for p, rs in by_past.items()}
+        kv: dict[int, Optional[list[tuple[Any, Any]]]] = {0: None}  # cached node -> per-layer (keys, values) of its whole path
+        past_len = {0: 0}
+        lps = [[0.0] * len(cont) for _, cont in seqs]
+        greedy = [[True] * len(cont) for _, cont in seqs]
+        ready = [(rows[r].order, r) for r in by_past.get(0, [])]
+        heapq.heapify(ready)
+        todo = [set(range(len(cont))) for _, cont in seqs]  # continuation tokens not scored yet, per sequence
+        with torch.inference_mode():
+            while ready:
+                batch = self._pick_batch(ready, rows, past_len)
+                caches = self._run_rows([rows[r] for r in batch], kv, past_len, seqs, lps, greedy)
+                if report is not None:
+                    done = []
+                    for r in batch:
+                        for _, i, j in rows[r].needs:
+                            if todo[i]:
+                                todo[i].discard(j)
+                                if not todo[i]:
+                                    done.append(i)
+                    if done:
+                        report(done, [Loglik(lps[i], list(seqs[i][1]), all(greedy[i])) for i in done])
+                for r, cache in zip(batch, caches):
+                    row = rows[r]
+                    if cache is not None:
+                        kv[row.node], past_len[row.node] = cache, tree.nodes[row.node].end
+                        for child in by_past.get(row.node, []):
+                            heapq.heappush(ready, (rows[child].order, child))
+                    left[row.past] -= 1
+                    if not left[row.past] and row.past:
+                        del kv[row.past]
+        return [Loglik(lp, list(cont), all(g)) for lp, g, (_, cont) in zip(lps, greedy, seqs)]
+
+    def _pick_batch(self, ready: list, rows: list, past_len: dict[int, int]) -> list[int]:
+        """Up to ``batch_size`` ready rows, the first in pre-order and those among the next few
+        of a similar width and past length (padding stays small)."""
+        import heapq
+
+        first = heapq.heappop(ready)[1]
+        w0, p0 = rows[first].width, past_len[rows[first].past]
+        free = p0 == 0 and rows[first].chain  # batches of such rows run without a mask
+        batch, skipped = [first], []
+        while ready and len(batch) < self.batch_size and len(skipped) < 4 * self.batch_size:
+            item = heapq.heappop(ready)
+            row = rows[item[1]]
+            p = past_len[row.past]
+            if free == (p == 0 and row.chain) and w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0):
+                batch.append(item[1])
+            else:
+                skipped.append(item)
+        for item in skipped:
+            heapq.heappush(ready, item)
+        return batch
+
+    def _run_rows(self, batch: list, kv: dict, past_len: dict[int, int], seqs: list, lps: list[list[float]], greedy: list[list[bool]]) -> list:
+        """One forward call over ``batch`` (rows left-padded to one width, pasts left-padded to one
+        length, a 4D tree mask); fills ``lps``/``greedy``; returns per row the key/value cache of
+        its whole path when it is a cached row, else None."""
+        import numpy as np
+        import torch
+
+        n, width = len(batch), max(row.width for row in batch)
+        plen = max(past_len[row.past] for row in batch)
+        free = plen == 0 and all(row.chain for row in batch)  # plain causal rows: right-padded, no mask
+        ids = np.zeros((n, width), dtype=np.int64)
+        pos = np.zeros((n, width), dtype=np.int64)
+        left = [0 if free else width - row.width for row in batch]  # padding before the row's tokens
+        for r, row in enumerate(batch):
+            ids[r, left[r] : left[r] + row.width], pos[r, left[r] : left[r] + row.width] = row.ids, row.pos
+            if free and row.width < width and row.pos[-1] == row.width - 1:
+                # padding continues the positions: positions that restart read as packed sequences,
+                # for which transformers builds a dense mask instead of sdpa's causal kernel
+                pos[r, row.width :] = np.arange(row.width, width)
+        mask = None
+        if not free:
+            allowed = np.zeros((n, 1, width, plen + width), dtype=bool)
+            diag = np.arange(width)
+            allowed[:, 0, diag, plen + diag] = True  # padding attends to itself (no empty softmax)
+            for r, row in enumerate(batch):
+                a, p = left[r], past_len[row.past]
+                allowed[r, 0, a:, plen + a :] = row.mask()
+                allowed[r, 0, a:, plen - p : plen] = True
+            # an additive float mask: eager attention needs one, and sdpa runs its fused kernel with it (not with a bool mask)
+            dtype = self.model.dtype
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill_(~torch.from_numpy(allowed).to(self.device), torch.finfo(dtype).min)
+        cache = None
+        if plen:
+            from transformers import DynamicCache
+
+            layers = []
+            pasts = {row.past for row in batch}
+            if len(pasts) == 1:  # one past for all rows (a context's candidates): no padding, one copy
+                layers = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv[pasts.pop()]]
+            for lay in range(0 if layers else len(next(kv[row.past] for row in batch if past_len[row.past]))):
+                keys, values = [], []
+                for row in batch:
+                    p = past_len[row.past]
+                    k, v = kv[row.past][lay] if p else (None, None)
+                    if p < plen:
+                        ref = next(kv[x.past][lay][0] for x in batch if past_len[x.past])
+                        pad = ref.new_zeros((1, ref.shape[1], plen - p, ref.shape[3]))
+                        k, v = (torch.cat([pad, k], 2), torch.cat([pad, v], 2)) if p else (pad, pad)
+                    keys.append(k)
+                    values.append(v)
+                layers.append((torch.cat(keys, 0), torch.cat(values, 0)))
+            cache = DynamicCache(ddp_cache_data=layers)
+        keep_cache = any(row.node >= 0 for row in batch)
+        kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": cache is not None or keep_cache}
+        keep = sorted({left[r] + c for r, row in enumerate(batch) for c, _, _ in row.needs})
+        if self._logits_to_keep:  # logits of the columns read only (the probe checked the model takes a tensor)
+            kwargs["logits_to_keep"] = 0 if len(keep) == width else torch.tensor(keep or [0], device=self.device)  # 0: all (no gather)
+        out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=torch.from_numpy(pos).to(self.device), attention_mask=mask, **kwargs)
+        logits = out.logits
+        parts = [np.column_stack([np.full(len(row.needs), r), np.asarray(row.needs, dtype=np.int64).reshape(-1, 3)])
+                 for r, row in enumerate(batch) if row.needs]
+        if parts:
+            need = np.concatenate(parts)  # (row, column, request, continuation index), runs of consecutive tokens
+            cols = np.asarray(left, dtype=np.int64)[need[:, 0]] + need[:, 1]
+            if self._logits_to_keep and not isinstance(kwargs["logits_to_keep"], int):
+                cols = np.searchsorted(np.asarray(keep, dtype=np.int64), cols)  # column -> logits index
+            cut = np.flatnonzero((np.diff(need[:, 2]) != 0) | (np.diff(need[:, 3]) != 1)) + 1
+            runs = [(int(a), int(b), int(need[a, 2]), int(need[a, 3])) for a, b in zip(np.r_[0, cut], np.r_[cut, len(need)])]
+            tt: list[int] = []
+            for a, b, i, j in runs:
+                tt.extend(seqs[i][1][j : j + b - a])
+            sel = logits[torch.from_numpy(need[:, 0]).to(logits.device), torch.from_numpy(cols).to(logits.device)].float()
+            tgt = torch.tensor(tt, device=sel.device)
+            # log_softmax + gather, fused (no (tokens x vocab) log-prob tensor is written; same numbers)
+            tok_lp = torch.nn.functional.cross_entropy(sel, tgt, reduction="none").neg_().tolist()
+            hit = (sel.argmax(-1) == tgt).tolist()
+            for a, b, i, j in runs:
+                lps[i][j : j + b - a], greedy[i][j : j + b - a] = tok_lp[a:b], hit[a:b]
+        caches: list = [None] * n
+        if keep_cache:
+            new = getattr(out, self._cache_arg)
+            for r, row in enumerate(batch):
+                if row.node < 0:
+                    continue
+                a, p = left[r], past_len[row.past]
+                lo = plen + a  # a cached row is one path in depth order: its columns are consecutive
+                assert row.chain and (row.kv_cols == range(row.width)).all()
+                caches[r] = [
+                    tuple(torch.cat([t[r : r + 1, :, plen - p : plen], t[r : r + 1, :, lo : lo + row.width]], 2) if p else t[r : r + 1, :, lo : lo + row.width]
+                          for t in (layer.keys, layer.values))
+                    for layer in new.layers
+                ]
+        return caches
