@@ -130,7 +130,7 @@ def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: b
     ``generate``). ``over="labels"``: ``fn(gold, pred) -> float | Scored`` (generate:
     ``fn(references, outputs)``); ``over="rows"``: ``fn(rows) -> float | Scored | None`` over a
     sub-result's prediction rows (metrics that need scores, groups or token counts; see
-    :mod:`fewshot_eval.evaluate.tasks.shapes`). ``higher_is_better=False`` for perplexities; ``ideal``
+    :mod:`fewshot_eval.evaluate.metrics.shape_metrics`). ``higher_is_better=False`` for perplexities; ``ideal``
     for a metric whose best value is a target (50 for stereotype scores): reports rank by the
     distance to it."""
     if kind not in METRIC_KINDS:

@@ -2,7 +2,7 @@
 
     <result_dir>/score_cache/trial<t>.sqlite      table scores(key TEXT PRIMARY KEY, value TEXT)
 
-``key`` is a digest of everything that changes a score (see ``evaluate.cache``), ``value`` the
+``key`` is a digest of everything that changes a score (see ``evaluate.resume``), ``value`` the
 JSON of the result. The evaluator writes one transaction per scored batch (WAL journal,
 ``synchronous=NORMAL``: a committed batch survives the process being killed, SIGKILL included).
 Exclusive locking mode: SQLite then needs no shared memory, so the file works on network file
