@@ -1,4 +1,4 @@
-"""The SLURM launcher: one submitit job array per model setting (logic in ``fewshot_eval.launch.slurm``).
+"""``hydra/launcher=submitit_slurm``: one submitit job array per model setting (logic in ``fewshot_eval.launch.slurm``).
 
     python -m fewshot_eval -m models=demo tasks=demo hydra/launcher=submitit_slurm hydra.launcher.partition=dev
 
@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -56,10 +56,15 @@ class SlurmPoolLauncherConf(SlurmQueueConf):
 class SlurmPoolLauncher(SlurmLauncher):
     """hydra-submitit-launcher's SlurmLauncher with per-model pools, submit-and-return and job records.
 
+    Submitted jobs pickle this class by its path (``hydra_plugins.fewshot_eval_plugins.slurm_launcher.SlurmPoolLauncher``):
+    keep it, or jobs queued before an upgrade cannot be unpickled on the node.
+
     On the submitting side the fewshot sweeper hands it a ``LaunchBatch`` (``launch_batch``);
     on the node submitit calls the inherited ``__call__`` (one job) or ``checkpoint`` (requeue
     after timeout/preemption).
     """
+
+    runs_locally = False  # jobs run on the cluster: SLURM's records of them count (fewshot_eval.launch.batch)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from fewshot_eval.config import ConfigError
@@ -68,7 +73,7 @@ class SlurmPoolLauncher(SlurmLauncher):
 
     def launch_batch(self, batch: "LaunchBatch") -> Sequence[JobReturn]:
         """One job array per model pool; see ``fewshot_eval.launch.slurm``."""
-        from fewshot_eval.launch.slurm import launch_pools
+        from fewshot_eval.launch.slurm.submission import launch_pools
 
         return launch_pools(self, batch)
 

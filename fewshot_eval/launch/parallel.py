@@ -1,9 +1,9 @@
-"""Local launchers: sequential in this process (fast), or parallel subprocesses in per-model pools.
+"""The ``local_parallel`` launcher: jobs as subprocesses in per-model pools.
 
-Both show the sweep's progress (:class:`fewshot_eval.progress.SweepProgress`) and stop cleanly on
-Ctrl-C, SIGTERM or SIGHUP: the sequential launcher lets the exception end the running job; the
-parallel one terminates its job processes (each runs in its own process group), waits briefly,
-kills what is left, then re-raises so the app exits with one line and 128 + the signal number.
+At most ``max_workers`` jobs run at once, and at most each model's ``max_parallel`` of one model.
+Ctrl-C, SIGTERM or SIGHUP: the job processes are terminated (each runs in its own process group),
+given a few seconds, killed if still there, then the sweep stops with one line and 128 + the signal
+number.
 """
 
 from __future__ import annotations
@@ -16,107 +16,23 @@ import sys
 import time
 from collections import defaultdict, deque
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import IO, Any, Sequence
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
-from omegaconf import DictConfig, open_dict
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig
 
 from fewshot_eval import progress
 from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV
-from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome, job_outcome
+from fewshot_eval.launch.batch import LaunchBatch
+from fewshot_eval.launch.joblog import log_launch
+from fewshot_eval.launch.returns import describe_return, failed_return, job_label, outcome_of
+from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
 from fewshot_eval.store.atomic import append_jsonl, read_json
 
 log = logging.getLogger("fewshot_eval")
 
 # Seconds a job process gets to end after SIGTERM before it is killed (the sweep was stopped).
 STOP_GRACE_S = 5.0
-
-
-def failed_return(overrides: Sequence[str], exc: BaseException) -> JobReturn:
-    ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
-    ret.return_value = exc
-    return ret
-
-
-def outcome_of(ret: JobReturn) -> Outcome:
-    return job_outcome(ret.status == JobStatus.COMPLETED, ret._return_value)
-
-
-def launch_sequential(
-    hydra_context: Any,
-    task_function: Any,
-    config: DictConfig,
-    job_overrides: Sequence[Sequence[str]],
-    initial_job_idx: int,
-    compose: Callable[[list[str]], DictConfig] | None = None,
-) -> list[JobReturn]:
-    """Run each job in this process, one after the other; a failure does not stop the others.
-
-    ``compose`` builds a job's config (the planner's cached ``job_config``); default: Hydra's full composition.
-    """
-    setup_globals()
-    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    if compose is None:
-        loader = hydra_context.config_loader
-        compose = lambda overrides: loader.load_sweep_config(config, overrides)  # noqa: E731
-    returns: list[JobReturn] = []
-    with progress.SweepProgress(len(job_overrides)) as bar, bar.stdout_above_bar():
-        try:
-            for idx, overrides in enumerate(job_overrides):
-                idx += initial_job_idx
-                try:
-                    sweep_config = compose(list(overrides))
-                    with open_dict(sweep_config):
-                        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
-                        sweep_config.hydra.job.num = idx
-                        # the job writes its resolved config into its result dir; skip Hydra's three YAML dumps
-                        sweep_config.hydra.output_subdir = None
-                    progress.job_prefix = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
-                    ret = run_job(
-                        hydra_context=hydra_context,
-                        task_function=task_function,
-                        config=sweep_config,
-                        job_dir_key="hydra.sweep.dir",
-                        job_subdir_key="hydra.sweep.subdir",
-                        configure_logging=idx == initial_job_idx,
-                    )
-                except Exception as e:  # composition failed: count it, go on
-                    ret = failed_return(overrides, e)
-                if progress.received is not None:  # a stop signal that landed inside Hydra/OmegaConf code may surface
-                    raise progress.Interrupted(progress.received)  # there as another error: it is still a stop
-                if ret.status == JobStatus.FAILED:
-                    log.error("job %d failed (%s): %s", idx, " ".join(overrides), ret._return_value)
-                returns.append(ret)
-                bar.finished(outcome_of(ret))
-        except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the running job is abandoned (its finished trials are kept)
-            raise progress.Interrupted.of(e, f"{len(returns)} of {len(job_overrides)} jobs finished") from None
-        finally:
-            progress.job_prefix = ""
-    HydraConfig.instance().set_config(config)
-    return returns
-
-
-def job_label(overrides: Sequence[str]) -> str:
-    """``random x copa_demo nshot=0`` (``trial=1`` with split trials) from a job's overrides."""
-    kv = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
-    if "model" not in kv or "task" not in kv:
-        return " ".join(overrides)
-    return f"{kv['model']} x {kv['task']}" + "".join(f" {k}={kv[k]}" for k in ("nshot", "trial") if k in kv)
-
-
-def describe_return(ret: JobReturn, seconds: float) -> str:
-    """How a job ended: ``ran in 1.2s``, ``skipped (complete) in 0.9s``, ``running elsewhere in 1.0s``,
-    ``FAILED in 2.1s: exit 1: ValueError: ... (log: <sweep dir>/3/job.log)``."""
-    outcome = outcome_of(ret)
-    value = ret._return_value
-    took = f"in {progress.fmt_duration(seconds) if seconds >= 10 else f'{seconds:.1f}s'}"
-    if outcome == Outcome.FAILED:
-        return f"FAILED {took}: {value}"
-    if outcome == Outcome.SKIPPED and isinstance(value, dict) and value.get("reason"):
-        return f"skipped ({value['reason']}) {took}"
-    return f"{outcome.value} {took}"
 
 
 def _error_line(logf: Path) -> str:
@@ -223,3 +139,11 @@ def launch_parallel(config: DictConfig, jobs: Sequence[tuple[list[str], str, int
             stopped = f"stopped {len(procs)} running job{'s' if len(procs) != 1 else ''}, " if procs else ""
             raise progress.Interrupted.of(e, f"{stopped}{len(returns)} of {len(jobs)} jobs finished") from None
     return [returns[i] for i in range(len(jobs))]
+
+
+def launch_batch(config: DictConfig, batch: LaunchBatch, max_workers: int, launcher: str) -> list[JobReturn]:
+    """The fewshot sweeper's planned jobs, each logged; each model's jobs at most its max_parallel at once."""
+    for j in batch.jobs:
+        log_launch(batch.output_root, j, launcher)
+    jobs = [(o, j.unit.model_key, batch.pool_limit(i)) for i, (o, j) in enumerate(zip(batch.overrides, batch.jobs))]
+    return launch_parallel(config, jobs, max_workers)
