@@ -6,10 +6,6 @@ from enum import Enum
 from typing import Any, Optional
 
 
-# A job process started by local_parallel writes its return value (JSON) to the file this names.
-OUTCOME_FILE_ENV = "FEWSHOT_EVAL_OUTCOME_FILE"
-
-
 class Outcome(str, Enum):
     """A job's outcome. ``ELSEWHERE``: another process holds (is running) every trial it needed."""
 

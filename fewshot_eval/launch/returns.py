@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
@@ -28,14 +28,15 @@ def job_label(overrides: Sequence[str]) -> str:
     return f"{kv['model']} x {kv['task']}" + "".join(f" {k}={kv[k]}" for k in ("nshot", "trial") if k in kv)
 
 
-def describe_return(ret: JobReturn, seconds: float) -> str:
+def describe_return(ret: JobReturn, seconds: float, failure: Optional[str] = None) -> str:
     """How a job ended: ``ran in 1.2s``, ``skipped (complete) in 0.9s``, ``running elsewhere in 1.0s``,
-    ``FAILED in 2.1s: exit 1: ValueError: ... (log: <sweep dir>/3/job.log)``."""
+    ``FAILED in 2.1s: exit 1: ValueError: ... (log: <sweep dir>/3/job.log)`` (``failure``: what to say
+    after FAILED instead of the job's exception)."""
     outcome = outcome_of(ret)
     value = ret._return_value
     took = f"in {progress.fmt_duration(seconds) if seconds >= 10 else f'{seconds:.1f}s'}"
     if outcome == Outcome.FAILED:
-        return f"FAILED {took}: {value}"
+        return f"FAILED {took}: {failure or value}"
     if outcome == Outcome.SKIPPED and isinstance(value, dict) and value.get("reason"):
         return f"skipped ({value['reason']}) {took}"
     return f"{outcome.value} {took}"

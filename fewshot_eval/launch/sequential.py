@@ -1,7 +1,10 @@
 """The ``local`` launcher: each job in this process, one after the other (fast: no start-up per job).
 
-Shows the sweep's progress (:class:`fewshot_eval.progress.SweepProgress`); Ctrl-C, SIGTERM or SIGHUP
-end the running job (its finished trials are kept) and stop the sweep.
+Each job runs through Hydra's ``run_job`` as with Hydra's basic launcher: its own log file and, when
+``hydra.output_subdir`` is set, its ``.hydra/`` in ``hydra.sweep.dir/hydra.sweep.subdir``; callbacks'
+``on_job_start``/``on_job_end`` around it. Shows the sweep's progress
+(:class:`fewshot_eval.progress.SweepProgress`); Ctrl-C, SIGTERM or SIGHUP end the running job (its
+finished trials are kept) and stop the sweep.
 """
 
 from __future__ import annotations
@@ -50,16 +53,13 @@ def launch_sequential(
                     with open_dict(sweep_config):
                         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                         sweep_config.hydra.job.num = idx
-                        # the job writes its resolved config into its result dir; skip Hydra's three YAML dumps
-                        sweep_config.hydra.output_subdir = None
                     progress.job_prefix = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
                     ret = run_job(
                         hydra_context=hydra_context,
                         task_function=task_function,
                         config=sweep_config,
                         job_dir_key="hydra.sweep.dir",
-                        job_subdir_key="hydra.sweep.subdir",
-                        configure_logging=idx == initial_job_idx,
+                        job_subdir_key="hydra.sweep.subdir",  # .hydra/ (when hydra.output_subdir is set) and its own log
                     )
                 except Exception as e:  # composition failed: count it, go on
                     ret = failed_return(overrides, e)

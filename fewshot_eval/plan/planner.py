@@ -171,7 +171,8 @@ class Planner:
             cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
             parsed = OverridesParser.create().parse_overrides(list(overrides))
-            cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, list(jc.exclude_keys), jc.item_sep, jc.kv_sep)
+            exclude = list(dict.fromkeys([*jc.exclude_keys, "planned_id"]))  # the sweep's internal override
+            cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg
 
     # ---- planning -----------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """``hydra/launcher=local_parallel``: jobs as subprocesses on this machine, in per-model pools.
 
+Like Hydra's own launchers it runs the task function and config it is given, in any Hydra app.
+
     python -m fewshot_eval -m models=demo tasks=demo hydra/launcher=local_parallel hydra.launcher.max_workers=4
 
 At most ``max_workers`` jobs run at once, and each model's jobs at most its ``max_parallel`` at once.
@@ -44,15 +46,14 @@ class LocalParallelLauncher(Launcher):
         """Hydra's launcher interface (any sweeper): one pool of ``max_workers``."""
         from fewshot_eval.launch.parallel import launch_parallel
 
-        assert self.config is not None
-        return launch_parallel(self.config, [(list(o), "all", self.max_workers) for o in job_overrides], self.max_workers)
+        jobs = [(list(o), "all", self.max_workers) for o in job_overrides]
+        return launch_parallel(self.hydra_context, self.task_function, self.config, jobs, self.max_workers, initial_job_idx)
 
     def launch_batch(self, batch: "LaunchBatch") -> Sequence[JobReturn]:
         """The fewshot sweeper's planned jobs: each model's jobs run at most its max_parallel at once."""
         from fewshot_eval.launch.parallel import launch_batch
 
-        assert self.config is not None
-        return launch_batch(self.config, batch, self.max_workers, type(self).__name__)
+        return launch_batch(self.hydra_context, self.task_function, self.config, batch, self.max_workers, type(self).__name__)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="local_parallel", node=LocalParallelLauncherConf, provider="fewshot_eval")

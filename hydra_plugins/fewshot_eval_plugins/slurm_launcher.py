@@ -2,13 +2,17 @@
 
     python -m fewshot_eval -m models=demo tasks=demo hydra/launcher=submitit_slurm hydra.launcher.partition=dev
 
-``hydra/launcher=submitit_slurm`` selects ``conf/hydra/launcher/submitit_slurm.yaml`` (the
-packaged config dir is searched before the ConfigStore, so it shadows hydra-submitit-launcher's
-entry of that name). The yaml extends the typed schema registered here, ``fewshot_slurm_schema``.
-The stock ConfigStore entry ``submitit_slurm`` is removed (by :class:`ShadowStockSlurmConfig`,
-after every plugin module has been scanned): Hydra would otherwise validate the yaml against it
-(deprecated "automatic schema matching": a warning on every run, and an error for the keys and
-null resources added here). ``hydra/launcher=submitit_local`` stays stock.
+In fewshot-eval's app ``hydra/launcher=submitit_slurm`` selects ``conf/hydra/launcher/submitit_slurm.yaml``
+(the app's config dir is searched before the ConfigStore), which extends the typed config registered
+here as ``fewshot_slurm``. Hydra would validate that yaml against hydra-submitit-launcher's ConfigStore
+entry of the same name (deprecated "automatic schema matching": a warning on every run, and an error
+for the keys and null resources added here), so :class:`StockSlurmConfigOutsideOurApp` takes that entry
+out of the ConfigStore while fewshot-eval's config dir is the app's, and puts it back for any other
+app: another Hydra app in the same environment keeps hydra-submitit-launcher's ``submitit_slurm``.
+``hydra/launcher=submitit_local`` stays stock everywhere.
+
+Any app may select ``hydra/launcher=fewshot_slurm``; with another sweeper than fewshot-eval's (no
+planned pools), :meth:`SlurmPoolLauncher.launch` runs the jobs as hydra-submitit-launcher does.
 """
 
 import os
@@ -67,9 +71,13 @@ class SlurmPoolLauncher(SlurmLauncher):
     runs_locally = False  # jobs run on the cluster: SLURM's records of them count (fewshot_eval.launch.batch)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from fewshot_eval.config import ConfigError
+        """Hydra's launcher interface (any other sweeper): one job array, run and waited for as by
+        hydra-submitit-launcher, with these options translated (``fewshot_eval.launch.slurm.pools.stock_params``)."""
+        from fewshot_eval.launch.slurm.pools import stock_params
 
-        raise ConfigError("hydra/launcher=submitit_slurm needs fewshot-eval's sweeper (hydra/sweeper=fewshot, the default).")
+        stock = SlurmLauncher(**stock_params(self.params))
+        stock.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)  # type: ignore[arg-type]
+        return stock.launch(job_overrides, initial_job_idx)
 
     def launch_batch(self, batch: "LaunchBatch") -> Sequence[JobReturn]:
         """One job array per model pool; see ``fewshot_eval.launch.slurm``."""
@@ -88,14 +96,26 @@ class SlurmPoolLauncher(SlurmLauncher):
         return ret
 
 
-class ShadowStockSlurmConfig(SearchPathPlugin):
-    """Drops hydra-submitit-launcher's ConfigStore ``submitit_slurm`` so that our yaml of that name is
-    used as it is. Search path plugins run after all plugin modules were imported (Hydra re-executes
-    each one while scanning, so removing the entry at import time here would not last)."""
+class StockSlurmConfigOutsideOurApp(SearchPathPlugin):
+    """hydra-submitit-launcher's ConfigStore ``submitit_slurm``: out of the ConfigStore while the app
+    is fewshot-eval (its packaged config dir is the primary one: our yaml of that name is used as it
+    is), back in for any other app in the same process. Search path plugins run for every app, after
+    all plugin modules were imported (removing the entry at import time would not last: Hydra
+    re-executes each plugin module while scanning)."""
+
+    stashed: dict[str, Any] = {}
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        ConfigStore.instance().repo.get("hydra", {}).get("launcher", {}).pop("submitit_slurm.yaml", None)
+        from fewshot_eval.config import conf_dir
+
+        launchers = ConfigStore.instance().repo.setdefault("hydra", {}).setdefault("launcher", {})
+        ours = str(conf_dir())
+        if any(e.provider == "main" and e.path.removeprefix("file://").rstrip("/") == ours for e in search_path.get_path()):
+            entry = launchers.pop("submitit_slurm.yaml", None)
+            if entry is not None:
+                self.stashed["submitit_slurm.yaml"] = entry
+        elif "submitit_slurm.yaml" in self.stashed:
+            launchers.setdefault("submitit_slurm.yaml", self.stashed.pop("submitit_slurm.yaml"))
 
 
-cs = ConfigStore.instance()
-cs.store(group="hydra/launcher", name="fewshot_slurm_schema", node=SlurmPoolLauncherConf, provider="fewshot_eval")
+ConfigStore.instance().store(group="hydra/launcher", name="fewshot_slurm", node=SlurmPoolLauncherConf, provider="fewshot_eval")

@@ -137,6 +137,7 @@ class FewshotSweeper(Sweeper):
                   "(override_completed=true re-runs them; dry_run=true lists them).")
             print(f"Aggregate: fewshot-eval report {root}")
             return (EXIT_FAILED if given_up else EXIT_OK), []
+        _save_multirun_yaml(self.config)
         batch, left_out = prepare_batch(to_run, root, planner, bool(self.config.override_completed), self.config.max_parallel)
         launched: Sequence[JobReturn] = []
         if batch.jobs:
@@ -170,6 +171,17 @@ def _check_app(config: DictConfig) -> None:
             f"hydra/sweeper=fewshot plans fewshot-eval's model x task grid, but this app has no '{missing[0]}' config group; "
             f"use Hydra's basic sweeper (hydra/sweeper=basic) or another one."
         )
+
+
+def _save_multirun_yaml(config: DictConfig) -> None:
+    """``<sweep dir>/multirun.yaml``, the sweep's config, as Hydra's basic sweeper writes it (not for a dry run)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")
 
 
 def _report_errors(errors: list[Any]) -> None:

@@ -163,3 +163,22 @@ def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
          "combine_tasks": bool(j.unit.model["job"]["combine_tasks"]), "slurm": dict(j.unit.model.get("slurm") or {})}
         for i, j in enumerate(batch.jobs)
     ]
+
+
+def stock_params(params: dict[str, Any]) -> dict[str, Any]:
+    """This launcher's options as hydra-submitit-launcher's ``submitit_slurm`` takes them, for a sweep
+    without planned pools (another sweeper, another app): null resources get the stock defaults (there is
+    no model setting to take them from) and ``wait`` goes (the stock launcher always waits)."""
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(SlurmQueueConf), resolve=False)
+    assert isinstance(defaults, dict)
+    out = {k: v for k, v in params.items() if k not in ("wait", "_target_")}
+    for k in RESOURCE_KEYS:
+        if out.get(k) is None:
+            out[k] = defaults.get(k)
+    if not out.get("mail_type") or str(out["mail_type"]).upper() == "NONE":
+        out.pop("mail_type", None)
+        out.pop("mail_user", None)
+    return {k: v for k, v in out.items() if v is not None or k in defaults}
