@@ -10,8 +10,7 @@ are not labelled (their calls count for the nearest labelled caller).
 * **stack**: the call stack at the moment ``results.json`` is written, folders in order with repeats
   collapsed -- the job's own path. A *crossing* is a change of folder; a *revisit* a crossing into a
   folder that is already on the path.
-* **tour**: every distinct call from one folder into another (caller function -> callee function,
-  counted once, in the order they first happen) over the whole run: planning, launching, the job.
+* **edges**: the distinct folder -> folder calls over the whole run (planning, launching, the job).
 """
 
 from __future__ import annotations
@@ -104,10 +103,8 @@ def main() -> None:
     print(f"exit {code}")
     print(f"stack at results.json: {' -> '.join(path)}")
     print(f"  {n} crossings, {r} back into a folder already on the path")
-    tour_path = chain([tour[0][0]] + [callee for _, callee in tour]) if tour else []
-    print(f"tour: {len(tour)} distinct cross-folder calls; in order: {' -> '.join(tour_path)}")
-    edges = sorted({e for e in tour})
-    print(f"  {len(edges)} distinct folder -> folder edges: {', '.join(f'{a}->{b}' for a, b in edges)}")
+    edges = sorted(set(tour))
+    print(f"edges: {len(edges)} distinct folder -> folder calls: {', '.join(f'{a}->{b}' for a, b in edges)}")
 
 
 if __name__ == "__main__":
