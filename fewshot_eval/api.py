@@ -22,8 +22,8 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from fewshot_eval.launch.batch import is_local_launcher
-    from fewshot_eval.launch.slurm_states import pending_reason
+    from fewshot_eval.launch.batch import launcher_class, runs_locally
+    from fewshot_eval.launch.slurm.job_states import pending_reason
     from fewshot_eval.plan.expand import expand
     from fewshot_eval.searchpath import checked_dirs, env_dirs, set_env_dirs
 
@@ -43,7 +43,7 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
         cfg = loader.load_configuration("config", overrides=hydra_ovr + task_ovr, run_mode=RunMode.MULTIRUN)
         HydraConfig.instance().set_config(cfg)
         combos = expand(cfg.hydra.sweeper.params, task_ovr, loader, cfg.hydra.runtime.choices)
-        planner = Planner(cfg, loader, pending_check=pending_reason, local_launcher=is_local_launcher(cfg.hydra.launcher))
+        planner = Planner(cfg, loader, pending_check=pending_reason, local_launcher=runs_locally(launcher_class(cfg.hydra.launcher)))
         return planner, planner.plan(combos)
     finally:
         GlobalHydra.instance().clear()

@@ -26,11 +26,11 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 from fewshot_eval.app import run_hydra
 
-                run_hydra()
+                code = run_hydra()
         finally:
             sys.stdout.flush()  # now rather than at exit, where a broken pipe cannot be handled
     except BrokenPipeError:  # the reader went away, e.g. `fewshot-eval list | head -1`
-        from fewshot_eval.app import quiet_broken_pipe
+        from fewshot_eval.hydra_errors import quiet_broken_pipe
 
         quiet_broken_pipe()
         code = 0 if _only_prints(argv) else 1

@@ -54,7 +54,7 @@ def _plan(overrides: list[str], dirs: list[str]):  # noqa: ANN202
     try:
         planner, jobs = plan(overrides, dirs)
     except Exception as e:  # Hydra's own errors (unknown option, bad override): one line
-        from fewshot_eval.app import user_error_message
+        from fewshot_eval.hydra_errors import user_error_message
         from fewshot_eval.config import ConfigError
 
         if isinstance(e, ConfigError):
@@ -170,7 +170,7 @@ def _load_yaml(f: Path) -> dict:
             data = yaml.safe_load(fh)
         return data if isinstance(data, dict) else {}
     except yaml.YAMLError as e:
-        from fewshot_eval.app import user_error_message
+        from fewshot_eval.hydra_errors import user_error_message
 
         return {"_error": user_error_message(e) or str(e)}
 

@@ -34,21 +34,6 @@ GROUP_KEYS: tuple[str, ...] = ("models", "tasks", "experiment")
 RESULT_LAYOUT = "<output_dir>/<run_name>/<model>/<task setting>/<nshot>shot.<id>/ holding results.json and identity.json"
 
 
-def exit_on_config_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: a ConfigError becomes one line on stderr and exit status 2 (instead of Hydra's
-    exit 1 with a "HYDRA_FULL_ERROR" hint). SystemExit passes through Hydra's error handler."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as e:
-            print(f"fewshot-eval: error: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-
-    return wrapper
-
-
 def warn(message: str) -> None:
     print(f"fewshot-eval: warning: {message}", file=sys.stderr, flush=True)
 

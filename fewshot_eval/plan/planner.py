@@ -30,7 +30,7 @@ RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: com
 ERROR, FAILED = "error", "failed"  # error: would die at start (fix the config); failed: failed max_failures times
 CHEAP_KEYS = ("nshot", "trial")
 
-# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.slurm_states.Pending
+# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.slurm.job_states.Pending
 # (.pending, .note, .failure) for a result dir with a submitted.json.
 PendingCheck = Callable[[Path, list[int], bool, bool], Any]
 
@@ -171,7 +171,8 @@ class Planner:
             cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
             parsed = OverridesParser.create().parse_overrides(list(overrides))
-            cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, list(jc.exclude_keys), jc.item_sep, jc.kv_sep)
+            exclude = list(dict.fromkeys([*jc.exclude_keys, "planned_id"]))  # the sweep's internal override
+            cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg
 
     # ---- planning -----------------------------------------------------------------------

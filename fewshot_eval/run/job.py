@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fewshot_eval import progress
 from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV, ConfigError, config_dirs, override_keys, run_values
-from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
+from fewshot_eval.outcome import Outcome
 from fewshot_eval.plan.checks import check_job_keys
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
@@ -181,7 +181,4 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         )
     unit = unit_from_config(cfg)
     check_planned(cfg, unit)
-    ret = run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))
-    if os.environ.get(OUTCOME_FILE_ENV):  # a local_parallel job process: tell the sweep how it ended
-        write_json(Path(os.environ[OUTCOME_FILE_ENV]), ret)
-    return ret
+    return run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))

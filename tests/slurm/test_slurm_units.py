@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.launch import slurm_states as pending
-from fewshot_eval.launch.slurm import Pool, error_line, executor_parameters, hydra_overrides, make_pools, pool_folder
+from fewshot_eval.launch.slurm import job_states as pending
+from fewshot_eval.launch.slurm.pools import Pool, executor_parameters, hydra_overrides, make_pools, pool_folder
+from fewshot_eval.launch.slurm.waiting import error_line
 
 FAKE = """#!/bin/sh
 # fake {name}: prints $FAKE_{NAME} (escapes allowed), $FAKE_{NAME}_ERR on stderr, exits $FAKE_{NAME}_RC
@@ -304,3 +305,15 @@ def test_an_interrupted_submission_is_adopted_or_dropped(tmp_path: Path, fake_sl
     monkeypatch.setenv("FAKE_SACCT", "")
     pend, note = decide(rdir)
     assert not pend and "never reached SLURM" in note and not (rdir / "submitting.json").exists()
+
+
+def test_classes_pickled_into_queued_jobs_keep_their_paths() -> None:
+    """submitit pickles the payload by reference: jobs queued before an upgrade unpickle these names on the node."""
+    import pickle
+
+    from fewshot_eval.launch.slurm.node_jobs import CombinedJobs, PoolCall
+    from hydra_plugins.fewshot_eval_plugins.slurm_launcher import SlurmPoolLauncher
+
+    assert pickle.loads(b"cfewshot_eval.launch.slurm\nPoolCall\n.") is PoolCall  # 0.2.0's module path
+    assert pickle.loads(b"cfewshot_eval.launch.slurm\nCombinedJobs\n.") is CombinedJobs
+    assert pickle.loads(b"chydra_plugins.fewshot_eval_plugins.slurm_launcher\nSlurmPoolLauncher\n.") is SlurmPoolLauncher
