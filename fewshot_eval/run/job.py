@@ -179,9 +179,12 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"{' '.join(presets) or 'This config'} defines a sweep ({dict(hc.sweeper.params)}); add -m to run it, "
             f"e.g. python -m fewshot_eval -m {' '.join(presets)}"
         )
-    unit = unit_from_config(cfg)
-    check_planned(cfg, unit)
-    ret = run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))
+    from fewshot_eval.evaluate.hub_cache import forced_offline
+
+    with forced_offline(bool(cfg.get("hf_offline"))):  # the sweep found every hub input cached: no network
+        unit = unit_from_config(cfg)
+        check_planned(cfg, unit)
+        ret = run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))
     if os.environ.get(OUTCOME_FILE_ENV):  # a local_parallel job process: tell the sweep how it ended
         write_json(Path(os.environ[OUTCOME_FILE_ENV]), ret)
     return ret

@@ -82,7 +82,7 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
             check_hf_available(td, params, langs, train_lang)
 
 
-def _needed(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> list[tuple[str, Optional[str]]]:
+def needed_splits(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> list[tuple[str, Optional[str]]]:
     """(split, language) pairs a job reads."""
     from fewshot_eval.evaluate.tasks.selection import split_names
 
@@ -102,7 +102,7 @@ def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]],
 
     if not isinstance(td.source, HFSource):
         return False
-    return all(hf_mirror_file(td.source, split, lang if td.languages else None) is not None for split, lang in _needed(td, params, langs, train_lang))
+    return all(hf_mirror_file(td.source, split, lang if td.languages else None) is not None for split, lang in needed_splits(td, params, langs, train_lang))
 
 
 def manual_present(td: Any, langs: Sequence[Optional[str]]) -> bool:
@@ -132,7 +132,7 @@ def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional
     offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if env_flag(v)]
     if offline and not hf_cached(td.source.path):
         src = td.source
-        configs = sorted({(src.name or "").replace("{lang}", lang or "") for split, lang in _needed(td, params, langs, train_lang)
+        configs = sorted({(src.name or "").replace("{lang}", lang or "") for split, lang in needed_splits(td, params, langs, train_lang)
                           if hf_mirror_file(src, split, lang if td.languages else None) is None} - {""})
         name = f" (config{'s' if len(configs) > 1 else ''} {', '.join(configs)})" if configs else ""
         raise ConfigError(
