@@ -47,16 +47,18 @@ def offline_env() -> Optional[str]:
     return next((v for v in OFFLINE_VARS if env_flag(v)), None)
 
 
-def hub_error(what: str, e: BaseException) -> HubError:
-    """One line for a failed hub request: a missing/gated/private repo, a missing revision or file, no network."""
+def hub_error(what: str, e: BaseException, repo_request: bool = False) -> HubError:
+    """One line for a failed hub request: a missing/gated/private repo, a missing revision or file, no network.
+    ``repo_request``: a request about the repo itself, where any 404 means the repo is not there (for us)."""
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     where = endpoint()
+    status = getattr(getattr(e, "response", None), "status_code", None)
     if isinstance(e, GatedRepoError):
         return HubError(f"{what}: a gated repo on {where}, and this account has no access: accept its terms on the hub "
                         f"page, then log in (`hf auth login`) or export HF_TOKEN.")
-    if isinstance(e, RepositoryNotFoundError):
+    if isinstance(e, RepositoryNotFoundError) or (repo_request and isinstance(e, HfHubHTTPError) and status in (401, 404)):
         return HubError(f"{what}: not found on {where} (or private/gated without access). Check the id; for a private or "
                         f"gated repo log in (`hf auth login`) or export HF_TOKEN.")
     if isinstance(e, RevisionNotFoundError):
@@ -90,7 +92,7 @@ def resolve_commit(repo_id: str, repo_type: str, revision: Optional[str]) -> str
     try:
         refs = _api().list_repo_refs(repo_id, repo_type=repo_type, include_pull_requests=rev.startswith("refs/pr/"))
     except Exception as e:  # noqa: BLE001 - every failure becomes one line
-        raise hub_error(what, e) from None
+        raise hub_error(what, e, repo_request=True) from None
     groups = [("branch", refs.branches), ("tag", refs.tags), ("convert", refs.converts), ("pull request", refs.pull_requests or [])]
     for _, group in groups:
         for ref in group:
@@ -207,32 +209,40 @@ def weights_cached(repo_id: str, revision: Optional[str]) -> bool:
     return any(n.endswith(".safetensors") or _WEIGHTS_BIN.fullmatch(n) for n in names)
 
 
+def _flags_from_env() -> dict[tuple[str, str], bool]:
+    """The offline flags ``huggingface_hub`` and ``datasets`` compute from the environment when imported."""
+    hub = env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE")
+    data = hub if os.environ.get("HF_DATASETS_OFFLINE") is None else env_flag("HF_DATASETS_OFFLINE")
+    return {("huggingface_hub.constants", "HF_HUB_OFFLINE"): hub, ("datasets.config", "HF_HUB_OFFLINE"): data,
+            ("datasets.config", "HF_DATASETS_OFFLINE"): data}
+
+
 @contextlib.contextmanager
 def forced_offline(on: bool = True) -> Iterator[None]:
     """HuggingFace offline mode for what runs inside (``on``): the variables in the environment (for child
-    processes and libraries imported later) and the flags of ``huggingface_hub``/``datasets`` already
-    imported (they read the variables at import). Restored afterwards."""
+    processes and libraries imported meanwhile) and the flags of ``huggingface_hub``/``datasets`` already
+    imported (they read the variables at import). Restored afterwards -- also in those imported meanwhile."""
     if not on:
         yield
         return
     saved_env = {v: os.environ.get(v) for v in OFFLINE_VARS}
-    flags = [("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
-             ("datasets.config", "HF_DATASETS_OFFLINE")]
-    saved_flags = []
+    saved_flags = {}
     for v in OFFLINE_VARS:
         os.environ[v] = "1"
-    for module, name in flags:
+    for module, name in _flags_from_env():
         mod = sys.modules.get(module)
         if mod is not None and hasattr(mod, name):
-            saved_flags.append((mod, name, getattr(mod, name)))
+            saved_flags[(module, name)] = getattr(mod, name)
             setattr(mod, name, True)
     try:
         yield
     finally:
-        for mod, name, value in saved_flags:
-            setattr(mod, name, value)
         for v, value in saved_env.items():
             if value is None:
                 os.environ.pop(v, None)
             else:
                 os.environ[v] = value
+        for (module, name), value in _flags_from_env().items():
+            mod = sys.modules.get(module)
+            if mod is not None and hasattr(mod, name):
+                setattr(mod, name, saved_flags.get((module, name), value))

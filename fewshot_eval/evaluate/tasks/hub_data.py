@@ -48,7 +48,7 @@ class HubSplit:
 
     def label(self) -> str:
         rev = f"@{self.revision}" if self.revision else ""
-        return f"{self.repo}{rev} {self.name + ' ' if self.name else ''}{self.split}"
+        return f"{self.repo}{rev} {self.name + ' ' if self.name else ''}{self.split}" + (f" ({self.data_files})" if self.data_files else "")
 
 
 @lru_cache(maxsize=1)
@@ -143,12 +143,32 @@ def fetch_split(hs: HubSplit) -> Path:
     return fetch(hs.repo, "dataset", hs.revision, commit, files)
 
 
+def _card_patterns(snapshot: Path, hs: HubSplit) -> Optional[dict[str, list[str]]]:
+    """The split's data files as the repo's dataset card declares them for the config (datasets' own parsing),
+    or None when the card declares no configs (datasets then infers the layout from the files)."""
+    from datasets.data_files import sanitize_patterns
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    readme = snapshot / "README.md"
+    if not readme.is_file():
+        return None
+    configs = MetadataConfigs.from_dataset_card_data(DatasetCard.load(readme).data)
+    name = hs.name or configs.get_default_config_name()
+    files = (configs.get(name) or {}).get("data_files") if name else None
+    patterns = sanitize_patterns(files) if files else {}
+    return {hs.split: patterns[hs.split]} if hs.split in patterns else None
+
+
 @lru_cache(maxsize=512)
 def _local(hs: HubSplit, snapshot: str, mtime: float) -> Optional[tuple[str, ...]]:
+    """The split's files in a cached snapshot, resolved by datasets as it would (only this split: the others
+    are not in the cache)."""
     import datasets
 
     try:
-        builder = datasets.load_dataset_builder(snapshot, hs.name, data_files={hs.split: hs.data_files} if hs.data_files else None)
+        patterns = {hs.split: hs.data_files} if hs.data_files else _card_patterns(Path(snapshot), hs)
+        builder = datasets.load_dataset_builder(snapshot, hs.name, data_files=patterns)
         files = (builder.config.data_files or {}).get(hs.split)
     except Exception:  # noqa: BLE001 - not readable from the cache
         return None
