@@ -145,13 +145,12 @@ def _prefetch(args: argparse.Namespace) -> int:
     """``fewshot-eval prefetch -m <the sweep's overrides> [dry_run=true]``: fetch what its jobs read from the hub."""
     from fewshot_eval.config import ConfigError
     from fewshot_eval.plan.planner import ERROR, RUN
-    from fewshot_eval.plan.prefetch import check_online, prefetch
+    from fewshot_eval.plan.prefetch import prefetch
 
     overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
     dry = [o.split("=", 1)[1].strip().lower() for o in overrides if o.startswith("dry_run=")]
     if dry and dry[-1] not in ("true", "false"):
         raise ConfigError(f"dry_run must be true or false, got '{dry[-1]}'. dry_run=true lists what prefetch would fetch.")
-    check_online("prefetch")
     planner, jobs, _ = _plan(overrides, dirs)
     return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
 

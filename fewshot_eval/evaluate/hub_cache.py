@@ -199,14 +199,15 @@ def weights_cached(repo_id: str, revision: Optional[str]) -> bool:
     if snap is None or not (snap / "config.json").is_file():
         return False
     names = [p.name for p in snap.iterdir()]
-    for index in [n for n in names if n.endswith(".index.json")]:
+    indexes = [n for n in names if n.endswith(".index.json")]
+    for index in indexes:  # sharded weights: every shard of one index
         try:
             shards = set(json.loads((snap / index).read_text()).get("weight_map", {}).values())
         except (OSError, ValueError):
-            return False
+            continue
         if shards and all((snap / s).is_file() for s in shards):
             return True
-    return any(n.endswith(".safetensors") or _WEIGHTS_BIN.fullmatch(n) for n in names)
+    return not indexes and any(n.endswith(".safetensors") or _WEIGHTS_BIN.fullmatch(n) for n in names)
 
 
 def _flags_from_env() -> dict[tuple[str, str], bool]:

@@ -215,12 +215,14 @@ class Planner:
         """One PlannedJob per distinct result (split_trials: per trial), with its status. With the run
         param ``prefetch=true`` (not a dry run), what the jobs to run read from the hub is fetched first
         (:mod:`fewshot_eval.plan.prefetch`) and the sweep planned again."""
+        from fewshot_eval.plan.prefetch import forget_cache_state
+
+        forget_cache_state()  # what the caches hold is asked once per plan
         jobs = self._plan(combos)
         if self.run.get("prefetch") and not self.run.get("dry_run"):
-            from fewshot_eval.plan.prefetch import check_online, forget_cache_state, prefetch
+            from fewshot_eval.plan.prefetch import prefetch
 
-            check_online("prefetch=true")
-            if prefetch([j for j in jobs if j.status in (RUN, ERROR)], self.search):
+            if prefetch([j for j in jobs if j.status in (RUN, ERROR)], self.search, what="prefetch=true"):
                 raise ConfigError("prefetch=true: the hub inputs above could not be fetched; nothing launched. Fix them or run without prefetch=true.")
             forget_cache_state()
             self._checked.clear()

@@ -172,7 +172,7 @@ def _cached_once(item: Input) -> bool:
 
 
 def forget_cache_state() -> None:
-    """After fetching: answers about the caches are asked again."""
+    """Answers about the caches are asked again (each plan starts with this, and after fetching)."""
     from fewshot_eval.evaluate.lm_eval_bridge import catalog_checks
     from fewshot_eval.evaluate.tasks import hub_data
     from fewshot_eval.plan import unit
@@ -279,11 +279,10 @@ def check_online(what: str) -> None:
                           f"{var}=0 (jobs whose inputs are all cached run offline by themselves).")
 
 
-def prefetch(jobs: Sequence[Any], search: Sequence[Path], dry_run: bool = False, out: TextIO = sys.stdout) -> int:
+def prefetch(jobs: Sequence[Any], search: Sequence[Path], dry_run: bool = False, out: TextIO = sys.stdout, what: str = "prefetch") -> int:
     """Fetch (``dry_run``: list) the hub inputs of ``jobs`` (planned jobs that would run, or error rows); print
     one line per input and a summary.
     Returns 0, or 2 when an input could not be resolved or fetched (each named on its own line)."""
-    check_online("prefetch")
     inputs, problems = collect(jobs, search)
     err = sys.stderr
     for msg in problems:
@@ -291,6 +290,7 @@ def prefetch(jobs: Sequence[Any], search: Sequence[Path], dry_run: bool = False,
     if not inputs:
         print("prefetch: the planned jobs read nothing from the hub (local files, built-in or cached models only).", file=out)
         return 2 if problems else 0
+    check_online(what)
     print(f"prefetch: {len(inputs)} hub input{'s' if len(inputs) != 1 else ''} of {len(jobs)} jobs; asking {_endpoint()} ...", file=out)
     planned = [resolve(i) for i in inputs]
     failed = [p for p in planned if p.error]

@@ -83,11 +83,10 @@ def check_hub_id(task: TaskDef) -> None:
 def hub_split(task: TaskDef, split: str, lang: Optional[str]) -> Optional[HubSplit]:
     """The hub split a job reads for our ``split`` (in ``lang``), or None when the task's data is not a hub repo
     (local files, a builder over files, a manual download)."""
-    from fewshot_eval.evaluate.tasks.task_data import is_manual
-
     src = task.source
-    if not isinstance(src, HFSource) or is_manual(task) or src.data_dir or not is_hub_path(src.path):
-        return None
+    manual = any("$" in v for v in (src.data_files or {}).values()) if isinstance(src, HFSource) else False
+    if not isinstance(src, HFSource) or manual or src.data_dir or not is_hub_path(src.path):
+        return None  # a manual download ($VARS) or a data_dir: read by task_data as a builder over local files
     fmt = (lambda s: s.replace("{lang}", lang or "")) if lang else (lambda s: s)
     theirs = src.splits[split]
     name = fmt(src.name) if src.name else None

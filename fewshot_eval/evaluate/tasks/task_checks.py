@@ -16,7 +16,7 @@ the affected rows ``error: <reason>``:
 Sources through HuggingFace ``datasets`` are not read at planning (that would download), except
 from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks/task_data.py``), which is checked like local
 files. Offline (``HF_DATASETS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), a hub dataset that is neither
-mirrored nor in the local cache is an error row (the job could not load it); a manual download
+mirrored nor in the local cache is an error row (the job could not load it: ``fewshot-eval prefetch`` fetches it); a manual download
 (``$VARS`` in ``data_dir``/``data_files``, storycloze) is read and checked at planning when it is
 there, and is an error row saying what to set when it is not.
 
@@ -79,6 +79,9 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
             for lang in langs:
                 split_data(td, params, lang, train_lang, demonstrations=False)
         else:
+            from fewshot_eval.evaluate.tasks.hub_data import check_hub_id
+
+            check_hub_id(td)  # the hub refuses bare ids: say where the dataset lives now
             check_hf_available(td, params, langs, train_lang)
 
 
@@ -137,7 +140,7 @@ def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional
         name = f" (config{'s' if len(configs) > 1 else ''} {', '.join(configs)})" if configs else ""
         raise ConfigError(
             f"task '{td.name}': hub dataset {td.source.path}{name} is not in the local cache and {offline[0]}=1: its job "
-            f"could not load it. Load it once with network access, point {HF_MIRROR_ENV} at JSONL copies, or unset {offline[0]}."
+            f"could not load it. Fetch it where there is network with `fewshot-eval prefetch -m <this sweep's overrides>`, point {HF_MIRROR_ENV} at JSONL copies, or unset {offline[0]}."
         )
 
 
