@@ -62,7 +62,7 @@ def _label(item: Input) -> str:
 
 
 # ---- what a job reads ------------------------------------------------------------------------
-def hub_model(model: dict[str, Any], params: dict[str, Any]) -> Optional[HubModel]:
+def hub_model(model: dict[str, Any], params: dict[str, Any], search: Sequence[Path] = ()) -> Optional[HubModel]:
     """The hub model a job loads, or None (a baseline, a served model, local or built-in weights).
 
     Whether the predictor loads HuggingFace weights is its class attribute ``loads_hf_weights``; a
@@ -75,7 +75,7 @@ def hub_model(model: dict[str, Any], params: dict[str, Any]) -> Optional[HubMode
     weights = model.get("weights")
     if not weights or weights == "tiny-gpt2" or is_local_weights(str(weights)):
         return None
-    loads = getattr(predictor_class(predictor, config_dirs()), "loads_hf_weights", None)
+    loads = getattr(predictor_class(predictor, list(search) or config_dirs()), "loads_hf_weights", None)
     if loads is None:
         loads = predictor in ("clm", "vllm")
     return HubModel(str(weights), model.get("revision")) if loads else None
@@ -124,7 +124,7 @@ def catalog_inputs(name: str, search: Sequence[Path]) -> list[CatalogData]:
 
 def job_inputs(unit: Any, search: Sequence[Path]) -> list[Input]:
     """What one planned job (a :class:`~fewshot_eval.plan.unit.JobUnit`) reads from the hub."""
-    model = hub_model(unit.model, unit.params)
+    model = hub_model(unit.model, unit.params, search)
     return ([model] if model else []) + task_inputs(unit.task["tasks"], unit.params, search)
 
 

@@ -128,12 +128,27 @@ def hf_cached(path: str) -> bool:
     return (datasets_cache / path.replace("/", "___")).is_dir() or (hub_cache / f"datasets--{path.replace('/', '--')}").is_dir()
 
 
+def _splits_cached(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> bool:
+    """A hub repo: every split a job reads is in the hub cache (or datasets' cache holds an earlier load of the
+    dataset); another source (a builder over files): its cache dirs exist."""
+    from fewshot_eval.evaluate.tasks.hub_data import hub_split, local_files
+
+    home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or home / "datasets").expanduser()
+    if (datasets_cache / td.source.path.replace("/", "___")).is_dir():
+        return True
+    splits = [hub_split(td, split, lang if td.languages else None) for split, lang in needed_splits(td, params, langs, train_lang)]
+    if any(hs is None for hs in splits):
+        return hf_cached(td.source.path)
+    return all(local_files(hs) is not None for hs in splits)
+
+
 def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> None:
     """A hub task a job could not load: a manual download that is missing, or offline without a local copy."""
     from fewshot_eval.evaluate.tasks.task_data import HF_MIRROR_ENV, hf_mirror_file
 
     offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if env_flag(v)]
-    if offline and not hf_cached(td.source.path):
+    if offline and not _splits_cached(td, params, langs, train_lang):
         src = td.source
         configs = sorted({(src.name or "").replace("{lang}", lang or "") for split, lang in needed_splits(td, params, langs, train_lang)
                           if hf_mirror_file(src, split, lang if td.languages else None) is None} - {""})
