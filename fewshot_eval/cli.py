@@ -3,6 +3,7 @@
     fewshot-eval [-m] key=value ...          the Hydra app (see --help)
     fewshot-eval report OUTPUT_DIR ...       collect results into tables
     fewshot-eval status [-m] key=value ...   where a sweep stands (counts per model and task setting)
+    fewshot-eval prefetch [-m] key=value ... fetch what the sweep's jobs read from the HuggingFace hub
     fewshot-eval list [experiments|models|tasks|groups]
     fewshot-eval recalc RESULT_DIR ...       recompute metrics from stored predictions
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = ("report", "status", "list", "recalc")
+SUBCOMMANDS = ("report", "status", "prefetch", "list", "recalc")
 
 
 def main(argv: list[str] | None = None) -> None:

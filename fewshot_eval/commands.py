@@ -1,4 +1,4 @@
-"""Subcommands that are not Hydra jobs: ``report``, ``status``, ``list``, ``recalc``."""
+"""Subcommands that are not Hydra jobs: ``report``, ``status``, ``prefetch``, ``list``, ``recalc``."""
 
 from __future__ import annotations
 
@@ -139,6 +139,20 @@ def _status(args: argparse.Namespace) -> int:
     root = planner.run.get("output_dir")
     sys.stdout.write(status_text(jobs, elapsed, (planner.cwd / str(root)) if root else None))
     return 0
+
+
+def _prefetch(args: argparse.Namespace) -> int:
+    """``fewshot-eval prefetch -m <the sweep's overrides> [dry_run=true]``: fetch what its jobs read from the hub."""
+    from fewshot_eval.config import ConfigError
+    from fewshot_eval.plan.planner import ERROR, RUN
+    from fewshot_eval.plan.prefetch import prefetch
+
+    overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
+    dry = [o.split("=", 1)[1].strip().lower() for o in overrides if o.startswith("dry_run=")]
+    if dry and dry[-1] not in ("true", "false"):
+        raise ConfigError(f"dry_run must be true or false, got '{dry[-1]}'. dry_run=true lists what prefetch would fetch.")
+    planner, jobs, _ = _plan(overrides, dirs)
+    return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
 
 
 def _first_comment(path: Path) -> str:
@@ -302,6 +316,12 @@ def run(argv: list[str]) -> int:
     st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
     st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     st.set_defaults(func=_status)
+    pf = sub.add_parser("prefetch", help="fetch what a sweep's jobs read from the HuggingFace hub (models, dataset splits) into the cache; dry_run=true lists it")
+    pf.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...), dry_run=true to only list")
+    pf.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
+    pf.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
+    pf.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
+    pf.set_defaults(func=_prefetch)
     l_ = sub.add_parser("list", help="list models, task settings, task definitions, groups and experiments (all of them without WHAT); 'list catalog PATTERN' searches lm-eval's catalog")
     l_.add_argument("what", nargs="?", default=None, choices=sorted([*GROUPS, "catalog"]), help="one section only (default: every section)")
     l_.add_argument("pattern", nargs="?", help="list catalog: a name pattern (glob; a plain word matches inside names)")

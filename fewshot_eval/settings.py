@@ -144,6 +144,9 @@ class ModelSetting:
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # scheduler options of this model's pool
     parallel: Parallel = field(default_factory=Parallel)  # multi-GPU / multi-node loading (clm, vllm)
     server: Server = field(default_factory=Server)  # openai_completions: where the served model is
+    # true: a job whose hub inputs (weights, datasets) were all in the local caches at planning runs with
+    # HuggingFace offline mode (never waits on a network timeout); false: the job may use the network
+    offline_when_cached: bool = True
     description: str = ""
     # A checkpoint sweep: one setting '<key>__step<N>' per checkpoint (fewshot_eval/plan/expand.py):
     # {dir: /runs/x, pattern: "checkpoint-*"} (sub-dirs holding a config.json; the step is the last

@@ -111,7 +111,8 @@ def test_offline_without_the_data_every_row_says_what_is_missing(offline_env: Pa
     copa = next(j for j in jobs if j.unit.task_key == "copa")
     assert copa.detail == (
         "task 'copa': hub dataset aps/super_glue (config copa) is not in the local cache and HF_DATASETS_OFFLINE=1: its job "
-        "could not load it. Load it once with network access, point FEWSHOT_HF_MIRROR at JSONL copies, or unset HF_DATASETS_OFFLINE.")
+        "could not load it. Fetch it where there is network with `fewshot-eval prefetch -m <this sweep's overrides>`, point FEWSHOT_HF_MIRROR "
+        "at JSONL copies, or unset HF_DATASETS_OFFLINE.")
     cached = offline_env / "hf_home" / "datasets" / "aps___super_glue"  # datasets' cache of it: planned to run
     cached.mkdir(parents=True)
     _, jobs = plan(["model=gpt2", "task=copa", f"output_dir={offline_env / 'out'}"])

@@ -8,7 +8,7 @@ do. Where they are called:
   and preset files, every swept override) and SLURM's client commands; :func:`check_job_keys`
   -- the same for a single run (``fewshot_eval.run.job``).
 * :func:`check_run_values` -- ``resolve_unit``: ``output_dir``, ``max_parallel``, ``batch_size``,
-  ``n_eval_samples``, ``seed``, ``keep_score_cache`` (after layering, so a model/task setting's value is checked too).
+  ``n_eval_samples``, ``seed``, ``keep_score_cache``, ``prefetch``, ``hf_offline`` (after layering, so a model/task setting's value is checked too).
 * ``fewshot_eval.settings.check_setting_name`` -- names that become directories (model/task settings).
 * :func:`check_same_result` -- ``Planner.plan``: two override combinations with one result dir.
 * :func:`check_result_layout` -- ``fewshot-eval recalc``: a results.json in the result-dir layout.
@@ -166,6 +166,10 @@ def check_run_values(run: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     seed = params.get("seed")
     if not _is_int(seed):
         raise ConfigError(f"seed must be an integer, got {seed!r}; {WHERE_SET}, e.g. seed=0.")
+    for key, what in (("prefetch", "fetches what the jobs read from the hub before launching"), ("hf_offline", "is set by the sweep")):
+        value = run.get(key)
+        if value is not None and not isinstance(value, bool):  # "yes" would be truthy
+            raise ConfigError(f"{key} must be true or false, got {value!r} ({key}=true {what}). Pass {key}=true or {key}=false.")
     keep = params.get("keep_score_cache")
     if keep is not None and not isinstance(keep, bool):  # "no" would be truthy in the job
         raise ConfigError(f"keep_score_cache must be true or false, got {keep!r}; {WHERE_SET}.")

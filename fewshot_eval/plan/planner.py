@@ -69,6 +69,7 @@ class Planner:
         self._ctx: Optional[DictConfig] = None
         self._checked: dict[str, Optional[str]] = {}
         self._notes: dict[tuple, Optional[str]] = {}
+        self._offline: dict[str, bool] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
@@ -212,7 +213,26 @@ class Planner:
         )
 
     def plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
-        """One PlannedJob per distinct result (split_trials: per trial), with its status."""
+        """One PlannedJob per distinct result (split_trials: per trial), with its status. With the run
+        param ``prefetch=true`` (not a dry run), what the jobs to run read from the hub is fetched first
+        (:mod:`fewshot_eval.plan.prefetch`) and the sweep planned again."""
+        from fewshot_eval.plan.prefetch import forget_cache_state
+
+        forget_cache_state()  # what the caches hold is asked once per plan
+        jobs = self._plan(combos)
+        if self.run.get("prefetch") and not self.run.get("dry_run"):
+            from fewshot_eval.plan.prefetch import prefetch
+
+            if prefetch([j for j in jobs if j.status in (RUN, ERROR)], self.search, what="prefetch=true"):
+                raise ConfigError("prefetch=true: the hub inputs above could not be fetched; nothing launched. Fix them or run without prefetch=true.")
+            forget_cache_state()
+            self._checked.clear()
+            self._notes.clear()
+            self._offline.clear()
+            jobs = self._plan(combos)
+        return jobs
+
+    def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         check_plan(self, combos)
         jobs: list[PlannedJob] = []
         seen: dict[tuple[Path, tuple[int, ...]], list[str]] = {}
@@ -240,11 +260,29 @@ class Planner:
                 if status == RUN:
                     note = self._weights_note(unit)
                     detail = f"{detail}; {note}" if detail and note else (note or detail)
+                    if self._runs_offline(unit):
+                        extra = [*extra, "hf_offline=true"]
                 if unit.requested_nshot is not None:
                     cap = f"nshot={unit.requested_nshot} > the {unit.nshot} demonstration rows: the same result as nshot={unit.nshot}"
                     detail = f"{detail}; {cap}" if detail else cap
                 jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
         return jobs
+
+    def _runs_offline(self, unit: JobUnit) -> bool:
+        """Every hub input of the job is in the local caches (and its model setting does not opt out):
+        it runs with HuggingFace offline mode forced (``hf_offline=true``), once per distinct inputs."""
+        import json
+
+        if not unit.model.get("offline_when_cached", True):
+            return False
+        p = unit.params
+        key = json.dumps([unit.model.get("weights"), unit.model.get("revision"), p.get("predictor"), unit.task["tasks"],
+                          [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]], sort_keys=True, default=str)
+        if key not in self._offline:
+            from fewshot_eval.plan.prefetch import inputs_cached
+
+            self._offline[key] = inputs_cached(unit, self.search)
+        return self._offline[key]
 
     def _weights_note(self, unit: JobUnit) -> Optional[str]:
         """'hub model, not in the local cache' for a hub id (planning does not download), once per weights."""

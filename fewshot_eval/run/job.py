@@ -177,8 +177,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         presets = [f"{g}={hc.runtime.choices[g]}" for g in ("models", "tasks", "experiment") if hc.runtime.choices.get(g)]
         raise ConfigError(
             f"{' '.join(presets) or 'This config'} defines a sweep ({dict(hc.sweeper.params)}); add -m to run it, "
-            f"e.g. python -m fewshot_eval -m {' '.join(presets)}"
+            f"e.g. fewshot-eval -m {' '.join(presets)}"
         )
-    unit = unit_from_config(cfg)
-    check_planned(cfg, unit)
-    return run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))
+    from fewshot_eval.evaluate.hub_cache import forced_offline
+
+    with forced_offline(bool(cfg.get("hf_offline"))):  # the sweep found every hub input cached: no network
+        unit = unit_from_config(cfg)
+        check_planned(cfg, unit)
+        return run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))

@@ -8,7 +8,7 @@ A task definition (see ``conf/task_def/copa_demo.yaml`` for a commented one)::
         train: data/copa_demo/train.jsonl
         validation: data/copa_demo/validation.jsonl
       # or, for real use, a HuggingFace ``datasets`` source ({lang} allowed in name/data_files):
-      # hf: {path: super_glue, name: copa, splits: {train: train, validation: validation}}
+      # hf: {path: aps/super_glue, name: copa, splits: {train: train, validation: validation}}
     train_split: train               # demonstrations (params train_set overrides)
     eval_split: validation           # evaluated (params eval_set overrides)
     id_field: idx                    # null: "<split>-<row number>"
@@ -82,11 +82,13 @@ class LocalSource:
 
 @dataclass
 class HFSource:
-    path: str  # datasets id ("super_glue") or builder ("json")
+    path: str  # hub dataset id ("aps/super_glue") or builder ("json")
     splits: dict[str, str]  # our split name -> the dataset's split name
     name: Optional[str] = None  # dataset config, may contain {lang}
-    data_files: Optional[dict[str, str]] = None  # for builders like "json"; relative to the YAML
-    revision: Optional[str] = None
+    # hub split -> file or glob, may contain {lang}: of the hub repo at `revision` for a hub id
+    # ("{lang}/test/*.parquet" on refs/convert/parquet); relative to the YAML for a builder like "json"
+    data_files: Optional[dict[str, str]] = None
+    revision: Optional[str] = None  # hub branch, tag, refs/convert/parquet or commit
     data_dir: Optional[str] = None  # $VARS and ~ expanded here and in data_files (manual downloads); unset/missing: a planning error
 
 
