@@ -63,6 +63,10 @@ RUN_KEYS: tuple[str, ...] = (
     "max_failures", "retry_failed", "planned_id", "checkpoint", "prefetch", "hf_offline",
 )
 
+# Run params the sweep adds to a job's overrides itself: left out of ${hydra.job.override_dirname}
+# (conf/config.yaml lists them in hydra.job.config.override_dirname.exclude_keys too).
+INTERNAL_OVERRIDES: tuple[str, ...] = ("planned_id", "hf_offline")
+
 # Top-level keys of a composed job config that are not run/eval values.
 SCHEDULER_KEYS: tuple[str, ...] = ("model", "task", "hydra")
 

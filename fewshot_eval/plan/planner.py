@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fewshot_eval.config import ConfigError, conf_dir, override_keys, run_values
+from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
@@ -172,7 +172,7 @@ class Planner:
             cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
             parsed = OverridesParser.create().parse_overrides(list(overrides))
-            exclude = list(dict.fromkeys([*jc.exclude_keys, "planned_id"]))  # the sweep's internal override
+            exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
             cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg
 
