@@ -18,8 +18,9 @@ included from the installed catalog and pointed at fresh local data: ``arc4`` (a
 choices, 5-shot), ``arc4-0`` (the same 0-shot), ``copa2`` (super_glue copa, 2 choices, 5-shot),
 ``gen`` (nq_open, greedy generation, 2-shot), ``ppl`` (wikitext, rolling perplexity). Prints per
 case both times, the ratio lm-eval / ours (target: >= 1.00, ours at least as fast), the largest
-difference of a metric the two report (relative for values above 1: perplexities), and /proc/loadavg. Our on-disk catalog index is built before
-the timed runs (once per lm-eval installation); lm-eval indexes its catalog in every process.
+difference of a metric the two report (relative for values above 1: perplexities) and
+/proc/loadavg. Our on-disk catalog index is built before the timed runs (once per lm-eval
+installation and include dir); lm-eval indexes its whole catalog in every process.
 """
 
 from __future__ import annotations
