@@ -130,6 +130,8 @@ def test_catalog_task_in_a_grid_matches_lm_eval_and_is_skipped_then_stale(catalo
     assert [j.status for j in mean_jobs] == ["skip: complete", "skip: complete"]
     recalced = json.loads((mean_jobs[1].unit.result_dir / "results.json").read_text())["results"]["lm_eval:arc_local"]
     assert recalced["acc"]["per_trial"] == results[2]["results"]["lm_eval:arc_local"]["acc"]["per_trial"]
+    info = json.loads((mean_jobs[1].unit.result_dir / "trial0" / "metrics.json").read_text())["info"]
+    assert info["scoring"] == "mean" and "lm-eval catalog tasks ['lm_eval:arc_local'] ignore scoring=mean" in " ".join(info["warnings"])
 
     # the catalog task's data changes: its results are stale
     data = catalog_conf / "lm_eval_tasks" / "data" / "test.jsonl"

@@ -77,6 +77,22 @@ def _description(params: dict[str, Any], task: str) -> Optional[str]:
     return d.get(task) if isinstance(d, dict) else d
 
 
+def unused_settings(mode: str, calibrator: Optional[str]) -> list[str]:
+    """The set scoring/calibrator params (``scoring=mean``) -- what baselines, generated text and lm-eval's
+    metrics ignore."""
+    return ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
+
+
+def baseline_warning(predictor: str, unused: Sequence[str]) -> list[str]:
+    """The trial's warning that a baseline ignores ``unused`` (none when nothing is set)."""
+    return [f"predictor '{predictor}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores)."] if unused else []
+
+
+def catalog_warning(names: Sequence[str], unused: Sequence[str]) -> list[str]:
+    """The trial's warning that lm-eval catalog tasks ``names`` ignore ``unused`` (none when nothing is set)."""
+    return [f"lm-eval catalog tasks {list(names)} ignore {' and '.join(unused)} (lm-eval computes their metrics, e.g. acc and acc_norm)."] if unused else []
+
+
 class FewShotEvaluator:
     """Implements :class:`fewshot_eval.evaluate.Evaluator`; the predictor (model) loads once."""
 
@@ -109,9 +125,9 @@ class FewShotEvaluator:
             "demonstrations": {},
             "warnings": [],
         }
-        unused = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
-        if not self.predictor.is_lm and unused:
-            info["warnings"].append(f"predictor '{info['predictor']}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores).")
+        unused = unused_settings(mode, calibrator)
+        if not self.predictor.is_lm:
+            info["warnings"].extend(baseline_warning(info["predictor"], unused))
         from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 
         catalog_tasks = [t for t in tasks if is_catalog(t)]
@@ -197,8 +213,7 @@ class FewShotEvaluator:
         info.update(extra)
         for sid, rows in p.items():
             self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
-        if ignored:
-            info["warnings"].append(f"lm-eval catalog tasks {names} ignore {' and '.join(ignored)} (lm-eval computes their metrics, e.g. acc and acc_norm).")
+        info["warnings"].extend(catalog_warning(names, ignored))
 
     def _log_rate(self, sid: str, trial: int, n: int, seconds: float) -> None:
         """``[3/18] trial 1 (2/3) copa_demo.default: 100 examples in 2.1s (47.6 ex/s)`` -- the progress of
