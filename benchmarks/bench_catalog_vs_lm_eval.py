@@ -16,7 +16,9 @@ its result files) against ``lm_eval --model hf --model_args pretrained=<tiny GPT
 (lm-eval, ours, lm-eval, ...; the best of ``--repeats`` of each). One lm-eval config per shape,
 included from the installed catalog and pointed at fresh local data: ``arc4`` (arc_easy, 3-4
 choices, 5-shot), ``arc4-0`` (the same 0-shot), ``copa2`` (super_glue copa, 2 choices, 5-shot),
-``gen`` (nq_open, greedy generation, 2-shot), ``ppl`` (wikitext, rolling perplexity). Prints per
+``gen`` (nq_open, greedy generation, 2-shot), ``ppl`` (wikitext, rolling perplexity). First it
+times planning (dry runs) of a grid over these catalog tasks against the same grid over task settings
+of the project's own format (target: within 0.5 s). Prints per
 case both times, the ratio lm-eval / ours (target: >= 1.00, ours at least as fast), the largest
 difference of a metric the two report (relative for values above 1: perplexities) and
 /proc/loadavg. Our on-disk catalog index is built before the timed runs (once per lm-eval
@@ -179,6 +181,23 @@ def _their_metrics(out: Path, task: str) -> dict[str, float]:
     return {m: float(v) for k, v in res.items() if (m := _metric_name(k)) and isinstance(v, (int, float))}
 
 
+def planning(root: Path, cases: dict[str, tuple[str, int]], repeats: int) -> None:
+    """Dry runs of the same grid over the catalog tasks (one task setting each) and over as many task
+    settings of the project's own format (copa_demo), cold processes, interleaved, best of ``repeats``."""
+    from _vs_lm_eval import interleaved  # benchmarks/_vs_lm_eval.py
+
+    conf = root / "conf"
+    for i in range(len(cases)):
+        (conf / "task" / f"bench_own_{i}.yaml").write_text(f"run_name: bench\ntasks: [copa_demo]\neval:\n  seed: {i}\n")
+    grid = ["model=tiny_gpt2", "nshot=0,5", "dry_run=true", f"output_dir={root / 'plan'}", "--config-dir", str(conf)]
+    catalog_tasks = "task=" + ",".join(task for task, _ in cases.values())
+    own_tasks = "task=" + ",".join(f"bench_own_{i}" for i in range(len(cases)))
+    t_cat, t_own, _, _ = interleaved(lambda: _run([sys.executable, "-m", "fewshot_eval", "-m", catalog_tasks, *grid], root),
+                                     lambda: _run([sys.executable, "-m", "fewshot_eval", "-m", own_tasks, *grid], root), repeats)
+    print(f"planning {2 * len(cases)} jobs (dry run, whole process): catalog tasks {t_cat:.2f}s, own-format tasks {t_own:.2f}s, "
+          f"difference {t_cat - t_own:+.2f}s (target <= +0.50s: {'met' if t_cat - t_own <= 0.5 else 'NOT met'}); loadavg {loadavg()}")
+
+
 def processes(shapes: list[str], docs: list[int], repeats: int, seed: int) -> None:
     from _vs_lm_eval import interleaved  # benchmarks/_vs_lm_eval.py
 
@@ -199,6 +218,8 @@ def processes(shapes: list[str], docs: list[int], repeats: int, seed: int) -> No
             first = next(iter(cases.values()))[0]  # our catalog index of this include dir: built once, untimed
             _run([sys.executable, "-m", "fewshot_eval", "-m", "model=tiny_gpt2", f"task={first}", "nshot=0", "dry_run=true",
                   f"output_dir={root / 'warm'}", "--config-dir", str(conf)], root)
+            if n_docs == docs[0]:
+                planning(root, cases, max(repeats, 3))
             for shape, (task, nshot) in cases.items():
                 runs = {"ours": 0, "theirs": 0}
 
