@@ -207,8 +207,8 @@ def processes(shapes: list[str], docs: list[int], repeats: int, seed: int) -> No
     lm_eval_bin = [sys.executable, "-m", "lm_eval"]
     print(f"whole processes, interleaved, best of {repeats}; tiny GPT-2 on CPU, batch size 16; {os.cpu_count()} CPUs; "
           f"loadavg at start {loadavg()}")
-    print(f"{'shape':<7} {'docs':>5} {'nshot':>5} {'lm-eval s':>10} {'ours s':>7} {'lm-eval/ours':>12} {'target':>7} "
-          f"{'max diff':>10}  loadavg")
+    header = (f"{'shape':<7} {'docs':>5} {'nshot':>5} {'lm-eval s':>10} {'ours s':>7} {'lm-eval/ours':>12} {'target':>7} "
+              f"{'max diff':>10}  loadavg")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -220,6 +220,7 @@ def processes(shapes: list[str], docs: list[int], repeats: int, seed: int) -> No
                   f"output_dir={root / 'warm'}", "--config-dir", str(conf)], root)
             if n_docs == docs[0]:
                 planning(root, cases, max(repeats, 3))
+                print(header)
             for shape, (task, nshot) in cases.items():
                 runs = {"ours": 0, "theirs": 0}
 
