@@ -40,6 +40,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -126,19 +127,41 @@ class Row(NamedTuple):
     root: int  # 0: lm-eval's own tasks, 1...: the include dirs, lowest priority first
 
 
-class Catalog:
-    """The catalog's names -> (kind, YAML, tags), merged over lm-eval's tasks and the include dirs as
-    lm-eval merges them (a later directory's name replaces an earlier one's), and the YAML of each."""
+class RowIndex(Mapping[str, Row]):
+    """Name -> :class:`Row` over the directories' stored tables, merged as lm-eval merges its include
+    paths (a later directory's name replaces an earlier one's); a Row is built when asked for."""
 
-    def __init__(self, roots: Sequence[Path], tables: Sequence[dict[str, Row]]) -> None:
+    def __init__(self, roots: Sequence[Path], tables: Sequence[dict[str, list[Any]]]) -> None:
+        self._roots, self._tables = [str(r) for r in roots], list(tables)
+        self._where: dict[str, int] = {}
+        for i, table in enumerate(self._tables):
+            if i:
+                for name in table.keys() & self._where.keys():
+                    log.debug("lm-eval task '%s' of %s replaces the one of %s", name, self._roots[i], self._roots[self._where[name]])
+            self._where.update(dict.fromkeys(table, i))
+
+    def __getitem__(self, name: str) -> Row:
+        i = self._where[name]
+        kind, rel, tags = self._tables[i][name]
+        return Row(kind, None if rel is None else os.path.join(self._roots[i], rel), tuple(tags), i)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+class Catalog:
+    """The catalog's names -> (kind, YAML, tags) over lm-eval's tasks and the include dirs, and the YAML of each."""
+
+    def __init__(self, roots: Sequence[Path], tables: Sequence[dict[str, list[Any]]]) -> None:
         self.roots = list(roots)  # lm_eval/tasks, then the include dirs
         self.dirs = self.roots[1:]  # the include dirs, resolved
-        self.index: dict[str, Row] = {}
-        for table in tables:
-            for name, row in table.items():
-                if name in self.index:
-                    log.debug("lm-eval task '%s' from %s overrides the one from %s", name, row.path, self.index[name].path)
-                self.index[name] = row
+        self.index = RowIndex(self.roots, tables)
         self._closures: dict[str, dict[str, Optional[dict[str, Any]]]] = {}
 
     @property
@@ -148,15 +171,14 @@ class Catalog:
 
     def entry(self, name: str) -> Row:
         """The index row of a catalog name; an unknown one is a ConfigError listing close matches."""
-        row = self.index.get(name)
-        if row is None:
+        if name not in self.index:
             close = difflib.get_close_matches(name, sorted(self.index), n=5, cutoff=0.6)
             hint = f" Close matches: {', '.join(PREFIX + c for c in close)}." if close else ""
             raise ConfigError(
                 f"task '{PREFIX}{name}': not in lm-eval's task catalog (lm_eval {lm_eval_version()}).{hint} "
                 f"Search it with `fewshot-eval list catalog '*{name[:6]}*'`, or add a YAML task to <config dir>/{INCLUDE_DIR}/."
             )
-        return row
+        return self.index[name]
 
     def source(self, name: str) -> Optional[Path]:
         """The YAML of a catalog name (None for a tag or an unknown name)."""
@@ -299,15 +321,17 @@ def _table_file(root: Path, stamp: str) -> Path:
 
 
 @lru_cache(maxsize=64)
-def _table(root: str, stamp: str, position: int) -> dict[str, Row]:
-    """The name -> Row table of one directory: read from the cache, else built by lm-eval's ``TaskIndex``
-    and stored (atomically; the :data:`KEEP` newest used files are kept)."""
+def _table(root: str, stamp: str) -> dict[str, list[Any]]:
+    """The name -> [kind, YAML relative to ``root``, tags] table of one directory: read from the cache,
+    else built by lm-eval's ``TaskIndex`` and stored (atomically; the :data:`KEEP` newest used files are kept)."""
     path = Path(root)
     f = _table_file(path, stamp)
     try:
-        stored = json.loads(f.read_bytes())
+        stored = json.loads(f.read_bytes())["entries"]
+        if not isinstance(stored, dict):
+            raise ValueError("no table of names")
         os.utime(f)  # recently used: kept
-        return _rows(path, stored["entries"], position)
+        return stored
     except FileNotFoundError:
         pass
     except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt
@@ -324,7 +348,7 @@ def _table(root: str, stamp: str, position: int) -> dict[str, Row]:
             old.unlink(missing_ok=True)
     except OSError as e:
         log.warning("lm-eval task index not cached in %s: %s", f.parent, e)
-    return _rows(path, entries, position)
+    return entries
 
 
 def build_table(root: Path) -> dict[str, list[Any]]:
@@ -339,15 +363,10 @@ def build_table(root: Path) -> dict[str, list[Any]]:
     return out
 
 
-def _rows(root: Path, entries: dict[str, list[Any]], position: int) -> dict[str, Row]:
-    base = str(root)
-    return {n: Row(k, None if rel is None else os.path.join(base, rel), tuple(tags), position) for n, (k, rel, tags) in entries.items()}
-
-
 @lru_cache(maxsize=4)
 def _catalog(roots: tuple[str, ...], stamps: tuple[str, ...]) -> Catalog:
     t0 = time.perf_counter()
-    tables = [_table(r, s, i) for i, (r, s) in enumerate(zip(roots, stamps))]
+    tables = [_table(r, s) for r, s in zip(roots, stamps)]
     cat = Catalog([Path(r) for r in roots], tables)
     log.debug("read lm-eval's task catalog (%d names, include paths %s) in %.2fs",
               len(cat.index), list(roots[1:]) or "none", time.perf_counter() - t0)
