@@ -84,7 +84,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     start = time.time()
     started_at = datetime.now().astimezone().isoformat(timespec="milliseconds")
     repro = repro_info(cwd, overrides)  # slow parts (git) before the trials, not between the last trial and results.json
-    prepare_aggregation()
+    prepare_aggregation(len(unit.all_trials))
     with writing(unit.result_dir), claim_trials(unit.result_dir, unit.trials) as held:
         clean_temp_files(unit.result_dir)  # temp files of killed writes (only old ones: never a live writer's)
         done = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights).done_trials  # finished meanwhile?
