@@ -136,6 +136,8 @@ def _status(args: argparse.Namespace) -> int:
 
     overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
     planner, jobs, elapsed = _plan(overrides, dirs)
+    if planner.site is not None:
+        print(f"fewshot-eval: {planner.site.describe()}")
     root = planner.run.get("output_dir")
     sys.stdout.write(status_text(jobs, elapsed, (planner.cwd / str(root)) if root else None))
     return 0
@@ -152,7 +154,10 @@ def _prefetch(args: argparse.Namespace) -> int:
     if dry and dry[-1] not in ("true", "false"):
         raise ConfigError(f"dry_run must be true or false, got '{dry[-1]}'. dry_run=true lists what prefetch would fetch.")
     planner, jobs, _ = _plan(overrides, dirs)
-    return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
+    from fewshot_eval.launch.slurm.site_profiles import site_env
+
+    with site_env(planner.site):  # into the cache the site's jobs read (its env: HF_HOME ...)
+        return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
 
 
 def _first_comment(path: Path) -> str:

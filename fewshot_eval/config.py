@@ -64,7 +64,7 @@ RUN_KEYS: tuple[str, ...] = (
 )
 
 # Top-level keys of a composed job config that are not run/eval values.
-SCHEDULER_KEYS: tuple[str, ...] = ("model", "task", "hydra")
+SCHEDULER_KEYS: tuple[str, ...] = ("model", "task", "hydra", "site")
 
 # Set in the environment of a job started by a launcher: it runs one job of a sweep
 # (so a preset without -m is not refused there).

@@ -56,6 +56,9 @@ def expand(params: Mapping[str, Any] | None, arguments: Sequence[str], config_lo
         key = o.get_key_element()
         if key in SETTING_GROUPS:
             check_not_a_list(key, o.value(), lambda k=key: _options(config_loader, k))
+        if key == "site" and o.is_sweep_override():
+            raise ConfigError(f"'{o.input_line}': a sweep runs on one site; pick one profile (site=<name>) and run a sweep per site. "
+                              f"Available: {', '.join(_options(config_loader, 'site'))}.")
         if key in PRESET_GROUPS and o.is_sweep_override():
             unions += preset_union(o, config_loader, parser)
         else:
