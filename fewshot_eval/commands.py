@@ -10,7 +10,8 @@ import yaml
 
 from fewshot_eval.config import conf_dir
 
-GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def"}
+GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def",
+          "sites": "site"}
 
 
 def _selection(sweep: str | None, experiment: str | None, overrides: list[str], config_dirs: list[str]) -> tuple[list[str], list[str]]:
@@ -194,10 +195,11 @@ def _load_yaml(f: Path) -> dict:
         return {"_error": user_error_message(e) or str(e)}
 
 
-LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments")
+LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments", "sites")
 TITLES = {"models": "Model settings (model=<name>)", "model-groups": "Model groups (models=<name>, with -m)",
           "tasks": "Task settings (task=<name>)", "task-groups": "Task groups (tasks=<name>, with -m)",
-          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)"}
+          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)",
+          "sites": "Site profiles (site=<name>; detected by SLURM ClusterName with the SLURM launcher)"}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -263,6 +265,10 @@ def _list_group(args: argparse.Namespace, what: str) -> int:
         elif group == "model":
             data = _load_yaml(f)
             print(f"{name:28s} {source[name]:{width}s}  {_model_summary(data)}{data.get('_error') or _first_comment(f)}".rstrip())
+        elif group == "site":
+            data = _load_yaml(f)
+            clusters = f"[clusters: {', '.join(map(str, data['clusters']))}] " if data.get("clusters") else ""
+            print(f"{name:28s} {source[name]:{width}s}  {clusters}{data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
         elif group == "task_def":
             data = _load_yaml(f)
             print(f"{name:28s} {source[name]:{width}s}  {data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
