@@ -28,8 +28,11 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
     from fewshot_eval.launch.slurm.job_states import pending_reason
     from fewshot_eval.launch.slurm.site_profiles import resolve_site, site_env
     from fewshot_eval.plan.expand import expand
+    from fewshot_eval.plan.job_list import job_list_arguments
     from fewshot_eval.searchpath import checked_dirs, env_dirs, set_env_dirs
 
+    common, config_dirs = job_list_arguments(overrides, [str(d) for d in config_dirs])  # job_list=<file>: the original sweep's base
+    overrides = [*common, *overrides]
     hydra_ovr = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     task_ovr = [o for o in overrides if o not in hydra_ovr]
     dirs = checked_dirs(config_dirs, packaged=conf_dir())  # a missing one: ConfigError

@@ -141,6 +141,12 @@ def _status(args: argparse.Namespace) -> int:
         print(f"fewshot-eval: {planner.site.describe()}")
     root = planner.run.get("output_dir")
     sys.stdout.write(status_text(jobs, elapsed, (planner.cwd / str(root)) if root else None))
+    if args.missing:
+        from fewshot_eval.report.sweep_status import write_missing
+        from fewshot_eval.searchpath import checked_dirs
+
+        hydra_ovr = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        print(write_missing(Path(args.missing), jobs, checked_dirs(dirs, packaged=conf_dir()), hydra_ovr))
     return 0
 
 
@@ -326,6 +332,8 @@ def run(argv: list[str]) -> int:
     st.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
     st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
     st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
+    st.add_argument("--missing", metavar="FILE.csv", help="also write the jobs without a complete result to FILE.csv; "
+                    "fewshot-eval -m job_list=FILE.csv runs exactly those")
     st.set_defaults(func=_status)
     pf = sub.add_parser("prefetch", help="fetch what a sweep's jobs read from the HuggingFace hub (models, dataset splits) into the cache; dry_run=true lists it")
     pf.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...), dry_run=true to only list")

@@ -60,7 +60,7 @@ NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "devic
 # Run params that steer the scheduler, not the evaluation.
 RUN_KEYS: tuple[str, ...] = (
     "output_dir", "nshot", "split_trials", "trial", "override_completed", "dry_run", "max_parallel",
-    "max_failures", "retry_failed", "planned_id", "checkpoint", "prefetch", "hf_offline",
+    "max_failures", "retry_failed", "planned_id", "checkpoint", "prefetch", "hf_offline", "job_list",
 )
 
 # Top-level keys of a composed job config that are not run/eval values.
