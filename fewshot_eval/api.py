@@ -51,7 +51,7 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
         combos = expand(cfg.hydra.sweeper.params, task_ovr, loader, cfg.hydra.runtime.choices)
         local = runs_locally(launcher_class(cfg.hydra.launcher))
         planner = Planner(cfg, loader, pending_check=pending_reason, local_launcher=local)
-        planner.site = resolve_site(cfg, planner.search, local)
+        planner.site = resolve_site(cfg, planner.search)
         with site_env(planner.site):  # the caches the site's jobs use
             return planner, planner.plan(combos)
     finally:

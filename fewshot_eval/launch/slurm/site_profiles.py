@@ -92,9 +92,15 @@ def detect(cluster: Optional[str], search: Sequence[Path]) -> Optional[Site]:
     return Site(name, f"detected: ClusterName={cluster}", load_profile(name, path))
 
 
-def resolve_site(cfg: Any, search: Sequence[Path], local: bool) -> Optional[Site]:
+def submits_to_slurm(cfg: Any) -> bool:
+    """The sweep's launcher is fewshot-eval's SLURM launcher (``hydra/launcher=submitit_slurm`` / ``fewshot_slurm``)."""
+    launcher = cfg.hydra.get("launcher") or {}
+    return str(launcher.get("_target_", "")).endswith(".SlurmPoolLauncher")
+
+
+def resolve_site(cfg: Any, search: Sequence[Path]) -> Optional[Site]:
     """The site profile of a sweep: the one selected (``site=<name>``: ``cfg.site``, composed by Hydra),
-    else -- with a launcher that submits to SLURM -- the one detected from the cluster's name."""
+    else -- with the SLURM launcher -- the one detected from the cluster's name."""
     from omegaconf import OmegaConf
 
     from fewshot_eval.settings import site_profile
@@ -106,7 +112,7 @@ def resolve_site(cfg: Any, search: Sequence[Path], local: bool) -> Optional[Site
         node = cfg.get("site")
         node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         return Site(str(name), f"site={name}", site_profile(node or {}, str(name)))
-    if local:
+    if not submits_to_slurm(cfg):
         return None
     from fewshot_eval.launch.slurm.pools import cluster_name
 
