@@ -117,6 +117,10 @@ def test_bad_job_lists_and_selections_fail_with_one_line(workdir: Path) -> None:
     fails(["job_list=m.csv"], "job_list=m.csv runs the jobs of a list: add -m")
     fails(["-m", "job_list=m.csv", "model=random"], "job_list=m.csv selects the jobs itself: 'model=random' cannot be added")
     fails(["-m", "job_list=m.csv", "nshot=0,2"], "'nshot=0,2' cannot be added")
+    (workdir / "sub").mkdir()  # relative output_dir from another directory: other result dirs, said once
+    moved = run_cli(["-m", "job_list=../m.csv", "dry_run=true"], workdir / "sub")
+    assert "warning: job_list=../m.csv: 2 of its jobs plan to other result dirs than the list names" in moved.stderr
+    assert "warning" not in run_cli(["-m", "job_list=m.csv", "dry_run=true"], workdir).stderr
     fails(["status", "model=random", "task=copa_demo", "--missing", "m.txt"], "--missing m.txt: the job list is a CSV file")
     bad = run_cli(["status", "job_list=nope.csv"], workdir, check=False)
     assert bad.returncode == 2 and "job_list=nope.csv: cannot read" in bad.stderr

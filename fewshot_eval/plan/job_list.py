@@ -42,6 +42,7 @@ class JobList:
     path: Path
     rows: list[list[str]]  # each job's overrides, in file order, each distinct combination once
     config_dirs: list[str]
+    result_dirs: list[str]  # where the rows' results were to go when the list was written
 
     @property
     def common(self) -> list[str]:
@@ -100,7 +101,10 @@ def read_job_list(path: str | Path, cwd: Optional[Path] = None) -> JobList:
                           f"Write one with fewshot-eval status ... --missing {path}.")
     rows: list[list[str]] = []
     dirs: list[str] = []
+    results: list[str] = []
     for line, rec in enumerate(reader, start=2):
+        if rec.get("result_dir"):
+            results.append(rec["result_dir"])
         try:
             overrides = shlex.split(rec.get("overrides") or "")
         except ValueError as e:
@@ -116,7 +120,7 @@ def read_job_list(path: str | Path, cwd: Optional[Path] = None) -> JobList:
         for d in (rec.get("config_dirs") or "").split(os.pathsep):
             if d and d not in dirs:
                 dirs.append(d)
-    return JobList(p, rows, dirs)
+    return JobList(p, rows, dirs, results)
 
 
 def given(overrides: Sequence[str]) -> Optional[str]:
@@ -160,3 +164,17 @@ def job_list_combos(arguments: Sequence[str], cwd: Optional[Path] = None) -> Opt
         combo += [o for k, o in extra.items() if k not in {_key(r) for r in row}]
         out.append(combo)
     return out
+
+
+def moved_results(arguments: Sequence[str], jobs: Sequence[Any], cwd: Optional[Path] = None) -> Optional[str]:
+    """A warning when results the list names are not among the planned jobs' (a relative ``output_dir``
+    run from another directory, or a setting changed since the list was written); None otherwise."""
+    path = given(arguments)
+    if path is None:
+        return None
+    planned = {str(j.unit.result_dir) for j in jobs}
+    gone = [d for d in read_job_list(path, cwd).result_dirs if d not in planned]
+    if not gone:
+        return None
+    return (f"{KEY}={path}: {len(gone)} of its jobs plan to other result dirs than the list names (e.g. {gone[0]}): "
+            f"run it from the directory the list was written in (a relative output_dir), or check what changed since.")

@@ -40,6 +40,7 @@ class FewshotSweeper(Sweeper):
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.launcher: Any = None
+        self.arguments: List[str] = []  # the sweep's overrides (job_list=<file> among them: plan/job_list.py)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -83,6 +84,7 @@ class FewshotSweeper(Sweeper):
 
         assert self.config is not None and self.hydra_context is not None
         tic = time.perf_counter()
+        self.arguments = list(arguments)
         loader = self.hydra_context.config_loader
         combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
         local = runs_locally(self.launcher)
@@ -98,7 +100,8 @@ class FewshotSweeper(Sweeper):
         from fewshot_eval.launch.batch import BatchLauncher
         from fewshot_eval.launch.dispatch import all_returns, launch_plain, prepare_batch
         from fewshot_eval.outcome import EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_FAILED, EXIT_OK, Outcome, job_outcome
-        from fewshot_eval.plan.checks import print_plan_warnings
+        from fewshot_eval.plan.checks import print_plan_warnings, warn
+        from fewshot_eval.plan.job_list import moved_results
         from fewshot_eval.plan.planner import ERROR, FAILED, RUN
         from fewshot_eval.plan.table import counts, format_plan
         from fewshot_eval.plan.unit import output_root
@@ -107,6 +110,9 @@ class FewshotSweeper(Sweeper):
         assert self.config is not None
         jobs = planner.plan(combos)
         print_plan_warnings(jobs)
+        moved = moved_results(self.arguments, jobs)
+        if moved:
+            warn(moved)
         root = output_root(planner.run, planner.cwd)
         unwritable = ""
         try:
