@@ -40,7 +40,6 @@ class FewshotSweeper(Sweeper):
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.launcher: Any = None
-        self.arguments: List[str] = []  # the sweep's overrides (job_list=<file> among them: plan/job_list.py)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -84,7 +83,6 @@ class FewshotSweeper(Sweeper):
 
         assert self.config is not None and self.hydra_context is not None
         tic = time.perf_counter()
-        self.arguments = list(arguments)
         loader = self.hydra_context.config_loader
         combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
         local = runs_locally(self.launcher)
@@ -93,9 +91,10 @@ class FewshotSweeper(Sweeper):
         if site is not None:
             print(f"fewshot-eval: {site.describe()}", flush=True)
         with site_env(site):  # planning, prefetch and local jobs see the caches the site's jobs use
-            return self._plan_and_launch(planner, combos, local, site, tic)
+            return self._plan_and_launch(planner, arguments, combos, local, site, tic)
 
-    def _plan_and_launch(self, planner: Any, combos: List[List[str]], local: bool, site: Any, tic: float) -> Tuple[int, List[List[JobReturn]]]:
+    def _plan_and_launch(self, planner: Any, arguments: List[str], combos: List[List[str]], local: bool, site: Any,
+                         tic: float) -> Tuple[int, List[List[JobReturn]]]:
         from fewshot_eval.config import ConfigError
         from fewshot_eval.launch.batch import BatchLauncher
         from fewshot_eval.launch.dispatch import all_returns, launch_plain, prepare_batch
@@ -110,7 +109,7 @@ class FewshotSweeper(Sweeper):
         assert self.config is not None
         jobs = planner.plan(combos)
         print_plan_warnings(jobs)
-        moved = moved_results(self.arguments, jobs)
+        moved = moved_results(arguments, jobs)  # job_list=<file>: its jobs planned elsewhere?
         if moved:
             warn(moved)
         root = output_root(planner.run, planner.cwd)
