@@ -10,7 +10,8 @@ import yaml
 
 from fewshot_eval.config import conf_dir
 
-GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def"}
+GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def",
+          "sites": "site"}
 
 
 def _selection(sweep: str | None, experiment: str | None, overrides: list[str], config_dirs: list[str]) -> tuple[list[str], list[str]]:
@@ -136,8 +137,16 @@ def _status(args: argparse.Namespace) -> int:
 
     overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
     planner, jobs, elapsed = _plan(overrides, dirs)
+    if planner.site is not None:
+        print(f"fewshot-eval: {planner.site.describe()}")
     root = planner.run.get("output_dir")
     sys.stdout.write(status_text(jobs, elapsed, (planner.cwd / str(root)) if root else None))
+    if args.missing:
+        from fewshot_eval.report.sweep_status import write_missing
+        from fewshot_eval.searchpath import checked_dirs
+
+        hydra_ovr = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        print(write_missing(Path(args.missing), jobs, checked_dirs(dirs, packaged=conf_dir()), hydra_ovr))
     return 0
 
 
@@ -152,7 +161,10 @@ def _prefetch(args: argparse.Namespace) -> int:
     if dry and dry[-1] not in ("true", "false"):
         raise ConfigError(f"dry_run must be true or false, got '{dry[-1]}'. dry_run=true lists what prefetch would fetch.")
     planner, jobs, _ = _plan(overrides, dirs)
-    return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
+    from fewshot_eval.launch.slurm.site_profiles import site_env
+
+    with site_env(planner.site):  # into the cache the site's jobs read (its env: HF_HOME ...)
+        return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
 
 
 def _first_comment(path: Path) -> str:
@@ -189,10 +201,11 @@ def _load_yaml(f: Path) -> dict:
         return {"_error": user_error_message(e) or str(e)}
 
 
-LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments")
+LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments", "sites")
 TITLES = {"models": "Model settings (model=<name>)", "model-groups": "Model groups (models=<name>, with -m)",
           "tasks": "Task settings (task=<name>)", "task-groups": "Task groups (tasks=<name>, with -m)",
-          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)"}
+          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)",
+          "sites": "Site profiles (site=<name>; detected by SLURM ClusterName with the SLURM launcher)"}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -258,6 +271,10 @@ def _list_group(args: argparse.Namespace, what: str) -> int:
         elif group == "model":
             data = _load_yaml(f)
             print(f"{name:28s} {source[name]:{width}s}  {_model_summary(data)}{data.get('_error') or _first_comment(f)}".rstrip())
+        elif group == "site":
+            data = _load_yaml(f)
+            clusters = f"[clusters: {', '.join(map(str, data['clusters']))}] " if data.get("clusters") else ""
+            print(f"{name:28s} {source[name]:{width}s}  {clusters}{data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
         elif group == "task_def":
             data = _load_yaml(f)
             print(f"{name:28s} {source[name]:{width}s}  {data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
@@ -315,6 +332,8 @@ def run(argv: list[str]) -> int:
     st.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
     st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
     st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
+    st.add_argument("--missing", metavar="FILE.csv", help="also write the jobs without a complete result to FILE.csv; "
+                    "fewshot-eval -m job_list=FILE.csv runs exactly those")
     st.set_defaults(func=_status)
     pf = sub.add_parser("prefetch", help="fetch what a sweep's jobs read from the HuggingFace hub (models, dataset splits) into the cache; dry_run=true lists it")
     pf.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...), dry_run=true to only list")

@@ -55,6 +55,7 @@ class Planner:
         self.loader = config_loader
         self.pending_check = pending_check
         self.local_launcher = local_launcher  # SLURM markers it cannot resolve are ignored, not pending
+        self.site: Any = None  # the sweep's site profile, set by whoever plans (fewshot_eval.launch.slurm.site_profiles.Site)
         hc = base.hydra
         self.cwd = Path(hc.runtime.cwd or os.getcwd())
         self.search = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]

@@ -43,4 +43,4 @@ def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mappi
 
 def counts(jobs: Sequence[PlannedJob]) -> str:
     c = Counter(j.status for j in jobs)
-    return ", ".join(f"{n} {s}" for s, n in sorted(c.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{n} {s}" for s, n in sorted(c.items(), key=lambda kv: -kv[1])) or "none"

@@ -5,13 +5,16 @@ running, failed, missing, stale, n/a or error -- counted per model and task sett
 The counts are the plan's: complete = ``skip: complete``; pending + running = ``skip: pending``
 (running: SLURM says RUNNING); failed = ``failed`` plus ``run`` jobs that failed before and
 will be retried; missing = the other ``run`` jobs; stale, n/a and error as planned.
+
+``fewshot-eval status ... --missing FILE.csv`` also writes every job without a complete result (n/a ones
+left out) as a job list (:mod:`fewshot_eval.plan.job_list`) that ``fewshot-eval -m job_list=FILE.csv`` runs.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from fewshot_eval.plan.planner import ERROR, FAILED, NOT_APPLICABLE, RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE
 from fewshot_eval.store import layout
@@ -100,3 +103,20 @@ def status_text(jobs: list[Any], elapsed: float, root: Optional[Path] = None) ->
         if len(errors) > 50:
             lines.append(f"  ... and {len(errors) - 50} more")
     return "\n".join(lines) + "\n"
+
+
+def write_missing(path: Path, jobs: list[Any], config_dirs: Sequence[str], hydra_overrides: Sequence[str] = ()) -> str:
+    """Write the jobs without a complete result (and not n/a) to the job list ``path``; returns the line
+    that says so and how to run them."""
+    import shlex
+
+    from fewshot_eval.plan.job_list import KEY, job_row, write_job_list
+
+    rows = [job_row(j, state(j), config_dirs) for j in jobs if state(j) not in ("complete", "n/a")]
+    n = write_job_list(path, rows)
+    if not n:
+        return f"\nEvery job is complete (or n/a): wrote an empty job list to {path}."
+    by = Counter(r["state"] for r in rows)
+    states = ", ".join(f"{by[s]} {s}" for s in STATES if by[s])
+    command = shlex.join(["fewshot-eval", "-m", f"{KEY}={path}", *hydra_overrides])
+    return f"\nWrote {n} job{'s' if n != 1 else ''} without a complete result ({states}) to {path}. Run them: {command}"

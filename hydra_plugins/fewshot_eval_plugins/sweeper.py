@@ -75,17 +75,11 @@ class FewshotSweeper(Sweeper):
         return returns
 
     def _sweep(self, arguments: List[str]) -> Tuple[int, List[List[JobReturn]]]:
-        from fewshot_eval.config import ConfigError
-        from fewshot_eval.launch.batch import BatchLauncher, runs_locally
-        from fewshot_eval.launch.dispatch import all_returns, launch_plain, prepare_batch
+        from fewshot_eval.launch.batch import runs_locally
         from fewshot_eval.launch.slurm.job_states import pending_reason
-        from fewshot_eval.outcome import EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_FAILED, EXIT_OK, Outcome, job_outcome
-        from fewshot_eval.plan.checks import print_plan_warnings
+        from fewshot_eval.launch.slurm.site_profiles import resolve_site, site_env
         from fewshot_eval.plan.expand import expand
-        from fewshot_eval.plan.planner import ERROR, FAILED, RUN, Planner
-        from fewshot_eval.plan.table import counts, format_plan
-        from fewshot_eval.plan.unit import output_root
-        from fewshot_eval.store.writable import check_writable
+        from fewshot_eval.plan.planner import Planner
 
         assert self.config is not None and self.hydra_context is not None
         tic = time.perf_counter()
@@ -93,8 +87,31 @@ class FewshotSweeper(Sweeper):
         combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
         local = runs_locally(self.launcher)
         planner = Planner(self.config, loader, pending_check=pending_reason, local_launcher=local)
+        site = planner.site = resolve_site(self.config, planner.search)
+        if site is not None:
+            print(f"fewshot-eval: {site.describe()}", flush=True)
+        with site_env(site):  # planning, prefetch and local jobs see the caches the site's jobs use
+            return self._plan_and_launch(planner, arguments, combos, local, site, tic)
+
+    def _plan_and_launch(self, planner: Any, arguments: List[str], combos: List[List[str]], local: bool, site: Any,
+                         tic: float) -> Tuple[int, List[List[JobReturn]]]:
+        from fewshot_eval.config import ConfigError
+        from fewshot_eval.launch.batch import BatchLauncher
+        from fewshot_eval.launch.dispatch import all_returns, launch_plain, prepare_batch
+        from fewshot_eval.outcome import EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_FAILED, EXIT_OK, Outcome, job_outcome
+        from fewshot_eval.plan.checks import print_plan_warnings, warn
+        from fewshot_eval.plan.job_list import moved_results
+        from fewshot_eval.plan.planner import ERROR, FAILED, RUN
+        from fewshot_eval.plan.table import counts, format_plan
+        from fewshot_eval.plan.unit import output_root
+        from fewshot_eval.store.writable import check_writable
+
+        assert self.config is not None
         jobs = planner.plan(combos)
         print_plan_warnings(jobs)
+        moved = moved_results(arguments, jobs)  # job_list=<file>: its jobs planned elsewhere?
+        if moved:
+            warn(moved)
         root = output_root(planner.run, planner.cwd)
         unwritable = ""
         try:
@@ -139,6 +156,7 @@ class FewshotSweeper(Sweeper):
             return (EXIT_FAILED if given_up else EXIT_OK), []
         _save_multirun_yaml(self.config)
         batch, left_out = prepare_batch(to_run, root, planner, bool(self.config.override_completed), self.config.max_parallel)
+        batch.site = site.options if site is not None else None
         launched: Sequence[JobReturn] = []
         if batch.jobs:
             launched = self.launcher.launch_batch(batch) if isinstance(self.launcher, BatchLauncher) else launch_plain(self.launcher, batch)

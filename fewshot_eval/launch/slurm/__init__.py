@@ -9,6 +9,7 @@ The plugin (``hydra_plugins/fewshot_eval_plugins/slurm_launcher.py``) hands the 
 * ``waiting.py``     -- the summary after submission; waiting for the jobs (``wait: true``)
 * ``job_states.py``  -- what SLURM says about a recorded submission (squeue/sacct, pending reasons):
   read by the planner of the next sweep
+* ``site_profiles.py`` -- the sweep's site profile (``site=<name>``, or found by ClusterName) and its env
 
 A model setting with ``job.combine_tasks: true`` runs all its jobs in one SLURM job.
 """

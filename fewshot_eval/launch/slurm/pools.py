@@ -11,10 +11,12 @@ cluster's own limits (``scontrol show config``: MaxArraySize, ClusterName).
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.launch.batch import LaunchBatch
 
@@ -57,10 +59,14 @@ _config: dict[str, str] = {}
 
 
 def slurm_config() -> dict[str, str]:
-    """``scontrol show config`` as a dict, asked once per process ({} when it cannot be asked)."""
+    """``scontrol show config`` as a dict, asked once per process with the short probe timeout
+    (``FEWSHOT_SLURM_PROBE_S``: a controller that does not answer costs seconds, not minutes);
+    {} when it cannot be asked."""
     if not _config:
+        from fewshot_eval.launch.slurm.job_states import probe_timeout
+
         try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=15).stdout
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=probe_timeout()).stdout
         except (OSError, subprocess.SubprocessError):
             out = ""
         for line in out.splitlines():
@@ -97,8 +103,11 @@ def throttle(params: dict[str, Any], pool: Pool) -> int:
     return max(1, min(pool.limit, int(params.get("array_parallelism") or pool.limit)))
 
 
-def executor_parameters(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
-    """``AutoExecutor.update_parameters`` arguments of one pool."""
+def executor_parameters(params: dict[str, Any], pool: Pool, site: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """``AutoExecutor.update_parameters`` arguments of one pool. ``site``: the options of the sweep's site
+    profile (``fewshot_eval.launch.slurm.site_profiles``). Per option, lowest first: the site, the model
+    setting's ``slurm:``, ``hydra.launcher.<name>``; setup lines run in that order (the site's ``env``
+    exported first)."""
     res = pool_resources(params, pool)
     out: dict[str, Any] = {
         "name": f"{params.get('name') or 'fewshot'}-{pool.name}",
@@ -121,16 +130,39 @@ def executor_parameters(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
         if k not in RESOURCE_KEYS and k not in OWN_KEYS and k != "_target_" and v is not None and v != {}:
             out[f"slurm_{k}"] = v
     model = pool.slurm or {}
-    for k in ("partition", "account", "qos", "constraint", "gres"):  # the model's, unless hydra.launcher.<k> is set
-        if model.get(k) and params.get(k) is None:
-            out[f"slurm_{k}"] = model[k]
+    opts = site or {}
+    for k in ("partition", "account", "qos", "constraint", "gres"):  # hydra.launcher.<k>, else the model's, else the site's
+        value = model.get(k) or (opts.get(k) if k != "gres" else None)
+        if value and params.get(k) is None:
+            out[f"slurm_{k}"] = value
+    if opts.get("gpu_gres") and res["gpus_per_node"]:  # the cluster takes GPUs as --gres=<its spelling>
+        del out["gpus_per_node"]
+        out.setdefault("slurm_gres", opts["gpu_gres"].replace("{gpus}", str(res["gpus_per_node"])))
     if model.get("exclusive") and params.get("exclusive") is None:
         out["slurm_exclusive"] = True
-    if model.get("sbatch"):
-        out["slurm_additional_parameters"] = {**model["sbatch"], **(params.get("additional_parameters") or {})}
-    if model.get("setup"):
-        out["slurm_setup"] = list(params.get("setup") or []) + list(model["setup"])
+    extra = {**(opts.get("sbatch") or {}), **(model.get("sbatch") or {}), **(params.get("additional_parameters") or {})}
+    if extra:
+        out["slurm_additional_parameters"] = extra
+    setup = setup_lines(site) + list(params.get("setup") or []) + list(model.get("setup") or [])
+    if setup:
+        out["slurm_setup"] = setup
     return out
+
+
+def setup_lines(site: Optional[Mapping[str, Any]]) -> list[str]:
+    """A site's lines of the job script: its ``env`` exported, then its ``setup`` lines."""
+    site = site or {}
+    return [f"export {k}={shlex.quote(str(v))}" for k, v in (site.get("env") or {}).items()] + list(site.get("setup") or [])
+
+
+def python_command(site: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """What starts the job's Python (submitit's ``python``): ``<wrapper> <python>``, e.g.
+    ``apptainer exec --nv eval.sif /venv/bin/python``; None: submitit's default (this Python)."""
+    site = site or {}
+    if not (site.get("wrapper") or site.get("python")):
+        return None
+    python = site.get("python") or shlex.quote(sys.executable)
+    return f"{site['wrapper']} {python}" if site.get("wrapper") else python
 
 
 def hydra_overrides(params: dict[str, Any], pool: Pool) -> list[str]:

@@ -30,7 +30,7 @@ from fewshot_eval.launch.batch import LaunchBatch
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.launch.returns import failed_return
 from fewshot_eval.launch.slurm.node_jobs import CombinedJobs, PoolCall, write_shared
-from fewshot_eval.launch.slurm.pools import Pool, chunks, cluster_name, executor_parameters, hydra_overrides, make_pools, max_array_size, pool_folder, pool_info
+from fewshot_eval.launch.slurm.pools import Pool, chunks, cluster_name, executor_parameters, hydra_overrides, make_pools, max_array_size, pool_folder, pool_info, python_command
 from fewshot_eval.launch.slurm.waiting import pool_line, summary, wait_for
 from fewshot_eval.outcome import Outcome
 from fewshot_eval.store import layout
@@ -151,11 +151,12 @@ def _launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
         extra = hydra_overrides(params, pool)
         ovrs = [list(job_overrides[i]) + extra for i in pool.members]
         folder = pool_folder(str(params["submitit_folder"]), pool.name)
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=int(params.get("max_num_timeout") or 0))
+        python = {"slurm_python": cmd} if (cmd := python_command(batch.site)) else {}  # a site's container wrapper / Python
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=int(params.get("max_num_timeout") or 0), **python)
         base = Path(folder.split("%j")[0]) if "%j" in folder else Path(folder)
         jobs, refused = [], None
         try:
-            ex.update_parameters(**executor_parameters(params, pool))
+            ex.update_parameters(**executor_parameters(params, pool, batch.site))
         except Exception as e:  # noqa: BLE001 - a bad option: these jobs fail, other pools go on
             refused = (list(range(len(nums))), e)
         size = len(nums) if pool.combine else max_array_size()
