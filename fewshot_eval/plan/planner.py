@@ -316,10 +316,14 @@ class Planner:
         setting = json.dumps([tasks, unit.params], sort_keys=True, default=str)  # one serialisation per job
         model = json.dumps([unit.model_key, unit.model, unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]],
                            sort_keys=True, default=str)
+        # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
+        # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
+        n = unit.nshot
+        nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
         return (
             once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
             or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params))
-            or once(f"nshot{unit.nshot}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
+            or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
         )
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
