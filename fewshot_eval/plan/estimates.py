@@ -34,6 +34,8 @@ PER_MODEL = 48  # results read per model at most: planning stays fast on trees o
 AUTO = "auto"
 FACTOR, FLOOR_MIN = 2.0, 15  # defaults of hydra.launcher.auto_timeout_factor / auto_timeout_floor_min
 FALLBACK_MIN = 60  # a model setting's timeout_min when that is 'auto' too (settings.Resources' default)
+# the params that choose what a trial scores (evaluate/tasks/selection.py): templates, languages, splits, sample cap
+SIZE_KEYS = ("templates", "languages", "train_languages", "train_set", "eval_set", "n_eval_samples")
 
 
 @dataclass
@@ -64,12 +66,14 @@ class History:
     _sizes: dict[str, Optional[int]] = field(default_factory=dict)
 
     def size(self, tasks: Sequence[str], params: Mapping[str, Any]) -> Optional[int]:
-        """Examples one trial of ``tasks`` under ``params`` scores (evaluate.tasks.task_checks.eval_size), cached."""
-        key = json.dumps([list(tasks), dict(params)], sort_keys=True, default=str)
+        """Examples one trial of ``tasks`` under ``params`` scores (evaluate.tasks.task_checks.eval_size), cached
+        per the params that choose what is scored."""
+        chosen = {k: params.get(k) for k in SIZE_KEYS}
+        key = json.dumps([list(tasks), chosen], sort_keys=True, default=str)
         if key not in self._sizes:
             from fewshot_eval.evaluate.tasks.task_checks import eval_size
 
-            self._sizes[key] = eval_size(list(tasks), dict(params), self.search)
+            self._sizes[key] = eval_size(list(tasks), chosen, self.search)
         return self._sizes[key]
 
     def samples(self, model_key: str, wanted: Iterable[tuple[str, int]] = ()) -> list[Sample]:
