@@ -7,7 +7,7 @@ Half of them are complete (trial + results.json by the real writers), 1 in 10 of
 failed (``failure.json`` by the real recorder, as a failing job writes it), 1 in 4 of the rest was
 submitted to SLURM (``submitted.json`` naming arrays of 8 tasks) and the rest is missing. The SLURM
 ones are planned with squeue/sacct off the PATH (SLURM cannot be reached: pending), so the numbers
-do not depend on a cluster. Prints ``/proc/loadavg``, then the wall time of each whole command
+do not depend on a cluster. Prints ``/proc/loadavg``, then the wall and CPU time of each whole command
 (start-up included), the number of lines ``status`` printed and its exit status.
 """
 
@@ -63,10 +63,15 @@ def fill(jobs: list) -> dict[str, int]:
     return n
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds of the command, its result): on a shared machine the CPU time is the steadier figure."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
-    return time.perf_counter() - t0, proc
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t0, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc
 
 
 def main() -> None:
@@ -89,19 +94,19 @@ def main() -> None:
         with open("/proc/loadavg") as f:
             print(f"/proc/loadavg: {f.read().strip()}")
         cli = [sys.executable, "-m", "fewshot_eval"]
-        wall, proc = timed([*cli, "status", "-m", *sel, "--config-dir", str(cdir)], tmp, env)
+        wall, cpu, proc = timed([*cli, "status", "-m", *sel, "--config-dir", str(cdir)], tmp, env)
         lines = proc.stdout.count("\n")
         summary = next((ln for ln in proc.stdout.splitlines() if " jobs planned in " in ln), proc.stderr[-2000:])
-        print(f"fewshot-eval status: {wall:.2f} s, {lines} lines ({args.models * args.tasks} model x task rows), exit {proc.returncode}   "
-              f"[target: < 10 s, lines ~ rows, exit 1: jobs failed]")
+        print(f"fewshot-eval status: {wall:.2f} s wall ({cpu:.2f} s CPU), {lines} lines ({args.models * args.tasks} model x task rows), "
+              f"exit {proc.returncode}   [target: < 10 s, lines ~ rows, exit 1: jobs failed]")
         print(f"  {summary}")
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert lines < args.models * args.tasks + 100, lines
-        wall, proc = timed([*cli, "report", "--sweep", " ".join(sel), "--config-dir", str(cdir)], tmp, env)
+        wall, cpu, proc = timed([*cli, "report", "--sweep", " ".join(sel), "--config-dir", str(cdir)], tmp, env)
         if proc.returncode != 0:
             sys.exit(f"report failed:\n{proc.stderr[-3000:]}")
         head = proc.stdout.splitlines()[0]
-        print(f"fewshot-eval report --sweep: {wall:.2f} s ({head})   [target < 10 s]")
+        print(f"fewshot-eval report --sweep: {wall:.2f} s wall ({cpu:.2f} s CPU; {head})   [target < 10 s]")
         assert f"{written['complete']} results" in head and f"({cells} jobs planned)" in head, head
         with open("/proc/loadavg") as f:
             print(f"/proc/loadavg: {f.read().strip()}")

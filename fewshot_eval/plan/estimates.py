@@ -85,7 +85,8 @@ class History:
         groups = _result_files(self.root, glob.escape(model_key))
         if not groups and "__step" in model_key:
             groups = _result_files(self.root, glob.escape(model_key.split("__step")[0]) + "__step*")
-        order = [g for g in dict.fromkeys(wanted) if g in groups] + sorted(g for g in groups if g not in set(wanted))
+        first = [g for g in dict.fromkeys(wanted) if g in groups]
+        order = first + sorted(set(groups) - set(first))
         picked: list[Path] = []
         for rnd in range(PER_GROUP):  # round-robin over the groups: every group before a second of any
             for g in order:

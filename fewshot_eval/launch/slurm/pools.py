@@ -203,15 +203,16 @@ def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
 def stock_params(params: dict[str, Any]) -> dict[str, Any]:
     """This launcher's options as hydra-submitit-launcher's ``submitit_slurm`` takes them, for a sweep
     without planned pools (another sweeper, another app): null resources get the stock defaults (there is
-    no model setting to take them from) and ``wait`` goes (the stock launcher always waits)."""
+    no model setting to take them from; ``timeout_min=auto`` too: no planner estimated the jobs), and
+    ``wait`` and the ``auto_timeout_*`` options go (the stock launcher always waits)."""
     from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
     from omegaconf import OmegaConf
 
     defaults = OmegaConf.to_container(OmegaConf.structured(SlurmQueueConf), resolve=False)
     assert isinstance(defaults, dict)
-    out = {k: v for k, v in params.items() if k not in ("wait", "_target_")}
+    out = {k: v for k, v in params.items() if k not in ("wait", "_target_", "auto_timeout_factor", "auto_timeout_floor_min")}
     for k in RESOURCE_KEYS:
-        if out.get(k) is None:
+        if out.get(k) is None or out.get(k) == "auto":  # auto needs fewshot-eval's planner (earlier results): the stock default
             out[k] = defaults.get(k)
     if not out.get("mail_type") or str(out["mail_type"]).upper() == "NONE":
         out.pop("mail_type", None)
