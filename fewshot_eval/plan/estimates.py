@@ -120,7 +120,7 @@ class History:
         same = [s for s in samples if s.task_key == unit.task_key and s.nshot == unit.nshot]
         if size:
             for pool, what in ((same, "same task setting and nshot"), ([s for s in samples if s.nshot == unit.nshot], "same nshot"),
-                               (samples, "other nshot")):
+                               (samples, "any nshot")):
                 counted = [s for s in pool if s.examples]
                 if counted:
                     rate = sum(s.seconds for s in counted) / sum(s.examples * s.trials for s in counted)  # type: ignore[operator]
