@@ -1,4 +1,4 @@
-"""Plan a sweep from Python, exactly as ``python -m fewshot_eval -m ... dry_run=true`` would.
+"""Plan a sweep from Python, exactly as ``fewshot-eval -m ... dry_run=true`` would.
 
     from fewshot_eval.api import plan
     planner, jobs = plan(["models=demo", "tasks=demo", "nshot=0,2"])

@@ -1,4 +1,4 @@
-"""The Hydra application: ``python -m fewshot_eval [-m] key=value ...``.
+"""The Hydra application: ``fewshot-eval [-m] key=value ...`` (or ``python -m fewshot_eval``).
 
 The task function is the job body itself, ``fewshot_eval.run.job.main``; in a sweep (``-m``) the
 fewshot sweeper plans and launches the jobs, and records how the sweep ended, which is the exit status.

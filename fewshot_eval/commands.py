@@ -262,7 +262,7 @@ def _list_group(args: argparse.Namespace, what: str) -> int:
             data = _load_yaml(f)
             info = data.get("experiment_info") or {}
             print(f"{name}\n    {data.get('_error') or info.get('description', _first_comment(f))}\n"
-                  f"    $ {info.get('command', f'python -m fewshot_eval -m experiment={name}')}\n    source: {source[name]}")
+                  f"    $ {info.get('command', f'fewshot-eval -m experiment={name}')}\n    source: {source[name]}")
         elif group in ("models", "tasks"):
             data = _load_yaml(f)
             params = ((data.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
@@ -306,7 +306,7 @@ def _recalc(args: argparse.Namespace) -> int:
 
 
 def run(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fewshot-eval", description="Subcommands besides the Hydra app (python -m fewshot_eval --help).")
+    p = argparse.ArgumentParser(prog="fewshot-eval", description="Subcommands besides the Hydra app (fewshot-eval --help).")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("report", help="collect results.json files into tables")
     r.add_argument("paths", nargs="*", help="output dirs, result dirs or glob patterns")

@@ -15,7 +15,7 @@ from cli_helpers import run_cli
 
 def test_help_lists_groups_and_examples(workdir: Path) -> None:
     out = run_cli(["--help"], workdir).stdout
-    assert "python -m fewshot_eval -m experiment=demo" in out
+    assert "fewshot-eval -m experiment=demo" in out
     assert "model: " in out and "random" in out and "tiny_gpt2" in out
     assert "models: " in out and "dense_vs_moe_lang16" in out
 

@@ -98,7 +98,7 @@ def key_origin(key: str, base_overrides: Sequence[str], preset_files: Mapping[st
 
 
 def check_job_keys(keys: Iterable[str], choices: Mapping[str, Any], overrides: Sequence[str]) -> None:
-    """A single job's config (``python -m fewshot_eval key=value ...`` without -m): no unknown top-level keys."""
+    """A single job's config (``fewshot-eval key=value ...`` without -m): no unknown top-level keys."""
     valid = valid_top_level_keys(choices)
     for key in keys:
         if key not in set(valid):

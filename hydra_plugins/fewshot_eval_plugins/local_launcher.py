@@ -1,6 +1,6 @@
 """``hydra/launcher=local`` (fewshot-eval's default): every job in this process, one after the other.
 
-    python -m fewshot_eval -m model=random,majority task=copa_demo
+    fewshot-eval -m model=random,majority task=copa_demo
 
 The logic lives in ``fewshot_eval.launch.sequential``.
 """

@@ -2,7 +2,7 @@
 
 Like Hydra's own launchers it runs the task function and config it is given, in any Hydra app.
 
-    python -m fewshot_eval -m models=demo tasks=demo hydra/launcher=local_parallel hydra.launcher.max_workers=4
+    fewshot-eval -m models=demo tasks=demo hydra/launcher=local_parallel hydra.launcher.max_workers=4
 
 At most ``max_workers`` jobs run at once, and each model's jobs at most its ``max_parallel`` at once.
 The logic lives in ``fewshot_eval.launch.parallel``.

@@ -1,6 +1,6 @@
 """``hydra/launcher=submitit_slurm``: one submitit job array per model setting (logic in ``fewshot_eval.launch.slurm``).
 
-    python -m fewshot_eval -m models=demo tasks=demo hydra/launcher=submitit_slurm hydra.launcher.partition=dev
+    fewshot-eval -m models=demo tasks=demo hydra/launcher=submitit_slurm hydra.launcher.partition=dev
 
 In fewshot-eval's app ``hydra/launcher=submitit_slurm`` selects ``conf/hydra/launcher/submitit_slurm.yaml``
 (the app's config dir is searched before the ConfigStore), which extends the typed config registered

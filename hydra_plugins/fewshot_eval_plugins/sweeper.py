@@ -1,6 +1,6 @@
 """``hydra/sweeper=fewshot`` (fewshot-eval's default): plan the grid, drop what is already done, then launch the rest.
 
-    python -m fewshot_eval -m model=random,majority task=copa_demo nshot=0,2   -> 4 jobs
+    fewshot-eval -m model=random,majority task=copa_demo nshot=0,2   -> 4 jobs
 
 Unlike Hydra's BasicSweeper it composes no config per job before launching (see
 ``fewshot_eval.plan.planner``), skips complete/pending/stale results, prints the plan for
