@@ -55,8 +55,8 @@ def _plan(overrides: list[str], dirs: list[str]):  # noqa: ANN202
     try:
         planner, jobs = plan(overrides, dirs)
     except Exception as e:  # Hydra's own errors (unknown option, bad override): one line
-        from fewshot_eval.hydra_errors import user_error_message
         from fewshot_eval.config import ConfigError
+        from fewshot_eval.hydra_errors import user_error_message
 
         if isinstance(e, ConfigError):
             raise
@@ -310,7 +310,8 @@ def run(argv: list[str]) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("report", help="collect results.json files into tables")
     r.add_argument("paths", nargs="*", help="output dirs, result dirs or glob patterns")
-    r.add_argument("--sweep", help="the sweep's selection, as its -m arguments ('models=demo tasks=demo nshot=0,2'): every planned cell is shown, missing/pending/failed ones labelled")
+    r.add_argument("--sweep", help="the sweep's selection, as its -m arguments ('models=demo tasks=demo nshot=0,2'): "
+                   "every planned cell is shown, missing/pending/failed ones labelled")
     r.add_argument("--experiment", help="the selection of an experiment (as -m experiment=NAME)")
     r.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     r.add_argument("--rows", help="comma-separated columns of the long table for the rows (default: model)")
@@ -318,7 +319,8 @@ def run(argv: list[str]) -> int:
     r.add_argument("--format", default="terminal", choices=["terminal", "markdown", "latex", "csv", "json"])
     r.add_argument("--average", action="store_true", help="add averages over the tasks/languages of each task setting, and over all")
     r.add_argument("--compare", metavar="REF_MODEL", help="show every other model's delta vs this one, with a paired test")
-    r.add_argument("--strict", action="store_true", help="refuse (listing them) when settings that change numbers differ inside a cell, instead of splitting it")
+    r.add_argument("--strict", action="store_true", help="refuse (listing them) when settings that change numbers differ inside a cell, "
+                   "instead of splitting it")
     r.add_argument("--out", help="write the summary table (every metric, one row per result x sub-result x metric) to .tsv/.csv/.jsonl/.json")
     r.add_argument("--long", help="write the long table (one row per result x sub-result x trial x metric) to .csv/.jsonl/.json/.parquet/.tsv")
     r.add_argument("--no-std", action="store_true", help="show means only")
@@ -336,13 +338,15 @@ def run(argv: list[str]) -> int:
     st.add_argument("--missing", metavar="FILE.csv", help="also write the jobs without a complete result to FILE.csv; "
                     "fewshot-eval -m job_list=FILE.csv runs exactly those")
     st.set_defaults(func=_status)
-    pf = sub.add_parser("prefetch", help="fetch what a sweep's jobs read from the HuggingFace hub (models, dataset splits) into the cache; dry_run=true lists it")
+    pf = sub.add_parser("prefetch", help="fetch what a sweep's jobs read from the HuggingFace hub (models, dataset splits) into the cache; "
+                        "dry_run=true lists it")
     pf.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...), dry_run=true to only list")
     pf.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
     pf.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
     pf.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
     pf.set_defaults(func=_prefetch)
-    l_ = sub.add_parser("list", help="list models, task settings, task definitions, groups and experiments (all of them without WHAT); 'list catalog PATTERN' searches lm-eval's catalog")
+    l_ = sub.add_parser("list", help="list models, task settings, task definitions, groups and experiments (all of them without WHAT); "
+                        "'list catalog PATTERN' searches lm-eval's catalog")
     l_.add_argument("what", nargs="?", default=None, choices=sorted([*GROUPS, "catalog"]), help="one section only (default: every section)")
     l_.add_argument("pattern", nargs="?", help="list catalog: a name pattern (glob; a plain word matches inside names)")
     l_.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")

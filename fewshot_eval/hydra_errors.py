@@ -78,7 +78,8 @@ def user_error_message(ex: BaseException) -> Optional[str]:
         group, name = ex.missing_cfg_file.rsplit("/", 1)
         if group in PRESET_AND_SETTING_GROUPS:
             options = ", ".join(o for o in (ex.options or []) if not o.startswith("_")) or "(none)"
-            return f"Unknown {group} '{name}'. Available: {options}. Add {group}/{name}.yaml to a config dir (--config-dir) or pick one of these.{_quote_hint(group, name)}"
+            return (f"Unknown {group} '{name}'. Available: {options}. "
+                    f"Add {group}/{name}.yaml to a config dir (--config-dir) or pick one of these.{_quote_hint(group, name)}")
     if isinstance(ex, OverrideParseException) and not ex.override.isascii():
         key, _, value = ex.override.partition("=")
         quoted = ",".join(v if v.isascii() or v.startswith(("'", '"')) else f'"{v.strip()}"' for v in value.split(","))

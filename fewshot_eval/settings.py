@@ -269,7 +269,8 @@ def _chat(chat: dict[str, Any], where: str) -> Optional[dict[str, Any]]:
     defaults = dataclasses.asdict(ChatSetting())
     changed = [k for k, v in chat.items() if k != "enabled" and v != defaults[k]]
     if changed:
-        raise ConfigError(f"{where}: chat.{changed[0]} is set but chat.enabled is false. Set chat.enabled=true to use the chat template, or remove chat.{changed[0]}.")
+        raise ConfigError(f"{where}: chat.{changed[0]} is set but chat.enabled is false. "
+                          f"Set chat.enabled=true to use the chat template, or remove chat.{changed[0]}.")
     return None
 
 

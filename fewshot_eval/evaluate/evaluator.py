@@ -45,8 +45,16 @@ from fewshot_eval.evaluate.metrics.prediction_rows import is_correct
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
 from fewshot_eval.evaluate.tasks.chat import chat_format
 from fewshot_eval.evaluate.tasks.definitions import TaskDef, load_task_def
-from fewshot_eval.evaluate.tasks.demonstrations import (PER_EXAMPLE, Sample, check_demo_sampling, fit_demonstrations, join_prompt,
-                                                        sample_demonstrations, sample_lm_eval, sample_per_example)
+from fewshot_eval.evaluate.tasks.demonstrations import (
+    PER_EXAMPLE,
+    Sample,
+    check_demo_sampling,
+    fit_demonstrations,
+    join_prompt,
+    sample_demonstrations,
+    sample_lm_eval,
+    sample_per_example,
+)
 from fewshot_eval.evaluate.tasks.generation_task import generate_rows, generation_metrics, ignored_by_generation
 from fewshot_eval.evaluate.tasks.perplexity_task import score_documents
 from fewshot_eval.evaluate.tasks.selection import lm_eval_drops_evaluated, select_languages, select_metrics, select_templates, split_data
@@ -192,7 +200,8 @@ class FewShotEvaluator:
                         **({"lm_eval_k_plus_one": k_plus_one} if lm_eval_rule and not ppl else {}),  # k+1 drawn, the evaluated example dropped
                     }
                     if min(kept) < sampled:
-                        info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} of {sampled} demonstrations.")
+                        info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} "
+                                                f"of {sampled} demonstrations.")
         if catalog_tasks:
             self._run_catalog(catalog_tasks, params, nshot, trial, unused, metrics, predictions, info)
         info["time_s"] = round(time.time() - t0, 3)
@@ -264,7 +273,7 @@ class FewShotEvaluator:
             if pred.max_length:
                 k = fit_demonstrations(
                     demos,
-                    lambda k: [context(demos[:k], prefix) + c for _, prefix, conts in parts for c in conts],
+                    lambda k: [context(demos[:k], prefix) + c for _, prefix, conts in parts for c in conts],  # noqa: B023 (called before the loop moves on)
                     pred.num_tokens,
                     pred.max_length,
                 )

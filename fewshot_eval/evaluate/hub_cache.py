@@ -50,8 +50,7 @@ def offline_env() -> Optional[str]:
 def hub_error(what: str, e: BaseException, repo_request: bool = False) -> HubError:
     """One line for a failed hub request: a missing/gated/private repo, a missing revision or file, no network.
     ``repo_request``: a request about the repo itself, where any 404 means the repo is not there (for us)."""
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
 
     where = endpoint()
     status = getattr(getattr(e, "response", None), "status_code", None)

@@ -63,10 +63,12 @@ def rescore_rows(rows: Sequence[dict[str, Any]], params: dict[str, Any], task: O
                 stored = [v["option"] for v in variants]
                 missing = [o for o in wanted if o not in stored]
                 if missing:
-                    raise ConfigError(f"recalc: calibration option(s) {missing} were not scored in this run{where}; stored: {stored or '(none)'}. Re-run the evaluation with them.")
+                    raise ConfigError(f"recalc: calibration option(s) {missing} were not scored in this run{where}; "
+                                      f"stored: {stored or '(none)'}. Re-run the evaluation with them.")
                 variants = [v for v in variants if v["option"] in wanted]
             if not variants:
-                raise ConfigError(f"recalc: calibrator=average_option needs rows from a run with calibration_options{where}; this run has no calibration variants.")
+                raise ConfigError(f"recalc: calibrator=average_option needs rows from a run with calibration_options{where}; "
+                                  f"this run has no calibration variants.")
             vscores = [score_candidates(v, mode, where=where) for v in variants]
             new["calibration"] = [{**v, "candidates": [{**c, "score": s} for c, s in zip(v["candidates"], vs)]} for v, vs in zip(variants, vscores)]
             cal = calibrate(scores, vscores)

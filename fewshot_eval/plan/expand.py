@@ -172,7 +172,7 @@ def group_list_error(arguments: Iterable[str], available: Any) -> Optional[str]:
         except Exception:  # Hydra reports unparsable overrides itself
             continue
         try:
-            check_not_a_list(o.get_key_element(), o.value(), lambda: available(o.get_key_element()))
+            check_not_a_list(o.get_key_element(), o.value(), lambda: available(o.get_key_element()))  # noqa: B023 (called here)
         except ConfigError as e:
             return str(e)
     return None

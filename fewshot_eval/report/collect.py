@@ -38,7 +38,8 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
         p = Path(p)
         roots = [p] if p.exists() else [Path(m) for m in sorted(glob.glob(str(p.expanduser())))]
         if not roots:
-            raise ConfigError(f"{p}: no such file or directory, and no match as a glob pattern. Pass an output dir, a result dir or a pattern such as 'results/*/tiny_gpt2'.")
+            raise ConfigError(f"{p}: no such file or directory, and no match as a glob pattern. "
+                              f"Pass an output dir, a result dir or a pattern such as 'results/*/tiny_gpt2'.")
         for r in roots:
             if r.is_file() and r.name == layout.RESULTS:
                 found.append(r)

@@ -160,7 +160,8 @@ def pivot_rows(d: pd.DataFrame) -> dict[str, Any] | None:
 
 
 RESULT_COLUMNS = [("model", True), ("variant", True), ("task_setting", True), ("result", True), ("nshot", False), ("metric", True), ("mean", False),
-                  ("std", False), ("ci95_low", False), ("ci95_high", False), ("trials", False), ("scoring", True), ("calibrator", True), ("signature", True), ("result_dir", True)]
+                  ("std", False), ("ci95_low", False), ("ci95_high", False), ("trials", False),
+                  ("scoring", True), ("calibrator", True), ("signature", True), ("result_dir", True)]
 
 
 def result_columns(d: pd.DataFrame) -> list[tuple[str, bool]]:

@@ -227,9 +227,7 @@ def render(fig, fmt: str) -> bytes:
 
 def write_plots(plots: list[Plot], out_dir: Path, formats: Iterable[str] = FORMATS) -> list[Path]:
     """Write every plot as ``<stem>.<fmt>`` into ``out_dir``; returns the paths written."""
-    from fewshot_eval.store.atomic import write_bytes
-
-    from fewshot_eval.store.atomic import ensure_dir
+    from fewshot_eval.store.atomic import ensure_dir, write_bytes
 
     ensure_dir(out_dir)
     written = []

@@ -21,12 +21,12 @@ from fewshot_eval.plan.checks import check_job_keys
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import clean_temp_files, write_json, write_text
-from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, writing
 from fewshot_eval.store.failures import clear_failures, error_line, record_failure
+from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, writing
 from fewshot_eval.store.markers import forget_submission
 from fewshot_eval.store.repro import repro_info
-from fewshot_eval.store.score_cache import remove_score_cache
 from fewshot_eval.store.results import prepare_aggregation, write_results, write_trial
+from fewshot_eval.store.score_cache import remove_score_cache
 from fewshot_eval.store.status import COMPLETE, STALE, result_status
 
 log = logging.getLogger("fewshot_eval")

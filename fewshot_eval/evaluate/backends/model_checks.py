@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from fewshot_eval.config import ConfigError, env_flag
 from fewshot_eval.evaluate.backends.hf_base import DTYPES, check_chat_template
+
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 

@@ -64,7 +64,8 @@ params (templates, metrics, languages, splits) is :mod:`~fewshot_eval.evaluate.t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields as dc_fields
+from dataclasses import dataclass, field
+from dataclasses import fields as dc_fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Optional

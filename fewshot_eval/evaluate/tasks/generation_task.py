@@ -30,9 +30,9 @@ from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, eval_param
 from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Predictor
-from fewshot_eval.evaluate.tasks.demonstrations import Sample, fit_demonstrations, join_prompt
 from fewshot_eval.evaluate.metrics.compute import compute_metrics
 from fewshot_eval.evaluate.tasks.definitions import TaskDef
+from fewshot_eval.evaluate.tasks.demonstrations import Sample, fit_demonstrations, join_prompt
 
 DEFAULT_MAX_NEW_TOKENS = 32
 OPERATION = "generate_until"
@@ -112,7 +112,8 @@ def generate_rows(predictor: Predictor, task: TaskDef, tname: str, lang: Optiona
         prefix, _ = tmpl.split(doc, lang)
         prompt = prefix.rstrip(" \t")
         delimiter = "" if chat is not None else prefix[len(prompt):]  # what the model writes before the target (chat: nothing)
-        k = fit_demonstrations(demos, lambda k: [context(demos[:k], prompt)], predictor.num_tokens, budget) if budget else len(demos)
+        k = fit_demonstrations(demos, lambda k: [context(demos[:k], prompt)],  # noqa: B023 (called here)
+                               predictor.num_tokens, budget) if budget else len(demos)
         requests.append(GenerationRequest(context(demos[:k], prompt), tuple(settings["until"]), settings["max_new_tokens"],
                                           settings["do_sample"], settings["temperature"], seed, doc["_id"]))
         plans.append((j, doc, k, delimiter))

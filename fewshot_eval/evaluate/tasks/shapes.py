@@ -208,7 +208,8 @@ def normalise_shape_row(task: Any, doc: dict[str, Any], split: str, at: str) -> 
     if task.choices_field:
         items = field_value(doc, task.choices_field, at, task.where("choices_field"), split)
         if not isinstance(items, list) or not items:
-            raise ConfigError(f"{at}{task.where('choices_field')}: field '{task.choices_field}' must hold a non-empty list of candidates in split '{split}', got {items!r}.")
+            raise ConfigError(f"{at}{task.where('choices_field')}: field '{task.choices_field}' must hold a non-empty list of candidates "
+                              f"in split '{split}', got {items!r}.")
         doc[task.choices_field] = items  # a nested field, materialised for the templates (``choices.text``)
         if task.choice_labels_field:
             names = field_value(doc, task.choice_labels_field, at, task.where("choice_labels_field"), split)

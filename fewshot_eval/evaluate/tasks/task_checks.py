@@ -37,9 +37,9 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
     """Validate what the tasks of one task setting read under ``params``; raises ConfigError."""
     from fewshot_eval.evaluate.calibration import check_calibrator, parse_option, task_options
     from fewshot_eval.evaluate.registry import predictor_capability
-    from fewshot_eval.evaluate.tasks.demonstrations import check_demo_sampling
     from fewshot_eval.evaluate.scoring import check_mode
     from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
+    from fewshot_eval.evaluate.tasks.demonstrations import check_demo_sampling
     from fewshot_eval.evaluate.tasks.selection import select_languages, select_metrics, select_templates, split_data
 
     check_mode(params.get("scoring"))
@@ -156,7 +156,8 @@ def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional
         name = f" (config{'s' if len(configs) > 1 else ''} {', '.join(configs)})" if configs else ""
         raise ConfigError(
             f"task '{td.name}': hub dataset {td.source.path}{name} is not in the local cache and {offline[0]}=1: its job "
-            f"could not load it. Fetch it where there is network with `fewshot-eval prefetch -m <this sweep's overrides>`, point {HF_MIRROR_ENV} at JSONL copies, or unset {offline[0]}."
+            f"could not load it. Fetch it where there is network with `fewshot-eval prefetch -m <this sweep's overrides>`, "
+            f"point {HF_MIRROR_ENV} at JSONL copies, or unset {offline[0]}."
         )
 
 
@@ -177,8 +178,8 @@ def check_operation(predictor: Optional[str], operation: str, why: str) -> None:
 def _check_generation(td: Any, params: dict[str, Any]) -> None:
     """Generation settings are valid and the job's predictor implements ``generate_until``."""
     from fewshot_eval.config import config_dirs
-    from fewshot_eval.evaluate.tasks.generation_task import check_predictor_generates, generation_settings
     from fewshot_eval.evaluate.registry import predictor_class
+    from fewshot_eval.evaluate.tasks.generation_task import check_predictor_generates, generation_settings
 
     generation_settings(td, params)
     predictor = params.get("predictor")
@@ -200,7 +201,8 @@ def check_catalog_task(name: str, params: dict[str, Any], search: Sequence[Path]
     predictor = params["predictor"]
     cls = predictor_class(predictor, list(search) or config_dirs())
     if cls.needs_train_labels:
-        raise ConfigError(f"task '{name}': predictor '{predictor}' needs a task's train labels, which lm-eval catalog tasks do not expose; use predictor 'random' as their baseline.")
+        raise ConfigError(f"task '{name}': predictor '{predictor}' needs a task's train labels, which lm-eval catalog tasks do not expose; "
+                          f"use predictor 'random' as their baseline.")
     check_task(name, getattr(cls, "operations", ()) or ("loglikelihood",), predictor, search)
 
 
@@ -273,7 +275,8 @@ def check_balanced(task_names: Sequence[str], params: dict[str, Any], nshot: int
     for name in task_names:
         if is_catalog(name) and (nshot < 0 or params.get("balanced")):
             what = "nshot=-1 (the whole train set)" if nshot < 0 else "balanced=true"
-            raise ConfigError(f"task '{name}': {what} is not supported for lm-eval catalog tasks (lm-eval samples num_fewshot demonstrations itself). Use nshot >= 0 and balanced=false.")
+            raise ConfigError(f"task '{name}': {what} is not supported for lm-eval catalog tasks (lm-eval samples num_fewshot demonstrations itself). "
+                              f"Use nshot >= 0 and balanced=false.")
     if not params.get("balanced") or nshot <= 0:
         return
     from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
