@@ -11,9 +11,6 @@ import pytest
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate import build_evaluator
 
-pytest.importorskip("torch")
-pytest.importorskip("lm_eval")
-
 MODEL = {"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"}
 
 

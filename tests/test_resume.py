@@ -45,7 +45,6 @@ def _same(a, b, tol: float = 1e-5) -> bool:
 
 @pytest.fixture(scope="module")
 def clm():
-    pytest.importorskip("torch")
     from fewshot_eval.evaluate.evaluator import build_predictor
 
     return build_predictor({"name": "tiny_gpt2", "predictor": "clm", "weights": "tiny-gpt2"},

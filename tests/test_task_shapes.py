@@ -27,7 +27,6 @@ def _params(**kw):
 
 @pytest.fixture(scope="module")
 def lm_runs():
-    pytest.importorskip("torch")
     ev = build_evaluator(MODEL, _params())
     out = {}
     for task in SHAPED:
@@ -81,7 +80,6 @@ def test_demo_tasks_run_with_baselines(name):
 @pytest.mark.slow
 def test_minimal_pairs_equal_lm_eval_blimp(lm_runs):
     """Each sentence scored whole from an empty context, as lm-eval's BLiMP (loglikelihood("", sentence))."""
-    pytest.importorskip("lm_eval")
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
