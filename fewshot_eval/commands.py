@@ -133,7 +133,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from fewshot_eval.report.sweep_status import status_text
+    """``fewshot-eval status``: counts per model x task setting; exit 1 when a job failed, 2 when one is an error row."""
+    from fewshot_eval.report.sweep_status import exit_status, status_text
 
     overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
     planner, jobs, elapsed = _plan(overrides, dirs)
@@ -147,7 +148,7 @@ def _status(args: argparse.Namespace) -> int:
 
         hydra_ovr = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
         print(write_missing(Path(args.missing), jobs, checked_dirs(dirs, packaged=conf_dir()), hydra_ovr))
-    return 0
+    return exit_status(jobs)
 
 
 def _prefetch(args: argparse.Namespace) -> int:
@@ -327,7 +328,7 @@ def run(argv: list[str]) -> int:
     r.add_argument("--spread", choices=["std", "ci"], default="std", help="plots shade mean ± std (default) or the 95%% CI")
     r.add_argument("--mlflow", metavar="URI", help="also log every result to MLflow at URI (e.g. file:///abs/mlruns); needs mlflow")
     r.set_defaults(func=_report)
-    st = sub.add_parser("status", help="where a sweep stands: counts per model and task setting")
+    st = sub.add_parser("status", help="where a sweep stands: counts per model and task setting; exit 1 if a job failed, 2 if one is an error row")
     st.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...)")
     st.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
     st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")

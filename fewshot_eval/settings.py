@@ -50,7 +50,8 @@ class Resources:
     tasks_per_node: int = 1
     cpus_per_task: int = 1
     mem_gb: Optional[int] = None
-    timeout_min: int = 60
+    # minutes, or "auto": from the wall times of earlier results of this model (plan/estimates.py)
+    timeout_min: Any = 60
 
 
 # USR2 (checkpoint + requeue) comes signal_delay_s before the time limit, and up to ~60 s earlier
@@ -214,6 +215,8 @@ def _check(schema: type, node: Mapping[str, Any], where: str, prefix: str = "") 
         base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
         if value is None and optional:
             out[name] = None
+        elif base is Any:  # checked by the setting's own rule (e.g. resources.timeout_min: minutes or 'auto')
+            out[name] = value
         elif dataclasses.is_dataclass(base):
             out[name] = _check(base, value if value is not None else {}, where, key + ".")
         else:
@@ -246,6 +249,10 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     check_setting_name(data["name"], "name", where)
     if data["max_parallel"] < 1:
         raise ConfigError(f"{where}: max_parallel must be >= 1, got {data['max_parallel']}.")
+    timeout = data["resources"]["timeout_min"]
+    if timeout != "auto" and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"{where}: resources.timeout_min must be a number of minutes or 'auto' (from the wall times of "
+                          f"earlier results of this model), got {timeout!r}.")
     check_eval_keys(data["eval"], f"{where} key 'eval'")
     # GPU indices may be written as YAML ints ({0: 70GiB, cpu: 200GiB}): keys as strings, so the setting stays JSON-sortable
     data["parallel"]["max_memory"] = {str(k): v for k, v in data["parallel"]["max_memory"].items()}

@@ -35,7 +35,9 @@ def test_status_writes_the_missing_jobs_and_a_sweep_runs_exactly_those(tmp_path:
     done_before = complete(workdir / "out")
     assert len(done_before) == 2
 
-    out = run_cli(["status", "-m", "--config-dir", str(conf), *grid, "--missing", "missing.csv"], workdir).stdout
+    proc = run_cli(["status", "-m", "--config-dir", str(conf), *grid, "--missing", "missing.csv"], workdir, check=False)
+    assert proc.returncode == 1, proc.stderr  # status exits 1 while a job has failed
+    out = proc.stdout
     assert "Wrote 6 jobs without a complete result (1 failed, 5 missing) to missing.csv. Run them: fewshot-eval -m job_list=missing.csv" in out
     listed = rows(workdir / "missing.csv")
     assert tuple(listed[0]) == COLUMNS and len(listed) == 6
@@ -62,7 +64,7 @@ def test_status_writes_the_missing_jobs_and_a_sweep_runs_exactly_those(tmp_path:
     again = run_cli(["-m", "job_list=missing.csv", "dry_run=true"], workdir).stdout
     assert "6 jobs planned" in again and "(4 run, 2 skip: complete)" in again.replace("2 skip: complete, 4 run", "4 run, 2 skip: complete")
     assert planned_dirs(again, workdir / "out") == {r["result_dir"] for r in listed if r["model"] == "broken"}
-    out = run_cli(["status", "-m", "--config-dir", str(conf), *grid, "--missing", "missing.csv"], workdir).stdout
+    out = run_cli(["status", "-m", "--config-dir", str(conf), *grid, "--missing", "missing.csv"], workdir, check=False).stdout
     assert "Wrote 4 jobs" in out and {r["model"] for r in rows(workdir / "missing.csv")} == {"broken"}
 
 

@@ -124,6 +124,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     **_header(unit),
                     "wall_time_s": round(wall, 3),
                     "eval_time_s": round(eval_s, 4),
+                    "timed_trials": todo,  # the trials these times cover (a resumed or split job ran only some)
                     "started_at": started_at,
                     "finished_at": datetime.now().astimezone().isoformat(timespec="milliseconds"),
                     "repro": repro,

@@ -139,8 +139,13 @@ class FewshotSweeper(Sweeper):
                 return EXIT_CONFIG, []
             writable = "is not writable by you (nothing would run)" if unwritable else "is writable"
             print(f"\nDry run: {planned} ({counts(jobs)}); output dir {root} {writable}. Nothing launched.")
+            for line in _run_time_lines(planner, to_run, local, self.launcher):
+                print(line)
             return EXIT_OK, []
         print(f"fewshot-eval: {planned}: {counts(jobs)}. Results under {root}")
+        if not errors:
+            for line in _run_time_lines(planner, to_run, local, self.launcher):
+                print(f"fewshot-eval: {line}")
         if errors:
             _report_errors(errors)
             print("Nothing launched: these jobs would fail at their start. Fix them (dry_run=true shows the plan) "
@@ -200,6 +205,32 @@ def _save_multirun_yaml(config: DictConfig) -> None:
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
+
+
+def _run_time_lines(planner: Any, to_run: list[Any], local: bool, launcher: Any) -> list[str]:
+    """The sweep's ETA from the wall times of earlier results (plan/estimates.py), and the time limits
+    ``timeout_min=auto`` set per model (at most 10 lines of those)."""
+    from fewshot_eval.plan.estimates import sweep_eta
+
+    if not to_run:
+        return []
+    planner.estimate(to_run)
+    max_parallel = planner.run.get("max_parallel")
+    cap = None if local else (planner.base.hydra.get("launcher") or {}).get("array_parallelism")
+
+    def slots(job: Any) -> int:
+        n = int(max_parallel or job.unit.model["max_parallel"])
+        return min(n, int(cap)) if cap else n
+
+    workers = int(getattr(launcher, "max_workers", 1) or 1) if local else None
+    _, eta = sweep_eta(to_run, slots, workers)
+    lines = [eta] if eta else []
+    limits = sorted(planner.time_limits.items())
+    for model, (minutes, why) in limits[:10]:
+        lines.append(f"timeout_min=auto: {model}: {minutes} min ({why})")
+    if len(limits) > 10:
+        lines.append(f"timeout_min=auto: ... and {len(limits) - 10} more model settings (the plan's RESOURCES column shows each job's)")
+    return lines
 
 
 def _report_errors(errors: list[Any]) -> None:

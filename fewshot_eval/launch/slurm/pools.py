@@ -22,7 +22,8 @@ from fewshot_eval.launch.batch import LaunchBatch
 
 RESOURCE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "timeout_min")
 # launcher options that are not passed to sbatch as they are
-OWN_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "name", "stderr_to_stdout", "wait", "mail_type", "mail_user")
+OWN_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "name", "stderr_to_stdout", "wait", "mail_type", "mail_user",
+            "auto_timeout_factor", "auto_timeout_floor_min")
 
 
 @dataclass
@@ -95,8 +96,9 @@ def chunks(members: Sequence[int], size: int) -> list[list[int]]:
 
 
 def pool_resources(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
-    """A launcher value (set on the command line or in the yaml) wins over the model setting's resources."""
-    return {k: params.get(k) if params.get(k) is not None else pool.resources.get(k) for k in RESOURCE_KEYS}
+    """A launcher value (set on the command line or in the yaml) wins over the model setting's resources
+    (``timeout_min=auto``: the pool's, which the planner set from earlier results)."""
+    return {k: params.get(k) if params.get(k) not in (None, "auto") else pool.resources.get(k) for k in RESOURCE_KEYS}
 
 
 def throttle(params: dict[str, Any], pool: Pool) -> int:
@@ -191,7 +193,8 @@ def job_resources(unit: Any) -> dict[str, Any]:
 def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
     """Per job: its pool (model setting), throttle, resources and combine flag."""
     return [
-        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i), "resources": job_resources(j.unit),
+        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i),
+         "resources": {**job_resources(j.unit), **({"timeout_min": j.time_limit_min} if j.time_limit_min else {})},
          "combine_tasks": bool(j.unit.model["job"]["combine_tasks"]), "slurm": dict(j.unit.model.get("slurm") or {})}
         for i, j in enumerate(batch.jobs)
     ]
@@ -200,15 +203,16 @@ def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
 def stock_params(params: dict[str, Any]) -> dict[str, Any]:
     """This launcher's options as hydra-submitit-launcher's ``submitit_slurm`` takes them, for a sweep
     without planned pools (another sweeper, another app): null resources get the stock defaults (there is
-    no model setting to take them from) and ``wait`` goes (the stock launcher always waits)."""
+    no model setting to take them from; ``timeout_min=auto`` too: no planner estimated the jobs), and
+    ``wait`` and the ``auto_timeout_*`` options go (the stock launcher always waits)."""
     from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
     from omegaconf import OmegaConf
 
     defaults = OmegaConf.to_container(OmegaConf.structured(SlurmQueueConf), resolve=False)
     assert isinstance(defaults, dict)
-    out = {k: v for k, v in params.items() if k not in ("wait", "_target_")}
+    out = {k: v for k, v in params.items() if k not in ("wait", "_target_", "auto_timeout_factor", "auto_timeout_floor_min")}
     for k in RESOURCE_KEYS:
-        if out.get(k) is None:
+        if out.get(k) is None or out.get(k) == "auto":  # auto needs fewshot-eval's planner (earlier results): the stock default
             out[k] = defaults.get(k)
     if not out.get("mail_type") or str(out["mail_type"]).upper() == "NONE":
         out.pop("mail_type", None)
