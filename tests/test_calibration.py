@@ -12,7 +12,6 @@ from fewshot_eval.evaluate.metrics.label_metrics import accuracy, macro_f1
 
 @pytest.fixture(scope="module")
 def evaluator(tmp_path_factory):
-    pytest.importorskip("torch")
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
     from fewshot_eval.evaluate.evaluator import FewShotEvaluator
     from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2

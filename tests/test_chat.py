@@ -23,7 +23,6 @@ PARAMS = {"seed": 0, "scoring": "sum", "predictor": "clm", "device": "cpu", "dty
 @pytest.fixture(scope="module")
 def chat_weights(tmp_path_factory) -> Path:
     """The tiny GPT-2 with a chat template added to its tokenizer."""
-    pytest.importorskip("torch")
     from transformers import AutoTokenizer
 
     from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
@@ -78,7 +77,6 @@ def test_chat_is_part_of_the_identity_only_when_set() -> None:
 
 
 def test_a_tokenizer_without_chat_template_is_a_planning_error(chat_weights: Path) -> None:
-    pytest.importorskip("torch")
     params = {"predictor": "clm", "dtype": "float32", "device": "cpu"}
     with pytest.raises(ConfigError, match=r"model 'chatty': chat.enabled is true but the tokenizer of 'tiny-gpt2' has no chat template"):
         check_model("chatty", _setting("tiny-gpt2", {}), params)

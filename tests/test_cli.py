@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,12 +62,26 @@ def test_preset_without_multirun_is_an_error_not_one_default_job(workdir: Path) 
     assert not (workdir / "results" / "demo").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_output_dir_is_a_clear_error(workdir: Path) -> None:  # pragma: no cover - CI runs as root
-    ro = workdir / "ro"
-    ro.mkdir(mode=0o500)
-    proc = run_cli(["-m", "model=random", f"output_dir={ro}/x"], workdir, check=False)
-    assert proc.returncode != 0 and "cannot be created or written" in proc.stderr
+def test_unwritable_output_dir_is_a_clear_error(workdir: Path, request: pytest.FixtureRequest) -> None:
+    """As a user who may not write there: this user, or -- as root, who can write anywhere (CI) -- a second
+    user created for the test (tests/second_user.py)."""
+    if os.geteuid() != 0:
+        ro = workdir / "ro"
+        ro.mkdir(mode=0o500)
+        proc = run_cli(["-m", "model=random", f"output_dir={ro}/x"], workdir, check=False)
+    else:
+        from second_user import home_of, run_as
+
+        user = request.getfixturevalue("other_user")
+        request.getfixturevalue("traversable")
+        shared = request.getfixturevalue("shared_dir")
+        ro = shared / "ro"
+        ro.mkdir(mode=0o500)
+        shutil.chown(ro, user=user)  # theirs, and not writable even by them
+        proc = run_as(user, ["-m", "fewshot_eval", "-m", "model=random", f"output_dir={ro}/x"], shared, home_of(user, shared))
+        assert not (ro / "x").exists()
+    assert proc.returncode != 0 and "cannot be created or written" in proc.stderr, proc.stderr[-3000:]
+    assert f"{ro}/x" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_output_dir_under_a_file_is_a_clear_error(workdir: Path) -> None:

@@ -11,7 +11,6 @@ from fewshot_eval.evaluate import build_evaluator
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    pytest.importorskip("torch")
     d = tmp_path_factory.mktemp("fewshot_cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("FEWSHOT_EVAL_CACHE", str(d))

@@ -19,7 +19,6 @@ MAX_LENGTH = 96
 
 @pytest.fixture(scope="module")
 def tiny_path() -> str:
-    pytest.importorskip("torch")
     from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     return str(tiny_gpt2_path())
@@ -37,8 +36,9 @@ def ours(tiny_path):
 
 @pytest.fixture(scope="module")
 def theirs(tiny_path):
-    lm_eval_hf = pytest.importorskip("lm_eval.models.huggingface")
-    return lm_eval_hf.HFLM(pretrained=tiny_path, device="cpu", batch_size=4, max_length=MAX_LENGTH, dtype="float32")
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=tiny_path, device="cpu", batch_size=4, max_length=MAX_LENGTH, dtype="float32")
 
 
 def lm_eval_generate(lm, requests: list[GenerationRequest]) -> list[str]:

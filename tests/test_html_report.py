@@ -213,7 +213,6 @@ def test_without_a_browser_the_test_skips_or_fails_under_require(tmp_path: Path)
 
 
 def test_mlflow_export_to_a_local_file_store(sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)

@@ -70,3 +70,20 @@ def test_a_job_refuses_to_write_another_result_than_planned(workdir: Path) -> No
     proc = run_cli(["model=random", "task=copa_demo", "nshot=0", "planned_id=0123456789abcdef"], workdir, check=False)
     assert proc.returncode != 0 and "but the sweep planned 0123456789abcdef" in proc.stderr, proc.stderr
     assert not list((workdir / "results").rglob("trial0"))
+
+
+def test_the_fault_hook_kills_on_the_nth_pass_of_its_point_only() -> None:
+    """FEWSHOT_FAULT=kill-<point>:<n> (fewshot_eval/faults.py), which the kill tests use instead of racing a timer."""
+    import signal
+    import subprocess
+
+    from fewshot_eval.faults import FAULT_ENV
+
+    code = ("from fewshot_eval.faults import fault_point\n"
+            "for i in range(1, 5):\n    fault_point('after-trial'); fault_point('after-commit'); print(i, flush=True)\n")
+    for spec, rc, printed in (("kill-after-trial:3", -signal.SIGKILL, "1\n2\n"), ("kill-after-commit", -signal.SIGKILL, ""),
+                              ("kill-after-sbatch", 0, "1\n2\n3\n4\n"), ("", 0, "1\n2\n3\n4\n")):
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, FAULT_ENV: spec})
+        assert (p.returncode, p.stdout) == (rc, printed), (spec, p.stderr)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, FAULT_ENV: "kill-after-trial:x"})
+    assert p.returncode == 1 and "the pass count after ':' must be an integer" in p.stderr

@@ -32,7 +32,6 @@ def mixed_requests(seed: int = 0) -> list[Request]:
 
 @pytest.fixture(scope="module")
 def tiny_path():
-    pytest.importorskip("torch")
     from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     return tiny_gpt2_path()

@@ -16,7 +16,6 @@ OPTS = {"pawsx_demo": ["sentence1:: | sentence2::"]}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same trial run once per scoring mode, raw and calibrated; rows round-tripped through JSON."""
-    pytest.importorskip("torch")
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
     from fewshot_eval.evaluate.evaluator import FewShotEvaluator
     from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2

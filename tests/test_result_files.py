@@ -85,14 +85,24 @@ def test_partial_result_with_a_truncated_predictions_file_recomputes_that_trial(
     assert json.loads((rdir / "results.json").read_text())["trials"] == [0, 1, 2]
 
 
-def test_results_of_0_1_0_without_files_maps_stay_complete(workdir: Path) -> None:
+def test_results_of_0_1_0_without_files_maps_are_checked_by_content(workdir: Path) -> None:
+    """0.1.0 recorded no files: a deleted predictions file is found all the same (store/legacy.py), only
+    its trial is recomputed, and the new results.json lists every trial's files."""
     run_cli(ARGS, workdir)
     rdir = result_dir(workdir)
     for f in [rdir / "results.json", *rdir.glob("trial*/metrics.json")]:
         data = json.loads(f.read_text())
         del data["files"]
         f.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    (rdir / "trial1" / PRED).unlink()  # 0.1.0 recorded nothing to check it against
+    before = mtimes(rdir)
+    (rdir / "trial1" / PRED).unlink()
+    [row] = plan_rows(workdir, ARGS)
+    assert row.startswith("run ") and f"incomplete: trial1/{PRED} missing" in row and "resume: trials [0, 2] already done" in row
+    assert "ran 1" in run_cli(ARGS, workdir).stdout
+    after = mtimes(rdir)
+    assert {k: v for k, v in after.items() if not k.startswith("trial1/")} == {k: v for k, v in before.items() if not k.startswith("trial1/")}
+    res = json.loads((rdir / "results.json").read_text())
+    assert set(res["files"]) == {f"trial{t}/{n}" for t in range(3) for n in ("metrics.json", PRED)}
     [row] = plan_rows(workdir, ARGS)
     assert row.startswith("skip: complete")
 

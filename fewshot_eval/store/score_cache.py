@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Iterable, Optional, Sequence
 
+from fewshot_eval.faults import fault_point
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import dir_mode
 
@@ -66,6 +67,7 @@ class ScoreCache:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        fault_point("after-commit")  # FEWSHOT_FAULT=kill-after-commit:<n> (tests)
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])

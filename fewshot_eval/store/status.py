@@ -5,7 +5,7 @@ A trial is done once its ``trial<t>/metrics.json`` exists *and* the predictions 
 trials *and* the trial files listed in its ``files`` map exist with the recorded sizes. Sizes only:
 the status check runs for every job of a plan (10,000 jobs in a few seconds); the sha256 recorded
 next to each size is there for :func:`verify_files` with ``hashes=True``. Results of 0.1.0 have no
-``files`` maps and count as complete / done as they did then.
+``files`` maps: their files are checked by content, and the map recorded once (``store/legacy.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Collection, Mapping, Optional, Union
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
+from fewshot_eval.store.legacy import legacy_problems, legacy_trial_files
 
 COMPLETE, PARTIAL, STALE, MISSING = "complete", "partial", "stale", "missing"
 
@@ -45,7 +46,7 @@ class ResultStatus:
 def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool = False) -> list[str]:
     """Problems with the files a ``files`` map lists ({name relative to ``base``: {size, sha256}}):
     ``"<prefix><name> missing"`` or ``"... is N bytes, M recorded"`` (with ``hashes``: also a wrong
-    sha256). An empty list when all are there, or when there is no map (results of 0.1.0)."""
+    sha256). An empty list when all are there, or when there is no map."""
     if not isinstance(files, Mapping):
         return []
     problems = []
@@ -77,7 +78,10 @@ def _trial_check(result_dir: Path, trial: int, fingerprint: Fingerprints, weight
         return None, []
     if not fingerprint_ok(m.get("fingerprint"), fingerprint) or not weights_ok(m.get("weights"), weights):
         return False, []
-    problems = verify_files(tdir, m.get("files"), prefix=f"{tdir.name}/")
+    if isinstance(m.get("files"), Mapping):
+        problems = verify_files(tdir, m["files"], prefix=f"{tdir.name}/")
+    else:  # a trial of 0.1.0: its files are checked by content
+        problems = legacy_trial_files(result_dir, trial)[1]
     return (None, problems) if problems else (True, [])
 
 
@@ -115,8 +119,9 @@ def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int]
             files = res.get("files")
             if isinstance(files, Mapping):
                 wanted = tuple(f"trial{t}/" for t in trials)
-                files = {k: v for k, v in files.items() if k.startswith(wanted)}
-            problems = verify_files(result_dir, files)
+                problems = verify_files(result_dir, {k: v for k, v in files.items() if k.startswith(wanted)})
+            else:  # a result of 0.1.0
+                problems = legacy_problems(result_dir, res, trials)
             if not problems:
                 return ResultStatus(COMPLETE, sorted(covered))
     elif not result_dir.exists():

@@ -1,0 +1,44 @@
+"""Deterministic fault points, for tests that kill a sweep or a job at a known place.
+
+    FEWSHOT_FAULT=kill-after-trial:2 fewshot-eval -m ...   # SIGKILL right after the 2nd trial's files are written
+
+``FEWSHOT_FAULT=kill-<point>[:<n>]`` makes a process SIGKILL itself the n-th time (default: the first)
+it passes ``<point>``. Each process counts its own passes: with ``hydra/launcher=local`` the jobs run
+in the sweep's process (one count over the sweep, and the whole sweep dies), with ``local_parallel``
+(and on SLURM) each job process counts from 1 and only that job dies.
+
+Points, and where they are passed:
+
+* ``after-sbatch`` -- ``launch/slurm/submission.py``: the sweep, right after sbatch accepted a submission;
+* ``after-commit`` -- ``store/score_cache.py``: a scored batch was committed to a trial's score cache;
+* ``after-trial`` -- ``run/job.py``: a trial's predictions and ``metrics.json`` were written (before
+  the next trial, or before ``results.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+FAULT_ENV = "FEWSHOT_FAULT"
+POINTS = ("after-sbatch", "after-commit", "after-trial")
+
+_passes: Counter[str] = Counter()
+
+
+def fault_point(point: str) -> None:
+    """Pass ``point``: SIGKILL this process when ``FEWSHOT_FAULT`` asks for it here, now."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name != f"kill-{point}":
+        return
+    _passes[point] += 1
+    try:
+        at = int(nth or 1)
+    except ValueError:
+        raise ValueError(f"{FAULT_ENV}={spec!r}: the pass count after ':' must be an integer, e.g. kill-{point}:3") from None
+    if _passes[point] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
