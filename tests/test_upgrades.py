@@ -125,7 +125,7 @@ def test_results_of_every_release_read_through_report_with_their_stored_numbers(
 def test_a_damaged_0_1_0_result_is_rerun_for_its_broken_trial_only(tree_0_1_0: Path, damage: str) -> None:
     """0.1.0 recorded no file sizes: the planner reads such a result's files (store/legacy.py) -- an emptied,
     deleted or cut predictions file makes its trial run again, and nothing else; a whole one gets its sizes
-    recorded on that first plan (atomically), so the next plans check sizes only."""
+    recorded by the first sweep that launches (atomically; never by a dry run), so later plans check sizes only."""
     from cli_helpers import run_cli
 
     sweep = ["model=random", "task=copa_demo", "nshot=2", "num_trials=2", "n_eval_samples=6"]
@@ -140,7 +140,9 @@ def test_a_damaged_0_1_0_result_is_rerun_for_its_broken_trial_only(tree_0_1_0: P
     assert (rdir / "results.json").read_bytes() == legacy  # a broken result records nothing
     other = next(tree_0_1_0.glob("demo/random/copa_demo/0shot.*"))
     assert statuses(tree_0_1_0, [*sweep[:2], "nshot=0", *sweep[3:]]) == [("skip: complete", str(other.relative_to(tree_0_1_0)))]
-    # a whole 0.1.0 result: its sizes recorded on that plan
+    assert "files" not in json.loads((other / "results.json").read_text())  # a dry run writes nothing
+    # a whole 0.1.0 result: its sizes recorded by the first sweep that launches
+    run_cli(["-m", *sweep[:2], "nshot=0", *sweep[3:], f"output_dir={tree_0_1_0}"], tree_0_1_0)
     assert "files" in json.loads((other / "results.json").read_text())
     out = run_cli(["-m", *sweep, f"output_dir={tree_0_1_0}"], tree_0_1_0).stdout
     assert "ran 1" in out and (rdir / "trial0" / "metrics.json").stat().st_mtime_ns == trial0

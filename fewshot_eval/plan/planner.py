@@ -63,6 +63,7 @@ class Planner:
         self.pending_check = pending_check
         self.local_launcher = local_launcher  # SLURM markers it cannot resolve are ignored, not pending
         self.site: Any = None  # the sweep's site profile, set by whoever plans (fewshot_eval.launch.slurm.site_profiles.Site)
+        self.launching = False  # set by a sweep that launches: only its plan may write (a 0.1.0 result's files map)
         hc = base.hydra
         self.cwd = Path(hc.runtime.cwd or os.getcwd())
         self.search = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
@@ -452,7 +453,8 @@ class Planner:
 
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         aggregate = "aggregate: every trial is done, results.json is missing"
-        st = result_status(unit.result_dir, unit.expected, unit.trials if split else unit.all_trials, unit.weights)
+        st = result_status(unit.result_dir, unit.expected, unit.trials if split else unit.all_trials, unit.weights,
+                           record=self.launching)
         if st.state == STALE:
             return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
         if split and st.state != COMPLETE and set(unit.trials) <= set(st.done_trials) and not st.problems:

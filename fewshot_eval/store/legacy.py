@@ -4,8 +4,8 @@ Such a result is checked by content: each trial's ``metrics.json`` is read, and 
 scores must have its predictions file, holding ``n_examples`` whole rows. A deleted, emptied or cut
 file makes the trial incomplete (it is recomputed), as the sizes do for results written since 0.2.0.
 Once a whole 0.1.0 result passes, its ``files`` map (size and sha256 of each trial file) is added to
-its ``results.json`` -- atomically, under the result's locks, when the directory is writable -- so
-later plans check sizes only.
+its ``results.json`` by the first sweep that launches (never a dry run, ``status`` or ``report``) --
+atomically, under the result's locks, when the directory is writable -- so later plans check sizes only.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ def legacy_trial_files(result_dir: Path, trial: int) -> tuple[dict[str, dict[str
     return files, problems
 
 
-def legacy_problems(result_dir: Path, res: dict[str, Any], trials: list[int]) -> list[str]:
+def legacy_problems(result_dir: Path, res: dict[str, Any], trials: list[int], record: bool = False) -> list[str]:
     """What is wrong with the files of ``trials`` of a 0.1.0 result (``res``: its results.json); when
-    nothing is wrong with any of its trials, its ``files`` map is recorded (see the module docstring)."""
+    nothing is wrong with any of its trials and ``record`` (a sweep that launches, never a dry run,
+    ``status`` or ``report``), its ``files`` map is recorded (see the module docstring)."""
     files: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     covered = [int(t) for t in res.get("trials") or [] if isinstance(t, int) or str(t).isdigit()]
@@ -72,7 +73,7 @@ def legacy_problems(result_dir: Path, res: dict[str, Any], trials: list[int]) ->
         found, wrong = legacy_trial_files(result_dir, t)
         files.update(found)
         problems += wrong
-    if not problems and covered:
+    if record and not problems and covered:
         record_files(result_dir, res, files)
     wanted = tuple(f"trial{t}/" for t in trials)
     return [p for p in problems if p.startswith(wanted)]

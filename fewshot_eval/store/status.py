@@ -103,10 +103,12 @@ def _incomplete(problems: list[str]) -> str:
     return "incomplete: " + ", ".join(problems[:3]) + more
 
 
-def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int], weights: str | None = None) -> ResultStatus:
+def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int], weights: str | None = None,
+                  record: bool = False) -> ResultStatus:
     """Status of ``trials`` in ``result_dir``; ``complete`` only when results.json covers them all and
     their files are there. A result whose files were deleted or truncated is ``partial``/``missing``
-    (the broken trials are recomputed) with ``detail`` saying what is wrong."""
+    (the broken trials are recomputed) with ``detail`` saying what is wrong. ``record``: a 0.1.0 result's
+    files map may be written (only by a sweep that launches: reading is otherwise read-only)."""
     res = read_json(result_dir / layout.RESULTS)
     problems: list[str] = []
     if isinstance(res, dict):
@@ -121,7 +123,7 @@ def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int]
                 wanted = tuple(f"trial{t}/" for t in trials)
                 problems = verify_files(result_dir, {k: v for k, v in files.items() if k.startswith(wanted)})
             else:  # a result of 0.1.0
-                problems = legacy_problems(result_dir, res, trials)
+                problems = legacy_problems(result_dir, res, trials, record)
             if not problems:
                 return ResultStatus(COMPLETE, sorted(covered))
     elif not result_dir.exists():
