@@ -15,7 +15,8 @@ from fewshot_eval.plan.planner import PlannedJob, Planner
 
 def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tuple[Planner, list[PlannedJob]]:
     """The planner and planned jobs for command-line ``overrides`` (sweep syntax allowed);
-    ``config_dirs`` as ``--config-dir``: searched before the packaged dir, the first one first."""
+    ``config_dirs`` as ``--config-dir``: searched before the packaged dir, the first one first.
+    Read-only, as a dry run: what the plan saw of SLURM is not written (``planner.commit()`` would)."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
@@ -23,7 +24,7 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
     from hydra.types import RunMode
 
     from fewshot_eval.launch.batch import launcher_class, runs_locally
-    from fewshot_eval.launch.slurm.job_states import pending_reason
+    from fewshot_eval.launch.slurm.pending_check import SchedulerView
     from fewshot_eval.plan.expand import expand
     from fewshot_eval.searchpath import checked_dirs, env_dirs, set_env_dirs
 
@@ -43,7 +44,7 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
         cfg = loader.load_configuration("config", overrides=hydra_ovr + task_ovr, run_mode=RunMode.MULTIRUN)
         HydraConfig.instance().set_config(cfg)
         combos = expand(cfg.hydra.sweeper.params, task_ovr, loader, cfg.hydra.runtime.choices)
-        planner = Planner(cfg, loader, pending_check=pending_reason, local_launcher=runs_locally(launcher_class(cfg.hydra.launcher)))
+        planner = Planner(cfg, loader, pending_check=SchedulerView(), local_launcher=runs_locally(launcher_class(cfg.hydra.launcher)))
         return planner, planner.plan(combos)
     finally:
         GlobalHydra.instance().clear()

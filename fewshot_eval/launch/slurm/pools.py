@@ -11,7 +11,6 @@ cluster's own limits (``scontrol show config``: MaxArraySize, ClusterName).
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -57,13 +56,15 @@ _config: dict[str, str] = {}
 
 
 def slurm_config() -> dict[str, str]:
-    """``scontrol show config`` as a dict, asked once per process ({} when it cannot be asked)."""
+    """``scontrol show config`` as a dict, asked once per process with the probe timeout
+    (:mod:`fewshot_eval.launch.slurm.probes`); raises SlurmUnreachable when the controller does not answer."""
+    from fewshot_eval.launch.slurm.probes import SlurmUnreachable, run
+
     if not _config:
-        try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=15).stdout
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        for line in out.splitlines():
+        ans = run(["scontrol", "show", "config"])
+        if not ans.ok:
+            raise SlurmUnreachable(ans.why)
+        for line in ans.out.splitlines():
             k, sep, v = line.partition("=")
             if sep:
                 _config[k.strip()] = v.strip()
@@ -86,6 +87,20 @@ def cluster_name() -> Optional[str]:
 
 def chunks(members: Sequence[int], size: int) -> list[list[int]]:
     return [list(members[i:i + size]) for i in range(0, len(members), size)] or [[]]
+
+
+def lanes(arrays: int, budget: int) -> list[tuple[int, list[int]]]:
+    """How a pool split into ``arrays`` job arrays keeps to its throttle ``budget`` (the model's
+    max_parallel) as a whole: ``min(arrays, budget)`` lanes, each a chain of arrays (an array starts once
+    the one before it in its lane has ended: ``sbatch --dependency=afterany``), the budget divided among
+    the lanes. [(lane throttle, array numbers)], the throttles summing to ``budget``::
+
+        3 arrays, max_parallel 1 -> [(1, [0, 1, 2])]                 one chain, one task at a time
+        3 arrays, max_parallel 2 -> [(1, [0, 2]), (1, [1])]
+        2 arrays, max_parallel 5 -> [(3, [0]), (2, [1])]             side by side, 3 + 2
+    """
+    n = max(1, min(arrays, budget))
+    return [(budget // n + (1 if k < budget % n else 0), list(range(k, arrays, n))) for k in range(n)]
 
 
 def pool_resources(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
