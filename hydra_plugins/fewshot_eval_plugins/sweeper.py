@@ -149,7 +149,7 @@ class FewshotSweeper(Sweeper):
         failed = [(j, r) for j, r, o in zip(to_run, returns, outcomes) if o == Outcome.FAILED]
         sub = f"submitted {n[Outcome.SUBMITTED]} (SLURM; re-run to collect), " if n[Outcome.SUBMITTED] else ""
         elsewhere = f"running elsewhere {n[Outcome.ELSEWHERE]}, " if n[Outcome.ELSEWHERE] else ""
-        elsewhere += f"not submitted {n[Outcome.NOT_SUBMITTED]} (SLURM cannot be reached), " if n[Outcome.NOT_SUBMITTED] else ""
+        elsewhere += f"not submitted {n[Outcome.NOT_SUBMITTED]} (SLURM down), " if n[Outcome.NOT_SUBMITTED] else ""
         print(f"fewshot-eval: ran {n[Outcome.RAN]}, {sub}{elsewhere}skipped {len(jobs) - len(to_run) + n[Outcome.SKIPPED]}, failed {len(failed)}.")
         for j, r in failed:
             print(f"  FAILED {j.unit.model_key} x {j.unit.task_key} nshot={j.unit.nshot}: {r._return_value} ({j.unit.result_dir})", file=sys.stderr)

@@ -61,7 +61,7 @@ def slurm_config() -> dict[str, str]:
     from fewshot_eval.launch.slurm.probes import SlurmUnreachable, run
 
     if not _config:
-        ans = run(["scontrol", "show", "config"])
+        ans = run(["scontrol", "show", "config"], warn=False)  # the launcher says it, in one line
         if not ans.ok:
             raise SlurmUnreachable(ans.why)
         for line in ans.out.splitlines():

@@ -119,9 +119,10 @@ def _limit(tool: str, answered_limit: float) -> float:
     return answered_limit if DAEMON.get(tool, tool) in _answered else probe_timeout()
 
 
-def run_many(commands: dict[str, list[str]], answered_limit: float = QUERY_S) -> dict[str, Answer]:
+def run_many(commands: dict[str, list[str]], answered_limit: float = QUERY_S, warn: bool = True) -> dict[str, Answer]:
     """Run the commands side by side (keys are labels); those of a daemon known down answer at once.
-    A daemon's first command is a probe: if it does not answer, the daemon is down for this sweep."""
+    A daemon's first command is a probe: if it does not answer, the daemon is down for this sweep (said
+    once, as a warning; ``warn=False``: the caller says it)."""
     out: dict[str, Answer] = {}
     started = {}
     for key, args in commands.items():
@@ -138,11 +139,12 @@ def run_many(commands: dict[str, list[str]], answered_limit: float = QUERY_S) ->
             _answered.add(daemon)
         elif daemon not in _down:  # a probe without an answer, or a daemon that stopped answering
             _down[daemon] = (time.monotonic(), ans.why)
-            log.warning("fewshot-eval: %s cannot be reached (%s); not asked again in this sweep", args[0], ans.why)
+            if warn:
+                log.warning("fewshot-eval: %s cannot be reached (%s); not asked again in this sweep", args[0], ans.why)
         out[key] = ans
     return out
 
 
-def run(args: list[str], answered_limit: float = QUERY_S) -> Answer:
+def run(args: list[str], answered_limit: float = QUERY_S, warn: bool = True) -> Answer:
     """One command (see :func:`run_many`)."""
-    return run_many({"cmd": args}, answered_limit)["cmd"]
+    return run_many({"cmd": args}, answered_limit, warn)["cmd"]

@@ -80,7 +80,7 @@ class StagedSlurmExecutor(SlurmExecutor):
         uid = uuid.uuid4().hex
         script = Path(self.folder) / f".submission_file_{uid}.sh"
         script.write_text(self._make_submission_file_text(command, uid))
-        ans = run(self._make_submission_command(script), answered_limit=SUBMIT_S)
+        ans = run(self._make_submission_command(script), answered_limit=SUBMIT_S, warn=False)
         if not ans.ok:
             script.unlink(missing_ok=True)
             raise (SlurmUnreachable if ans.unreachable else SbatchRefused)(ans.why)
