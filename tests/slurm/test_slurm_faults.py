@@ -74,7 +74,11 @@ def task_rows(arrays: set[str]) -> dict[str, tuple[str, str, str]]:
     rows = {}
     for line in out.splitlines():
         jid, state, start, end = line.split("|")
-        rows[jid] = (state.split()[0], start, end)
+        m = re.fullmatch(r"(\d+)_\[([\d,-]+)(%\d+)?\]", jid)  # the pending rest of an array: 12_[3-7%2]
+        for part in m.group(2).split(",") if m else [jid]:
+            lo, _, hi = part.partition("-")
+            for j in ([f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)] if m else [jid]):
+                rows[j] = (state.split()[0], start, end)
     return rows
 
 
@@ -165,13 +169,48 @@ def test_identical_sweeps_started_together_submit_each_job_once(slurm_cluster, w
         assert planned >= 380, outs[0]
         dirs = [r["result_dir"] for r in rows]
         assert len(dirs) == len(set(dirs)) == planned, f"{len(dirs) - len(set(dirs))} jobs submitted twice\n" + "\n".join(outs)
-        tasks = task_rows(our_arrays(workdir))
+        arrays = our_arrays(workdir)
+        def listed():
+            t = task_rows(arrays)
+            return t if len(t) >= planned else None
+        tasks = slurm_cluster.wait_until(listed, timeout=60, poll=2, what="accounting to list every task")  # SLURM's own count
         assert len(tasks) == planned, (len(tasks), planned)
         plan = run_cli(slurm_args(conf, *grid, "dry_run=true"), workdir).stdout
         assert not re.search(r"^run ", plan, re.M), plan[-3000:]  # every job is pending or complete
     finally:
         for p in procs:
             p.kill()
+        cancel(slurm_cluster, workdir)
+
+
+def test_a_sweep_waiting_for_the_lock_leaves_out_what_finished_meanwhile(slurm_cluster, workdir, tmp_path):
+    """Deterministic: a sweep has planned and waits for the submission lock (held here); meanwhile the same
+    results are computed (here by a local run: no SLURM markers left, as when another sweep's jobs finished
+    and removed theirs). Under the lock it re-plans completeness and submits nothing."""
+    from fewshot_eval.store.locks import locked
+
+    conf = tmp_path / "conf"
+    model(conf, "waiter")
+    grid = ["model=waiter", "task=copa_demo,nli_demo", "nshot=0,1,2", "n_eval_samples=2", "num_trials=1"]
+    root = workdir / "results"
+    root.mkdir()
+    with locked(root / ".slurm_submit.lock", wait=True):
+        proc = subprocess.Popen([sys.executable, "-m", "fewshot_eval", *slurm_args(conf, *grid)], cwd=workdir,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            first = proc.stdout.readline()
+            assert "6 jobs planned" in first and "6 run" in first, first
+            time.sleep(1)  # it is waiting for the lock now
+            run_cli(["-m", "--config-dir", str(conf), *grid], workdir)  # the results, complete on disk
+        except BaseException:
+            proc.kill()
+            raise
+    out = first + proc.communicate(timeout=120)[0]
+    try:
+        assert proc.returncode == 0, out
+        assert "nothing submitted to SLURM:\n  6 jobs left out: completed meanwhile" in out, out
+        assert not [r for r in launched(workdir) if r["launcher"] == "SlurmPoolLauncher"], out
+    finally:
         cancel(slurm_cluster, workdir)
 
 

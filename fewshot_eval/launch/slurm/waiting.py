@@ -74,7 +74,8 @@ def pool_line(params: dict[str, Any], pool: Pool, jobs: Sequence[Any], array_siz
 def summary(lines: list[str], owner: dict[int, Any], logs: Path, params: dict[str, Any], pools: int) -> str:
     arrays = sorted({str(j.job_id).split("_")[0] for j in owner.values()}, key=int)
     ids = ",".join(arrays)
-    out = [f"fewshot-eval: submitted {len(owner)} job{'s' if len(owner) != 1 else ''} to SLURM in {pools} pool{'s' if pools != 1 else ''}:"] + lines
+    head = f"fewshot-eval: submitted {len(owner)} job{'s' if len(owner) != 1 else ''} to SLURM in {pools} pool{'s' if pools != 1 else ''}:"
+    out = ([head] if owner else ["fewshot-eval: nothing submitted to SLURM:"]) + lines
     if owner:
         watch = (f"squeue -j {ids}    |    sacct -X -j {ids} -o JobID,State,Elapsed,ExitCode" if len(arrays) <= 20 else
                  f"squeue --me    |    sacct -X -S now-1days -o JobID,JobName%40,State,Elapsed,ExitCode   ({len(arrays)} arrays, {arrays[0]} .. {arrays[-1]})")
