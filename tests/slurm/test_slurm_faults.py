@@ -224,8 +224,6 @@ def test_max_parallel_holds_for_a_model_whose_pool_is_split_into_several_arrays(
     grid = ["model=par1,par3", "task=copa_demo", "nshot=1", "num_trials=17", "split_trials=true", "n_eval_samples=2"]
     out = run_cli(slurm_args(conf, *grid), workdir, timeout=240).stdout
     try:
-        assert "17 tasks in 3 arrays of at most 8 (MaxArraySize), at most 1 at once in all" in out, out
-        assert "17 tasks in 3 arrays of at most 8 (MaxArraySize), at most 3 at once in all" in out, out
         rows = wait_all_ended(slurm_cluster, workdir, 34, timeout=600)
         by_pool: dict[str, list[tuple[datetime, datetime]]] = {"par1": [], "par3": []}
         names = {r["job_id"]: r["pool"] for r in launched(workdir)}
@@ -238,6 +236,8 @@ def test_max_parallel_holds_for_a_model_whose_pool_is_split_into_several_arrays(
             peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
             assert peak <= limit, (pool, peak, sorted(spans))
         assert len(results(workdir)) == 2
+        assert "17 tasks in 3 arrays of at most 8 (MaxArraySize), at most 1 at once in all" in out, out
+        assert "17 tasks in 3 arrays of at most 8 (MaxArraySize), at most 3 at once in all" in out, out
     finally:
         cancel(slurm_cluster, workdir)
 
@@ -323,14 +323,20 @@ def test_dry_runs_status_and_report_write_nothing(slurm_cluster, workdir, tmp_pa
         grid = ["model=ro_ok,ro_broken", "task=copa_demo,nli_demo", "nshot=0"]
         time.sleep(1.1)  # mtimes have a coarse grain on some filesystems
         before = snapshot(workdir / "results")
+        changed = lambda: {k: (before.get(k), now.get(k)) for k in set(before) | set(now) if before.get(k) != now.get(k)}  # noqa: E731
         dry = run_cli(slurm_args(conf, *grid, "dry_run=true"), workdir).stdout
-        assert "resubmit: SLURM job" in dry and "was FAILED" in dry and dry.count("\nskip: pending") == 2 and "retry: failed 1×" in dry, dry
+        now = snapshot(workdir / "results")
+        assert now == before, ("dry run", changed())
         status = run_cli(["status", "--config-dir", str(conf), *grid, "hydra/launcher=submitit_slurm"], workdir, check=False)
-        assert "jobs planned" in status.stdout, status.stdout + status.stderr
+        now = snapshot(workdir / "results")
+        assert now == before, ("status", changed())
         report = run_cli(["report", "--sweep", f"--config-dir {conf} {' '.join(grid)} hydra/launcher=submitit_slurm"], workdir, check=False)
+        now = snapshot(workdir / "results")
+        assert now == before, ("report --sweep", changed())
+        # what they showed: the interrupted submission pending, the failure counted (not written)
+        assert "resubmit: SLURM job" in dry and "was FAILED" in dry and dry.count("\nskip: pending") == 2 and "retry: failed 1×" in dry, dry
+        assert "jobs planned" in status.stdout, status.stdout + status.stderr
         assert report.returncode == 0, report.stdout + report.stderr
-        after = snapshot(workdir / "results")
-        assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
         # a sweep that is not a dry run writes what it saw: the adopted jobs' markers, the failure
         run_cli(slurm_args(conf, *grid, "max_failures=1"), workdir, check=False)
         assert len(list((workdir / "results").rglob("submitted.json"))) >= 2
