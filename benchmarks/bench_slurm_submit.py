@@ -51,6 +51,8 @@ def init(self, args, *a, **k):
     return _init(self, args, *a, **k)
 subprocess.Popen.__init__ = init
 atexit.register(lambda: open(os.environ["BENCH_COUNTS"], "w").write(json.dumps(counts)))
+if os.environ.get("BENCH_TIMING"):
+    exec(open(os.environ["BENCH_TIMING"]).read())
 sys.argv = ["fewshot-eval", *sys.argv[1:]]
 runpy.run_module("fewshot_eval", run_name="__main__")
 """
@@ -127,6 +129,8 @@ def one(n: int, pools: int, tasks: int, nshots: list[int], fsync_s: float, keep:
         if proc.returncode or not planned:
             print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
             return [f"{n}: the sweep failed (exit {proc.returncode})"]
+        if os.environ.get("BENCH_TIMING"):
+            print(proc.stderr[-3000:])
         jobs = int(planned.group(1))
         dirs = len({r.get("result_dir") for r in rows})
         print(f"\n== {jobs} jobs ({pools} pools x {tasks} task settings x nshot={','.join(map(str, nshots))} x {seeds} seeds; {dirs} result dirs), "

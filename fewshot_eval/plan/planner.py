@@ -76,6 +76,7 @@ class Planner:
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
         self._time_limits: dict[Any, Optional[str]] = {}
+        self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
         # what the plan saw and a sweep that launches records (commit): SLURM failures; never a dry run's
         self.writes: list[Callable[[], None]] = []
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -327,8 +328,10 @@ class Planner:
 
         tasks = unit.task["tasks"]
         setting = json.dumps([tasks, unit.params], sort_keys=True, default=str)  # one serialisation per job
-        model = json.dumps([unit.model_key, unit.model, unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]],
-                           sort_keys=True, default=str)
+        hit = self._model_json.get(id(unit.model))
+        if hit is None or hit[0] is not unit.model:  # the setting's dict is shared by its jobs: serialised once
+            hit = self._model_json[id(unit.model)] = (unit.model, json.dumps([unit.model_key, unit.model], sort_keys=True, default=str))
+        model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]], default=str)
         return (
             once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
             or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params))

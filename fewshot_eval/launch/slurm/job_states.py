@@ -48,6 +48,8 @@ NAME_WINDOW = "now-30days"  # sacct looks this far back for jobs by name
 
 def _expand(job_id: str) -> list[str]:
     """``12_[1-3,5%2]`` -> 12_1 12_2 12_3 12_5 (squeue/sacct rows of array remainders); other ids as they are."""
+    if "[" not in job_id:
+        return [job_id]
     m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
     if not m:
         return [job_id]

@@ -178,7 +178,10 @@ def _jobs_of(c: Candidate, array: str) -> list[dict[str, Any]]:
     jobs = []
     for t in c.tasks:
         job_id = array if c.single else f"{array}_{t['index']}"
-        out, err = log_paths(c.folder, job_id)
+        if c.folder and "%" not in c.folder:  # an array's own folder (submitit's names, without building its JobPaths)
+            out, err = f"{c.folder}/{job_id}_0_log.out", f"{c.folder}/{job_id}_0_log.err"
+        else:
+            out, err = log_paths(c.folder, job_id)
         jobs.append({"job_id": job_id, "trials": t.get("trials"), "stdout": out, "stderr": err, "job_name": c.name})
     return jobs
 
@@ -314,7 +317,12 @@ class SchedulerView:
         SLURM about all of it at once."""
         self.root = Path(root)
         records = read_records(self.root)
+        written: dict[Path, int] = {}  # record -> when it was last written (ns)
         for path, rec in records:
+            try:
+                written[path] = path.stat().st_mtime_ns
+            except OSError:
+                written[path] = 0
             for n, arr in enumerate(rec["arrays"]):
                 for t in arr.get("tasks") or []:
                     d = task_dir(self.root, t)
@@ -328,7 +336,7 @@ class SchedulerView:
                 names = os.listdir(d)  # one call per dir (most are new: it does not exist)
             except OSError:
                 continue
-            if layout.SUBMITTED in names and (m := read_marker(d)) is not None:
+            if layout.SUBMITTED in names and not self._record_is_newer(d, written) and (m := read_marker(d)) is not None:
                 self._markers[d] = m
             if INTENT in names and (i := read_intent(d)) is not None:
                 self._intents[d] = i
@@ -343,6 +351,17 @@ class SchedulerView:
         if ids or names:
             self.states.prefetch(ids, names)
         self._plan_cleanup(records)
+
+    def _record_is_newer(self, d: Path, written: dict[Path, int]) -> bool:
+        """Is the dir's submitted.json no newer than a record with job ids for it? Then it holds nothing the
+        record does not (a pool's record is rewritten with the job ids after its markers): not read."""
+        recs = [r.path for r in self._recorded.get(d, ()) if r.array.get("job_id")]
+        if not recs:
+            return False
+        try:
+            return os.stat(d / layout.SUBMITTED).st_mtime_ns <= max(written.get(p, 0) for p in recs)
+        except OSError:
+            return False
 
     def _plan_cleanup(self, records: list[tuple[Path, dict[str, Any]]]) -> None:
         """Records all of whose jobs have ended are removed; arrays SLURM never saw are dropped (at commit)."""
