@@ -33,7 +33,7 @@ CHEAP_KEYS = ("nshot", "trial")
 # (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.slurm.pending_check.Pending
 # (.pending, .note, .failure) for a result dir with a recorded SLURM submission. The sweeps pass a
 # SchedulerView, which also has prepare(root, result_dirs) (read the records, ask SLURM once for the
-# whole plan), has_submission(result_dir) and commit() (write what the plan saw: a sweep that launches).
+# whole plan), has_submission(result_dir) and commit() (write what the plan saw: a sweep that is not a dry run).
 PendingCheck = Callable[..., Any]
 
 
@@ -77,7 +77,7 @@ class Planner:
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
         self._time_limits: dict[Any, Optional[str]] = {}
         self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
-        # what the plan saw and a sweep that launches records (commit): SLURM failures; never a dry run's
+        # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures; never a dry run's
         self.writes: list[Callable[[], None]] = []
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -352,7 +352,7 @@ class Planner:
             if state.pending:
                 return SKIP_PENDING, state.note
             note = state.note
-            if state.failure:  # counted now, written by a sweep that launches (commit)
+            if state.failure:  # counted now, written by a sweep that is not a dry run (commit)
                 failure = dict(state.failure)
                 f, rdir, digest = failure, unit.result_dir, unit.config_digest
                 self.writes.append(lambda: record_failure(rdir, f["error"], digest, job_id=f["job_id"], log=f["log"]))
@@ -386,7 +386,7 @@ class Planner:
 
     def commit(self) -> None:
         """Write what this plan saw (SLURM failures into failure.json, adopted submissions, records of
-        ended ones removed): called by a sweep that launches, never by a dry run, ``status`` or ``report``."""
+        ended ones removed): called by a sweep that is not a dry run, never by a dry run, ``status`` or ``report``."""
         for w in self.writes:
             try:
                 w()

@@ -13,7 +13,7 @@ The per-result ``submitted.json`` markers are derived from it and written withou
 submission costs a few fsyncs per pool whatever its size. After a crash at any instant the record
 says what may have reached SLURM: an array without a job id is looked up by its job name (which
 carries the submission token) and adopted, or dropped when SLURM never saw it. The planner reads
-these records (:func:`read_records`); a sweep that launches removes a record once none of its jobs
+these records (:func:`read_records`); a sweep that is not a dry run removes a record once none of its jobs
 is queued or running any more.
 """
 

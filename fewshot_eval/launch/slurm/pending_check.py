@@ -21,7 +21,7 @@ What SLURM says decides::
                                                 (local launcher: not pending, the note says the marker is ignored)
 
 FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL ... also return a failed attempt, which the planner counts
-against ``max_failures`` (and a sweep that launches records in the result's ``failure.json``, once per
+against ``max_failures`` (and a sweep that is not a dry run records in the result's ``failure.json``, once per
 job id). The planner shows the note only when the job runs (a complete result is ``skip: complete``
 whatever its marker says).
 
@@ -30,7 +30,7 @@ records and the planned result dirs' markers and asks SLURM about all of them at
 and one ``sacct``: :meth:`SlurmStates.prefetch`). It is read-only: what it would write (adopted jobs
 into ``submitted.json``, job ids into records, intents SLURM never saw dropped, records of ended
 submissions removed, timeouts retitled) waits until :meth:`~SchedulerView.commit`, which only a sweep
-that launches calls. Dry runs, ``status`` and ``report`` write nothing.
+that is not a dry run calls. Dry runs, ``status`` and ``report`` write nothing.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Pending:
     note: str = ""  # why it is pending, or why it is submitted again ("resubmit: ...")
     failure: Optional[dict[str, Any]] = None  # a failed attempt to count: {job_id, error, log, retitle}
     unreachable: bool = False  # SLURM could not be asked
-    writes: list[Callable[[], None]] = field(default_factory=list)  # what a sweep that launches records
+    writes: list[Callable[[], None]] = field(default_factory=list)  # what a sweep that is not a dry run records
 
 
 @dataclass
@@ -405,7 +405,7 @@ class SchedulerView:
         return p
 
     def commit(self) -> None:
-        """Write what the plan saw (a sweep that launches: never a dry run, ``status`` or ``report``)."""
+        """Write what the plan saw (a sweep that is not a dry run: never a dry run, ``status`` or ``report``)."""
         for w in self.writes:
             try:
                 w()
