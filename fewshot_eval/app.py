@@ -35,6 +35,7 @@ def run_hydra() -> int:
     outcome.set_sweep_status(None)
     try:
         argv, dirs = take_config_dir_args(sys.argv[1:])
+        argv, dirs = with_job_list(argv, dirs)
         dirs = checked_dirs(dirs, packaged=conf_dir())
         set_env_dirs(dirs)  # read by the SearchPathPlugin
         message = group_list_error(argv, lambda group: _options(group, dirs))
@@ -59,6 +60,22 @@ def run_hydra() -> int:
         print(stop.message(), file=sys.stderr)
         return stop.exit_status
     return outcome.sweep_status() or 0
+
+
+def with_job_list(argv: list[str], dirs: list[str]) -> tuple[list[str], list[str]]:
+    """``job_list=<file>`` (``fewshot_eval.plan.job_list``): the overrides all its jobs share go in just
+    before it, its config dirs after the command line's, so that Hydra composes the original sweep's base
+    config; the sweeper then plans the list's rows. Needs -m."""
+    from fewshot_eval.plan.job_list import KEY, given, job_list_arguments
+
+    path = given(argv)
+    if path is None:
+        return argv, dirs
+    if not any(a in ("-m", "--multirun") for a in argv):
+        raise ConfigError(f"{KEY}={path} runs the jobs of a list: add -m (fewshot-eval -m {KEY}={path} ...).")
+    common, dirs = job_list_arguments(argv, dirs)
+    at = max(i for i, a in enumerate(argv) if a.split("=", 1)[0].lstrip("+~") == KEY)
+    return argv[:at] + common + argv[at:], dirs
 
 
 def _options(group: str, dirs: list[str]) -> list[str]:

@@ -2,9 +2,10 @@
 
     fewshot-eval [-m] key=value ...          the Hydra app (see --help)
     fewshot-eval report OUTPUT_DIR ...       collect results into tables
-    fewshot-eval status [-m] key=value ...   where a sweep stands (counts per model and task setting)
+    fewshot-eval status [-m] key=value ...   where a sweep stands (counts per model and task setting);
+                                             --missing FILE.csv: the jobs to run again (fewshot-eval -m job_list=FILE.csv)
     fewshot-eval prefetch [-m] key=value ... fetch what the sweep's jobs read from the HuggingFace hub
-    fewshot-eval list [experiments|models|tasks|groups]
+    fewshot-eval list [experiments|models|tasks|model-groups|task-groups|task-defs|sites]
     fewshot-eval recalc RESULT_DIR ...       recompute metrics from stored predictions
 """
 

@@ -10,7 +10,8 @@ import yaml
 
 from fewshot_eval.config import conf_dir
 
-GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def"}
+GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def",
+          "sites": "site"}
 
 
 def _selection(sweep: str | None, experiment: str | None, overrides: list[str], config_dirs: list[str]) -> tuple[list[str], list[str]]:
@@ -132,13 +133,22 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from fewshot_eval.report.sweep_status import status_text
+    """``fewshot-eval status``: counts per model x task setting; exit 1 when a job failed, 2 when one is an error row."""
+    from fewshot_eval.report.sweep_status import exit_status, status_text
 
     overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
     planner, jobs, elapsed = _plan(overrides, dirs)
+    if planner.site is not None:
+        print(f"fewshot-eval: {planner.site.describe()}")
     root = planner.run.get("output_dir")
     sys.stdout.write(status_text(jobs, elapsed, (planner.cwd / str(root)) if root else None))
-    return 0
+    if args.missing:
+        from fewshot_eval.report.sweep_status import write_missing
+        from fewshot_eval.searchpath import checked_dirs
+
+        hydra_ovr = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        print(write_missing(Path(args.missing), jobs, checked_dirs(dirs, packaged=conf_dir()), hydra_ovr))
+    return exit_status(jobs)
 
 
 def _prefetch(args: argparse.Namespace) -> int:
@@ -152,7 +162,10 @@ def _prefetch(args: argparse.Namespace) -> int:
     if dry and dry[-1] not in ("true", "false"):
         raise ConfigError(f"dry_run must be true or false, got '{dry[-1]}'. dry_run=true lists what prefetch would fetch.")
     planner, jobs, _ = _plan(overrides, dirs)
-    return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
+    from fewshot_eval.launch.slurm.site_profiles import site_env
+
+    with site_env(planner.site):  # into the cache the site's jobs read (its env: HF_HOME ...)
+        return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
 
 
 def _first_comment(path: Path) -> str:
@@ -189,10 +202,11 @@ def _load_yaml(f: Path) -> dict:
         return {"_error": user_error_message(e) or str(e)}
 
 
-LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments")
+LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments", "sites")
 TITLES = {"models": "Model settings (model=<name>)", "model-groups": "Model groups (models=<name>, with -m)",
           "tasks": "Task settings (task=<name>)", "task-groups": "Task groups (tasks=<name>, with -m)",
-          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)"}
+          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)",
+          "sites": "Site profiles (site=<name>; detected by SLURM ClusterName with the SLURM launcher)"}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -258,6 +272,10 @@ def _list_group(args: argparse.Namespace, what: str) -> int:
         elif group == "model":
             data = _load_yaml(f)
             print(f"{name:28s} {source[name]:{width}s}  {_model_summary(data)}{data.get('_error') or _first_comment(f)}".rstrip())
+        elif group == "site":
+            data = _load_yaml(f)
+            clusters = f"[clusters: {', '.join(map(str, data['clusters']))}] " if data.get("clusters") else ""
+            print(f"{name:28s} {source[name]:{width}s}  {clusters}{data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
         elif group == "task_def":
             data = _load_yaml(f)
             print(f"{name:28s} {source[name]:{width}s}  {data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
@@ -310,11 +328,13 @@ def run(argv: list[str]) -> int:
     r.add_argument("--spread", choices=["std", "ci"], default="std", help="plots shade mean ± std (default) or the 95%% CI")
     r.add_argument("--mlflow", metavar="URI", help="also log every result to MLflow at URI (e.g. file:///abs/mlruns); needs mlflow")
     r.set_defaults(func=_report)
-    st = sub.add_parser("status", help="where a sweep stands: counts per model and task setting")
+    st = sub.add_parser("status", help="where a sweep stands: counts per model and task setting; exit 1 if a job failed, 2 if one is an error row")
     st.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...)")
     st.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
     st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
     st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
+    st.add_argument("--missing", metavar="FILE.csv", help="also write the jobs without a complete result to FILE.csv; "
+                    "fewshot-eval -m job_list=FILE.csv runs exactly those")
     st.set_defaults(func=_status)
     pf = sub.add_parser("prefetch", help="fetch what a sweep's jobs read from the HuggingFace hub (models, dataset splits) into the cache; dry_run=true lists it")
     pf.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...), dry_run=true to only list")

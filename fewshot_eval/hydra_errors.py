@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, NoReturn, Optional
 from fewshot_eval.config import ConfigError
 
 EXIT_USER_ERROR = 2
-PRESET_AND_SETTING_GROUPS = ("model", "task", "models", "tasks", "experiment", "task_def")
+PRESET_AND_SETTING_GROUPS = ("model", "task", "models", "tasks", "experiment", "task_def", "site")
 
 
 def fail(message: str) -> NoReturn:

@@ -169,11 +169,11 @@ def test_no_module_name_used_twice() -> None:
 
 
 # The layers inside the evaluate stage, lowest first: a module may import its own layer and the ones
-# before it, never a later one. The registry and the trial result are the base; metrics, scoring and
+# before it, never a later one. The registry, the trial result and the hub cache are the base; metrics, scoring and
 # calibration are pure functions of rows; backends score requests; the lm-eval bridge builds requests
 # from lm-eval's tasks; tasks build our own; the evaluator (and what wraps it) runs a trial.
 EVALUATE_LAYERS: list[set[str]] = [
-    {"registry", "trial_result"},
+    {"registry", "trial_result", "hub_cache"},
     {"metrics", "scoring", "calibration"},
     {"backends"},
     {"lm_eval_bridge"},

@@ -26,6 +26,7 @@ class LaunchBatch:
     output_root: Path  # <output_dir>, absolute
     planner: Any  # fewshot_eval.plan.planner.Planner: composes job configs cheaply (job_config)
     max_parallel: Optional[int] = None  # the run param max_parallel (overrides every model's), or None
+    site: Optional[dict[str, Any]] = None  # the options of the sweep's site profile (launch/slurm/site_profiles.py), or None
 
     def pool_limit(self, i: int) -> int:
         """How many jobs of job ``i``'s model pool may run at once."""

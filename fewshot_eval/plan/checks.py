@@ -170,6 +170,9 @@ def check_run_values(run: Mapping[str, Any], params: Mapping[str, Any]) -> None:
         value = run.get(key)
         if value is not None and not isinstance(value, bool):  # "yes" would be truthy
             raise ConfigError(f"{key} must be true or false, got {value!r} ({key}=true {what}). Pass {key}=true or {key}=false.")
+    jl = run.get("job_list")
+    if jl is not None and not isinstance(jl, str):
+        raise ConfigError(f"job_list must be the path of a job list (a CSV written by fewshot-eval status ... --missing FILE), got {jl!r}.")
     keep = params.get("keep_score_cache")
     if keep is not None and not isinstance(keep, bool):  # "no" would be truthy in the job
         raise ConfigError(f"keep_score_cache must be true or false, got {keep!r}; {WHERE_SET}.")

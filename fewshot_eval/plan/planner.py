@@ -17,8 +17,9 @@ from typing import Any, Callable, Optional, Sequence
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fewshot_eval.config import ConfigError, conf_dir, override_keys, run_values
+from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
+from fewshot_eval.plan.estimates import AUTO, Estimate, History
 from fewshot_eval.plan.unit import JobUnit, output_root, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
@@ -43,10 +44,16 @@ class PlannedJob:
     unit: JobUnit
     status: str
     detail: str = ""
+    estimate: Optional[Estimate] = None  # how long it will run (Planner.estimate); None: not asked
+    time_limit_min: Optional[int] = None  # timeout_min=auto: its SLURM time limit, set from the estimates
 
     @property
     def runs(self) -> bool:
         return self.status == RUN
+
+    @property
+    def estimate_s(self) -> Optional[float]:
+        return self.estimate.seconds if self.estimate is not None else None
 
 
 class Planner:
@@ -57,6 +64,7 @@ class Planner:
         self.loader = config_loader
         self.pending_check = pending_check
         self.local_launcher = local_launcher  # SLURM markers it cannot resolve are ignored, not pending
+        self.site: Any = None  # the sweep's site profile, set by whoever plans (fewshot_eval.launch.slurm.site_profiles.Site)
         hc = base.hydra
         self.cwd = Path(hc.runtime.cwd or os.getcwd())
         self.search = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
@@ -75,10 +83,12 @@ class Planner:
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
-        self._time_limits: dict[Any, Optional[str]] = {}
+        self._time_checks: dict[Any, Any] = {}  # the launcher options; time limit problems per value
         self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
         # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures; never a dry run's
         self.writes: list[Callable[[], None]] = []
+        self._history: Optional[History] = None
+        self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self._parser = OverridesParser.create(config_loader=config_loader)
@@ -178,7 +188,7 @@ class Planner:
             cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
             parsed = OverridesParser.create().parse_overrides(list(overrides))
-            exclude = list(dict.fromkeys([*jc.exclude_keys, "planned_id"]))  # the sweep's internal override
+            exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
             cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg
 
@@ -236,7 +246,72 @@ class Planner:
             self._notes.clear()
             self._offline.clear()
             jobs = self._plan(combos)
+        if not self.local_launcher and any(j.status == RUN and self._timeout(j.unit) == AUTO for j in jobs):
+            self._auto_time_limits(jobs)
         return jobs
+
+    # ---- run times and time limits from earlier results (plan/estimates.py) ------------------
+    def estimate(self, jobs: Sequence[PlannedJob]) -> None:
+        """Set ``estimate`` of every job that runs, from the wall times of earlier results of its model."""
+        from fewshot_eval.plan.unit import output_root
+
+        if self._history is None:
+            self._history = History(output_root(self.run, self.cwd), self.search)
+        wanted: dict[str, dict[tuple[str, int], None]] = {}
+        for j in jobs:
+            if j.status == RUN:
+                wanted.setdefault(j.unit.model_key, {})[(j.unit.task_key, j.unit.nshot)] = None
+        for j in jobs:
+            if j.status == RUN and j.estimate is None:
+                j.estimate = self._history.estimate(j.unit, wanted[j.unit.model_key])
+
+    def _launcher(self) -> Any:
+        if "launcher" not in self._time_checks:  # asked per job: read once
+            self._time_checks["launcher"] = self.base.hydra.get("launcher") or {}
+        return self._time_checks["launcher"]
+
+    def _timeout(self, unit: JobUnit) -> Any:
+        """The job's timeout_min: the SLURM launcher's value, else its model setting's (a number or 'auto')."""
+        value = self._launcher().get("timeout_min")
+        return value if value is not None else unit.model.get("resources", {}).get("timeout_min")
+
+    def _auto_time_limits(self, jobs: Sequence[PlannedJob]) -> None:
+        """``timeout_min=auto``: one time limit per model pool, from the estimate of its longest job (all of
+        them together for combine_tasks); the model setting's own timeout_min where a job has none."""
+        from fewshot_eval.plan.estimates import FACTOR, FALLBACK_MIN, FLOOR_MIN, auto_limit, fmt_duration
+        from fewshot_eval.settings import time_limit_problem
+
+        launcher = self._launcher()
+        factor = float(launcher.get("auto_timeout_factor") or FACTOR)
+        floor = int(launcher.get("auto_timeout_floor_min") or FLOOR_MIN)
+        delay = launcher.get("signal_delay_s", 120)
+        auto = [j for j in jobs if j.status == RUN and self._timeout(j.unit) == AUTO]
+        self.estimate(auto)
+        by_model: dict[str, list[PlannedJob]] = {}
+        for j in auto:
+            by_model.setdefault(j.unit.model_key, []).append(j)
+        for model, js in by_model.items():
+            own = js[0].unit.model.get("resources", {}).get("timeout_min")
+            fallback = own if isinstance(own, (int, float)) and not isinstance(own, bool) else FALLBACK_MIN
+            known = [j.estimate_s for j in js if j.estimate_s is not None]
+            combine = bool(js[0].unit.model.get("job", {}).get("combine_tasks"))
+            longest = sum(known) if combine else max(known, default=0.0)
+            if not known:
+                limit, why = int(fallback), f"no earlier results of {model}: its timeout_min {fallback}"
+            else:
+                limit = auto_limit(longest, factor, floor, delay)
+                basis = max((j.estimate for j in js if j.estimate_s is not None), key=lambda e: e.samples)
+                why = (f"{'all its jobs' if combine else 'its longest job'} ~{fmt_duration(longest)} x {factor:g} + signal_delay_s, "
+                       f"at least {floor} min; from {basis.basis}")
+                if len(known) < len(js):
+                    limit = max(limit, int(fallback))
+                    why += f"; {len(js) - len(known)} job{'s' if len(js) - len(known) != 1 else ''} without earlier results: at least its timeout_min {fallback}"
+            self.time_limits[model] = (limit, why)
+            problem = time_limit_problem(limit, delay)
+            for j in js:
+                j.time_limit_min = limit
+                if problem:
+                    j.status, j.detail = ERROR, f"timeout_min=auto gave {limit} min: {problem}"
 
     def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         check_plan(self, combos)
@@ -332,10 +407,14 @@ class Planner:
         if hit is None or hit[0] is not unit.model:  # the setting's dict is shared by its jobs: serialised once
             hit = self._model_json[id(unit.model)] = (unit.model, json.dumps([unit.model_key, unit.model], sort_keys=True, default=str))
         model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]], default=str)
+        # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
+        # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
+        n = unit.nshot
+        nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
         return (
             once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
             or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params))
-            or once(f"nshot{unit.nshot}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
+            or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
         )
 
     def _has_submission(self, result_dir: Path) -> bool:
@@ -372,17 +451,27 @@ class Planner:
         return status, detail
 
     def _time_limit(self, unit: JobUnit) -> Optional[str]:
-        """A SLURM time limit that leaves the job no work time before its USR2 (see settings.time_limit_problem)."""
+        """A SLURM time limit that is not a number of minutes or 'auto', or that leaves the job no work time
+        before its USR2 (see settings.time_limit_problem). 'auto' is checked once it is set (_auto_time_limits)."""
+        timeout = self._timeout(unit)
+        if timeout == AUTO:
+            return None
+        key = (repr(timeout), unit.model_key)
+        if key not in self._time_checks:  # one check per value (and model, named in the message), not per job
+            self._time_checks[key] = self._time_problem(timeout, unit.model_key)
+        return self._time_checks[key]
+
+    def _time_problem(self, timeout: Any, model_key: str) -> Optional[str]:
         from fewshot_eval.settings import time_limit_problem
 
-        if "launcher" not in self._time_limits:
-            launcher = self.base.hydra.get("launcher") or {}
-            self._time_limits["launcher"] = (launcher.get("timeout_min"), launcher.get("signal_delay_s", 120))
-        timeout, delay = self._time_limits["launcher"]
-        timeout = timeout or unit.model.get("resources", {}).get("timeout_min")
-        if (timeout, delay) not in self._time_limits:
-            self._time_limits[(timeout, delay)] = time_limit_problem(timeout, delay)
-        return self._time_limits[(timeout, delay)]
+        try:
+            ok = not isinstance(timeout, bool) and float(timeout) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            where = "hydra.launcher.timeout_min" if self._launcher().get("timeout_min") is not None else f"model/{model_key}.yaml: resources.timeout_min"
+            return f"{where} must be a number of minutes or 'auto' (from the wall times of earlier results), got {timeout!r}"
+        return time_limit_problem(timeout, self._launcher().get("signal_delay_s", 120))
 
     def commit(self) -> None:
         """Write what this plan saw (SLURM failures into failure.json, adopted submissions, records of

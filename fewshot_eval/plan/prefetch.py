@@ -65,19 +65,15 @@ def _label(item: Input) -> str:
 def hub_model(model: dict[str, Any], params: dict[str, Any], search: Sequence[Path] = ()) -> Optional[HubModel]:
     """The hub model a job loads, or None (a baseline, a served model, local or built-in weights).
 
-    Whether the predictor loads HuggingFace weights is its class attribute ``loads_hf_weights``; a
-    predictor that does not declare it counts as loading them when it is ``clm`` or ``vllm``."""
+    Whether the predictor loads HuggingFace weights is its class attribute ``loads_hf_weights``."""
     from fewshot_eval.config import config_dirs
-    from fewshot_eval.evaluate.registry import predictor_class
+    from fewshot_eval.evaluate.registry import predictor_capability
     from fewshot_eval.settings import is_local_weights
 
-    predictor = str(params.get("predictor") or model.get("predictor"))
     weights = model.get("weights")
     if not weights or weights == "tiny-gpt2" or is_local_weights(str(weights)):
         return None
-    loads = getattr(predictor_class(predictor, list(search) or config_dirs()), "loads_hf_weights", None)
-    if loads is None:
-        loads = predictor in ("clm", "vllm")
+    loads = predictor_capability(params.get("predictor") or model.get("predictor"), "loads_hf_weights", list(search) or config_dirs())
     return HubModel(str(weights), model.get("revision")) if loads else None
 
 

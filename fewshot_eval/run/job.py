@@ -84,7 +84,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     start = time.time()
     started_at = datetime.now().astimezone().isoformat(timespec="milliseconds")
     repro = repro_info(cwd, overrides)  # slow parts (git) before the trials, not between the last trial and results.json
-    prepare_aggregation()
+    prepare_aggregation(len(unit.all_trials))
     with writing(unit.result_dir), claim_trials(unit.result_dir, unit.trials) as held:
         clean_temp_files(unit.result_dir)  # temp files of killed writes (only old ones: never a live writer's)
         done = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights).done_trials  # finished meanwhile?
@@ -122,6 +122,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     **_header(unit),
                     "wall_time_s": round(wall, 3),
                     "eval_time_s": round(eval_s, 4),
+                    "timed_trials": todo,  # the trials these times cover (a resumed or split job ran only some)
                     "started_at": started_at,
                     "finished_at": datetime.now().astimezone().isoformat(timespec="milliseconds"),
                     "repro": repro,

@@ -39,7 +39,11 @@ class SlurmPoolLauncherConf(SlurmQueueConf):
     tasks_per_node: Optional[int] = None
     cpus_per_task: Optional[int] = None
     mem_gb: Optional[int] = None
-    timeout_min: Optional[int] = None
+    # minutes, or "auto": each job's time limit from the wall times of earlier results of its model
+    timeout_min: Any = None
+    # timeout_min=auto: limit = max(floor, estimate x factor + signal_delay_s + 60 s)
+    auto_timeout_factor: float = 2.0
+    auto_timeout_floor_min: int = 15
     # SLURM job name of a pool: <name>-<model setting>
     name: str = "fewshot"
     # One folder per pool below it: <submitit_folder with %j replaced by <pool>/%j>

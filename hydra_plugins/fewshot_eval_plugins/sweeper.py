@@ -75,17 +75,11 @@ class FewshotSweeper(Sweeper):
         return returns
 
     def _sweep(self, arguments: List[str]) -> Tuple[int, List[List[JobReturn]]]:
-        from fewshot_eval.config import ConfigError
-        from fewshot_eval.launch.batch import BatchLauncher, runs_locally
-        from fewshot_eval.launch.dispatch import all_returns, launch_plain, prepare_batch
+        from fewshot_eval.launch.batch import runs_locally
         from fewshot_eval.launch.slurm.pending_check import SchedulerView
-        from fewshot_eval.outcome import EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Outcome, job_outcome
-        from fewshot_eval.plan.checks import print_plan_warnings
+        from fewshot_eval.launch.slurm.site_profiles import resolve_site, site_env
         from fewshot_eval.plan.expand import expand
-        from fewshot_eval.plan.planner import ERROR, FAILED, RUN, Planner
-        from fewshot_eval.plan.table import counts, format_plan
-        from fewshot_eval.plan.unit import output_root
-        from fewshot_eval.store.writable import check_writable
+        from fewshot_eval.plan.planner import Planner
 
         assert self.config is not None and self.hydra_context is not None
         tic = time.perf_counter()
@@ -93,8 +87,31 @@ class FewshotSweeper(Sweeper):
         combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
         local = runs_locally(self.launcher)
         planner = Planner(self.config, loader, pending_check=SchedulerView(), local_launcher=local)
+        site = planner.site = resolve_site(self.config, planner.search)
+        if site is not None:
+            print(f"fewshot-eval: {site.describe()}", flush=True)
+        with site_env(site):  # planning, prefetch and local jobs see the caches the site's jobs use
+            return self._plan_and_launch(planner, arguments, combos, local, site, tic)
+
+    def _plan_and_launch(self, planner: Any, arguments: List[str], combos: List[List[str]], local: bool, site: Any,
+                         tic: float) -> Tuple[int, List[List[JobReturn]]]:
+        from fewshot_eval.config import ConfigError
+        from fewshot_eval.launch.batch import BatchLauncher
+        from fewshot_eval.launch.dispatch import all_returns, launch_plain, prepare_batch
+        from fewshot_eval.outcome import EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Outcome, job_outcome
+        from fewshot_eval.plan.checks import print_plan_warnings, warn
+        from fewshot_eval.plan.job_list import moved_results
+        from fewshot_eval.plan.planner import ERROR, FAILED, RUN
+        from fewshot_eval.plan.table import counts, format_plan
+        from fewshot_eval.plan.unit import output_root
+        from fewshot_eval.store.writable import check_writable
+
+        assert self.config is not None
         jobs = planner.plan(combos)
         print_plan_warnings(jobs)
+        moved = moved_results(arguments, jobs)  # job_list=<file>: its jobs planned elsewhere?
+        if moved:
+            warn(moved)
         root = output_root(planner.run, planner.cwd)
         unwritable = ""
         try:
@@ -122,8 +139,13 @@ class FewshotSweeper(Sweeper):
                 return EXIT_CONFIG, []
             writable = "is not writable by you (nothing would run)" if unwritable else "is writable"
             print(f"\nDry run: {planned} ({counts(jobs)}); output dir {root} {writable}. Nothing launched.")
+            for line in _run_time_lines(planner, to_run, local, self.launcher):
+                print(line)
             return EXIT_OK, []
         print(f"fewshot-eval: {planned}: {counts(jobs)}. Results under {root}")
+        if not errors:
+            for line in _run_time_lines(planner, to_run, local, self.launcher):
+                print(f"fewshot-eval: {line}")
         if errors:
             _report_errors(errors)
             print("Nothing launched: these jobs would fail at their start. Fix them (dry_run=true shows the plan) "
@@ -140,6 +162,7 @@ class FewshotSweeper(Sweeper):
             return (EXIT_FAILED if given_up else EXIT_OK), []
         _save_multirun_yaml(self.config)
         batch, left_out = prepare_batch(to_run, root, planner, bool(self.config.override_completed), self.config.max_parallel)
+        batch.site = site.options if site is not None else None
         launched: Sequence[JobReturn] = []
         if batch.jobs:
             launched = self.launcher.launch_batch(batch) if isinstance(self.launcher, BatchLauncher) else launch_plain(self.launcher, batch)
@@ -186,6 +209,32 @@ def _save_multirun_yaml(config: DictConfig) -> None:
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, sweep_dir / "multirun.yaml")
+
+
+def _run_time_lines(planner: Any, to_run: list[Any], local: bool, launcher: Any) -> list[str]:
+    """The sweep's ETA from the wall times of earlier results (plan/estimates.py), and the time limits
+    ``timeout_min=auto`` set per model (at most 10 lines of those)."""
+    from fewshot_eval.plan.estimates import sweep_eta
+
+    if not to_run:
+        return []
+    planner.estimate(to_run)
+    max_parallel = planner.run.get("max_parallel")
+    cap = None if local else (planner.base.hydra.get("launcher") or {}).get("array_parallelism")
+
+    def slots(job: Any) -> int:
+        n = int(max_parallel or job.unit.model["max_parallel"])
+        return min(n, int(cap)) if cap else n
+
+    workers = int(getattr(launcher, "max_workers", 1) or 1) if local else None
+    _, eta = sweep_eta(to_run, slots, workers)
+    lines = [eta] if eta else []
+    limits = sorted(planner.time_limits.items())
+    for model, (minutes, why) in limits[:10]:
+        lines.append(f"timeout_min=auto: {model}: {minutes} min ({why})")
+    if len(limits) > 10:
+        lines.append(f"timeout_min=auto: ... and {len(limits) - 10} more model settings (the plan's RESOURCES column shows each job's)")
+    return lines
 
 
 def _report_errors(errors: list[Any]) -> None:

@@ -55,7 +55,8 @@ def _check_dataset(name: str, leaf: str, cfg: dict[str, Any], cat: Catalog) -> N
         return  # Python tasks and custom loaders: their own business
     path = cfg.get("dataset_path")
     kwargs = dict(cfg.get("dataset_kwargs") or {})
-    where = f"task '{name}'" + (f" (lm-eval task '{leaf}', {cat.sources.get(leaf, 'inline config')})" if leaf != bare(name) else f" ({cat.sources.get(leaf, 'inline config')})")
+    src = cat.source(leaf) or "inline config"
+    where = f"task '{name}'" + (f" (lm-eval task '{leaf}', {src})" if leaf != bare(name) else f" ({src})")
     if not path:
         raise ConfigError(f"{where}: no dataset_path in its config.")
     for p in cat.data_file_patterns(leaf, cfg):

@@ -121,6 +121,7 @@ class TaskDef:
     positive_label: Optional[str] = None  # the "true" label of grouped binary sub-problems (f1a)
     pair_fields: Optional[dict[str, str]] = None  # minimal_pairs: {good: field, bad: field}
     record_fields: tuple[str, ...] = ()  # data fields each prediction row records under ``fields`` (row metrics read them)
+    written_splits: tuple[Optional[str], Optional[str]] = (None, None)  # (train_split, eval_split) as written (None: not or null)
 
     def labels_of(self, doc: dict[str, Any]) -> list[str]:
         """The candidate labels of one example: the task's labels, or the indices of its choices."""
@@ -277,6 +278,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         positive_label=shape.get("positive_label"),
         pair_fields=shape.get("pair_fields"),
         record_fields=tuple(record),
+        written_splits=(_written(node, "train_split"), _written(node, "eval_split")),
     )
     for key in ("train_split", "eval_split"):
         if getattr(task, key) is not None and getattr(task, key) not in source.splits:
@@ -290,6 +292,10 @@ def _stop_strings(value: Any, where: str) -> list[str]:
     if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
         raise ConfigError(f"{where}: expected a non-empty string or a list of them, got {value!r}.")
     return list(items)
+
+
+def _written(node: dict, key: str) -> Optional[str]:
+    return None if node.get(key) is None else str(node[key])
 
 
 def _train_split(node: dict, source: LocalSource | HFSource) -> Optional[str]:

@@ -221,6 +221,34 @@ def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Se
     return max(sizes) if sizes else None
 
 
+def eval_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:
+    """Examples one trial scores: per task, its evaluated rows (``n_eval_samples`` applied) x languages x
+    templates. None when a task's data is not on disk (a hub dataset neither mirrored nor a manual
+    download, an lm-eval catalog task) or cannot be read (the planning checks report that)."""
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
+    from fewshot_eval.evaluate.tasks.selection import select_languages, select_templates, split_names
+    from fewshot_eval.evaluate.tasks.task_data import load_split
+
+    total = 0
+    try:
+        for name in task_names:
+            if is_catalog(name):
+                return None
+            td = load_task_def(name, search)
+            langs, train_lang = select_languages(td, params)
+            if not (isinstance(td.source, LocalSource) or hf_mirrored(td, params, langs, train_lang) or manual_present(td, langs)):
+                return None
+            evals = split_names(td, params)[1]
+            n = int(params.get("n_eval_samples") or 0)
+            templates = len(select_templates(td, params))
+            for lang in langs:
+                rows = len(load_split(td, evals, lang))
+                total += (min(rows, n) if n > 0 else rows) * templates
+    except (ConfigError, OSError, ValueError):
+        return None
+    return total
+
+
 def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path]) -> None:
     """What depends on nshot: with demonstrations, the templates' fields are in the demonstration
     split; ``balanced`` (see :func:`check_balanced`)."""

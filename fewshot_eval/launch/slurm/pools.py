@@ -11,15 +11,18 @@ cluster's own limits (``scontrol show config``: MaxArraySize, ClusterName).
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.launch.batch import LaunchBatch
 
 RESOURCE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "timeout_min")
 # launcher options that are not passed to sbatch as they are
-OWN_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "name", "stderr_to_stdout", "wait", "mail_type", "mail_user")
+OWN_KEYS = ("submitit_folder", "max_num_timeout", "array_parallelism", "name", "stderr_to_stdout", "wait", "mail_type", "mail_user",
+            "auto_timeout_factor", "auto_timeout_floor_min")
 
 
 @dataclass
@@ -104,16 +107,20 @@ def lanes(arrays: int, budget: int) -> list[tuple[int, list[int]]]:
 
 
 def pool_resources(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
-    """A launcher value (set on the command line or in the yaml) wins over the model setting's resources."""
-    return {k: params.get(k) if params.get(k) is not None else pool.resources.get(k) for k in RESOURCE_KEYS}
+    """A launcher value (set on the command line or in the yaml) wins over the model setting's resources
+    (``timeout_min=auto``: the pool's, which the planner set from earlier results)."""
+    return {k: params.get(k) if params.get(k) not in (None, "auto") else pool.resources.get(k) for k in RESOURCE_KEYS}
 
 
 def throttle(params: dict[str, Any], pool: Pool) -> int:
     return max(1, min(pool.limit, int(params.get("array_parallelism") or pool.limit)))
 
 
-def executor_parameters(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
-    """``AutoExecutor.update_parameters`` arguments of one pool."""
+def executor_parameters(params: dict[str, Any], pool: Pool, site: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """``AutoExecutor.update_parameters`` arguments of one pool. ``site``: the options of the sweep's site
+    profile (``fewshot_eval.launch.slurm.site_profiles``). Per option, lowest first: the site, the model
+    setting's ``slurm:``, ``hydra.launcher.<name>``; setup lines run in that order (the site's ``env``
+    exported first)."""
     res = pool_resources(params, pool)
     out: dict[str, Any] = {
         "name": f"{params.get('name') or 'fewshot'}-{pool.name}",
@@ -136,16 +143,39 @@ def executor_parameters(params: dict[str, Any], pool: Pool) -> dict[str, Any]:
         if k not in RESOURCE_KEYS and k not in OWN_KEYS and k != "_target_" and v is not None and v != {}:
             out[f"slurm_{k}"] = v
     model = pool.slurm or {}
-    for k in ("partition", "account", "qos", "constraint", "gres"):  # the model's, unless hydra.launcher.<k> is set
-        if model.get(k) and params.get(k) is None:
-            out[f"slurm_{k}"] = model[k]
+    opts = site or {}
+    for k in ("partition", "account", "qos", "constraint", "gres"):  # hydra.launcher.<k>, else the model's, else the site's
+        value = model.get(k) or (opts.get(k) if k != "gres" else None)
+        if value and params.get(k) is None:
+            out[f"slurm_{k}"] = value
+    if opts.get("gpu_gres") and res["gpus_per_node"]:  # the cluster takes GPUs as --gres=<its spelling>
+        del out["gpus_per_node"]
+        out.setdefault("slurm_gres", opts["gpu_gres"].replace("{gpus}", str(res["gpus_per_node"])))
     if model.get("exclusive") and params.get("exclusive") is None:
         out["slurm_exclusive"] = True
-    if model.get("sbatch"):
-        out["slurm_additional_parameters"] = {**model["sbatch"], **(params.get("additional_parameters") or {})}
-    if model.get("setup"):
-        out["slurm_setup"] = list(params.get("setup") or []) + list(model["setup"])
+    extra = {**(opts.get("sbatch") or {}), **(model.get("sbatch") or {}), **(params.get("additional_parameters") or {})}
+    if extra:
+        out["slurm_additional_parameters"] = extra
+    setup = setup_lines(site) + list(params.get("setup") or []) + list(model.get("setup") or [])
+    if setup:
+        out["slurm_setup"] = setup
     return out
+
+
+def setup_lines(site: Optional[Mapping[str, Any]]) -> list[str]:
+    """A site's lines of the job script: its ``env`` exported, then its ``setup`` lines."""
+    site = site or {}
+    return [f"export {k}={shlex.quote(str(v))}" for k, v in (site.get("env") or {}).items()] + list(site.get("setup") or [])
+
+
+def python_command(site: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """What starts the job's Python (submitit's ``python``): ``<wrapper> <python>``, e.g.
+    ``apptainer exec --nv eval.sif /venv/bin/python``; None: submitit's default (this Python)."""
+    site = site or {}
+    if not (site.get("wrapper") or site.get("python")):
+        return None
+    python = site.get("python") or shlex.quote(sys.executable)
+    return f"{site['wrapper']} {python}" if site.get("wrapper") else python
 
 
 def hydra_overrides(params: dict[str, Any], pool: Pool) -> list[str]:
@@ -174,7 +204,8 @@ def job_resources(unit: Any) -> dict[str, Any]:
 def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
     """Per job: its pool (model setting), throttle, resources and combine flag."""
     return [
-        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i), "resources": job_resources(j.unit),
+        {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i),
+         "resources": {**job_resources(j.unit), **({"timeout_min": j.time_limit_min} if j.time_limit_min else {})},
          "combine_tasks": bool(j.unit.model["job"]["combine_tasks"]), "slurm": dict(j.unit.model.get("slurm") or {})}
         for i, j in enumerate(batch.jobs)
     ]
@@ -183,15 +214,16 @@ def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
 def stock_params(params: dict[str, Any]) -> dict[str, Any]:
     """This launcher's options as hydra-submitit-launcher's ``submitit_slurm`` takes them, for a sweep
     without planned pools (another sweeper, another app): null resources get the stock defaults (there is
-    no model setting to take them from) and ``wait`` goes (the stock launcher always waits)."""
+    no model setting to take them from; ``timeout_min=auto`` too: no planner estimated the jobs), and
+    ``wait`` and the ``auto_timeout_*`` options go (the stock launcher always waits)."""
     from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
     from omegaconf import OmegaConf
 
     defaults = OmegaConf.to_container(OmegaConf.structured(SlurmQueueConf), resolve=False)
     assert isinstance(defaults, dict)
-    out = {k: v for k, v in params.items() if k not in ("wait", "_target_")}
+    out = {k: v for k, v in params.items() if k not in ("wait", "_target_", "auto_timeout_factor", "auto_timeout_floor_min")}
     for k in RESOURCE_KEYS:
-        if out.get(k) is None:
+        if out.get(k) is None or out.get(k) == "auto":  # auto needs fewshot-eval's planner (earlier results): the stock default
             out[k] = defaults.get(k)
     if not out.get("mail_type") or str(out["mail_type"]).upper() == "NONE":
         out.pop("mail_type", None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import shlex
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from submitit.core import core, utils
 from submitit.slurm.slurm import SlurmExecutor, SlurmJob
@@ -47,8 +47,8 @@ def native_parameters(folder: str, auto_parameters: dict[str, Any], max_num_time
 class StagedSlurmExecutor(SlurmExecutor):
     """One array (or one job) in ``folder`` (no ``%j``); see the module docstring."""
 
-    def __init__(self, folder: Path, parameters: dict[str, Any], max_num_timeout: int = 3) -> None:
-        super().__init__(folder, max_num_timeout=max_num_timeout)
+    def __init__(self, folder: Path, parameters: dict[str, Any], max_num_timeout: int = 3, python: Optional[str] = None) -> None:
+        super().__init__(folder, max_num_timeout=max_num_timeout, python=python)
         self.update_parameters(**parameters)
 
     @property

@@ -46,7 +46,8 @@ from fewshot_eval.launch.joblog import launch_row, log_launches
 from fewshot_eval.launch.returns import failed_return
 from fewshot_eval.launch.slurm.node_jobs import CombinedJobs, PoolCall, write_shared
 from fewshot_eval.launch.slurm.pools import (
-    Pool, chunks, cluster_name, executor_parameters, hydra_overrides, lanes, make_pools, max_array_size, pool_folder, pool_info, throttle,
+    Pool, chunks, cluster_name, executor_parameters, hydra_overrides, lanes, make_pools, max_array_size, pool_folder, pool_info,
+    python_command, throttle,
 )
 from fewshot_eval.launch.slurm.probes import SlurmUnreachable
 from fewshot_eval.launch.slurm.waiting import pool_line, summary, wait_for
@@ -83,6 +84,7 @@ class PoolSubmission:
     arrays: list[ArraySubmission] = field(default_factory=list)
     lanes: list[list[ArraySubmission]] = field(default_factory=list)
     native: dict[str, Any] = field(default_factory=dict)  # sbatch parameters (submitit's SlurmExecutor names)
+    python: Optional[str] = None  # what starts the job's Python (a site's container wrapper); None: this Python
     base: Path = Path()
     base_existed: bool = True
     shared: Optional[Path] = None
@@ -175,7 +177,7 @@ def _launch_pools(launcher: Any, batch: LaunchBatch) -> list[JobReturn]:
     for pool in make_pools(pool_info(batch)):
         pool.members = [i for i in pool.members if i not in meanwhile]
         if pool.members:
-            subs.append(_prepare(pool, params, launcher, token, size, cluster, root, sweep_dir, planned))
+            subs.append(_prepare(pool, params, launcher, token, size, cluster, root, sweep_dir, planned, batch.site))
     _submit(subs, params, launcher, planned, job_overrides, sweep_dir, cluster)
     owner: dict[int, Any] = {}
     unreachable: list[int] = []
@@ -241,15 +243,15 @@ def _not_submitted(e: BaseException, todo: list[int], sent: list[int], planned: 
 
 
 def _prepare(pool: Pool, params: dict[str, Any], launcher: Any, token: str, size: int, cluster: Optional[str], root: Path,
-             sweep_dir: Path, planned: list[Any]) -> PoolSubmission:
+             sweep_dir: Path, planned: list[Any], site: Any = None) -> PoolSubmission:
     """A pool's arrays and lanes, its shared pickle and its durable record: everything before its first sbatch."""
     from fewshot_eval.launch.slurm.staged_executor import native_parameters
 
-    sub = PoolSubmission(pool)
+    sub = PoolSubmission(pool, python=python_command(site))  # a site's container wrapper / Python
     folder = pool_folder(str(params["submitit_folder"]), pool.name)
     sub.base = (Path(folder.split("%j")[0]) if "%j" in folder else Path(folder)).absolute()
     try:
-        sub.native = native_parameters(folder, executor_parameters(params, pool), int(params.get("max_num_timeout") or 0))
+        sub.native = native_parameters(folder, executor_parameters(params, pool, site), int(params.get("max_num_timeout") or 0))
     except Exception as e:  # noqa: BLE001 - a bad option: these jobs fail, other pools go on
         sub.refused = e
         return sub
@@ -336,7 +338,7 @@ def _sbatch(sub: PoolSubmission, a: ArraySubmission, before: Optional[ArraySubmi
         deps = [f"afterany:{str(before.jobs[0].job_id).split('_')[0]}", native.get("dependency"), extra.pop("dependency", None)]
         native["dependency"] = ",".join(d for d in deps if d)
         native["additional_parameters"] = extra
-    ex = StagedSlurmExecutor(a.folder, native, max_num_timeout=int(params.get("max_num_timeout") or 0))
+    ex = StagedSlurmExecutor(a.folder, native, max_num_timeout=int(params.get("max_num_timeout") or 0), python=sub.python)
     extra_ovr = hydra_overrides(params, pool)
     nums = [pool.members[k] for k in a.members]
     ovrs = [list(job_overrides[i]) + extra_ovr for i in nums]
