@@ -51,12 +51,14 @@ class Answer:
 
 _down: dict[str, tuple[float, str]] = {}  # daemon -> (since, why)
 _answered: set[str] = set()  # daemons that answered in this process
+_said: set[str] = set()  # daemons found down that a warning has named (once per sweep)
 
 
 def reset() -> None:
     """Forget what was learnt about the daemons (tests; a long-lived process re-probes after DOWN_S anyway)."""
     _down.clear()
     _answered.clear()
+    _said.clear()
 
 
 def probe_timeout() -> float:
@@ -75,6 +77,7 @@ def down(tool: str) -> Optional[str]:
     if time.monotonic() - hit[0] > DOWN_S:
         del _down[daemon]
         _answered.discard(daemon)
+        _said.discard(daemon)
         return None
     return hit[1]
 
@@ -105,7 +108,7 @@ def _finish(args: list[str], proc: "subprocess.Popen[str] | str", timeout: float
         except OSError:
             proc.kill()
         proc.communicate()
-        return Answer(False, why=f"{args[0]} did not answer in time ({limit:g} s)", unreachable=True)
+        return Answer(False, why=f"{DAEMON.get(args[0], args[0])} did not answer in time ({limit:g} s)", unreachable=True)
     if proc.returncode == 0:
         return Answer(True, out)
     if "invalid job id" in err.lower():  # squeue: the (only) job asked about left the queue (MinJobAge)
@@ -122,13 +125,15 @@ def _limit(tool: str, answered_limit: float) -> float:
 def run_many(commands: dict[str, list[str]], answered_limit: float = QUERY_S, warn: bool = True) -> dict[str, Answer]:
     """Run the commands side by side (keys are labels); those of a daemon known down answer at once.
     A daemon's first command is a probe: if it does not answer, the daemon is down for this sweep (said
-    once, as a warning; ``warn=False``: the caller says it)."""
+    once, as a warning, by the first caller with ``warn`` -- a silent probe, e.g. the site detection's
+    ``scontrol``, leaves the warning to the next one; ``warn=False``: the caller says it)."""
     out: dict[str, Answer] = {}
     started = {}
     for key, args in commands.items():
         why = down(args[0])
         if why is not None:
             out[key] = Answer(False, why=why, unreachable=True)
+            _say(args[0], why, warn)
         else:
             started[key] = (args, _limit(args[0], answered_limit), _start(args))
     t0 = time.monotonic()
@@ -139,10 +144,16 @@ def run_many(commands: dict[str, list[str]], answered_limit: float = QUERY_S, wa
             _answered.add(daemon)
         elif daemon not in _down:  # a probe without an answer, or a daemon that stopped answering
             _down[daemon] = (time.monotonic(), ans.why)
-            if warn:
-                log.warning("fewshot-eval: %s cannot be reached (%s); not asked again in this sweep", args[0], ans.why)
+            _say(args[0], ans.why, warn)
         out[key] = ans
     return out
+
+
+def _say(tool: str, why: str, warn: bool) -> None:
+    daemon = DAEMON.get(tool, tool)
+    if warn and daemon not in _said:
+        _said.add(daemon)
+        log.warning("fewshot-eval: %s cannot be reached (%s); not asked again in this sweep", tool, why)
 
 
 def run(args: list[str], answered_limit: float = QUERY_S, warn: bool = True) -> Answer:
