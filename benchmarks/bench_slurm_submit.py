@@ -16,8 +16,11 @@ Only this benchmark's own arrays are cancelled (their ids, from scheduled_jobs.j
 slurmctld counts every array task against MaxJobCount, and keeps cancelled tasks for MinJobAge (300 s
 on the test cluster): before each size the benchmark waits until the job table has room for it. The
 shared test cluster's MaxJobCount is 10,000, so 10,000 jobs fit only into an empty table there (and a
-run fills it for others for 5 minutes): measure that size against a cluster of your own with a larger
-MaxJobCount (``SLURM_CONF=<its slurm.conf>``; the same config as the test cluster's otherwise).
+run fills it for others for 5 minutes): measure that size against a private cluster beside the shared
+one, the same config but a larger MaxJobCount::
+
+    FEWSHOT_SLURM_DIR=/tmp/fewshot-slurm-bench FEWSHOT_SLURM_PORT_BASE=17317 FEWSHOT_SLURM_MAX_JOBS=30000 .ci/slurm/cluster.sh start
+    SLURM_CONF=/tmp/fewshot-slurm-bench/etc/slurm.conf .venv/bin/python benchmarks/bench_slurm_submit.py 1000 5000 10000
 """
 
 from __future__ import annotations
