@@ -17,7 +17,8 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
     """The planner and planned jobs for command-line ``overrides`` (sweep syntax allowed);
     ``config_dirs`` as ``--config-dir``: searched before the packaged dir, the first one first.
     The sweep's site profile (``site=<name>``, or detected with the SLURM launcher) is ``planner.site``;
-    its ``env`` is set while planning."""
+    its ``env`` is set while planning. Read-only, as a dry run: what the plan saw of SLURM is not written
+    (``planner.commit()`` would)."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
@@ -25,7 +26,7 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
     from hydra.types import RunMode
 
     from fewshot_eval.launch.batch import launcher_class, runs_locally
-    from fewshot_eval.launch.slurm.job_states import pending_reason
+    from fewshot_eval.launch.slurm.pending_check import SchedulerView
     from fewshot_eval.launch.slurm.site_profiles import resolve_site, site_env
     from fewshot_eval.plan.expand import expand
     from fewshot_eval.plan.job_list import job_list_arguments
@@ -50,7 +51,7 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
         HydraConfig.instance().set_config(cfg)
         combos = expand(cfg.hydra.sweeper.params, task_ovr, loader, cfg.hydra.runtime.choices)
         local = runs_locally(launcher_class(cfg.hydra.launcher))
-        planner = Planner(cfg, loader, pending_check=pending_reason, local_launcher=local)
+        planner = Planner(cfg, loader, pending_check=SchedulerView(), local_launcher=local)
         planner.site = resolve_site(cfg, planner.search)
         with site_env(planner.site):  # the caches the site's jobs use
             return planner, planner.plan(combos)

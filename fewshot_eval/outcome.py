@@ -13,6 +13,7 @@ class Outcome(str, Enum):
     SKIPPED = "skipped"
     ELSEWHERE = "running elsewhere"
     SUBMITTED = "submitted"
+    NOT_SUBMITTED = "not submitted"  # the scheduler could not be reached: not a failure of the job
     FAILED = "failed"
 
 
@@ -35,6 +36,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a job failed (or failed too often to be relaunched)
 EXIT_CONFIG = 2  # a planning or configuration error: nothing launched
 EXIT_ELSEWHERE = 3  # no job failed, but some results are being computed by another process
+EXIT_UNREACHABLE = 4  # the scheduler (SLURM's controller) could not be reached: jobs were not submitted, none counted as failed
 
 _sweep_status: Optional[int] = None
 

@@ -15,6 +15,8 @@
 # Auth is auth/none + cred/none (no munge).  The node "fewshot1" advertises
 # $FEWSHOT_SLURM_CPUS (default 8) CPUs and 4 fake GPUs whatever the host has.
 # MaxArraySize is $FEWSHOT_SLURM_MAX_ARRAY (default 8, far below SLURM's 1001): big pools split.
+# MaxJobCount is $FEWSHOT_SLURM_MAX_JOBS (default 10000, SLURM's own): a private cluster beside the
+# shared one (its own dir and port base, as below) with a larger one holds a 10,000-job benchmark.
 #
 # Several nodes on this one machine: FEWSHOT_SLURM_NODES=2 (or more) runs nodes fewshot1..N, each
 # slurmd in its own network namespace "fs<port base>n<i>" (`ip netns`; its own hostname through a
@@ -34,6 +36,7 @@ DIR="${FEWSHOT_SLURM_DIR:-/tmp/fewshot-slurm}"
 PORT_BASE="${FEWSHOT_SLURM_PORT_BASE:-16817}"
 NCPUS="${FEWSHOT_SLURM_CPUS:-8}"
 MAX_ARRAY="${FEWSHOT_SLURM_MAX_ARRAY:-8}"   # MaxArraySize, lowered so that tests split pools into several arrays
+MAX_JOBS="${FEWSHOT_SLURM_MAX_JOBS:-10000}"  # MaxJobCount (SLURM's default; array tasks count one each): raise it for benchmarks
 START_TIMEOUT="${FEWSHOT_SLURM_START_TIMEOUT:-60}"
 NNODES="${FEWSHOT_SLURM_NODES:-1}"
 SUBNET="${FEWSHOT_SLURM_SUBNET:-10.$((PORT_BASE / 256 % 256)).$((PORT_BASE % 256))}"   # the nodes' /24 (several nodes)
@@ -220,6 +223,7 @@ KillWait=5
 InactiveLimit=0
 MinJobAge=300
 MaxArraySize=$MAX_ARRAY
+MaxJobCount=$MAX_JOBS
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT

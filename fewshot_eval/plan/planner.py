@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.estimates import AUTO, Estimate, History
-from fewshot_eval.plan.unit import JobUnit, resolve_unit
+from fewshot_eval.plan.unit import JobUnit, output_root, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 from fewshot_eval.store.failures import failure_streak, record_failure
@@ -31,9 +31,11 @@ RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: com
 ERROR, FAILED = "error", "failed"  # error: would die at start (fix the config); failed: failed max_failures times
 CHEAP_KEYS = ("nshot", "trial")
 
-# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.slurm.job_states.Pending
-# (.pending, .note, .failure) for a result dir with a submitted.json.
-PendingCheck = Callable[[Path, list[int], bool, bool], Any]
+# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.slurm.pending_check.Pending
+# (.pending, .note, .failure) for a result dir with a recorded SLURM submission. The sweeps pass a
+# SchedulerView, which also has prepare(root, result_dirs) (read the records, ask SLURM once for the
+# whole plan), has_submission(result_dir) and commit() (write what the plan saw: a sweep that is not a dry run).
+PendingCheck = Callable[..., Any]
 
 
 @dataclass
@@ -82,6 +84,10 @@ class Planner:
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
+        self._time_checks: dict[Any, Any] = {}  # the launcher options; time limit problems per value
+        self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
+        # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures; never a dry run's
+        self.writes: list[Callable[[], None]] = []
         self._history: Optional[History] = None
         self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -261,7 +267,9 @@ class Planner:
                 j.estimate = self._history.estimate(j.unit, wanted[j.unit.model_key])
 
     def _launcher(self) -> Any:
-        return self.base.hydra.get("launcher") or {}
+        if "launcher" not in self._time_checks:  # asked per job: read once
+            self._time_checks["launcher"] = self.base.hydra.get("launcher") or {}
+        return self._time_checks["launcher"]
 
     def _timeout(self, unit: JobUnit) -> Any:
         """The job's timeout_min: the SLURM launcher's value, else its model setting's (a number or 'auto')."""
@@ -308,13 +316,14 @@ class Planner:
 
     def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         check_plan(self, combos)
-        jobs: list[PlannedJob] = []
+        self.writes = []
+        rows: list[tuple[Sequence[str], JobUnit, Optional[str], Optional[JobUnit], list[str], bool]] = []
         seen: dict[tuple[Path, tuple[int, ...]], list[str]] = {}
         override = bool(self.run.get("override_completed"))
         for combo in combos:
             unit = self.resolve(combo)
             if not unit.applicable:
-                jobs.append(PlannedJob(list(combo), unit, NOT_APPLICABLE, unit.reason))
+                rows.append((combo, unit, None, None, [], False))
                 continue
             error = self.check(unit)
             split = bool(self.run.get("split_trials")) and len(unit.all_trials) > 1
@@ -326,20 +335,28 @@ class Planner:
                     continue
                 seen[key] = list(combo)
                 u = unit if not split else _with_trials(unit, trials)
-                extra = [f"trial={trials[0]}"] if split else []
-                if error:
-                    status, detail = ERROR, error
-                else:
-                    status, detail = self._status(u, split, override)
-                if status == RUN:
-                    note = self._weights_note(unit)
-                    detail = f"{detail}; {note}" if detail and note else (note or detail)
-                    if self._runs_offline(unit):
-                        extra = [*extra, "hf_offline=true"]
-                if unit.requested_nshot is not None:
-                    cap = f"nshot={unit.requested_nshot} > the {unit.nshot} demonstration rows: the same result as nshot={unit.nshot}"
-                    detail = f"{detail}; {cap}" if detail else cap
-                jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
+                rows.append((combo, unit, error, u, [f"trial={trials[0]}"] if split else [], split))
+        prepare = getattr(self.pending_check, "prepare", None)
+        if prepare is not None:  # what SLURM says about every recorded submission of the plan: asked once
+            prepare(output_root(self.run, self.cwd), [r[1].result_dir for r in rows if r[3] is not None and not r[2]])
+        jobs: list[PlannedJob] = []
+        for combo, unit, error, u, extra, split in rows:
+            if u is None:
+                jobs.append(PlannedJob(list(combo), unit, NOT_APPLICABLE, unit.reason))
+                continue
+            if error:
+                status, detail = ERROR, error
+            else:
+                status, detail = self._status(u, split, override)
+            if status == RUN:
+                note = self._weights_note(unit)
+                detail = f"{detail}; {note}" if detail and note else (note or detail)
+                if self._runs_offline(unit):
+                    extra = [*extra, "hf_offline=true"]
+            if unit.requested_nshot is not None:
+                cap = f"nshot={unit.requested_nshot} > the {unit.nshot} demonstration rows: the same result as nshot={unit.nshot}"
+                detail = f"{detail}; {cap}" if detail else cap
+            jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
         return jobs
 
     def _runs_offline(self, unit: JobUnit) -> bool:
@@ -387,8 +404,10 @@ class Planner:
 
         tasks = unit.task["tasks"]
         setting = json.dumps([tasks, unit.params], sort_keys=True, default=str)  # one serialisation per job
-        model = json.dumps([unit.model_key, unit.model, unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]],
-                           sort_keys=True, default=str)
+        hit = self._model_json.get(id(unit.model))
+        if hit is None or hit[0] is not unit.model:  # the setting's dict is shared by its jobs: serialised once
+            hit = self._model_json[id(unit.model)] = (unit.model, json.dumps([unit.model_key, unit.model], sort_keys=True, default=str))
+        model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]], default=str)
         # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
         # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
         n = unit.nshot
@@ -399,22 +418,31 @@ class Planner:
             or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
         )
 
+    def _has_submission(self, result_dir: Path) -> bool:
+        has = getattr(self.pending_check, "has_submission", None)
+        if has is not None:
+            return bool(has(result_dir))
+        return (result_dir / layout.SUBMITTED).exists() or (result_dir / INTENT).exists()
+
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         note = ""
-        if self.pending_check is not None and ((unit.result_dir / layout.SUBMITTED).exists() or (unit.result_dir / INTENT).exists()):
+        failure = None
+        if self.pending_check is not None and self._has_submission(unit.result_dir):
             state = self.pending_check(unit.result_dir, unit.trials, override, local_launcher=self.local_launcher)
             if state.pending:
                 return SKIP_PENDING, state.note
             note = state.note
-            if state.failure:
-                record_failure(unit.result_dir, state.failure["error"], unit.config_digest, job_id=state.failure["job_id"], log=state.failure["log"])
+            if state.failure:  # counted now, written by a sweep that is not a dry run (commit)
+                failure = dict(state.failure)
+                f, rdir, digest = failure, unit.result_dir, unit.config_digest
+                self.writes.append(lambda: record_failure(rdir, f["error"], digest, job_id=f["job_id"], log=f["log"]))
         status, detail = self._disk_status(unit, split, override)
         if status == RUN and not self.local_launcher:
             problem = self._time_limit(unit)
             if problem:
                 return ERROR, problem
         if status == RUN:
-            failed, why = self._failures(unit)
+            failed, why = self._failures(unit, failure)
             if failed:
                 return FAILED, why
             if why:
@@ -426,23 +454,42 @@ class Planner:
     def _time_limit(self, unit: JobUnit) -> Optional[str]:
         """A SLURM time limit that is not a number of minutes or 'auto', or that leaves the job no work time
         before its USR2 (see settings.time_limit_problem). 'auto' is checked once it is set (_auto_time_limits)."""
-        from fewshot_eval.settings import time_limit_problem
-
         timeout = self._timeout(unit)
         if timeout == AUTO:
             return None
+        key = (repr(timeout), unit.model_key)
+        if key not in self._time_checks:  # one check per value (and model, named in the message), not per job
+            self._time_checks[key] = self._time_problem(timeout, unit.model_key)
+        return self._time_checks[key]
+
+    def _time_problem(self, timeout: Any, model_key: str) -> Optional[str]:
+        from fewshot_eval.settings import time_limit_problem
+
         try:
             ok = not isinstance(timeout, bool) and float(timeout) > 0
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            where = "hydra.launcher.timeout_min" if self._launcher().get("timeout_min") is not None else f"model/{unit.model_key}.yaml: resources.timeout_min"
+            where = "hydra.launcher.timeout_min" if self._launcher().get("timeout_min") is not None else f"model/{model_key}.yaml: resources.timeout_min"
             return f"{where} must be a number of minutes or 'auto' (from the wall times of earlier results), got {timeout!r}"
         return time_limit_problem(timeout, self._launcher().get("signal_delay_s", 120))
 
-    def _failures(self, unit: JobUnit) -> tuple[bool, str]:
-        """(stop relaunching?, note) from the result's failure record."""
-        n, last = failure_streak(unit.result_dir, unit.config_digest)
+    def commit(self) -> None:
+        """Write what this plan saw (SLURM failures into failure.json, adopted submissions, records of
+        ended ones removed): called by a sweep that is not a dry run, never by a dry run, ``status`` or ``report``."""
+        for w in self.writes:
+            try:
+                w()
+            except OSError:  # a tree this user cannot write
+                pass
+        self.writes = []
+        commit = getattr(self.pending_check, "commit", None)
+        if commit is not None:
+            commit()
+
+    def _failures(self, unit: JobUnit, unrecorded: Optional[dict[str, Any]] = None) -> tuple[bool, str]:
+        """(stop relaunching?, note) from the result's failure record (and a failure seen but not yet recorded)."""
+        n, last = failure_streak(unit.result_dir, unit.config_digest, unrecorded)
         if not n or last is None:
             return False, ""
         where = last.get("log") or last.get("traceback") or unit.result_dir / layout.FAILURE
@@ -450,6 +497,12 @@ class Planner:
         if limit and n >= limit and not self.run.get("retry_failed"):
             return True, f"failed {n}× ({last['error']}); not relaunched: fix it, change the config or add retry_failed=true (log: {where})"
         return False, f"retry: failed {n}× ({last['error']}) (log: {where})"
+
+    def disk_status(self, unit: JobUnit) -> str:
+        """The status the result on disk gives a planned job now (``run`` or ``skip: complete`` ...): a
+        launcher re-checks it under its submission lock, after another sweep's jobs may have finished it."""
+        split = bool(self.run.get("split_trials")) and len(unit.all_trials) > 1
+        return self._disk_status(unit, split, bool(self.run.get("override_completed")))[0]
 
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         aggregate = "aggregate: every trial is done, results.json is missing"

@@ -28,7 +28,7 @@ STATES = ("complete", "pending", "running", "failed", "missing", "stale", "n/a",
 
 
 # A plan note of a job that SLURM ended with a failure (not a user's scancel, not "no record"): the
-# launcher's job_states writes "resubmit: SLURM job 12_3 was FAILED (log: ...)" / "... timed out 2×".
+# launcher's pending_check writes "resubmit: SLURM job 12_3 was FAILED (log: ...)" / "... timed out 2×".
 _SLURM_FAILED = re.compile(r"resubmit: SLURM job \S+ (?:was (?!CANCELLED\b)[A-Z_]+\b|timed out)")
 
 

@@ -2,7 +2,10 @@
 
 A write goes to a temp file ``.<name>.<random>.tmp`` in the target's directory, is fsynced, renamed
 over the target, and the directory is fsynced: readers see the old file or the whole new one, and
-after a crash the file is either there whole or not at all. Files get ``0o666 & ~umask`` and
+after a crash the file is either there whole or not at all. ``durable=False`` skips the fsyncs (readers
+still see a whole file): for records whose durable copy is elsewhere, such as the per-result SLURM
+markers derived from a pool's submission record, where an fsync per job would cost milliseconds each
+on a network filesystem. Files get ``0o666 & ~umask`` and
 directories ``0o777 & ~umask`` (``tempfile.mkstemp`` alone would give 0600, so colleagues sharing
 an output dir through their Unix group could not read finished results). Temp files of writes that
 were killed are removed later by :func:`clean_temp_files`.
@@ -70,9 +73,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def ensure_dir(path: Path) -> None:
-    """``mkdir -p`` with the umask's permissions; the parent of each new directory is fsynced."""
+def ensure_dir(path: Path, durable: bool = True) -> None:
+    """``mkdir -p`` with the umask's permissions; the parent of each new directory is fsynced (``durable``)."""
     if path.is_dir():
+        return
+    if not durable:
+        path.mkdir(mode=0o777, parents=True, exist_ok=True)
         return
     missing = []
     p = path
@@ -91,9 +97,10 @@ def ensure_dir(path: Path) -> None:
         fsync_dir(d.parent)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    ensure_dir(path.parent)
+def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part;
+    with ``durable`` the file and its directory entry are on disk when it returns."""
+    ensure_dir(path.parent, durable)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         try:
@@ -103,14 +110,16 @@ def write_bytes(path: Path, data: bytes) -> None:
                 if e.errno not in (errno.EPERM, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
             write_all(fd, data, tmp)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_all(fd: int, data: bytes, name: object) -> None:
@@ -135,8 +144,8 @@ def jsonl_bytes(rows: Iterable[Any]) -> bytes:
     return "".join(json.dumps(r, default=str) + "\n" for r in rows).encode("utf-8")
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_bytes(path, json_bytes(data))
+def write_json(path: Path, data: Any, durable: bool = True) -> None:
+    write_bytes(path, json_bytes(data), durable)
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
@@ -152,8 +161,15 @@ def append_jsonl(path: Path, row: Any) -> None:
     """Append one line. One ``write`` of a short line with O_APPEND is atomic w.r.t. other appenders;
     should the kernel still write less (a full disk, a signal), the rest is written or an error raised,
     never a line silently cut."""
+    append_jsonl_rows(path, [row])
+
+
+def append_jsonl_rows(path: Path, rows: Iterable[Any]) -> None:
+    """Append several lines with one ``write`` (see :func:`append_jsonl`)."""
     ensure_dir(path.parent)
-    line = (json.dumps(row, default=str, sort_keys=True) + "\n").encode()
+    line = "".join(json.dumps(row, default=str, sort_keys=True) + "\n" for row in rows).encode()
+    if not line:
+        return
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the kernel applies the umask
     try:
         write_all(fd, line, path)

@@ -65,9 +65,17 @@ def retitle_failure(result_dir: Path, job_id: str, error: str) -> None:
         write_json(result_dir / layout.FAILURE, {"attempts": attempts})
 
 
-def failure_streak(result_dir: Path, config: str) -> tuple[int, Optional[dict[str, Any]]]:
-    """(how many of the last attempts failed with the same error under this config, the last attempt)."""
+def failure_streak(result_dir: Path, config: str, unrecorded: Optional[dict[str, Any]] = None) -> tuple[int, Optional[dict[str, Any]]]:
+    """(how many of the last attempts failed with the same error under this config, the last attempt).
+    ``unrecorded``: an attempt seen but not written yet ({error, job_id, log, retitle}: a dry run's view of a
+    SLURM failure), counted as :func:`record_failure` and :func:`retitle_failure` would record it."""
     attempts = read_failures(result_dir)
+    if unrecorded:
+        same = [a for a in attempts if unrecorded.get("job_id") and a.get("job_id") == unrecorded["job_id"]]
+        if not same:
+            attempts.append({"config": config, **{k: unrecorded.get(k) for k in ("error", "job_id", "log")}})
+        elif unrecorded.get("retitle"):
+            attempts = [{**a, "error": unrecorded["error"]} if a in same else a for a in attempts]
     if not attempts or attempts[-1].get("config") != config:
         return 0, None
     last = attempts[-1]

@@ -9,7 +9,8 @@ One result directory per (model setting, task setting, nshot, identity)::
         trial<t>/<task>.<template>[.<lang>].predictions.jsonl
         results.json             mean/std/95% CI over trials; written last = the completion marker;
                                  ``files``: size and sha256 of every trial file (see store.status)
-        submitted.json           SLURM job id of a pending submission (removed when the job ends)
+        submitted.json           SLURM job id of a pending submission (removed when the job ends); the
+                                 durable copy is the pool's record in <output_dir>/.slurm_submissions/
         failure.json             failed attempts (error line, log, traceback) until the result completes
         score_cache/trial<t>.sqlite  scored requests of an unfinished trial (resume; see store.score_cache)
 

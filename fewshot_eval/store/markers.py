@@ -1,10 +1,13 @@
 """``submitted.json``: the record of a result's pending SLURM submissions (written by the SLURM
 launcher, read by the planner, trimmed by the job when it ends).
 
-``submitting.json`` (:data:`INTENT`): written into each result dir just *before* ``sbatch`` and
-removed once ``submitted.json`` holds the job ids. It names the SLURM job name the submission
-carries (``<name>-<pool>-<token>``), so a sweep killed between the two is reconciled by the next
-one: it finds the jobs of that name in the queue (or accounting) and adopts them."""
+The launcher writes it without an fsync (:func:`add_submissions`): its durable copy is the pool's
+submission record (:mod:`fewshot_eval.store.submissions`), so a submission costs a few fsyncs per
+pool, not per job. The planner takes the newer of the two.
+
+``submitting.json`` (:data:`INTENT`): the per-result intent that sweeps before the pool records wrote
+just *before* ``sbatch``. It names the SLURM job name the submission carries (``<name>-<pool>-<token>``);
+one left by a killed sweep is still reconciled by the next one (found in the queue and adopted)."""
 
 from __future__ import annotations
 
@@ -16,10 +19,6 @@ from fewshot_eval.store.atomic import read_json, write_json
 
 
 INTENT = "submitting.json"
-
-
-def write_intent(result_dir: Path, intent: dict[str, Any]) -> None:
-    write_json(result_dir / INTENT, intent)
 
 
 def read_intent(result_dir: Path) -> Optional[dict[str, Any]]:
@@ -47,6 +46,16 @@ def marker_jobs(marker: dict[str, Any], trials: Optional[Sequence[int]]) -> list
     if trials is None:
         return jobs
     return [j for j in jobs if j.get("trials") is None or set(j["trials"]) & set(trials)]
+
+
+def add_submissions(result_dir: Path, marker: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
+    """Record ``jobs`` ({job_id, trials, stdout, stderr}) in ``submitted.json``: they replace the entries
+    of the same trials, the entries of other trials (still queued from an earlier sweep) stay. Written
+    without an fsync (the pool's submission record is the durable copy)."""
+    new = {t for j in jobs for t in (j.get("trials") or [])}
+    old = read_marker(result_dir)
+    keep = [j for j in marker_jobs(old, None) if j.get("trials") and not set(j["trials"]) & new] if old else []
+    write_json(result_dir / layout.SUBMITTED, {**marker, **jobs[0], "jobs": keep + jobs}, durable=False)
 
 
 def forget_submission(result_dir: Path, trials: Sequence[int]) -> None:

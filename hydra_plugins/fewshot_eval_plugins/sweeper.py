@@ -6,7 +6,7 @@ Unlike Hydra's BasicSweeper it composes no config per job before launching (see
 ``fewshot_eval.plan.planner``), skips complete/pending/stale results, prints the plan for
 ``dry_run=true``, logs every launched job, and ends with counts. It never exits the process: it
 records the sweep's exit status (``fewshot_eval.outcome``: 1 a job failed, 2 a planning error,
-3 running elsewhere, 128 + N stopped by signal N) and returns, so that Hydra runs the callbacks'
+3 running elsewhere, 4 SLURM could not be reached, 128 + N stopped by signal N) and returns, so that Hydra runs the callbacks'
 ``on_multirun_end`` first; ``fewshot_eval.app`` exits with it.
 """
 
@@ -76,7 +76,7 @@ class FewshotSweeper(Sweeper):
 
     def _sweep(self, arguments: List[str]) -> Tuple[int, List[List[JobReturn]]]:
         from fewshot_eval.launch.batch import runs_locally
-        from fewshot_eval.launch.slurm.job_states import pending_reason
+        from fewshot_eval.launch.slurm.pending_check import SchedulerView
         from fewshot_eval.launch.slurm.site_profiles import resolve_site, site_env
         from fewshot_eval.plan.expand import expand
         from fewshot_eval.plan.planner import Planner
@@ -86,7 +86,7 @@ class FewshotSweeper(Sweeper):
         loader = self.hydra_context.config_loader
         combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
         local = runs_locally(self.launcher)
-        planner = Planner(self.config, loader, pending_check=pending_reason, local_launcher=local)
+        planner = Planner(self.config, loader, pending_check=SchedulerView(), local_launcher=local)
         site = planner.site = resolve_site(self.config, planner.search)
         planner.launching = not self.config.dry_run
         if site is not None:
@@ -99,7 +99,7 @@ class FewshotSweeper(Sweeper):
         from fewshot_eval.config import ConfigError
         from fewshot_eval.launch.batch import BatchLauncher
         from fewshot_eval.launch.dispatch import all_returns, launch_plain, prepare_batch
-        from fewshot_eval.outcome import EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_FAILED, EXIT_OK, Outcome, job_outcome
+        from fewshot_eval.outcome import EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Outcome, job_outcome
         from fewshot_eval.plan.checks import print_plan_warnings, warn
         from fewshot_eval.plan.job_list import moved_results
         from fewshot_eval.plan.planner import ERROR, FAILED, RUN
@@ -116,7 +116,7 @@ class FewshotSweeper(Sweeper):
         root = output_root(planner.run, planner.cwd)
         unwritable = ""
         try:
-            check_writable(root)
+            check_writable(root, probe=not self.config.dry_run)  # a dry run writes nothing, not even a probe file
         except ConfigError as e:  # a dry run may look at a colleague's read-only tree
             if not self.config.dry_run:
                 raise
@@ -152,6 +152,7 @@ class FewshotSweeper(Sweeper):
             print("Nothing launched: these jobs would fail at their start. Fix them (dry_run=true shows the plan) "
                   "or leave them out of the sweep.", file=sys.stderr)
             return EXIT_CONFIG, []
+        planner.commit()  # what the plan saw of SLURM (failures, adopted or ended submissions): never written by a dry run
         given_up = [j for j in jobs if j.status == FAILED]
         for j in given_up:
             print(f"  failed, not relaunched: {j.unit.model_key} x {j.unit.task_key} nshot={j.unit.nshot}: {j.detail}", file=sys.stderr)
@@ -172,6 +173,7 @@ class FewshotSweeper(Sweeper):
         failed = [(j, r) for j, r, o in zip(to_run, returns, outcomes) if o == Outcome.FAILED]
         sub = f"submitted {n[Outcome.SUBMITTED]} (SLURM; re-run to collect), " if n[Outcome.SUBMITTED] else ""
         elsewhere = f"running elsewhere {n[Outcome.ELSEWHERE]}, " if n[Outcome.ELSEWHERE] else ""
+        elsewhere += f"not submitted {n[Outcome.NOT_SUBMITTED]} (SLURM down), " if n[Outcome.NOT_SUBMITTED] else ""
         print(f"fewshot-eval: ran {n[Outcome.RAN]}, {sub}{elsewhere}skipped {len(jobs) - len(to_run) + n[Outcome.SKIPPED]}, failed {len(failed)}.")
         for j, r in failed:
             print(f"  FAILED {j.unit.model_key} x {j.unit.task_key} nshot={j.unit.nshot}: {r._return_value} ({j.unit.result_dir})", file=sys.stderr)
@@ -180,6 +182,8 @@ class FewshotSweeper(Sweeper):
         print(f"Aggregate: fewshot-eval report {root}")
         if failed or given_up:
             return EXIT_FAILED, [returns]
+        if n[Outcome.NOT_SUBMITTED]:
+            return EXIT_UNREACHABLE, [returns]
         return (EXIT_ELSEWHERE if n[Outcome.ELSEWHERE] else EXIT_OK), [returns]
 
 

@@ -32,8 +32,9 @@ def conf(tmp_path: Path) -> Path:
 
 
 def task_logs(results: Path, job_id: str) -> dict[int, str]:
-    """rank -> that task's stdout + stderr (submitit writes ``<job>_<rank>_log.out|.err``)."""
-    folder = next(results.glob(f".hydra_sweeps/*/.submitit/*/{job_id}"))
+    """rank -> that task's stdout + stderr (submitit writes ``<job>_<rank>_log.out|.err`` into the array's folder,
+    ``.submitit/<pool>/<token>-<n>/``)."""
+    folder = next(results.glob(f".hydra_sweeps/*/.submitit/*/*/{job_id}_0_log.out")).parent
     out = {}
     for rank in (0, 1):
         out[rank] = "".join((folder / f"{job_id}_{rank}_log.{ext}").read_text() for ext in ("out", "err"))

@@ -109,8 +109,9 @@ def test_pools_sbatch_throttle_pending_skip_and_results(slurm_cluster, conf, wor
     assert len(marks) == 6 and {m["job_id"] for m in marks.values()} == set(ids)
     sweep_dir = Path(next(iter(marks.values()))["sweep_dir"])
     for pool, array in (("slurm_small", small), ("slurm_wide", wide)):
-        text = (sweep_dir / ".submitit" / pool / array / f"{array}_submission.sh").read_text()
-        text = re.sub(rf"(--job-name=fewshot-{pool})-[0-9a-f]{{8}}\n", r"\1-<TOKEN>\n", text)  # the submission's tag
+        [script] = (sweep_dir / ".submitit" / pool).glob(f"*/{array}_submission.sh")  # .submitit/<pool>/<token>-0/
+        text = re.sub(rf"(--job-name=fewshot-{pool})-[0-9a-f]{{8}}\n", r"\1-<TOKEN>\n", script.read_text())  # the submission's tag
+        text = text.replace(script.parent.name, "<TOKEN>-0")
         check_golden(f"{pool}.sbatch", text.replace(str(sweep_dir), "<SWEEP>").replace(sys.executable, "<PYTHON>"))
     m = marks[next(p for p in marks if "slurm_wide" in str(p))]
     assert m["pool"] == "slurm_wide" and m["array_job_id"] == wide and m["stdout"].endswith("_0_log.out")
@@ -204,7 +205,7 @@ def test_combine_tasks_runs_one_slurm_job_and_skips_complete_results(slurm_clust
     assert len(ids) == 3 and len(set(ids)) == 1 and "_" not in ids[0]
     slurm_cluster.wait_for_state(ids[0], "COMPLETED", timeout=30)  # accounting lags a little behind
     assert [r["state"] for r in slurm_cluster.sacct_rows(ids[0])] == ["COMPLETED"]
-    sbatch = next((workdir / "results").glob(f".hydra_sweeps/*/.submitit/slurm_comb/{ids[0]}/{ids[0]}_submission.sh")).read_text()
+    sbatch = next((workdir / "results").glob(f".hydra_sweeps/*/.submitit/slurm_comb/*/{ids[0]}_submission.sh")).read_text()
     assert "--array" not in sbatch and "#SBATCH --time=6" in sbatch
     assert len(metrics(workdir / "results")) == 4 and not markers(workdir)
 
@@ -292,25 +293,29 @@ def test_a_refused_submission_leaves_no_files_and_is_printed_once(slurm_cluster,
 
 
 def test_a_sweep_killed_right_after_sbatch_is_reconciled_without_a_duplicate(slurm_cluster, conf, workdir):
-    """SIGKILL between sbatch's answer and the markers: the intent (submitting.json) names the job, the
-    next sweep finds it in the queue, adopts it (submitted.json) and submits nothing."""
+    """SIGKILL between sbatch's answer and the markers: the pool's record (written before sbatch) names the
+    array's job, the next sweep finds it in the queue, adopts it (submitted.json) and submits nothing.
+    A dry run only shows it pending: the adoption is written by the next sweep that is not a dry run."""
     grid = ["model=slurm_small", "task=copa_demo,nli_demo", "nshot=0"]
     proc = run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", *grid, HOLD],
                    workdir, check=False, timeout=240, env={"FEWSHOT_FAULT": "kill-after-sbatch"})
     assert proc.returncode == -9 or proc.returncode == 137, proc.stdout + proc.stderr
     assert not markers(workdir) and not launched(workdir)
-    intents = [json.loads(p.read_text()) for p in (workdir / "results").rglob("submitting.json")]
-    assert len(intents) == 2 and intents[0]["job_name"].startswith("fewshot-slurm_small-")
-    queued = [j for j in slurm_cluster.squeue_jobs() if j["name"] == intents[0]["job_name"]]
+    [record] = [json.loads(p.read_text()) for p in (workdir / "results" / ".slurm_submissions").glob("*.json")]
+    [array_record] = record["arrays"]
+    assert array_record["job_id"] is None and array_record["job_name"].startswith("fewshot-slurm_small-") and len(array_record["tasks"]) == 2
+    queued = [j for j in slurm_cluster.squeue_jobs() if j["name"] == array_record["job_name"]]
     assert queued, "the array was submitted"
     array = queued[0]["array_job_id"]
     slurm_cluster.track(array)
     plan = sweep(workdir, conf, *grid, "dry_run=true").stdout
     assert plan.count("\nskip: pending ") == 2 and f"SLURM job {array}_0 is PENDING" in plan, plan
-    assert len(markers(workdir)) == 2 and not list((workdir / "results").rglob("submitting.json"))
-    assert {m["job_id"] for m in markers(workdir).values()} == {f"{array}_0", f"{array}_1"}
+    assert not markers(workdir)  # a dry run writes nothing
     again = sweep(workdir, conf, *grid).stdout
     assert "2 skip: pending" in again and "Nothing to launch" in again
+    assert {m["job_id"] for m in markers(workdir).values()} == {f"{array}_0", f"{array}_1"}
+    [record] = [json.loads(p.read_text()) for p in (workdir / "results" / ".slurm_submissions").glob("*.json")]
+    assert record["arrays"][0]["job_id"] == array
     assert [j for j in slurm_cluster.squeue_jobs() if j["name"].startswith("fewshot-slurm_small")] and \
         {j["array_job_id"] for j in slurm_cluster.squeue_jobs() if j["name"].startswith("fewshot-slurm_small")} == {array}
     slurm_cluster.cancel(array)
@@ -400,4 +405,8 @@ def test_a_job_out_of_requeues_is_reported_as_timed_out_and_counted(slurm_cluste
     plan = run_cli(args + ["dry_run=true", "max_failures=1"], workdir).stdout
     assert f"SLURM job {job} timed out 1× — raise timeout_min" in plan and "\nfailed " in plan, plan
     [record] = (workdir / "results").rglob("failure.json")
-    assert [a["error"] for a in json.loads(record.read_text())["attempts"]] == [f"SLURM job {job} timed out 1× — raise timeout_min"]
+    attempts = lambda: [a["error"] for a in json.loads(record.read_text())["attempts"]]  # noqa: E731
+    assert attempts() == ["UncompletedJobError: Job not requeued because: timed-out too many times."]  # a dry run writes nothing
+    out = run_cli(args + ["max_failures=1"], workdir, check=False)
+    assert out.returncode == 1 and "failed, not relaunched" in out.stderr, out.stdout + out.stderr
+    assert attempts() == [f"SLURM job {job} timed out 1× — raise timeout_min"]

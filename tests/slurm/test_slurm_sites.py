@@ -75,8 +75,9 @@ def submitted(root: Path, cluster) -> dict[str, dict]:
 def script(marker: dict) -> str:
     """The job's sbatch script, with the sweep dir, the Python and the submission token normalised."""
     job = marker["array_job_id"]
-    text = (Path(marker["submitit_folder"]).parent / job / f"{job}_submission.sh").read_text()
+    text = (Path(marker["submitit_folder"]) / f"{job}_submission.sh").read_text()  # the array's folder, <token>-<n>
     text = re.sub(rf"(--job-name=fewshot-{marker['pool']})-[0-9a-f]{{8}}\n", r"\1-<TOKEN>\n", text)
+    text = re.sub(rf"(\.submitit/{marker['pool']})/[0-9a-f]{{8}}-(\d+)", r"\1/<TOKEN>-\2", text)
     return text.replace(marker["sweep_dir"], "<SWEEP>").replace(sys.executable, "<PYTHON>")
 
 
@@ -147,7 +148,7 @@ def test_a_detected_site_runs_its_jobs_through_the_container_wrapper(slurm_clust
     calls = [r.removeprefix("args: ") for r in records if r.startswith("args: ")]
     assert len(calls) == 2, records  # one per array task, each the job's command under the wrapper
     for call in calls:
-        assert re.fullmatch(rf"exec --nv --bind /tmp /images/eval\.sif {re.escape(sys.executable)} -u -m submitit\.core\._submit \S+/\.submitit/site_plain/%j", call), call
+        assert re.fullmatch(rf"exec --nv --bind /tmp /images/eval\.sif {re.escape(sys.executable)} -u -m fewshot_eval\.launch\.slurm\.node_start \S+/\.submitit/site_plain/[0-9a-f]{{8}}-0", call), call
     assert records.count(f"HF_HOME: {cache}") == 2  # the site's env reached the job
     job_out = next((workdir / "results").rglob("*_0_log.out")).read_text()
     assert "site-setup-ran" in job_out

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.launch.slurm import job_states as pending
+from fewshot_eval.launch.slurm import job_states, pending_check as pending, probes
 from fewshot_eval.launch.slurm.pools import Pool, executor_parameters, hydra_overrides, make_pools, pool_folder
 from fewshot_eval.launch.slurm.waiting import error_line
 
@@ -21,6 +21,14 @@ exit ${{FAKE_{NAME}_RC:-0}}
 """
 UNREACHABLE = {"FAKE_SQUEUE_RC": "1", "FAKE_SQUEUE_ERR": "slurm_load_jobs error: Unable to contact slurm controller",
                "FAKE_SACCT_RC": "1", "FAKE_SACCT_ERR": "sacct: error: Problem talking to the database"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_probes():
+    """What a process learnt about SLURM's daemons (down, answered) is per sweep: forget it between tests."""
+    probes.reset()
+    yield
+    probes.reset()
 
 
 @pytest.fixture
@@ -47,7 +55,7 @@ def write_marker(rdir: Path, job_id: str = "12_3", jobs: list | None = None) -> 
 
 
 def decide(rdir: Path, trials=None, override=False, local=False) -> tuple[bool, str]:
-    p = pending.pending_reason(rdir, trials, override, states=pending.SlurmStates(ttl_s=0), local_launcher=local)
+    p = pending.pending_reason(rdir, trials, override, states=job_states.SlurmStates(ttl_s=0), local_launcher=local)
     return p.pending, p.note
 
 
@@ -106,8 +114,8 @@ def test_error_line_picks_the_jobs_exception() -> None:
 
 # ---- pending or resubmit ----------------------------------------------------------------------
 def test_expand_array_ranges() -> None:
-    assert pending._expand("12_[1-3,5%2]") == ["12_1", "12_2", "12_3", "12_5"]
-    assert pending._expand("12_4") == ["12_4"] and pending._expand("12") == ["12"]
+    assert job_states._expand("12_[1-3,5%2]") == ["12_1", "12_2", "12_3", "12_5"]
+    assert job_states._expand("12_4") == ["12_4"] and job_states._expand("12") == ["12"]
 
 
 def test_queued_or_running_is_pending(tmp_path: Path, fake_slurm, monkeypatch) -> None:
@@ -197,7 +205,7 @@ def test_slurm_down_is_probed_once_per_sweep(tmp_path: Path, monkeypatch) -> Non
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
     monkeypatch.setenv("FEWSHOT_SLURM_PROBE_S", "1")
-    states = pending.SlurmStates(ttl_s=0)
+    states = job_states.SlurmStates(ttl_s=0)
     t0 = time.monotonic()
     for a in range(40):
         write_marker(tmp_path / f"r{a}", f"{a}_0")
@@ -220,13 +228,13 @@ def test_a_job_that_ran_out_of_requeues_is_reported_as_timed_out(tmp_path: Path,
     m = json.loads((rdir / "submitted.json").read_text())
     (rdir / "submitted.json").write_text(json.dumps({**m, "stdout": str(out), "stderr": str(err)}))
     monkeypatch.setenv("FAKE_SACCT", "12_3|FAILED\\n")
-    p = pending.pending_reason(rdir, states=pending.SlurmStates(ttl_s=0))
+    p = pending.pending_reason(rdir, states=job_states.SlurmStates(ttl_s=0))
     assert not p.pending and p.note == f"resubmit: SLURM job 12_3 timed out 4× — raise timeout_min (log: {err})"
-    assert p.failure == {"job_id": "12_3", "error": "SLURM job 12_3 timed out 4× — raise timeout_min", "log": str(err)}
+    assert p.failure == {"job_id": "12_3", "error": "SLURM job 12_3 timed out 4× — raise timeout_min", "log": str(err), "retitle": True}
     # a plain failure shows the last error line of the job's stderr
     err.write_text("Traceback (most recent call last):\n  File x\nOSError: no weights at /w\nsrun: error: n1: task 0: Exited\n")
     out.write_text("")
-    p = pending.pending_reason(rdir, states=pending.SlurmStates(ttl_s=0))
+    p = pending.pending_reason(rdir, states=job_states.SlurmStates(ttl_s=0))
     assert p.note == f"resubmit: SLURM job 12_3 was FAILED (log: {err}); last error: OSError: no weights at /w"
 
 
@@ -291,22 +299,31 @@ def test_per_model_scheduler_options_land_in_the_sbatch_script(tmp_path: Path) -
 
 
 def test_an_interrupted_submission_is_adopted_or_dropped(tmp_path: Path, fake_slurm, monkeypatch) -> None:
+    """An intent of an older release (submitting.json): SLURM has its jobs -> pending, adopted only when the
+    plan's writes are committed (a sweep that launches); SLURM never saw it -> resubmit, the intent dropped."""
     rdir = tmp_path / "r"
     rdir.mkdir()
     intent = {"job_name": "fewshot-p-abcd1234", "token": "abcd1234", "pool": "p", "folder": str(tmp_path / "sub" / "%j"),
               "single": False, "cluster": None, "started_at": "2020-01-01T00:00:00+00:00", "tasks": [{"index": 1, "trials": [0]}]}
     (rdir / "submitting.json").write_text(json.dumps(intent))
-    monkeypatch.setenv("FAKE_SQUEUE", "77_[0-1]|PENDING|Priority\\n")
-    assert decide(rdir) == (True, "SLURM job 77_1 is PENDING (Priority)")
+    monkeypatch.setenv("FAKE_SQUEUE", "77_[0-1]|PENDING|Priority|fewshot-p-abcd1234\\n")  # %i|%T|%r|%j
+    p = pending.pending_reason(rdir, states=job_states.SlurmStates(ttl_s=0))
+    assert (p.pending, p.note) == (True, "SLURM job 77_1 is PENDING (Priority)")
+    assert not (rdir / "submitted.json").exists() and (rdir / "submitting.json").exists()  # read-only until committed
+    for write in p.writes:
+        write()
     m = json.loads((rdir / "submitted.json").read_text())
     assert m["job_id"] == "77_1" and m["adopted"] and m["stderr"].endswith("77_1_0_log.err") and not (rdir / "submitting.json").exists()
-    # SLURM never saw it: the intent goes (once older than the grace period) and the job runs
+    # SLURM never saw it: the intent goes (once older than the grace period, when committed) and the job runs
     (rdir / "submitted.json").unlink()
     (rdir / "submitting.json").write_text(json.dumps(intent))
     monkeypatch.setenv("FAKE_SQUEUE", "")
     monkeypatch.setenv("FAKE_SACCT", "")
-    pend, note = decide(rdir)
-    assert not pend and "never reached SLURM" in note and not (rdir / "submitting.json").exists()
+    p = pending.pending_reason(rdir, states=job_states.SlurmStates(ttl_s=0))
+    assert not p.pending and "never reached SLURM" in p.note and (rdir / "submitting.json").exists()
+    for write in p.writes:
+        write()
+    assert not (rdir / "submitting.json").exists()
 
 
 def test_classes_pickled_into_queued_jobs_keep_their_paths() -> None:

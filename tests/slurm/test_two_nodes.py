@@ -39,7 +39,7 @@ def test_a_two_node_job_runs_srun_on_both_nodes_and_rank_0_writes(two_node_clust
     rows = {r["jobid"]: r for r in two_node_cluster.sacct(job_id.split("_")[0])}
     step = rows[f"{job_id}.0"]  # submitit's srun: one task on each node
     assert step["nodelist"] == "fewshot[1-2]" and step["ntasks"] == "2" and step["state"] == "COMPLETED", rows
-    folder = next(results.glob(f".hydra_sweeps/*/.submitit/twonode/{job_id}"))
+    folder = next(results.glob(f".hydra_sweeps/*/.submitit/twonode/*/{job_id}_0_log.out")).parent  # the array's folder
     logs = {rank: "".join((folder / f"{job_id}_{rank}_log.{ext}").read_text() for ext in ("out", "err")) for rank in (0, 1)}
     hosts = {rank: re.search(r"JobEnvironment\(.*hostname=(\w+), .*global_rank=(\d)\(2\)", text).groups() for rank, text in logs.items()}
     assert hosts == {0: ("fewshot1", "0"), 1: ("fewshot2", "1")}, hosts

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,17 +59,15 @@ _config: dict[str, str] = {}
 
 
 def slurm_config() -> dict[str, str]:
-    """``scontrol show config`` as a dict, asked once per process with the short probe timeout
-    (``FEWSHOT_SLURM_PROBE_S``: a controller that does not answer costs seconds, not minutes);
-    {} when it cannot be asked."""
-    if not _config:
-        from fewshot_eval.launch.slurm.job_states import probe_timeout
+    """``scontrol show config`` as a dict, asked once per process with the probe timeout
+    (:mod:`fewshot_eval.launch.slurm.probes`); raises SlurmUnreachable when the controller does not answer."""
+    from fewshot_eval.launch.slurm.probes import SlurmUnreachable, run
 
-        try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=probe_timeout()).stdout
-        except (OSError, subprocess.SubprocessError):
-            out = ""
-        for line in out.splitlines():
+    if not _config:
+        ans = run(["scontrol", "show", "config"], warn=False)  # the launcher says it, in one line
+        if not ans.ok:
+            raise SlurmUnreachable(ans.why)
+        for line in ans.out.splitlines():
             k, sep, v = line.partition("=")
             if sep:
                 _config[k.strip()] = v.strip()
@@ -93,6 +90,20 @@ def cluster_name() -> Optional[str]:
 
 def chunks(members: Sequence[int], size: int) -> list[list[int]]:
     return [list(members[i:i + size]) for i in range(0, len(members), size)] or [[]]
+
+
+def lanes(arrays: int, budget: int) -> list[tuple[int, list[int]]]:
+    """How a pool split into ``arrays`` job arrays keeps to its throttle ``budget`` (the model's
+    max_parallel) as a whole: ``min(arrays, budget)`` lanes, each a chain of arrays (an array starts once
+    the one before it in its lane has ended: ``sbatch --dependency=afterany``), the budget divided among
+    the lanes. [(lane throttle, array numbers)], the throttles summing to ``budget``::
+
+        3 arrays, max_parallel 1 -> [(1, [0, 1, 2])]                 one chain, one task at a time
+        3 arrays, max_parallel 2 -> [(1, [0, 2]), (1, [1])]
+        2 arrays, max_parallel 5 -> [(3, [0]), (2, [1])]             side by side, 3 + 2
+    """
+    n = max(1, min(arrays, budget))
+    return [(budget // n + (1 if k < budget % n else 0), list(range(k, arrays, n))) for k in range(n)]
 
 
 def pool_resources(params: dict[str, Any], pool: Pool) -> dict[str, Any]:

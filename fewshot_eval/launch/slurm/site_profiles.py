@@ -115,8 +115,13 @@ def resolve_site(cfg: Any, search: Sequence[Path]) -> Optional[Site]:
     if not submits_to_slurm(cfg):
         return None
     from fewshot_eval.launch.slurm.pools import cluster_name
+    from fewshot_eval.launch.slurm.probes import SlurmUnreachable
 
-    return detect(cluster_name(), search)
+    try:
+        cluster = cluster_name()
+    except SlurmUnreachable:  # no controller to ask (a dry run on a laptop; a sweep says so when it submits)
+        return None
+    return detect(cluster, search)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from hydra.core.utils import JobReturn, JobStatus
 
 from fewshot_eval.launch.returns import failed_return
-from fewshot_eval.launch.slurm.pools import Pool, max_array_size, pool_resources, throttle
+from fewshot_eval.launch.slurm.pools import Pool, pool_resources, throttle
 from fewshot_eval.outcome import Outcome
 from fewshot_eval.store.status import COMPLETE, result_status
 
@@ -49,7 +49,7 @@ def error_line(e: BaseException) -> str:
     return lines[0].strip() if lines else type(e).__name__
 
 
-def pool_line(params: dict[str, Any], pool: Pool, jobs: Sequence[Any]) -> str:
+def pool_line(params: dict[str, Any], pool: Pool, jobs: Sequence[Any], array_size: int) -> str:
     r = pool_resources(params, pool)
     ids = sorted({str(j.job_id) for j in jobs}, key=lambda s: [int(x) for x in s.split("_")])
     if pool.combine:
@@ -62,21 +62,26 @@ def pool_line(params: dict[str, Any], pool: Pool, jobs: Sequence[Any]) -> str:
         if len(arrays) == 1:
             what = f"array {arrays[0]}: {len(ids)} tasks, {at_most}"
         else:
-            what = f"arrays {', '.join(arrays)}: {len(ids)} tasks in {len(arrays)} arrays of at most {max_array_size()} (MaxArraySize), {at_most} each"
+            listed = ", ".join(arrays) if len(arrays) <= 4 else f"{arrays[0]} .. {arrays[-1]}"
+            what = (f"arrays {listed}: {len(ids)} tasks in {len(arrays)} arrays of at most {array_size} (MaxArraySize), "
+                    f"{at_most} in all (arrays chained: --dependency=afterany)")
     mem = f", {r['mem_gb']} GB" if r["mem_gb"] else ""
     res = f"{r['nodes']} node x {r['tasks_per_node']} task x {r['cpus_per_task']} cpu, {r['gpus_per_node'] or 0} gpu{mem}, {r['timeout_min']} min"
     shown = ", ".join(ids) if len(ids) <= 4 else f"{ids[0]} .. {ids[-1]}"
     return f"  pool {pool.name}: {what} ({res}) -> SLURM job {shown}"
 
 
-def summary(lines: list[str], owner: dict[int, Any], logs: Path, params: dict[str, Any]) -> str:
+def summary(lines: list[str], owner: dict[int, Any], logs: Path, params: dict[str, Any], pools: int) -> str:
     arrays = sorted({str(j.job_id).split("_")[0] for j in owner.values()}, key=int)
     ids = ",".join(arrays)
-    out = [f"fewshot-eval: submitted {len(owner)} job{'s' if len(owner) != 1 else ''} to SLURM in {len(lines)} pool{'s' if len(lines) != 1 else ''}:"] + lines
+    head = f"fewshot-eval: submitted {len(owner)} job{'s' if len(owner) != 1 else ''} to SLURM in {pools} pool{'s' if pools != 1 else ''}:"
+    out = ([head] if owner else ["fewshot-eval: nothing submitted to SLURM:"]) + lines
     if owner:
+        watch = (f"squeue -j {ids}    |    sacct -X -j {ids} -o JobID,State,Elapsed,ExitCode" if len(arrays) <= 20 else
+                 f"squeue --me    |    sacct -X -S now-1days -o JobID,JobName%40,State,Elapsed,ExitCode   ({len(arrays)} arrays, {arrays[0]} .. {arrays[-1]})")
         out += [
-            f"  logs:    {logs.absolute()}/<job id>/<job id>_0_log.out|.err (each result dir's submitted.json names its own)",
-            f"  watch:   squeue -j {ids}    |    sacct -X -j {ids} -o JobID,State,Elapsed,ExitCode",
+            f"  logs:    {logs.absolute()}/<submission>/<job id>_0_log.out|.err (each result dir's submitted.json names its own)",
+            f"  watch:   {watch}",
             "  collect: re-run the same command: complete results are skipped, queued/running ones stay pending, "
             "failed or cancelled ones are submitted again (add dry_run=true to see their SLURM states).",
         ]
