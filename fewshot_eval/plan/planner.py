@@ -65,7 +65,6 @@ class Planner:
         self.pending_check = pending_check
         self.local_launcher = local_launcher  # SLURM markers it cannot resolve are ignored, not pending
         self.site: Any = None  # the sweep's site profile, set by whoever plans (fewshot_eval.launch.slurm.site_profiles.Site)
-        self.launching = False  # set by a sweep that launches: only its plan may write (a 0.1.0 result's files map)
         hc = base.hydra
         self.cwd = Path(hc.runtime.cwd or os.getcwd())
         self.search = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
@@ -86,7 +85,7 @@ class Planner:
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
         self._time_checks: dict[Any, Any] = {}  # the launcher options; time limit problems per value
         self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
-        # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures; never a dry run's
+        # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures, 0.1.0 files maps; never a dry run's
         self.writes: list[Callable[[], None]] = []
         self._history: Optional[History] = None
         self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
@@ -306,7 +305,8 @@ class Planner:
                        f"at least {floor} min; from {basis.basis}")
                 if len(known) < len(js):
                     limit = max(limit, int(fallback))
-                    why += f"; {len(js) - len(known)} job{'s' if len(js) - len(known) != 1 else ''} without earlier results: at least its timeout_min {fallback}"
+                    unknown = len(js) - len(known)
+                    why += f"; {unknown} job{'s' if unknown != 1 else ''} without earlier results: at least its timeout_min {fallback}"
             self.time_limits[model] = (limit, why)
             problem = time_limit_problem(limit, delay)
             for j in js:
@@ -476,7 +476,7 @@ class Planner:
 
     def commit(self) -> None:
         """Write what this plan saw (SLURM failures into failure.json, adopted submissions, records of
-        ended ones removed): called by a sweep that is not a dry run, never by a dry run, ``status`` or ``report``."""
+        ended ones removed, the files maps of whole 0.1.0 results): called by a sweep that is not a dry run, never by a dry run, ``status`` or ``report``."""
         for w in self.writes:
             try:
                 w()
@@ -507,7 +507,7 @@ class Planner:
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         aggregate = "aggregate: every trial is done, results.json is missing"
         st = result_status(unit.result_dir, unit.expected, unit.trials if split else unit.all_trials, unit.weights,
-                           record=self.launching)
+                           record=self.writes.append)
         if st.state == STALE:
             return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
         if split and st.state != COMPLETE and set(unit.trials) <= set(st.done_trials) and not st.problems:

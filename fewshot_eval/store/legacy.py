@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import file_record, json_bytes, read_json, write_bytes
@@ -62,10 +62,11 @@ def legacy_trial_files(result_dir: Path, trial: int) -> tuple[dict[str, dict[str
     return files, problems
 
 
-def legacy_problems(result_dir: Path, res: dict[str, Any], trials: list[int], record: bool = False) -> list[str]:
+def legacy_problems(result_dir: Path, res: dict[str, Any], trials: list[int],
+                    record: Callable[[Callable[[], None]], None] | None = None) -> list[str]:
     """What is wrong with the files of ``trials`` of a 0.1.0 result (``res``: its results.json); when
-    nothing is wrong with any of its trials and ``record`` (a sweep that launches, never a dry run,
-    ``status`` or ``report``), its ``files`` map is recorded (see the module docstring)."""
+    nothing is wrong with any of its trials, the write of its ``files`` map goes to ``record`` (a planner's
+    deferred writes: done by a sweep that launches, never by a dry run, ``status`` or ``report``)."""
     files: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     covered = [int(t) for t in res.get("trials") or [] if isinstance(t, int) or str(t).isdigit()]
@@ -73,8 +74,8 @@ def legacy_problems(result_dir: Path, res: dict[str, Any], trials: list[int], re
         found, wrong = legacy_trial_files(result_dir, t)
         files.update(found)
         problems += wrong
-    if record and not problems and covered:
-        record_files(result_dir, res, files)
+    if record is not None and not problems and covered:
+        record(lambda: record_files(result_dir, res, files))
     wanted = tuple(f"trial{t}/" for t in trials)
     return [p for p in problems if p.startswith(wanted)]
 

@@ -17,7 +17,6 @@ from typing import Any, Optional, Sequence
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json, write_json
 
-
 INTENT = "submitting.json"
 
 

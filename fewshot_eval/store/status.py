@@ -14,7 +14,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping, Optional, Union
+from typing import Any, Callable, Collection, Mapping, Optional, Union
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
@@ -104,11 +104,11 @@ def _incomplete(problems: list[str]) -> str:
 
 
 def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int], weights: str | None = None,
-                  record: bool = False) -> ResultStatus:
+                  record: Callable[[Callable[[], None]], None] | None = None) -> ResultStatus:
     """Status of ``trials`` in ``result_dir``; ``complete`` only when results.json covers them all and
     their files are there. A result whose files were deleted or truncated is ``partial``/``missing``
-    (the broken trials are recomputed) with ``detail`` saying what is wrong. ``record``: a 0.1.0 result's
-    files map may be written (only by a sweep that launches: reading is otherwise read-only)."""
+    (the broken trials are recomputed) with ``detail`` saying what is wrong. ``record`` takes the write
+    of a whole 0.1.0 result's files map, for a sweep that launches to do (reading itself writes nothing)."""
     res = read_json(result_dir / layout.RESULTS)
     problems: list[str] = []
     if isinstance(res, dict):

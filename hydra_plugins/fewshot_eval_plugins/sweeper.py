@@ -88,7 +88,6 @@ class FewshotSweeper(Sweeper):
         local = runs_locally(self.launcher)
         planner = Planner(self.config, loader, pending_check=SchedulerView(), local_launcher=local)
         site = planner.site = resolve_site(self.config, planner.search)
-        planner.launching = not self.config.dry_run
         if site is not None:
             print(f"fewshot-eval: {site.describe()}", flush=True)
         with site_env(site):  # planning, prefetch and local jobs see the caches the site's jobs use

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from fewshot_eval.launch.slurm.probes import Answer, SlurmUnreachable, down, run_many

@@ -43,7 +43,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from fewshot_eval.launch.slurm.job_states import (
-    ACTIVE, FAILED_STATES, SlurmStates, SlurmUnreachable, last_error_line, log_paths, timed_out, why_pending,
+    ACTIVE,
+    FAILED_STATES,
+    SlurmStates,
+    SlurmUnreachable,
+    last_error_line,
+    log_paths,
+    timed_out,
+    why_pending,
 )
 from fewshot_eval.store import layout
 from fewshot_eval.store.markers import INTENT, add_submissions, drop_intent, marker_jobs, read_intent, read_marker

@@ -46,8 +46,18 @@ from fewshot_eval.launch.joblog import launch_row, log_launches
 from fewshot_eval.launch.returns import failed_return
 from fewshot_eval.launch.slurm.node_jobs import CombinedJobs, PoolCall, write_shared
 from fewshot_eval.launch.slurm.pools import (
-    Pool, chunks, cluster_name, executor_parameters, hydra_overrides, lanes, make_pools, max_array_size, pool_folder, pool_info,
-    python_command, throttle,
+    Pool,
+    chunks,
+    cluster_name,
+    executor_parameters,
+    hydra_overrides,
+    lanes,
+    make_pools,
+    max_array_size,
+    pool_folder,
+    pool_info,
+    python_command,
+    throttle,
 )
 from fewshot_eval.launch.slurm.probes import SlurmUnreachable
 from fewshot_eval.launch.slurm.waiting import pool_line, summary, wait_for
