@@ -66,7 +66,7 @@ class Row:
 
     past: int  # the cached node whose key/value cache precedes the row (0: none)
     node: int  # cached row: the node it computes; else -1
-    order: int
+    order: int  # pre-order index of its first own unit (not of a recomputed chain that other rows share)
     ids: Any = None
     pos: Any = None
     allowed: Any = None
@@ -260,10 +260,9 @@ class PrefixTree:
             perm = np.concatenate([np.flatnonzero(~needed), np.flatnonzero(needed)])
         where = np.empty(width, dtype=np.int64)
         where[perm] = np.arange(width)
-        first = chain[0] if chain else units[0]
         if not chain_row:  # (a chain keeps its order: no copies of its width-squared mask)
             ids, pos, allowed = ids[perm], pos[perm], allowed[np.ix_(perm, perm)]
-        row = Row(past=past, node=cached_node, order=self.nodes[first].order, ids=ids, pos=pos,
+        row = Row(past=past, node=cached_node, order=self.nodes[units[0]].order, ids=ids, pos=pos,
                   allowed=allowed, needs=[(int(where[c]), i, j) for c, i, j in needs], chain=chain_row)
         if cached_node >= 0:
             row.kv_cols = where  # the row's columns in depth order (its whole path below ``past``)

@@ -5,16 +5,54 @@ its rows run ``batch_size`` at a time under a 4D tree mask, reusing the key/valu
 they hang from (:meth:`TreeScoring._score_tree`). Used for models whose cache and attention take
 such a mask (:meth:`TreeScoring._tree_ok`, checked once on a probe against plain forward passes);
 others take :mod:`~fewshot_eval.evaluate.backends.clm.linear_scoring`.
+
+**Memory is bounded by the batch, not by the number of requests.** A cached node's key/value cache
+holds the keys and values of its whole path (at most ``L`` tokens, ``L`` the call's longest request
+input, itself at most ``max_length``); it lives from its row's batch until the last row below it
+has run. Rows run in pre-order (each batch starts with the first ready row, so a prompt's
+candidates run right after the prompt), and a batch takes a cached row other than its first only
+while the tokens of the caches alive, the batch's new ones included, stay within
+``batch_size x L``. So at any moment::
+
+    tokens in key/value caches alive  <=  (batch_size + h) x L
+
+``h`` being the most cached nodes on one path from the root: 1 for shared demonstrations or for
+per-example contexts, 2 for contexts cached below shared demonstrations (or below a first
+demonstration that several examples drew), rarely more. Why: every cache alive that a batch's first
+row opened is a cached ancestor of the first ready row (all rows before that one in pre-order have
+run, so any other such cache would have no row left to wait for): at most ``h`` of them; every
+other cache alive was opened by a batch that stayed within ``batch_size x L``. That is the key/value
+memory of ``batch_size + h`` full-length rows, the same for 10 or 10,000 documents, on every shape
+(shared or per-example demonstrations, 0-shot, many choices, long continuations, rolling-perplexity
+windows). Beside it a forward call holds its own rows: their pasts, activations, the tree mask and
+the logits of the columns read (in chunks: :meth:`TreeScoring._read_logprobs`).
+:attr:`TreeScoring.tree_stats` records the last call's peak against the bound. Generation
+(:mod:`.greedy_generation`) keeps one cache besides its batch's, the shared prefix (batch 1).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from fewshot_eval.evaluate.backends.predictor import Loglik
 
 log = logging.getLogger("fewshot_eval")
+
+
+@dataclass
+class TreeStats:
+    """What one :meth:`TreeScoring._score_tree` call held at most: key/value caches alive at once and
+    their tokens, against the bound of the module docstring."""
+
+    rows: int = 0
+    batches: int = 0  # forward calls
+    depth: int = 0  # h: the most cached nodes on one path from the root
+    longest: int = 0  # L: the longest request input, in tokens
+    bound_tokens: int = 0  # (batch_size + h) x L
+    peak_caches: int = 0
+    peak_cache_tokens: int = 0
 
 
 class TreeScoring:
@@ -29,6 +67,7 @@ class TreeScoring:
     _cache_arg: str
     _logits_to_keep: bool
     _tree: Optional[bool]
+    tree_stats: Optional[TreeStats] = None  # of the last prefix-tree call (the peak of caches alive at once)
 
     def _tree_ok(self) -> bool:
         """Whether this model takes tree attention: a plain key/value cache (no sliding windows,
@@ -79,9 +118,9 @@ class TreeScoring:
 
     def _score_tree(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None, **row_options: int) -> list[Loglik]:
         """Prefix-tree scoring: the rows of :class:`~fewshot_eval.evaluate.backends.clm.prefix_tree.PrefixTree`
-        (``row_options``: its ``rows`` arguments), batched ``batch_size`` at a time in pre-order (a
-        cached node's rows right after it, so the key/value caches alive at once stay few: each is
-        dropped when its last row ran)."""
+        (``row_options``: its ``rows`` arguments), batched ``batch_size`` at a time in pre-order, the
+        key/value caches alive at once bounded by ``batch_size + h`` (see the module docstring): each
+        is dropped when its last row ran."""
         import heapq
 
         import torch
@@ -91,8 +130,15 @@ class TreeScoring:
         tree = PrefixTree(seqs)
         rows = tree.rows(**row_options)
         by_past: dict[int, list[int]] = {}
-        for r, row in enumerate(rows):
+        depth = {0: 0}  # cached node -> cached nodes on its path (itself included)
+        for r, row in enumerate(rows):  # pre-order: a cached row comes before the rows below it
             by_past.setdefault(row.past, []).append(r)
+            if row.node >= 0:
+                depth[row.node] = depth[row.past] + 1
+        longest = max(len(inp) for inp, _ in seqs)  # no cache holds more tokens (a cache is its node's whole path)
+        budget = self.batch_size * longest  # cache tokens alive that a batch's rows besides its first may bring to
+        h = max(depth.values())
+        stats = self.tree_stats = TreeStats(rows=len(rows), depth=h, longest=longest, bound_tokens=budget + h * longest)
         left = {p: len(rs) for p, rs in by_past.items()}
         kv: dict[int, Optional[list[tuple[Any, Any]]]] = {0: None}  # cached node -> per-layer (keys, values) of its whole path
         past_len = {0: 0}
@@ -103,8 +149,9 @@ class TreeScoring:
         todo = [set(range(len(cont))) for _, cont in seqs]  # continuation tokens not scored yet, per sequence
         with torch.inference_mode():
             while ready:
-                batch = self._pick_batch(ready, rows, past_len)
+                batch = self._pick_batch(ready, rows, past_len, tree, sum(past_len[n] for n in kv), budget)
                 caches = self._run_rows([rows[r] for r in batch], kv, past_len, seqs, lps, greedy)
+                stats.batches += 1
                 if report is not None:
                     done = []
                     for r in batch:
@@ -121,26 +168,34 @@ class TreeScoring:
                         kv[row.node], past_len[row.node] = cache, tree.nodes[row.node].end
                         for child in by_past.get(row.node, []):
                             heapq.heappush(ready, (rows[child].order, child))
-                    left[row.past] -= 1
-                    if not left[row.past] and row.past:
-                        del kv[row.past]
+                stats.peak_caches = max(stats.peak_caches, len(kv) - 1)
+                stats.peak_cache_tokens = max(stats.peak_cache_tokens, sum(past_len[n] for n in kv))
+                for r in batch:
+                    past = rows[r].past
+                    left[past] -= 1
+                    if not left[past] and past:
+                        del kv[past]
         return [Loglik(lp, list(cont), all(g)) for lp, g, (_, cont) in zip(lps, greedy, seqs)]
 
-    def _pick_batch(self, ready: list, rows: list, past_len: dict[int, int]) -> list[int]:
-        """Up to ``batch_size`` ready rows, the first in pre-order and those among the next few
-        of a similar width and past length (padding stays small)."""
+    def _pick_batch(self, ready: list, rows: list, past_len: dict[int, int], tree: Any, alive: int, budget: int) -> list[int]:
+        """Up to ``batch_size`` ready rows: the first in pre-order, and those among the next few of
+        a similar width and past length (padding stays small); a cached row besides the first only
+        while the tokens of the caches alive (``alive``) and of the batch's new ones stay within ``budget``."""
         import heapq
 
         first = heapq.heappop(ready)[1]
         w0, p0 = rows[first].width, past_len[rows[first].past]
         free = p0 == 0 and rows[first].chain  # batches of such rows run without a mask
+        opened = alive + (tree.nodes[rows[first].node].end if rows[first].node >= 0 else 0)
         batch, skipped = [first], []
         while ready and len(batch) < self.batch_size and len(skipped) < 4 * self.batch_size:
             item = heapq.heappop(ready)
             row = rows[item[1]]
             p = past_len[row.past]
-            if free == (p == 0 and row.chain) and w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0):
+            if (free == (p == 0 and row.chain) and w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0)
+                    and (row.node < 0 or opened + tree.nodes[row.node].end <= budget)):
                 batch.append(item[1])
+                opened += tree.nodes[row.node].end if row.node >= 0 else 0
             else:
                 skipped.append(item)
         for item in skipped:
@@ -218,11 +273,7 @@ class TreeScoring:
             tt: list[int] = []
             for a, b, i, j in runs:
                 tt.extend(seqs[i][1][j : j + b - a])
-            sel = logits[torch.from_numpy(need[:, 0]).to(logits.device), torch.from_numpy(cols).to(logits.device)].float()
-            tgt = torch.tensor(tt, device=sel.device)
-            # log_softmax + gather, fused (no (tokens x vocab) log-prob tensor is written; same numbers)
-            tok_lp = torch.nn.functional.cross_entropy(sel, tgt, reduction="none").neg_().tolist()
-            hit = (sel.argmax(-1) == tgt).tolist()
+            tok_lp, hit = self._read_logprobs(logits, need[:, 0], cols, tt)
             for a, b, i, j in runs:
                 lps[i][j : j + b - a], greedy[i][j : j + b - a] = tok_lp[a:b], hit[a:b]
         caches: list = [None] * n
@@ -240,3 +291,21 @@ class TreeScoring:
                     for layer in new.layers
                 ]
         return caches
+
+    def _read_logprobs(self, logits: Any, rows: Any, cols: Any, targets: list[int], chunk_bytes: int = 1 << 26) -> tuple[list[float], list[bool]]:
+        """Log-prob of ``targets[k]`` at ``logits[rows[k], cols[k]]`` and whether it is the argmax,
+        a chunk of positions at a time (at most ``chunk_bytes`` of float32 logits copied at once:
+        a rolling-perplexity batch reads every position, ``batch_size x max_length x vocab``)."""
+        import torch
+
+        step = max(1, chunk_bytes // (4 * logits.shape[-1]))
+        rows_t, cols_t = torch.from_numpy(rows).to(logits.device), torch.from_numpy(cols).to(logits.device)
+        tgt = torch.tensor(targets, device=logits.device)
+        tok_lp: list[float] = []
+        hit: list[bool] = []
+        for a in range(0, len(targets), step):
+            sel = logits[rows_t[a : a + step], cols_t[a : a + step]].float()
+            # log_softmax + gather, fused (no (tokens x vocab) log-prob tensor is written; same numbers)
+            tok_lp += torch.nn.functional.cross_entropy(sel, tgt[a : a + step], reduction="none").neg_().tolist()
+            hit += (sel.argmax(-1) == tgt[a : a + step]).tolist()
+        return tok_lp, hit
