@@ -141,10 +141,25 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
         windows of ``max_length`` predicted tokens, each conditioned on the tokens before it in
         its window), and every window is scored as a (context, continuation) request.
         ``Loglik.total`` adds the windows as lm-eval does (each window's sum in float32), so it
-        equals lm-eval's number for the text to float32 rounding."""
+        equals lm-eval's number for the text to float32 rounding. The windows are scored
+        ``32 x batch_size`` at a time, so only the results grow with the number of texts."""
+        import torch
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # lazy: heavy package
 
-        seqs, owner = [], []
+        out = [Loglik([], [], True, 0.0) for _ in texts]
+        seqs: list[tuple[Sequence[int], list[int]]] = []
+        owner: list[int] = []
+
+        def score() -> None:
+            for i, res in zip(owner, self._score_tokens(seqs, operation="loglikelihood_rolling")):
+                out[i].logprobs.extend(res.logprobs)
+                out[i].tokens.extend(res.tokens)
+                out[i].greedy = bool(out[i].greedy and res.greedy)
+                # lm-eval sums each window in float32 (``logits.sum()``), then the windows in Python
+                out[i].summed += float(torch.tensor(res.logprobs, dtype=torch.float32).sum())
+            seqs.clear()
+            owner.clear()
+
         for i, text in enumerate(texts):
             tokens = list(self.tokenizer.encode(text, add_special_tokens=False))
             for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
@@ -152,16 +167,10 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
                 full = (ctx + cont)[-(self.max_length + 1):]
                 seqs.append((tuple(full[:-1]), cont))
                 owner.append(i)
-        import torch
-
-        scored = self._score_tokens(seqs, operation="loglikelihood_rolling")
-        out = [Loglik([], [], True, 0.0) for _ in texts]
-        for i, res in zip(owner, scored):
-            out[i].logprobs.extend(res.logprobs)
-            out[i].tokens.extend(res.tokens)
-            out[i].greedy = bool(out[i].greedy and res.greedy)
-            # lm-eval sums each window in float32 (``logits.sum()``), then the windows in Python
-            out[i].summed += float(torch.tensor(res.logprobs, dtype=torch.float32).sum())
+                if len(seqs) == 32 * self.batch_size:  # windows share (almost) nothing: scored a few batches at a time
+                    score()
+        if seqs:
+            score()
         return out
 
     def _score_tokens(self, seqs: list[tuple[Sequence[int], Sequence[int]]], report: Optional[Callable] = None,
