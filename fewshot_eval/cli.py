@@ -2,8 +2,10 @@
 
     fewshot-eval [-m] key=value ...          the Hydra app (see --help)
     fewshot-eval report OUTPUT_DIR ...       collect results into tables
-    fewshot-eval status [-m] key=value ...   where a sweep stands (counts per model and task setting)
-    fewshot-eval list [experiments|models|tasks|groups]
+    fewshot-eval status [-m] key=value ...   where a sweep stands (counts per model and task setting);
+                                             --missing FILE.csv: the jobs to run again (fewshot-eval -m job_list=FILE.csv)
+    fewshot-eval prefetch [-m] key=value ... fetch what the sweep's jobs read from the HuggingFace hub
+    fewshot-eval list [experiments|models|tasks|model-groups|task-groups|task-defs|sites]
     fewshot-eval recalc RESULT_DIR ...       recompute metrics from stored predictions
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = ("report", "status", "list", "recalc")
+SUBCOMMANDS = ("report", "status", "prefetch", "list", "recalc")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,11 +28,11 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 from fewshot_eval.app import run_hydra
 
-                run_hydra()
+                code = run_hydra()
         finally:
             sys.stdout.flush()  # now rather than at exit, where a broken pipe cannot be handled
     except BrokenPipeError:  # the reader went away, e.g. `fewshot-eval list | head -1`
-        from fewshot_eval.app import quiet_broken_pipe
+        from fewshot_eval.hydra_errors import quiet_broken_pipe
 
         quiet_broken_pipe()
         code = 0 if _only_prints(argv) else 1

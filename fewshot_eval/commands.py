@@ -1,4 +1,4 @@
-"""Subcommands that are not Hydra jobs: ``report``, ``status``, ``list``, ``recalc``."""
+"""Subcommands that are not Hydra jobs: ``report``, ``status``, ``prefetch``, ``list``, ``recalc``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import yaml
 
 from fewshot_eval.config import conf_dir
 
-GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def"}
+GROUPS = {"experiments": "experiment", "models": "model", "tasks": "task", "model-groups": "models", "task-groups": "tasks", "task-defs": "task_def",
+          "sites": "site"}
 
 
 def _selection(sweep: str | None, experiment: str | None, overrides: list[str], config_dirs: list[str]) -> tuple[list[str], list[str]]:
@@ -54,7 +55,7 @@ def _plan(overrides: list[str], dirs: list[str]):  # noqa: ANN202
     try:
         planner, jobs = plan(overrides, dirs)
     except Exception as e:  # Hydra's own errors (unknown option, bad override): one line
-        from fewshot_eval.app import user_error_message
+        from fewshot_eval.hydra_errors import user_error_message
         from fewshot_eval.config import ConfigError
 
         if isinstance(e, ConfigError):
@@ -132,13 +133,39 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from fewshot_eval.report.sweep_status import status_text
+    """``fewshot-eval status``: counts per model x task setting; exit 1 when a job failed, 2 when one is an error row."""
+    from fewshot_eval.report.sweep_status import exit_status, status_text
 
     overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
     planner, jobs, elapsed = _plan(overrides, dirs)
+    if planner.site is not None:
+        print(f"fewshot-eval: {planner.site.describe()}")
     root = planner.run.get("output_dir")
     sys.stdout.write(status_text(jobs, elapsed, (planner.cwd / str(root)) if root else None))
-    return 0
+    if args.missing:
+        from fewshot_eval.report.sweep_status import write_missing
+        from fewshot_eval.searchpath import checked_dirs
+
+        hydra_ovr = [o for o in overrides if o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        print(write_missing(Path(args.missing), jobs, checked_dirs(dirs, packaged=conf_dir()), hydra_ovr))
+    return exit_status(jobs)
+
+
+def _prefetch(args: argparse.Namespace) -> int:
+    """``fewshot-eval prefetch -m <the sweep's overrides> [dry_run=true]``: fetch what its jobs read from the hub."""
+    from fewshot_eval.config import ConfigError
+    from fewshot_eval.plan.planner import ERROR, RUN
+    from fewshot_eval.plan.prefetch import prefetch
+
+    overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
+    dry = [o.split("=", 1)[1].strip().lower() for o in overrides if o.startswith("dry_run=")]
+    if dry and dry[-1] not in ("true", "false"):
+        raise ConfigError(f"dry_run must be true or false, got '{dry[-1]}'. dry_run=true lists what prefetch would fetch.")
+    planner, jobs, _ = _plan(overrides, dirs)
+    from fewshot_eval.launch.slurm.site_profiles import site_env
+
+    with site_env(planner.site):  # into the cache the site's jobs read (its env: HF_HOME ...)
+        return prefetch([j for j in jobs if j.status in (RUN, ERROR)], planner.search, dry_run=bool(dry) and dry[-1] == "true")
 
 
 def _first_comment(path: Path) -> str:
@@ -170,15 +197,16 @@ def _load_yaml(f: Path) -> dict:
             data = yaml.safe_load(fh)
         return data if isinstance(data, dict) else {}
     except yaml.YAMLError as e:
-        from fewshot_eval.app import user_error_message
+        from fewshot_eval.hydra_errors import user_error_message
 
         return {"_error": user_error_message(e) or str(e)}
 
 
-LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments")
+LIST_ALL = ("models", "model-groups", "tasks", "task-groups", "task-defs", "experiments", "sites")
 TITLES = {"models": "Model settings (model=<name>)", "model-groups": "Model groups (models=<name>, with -m)",
           "tasks": "Task settings (task=<name>)", "task-groups": "Task groups (tasks=<name>, with -m)",
-          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)"}
+          "task-defs": "Task definitions (named in a task setting's tasks:)", "experiments": "Experiments (experiment=<name>, with -m)",
+          "sites": "Site profiles (site=<name>; detected by SLURM ClusterName with the SLURM launcher)"}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -244,6 +272,10 @@ def _list_group(args: argparse.Namespace, what: str) -> int:
         elif group == "model":
             data = _load_yaml(f)
             print(f"{name:28s} {source[name]:{width}s}  {_model_summary(data)}{data.get('_error') or _first_comment(f)}".rstrip())
+        elif group == "site":
+            data = _load_yaml(f)
+            clusters = f"[clusters: {', '.join(map(str, data['clusters']))}] " if data.get("clusters") else ""
+            print(f"{name:28s} {source[name]:{width}s}  {clusters}{data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
         elif group == "task_def":
             data = _load_yaml(f)
             print(f"{name:28s} {source[name]:{width}s}  {data.get('_error') or data.get('description') or _first_comment(f)}".rstrip())
@@ -296,12 +328,20 @@ def run(argv: list[str]) -> int:
     r.add_argument("--spread", choices=["std", "ci"], default="std", help="plots shade mean ± std (default) or the 95%% CI")
     r.add_argument("--mlflow", metavar="URI", help="also log every result to MLflow at URI (e.g. file:///abs/mlruns); needs mlflow")
     r.set_defaults(func=_report)
-    st = sub.add_parser("status", help="where a sweep stands: counts per model and task setting")
+    st = sub.add_parser("status", help="where a sweep stands: counts per model and task setting; exit 1 if a job failed, 2 if one is an error row")
     st.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...)")
     st.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
     st.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
     st.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
+    st.add_argument("--missing", metavar="FILE.csv", help="also write the jobs without a complete result to FILE.csv; "
+                    "fewshot-eval -m job_list=FILE.csv runs exactly those")
     st.set_defaults(func=_status)
+    pf = sub.add_parser("prefetch", help="fetch what a sweep's jobs read from the HuggingFace hub (models, dataset splits) into the cache; dry_run=true lists it")
+    pf.add_argument("overrides", nargs="*", help="the sweep's overrides (model=a,b task=c nshot=0,2 ...), dry_run=true to only list")
+    pf.add_argument("-m", "--multirun", action="store_true", help="accepted and ignored (as on the sweep's command line)")
+    pf.add_argument("--experiment", help="an experiment's selection (as experiment=NAME)")
+    pf.add_argument("--config-dir", action="append", default=[], help="your own config dir (as for --config-dir)")
+    pf.set_defaults(func=_prefetch)
     l_ = sub.add_parser("list", help="list models, task settings, task definitions, groups and experiments (all of them without WHAT); 'list catalog PATTERN' searches lm-eval's catalog")
     l_.add_argument("what", nargs="?", default=None, choices=sorted([*GROUPS, "catalog"]), help="one section only (default: every section)")
     l_.add_argument("pattern", nargs="?", help="list catalog: a name pattern (glob; a plain word matches inside names)")

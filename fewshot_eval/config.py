@@ -60,11 +60,15 @@ NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "devic
 # Run params that steer the scheduler, not the evaluation.
 RUN_KEYS: tuple[str, ...] = (
     "output_dir", "nshot", "split_trials", "trial", "override_completed", "dry_run", "max_parallel",
-    "max_failures", "retry_failed", "planned_id", "checkpoint",
+    "max_failures", "retry_failed", "planned_id", "checkpoint", "prefetch", "hf_offline", "job_list",
 )
 
+# Run params the sweep adds to a job's overrides itself: left out of ${hydra.job.override_dirname}
+# (conf/config.yaml lists them in hydra.job.config.override_dirname.exclude_keys too).
+INTERNAL_OVERRIDES: tuple[str, ...] = ("planned_id", "hf_offline")
+
 # Top-level keys of a composed job config that are not run/eval values.
-SCHEDULER_KEYS: tuple[str, ...] = ("model", "task", "hydra")
+SCHEDULER_KEYS: tuple[str, ...] = ("model", "task", "hydra", "site")
 
 # Set in the environment of a job started by a launcher: it runs one job of a sweep
 # (so a preset without -m is not refused there).

@@ -5,7 +5,7 @@ tool's ``--user-dir`` did). Hydra itself puts ``--config-dir`` after the package
 after every SearchPathPlugin has run, so :func:`take_config_dir_args` (called by
 ``fewshot_eval.app.run_hydra``) removes ``--config-dir X`` / ``-cd X`` / ``--config-dir=X`` from
 the command line and passes the dirs on in ``$FEWSHOT_EVAL_CONFIG_DIRS``; the SearchPathPlugin in
-``hydra_plugins/fewshot_eval_plugins/searchpath.py`` puts them before ``main`` (the packaged dir)
+``hydra_plugins/fewshot_eval_plugins/user_config_dirs.py`` puts them before ``main`` (the packaged dir)
 with provider ``command-line``. Several dirs: the first one given wins.
 
 The resulting search order, first match wins, is also what ``hydra.runtime.config_sources``
@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 from fewshot_eval.config import ConfigError
 
 ENV = "FEWSHOT_EVAL_CONFIG_DIRS"
-PROVIDER = "command-line"  # what Hydra calls --config-dir entries; launch/local.py passes these on
+PROVIDER = "command-line"  # what Hydra calls --config-dir entries; launch/parallel.py passes these on
 _FLAGS = ("--config-dir", "-cd")
 
 

@@ -1,4 +1,5 @@
-"""Schemas of model and task settings (``conf/model/*.yaml``, ``conf/task/*.yaml``).
+"""Schemas of model and task settings (``conf/model/*.yaml``, ``conf/task/*.yaml``) and of site
+profiles (``conf/site/*.yaml``).
 
 Files hold only what differs from these defaults; :func:`model_setting` and
 :func:`task_setting` validate a loaded node and return plain dicts. These dataclasses are the
@@ -49,7 +50,8 @@ class Resources:
     tasks_per_node: int = 1
     cpus_per_task: int = 1
     mem_gb: Optional[int] = None
-    timeout_min: int = 60
+    # minutes, or "auto": from the wall times of earlier results of this model (plan/estimates.py)
+    timeout_min: Any = 60
 
 
 # USR2 (checkpoint + requeue) comes signal_delay_s before the time limit, and up to ~60 s earlier
@@ -93,6 +95,27 @@ class SlurmOptions:
     gres: Optional[str] = None  # e.g. "gpu:a100:2" (the GPU type)
     sbatch: dict = field(default_factory=dict)  # any other #SBATCH option: {begin: now+1hour, reservation: x}
     setup: list = field(default_factory=list)  # shell lines before the job: ["module load cuda/12.4", "conda activate eval"]
+
+
+@dataclass
+class SiteProfile:
+    """What one cluster needs (``conf/site/<name>.yaml``, selected with ``site=<name>`` or detected from
+    SLURM's ClusterName). A model setting's ``slurm:`` value and then a ``hydra.launcher.<same name>``
+    value win over the site's; see docs/slurm.md#site-profiles. Never part of a result's identity."""
+
+    clusters: list = field(default_factory=list)  # SLURM ClusterNames it is detected for (its file name counts too)
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    # how this cluster spells a GPU request: null = --gpus-per-node=N; "gpu:{gpus}" or "gpu:a100:{gpus}" = --gres=... instead
+    gpu_gres: Optional[str] = None
+    env: dict = field(default_factory=dict)  # exported in every job script and set while planning: {HF_HOME: /shared/hf}
+    setup: list = field(default_factory=list)  # shell lines before the job: ["module load cuda/12.4", "source ~/venv/bin/activate"]
+    wrapper: Optional[str] = None  # the job's command runs under it, e.g. "apptainer exec --nv /images/eval.sif"
+    python: Optional[str] = None  # the Python that runs the job (inside the wrapper); null: the one that submits
+    sbatch: dict = field(default_factory=dict)  # any other #SBATCH option: {reservation: eval}
+    description: str = ""
 
 
 @dataclass
@@ -144,6 +167,9 @@ class ModelSetting:
     slurm: SlurmOptions = field(default_factory=SlurmOptions)  # scheduler options of this model's pool
     parallel: Parallel = field(default_factory=Parallel)  # multi-GPU / multi-node loading (clm, vllm)
     server: Server = field(default_factory=Server)  # openai_completions: where the served model is
+    # true: a job whose hub inputs (weights, datasets) were all in the local caches at planning runs with
+    # HuggingFace offline mode (never waits on a network timeout); false: the job may use the network
+    offline_when_cached: bool = True
     description: str = ""
     # A checkpoint sweep: one setting '<key>__step<N>' per checkpoint (fewshot_eval/plan/expand.py):
     # {dir: /runs/x, pattern: "checkpoint-*"} (sub-dirs holding a config.json; the step is the last
@@ -189,6 +215,8 @@ def _check(schema: type, node: Mapping[str, Any], where: str, prefix: str = "") 
         base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
         if value is None and optional:
             out[name] = None
+        elif base is Any:  # checked by the setting's own rule (e.g. resources.timeout_min: minutes or 'auto')
+            out[name] = value
         elif dataclasses.is_dataclass(base):
             out[name] = _check(base, value if value is not None else {}, where, key + ".")
         else:
@@ -221,6 +249,10 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     check_setting_name(data["name"], "name", where)
     if data["max_parallel"] < 1:
         raise ConfigError(f"{where}: max_parallel must be >= 1, got {data['max_parallel']}.")
+    timeout = data["resources"]["timeout_min"]
+    if timeout != "auto" and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"{where}: resources.timeout_min must be a number of minutes or 'auto' (from the wall times of "
+                          f"earlier results of this model), got {timeout!r}.")
     check_eval_keys(data["eval"], f"{where} key 'eval'")
     # GPU indices may be written as YAML ints ({0: 70GiB, cpu: 200GiB}): keys as strings, so the setting stays JSON-sortable
     data["parallel"]["max_memory"] = {str(k): v for k, v in data["parallel"]["max_memory"].items()}
@@ -283,4 +315,27 @@ def task_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
         if any((not isinstance(n, int)) or n < -1 for n in allowed):
             raise ConfigError(f"{where}: eval.allowed_nshot must be integers >= -1, got {allowed!r}.")
         data["eval"]["allowed_nshot"] = allowed
+    return data
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def site_profile(node: DictConfig | dict, name: str) -> dict[str, Any]:
+    """Validate one site profile; errors name ``site/<name>.yaml`` and the key."""
+    where = f"site/{name}.yaml"
+    data = _validate(SiteProfile, node if node is not None else {}, where)
+    if not all(isinstance(c, str) and c for c in data["clusters"]):
+        raise ConfigError(f"{where}: 'clusters' must be a list of SLURM cluster names (ClusterName), got {data['clusters']!r}.")
+    for key, value in data["env"].items():
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise ConfigError(f"{where}: env key {key!r} is not an environment variable name (letters, digits, '_').")
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: env.{key} must be a string or number, got {value!r}.")
+    data["env"] = {k: str(v) for k, v in data["env"].items()}
+    if not all(isinstance(line, str) for line in data["setup"]):
+        raise ConfigError(f"{where}: 'setup' must be a list of shell lines, got {data['setup']!r}.")
+    gres = data["gpu_gres"]
+    if gres is not None and "{gpus}" not in gres:
+        raise ConfigError(f"{where}: gpu_gres {gres!r} has no '{{gpus}}' (the GPUs per node go there), e.g. gpu_gres: 'gpu:{{gpus}}' or 'gpu:a100:{{gpus}}'.")
     return data

@@ -154,3 +154,51 @@ def test_no_predictor_name_outside_its_package() -> None:
     (the schema ``settings.ModelSetting``)."""
     hits = predictor_names_outside_backends()
     assert not hits, "predictor names outside evaluate/backends/ (ask the class for a capability instead):\n" + "\n".join(hits)
+
+
+def test_no_module_name_used_twice() -> None:
+    """Every module file name is unique across ``fewshot_eval/`` and the Hydra plugins (``__init__``
+    aside), so a name says which file is meant: no ``checks.py`` in two stages."""
+    files = list(PKG.rglob("*.py")) + list((ROOT / "hydra_plugins" / "fewshot_eval_plugins").glob("*.py"))
+    seen: dict[str, list[str]] = {}
+    for f in files:
+        if f.name != "__init__.py" and "__pycache__" not in f.parts:
+            seen.setdefault(f.name, []).append(str(f.relative_to(ROOT)))
+    twins = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not twins, f"module names used twice: {twins}"
+
+
+# The layers inside the evaluate stage, lowest first: a module may import its own layer and the ones
+# before it, never a later one. The registry, the trial result and the hub cache are the base; metrics, scoring and
+# calibration are pure functions of rows; backends score requests; the lm-eval bridge builds requests
+# from lm-eval's tasks; tasks build our own; the evaluator (and what wraps it) runs a trial.
+EVALUATE_LAYERS: list[set[str]] = [
+    {"registry", "trial_result", "hub_cache"},
+    {"metrics", "scoring", "calibration"},
+    {"backends"},
+    {"lm_eval_bridge"},
+    {"tasks"},
+    {"evaluator", "rescoring", "resume", ""},  # "": the package's own __init__ (build_evaluator ...)
+]
+
+
+def evaluate_layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[:2] != ["fewshot_eval", "evaluate"]:
+        return None
+    part = parts[2] if len(parts) > 2 else ""
+    for i, layer in enumerate(EVALUATE_LAYERS):
+        if part in layer:
+            return i
+    raise AssertionError(f"{module}: a module of evaluate/ in no layer of EVALUATE_LAYERS (tests/test_architecture.py) -- add it")
+
+
+def test_evaluate_sub_packages_import_only_lower_layers() -> None:
+    bad = []
+    for m, targets in graph().items():
+        a = evaluate_layer(m)
+        for t in targets:
+            b = evaluate_layer(t)
+            if a is not None and b is not None and b > a:
+                bad.append(f"{m} -> {t}")
+    assert not bad, "evaluate/ imports against its layers (" + " < ".join("|".join(sorted(x)) for x in EVALUATE_LAYERS) + "):\n" + "\n".join(sorted(bad))

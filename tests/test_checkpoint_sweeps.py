@@ -56,7 +56,8 @@ def test_a_run_dir_expands_to_one_setting_per_checkpoint(tmp_path: Path) -> None
     assert {j.unit.model["weights"] for j in jobs} == {str(run / f"checkpoint-{s}") for s in (20, 100, 300)}
     assert {j.unit.model["name"] for j in jobs} == {"myrun__step20", "myrun__step100", "myrun__step300"}
     assert len({j.unit.result_dir for j in jobs}) == 6 and all(j.status == "run" for j in jobs)
-    assert all(f"/myrun__step{j.overrides[-1].split('=')[1]}/" in str(j.unit.result_dir) for j in jobs)
+    steps = [next(o for o in j.overrides if o.startswith("checkpoint=")).split("=")[1] for j in jobs]
+    assert all(f"/myrun__step{n}/" in str(j.unit.result_dir) for n, j in zip(steps, jobs))
     # picking steps by hand; a step that does not exist lists the ones that do
     _, jobs = plan(["model=myrun", "task=copa_demo", "checkpoint=100", f"output_dir={tmp_path / 'out'}"], config_dirs=[conf])
     assert [j.unit.model_key for j in jobs] == ["myrun__step100"]

@@ -57,7 +57,7 @@ def test_unknown_group_option_in_a_single_run_fails_with_choices(workdir: Path) 
 def test_preset_without_multirun_is_an_error_not_one_default_job(workdir: Path) -> None:
     proc = run_cli(["models=baselines"], workdir, check=False)
     assert proc.returncode != 0
-    assert "add -m" in proc.stderr and "python -m fewshot_eval -m models=baselines" in proc.stderr
+    assert "add -m" in proc.stderr and "fewshot-eval -m models=baselines" in proc.stderr
     assert not (workdir / "results" / "demo").exists()
 
 

@@ -9,14 +9,14 @@ from hydra import compose, initialize_config_dir
 
 from fewshot_eval.config import ConfigError, conf_dir, effective_params
 from fewshot_eval.api import plan
-from fewshot_eval.settings import model_setting, task_setting
+from fewshot_eval.settings import model_setting, site_profile, task_setting
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
-@pytest.mark.parametrize("group", ["model", "task", "models", "tasks", "experiment"])
+@pytest.mark.parametrize("group", ["model", "task", "models", "tasks", "experiment", "site"])
 def test_every_option_of_every_group_composes(group: str) -> None:
     assert options(group), f"no packaged {group} configs"
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -26,6 +26,8 @@ def test_every_option_of_every_group_composes(group: str) -> None:
                 assert model_setting(cfg.model, name)["name"]
             elif group == "task":
                 assert task_setting(cfg.task, name)["tasks"]
+            elif group == "site":
+                assert site_profile(cfg.site, name)["description"]
             else:  # presets and experiments define a sweep
                 assert cfg.hydra.sweeper.params, f"{group}/{name} defines no sweep"
 

@@ -47,7 +47,7 @@ SHELL_LANGS = ("bash", "shell", "sh")
 BLOCK_TIMEOUT_S = 300
 SUBCOMMANDS = ("report", "status", "list", "recalc")
 # Config groups a YAML block of the user's own config dir may name (<dir>/<group>/<name>.yaml).
-USER_GROUPS = ("model", "task", "task_def", "models", "tasks", "experiment", "lm_eval_tasks")
+USER_GROUPS = ("model", "task", "task_def", "models", "tasks", "experiment", "lm_eval_tasks", "site")
 
 
 @dataclass
@@ -241,6 +241,10 @@ def validate_user_file(block: Block, name: str, data: Any, root: Path) -> None:
             from fewshot_eval.evaluate.tasks.definitions import parse_task_def
 
             parse_task_def(key, target, data)
+    elif group == "site":
+        from fewshot_eval.launch.slurm.site_profiles import load_profile
+
+        load_profile(key, target)
     elif group in ("models", "tasks", "experiment"):
         assert block.text.splitlines()[1:2] == ["# @package _global_"], f"{block.id}: {name}: line 2 must be '# @package _global_'"
         from fewshot_eval.api import plan

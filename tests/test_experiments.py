@@ -111,7 +111,8 @@ def test_offline_without_the_data_every_row_says_what_is_missing(offline_env: Pa
     copa = next(j for j in jobs if j.unit.task_key == "copa")
     assert copa.detail == (
         "task 'copa': hub dataset aps/super_glue (config copa) is not in the local cache and HF_DATASETS_OFFLINE=1: its job "
-        "could not load it. Load it once with network access, point FEWSHOT_HF_MIRROR at JSONL copies, or unset HF_DATASETS_OFFLINE.")
+        "could not load it. Fetch it where there is network with `fewshot-eval prefetch -m <this sweep's overrides>`, point FEWSHOT_HF_MIRROR "
+        "at JSONL copies, or unset HF_DATASETS_OFFLINE.")
     cached = offline_env / "hf_home" / "datasets" / "aps___super_glue"  # datasets' cache of it: planned to run
     cached.mkdir(parents=True)
     _, jobs = plan(["model=gpt2", "task=copa", f"output_dir={offline_env / 'out'}"])
@@ -144,12 +145,13 @@ def test_list_shows_every_section_with_descriptions(workdir: Path) -> None:
     out = run_cli(["list"], workdir).stdout
     sections = [line for line in out.splitlines() if line.startswith("== ")]
     assert [s.split(" (")[0] for s in sections] == ["== Model settings", "== Model groups", "== Task settings", "== Task groups",
-                                                     "== Task definitions", "== Experiments"]
+                                                     "== Task definitions", "== Experiments", "== Site profiles"]
     lines = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith((" ", "=="))}
     assert "EleutherAI/pythia-160m" in lines["pythia_160m"] and "[checkpoint sweep: 8 revisions" in lines["pythia_160m_steps"]
     assert "model=gpt2,gpt2_medium,gpt2_large,gpt2_xl" in out  # a group and what it expands to
     assert re.search(r"task=glob\(\*\) = [^\n]*\bboolq,boolq_calib,cb,", out)  # glob(*) spelled out
     assert "CrowS-Pairs stereotype preference" in lines["crows_pairs"]
+    assert "[clusters: example-cluster] an example cluster" in lines["example"] and "no site profile" in lines["none"]
     assert "$ fewshot-eval -m experiment=few_shot_multilingual hydra/launcher=submitit_slurm" in out
     one = run_cli(["list", "task-defs"], workdir).stdout
     assert not one.startswith("==") and "xnli " in one

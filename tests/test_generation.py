@@ -348,3 +348,63 @@ def test_shared_demonstrations_decode_once_and_equal_lm_eval(ours, theirs, monke
     assert max(len(ours.tok_encode(r.context)) for r in reqs) <= MAX_LENGTH - 10  # no truncation: the demonstrations stay a common prefix
     prefix = [w for n, w in calls if n == 1 and w > shortest // 2]
     assert len(prefix) == 1 and all(w < shortest // 2 for n, w in calls[1:])  # the demonstrations ran once, alone, for all batches
+
+
+# ---------------------------------------------------------------- lm-eval's exact match, on data generated here
+
+
+def test_exact_match_lm_eval_is_lm_evals_generation_exact_match(tiny_path, tmp_path, monkeypatch):
+    """On a fresh generation task defined both ways -- ours (``Answer: {{ target }}``) and a real lm-eval
+    ConfigurableTask (``doc_to_target: " {{answer}}"``, ``target_delimiter: ""``) -- the prompts are identical
+    (demo_sampling=per_example_lm_eval) and exact_match_lm_eval scores every output as lm-eval's
+    process_results does; exact_match and exact_match_strict stay as they were (they strip)."""
+    import yaml
+    from lm_eval.api.task import ConfigurableTask
+
+    from fewshot_eval import config
+    from fewshot_eval.evaluate import build_evaluator
+    from fewshot_eval.evaluate.tasks.generation_task import generation_metrics
+
+    rng = random.Random(2212)
+    words = ["amber", "birch", "cobalt", "dune", "ember", "fjord", "grove", "heron"]
+    data = {}
+    (tmp_path / "task_def" / "d").mkdir(parents=True)
+    for split, n in (("train", 12), ("validation", 6)):
+        rows = [{"question": f"what follows {rng.choice(words)} and {rng.choice(words)}", "answer": rng.choice(words)} for _ in range(n)]
+        data[split] = tmp_path / "task_def" / "d" / f"{split}.jsonl"
+        data[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "task_def" / "fresh_qa.yaml").write_text(yaml.safe_dump({
+        "kind": "generate", "data": {"local": {"train": "d/train.jsonl", "validation": "d/validation.jsonl"}},
+        "references_field": "answer", "until": ["\n"], "max_new_tokens": 4,
+        "templates": {"default": {"prompt": "Question: {{ question }}\nAnswer: {{ target }}"}}}))
+    monkeypatch.setattr(config, "config_dirs", lambda: [tmp_path, config.conf_dir()])
+    model = {"name": "tiny_gpt2", "predictor": "clm", "weights": tiny_path}
+    params = {"seed": 5, "predictor": "clm", "device": "cpu", "batch_size": 4, "max_length": None, "train_sep": "\n\n",
+              "demo_sampling": "per_example_lm_eval"}
+    rows = build_evaluator(model, params).run_trial(["fresh_qa"], params, 2, 0).predictions["fresh_qa.default"]
+    assert {r["target_delimiter"] for r in rows} == {" "}
+
+    task = ConfigurableTask(config={
+        "task": "fresh_qa_ref", "dataset_path": "json", "dataset_kwargs": {"data_files": {s: str(p) for s, p in data.items()}},
+        "training_split": "train", "validation_split": "validation", "output_type": "generate_until",
+        "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_target": " {{answer}}", "target_delimiter": "",
+        "fewshot_delimiter": "\n\n", "num_fewshot": 2, "generation_kwargs": {"until": ["\n"]},
+        "metric_list": [{"metric": "exact_match"}],
+    })
+    task.set_fewshot_seed(5)
+    task.build_all_requests(rank=0, world_size=1)
+    docs = list(task.eval_docs)
+    assert [inst.args[0] for inst in sorted(task.instances, key=lambda i: i.doc_id)] == [r["prompt"] for r in rows]
+
+    variants = lambda ref: [" " + ref, ref, " " + ref + " ", " " + ref.upper(), " " + ref + ".", "  " + ref]  # noqa: E731
+    for v in range(6):
+        outs = [variants(r["references"][0])[(v + j) % 6] for j, r in enumerate(rows)]
+        theirs = [task.process_results(doc, [o])["exact_match"] for doc, o in zip(docs, outs)]
+        scored = [{**r, "output": o} for r, o in zip(rows, outs)]
+        got = generation_metrics(scored, ("exact_match", "exact_match_strict", "exact_match_lm_eval"))
+        assert got["exact_match_lm_eval"] == pytest.approx(100.0 * sum(theirs) / len(theirs))
+        assert got["exact_match_strict"] >= got["exact_match_lm_eval"] and got["exact_match"] >= got["exact_match_strict"]
+        for row, score in zip(scored, theirs):
+            assert generation_metrics([row], ("exact_match_lm_eval",))["exact_match_lm_eval"] == 100.0 * score
+    old = [{k: v for k, v in r.items() if k != "target_delimiter"} for r in rows]  # rows of an older run: not computable
+    assert "exact_match_lm_eval" not in generation_metrics(old, ("exact_match", "exact_match_lm_eval"))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,8 @@ def test_catalog_task_in_a_grid_matches_lm_eval_and_is_skipped_then_stale(catalo
     assert [j.status for j in mean_jobs] == ["skip: complete", "skip: complete"]
     recalced = json.loads((mean_jobs[1].unit.result_dir / "results.json").read_text())["results"]["lm_eval:arc_local"]
     assert recalced["acc"]["per_trial"] == results[2]["results"]["lm_eval:arc_local"]["acc"]["per_trial"]
+    info = json.loads((mean_jobs[1].unit.result_dir / "trial0" / "metrics.json").read_text())["info"]
+    assert info["scoring"] == "mean" and "lm-eval catalog tasks ['lm_eval:arc_local'] ignore scoring=mean" in " ".join(info["warnings"])
 
     # the catalog task's data changes: its results are stale
     data = catalog_conf / "lm_eval_tasks" / "data" / "test.jsonl"
@@ -188,43 +192,98 @@ def test_list_catalog_searches_tasks_groups_and_your_dir(catalog_conf: Path, cap
     assert any(line.split()[:2] == ["mmlu", "group"] for line in capsys.readouterr().out.splitlines())
 
 
+def _fresh_catalog(search: list[Path]):
+    """The catalog as a new process reads it (this process's memos dropped)."""
+    from fewshot_eval.evaluate.lm_eval_bridge import catalog_index
+
+    catalog_index._table.cache_clear()
+    catalog_index._catalog.cache_clear()
+    catalog_index.look_again()
+    return catalog_index.catalog(search)
+
+
 def test_the_catalog_index_is_kept_on_disk_until_a_yaml_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    """lm-eval's index (~8 s for its ~15,000 YAMLs) is stored once and read back by later processes;
-    an edited YAML gives another key (a fresh index), a damaged file is rebuilt."""
-    import pickle
-
-    from lm_eval.tasks._index import TaskIndex
-
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import _index_on_disk
+    """Per directory, a small name -> YAML table built once by lm-eval's TaskIndex is stored and read back
+    by later processes; an edited YAML rebuilds its directory's table only; a damaged file is rebuilt."""
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import lm_eval_dir
 
     monkeypatch.setenv("FEWSHOT_EVAL_CACHE", str(tmp_path / "cache"))
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    yaml = tasks / "mine.yaml"
-    yaml.write_text("task: mine_a\ndataset_path: json\noutput_type: multiple_choice\n")
-    with _index_on_disk():
-        first = TaskIndex.build([tasks])
-    assert "mine_a" in first
-    stored = list((tmp_path / "cache" / "lm_eval_index").glob("*.pkl"))
-    assert len(stored) == 1
-    # mark the stored index: a second build that returns the mark read the file instead of indexing
-    marked = pickle.loads(stored[0].read_bytes())
-    marked["marked_entry"] = marked["mine_a"]
-    stored[0].write_bytes(pickle.dumps(marked))
-    with _index_on_disk():
-        assert "marked_entry" in TaskIndex.build([tasks])
-    assert "marked_entry" not in TaskIndex.build([tasks])  # outside the context lm-eval indexes as usual
+    conf = tmp_path / "conf"
+    (conf / "lm_eval_tasks").mkdir(parents=True)
+    yaml = conf / "lm_eval_tasks" / "mine.yaml"
+    yaml.write_text("task: mine_a\ndataset_path: json\noutput_type: multiple_choice\ntag: [my_tag]\n")
+    cat = _fresh_catalog([conf])
+    assert cat.entry("mine_a").kind == "TASK" and cat.source("mine_a") == yaml.resolve() and cat.yours("mine_a")
+    assert cat.entry("my_tag").tags == ("mine_a",) and cat.entry("arc_easy").kind == "TASK" and not cat.yours("arc_easy")
+    assert cat.source("arc_easy") == lm_eval_dir() / "tasks" / "arc" / "arc_easy.yaml"
+    stored = {f: json.loads(f.read_text()) for f in (tmp_path / "cache" / "lm_eval_index").glob("*.json")}
+    assert sorted(len(s["entries"]) > 10000 for s in stored.values()) == [False, True]  # lm-eval's own tasks, your dir
+    mine = next(f for f, s in stored.items() if "mine_a" in s["entries"])
+    assert stored[mine]["entries"]["mine_a"] == ["TASK", "mine.yaml", ["my_tag"]]
 
-    yaml.write_text("task: mine_bee\ndataset_path: json\noutput_type: multiple_choice\n")
-    with _index_on_disk():
-        again = TaskIndex.build([tasks])
-    assert "mine_bee" in again and "mine_a" not in again and "marked_entry" not in again
-    assert len(list((tmp_path / "cache" / "lm_eval_index").glob("*.pkl"))) == 2
+    # mark the stored tables: a catalog that shows the marks read them instead of indexing
+    for f, s in stored.items():
+        s["entries"]["marked_" + str(len(s["entries"]) > 10000)] = ["TASK", "mine.yaml", []]
+        f.write_text(json.dumps(s))
+    cat = _fresh_catalog([conf])
+    assert "marked_True" in cat.index and "marked_False" in cat.index
 
-    newest = max((tmp_path / "cache" / "lm_eval_index").glob("*.pkl"), key=lambda p: p.stat().st_mtime_ns)
-    newest.write_bytes(b"not a pickle")
-    with caplog.at_level("WARNING", logger="fewshot_eval"), _index_on_disk():
-        assert "mine_bee" in TaskIndex.build([tasks])
+    yaml.write_text("task: mine_bee\ndataset_path: json\noutput_type: multiple_choice\n")  # your dir changes
+    cat = _fresh_catalog([conf])
+    assert "mine_bee" in cat.index and "mine_a" not in cat.index and "my_tag" not in cat.index
+    assert "marked_False" not in cat.index and "marked_True" in cat.index  # lm-eval's own table is not re-read
+    assert len(list((tmp_path / "cache" / "lm_eval_index").glob("*.json"))) == 3
+
+    newest = max((tmp_path / "cache" / "lm_eval_index").glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    newest.write_bytes(b"not json")
+    with caplog.at_level("WARNING", logger="fewshot_eval"):
+        assert "mine_bee" in _fresh_catalog([conf]).index
     assert "unreadable" in caplog.text
-    assert pickle.loads(newest.read_bytes())["mine_bee"]  # rebuilt in place
+    assert json.loads(newest.read_bytes())["entries"]["mine_bee"]  # rebuilt in place
+    _fresh_catalog([conf])
+
+
+def test_planning_a_catalog_task_imports_none_of_lm_evals_task_code(catalog_conf: Path, tmp_path: Path) -> None:
+    """The planner reads the small index and the planned names' YAMLs only: lm-eval's task package (which
+    imports datasets, pandas: ~1 s) is not imported, so a catalog sweep plans as fast as an own-format one
+    (once the include dir is indexed: a new or edited YAML is indexed by lm-eval's TaskIndex, which imports it)."""
+    _fresh_catalog([catalog_conf])
+    script = (
+        "import sys, json\n"
+        "from fewshot_eval.api import plan\n"
+        f"_, jobs = plan(['model=tiny_gpt2', 'task=mix', 'nshot=0,2', 'output_dir={tmp_path / 'out'}'], config_dirs=[{str(catalog_conf)!r}])\n"
+        "heavy = sorted(m for m in ('lm_eval.tasks', 'lm_eval.api.task', 'datasets', 'pandas', 'torch') if m in sys.modules)\n"
+        "print(json.dumps([[j.status for j in jobs], heavy, jobs[0].unit.identity['catalog']]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    statuses, heavy, ident = json.loads(out.splitlines()[-1])
+    assert statuses == ["run", "run"] and heavy == []
+    assert ident["tasks"]["arc_local"]["version"] == 1.0
+
+
+def test_a_jobs_task_manager_builds_what_lm_evals_own_builds(catalog_conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's TaskManager (lm-eval's, over the small index) builds the same tasks, groups and tags as
+    lm-eval's TaskManager after its own indexing: same configs, same group structure."""
+    from lm_eval.tasks import TaskManager
+
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_manager import task_manager
+
+    inc = catalog_conf / "lm_eval_tasks"
+    data = {s: str(inc / "data" / f"{s}.jsonl") for s in ("train", "validation", "test")}  # absolute: any cwd
+    (inc / "arc_local.yaml").write_text((inc / "arc_local.yaml").read_text().split("dataset_kwargs")[0]
+                                        + f"dataset_kwargs:\n  data_files: {json.dumps(data)}\ntag: [local_arcs]\n")
+    (inc / "arc_again.yaml").write_text(f"include: arc_local.yaml\ntask: arc_again\nnum_fewshot: 3\n")
+    (inc / "arcs.yaml").write_text("group: local_arc_group\ntask:\n  - arc_local\n  - task: arc_again\n    num_fewshot: 1\n"
+                                   "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\nmetadata: {version: 2}\n")
+    ours = task_manager(_fresh_catalog([catalog_conf]))
+    theirs = TaskManager(include_path=str(inc), include_defaults=False)
+
+    def shape(tm: TaskManager, names: list[str]) -> dict:
+        loaded = tm.load(names)
+        tasks = {n: {k: v for k, v in t.config.to_dict().items() if k != "metadata"} for n, t in loaded["tasks"].items()}
+        return {"tasks": tasks, "group_map": loaded.get("group_map"), "metadata": {n: t.config.metadata for n, t in loaded["tasks"].items()}}
+
+    for names in (["arc_local"], ["local_arc_group"], ["local_arcs"]):
+        assert shape(ours, names) == shape(theirs, names), names
+    assert "arc_easy" in ours.all_tasks and "mmlu" in ours.all_groups and "ai2_arc" in ours.all_tags

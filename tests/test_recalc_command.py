@@ -39,3 +39,52 @@ def test_recalc_matches_a_fresh_run_and_is_found_complete(workdir: Path) -> None
     # a sweep asking for the recalculated setting finds it done
     again = run_cli(SWEEP + ["output_dir=a", "scoring=mean"], workdir).stdout
     assert "Nothing to launch" in again and "2 skip: complete" in again
+
+
+def _recorded_settings(node: object, found: list) -> list:
+    """Every value of a ``scoring``/``calibrator`` key and every ``scoring=...``/``calibrator=...`` in a text, anywhere."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("scoring", "calibrator"):
+                found.append(f"{k}={v}")
+            _recorded_settings(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _recorded_settings(v, found)
+    elif isinstance(node, str):
+        found += [w.rstrip(".,") for w in node.split() if w.startswith(("scoring=", "calibrator="))]
+    return found
+
+
+def _trial_info(result_dir: Path, trial: str = "trial0") -> dict:
+    info = json.loads((result_dir / trial / "metrics.json").read_text())["info"]
+    return {k: info[k] for k in ("scoring", "calibrator", "warnings")}
+
+
+@pytest.mark.slow
+def test_recalc_rewrites_every_record_of_the_scoring(workdir: Path) -> None:
+    """After ``recalc --scoring char-norm`` no file of the new result records the old scoring: results.json,
+    identity.json and every trial's metrics.json (its info's scoring and the warnings that name it) say
+    char-norm, as a fresh run with scoring=char-norm writes them; recalc to sum drops those warnings."""
+    common = ["nshot=2", "num_trials=2", "n_eval_samples=4", "scoring=mean"]
+    run_cli(["-m", "model=tiny_gpt2", "task=copa_demo,qa_demo", *common, "output_dir=a"], workdir)
+    run_cli(["-m", "model=random", "task=copa_demo", *common, "output_dir=a"], workdir)
+    before = [_trial_info(f.parent) for f in (workdir / "a").rglob("results.json")]
+    assert any("scoring=mean ignored." in w for i in before for w in i["warnings"])  # generated text, the baseline
+    for target in ("char-norm", "sum"):
+        out = run_cli(["recalc", "a", "--scoring", target], workdir).stdout
+        assert out.count("written:") == 3, out
+        fresh = [*common[:-1], f"scoring={target}", f"output_dir=fresh_{target}"]
+        run_cli(["-m", "model=tiny_gpt2", "task=copa_demo,qa_demo", *fresh], workdir)
+        run_cli(["-m", "model=random", "task=copa_demo", *fresh], workdir)
+        for f in (workdir / f"fresh_{target}").rglob("results.json"):
+            rel = f.parent.relative_to(workdir / f"fresh_{target}")
+            recalced = workdir / "a" / rel
+            assert (recalced / "results.json").is_file(), rel  # the same result dir as the fresh run
+            for g in recalced.rglob("*"):
+                if g.suffix in (".json", ".jsonl"):
+                    data = [json.loads(line) for line in g.read_text().splitlines()] if g.suffix == ".jsonl" else json.loads(g.read_text())
+                    assert set(_recorded_settings(data, [])) <= {f"scoring={target}", "calibrator=None"}, g
+            for t in ("trial0", "trial1"):
+                assert _trial_info(recalced, t) == _trial_info(f.parent, t), (rel, t)
+                assert _trial_info(recalced, t)["scoring"] == target

@@ -149,7 +149,9 @@ def test_sweep_report_labels_every_planned_cell_and_status_counts_match_the_plan
     dry = run_cli(["-m", *slurm_sel, "dry_run=true"], workdir, env=env).stdout
     planned = {s: int(n) for n, s in re.findall(r"(\d+) (skip: complete|skip: pending|run|stale|n/a|error|failed)\b", dry.split("Dry run:")[1])}
 
-    status = run_cli(["status", "-m", *slurm_sel], workdir, env=env).stdout
+    proc = run_cli(["status", "-m", *slurm_sel], workdir, env=env, check=False)
+    assert proc.returncode == 1, proc.stderr  # a job failed
+    status = proc.stdout
     [total] = [ln.split() for ln in status.splitlines() if ln.startswith("all ")]
     head = [h.lower() for h in status.splitlines()[0].split()]
     got = dict(zip(head[2:], map(int, total[1:])))

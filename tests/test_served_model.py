@@ -156,7 +156,7 @@ def test_a_served_model_job_through_the_cli_keeps_the_key_out_of_every_file(serv
 
 def test_a_served_model_job_asks_slurm_for_no_gpu(key, tmp_path):
     from fewshot_eval.api import plan
-    from fewshot_eval.launch.slurm import job_resources
+    from fewshot_eval.launch.slurm.pools import job_resources
 
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)

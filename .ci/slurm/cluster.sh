@@ -15,6 +15,19 @@
 # Auth is auth/none + cred/none (no munge).  The node "fewshot1" advertises
 # $FEWSHOT_SLURM_CPUS (default 8) CPUs and 4 fake GPUs whatever the host has.
 # MaxArraySize is $FEWSHOT_SLURM_MAX_ARRAY (default 8, far below SLURM's 1001): big pools split.
+#
+# Several nodes on this one machine: FEWSHOT_SLURM_NODES=2 (or more) runs nodes fewshot1..N, each
+# slurmd in its own network namespace "fs<port base>n<i>" (`ip netns`; its own hostname through a
+# UTS namespace, its own address <subnet>.1<i> on a veth pair into the bridge "fsbr<port base>",
+# whose address <subnet>.1 is slurmctld's), so that srun, the job's steps and Ray talk across nodes
+# over real addresses.  Node names resolve on the nodes through $FEWSHOT_SLURM_DIR/etc/hosts, bind-
+# mounted over /etc/hosts in each slurmd's private mount namespace (the host's /etc/hosts is
+# untouched; `ip netns exec` is not used: it remounts /sys, which hides the cgroup mount slurmd
+# needs).  Debian's Slurm is built without --enable-multiple-slurmd, hence the namespaces.  Run it beside the
+# single-node cluster with its own dir and port base, e.g.
+#   FEWSHOT_SLURM_NODES=2 FEWSHOT_SLURM_DIR=/tmp/fewshot-slurm2 FEWSHOT_SLURM_PORT_BASE=16917 .ci/slurm/cluster.sh start
+# (FEWSHOT_SLURM_SUBNET, default 10.<a>.<b> from the port base, is the nodes' /24; stop removes the
+# namespaces, veths and bridge again.)
 set -euo pipefail
 
 DIR="${FEWSHOT_SLURM_DIR:-/tmp/fewshot-slurm}"
@@ -22,8 +35,15 @@ PORT_BASE="${FEWSHOT_SLURM_PORT_BASE:-16817}"
 NCPUS="${FEWSHOT_SLURM_CPUS:-8}"
 MAX_ARRAY="${FEWSHOT_SLURM_MAX_ARRAY:-8}"   # MaxArraySize, lowered so that tests split pools into several arrays
 START_TIMEOUT="${FEWSHOT_SLURM_START_TIMEOUT:-60}"
+NNODES="${FEWSHOT_SLURM_NODES:-1}"
+SUBNET="${FEWSHOT_SLURM_SUBNET:-10.$((PORT_BASE / 256 % 256)).$((PORT_BASE % 256))}"   # the nodes' /24 (several nodes)
 CLUSTER=fewshot
 NODE=fewshot1
+NODES=()
+for ((i = 1; i <= NNODES; i++)); do NODES+=("fewshot$i"); done
+MULTI=$([ "$NNODES" -gt 1 ] && echo 1 || true)
+BRIDGE="fsbr$PORT_BASE"
+HOST_IP="$SUBNET.1"
 
 CTLD_PORT=$PORT_BASE
 SLURMD_PORT=$((PORT_BASE + 1))
@@ -65,14 +85,65 @@ cmd_install() {
 }
 
 # ---------------------------------------------------------------- helpers
-pid_of() {  # pid_of NAME -> prints pid if the daemon from our pid file is alive
+pid_of() {  # pid_of NAME [COMM] -> prints pid if the daemon from our pid file $RUN/NAME.pid is alive
   local f=$RUN/$1.pid pid
   [ -s "$f" ] || return 1
   pid=$(tr -dc 0-9 <"$f")
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
   # guard against pid reuse: the process must be the daemon we expect
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] || return 1
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${2:-$1}" ] || return 1
   echo "$pid"
+}
+
+# ---------------------------------------------------------------- several nodes (FEWSHOT_SLURM_NODES > 1)
+node_ip() { echo "$SUBNET.$((11 + $1))"; }   # node_ip INDEX (0-based): fewshot1 -> <subnet>.11
+node_ns() { echo "fs${PORT_BASE}n$(($1 + 1))"; }   # its network namespace
+node_veth() { echo "fsv${PORT_BASE}n$(($1 + 1))"; }   # the host end of its veth pair
+
+setup_network() {  # idempotent: the bridge (slurmctld's address) and one namespace + veth per node
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge || fail "cannot create bridge $BRIDGE (needs CAP_NET_ADMIN)"
+  fi
+  ip addr replace "$HOST_IP/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  local i ns veth
+  { echo "127.0.0.1 localhost"; for i in "${!NODES[@]}"; do echo "$(node_ip "$i") ${NODES[$i]}"; done; } >"$ETC/hosts"
+  for i in "${!NODES[@]}"; do
+    mkdir -p "$DIR/spool/slurmd-${NODES[$i]}"
+    ns=$(node_ns "$i") veth=$(node_veth "$i")
+    ip netns list | grep -qw "^$ns" || ip netns add "$ns" || fail "cannot create network namespace $ns"
+    if ! ip link show "$veth" >/dev/null 2>&1; then
+      ip link add "$veth" type veth peer name eth0 netns "$ns" || fail "cannot create veth $veth"
+    fi
+    ip link set "$veth" master "$BRIDGE" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr replace "$(node_ip "$i")/24" dev eth0
+    ip -n "$ns" link set eth0 up
+  done
+}
+
+teardown_network() {
+  local i ns
+  for i in "${!NODES[@]}"; do
+    ns=$(node_ns "$i")
+    ip netns list | grep -qw "^$ns" && ip netns del "$ns" 2>/dev/null || true   # takes its veth pair along
+    ip link del "$(node_veth "$i")" 2>/dev/null || true
+  done
+  ip link del "$BRIDGE" 2>/dev/null || true
+}
+
+start_node() {  # start_node INDEX: slurmd of one node, in its network namespace, with its own hostname and /etc/hosts
+  local i=$1 node=${NODES[$1]} ns
+  ns=$(node_ns "$i")
+  pid_of "slurmd-$node" slurmd >/dev/null && return 0
+  rm -f "$RUN/slurmd-$node.pid"
+  if ! setsid nsenter --net="/run/netns/$ns" unshare --mount --propagation private --uts \
+      sh -c "mount --bind '$ETC/hosts' /etc/hosts && hostname $node && exec slurmd -f '$CONF' -N $node" \
+      </dev/null >"$LOG/slurmd-$node.stderr" 2>&1 9>&-; then
+    fail "slurmd of $node exited with an error"
+  fi
+  wait_for 15 pid_of "slurmd-$node" slurmd || fail "slurmd of $node did not write a live pid file"
+  wait_for 15 bash -c "exec 3<>/dev/tcp/$(node_ip "$i")/$SLURMD_PORT" || fail "slurmd of $node is not listening on $(node_ip "$i"):$SLURMD_PORT"
 }
 
 wait_for() {  # wait_for SECONDS CMD... ; polls every 0.2 s
@@ -103,10 +174,23 @@ write_configs() {
   local i
   for i in 0 1 2 3; do : >"$DIR/dev/gpu$i"; done   # fake GPU "device" files
 
+  local ctld_host=localhost slurmd_files="SlurmdPidFile=$RUN/slurmd.pid" node_lines nodelist i
+  if [ -n "$MULTI" ]; then
+    ctld_host="localhost($HOST_IP)"   # the nodes reach slurmctld over the bridge
+    # job ids from FEWSHOT_SLURM_FIRST_JOB_ID (default 900000): never the same as the single-node cluster's
+    slurmd_files="SlurmdPidFile=$RUN/slurmd-%n.pid"$'\n'"FirstJobId=${FEWSHOT_SLURM_FIRST_JOB_ID:-900000}"
+    node_lines=$(for i in "${!NODES[@]}"; do
+      echo "NodeName=${NODES[$i]} NodeHostname=${NODES[$i]} NodeAddr=$(node_ip "$i") CPUs=$NCPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$NCPUS ThreadsPerCore=1 RealMemory=64000 Gres=gpu:4 State=UNKNOWN"
+    done)
+    nodelist="fewshot[1-$NNODES]"
+  else
+    node_lines="NodeName=$NODE NodeHostname=$(hostname -s) NodeAddr=127.0.0.1 CPUs=$NCPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$NCPUS ThreadsPerCore=1 RealMemory=64000 Gres=gpu:4 State=UNKNOWN"
+    nodelist=$NODE
+  fi
   cat >"$CONF" <<EOF
 # generated by .ci/slurm/cluster.sh -- do not edit
 ClusterName=$CLUSTER
-SlurmctldHost=localhost
+SlurmctldHost=$ctld_host
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 SlurmUser=root
@@ -118,11 +202,11 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SwitchType=switch/none
 StateSaveLocation=$DIR/state/ctld
-SlurmdSpoolDir=$DIR/spool/slurmd
+SlurmdSpoolDir=$DIR/spool/slurmd${MULTI:+-%n}
 SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd.pid
+$slurmd_files
 SlurmctldLogFile=$LOG/slurmctld.log
-SlurmdLogFile=$LOG/slurmd.log
+SlurmdLogFile=$LOG/slurmd${MULTI:+-%n}.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ReturnToService=2
@@ -142,14 +226,14 @@ AccountingStoragePort=$DBD_PORT
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 GresTypes=gpu
-NodeName=$NODE NodeHostname=$(hostname -s) NodeAddr=127.0.0.1 CPUs=$NCPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$NCPUS ThreadsPerCore=1 RealMemory=64000 Gres=gpu:4 State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
-PartitionName=gpu Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+$node_lines
+PartitionName=debug Nodes=$nodelist Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=$nodelist Default=NO MaxTime=INFINITE State=UP
 EOF
 
   cat >"$ETC/gres.conf" <<EOF
 AutoDetect=off
-NodeName=$NODE Name=gpu File=$DIR/dev/gpu[0-3]
+NodeName=$nodelist Name=gpu File=$DIR/dev/gpu[0-3]
 EOF
 
   ( umask 077; cat >"$ETC/slurmdbd.conf" <<EOF
@@ -207,12 +291,16 @@ start_slurm_daemon() {  # start_slurm_daemon NAME PORT ARGS...
   wait_for 15 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" || fail "$name is not listening on $port"
 }
 
-node_ready() {
-  local st; st=$(sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n1)
-  case "$st" in idle*|mixed*|allocated*|completing*) return 0 ;; esac
-  # a node left DOWN/DRAIN by an earlier run gets resumed
-  case "$st" in down*|drain*|fail*) scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;; esac
-  return 1
+node_ready() {  # every node answers (idle, mixed, allocated or completing)
+  local node st rc=0
+  for node in "${NODES[@]}"; do
+    st=$(sinfo -h -n "$node" -o %T 2>/dev/null | head -n1)
+    case "$st" in idle*|mixed*|allocated*|completing*) continue ;; esac
+    # a node left DOWN/DRAIN by an earlier run gets resumed
+    case "$st" in down*|drain*|fail*) scontrol update NodeName="$node" State=RESUME >/dev/null 2>&1 || true ;; esac
+    rc=1
+  done
+  return $rc
 }
 
 sacct_ready() { sacct -n -X -S now-1minutes -o JobID >/dev/null 2>&1; }
@@ -226,19 +314,29 @@ cmd_start() {
   write_configs
   start_mariadb
   start_slurm_daemon slurmdbd "$DBD_PORT"
-  start_slurm_daemon slurmctld "$CTLD_PORT" -f "$CONF"
-  start_slurm_daemon slurmd "$SLURMD_PORT" -f "$CONF" -N "$NODE"
+  if [ -n "$MULTI" ]; then
+    setup_network
+    start_slurm_daemon slurmctld "$CTLD_PORT" -f "$CONF"
+    local i; for i in "${!NODES[@]}"; do start_node "$i"; done
+  else
+    start_slurm_daemon slurmctld "$CTLD_PORT" -f "$CONF"
+    start_slurm_daemon slurmd "$SLURMD_PORT" -f "$CONF" -N "$NODE"
+  fi
   local left=$((START_TIMEOUT - (SECONDS - t0))); [ $left -gt 5 ] || left=5
-  wait_for "$left" node_ready || fail "node $NODE not idle within ${START_TIMEOUT}s"
+  wait_for "$left" node_ready || fail "nodes ${NODES[*]} not idle within ${START_TIMEOUT}s"
   wait_for 20 sacct_ready || fail "sacct does not answer"
   log "cluster up in $((SECONDS - t0))s (dir $DIR)"
   cmd_env
 }
 
+slurmds() {  # the pid-file names of our slurmd daemons
+  if [ -n "$MULTI" ]; then printf 'slurmd-%s\n' "${NODES[@]}"; else echo slurmd; fi
+}
+
 cmd_status() {
   local rc=0 d pid
-  for d in mariadbd slurmdbd slurmctld slurmd; do
-    if pid=$(pid_of $d); then echo "$d: running (pid $pid)"; else echo "$d: stopped"; rc=1; fi
+  for d in mariadbd slurmdbd slurmctld $(slurmds); do
+    if pid=$(pid_of "$d" "${d%%-*}"); then echo "$d: running (pid $pid)"; else echo "$d: stopped"; rc=1; fi
   done
   if [ $rc = 0 ]; then
     sinfo -N -o "%N %P %T %c %G" || rc=1
@@ -247,9 +345,9 @@ cmd_status() {
   return $rc
 }
 
-stop_pid() {  # stop_pid NAME : SIGTERM, wait up to 20 s, then SIGKILL
+stop_pid() {  # stop_pid NAME [COMM] : SIGTERM, wait up to 20 s, then SIGKILL
   local name=$1 pid i
-  pid=$(pid_of "$name") || { rm -f "$RUN/$name.pid"; return 0; }
+  pid=$(pid_of "$name" "${2:-$1}") || { rm -f "$RUN/$name.pid"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   if kill -0 "$pid" 2>/dev/null; then log "$name ($pid) ignored SIGTERM; killing"; kill -KILL "$pid" 2>/dev/null || true; fi
@@ -282,11 +380,12 @@ cmd_stop() {
       fi
     fi
   fi
-  stop_pid slurmd
+  local d; for d in $(slurmds); do stop_pid "$d" slurmd; done
   local p; for p in $(our_stepds); do log "killing leftover slurmstepd $p"; kill -KILL "$p" 2>/dev/null || true; done
   stop_pid slurmctld
   stop_pid slurmdbd
   stop_pid mariadbd
+  if [ -n "$MULTI" ]; then teardown_network; fi
   log "stopped"
 }
 

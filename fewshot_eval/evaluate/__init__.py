@@ -19,7 +19,7 @@ Where things live::
     tasks/             task definitions (definitions), their data (task_data), what the params
                        select (selection), templates, demonstrations, shapes, chat prompts,
                        generation and perplexity tasks, planning checks (task_checks)
-    lm_eval_bridge/    lm-eval's task catalog: catalog_index, catalog_identity, catalog_checks,
+    lm_eval_bridge/    lm-eval's task catalog: catalog_index, catalog_manager, catalog_identity, catalog_checks,
                        catalog_search, catalog_runner
     backends/          predictors: the interface (predictor), clm, vllm, served models, baselines
     metrics/           every registered metric (a module added there registers itself)

@@ -45,10 +45,11 @@ from fewshot_eval.evaluate.metrics.prediction_rows import is_correct
 from fewshot_eval.evaluate.scoring import argmax, check_mode, score_candidates, shared_prefix_suffix
 from fewshot_eval.evaluate.tasks.chat import chat_format
 from fewshot_eval.evaluate.tasks.definitions import TaskDef, load_task_def
-from fewshot_eval.evaluate.tasks.demonstrations import Sample, check_demo_sampling, fit_demonstrations, join_prompt, sample_demonstrations, sample_per_example
+from fewshot_eval.evaluate.tasks.demonstrations import (PER_EXAMPLE, Sample, check_demo_sampling, fit_demonstrations, join_prompt,
+                                                        sample_demonstrations, sample_lm_eval, sample_per_example)
 from fewshot_eval.evaluate.tasks.generation_task import generate_rows, generation_metrics, ignored_by_generation
 from fewshot_eval.evaluate.tasks.perplexity_task import score_documents
-from fewshot_eval.evaluate.tasks.selection import select_languages, select_metrics, select_templates, split_data
+from fewshot_eval.evaluate.tasks.selection import lm_eval_drops_evaluated, select_languages, select_metrics, select_templates, split_data
 from fewshot_eval.evaluate.tasks.shapes import row_fields
 from fewshot_eval.evaluate.trial_result import TrialResult
 
@@ -79,6 +80,22 @@ def _description(params: dict[str, Any], task: str) -> Optional[str]:
     return d.get(task) if isinstance(d, dict) else d
 
 
+def unused_settings(mode: str, calibrator: Optional[str]) -> list[str]:
+    """The set scoring/calibrator params (``scoring=mean``) -- what baselines, generated text and lm-eval's
+    metrics ignore."""
+    return ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
+
+
+def baseline_warning(predictor: str, unused: Sequence[str]) -> list[str]:
+    """The trial's warning that a baseline ignores ``unused`` (none when nothing is set)."""
+    return [f"predictor '{predictor}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores)."] if unused else []
+
+
+def catalog_warning(names: Sequence[str], unused: Sequence[str]) -> list[str]:
+    """The trial's warning that lm-eval catalog tasks ``names`` ignore ``unused`` (none when nothing is set)."""
+    return [f"lm-eval catalog tasks {list(names)} ignore {' and '.join(unused)} (lm-eval computes their metrics, e.g. acc and acc_norm)."] if unused else []
+
+
 class FewShotEvaluator:
     """Implements :class:`fewshot_eval.evaluate.Evaluator`; the predictor (model) loads once."""
 
@@ -94,7 +111,9 @@ class FewShotEvaluator:
         t0 = time.time()
         mode = check_mode(params.get("scoring"))
         calibrator = check_calibrator(params.get("calibrator"))
-        per_example = check_demo_sampling(params.get("demo_sampling"), balanced=bool(params.get("balanced"))) == "per_example"
+        sampling = check_demo_sampling(params.get("demo_sampling"), balanced=bool(params.get("balanced")))
+        per_example = sampling in PER_EXAMPLE
+        lm_eval_rule = sampling == "per_example_lm_eval"  # per example, with lm-eval's k / k+1 rule
         seed = int(params.get("seed") or 0) + int(trial)
         metrics: dict[str, dict[str, Any]] = {}
         predictions: dict[str, list[dict[str, Any]]] = {}
@@ -109,9 +128,9 @@ class FewShotEvaluator:
             "demonstrations": {},
             "warnings": [],
         }
-        unused = ([f"scoring={mode}"] if mode != "sum" else []) + ([f"calibrator={calibrator}"] if calibrator else [])
-        if not self.predictor.is_lm and unused:
-            info["warnings"].append(f"predictor '{info['predictor']}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores).")
+        unused = unused_settings(mode, calibrator)
+        if not self.predictor.is_lm:
+            info["warnings"].extend(baseline_warning(info["predictor"], unused))
         from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 
         catalog_tasks = [t for t in tasks if is_catalog(t)]
@@ -126,9 +145,12 @@ class FewShotEvaluator:
             if ppl and nshot:
                 info["warnings"].append(f"task '{name}' is a perplexity task: nshot={nshot} ignored (documents are scored without demonstrations).")
             for lang in langs:
-                eval_docs, pool = split_data(task, params, lang, train_lang, demonstrations=nshot != 0 and not ppl)
+                eval_docs, pool = split_data(task, params, lang, train_lang, demonstrations=nshot != 0 and not ppl, keep_evaluated=lm_eval_rule)
                 if ppl:
                     sample = Sample([], nshot)
+                elif lm_eval_rule:  # lm-eval's sampler with its k / k+1 rule
+                    k_plus_one = lm_eval_drops_evaluated(task, params)
+                    sample = sample_lm_eval(pool, eval_docs, nshot, seed, drop_evaluated=k_plus_one, task=name)
                 elif per_example:  # docs: one list per example (lm-eval's sampler)
                     sample = sample_per_example(pool, len(eval_docs), nshot, seed, task=name)
                 else:
@@ -167,6 +189,7 @@ class FewShotEvaluator:
                         "ids": None if per_example else [d["_id"] for d in sample.docs],  # per example: each row's demo_ids
                         "train_language": train_lang or lang,
                         "pool_size": len(pool),
+                        **({"lm_eval_k_plus_one": k_plus_one} if lm_eval_rule and not ppl else {}),  # k+1 drawn, the evaluated example dropped
                     }
                     if min(kept) < sampled:
                         info["warnings"].append(f"{sid}: max_length {self.predictor.max_length} kept only {min(kept)}..{max(kept)} of {sampled} demonstrations.")
@@ -204,8 +227,7 @@ class FewShotEvaluator:
         info.update(extra)
         for sid, rows in p.items():
             self._log_rate(sid, trial, len(rows), time.perf_counter() - t_sub)
-        if ignored:
-            info["warnings"].append(f"lm-eval catalog tasks {names} ignore {' and '.join(ignored)} (lm-eval computes their metrics, e.g. acc and acc_norm).")
+        info["warnings"].extend(catalog_warning(names, ignored))
 
     def _log_rate(self, sid: str, trial: int, n: int, seconds: float) -> None:
         """``[3/18] trial 1 (2/3) copa_demo.default: 100 examples in 2.1s (47.6 ex/s)`` -- the progress of

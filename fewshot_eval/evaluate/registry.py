@@ -51,14 +51,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.backends import PREDICTOR_MODULES
 
-# Modules whose import registers the built-in predictors and metrics (the predictors' are listed
-# in their own package, :data:`fewshot_eval.evaluate.backends.PREDICTOR_MODULES`).
-BUILTIN_MODULES = (
-    "fewshot_eval.evaluate.metrics",  # imports every module of the package (metrics/__init__.py)
-    *PREDICTOR_MODULES,
-)
+# Packages of the built-in parts: every module in them (sub-packages included) is imported once, and
+# its decorated classes and functions register themselves -- a new backend or metric is one module in
+# its package, with no list to edit.
+BUILTIN_MODULES = ("fewshot_eval.evaluate.metrics", "fewshot_eval.evaluate.backends")
 # Modules of release 0.2.0 a plugin may still import: where their contents went (named in the load error).
 MOVED_MODULES = {
     "fewshot_eval.evaluate.api": "fewshot_eval.evaluate.backends.predictor (Predictor, Request, Loglik, GenerationRequest)",
@@ -147,10 +144,10 @@ def register_metric(name: str, *, aggregation: str = "mean", higher_is_better: b
 
 def load_plugins(config_dirs: Iterable[Path] = ()) -> None:
     """Import the built-in parts, installed entry points and ``<config dir>/plugins/*.py`` (once each)."""
-    for mod in BUILTIN_MODULES:
-        if mod not in _loaded:
-            importlib.import_module(mod)
-            _loaded.add(mod)
+    for package in BUILTIN_MODULES:
+        if package not in _loaded:
+            _import_package(package)
+            _loaded.add(package)
     if "entry_points" not in _loaded:
         _loaded.add("entry_points")
         from importlib.metadata import entry_points
@@ -176,6 +173,16 @@ def load_plugins(config_dirs: Iterable[Path] = ()) -> None:
                 moved = MOVED_MODULES.get(getattr(e, "name", None) or "") if isinstance(e, ImportError) else None
                 hint = f" (module {e.name} moved in fewshot-eval 0.3: import from {moved})" if moved else ""  # type: ignore[attr-defined]
                 raise ConfigError(f"{f}: the plugin module failed to load: {type(e).__name__}: {e}{hint}") from None
+
+
+def _import_package(name: str) -> None:
+    """Import package ``name`` and every module below it, in name order."""
+    import pkgutil
+
+    package = importlib.import_module(name)
+    for info in sorted(pkgutil.walk_packages(package.__path__, f"{name}."), key=lambda m: m.name):
+        if not info.name.rsplit(".", 1)[-1].startswith("_"):
+            importlib.import_module(info.name)
 
 
 def _lookup(table: dict[str, Any], kind: str, name: str, config_dirs: Iterable[Path]) -> Any:

@@ -26,6 +26,7 @@ class LaunchBatch:
     output_root: Path  # <output_dir>, absolute
     planner: Any  # fewshot_eval.plan.planner.Planner: composes job configs cheaply (job_config)
     max_parallel: Optional[int] = None  # the run param max_parallel (overrides every model's), or None
+    site: Optional[dict[str, Any]] = None  # the options of the sweep's site profile (launch/slurm/site_profiles.py), or None
 
     def pool_limit(self, i: int) -> int:
         """How many jobs of job ``i``'s model pool may run at once."""
@@ -39,7 +40,22 @@ class BatchLauncher(Protocol):
     def launch_batch(self, batch: LaunchBatch) -> Sequence[JobReturn]: ...
 
 
-def is_local_launcher(launcher_cfg: Any) -> bool:
-    """Does ``hydra.launcher`` run jobs on this machine (not SLURM)? Unresolvable SLURM markers are
-    then ignored instead of counted as pending."""
-    return "slurm" not in str(launcher_cfg.get("_target_", "")).lower()
+def runs_locally(launcher: Any) -> bool:
+    """Does ``launcher`` (a Hydra launcher, or its class) run the jobs on this machine?
+
+    Each of fewshot-eval's launchers says so in its class attribute ``runs_locally``. The planner
+    then ignores a SLURM record (``submitted.json``) that SLURM cannot be asked about, instead of
+    counting the job as pending, and does not check models' SLURM time limits. A launcher without
+    the attribute (Hydra's ``basic``, ``submitit_local``, a third-party one) counts as not local:
+    such records keep their jobs pending and time limits are checked, as for SLURM."""
+    return bool(getattr(launcher, "runs_locally", False))
+
+
+def launcher_class(launcher_cfg: Any) -> Optional[type]:
+    """The class ``hydra.launcher._target_`` names (None when it cannot be imported)."""
+    from hydra.utils import get_class
+
+    try:
+        return get_class(str(launcher_cfg.get("_target_", "")))
+    except Exception:  # noqa: BLE001 - an unknown launcher is reported by Hydra itself
+        return None

@@ -1,14 +1,20 @@
-"""Hand the jobs the planner kept to the configured launcher."""
+"""Hand the jobs the planner kept to the configured launcher.
+
+    batch, left_out = prepare_batch(jobs, ...)        # old results moved aside (override_completed)
+    launched = launcher.launch_batch(batch)            # fewshot-eval's launchers (BatchLauncher)
+               or launch_plain(launcher, batch)        # any other Hydra launcher
+    returns = all_returns(left_out, launched)          # one JobReturn per planned job
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from fewshot_eval.launch.batch import BatchLauncher, LaunchBatch
+from fewshot_eval.launch.batch import LaunchBatch
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.outcome import Outcome
 from fewshot_eval.plan.planner import PlannedJob
@@ -45,28 +51,32 @@ def planned_id(job: PlannedJob) -> list[str]:
     return [f"planned_id={job.unit.id_digest[:16]}"]
 
 
-def launch_jobs(sweeper: Any, planner: Any, jobs: Sequence[PlannedJob], root: Path) -> Sequence[JobReturn]:
-    """Launch ``jobs``; fewshot-eval's launchers get the whole :class:`LaunchBatch`, others Hydra's plain call."""
-    cfg = sweeper.config
-    launcher = sweeper.launcher
-    all_overrides, busy = prepare_overrides(jobs, bool(cfg.override_completed))
+def prepare_batch(jobs: Sequence[PlannedJob], root: Path, planner: Any, override_completed: bool,
+                  max_parallel: Optional[int]) -> tuple[LaunchBatch, list[Optional[JobReturn]]]:
+    """The batch to launch, and per planned job the return of one left out (None: it is in the batch).
+
+    A job whose result another job is writing into is left out (``running elsewhere``)."""
+    all_overrides, busy = prepare_overrides(jobs, override_completed)
     keep = [i for i, j in enumerate(jobs) if j.unit.result_dir not in busy]
-    todo, overrides = [jobs[i] for i in keep], [all_overrides[i] for i in keep]
-    if not todo:
-        launched: Sequence[JobReturn] = []
-    elif isinstance(launcher, BatchLauncher):
-        launched = launcher.launch_batch(LaunchBatch(todo, overrides, root, planner, cfg.max_parallel))
-    else:
-        for j in todo:
-            log_launch(root, j, type(launcher).__name__)
-        launched = launcher.launch(overrides, initial_job_idx=0)
-    returns: list[JobReturn] = []
-    it = iter(launched)
+    left_out: list[Optional[JobReturn]] = [None] * len(jobs)
     for i, j in enumerate(jobs):
         if j.unit.result_dir in busy:
             ret = JobReturn(overrides=all_overrides[i], status=JobStatus.COMPLETED)
             ret.return_value = {"status": Outcome.ELSEWHERE.value, "reason": "being written by another job; not moved aside"}
-            returns.append(ret)
-        else:
-            returns.append(next(it))
-    return returns
+            left_out[i] = ret
+    batch = LaunchBatch([jobs[i] for i in keep], [all_overrides[i] for i in keep], root, planner, max_parallel)
+    return batch, left_out
+
+
+def launch_plain(launcher: Any, batch: LaunchBatch) -> Sequence[JobReturn]:
+    """A launcher that is not one of fewshot-eval's (``basic``, ``submitit_local``, a third-party
+    one): each job logged, then Hydra's plain ``launch`` call."""
+    for j in batch.jobs:
+        log_launch(batch.output_root, j, type(launcher).__name__)
+    return launcher.launch(batch.overrides, initial_job_idx=0)
+
+
+def all_returns(left_out: Sequence[Optional[JobReturn]], launched: Sequence[JobReturn]) -> list[JobReturn]:
+    """One return per planned job, in plan order: the launched ones fill the gaps of the left-out ones."""
+    it = iter(launched)
+    return [ret if ret is not None else next(it) for ret in left_out]

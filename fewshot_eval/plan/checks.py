@@ -8,7 +8,7 @@ do. Where they are called:
   and preset files, every swept override) and SLURM's client commands; :func:`check_job_keys`
   -- the same for a single run (``fewshot_eval.run.job``).
 * :func:`check_run_values` -- ``resolve_unit``: ``output_dir``, ``max_parallel``, ``batch_size``,
-  ``n_eval_samples``, ``seed``, ``keep_score_cache`` (after layering, so a model/task setting's value is checked too).
+  ``n_eval_samples``, ``seed``, ``keep_score_cache``, ``prefetch``, ``hf_offline`` (after layering, so a model/task setting's value is checked too).
 * ``fewshot_eval.settings.check_setting_name`` -- names that become directories (model/task settings).
 * :func:`check_same_result` -- ``Planner.plan``: two override combinations with one result dir.
 * :func:`check_result_layout` -- ``fewshot-eval recalc``: a results.json in the result-dir layout.
@@ -32,21 +32,6 @@ from fewshot_eval.config import EVAL_KEYS, RUN_KEYS, SCHEDULER_KEYS, ConfigError
 GROUP_KEYS: tuple[str, ...] = ("models", "tasks", "experiment")
 
 RESULT_LAYOUT = "<output_dir>/<run_name>/<model>/<task setting>/<nshot>shot.<id>/ holding results.json and identity.json"
-
-
-def exit_on_config_error(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: a ConfigError becomes one line on stderr and exit status 2 (instead of Hydra's
-    exit 1 with a "HYDRA_FULL_ERROR" hint). SystemExit passes through Hydra's error handler."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as e:
-            print(f"fewshot-eval: error: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-
-    return wrapper
 
 
 def warn(message: str) -> None:
@@ -181,6 +166,13 @@ def check_run_values(run: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     seed = params.get("seed")
     if not _is_int(seed):
         raise ConfigError(f"seed must be an integer, got {seed!r}; {WHERE_SET}, e.g. seed=0.")
+    for key, what in (("prefetch", "fetches what the jobs read from the hub before launching"), ("hf_offline", "is set by the sweep")):
+        value = run.get(key)
+        if value is not None and not isinstance(value, bool):  # "yes" would be truthy
+            raise ConfigError(f"{key} must be true or false, got {value!r} ({key}=true {what}). Pass {key}=true or {key}=false.")
+    jl = run.get("job_list")
+    if jl is not None and not isinstance(jl, str):
+        raise ConfigError(f"job_list must be the path of a job list (a CSV written by fewshot-eval status ... --missing FILE), got {jl!r}.")
     keep = params.get("keep_score_cache")
     if keep is not None and not isinstance(keep, bool):  # "no" would be truthy in the job
         raise ConfigError(f"keep_score_cache must be true or false, got {keep!r}; {WHERE_SET}.")

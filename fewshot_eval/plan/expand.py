@@ -4,6 +4,7 @@
     models=<group>                ->   the group's ``hydra.sweeper.params.model`` string, e.g. "a,b"
     models=<g1>,<g2>              ->   the union of both groups' models (first appearance first)
     model=<run with checkpoints>  ->   one job per checkpoint, named '<run>__step<N>' (checkpoint=<N>)
+    job_list=missing.csv          ->   the list's rows, one job each (fewshot_eval/plan/job_list.py)
 
 Command-line values override a preset's (``models=all model=a`` runs only ``a``).
 """
@@ -48,6 +49,11 @@ def expand(params: Mapping[str, Any] | None, arguments: Sequence[str], config_lo
     A swept preset (``models=a,b``) is replaced by the union of its presets' sweeps, placed before
     the base config's sweep params: as with one preset, an experiment's or another preset's values
     and command-line values win over it."""
+    from fewshot_eval.plan.job_list import job_list_combos
+
+    listed = job_list_combos(arguments)  # job_list=<file>: its rows are the combinations (plan/job_list.py)
+    if listed is not None:
+        return expand_checkpoints(listed, str(choices.get("model")), functools.cache(lambda key: _checkpoint_fields(config_loader, key)))
     parser = OverridesParser.create(config_loader=config_loader)
     args = parser.parse_overrides(list(arguments))
     unions: list[str] = []
@@ -56,6 +62,9 @@ def expand(params: Mapping[str, Any] | None, arguments: Sequence[str], config_lo
         key = o.get_key_element()
         if key in SETTING_GROUPS:
             check_not_a_list(key, o.value(), lambda k=key: _options(config_loader, k))
+        if key == "site" and o.is_sweep_override():
+            raise ConfigError(f"'{o.input_line}': a sweep runs on one site; pick one profile (site=<name>) and run a sweep per site. "
+                              f"Available: {', '.join(_options(config_loader, 'site'))}.")
         if key in PRESET_GROUPS and o.is_sweep_override():
             unions += preset_union(o, config_loader, parser)
         else:

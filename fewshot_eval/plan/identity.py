@@ -48,8 +48,9 @@ MODEL_0_1_0: tuple[str, ...] = ("predictor", "weights", "revision")
 # Model-setting fields that cannot change the numbers.
 # ``checkpoints`` is expanded into one setting per checkpoint, whose weights/revision are in the identity.
 # parallel: sharding/engine parallelism changes numbers only within float tolerance; server: where, not what.
+# offline_when_cached: whether the job may use the network, not what it computes.
 MODEL_NON_IDENTITY: frozenset[str] = frozenset({"job", "resources", "max_parallel", "description", "name", "eval", "slurm",
-                                                "checkpoints", "parallel", "server"})
+                                                "checkpoints", "parallel", "server", "offline_when_cached"})
 
 # Keys added after 0.1.0 -> their neutral value (the behaviour before they existed).
 NEUTRAL_PARAMS: dict[str, Any] = {

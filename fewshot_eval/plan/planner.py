@@ -17,8 +17,9 @@ from typing import Any, Callable, Optional, Sequence
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fewshot_eval.config import ConfigError, conf_dir, override_keys, run_values
+from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
+from fewshot_eval.plan.estimates import AUTO, Estimate, History
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
@@ -30,7 +31,7 @@ RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: com
 ERROR, FAILED = "error", "failed"  # error: would die at start (fix the config); failed: failed max_failures times
 CHEAP_KEYS = ("nshot", "trial")
 
-# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.slurm_states.Pending
+# (result_dir, trials, override_completed, local_launcher) -> fewshot_eval.launch.slurm.job_states.Pending
 # (.pending, .note, .failure) for a result dir with a submitted.json.
 PendingCheck = Callable[[Path, list[int], bool, bool], Any]
 
@@ -41,10 +42,16 @@ class PlannedJob:
     unit: JobUnit
     status: str
     detail: str = ""
+    estimate: Optional[Estimate] = None  # how long it will run (Planner.estimate); None: not asked
+    time_limit_min: Optional[int] = None  # timeout_min=auto: its SLURM time limit, set from the estimates
 
     @property
     def runs(self) -> bool:
         return self.status == RUN
+
+    @property
+    def estimate_s(self) -> Optional[float]:
+        return self.estimate.seconds if self.estimate is not None else None
 
 
 class Planner:
@@ -55,6 +62,7 @@ class Planner:
         self.loader = config_loader
         self.pending_check = pending_check
         self.local_launcher = local_launcher  # SLURM markers it cannot resolve are ignored, not pending
+        self.site: Any = None  # the sweep's site profile, set by whoever plans (fewshot_eval.launch.slurm.site_profiles.Site)
         hc = base.hydra
         self.cwd = Path(hc.runtime.cwd or os.getcwd())
         self.search = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
@@ -69,9 +77,12 @@ class Planner:
         self._ctx: Optional[DictConfig] = None
         self._checked: dict[str, Optional[str]] = {}
         self._notes: dict[tuple, Optional[str]] = {}
+        self._offline: dict[str, bool] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
+        self._history: Optional[History] = None
+        self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self._parser = OverridesParser.create(config_loader=config_loader)
@@ -171,7 +182,8 @@ class Planner:
             cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
             parsed = OverridesParser.create().parse_overrides(list(overrides))
-            cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, list(jc.exclude_keys), jc.item_sep, jc.kv_sep)
+            exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
+            cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg
 
     # ---- planning -----------------------------------------------------------------------
@@ -211,7 +223,89 @@ class Planner:
         )
 
     def plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
-        """One PlannedJob per distinct result (split_trials: per trial), with its status."""
+        """One PlannedJob per distinct result (split_trials: per trial), with its status. With the run
+        param ``prefetch=true`` (not a dry run), what the jobs to run read from the hub is fetched first
+        (:mod:`fewshot_eval.plan.prefetch`) and the sweep planned again."""
+        from fewshot_eval.plan.prefetch import forget_cache_state
+
+        forget_cache_state()  # what the caches hold is asked once per plan
+        jobs = self._plan(combos)
+        if self.run.get("prefetch") and not self.run.get("dry_run"):
+            from fewshot_eval.plan.prefetch import prefetch
+
+            if prefetch([j for j in jobs if j.status in (RUN, ERROR)], self.search, what="prefetch=true"):
+                raise ConfigError("prefetch=true: the hub inputs above could not be fetched; nothing launched. Fix them or run without prefetch=true.")
+            forget_cache_state()
+            self._checked.clear()
+            self._notes.clear()
+            self._offline.clear()
+            jobs = self._plan(combos)
+        if not self.local_launcher and any(j.status == RUN and self._timeout(j.unit) == AUTO for j in jobs):
+            self._auto_time_limits(jobs)
+        return jobs
+
+    # ---- run times and time limits from earlier results (plan/estimates.py) ------------------
+    def estimate(self, jobs: Sequence[PlannedJob]) -> None:
+        """Set ``estimate`` of every job that runs, from the wall times of earlier results of its model."""
+        from fewshot_eval.plan.unit import output_root
+
+        if self._history is None:
+            self._history = History(output_root(self.run, self.cwd), self.search)
+        wanted: dict[str, dict[tuple[str, int], None]] = {}
+        for j in jobs:
+            if j.status == RUN:
+                wanted.setdefault(j.unit.model_key, {})[(j.unit.task_key, j.unit.nshot)] = None
+        for j in jobs:
+            if j.status == RUN and j.estimate is None:
+                j.estimate = self._history.estimate(j.unit, wanted[j.unit.model_key])
+
+    def _launcher(self) -> Any:
+        return self.base.hydra.get("launcher") or {}
+
+    def _timeout(self, unit: JobUnit) -> Any:
+        """The job's timeout_min: the SLURM launcher's value, else its model setting's (a number or 'auto')."""
+        value = self._launcher().get("timeout_min")
+        return value if value is not None else unit.model.get("resources", {}).get("timeout_min")
+
+    def _auto_time_limits(self, jobs: Sequence[PlannedJob]) -> None:
+        """``timeout_min=auto``: one time limit per model pool, from the estimate of its longest job (all of
+        them together for combine_tasks); the model setting's own timeout_min where a job has none."""
+        from fewshot_eval.plan.estimates import FACTOR, FALLBACK_MIN, FLOOR_MIN, auto_limit, fmt_duration
+        from fewshot_eval.settings import time_limit_problem
+
+        launcher = self._launcher()
+        factor = float(launcher.get("auto_timeout_factor") or FACTOR)
+        floor = int(launcher.get("auto_timeout_floor_min") or FLOOR_MIN)
+        delay = launcher.get("signal_delay_s", 120)
+        auto = [j for j in jobs if j.status == RUN and self._timeout(j.unit) == AUTO]
+        self.estimate(auto)
+        by_model: dict[str, list[PlannedJob]] = {}
+        for j in auto:
+            by_model.setdefault(j.unit.model_key, []).append(j)
+        for model, js in by_model.items():
+            own = js[0].unit.model.get("resources", {}).get("timeout_min")
+            fallback = own if isinstance(own, (int, float)) and not isinstance(own, bool) else FALLBACK_MIN
+            known = [j.estimate_s for j in js if j.estimate_s is not None]
+            combine = bool(js[0].unit.model.get("job", {}).get("combine_tasks"))
+            longest = sum(known) if combine else max(known, default=0.0)
+            if not known:
+                limit, why = int(fallback), f"no earlier results of {model}: its timeout_min {fallback}"
+            else:
+                limit = auto_limit(longest, factor, floor, delay)
+                basis = max((j.estimate for j in js if j.estimate_s is not None), key=lambda e: e.samples)
+                why = (f"{'all its jobs' if combine else 'its longest job'} ~{fmt_duration(longest)} x {factor:g} + signal_delay_s, "
+                       f"at least {floor} min; from {basis.basis}")
+                if len(known) < len(js):
+                    limit = max(limit, int(fallback))
+                    why += f"; {len(js) - len(known)} job{'s' if len(js) - len(known) != 1 else ''} without earlier results: at least its timeout_min {fallback}"
+            self.time_limits[model] = (limit, why)
+            problem = time_limit_problem(limit, delay)
+            for j in js:
+                j.time_limit_min = limit
+                if problem:
+                    j.status, j.detail = ERROR, f"timeout_min=auto gave {limit} min: {problem}"
+
+    def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         check_plan(self, combos)
         jobs: list[PlannedJob] = []
         seen: dict[tuple[Path, tuple[int, ...]], list[str]] = {}
@@ -239,11 +333,29 @@ class Planner:
                 if status == RUN:
                     note = self._weights_note(unit)
                     detail = f"{detail}; {note}" if detail and note else (note or detail)
+                    if self._runs_offline(unit):
+                        extra = [*extra, "hf_offline=true"]
                 if unit.requested_nshot is not None:
                     cap = f"nshot={unit.requested_nshot} > the {unit.nshot} demonstration rows: the same result as nshot={unit.nshot}"
                     detail = f"{detail}; {cap}" if detail else cap
                 jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
         return jobs
+
+    def _runs_offline(self, unit: JobUnit) -> bool:
+        """Every hub input of the job is in the local caches (and its model setting does not opt out):
+        it runs with HuggingFace offline mode forced (``hf_offline=true``), once per distinct inputs."""
+        import json
+
+        if not unit.model.get("offline_when_cached", True):
+            return False
+        p = unit.params
+        key = json.dumps([unit.model.get("weights"), unit.model.get("revision"), p.get("predictor"), unit.task["tasks"],
+                          [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]], sort_keys=True, default=str)
+        if key not in self._offline:
+            from fewshot_eval.plan.prefetch import inputs_cached
+
+            self._offline[key] = inputs_cached(unit, self.search)
+        return self._offline[key]
 
     def _weights_note(self, unit: JobUnit) -> Optional[str]:
         """'hub model, not in the local cache' for a hub id (planning does not download), once per weights."""
@@ -276,10 +388,14 @@ class Planner:
         setting = json.dumps([tasks, unit.params], sort_keys=True, default=str)  # one serialisation per job
         model = json.dumps([unit.model_key, unit.model, unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]],
                            sort_keys=True, default=str)
+        # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
+        # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
+        n = unit.nshot
+        nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
         return (
             once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
             or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params))
-            or once(f"nshot{unit.nshot}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
+            or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
         )
 
     def _status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
@@ -307,12 +423,21 @@ class Planner:
         return status, detail
 
     def _time_limit(self, unit: JobUnit) -> Optional[str]:
-        """A SLURM time limit that leaves the job no work time before its USR2 (see settings.time_limit_problem)."""
+        """A SLURM time limit that is not a number of minutes or 'auto', or that leaves the job no work time
+        before its USR2 (see settings.time_limit_problem). 'auto' is checked once it is set (_auto_time_limits)."""
         from fewshot_eval.settings import time_limit_problem
 
-        launcher = self.base.hydra.get("launcher") or {}
-        timeout = launcher.get("timeout_min") or unit.model.get("resources", {}).get("timeout_min")
-        return time_limit_problem(timeout, launcher.get("signal_delay_s", 120))
+        timeout = self._timeout(unit)
+        if timeout == AUTO:
+            return None
+        try:
+            ok = not isinstance(timeout, bool) and float(timeout) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            where = "hydra.launcher.timeout_min" if self._launcher().get("timeout_min") is not None else f"model/{unit.model_key}.yaml: resources.timeout_min"
+            return f"{where} must be a number of minutes or 'auto' (from the wall times of earlier results), got {timeout!r}"
+        return time_limit_problem(timeout, self._launcher().get("signal_delay_s", 120))
 
     def _failures(self, unit: JobUnit) -> tuple[bool, str]:
         """(stop relaunching?, note) from the result's failure record."""

@@ -16,11 +16,13 @@ def resources(job: PlannedJob, launcher: Optional[Mapping[str, Any]] = None, max
     for k, v in (launcher or {}).items():
         if k in r and v is not None:
             r[k] = v
-    limit = int(max_parallel or job.unit.model["max_parallel"])
+    t = r["timeout_min"]
+    limit = f"{job.time_limit_min}m(auto)" if job.time_limit_min else f"{t}m" if isinstance(t, (int, float)) else str(t)
+    throttle = int(max_parallel or job.unit.model["max_parallel"])
     if launcher and launcher.get("array_parallelism"):
-        limit = min(limit, int(launcher["array_parallelism"]))
+        throttle = min(throttle, int(launcher["array_parallelism"]))
     mem = f" {r['mem_gb']}G" if r.get("mem_gb") else ""
-    return f"{r['nodes']}n x {r['gpus_per_node']}g x {r['cpus_per_task']}c{mem} {r['timeout_min']}m | max {limit}"
+    return f"{r['nodes']}n x {r['gpus_per_node']}g x {r['cpus_per_task']}c{mem} {limit} | max {throttle}"
 
 
 def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mapping[str, Any]] = None, max_parallel: Optional[int] = None) -> str:
@@ -43,4 +45,4 @@ def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mappi
 
 def counts(jobs: Sequence[PlannedJob]) -> str:
     c = Counter(j.status for j in jobs)
-    return ", ".join(f"{n} {s}" for s, n in sorted(c.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{n} {s}" for s, n in sorted(c.items(), key=lambda kv: -kv[1])) or "none"

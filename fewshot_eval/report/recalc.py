@@ -67,7 +67,8 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
             kept = {k: v for k, v in old["metrics"][sub].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
             names = [k for k, v in old["metrics"][sub].items() if k not in kept and k != "n_examples" and not k.endswith("_raw")]
             metrics[sub] = {**kept, **recalc_metrics(rows, params, task, names)}
-        record = {"trial": t, "fingerprint": fingerprint, "metrics": metrics, "info": {**(old.get("info") or {}), "recalc_from": str(result_dir)}}
+        info = recalc_info(old.get("info") or {}, params, res["tasks"], predictions, search)
+        record = {"trial": t, "fingerprint": fingerprint, "metrics": metrics, "info": {**info, "recalc_from": str(result_dir)}}
         if weights is not None:
             record["weights"] = weights
         write_trial_files(new_dir, t, predictions, record)
@@ -83,6 +84,39 @@ def recalc_result(result_dir: Path, changes: dict[str, Any], search: Sequence[Pa
         "repro": repro_info(Path.cwd(), [f"recalc {k}={v}" for k, v in changes.items()]),
     }, res["trials"])
     return new_dir, "written"
+
+
+def recalc_info(info: dict[str, Any], params: dict[str, Any], tasks: Sequence[str], predictions: dict[str, list[dict]],
+                search: Sequence[Path]) -> dict[str, Any]:
+    """A trial's ``info`` under the new ``params``: its ``scoring`` and ``calibrator``, and the warnings that
+    name them (a baseline, generated text, lm-eval catalog tasks ignore them) as a run with ``params``
+    writes them; the other warnings kept."""
+    from fewshot_eval.evaluate.calibration import check_calibrator
+    from fewshot_eval.evaluate.evaluator import baseline_warning, catalog_warning, unused_settings
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
+    from fewshot_eval.evaluate.registry import predictor_class
+    from fewshot_eval.evaluate.scoring import check_mode
+    from fewshot_eval.evaluate.tasks.generation_task import ignored_by_generation, is_generation_row
+
+    predictor = str(info.get("predictor") or "")
+    generated = [sub for sub, rows in predictions.items() if rows and all(is_generation_row(r) for r in rows)]
+    catalog = [t for t in tasks if is_catalog(t)]
+    try:
+        is_lm = bool(predictor_class(predictor, search).is_lm)
+    except ConfigError:  # a predictor of a plugin not here: a baseline if the run said so
+        is_lm = not any("is a baseline" in w for w in info.get("warnings") or [])
+
+    def about(mode: str, calibrator: Any) -> tuple[list[str], list[str]]:
+        unused = unused_settings(mode, calibrator)
+        first = [] if is_lm else baseline_warning(predictor, unused)
+        rest = [w for sub in generated for w in ignored_by_generation(sub, mode, calibrator)]
+        return first, rest + (catalog_warning(catalog, unused) if catalog else [])
+
+    old_first, old_rest = about(str(info.get("scoring") or "sum"), info.get("calibrator"))
+    mode, calibrator = check_mode(params.get("scoring")), check_calibrator(params.get("calibrator"))
+    first, rest = about(mode, calibrator)
+    kept = [w for w in info.get("warnings") or [] if w not in old_first + old_rest]
+    return {**info, "scoring": mode, "calibrator": calibrator, "warnings": first + kept + rest}
 
 
 def recalc_command(args: argparse.Namespace) -> int:

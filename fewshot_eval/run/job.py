@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fewshot_eval import progress
 from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV, ConfigError, config_dirs, override_keys, run_values
-from fewshot_eval.outcome import OUTCOME_FILE_ENV, Outcome
+from fewshot_eval.outcome import Outcome
 from fewshot_eval.plan.checks import check_job_keys
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
@@ -84,7 +84,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     start = time.time()
     started_at = datetime.now().astimezone().isoformat(timespec="milliseconds")
     repro = repro_info(cwd, overrides)  # slow parts (git) before the trials, not between the last trial and results.json
-    prepare_aggregation()
+    prepare_aggregation(len(unit.all_trials))
     with writing(unit.result_dir), claim_trials(unit.result_dir, unit.trials) as held:
         clean_temp_files(unit.result_dir)  # temp files of killed writes (only old ones: never a live writer's)
         done = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights).done_trials  # finished meanwhile?
@@ -122,6 +122,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     **_header(unit),
                     "wall_time_s": round(wall, 3),
                     "eval_time_s": round(eval_s, 4),
+                    "timed_trials": todo,  # the trials these times cover (a resumed or split job ran only some)
                     "started_at": started_at,
                     "finished_at": datetime.now().astimezone().isoformat(timespec="milliseconds"),
                     "repro": repro,
@@ -177,11 +178,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         presets = [f"{g}={hc.runtime.choices[g]}" for g in ("models", "tasks", "experiment") if hc.runtime.choices.get(g)]
         raise ConfigError(
             f"{' '.join(presets) or 'This config'} defines a sweep ({dict(hc.sweeper.params)}); add -m to run it, "
-            f"e.g. python -m fewshot_eval -m {' '.join(presets)}"
+            f"e.g. fewshot-eval -m {' '.join(presets)}"
         )
-    unit = unit_from_config(cfg)
-    check_planned(cfg, unit)
-    ret = run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))
-    if os.environ.get(OUTCOME_FILE_ENV):  # a local_parallel job process: tell the sweep how it ended
-        write_json(Path(os.environ[OUTCOME_FILE_ENV]), ret)
-    return ret
+    from fewshot_eval.evaluate.hub_cache import forced_offline
+
+    with forced_offline(bool(cfg.get("hf_offline"))):  # the sweep found every hub input cached: no network
+        unit = unit_from_config(cfg)
+        check_planned(cfg, unit)
+        return run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))

@@ -60,10 +60,12 @@ def summarize(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "per_trial": values}
 
 
-def prepare_aggregation() -> None:
-    """Import what aggregating needs (scipy takes seconds the first time) before the last trial is written,
-    so that the window between the last ``metrics.json`` and ``results.json`` stays short."""
-    import scipy.stats  # noqa: F401
+def prepare_aggregation(n_trials: int = 2) -> None:
+    """Import what aggregating ``n_trials`` trials needs (scipy takes seconds the first time; one trial has
+    no interval and needs none) before the last trial is written, so that the window between the last
+    ``metrics.json`` and ``results.json`` stays short."""
+    if n_trials > 1:
+        import scipy.stats  # noqa: F401
 
 
 def write_results(result_dir: Path, record: dict[str, Any], trials: list[int]) -> dict[str, Any]:

@@ -1,22 +1,26 @@
-"""The SLURM launcher: one submitit job array per model setting (logic in ``fewshot_eval.launch.slurm``).
+"""``hydra/launcher=submitit_slurm``: one submitit job array per model setting (logic in ``fewshot_eval.launch.slurm``).
 
     python -m fewshot_eval -m models=demo tasks=demo hydra/launcher=submitit_slurm hydra.launcher.partition=dev
 
-``hydra/launcher=submitit_slurm`` selects ``conf/hydra/launcher/submitit_slurm.yaml`` (the
-packaged config dir is searched before the ConfigStore, so it shadows hydra-submitit-launcher's
-entry of that name). The yaml extends the typed schema registered here, ``fewshot_slurm_schema``.
-The stock ConfigStore entry ``submitit_slurm`` is removed (by :class:`ShadowStockSlurmConfig`,
-after every plugin module has been scanned): Hydra would otherwise validate the yaml against it
-(deprecated "automatic schema matching": a warning on every run, and an error for the keys and
-null resources added here). ``hydra/launcher=submitit_local`` stays stock.
+In fewshot-eval's app ``hydra/launcher=submitit_slurm`` selects ``conf/hydra/launcher/submitit_slurm.yaml``
+(the app's config dir is searched before the ConfigStore), which extends the typed config registered
+here as ``fewshot_slurm``. Hydra would validate that yaml against hydra-submitit-launcher's ConfigStore
+entry of the same name (deprecated "automatic schema matching": a warning on every run, and an error
+for the keys and null resources added here), so :class:`StockSlurmConfigOutsideOurApp` takes that entry
+out of the ConfigStore while fewshot-eval's config dir is the app's, and puts it back for any other
+app: another Hydra app in the same environment keeps hydra-submitit-launcher's ``submitit_slurm``.
+``hydra/launcher=submitit_local`` stays stock everywhere.
+
+Any app may select ``hydra/launcher=fewshot_slurm``; with another sweeper than fewshot-eval's (no
+planned pools), :meth:`SlurmPoolLauncher.launch` runs the jobs as hydra-submitit-launcher does.
 """
 
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -35,7 +39,11 @@ class SlurmPoolLauncherConf(SlurmQueueConf):
     tasks_per_node: Optional[int] = None
     cpus_per_task: Optional[int] = None
     mem_gb: Optional[int] = None
-    timeout_min: Optional[int] = None
+    # minutes, or "auto": each job's time limit from the wall times of earlier results of its model
+    timeout_min: Any = None
+    # timeout_min=auto: limit = max(floor, estimate x factor + signal_delay_s + 60 s)
+    auto_timeout_factor: float = 2.0
+    auto_timeout_floor_min: int = 15
     # SLURM job name of a pool: <name>-<model setting>
     name: str = "fewshot"
     # One folder per pool below it: <submitit_folder with %j replaced by <pool>/%j>
@@ -56,19 +64,28 @@ class SlurmPoolLauncherConf(SlurmQueueConf):
 class SlurmPoolLauncher(SlurmLauncher):
     """hydra-submitit-launcher's SlurmLauncher with per-model pools, submit-and-return and job records.
 
+    Submitted jobs pickle this class by its path (``hydra_plugins.fewshot_eval_plugins.slurm_launcher.SlurmPoolLauncher``):
+    keep it, or jobs queued before an upgrade cannot be unpickled on the node.
+
     On the submitting side the fewshot sweeper hands it a ``LaunchBatch`` (``launch_batch``);
     on the node submitit calls the inherited ``__call__`` (one job) or ``checkpoint`` (requeue
     after timeout/preemption).
     """
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from fewshot_eval.config import ConfigError
+    runs_locally = False  # jobs run on the cluster: SLURM's records of them count (fewshot_eval.launch.batch)
 
-        raise ConfigError("hydra/launcher=submitit_slurm needs fewshot-eval's sweeper (hydra/sweeper=fewshot, the default).")
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Hydra's launcher interface (any other sweeper): one job array, run and waited for as by
+        hydra-submitit-launcher, with these options translated (``fewshot_eval.launch.slurm.pools.stock_params``)."""
+        from fewshot_eval.launch.slurm.pools import stock_params
+
+        stock = SlurmLauncher(**stock_params(self.params))
+        stock.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)  # type: ignore[arg-type]
+        return stock.launch(job_overrides, initial_job_idx)
 
     def launch_batch(self, batch: "LaunchBatch") -> Sequence[JobReturn]:
         """One job array per model pool; see ``fewshot_eval.launch.slurm``."""
-        from fewshot_eval.launch.slurm import launch_pools
+        from fewshot_eval.launch.slurm.submission import launch_pools
 
         return launch_pools(self, batch)
 
@@ -83,14 +100,26 @@ class SlurmPoolLauncher(SlurmLauncher):
         return ret
 
 
-class ShadowStockSlurmConfig(SearchPathPlugin):
-    """Drops hydra-submitit-launcher's ConfigStore ``submitit_slurm`` so that our yaml of that name is
-    used as it is. Search path plugins run after all plugin modules were imported (Hydra re-executes
-    each one while scanning, so removing the entry at import time here would not last)."""
+class StockSlurmConfigOutsideOurApp(SearchPathPlugin):
+    """hydra-submitit-launcher's ConfigStore ``submitit_slurm``: out of the ConfigStore while the app
+    is fewshot-eval (its packaged config dir is the primary one: our yaml of that name is used as it
+    is), back in for any other app in the same process. Search path plugins run for every app, after
+    all plugin modules were imported (removing the entry at import time would not last: Hydra
+    re-executes each plugin module while scanning)."""
+
+    stashed: dict[str, Any] = {}
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        ConfigStore.instance().repo.get("hydra", {}).get("launcher", {}).pop("submitit_slurm.yaml", None)
+        from fewshot_eval.config import conf_dir
+
+        launchers = ConfigStore.instance().repo.setdefault("hydra", {}).setdefault("launcher", {})
+        ours = str(conf_dir())
+        if any(e.provider == "main" and e.path.removeprefix("file://").rstrip("/") == ours for e in search_path.get_path()):
+            entry = launchers.pop("submitit_slurm.yaml", None)
+            if entry is not None:
+                self.stashed["submitit_slurm.yaml"] = entry
+        elif "submitit_slurm.yaml" in self.stashed:
+            launchers.setdefault("submitit_slurm.yaml", self.stashed.pop("submitit_slurm.yaml"))
 
 
-cs = ConfigStore.instance()
-cs.store(group="hydra/launcher", name="fewshot_slurm_schema", node=SlurmPoolLauncherConf, provider="fewshot_eval")
+ConfigStore.instance().store(group="hydra/launcher", name="fewshot_slurm", node=SlurmPoolLauncherConf, provider="fewshot_eval")

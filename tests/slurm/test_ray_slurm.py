@@ -1,17 +1,14 @@
 """``fewshot_eval/evaluate/backends/ray_slurm.sh`` (the Ray cluster of a multi-node vLLM job) in a real SLURM job.
 
-The test cluster has one node, so this checks the head's part: start, wait for the nodes, connect,
-stop (the workers' ``srun`` over other nodes needs a multi-node cluster). Ray runs in the python
-named by ``FEWSHOT_RAY_PYTHON`` (default: this one); without ray there the test skips -- unless
-``FEWSHOT_REQUIRE_VLLM_CPU=1`` (CI), which makes it use the vllm-cpu venv the vLLM tests build
-(tests/setup_vllm_cpu.sh installs ray there: a multi-node vLLM job runs Ray from vLLM's Python).
+On the single-node cluster this checks the head's part: start, wait for the nodes, connect, stop;
+the workers' ``srun`` on the other nodes is tested on the two-node cluster (tests/slurm/test_two_nodes.py).
+Ray runs in the python of the ``ray_python`` fixture (``FEWSHOT_RAY_PYTHON``, or the vllm-cpu venv with
+``FEWSHOT_REQUIRE_VLLM_CPU=1``); without ray there the test skips.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,24 +18,8 @@ pytestmark = pytest.mark.slurm
 SCRIPT = Path(__file__).resolve().parents[2] / "fewshot_eval" / "evaluate" / "backends" / "ray_slurm.sh"
 
 
-def _python() -> str:
-    """The Python whose ray the test runs (see the module docstring)."""
-    python = os.environ.get("FEWSHOT_RAY_PYTHON")
-    if not python and os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
-        from served_helpers import built_vllm_cpu_venv
-
-        python, why = built_vllm_cpu_venv()
-        if why:
-            pytest.fail(why)
-    return python or sys.executable
-
-
-def test_ray_head_starts_serves_and_stops_in_a_slurm_job(slurm_cluster, tmp_path):
-    python = _python()
-    if subprocess.run([python, "-c", "import ray"], capture_output=True).returncode != 0:
-        if os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
-            pytest.fail(f"{python} has no ray: tests/setup_vllm_cpu.sh should have installed it")
-        pytest.skip(f"{python} has no ray (pip install 'ray[default]', or set FEWSHOT_RAY_PYTHON)")
+def test_ray_head_starts_serves_and_stops_in_a_slurm_job(slurm_cluster, ray_python, tmp_path):
+    python = ray_python
     ray = str(Path(python).with_name("ray"))
     job = tmp_path / "job.sh"
     job.write_text(f"""#!/bin/bash

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.launch import slurm_states as pending
-from fewshot_eval.launch.slurm import Pool, error_line, executor_parameters, hydra_overrides, make_pools, pool_folder
+from fewshot_eval.launch.slurm import job_states as pending
+from fewshot_eval.launch.slurm.pools import Pool, executor_parameters, hydra_overrides, make_pools, pool_folder
+from fewshot_eval.launch.slurm.waiting import error_line
 
 FAKE = """#!/bin/sh
 # fake {name}: prints $FAKE_{NAME} (escapes allowed), $FAKE_{NAME}_ERR on stderr, exits $FAKE_{NAME}_RC
@@ -57,8 +58,10 @@ def test_submitit_slurm_is_ours_without_schema_warning(workdir: Path) -> None:
     for line in ("mail_type: FAIL", "wait: false", "max_num_timeout: 3", "cpus_per_task: null", "partition: null"):
         assert line in proc.stdout
     assert "deprecated" not in proc.stderr and "schema" not in proc.stderr, proc.stderr
-    bad = run_cli(["--cfg", "hydra", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=soon"], workdir, check=False)
-    assert bad.returncode != 0 and "timeout_min" in bad.stderr
+    # timeout_min takes minutes or 'auto' (plan/estimates.py): anything else is refused at planning
+    bad = run_cli(["-m", "model=random", "task=copa_demo", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=soon", "dry_run=true"],
+                  workdir, check=False)
+    assert bad.returncode == 2 and "hydra.launcher.timeout_min must be a number of minutes or 'auto'" in bad.stderr and "'soon'" in bad.stderr, bad.stderr
     local = run_cli(["--cfg", "hydra", "hydra/launcher=submitit_local"], workdir).stdout
     assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher" in local
 
@@ -304,3 +307,15 @@ def test_an_interrupted_submission_is_adopted_or_dropped(tmp_path: Path, fake_sl
     monkeypatch.setenv("FAKE_SACCT", "")
     pend, note = decide(rdir)
     assert not pend and "never reached SLURM" in note and not (rdir / "submitting.json").exists()
+
+
+def test_classes_pickled_into_queued_jobs_keep_their_paths() -> None:
+    """submitit pickles the payload by reference: jobs queued before an upgrade unpickle these names on the node."""
+    import pickle
+
+    from fewshot_eval.launch.slurm.node_jobs import CombinedJobs, PoolCall
+    from hydra_plugins.fewshot_eval_plugins.slurm_launcher import SlurmPoolLauncher
+
+    assert pickle.loads(b"cfewshot_eval.launch.slurm\nPoolCall\n.") is PoolCall  # 0.2.0's module path
+    assert pickle.loads(b"cfewshot_eval.launch.slurm\nCombinedJobs\n.") is CombinedJobs
+    assert pickle.loads(b"chydra_plugins.fewshot_eval_plugins.slurm_launcher\nSlurmPoolLauncher\n.") is SlurmPoolLauncher

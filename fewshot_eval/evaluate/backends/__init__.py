@@ -11,14 +11,6 @@ registered by name, declaring what it needs and can do as class attributes (its 
 
 No module outside this package names a predictor (``tests/test_architecture.py``): the rest of the
 project asks ``registry.predictor_class(name)`` for a capability. A new backend is one module here
-with one decorated class, added to :data:`PREDICTOR_MODULES` (a plugin of your own needs no entry:
-see :mod:`fewshot_eval.evaluate.registry`).
+with one decorated class: the registry imports every module of this package (see
+:mod:`fewshot_eval.evaluate.registry`; a plugin of your own lives in your config dir instead).
 """
-
-# Modules whose import registers the built-in predictors (part of ``registry.BUILTIN_MODULES``).
-PREDICTOR_MODULES = (
-    "fewshot_eval.evaluate.backends.baselines",
-    "fewshot_eval.evaluate.backends.clm",
-    "fewshot_eval.evaluate.backends.openai_completions",
-    "fewshot_eval.evaluate.backends.vllm_engine",
-)

@@ -30,6 +30,9 @@ from fewshot_eval.evaluate.backends.predictor import Predictor, split_whitespace
 WEIGHTS_DIR_ENV = "FEWSHOT_WEIGHTS_DIR"
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+
+
 def weights_path(weights: str) -> str:
     """What ``from_pretrained`` loads for a setting's ``weights``: the local tiny GPT-2 for ``tiny-gpt2``."""
     if weights == "tiny-gpt2":
@@ -69,9 +72,7 @@ class HFPredictor(Predictor):
 
     @staticmethod
     def job_dtype(params: dict[str, Any]) -> str:
-        """The job's ``dtype`` param (float32 when unset), one of ``model_checks.DTYPES``."""
-        from fewshot_eval.evaluate.backends.model_checks import DTYPES
-
+        """The job's ``dtype`` param (float32 when unset), one of :data:`DTYPES`."""
         dtype = params.get("dtype") or "float32"
         if dtype not in DTYPES:
             raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
@@ -175,8 +176,17 @@ def _check_chat_tokenizer(model_key: str, model: dict[str, Any]) -> None:
     """``chat`` set: the model's tokenizer must have a chat template."""
     if model.get("chat") is None:
         return
-    from fewshot_eval.evaluate.tasks.chat import check_chat_template
-
     tok = _local(model, "AutoTokenizer")
     if tok is not None:
         check_chat_template(tok, model_key, str(model.get("weights")))
+
+
+def check_chat_template(tokenizer: Any, model_name: str, what: str) -> None:
+    """A clear error when ``chat`` is set but there is no tokenizer or it has no chat template."""
+    if tokenizer is None:
+        raise ConfigError(f"model '{model_name}': chat.enabled is true but predictor '{what}' has no tokenizer to apply a chat template. "
+                          f"Set chat.enabled=false or use predictor clm.")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"model '{model_name}': chat.enabled is true but the tokenizer of '{what}' has no chat template. Set "
+                          f"chat.enabled=false, or use weights whose tokenizer defines one (tokenizer_config.json "
+                          f"'chat_template' or chat_template.jinja).")

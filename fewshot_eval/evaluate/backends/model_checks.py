@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fewshot_eval.config import ConfigError, env_flag
-
-DTYPES = ("float32", "float16", "bfloat16")
+from fewshot_eval.evaluate.backends.hf_base import DTYPES, check_chat_template
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -39,8 +38,6 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     if device is not None and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
         raise ConfigError(f"device: unknown device {device!r}. Valid: auto, cpu, cuda, cuda:<index>.")
     if model.get("chat") is not None and not cls.is_lm:
-        from fewshot_eval.evaluate.tasks.chat import check_chat_template
-
         check_chat_template(None, model_key, predictor)
     if model.get("hf_overrides") and not cls.loads_hf_weights:
         raise ConfigError(f"model '{model_key}': hf_overrides applies to predictors {_and(predictors_with('loads_hf_weights'))} "

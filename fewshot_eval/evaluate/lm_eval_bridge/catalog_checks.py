@@ -55,7 +55,8 @@ def _check_dataset(name: str, leaf: str, cfg: dict[str, Any], cat: Catalog) -> N
         return  # Python tasks and custom loaders: their own business
     path = cfg.get("dataset_path")
     kwargs = dict(cfg.get("dataset_kwargs") or {})
-    where = f"task '{name}'" + (f" (lm-eval task '{leaf}', {cat.sources.get(leaf, 'inline config')})" if leaf != bare(name) else f" ({cat.sources.get(leaf, 'inline config')})")
+    src = cat.source(leaf) or "inline config"
+    where = f"task '{name}'" + (f" (lm-eval task '{leaf}', {src})" if leaf != bare(name) else f" ({src})")
     if not path:
         raise ConfigError(f"{where}: no dataset_path in its config.")
     for p in cat.data_file_patterns(leaf, cfg):
@@ -69,8 +70,8 @@ def _check_dataset(name: str, leaf: str, cfg: dict[str, Any], cat: Catalog) -> N
         name_part = f", '{cfg['dataset_name']}'" if cfg.get("dataset_name") else ""
         raise ConfigError(
             f"{where}: its dataset '{path}'{name_part} is not in the local HuggingFace cache and downloads are off "
-            f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE). Download it once where there is network "
-            f"(python -c \"import datasets; datasets.load_dataset('{path}'{name_part})\"), or point the task at local files: "
+            f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE). Fetch it where there is network with `fewshot-eval prefetch -m <this sweep's "
+            f"overrides>`, or point the task at local files: "
             f"a YAML in <config dir>/{INCLUDE_DIR}/ with `include:` of the catalog YAML, dataset_path: json and "
             f"dataset_kwargs: {{data_files: {{...}}}}."
         )

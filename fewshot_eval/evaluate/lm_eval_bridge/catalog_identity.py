@@ -49,11 +49,7 @@ def _sha(path: Path) -> str:
 
 
 def _roots(cat: Catalog) -> list[tuple[Path, str]]:
-    import lm_eval
-
-    roots = [(Path(lm_eval.__file__).resolve().parent, "lm_eval")]
-    roots += [(d, "include") for d in cat.dirs]
-    return roots
+    return [(cat.lm_eval_dir, "lm_eval"), *((d, "include") for d in cat.dirs)]
 
 
 def task_identity(name: str, search: Optional[Iterable[Path]] = None) -> dict[str, Any]:

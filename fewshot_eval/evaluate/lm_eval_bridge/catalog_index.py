@@ -6,12 +6,18 @@ A task setting lists catalog tasks next to its own task definitions::
     run_name: mix
     tasks: [lm_eval:arc_easy, lm_eval:hellaswag, copa_demo]   # lm_eval:<task, group or tag name>
 
-The catalog is lm-eval's own :class:`lm_eval.tasks.TaskManager` (its built-in task YAMLs, plus
-``<config dir>/lm_eval_tasks/`` of every config dir, where a user's YAML of the same name wins).
-It is built once per process. Indexing ~15,000 YAML files takes ~8 s, so the index lm-eval
-builds is kept on disk (``$FEWSHOT_EVAL_CACHE/lm_eval_index/``, keyed by lm_eval's version and
-the names, sizes and mtimes of the YAML files it reads: an edited YAML rebuilds it); loading it
-takes ~0.6 s, in the planner and in every job.
+The catalog is lm-eval's own: the names its ``TaskIndex`` finds in its built-in task YAMLs and in
+``<config dir>/lm_eval_tasks/`` of every config dir (a user's YAML of the same name wins), built
+into tasks by its ``TaskManager``. Indexing lm-eval's ~14,000 YAMLs takes ~8 s, and its full index
+(every config, 16 MB) ~2.4 s to load, so what the planner and a job need of it is kept on disk:
+per directory, a small *name -> config file* table (kind, YAML path, tags; ~2 MB, read in ~15 ms),
+built once by lm-eval's ``TaskIndex`` and keyed by lm_eval's version and the directory's files --
+for an installed lm-eval release the hash of its ``RECORD`` (which lists every file's hash), for
+an editable lm-eval and for include dirs the name, size and mtime of every YAML (an edited YAML
+rebuilds that directory's table only). The planner reads only the YAMLs of the names it plans,
+with lm-eval's YAML loader (without importing lm-eval's task modules, ~1 s); a job builds lm-eval's
+``TaskManager`` over the same table (:mod:`~fewshot_eval.evaluate.lm_eval_bridge.catalog_manager`),
+whose factory reads each task's YAML from its path exactly as it does after its own indexing.
 
 In YAMLs under ``<config dir>/lm_eval_tasks/``, relative ``dataset_kwargs.data_files`` (and a
 relative ``dataset_path`` directory) are taken relative to the YAML file, so a task can point
@@ -27,17 +33,18 @@ configuration, which local files it reads), :mod:`~fewshot_eval.evaluate.lm_eval
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import json
 import logging
 import os
-import pickle
+import sys
 import time
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from types import ModuleType
+from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 
@@ -45,6 +52,8 @@ log = logging.getLogger("fewshot_eval")
 
 PREFIX = "lm_eval:"
 INCLUDE_DIR = "lm_eval_tasks"  # <config dir>/lm_eval_tasks/: your own lm-eval task YAMLs
+INDEX_FORMAT = 2  # bump when what is stored changes (1: lm-eval's whole pickled index)
+KEEP = 16  # index files kept in the cache (the newest used)
 
 
 def is_catalog(name: str) -> bool:
@@ -57,10 +66,22 @@ def bare(name: str) -> str:
     return name[len(PREFIX):] if is_catalog(name) else name
 
 
+@lru_cache(maxsize=1)
 def lm_eval_version() -> str:
     from importlib.metadata import version
 
     return version("lm_eval")
+
+
+@lru_cache(maxsize=1)
+def lm_eval_dir() -> Path:
+    """The installed ``lm_eval`` package directory (found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("lm_eval is not installed: pip install lm-eval (catalog tasks `lm_eval:<name>` need it).")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def include_dirs(search: Sequence[Path]) -> list[Path]:
@@ -75,51 +96,104 @@ def _search(search: Optional[Iterable[Path]]) -> list[Path]:
     return list(search) if search is not None else config_dirs()
 
 
+def yaml_loader() -> ModuleType:
+    """lm-eval's ``lm_eval.tasks._yaml_loader`` -- imported if lm-eval's task package already is, else
+    its file run alone (importing ``lm_eval.tasks`` imports datasets and pandas: ~1 s)."""
+    loaded = sys.modules.get("lm_eval.tasks._yaml_loader")
+    return loaded if loaded is not None else _standalone_yaml_loader()
+
+
+@lru_cache(maxsize=1)
+def _standalone_yaml_loader() -> ModuleType:
+    import importlib.util
+
+    path = lm_eval_dir() / "tasks" / "_yaml_loader.py"
+    spec = importlib.util.spec_from_file_location("fewshot_eval._lm_eval_yaml_loader", path)
+    if spec is None or spec.loader is None:  # another lm-eval layout
+        import lm_eval.tasks._yaml_loader as mod
+
+        return mod
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Row(NamedTuple):
+    """One name of the catalog: lm-eval's index entry without its config."""
+
+    kind: str  # lm-eval's Kind: TASK, PY_TASK, GROUP or TAG
+    path: Optional[str]  # its YAML (absolute); None for a tag
+    tags: tuple[str, ...]  # a task's tags; a tag's tasks
+    root: int  # 0: lm-eval's own tasks, 1...: the include dirs, lowest priority first
+
+
+class RowIndex(Mapping[str, Row]):
+    """Name -> :class:`Row` over the directories' stored tables, merged as lm-eval merges its include
+    paths (a later directory's name replaces an earlier one's); a Row is built when asked for."""
+
+    def __init__(self, roots: Sequence[Path], tables: Sequence[dict[str, list[Any]]]) -> None:
+        self._roots, self._tables = [str(r) for r in roots], list(tables)
+        self._where: dict[str, int] = {}
+        for i, table in enumerate(self._tables):
+            if i:
+                for name in table.keys() & self._where.keys():
+                    log.debug("lm-eval task '%s' of %s replaces the one of %s", name, self._roots[i], self._roots[self._where[name]])
+            self._where.update(dict.fromkeys(table, i))
+
+    def __getitem__(self, name: str) -> Row:
+        i = self._where[name]
+        kind, rel, tags = self._tables[i][name]
+        return Row(kind, None if rel is None else os.path.join(self._roots[i], rel), tuple(tags), i)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
 class Catalog:
-    """lm-eval's TaskManager plus the original YAML of each entry (for hashing and messages)."""
+    """The catalog's names -> (kind, YAML, tags) over lm-eval's tasks and the include dirs, and the YAML of each."""
 
-    def __init__(self, dirs: Sequence[Path]) -> None:
-        from lm_eval.tasks import TaskManager  # heavy: imported here only
-
-        t0 = time.perf_counter()
-        self.dirs = [d.resolve() for d in dirs]
-        with _index_on_disk():
-            self.manager = TaskManager(include_path=[str(d) for d in self.dirs] or None)
-        self.sources: dict[str, Path] = {}  # entry -> its YAML (also for entries rewritten below)
+    def __init__(self, roots: Sequence[Path], tables: Sequence[dict[str, list[Any]]]) -> None:
+        self.roots = list(roots)  # lm_eval/tasks, then the include dirs
+        self.dirs = self.roots[1:]  # the include dirs, resolved
+        self.index = RowIndex(self.roots, tables)
         self._closures: dict[str, dict[str, Optional[dict[str, Any]]]] = {}
-        for name, entry in self.manager.task_index.items():
-            if entry.yaml_path is not None:
-                self.sources[name] = Path(entry.yaml_path)
-                if any(is_under(Path(entry.yaml_path), d) for d in self.dirs):
-                    _absolute_data_files(entry)
-        log.info("indexed lm-eval's task catalog (%d names, include paths %s) in %.1fs",
-                 len(self.manager.all_tasks), [str(d) for d in self.dirs] or "none", time.perf_counter() - t0)
 
     @property
-    def index(self) -> dict[str, Any]:
-        return self.manager.task_index
+    def lm_eval_dir(self) -> Path:
+        """The ``lm_eval`` package directory (resolved): what ``lm_eval/...`` paths are relative to."""
+        return self.roots[0].resolve().parent
 
-    def entry(self, name: str) -> Any:
-        """The index entry of a catalog name; an unknown one is a ConfigError listing close matches."""
-        entry = self.index.get(name)
-        if entry is None:
-            close = difflib.get_close_matches(name, self.manager.all_tasks, n=5, cutoff=0.6)
+    def entry(self, name: str) -> Row:
+        """The index row of a catalog name; an unknown one is a ConfigError listing close matches."""
+        if name not in self.index:
+            close = difflib.get_close_matches(name, sorted(self.index), n=5, cutoff=0.6)
             hint = f" Close matches: {', '.join(PREFIX + c for c in close)}." if close else ""
             raise ConfigError(
                 f"task '{PREFIX}{name}': not in lm-eval's task catalog (lm_eval {lm_eval_version()}).{hint} "
                 f"Search it with `fewshot-eval list catalog '*{name[:6]}*'`, or add a YAML task to <config dir>/{INCLUDE_DIR}/."
             )
-        return entry
+        return self.index[name]
+
+    def source(self, name: str) -> Optional[Path]:
+        """The YAML of a catalog name (None for a tag or an unknown name)."""
+        row = self.index.get(name)
+        return Path(row.path) if row is not None and row.path else None
+
+    def yours(self, name: str) -> bool:
+        """The name comes from an include dir (``<config dir>/lm_eval_tasks``)."""
+        row = self.index.get(name)
+        return row is not None and row.root > 0
 
     def raw_config(self, name: str) -> Optional[dict[str, Any]]:
         """The entry's config as written (includes merged, ``!function`` as paths), or None (tags)."""
-        from lm_eval.tasks._yaml_loader import load_yaml
-
-        src = self.sources.get(name)
-        if src is not None:
-            return load_yaml(src, resolve_func=False)
-        entry = self.index.get(name)
-        return dict(entry.cfg) if entry is not None and entry.cfg else None
+        src = self.source(name)
+        return yaml_loader().load_yaml(src, resolve_func=False) if src is not None else None
 
     def closure(self, name: str) -> dict[str, Optional[dict[str, Any]]]:
         """Every entry ``name`` expands to (itself, a group's members, a tag's tasks) -> raw config (memoised:
@@ -135,13 +209,12 @@ class Catalog:
             n = todo.pop()
             if n in out:
                 continue
-            entry = self.entry(n)
+            row = self.entry(n)
             cfg = self.raw_config(n)
             out[n] = cfg
-            kind = entry.kind.name
-            if kind == "TAG":
-                todo.extend(sorted(entry.tags))
-            elif kind == "GROUP" and cfg:
+            if row.kind == "TAG":
+                todo.extend(sorted(row.tags))
+            elif row.kind == "GROUP" and cfg:
                 for member in cfg.get("task") or []:
                     if isinstance(member, str) and member in self.index:
                         todo.append(member)
@@ -157,7 +230,8 @@ class Catalog:
 
     def data_file_patterns(self, leaf: str, cfg: dict[str, Any]) -> list[Path]:
         """The local ``dataset_kwargs.data_files`` of a leaf task (globs; relative ones relative to its YAML)."""
-        base = self.sources[leaf].parent if leaf in self.sources else Path.cwd()
+        src = self.source(leaf)
+        base = src.parent if src is not None else Path.cwd()
         out = []
         for f in file_list((cfg.get("dataset_kwargs") or {}).get("data_files")):
             if "://" in f:
@@ -176,37 +250,6 @@ def is_under(path: Path, root: Path) -> bool:
         return False
 
 
-def _absolute_data_files(entry: Any) -> None:
-    """A YAML of an include dir naming relative data files: take them relative to the YAML (lm-eval would
-    take them relative to the working directory). The entry then carries its resolved config."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    base = Path(entry.yaml_path).parent
-    raw = load_yaml(entry.yaml_path, resolve_func=False)
-    if not _has_relative_paths(raw):
-        return
-    cfg = load_yaml(entry.yaml_path, resolve_func=True)
-    kwargs = dict(cfg.get("dataset_kwargs") or {})
-    if "data_files" in kwargs:
-        kwargs["data_files"] = _map_files(kwargs["data_files"], lambda f: str((base / f).resolve()) if _relative(f) else f)
-        cfg["dataset_kwargs"] = kwargs
-    dp = cfg.get("dataset_path")
-    if isinstance(dp, str) and _relative(dp) and (base / dp).is_dir():
-        cfg["dataset_path"] = str((base / dp).resolve())
-    entry.cfg, entry.yaml_path = cfg, None
-
-
-def _relative(f: Any) -> bool:
-    return isinstance(f, str) and "://" not in f and not os.path.isabs(os.path.expanduser(f))
-
-
-def _has_relative_paths(cfg: dict[str, Any]) -> bool:
-    files = (cfg.get("dataset_kwargs") or {}).get("data_files")
-    rel = [f for f in file_list(files) if _relative(f)]
-    dp = cfg.get("dataset_path")
-    return bool(rel) or (isinstance(dp, str) and _relative(dp) and "/" in dp and dp.startswith("."))
-
-
 def file_list(data_files: Any) -> list[str]:
     """The file names in a ``data_files`` value (a string, a list, or a dict of them)."""
     if isinstance(data_files, str):
@@ -218,94 +261,116 @@ def file_list(data_files: Any) -> list[str]:
     return []
 
 
-def _map_files(data_files: Any, fn: Any) -> Any:
-    if isinstance(data_files, str):
-        return fn(data_files)
-    if isinstance(data_files, list):
-        return [_map_files(f, fn) for f in data_files]
-    if isinstance(data_files, dict):
-        return {k: _map_files(v, fn) for k, v in data_files.items()}
-    return data_files
+# -- the name -> config-file tables kept on disk ------------------------------------------------
 
 
-INDEX_FORMAT = 1  # bump when what is pickled changes
-
-
-def _index_key(paths: Sequence[Path], options: dict[str, Any]) -> str:
-    """Digest of what lm-eval's index of ``paths`` depends on: its version, the roots, and the
-    name, size and mtime of every YAML file under them."""
-    h = hashlib.sha256(json.dumps([INDEX_FORMAT, lm_eval_version(), [str(p) for p in paths], options], sort_keys=True, default=str).encode())
-    for root in paths:
-        files = []
-        for d, _, names in os.walk(root):
-            files += [os.path.join(d, n) for n in names if n.endswith((".yaml", ".yml"))]
-        for f in sorted(files):
-            st = os.stat(f)
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+def _files_stamp(root: Path, suffixes: tuple[str, ...] = (".yaml", ".yml", ".py")) -> str:
+    """Digest of the name, size and mtime of every file with ``suffixes`` under ``root``."""
+    h = hashlib.sha256()
+    stack, seen = [str(root)], set()
+    rows = []
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in seen:  # a symlink loop
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    if e.is_dir():
+                        stack.append(e.path)
+                    elif e.name.endswith(suffixes):
+                        st = e.stat()
+                        rows.append(f"{e.path}\0{st.st_size}\0{st.st_mtime_ns}\n")
+        except OSError:
+            continue
+    for r in sorted(rows):
+        h.update(r.encode())
     return h.hexdigest()[:32]
 
 
-@contextlib.contextmanager
-def _index_on_disk(keep: int = 4) -> Any:
-    """While it is open, lm-eval's ``TaskIndex.build`` reads its result from the on-disk cache when
-    the YAML files it would read are unchanged, else builds it and stores it (atomically; the
-    ``keep`` newest are kept). Where lm-eval has no such function, nothing is cached."""
+@lru_cache(maxsize=1)
+def _lm_eval_stamp() -> str:
+    """What lm-eval's own tasks are: for an installed release, the hash of its ``RECORD`` (which lists the
+    hash of every task file); for an editable install or a source checkout, its files' names, sizes, mtimes.
+    Once per process."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    root = lm_eval_dir() / "tasks"
     try:
-        from lm_eval.tasks._index import TaskIndex
-    except ImportError:  # another lm-eval layout: index as it does
-        yield
-        return
-    original = TaskIndex.__dict__.get("build")
-    if not isinstance(original, staticmethod):
-        yield
-        return
+        dist = distribution("lm_eval")
+        record = dist.read_text("RECORD") or ""
+        located = Path(str(dist.locate_file("lm_eval/tasks")))
+    except (PackageNotFoundError, OSError):
+        record, located = "", Path()
+    if "lm_eval/tasks/" in record and located.resolve() == root.resolve():
+        return "record:" + hashlib.sha256(record.encode()).hexdigest()[:32]
+    return "files:" + _files_stamp(root)
+
+
+def _root_stamp(root: Path, builtin: bool) -> str:
+    return _lm_eval_stamp() if builtin else _files_stamp(root)
+
+
+def _table_file(root: Path, stamp: str) -> Path:
     from fewshot_eval.config import cache_dir
-    from fewshot_eval.store.atomic import write_bytes
 
-    def build(paths: Iterable[Path], **options: Any) -> Any:
-        paths = [Path(p) for p in paths]
-        where = cache_dir() / "lm_eval_index"
-        f = where / f"{_index_key(paths, options)}.pkl"
-        try:
-            with open(f, "rb") as fh:
-                index = pickle.load(fh)
-            os.utime(f)  # recently used: kept
-            return index
-        except FileNotFoundError:
-            pass
-        except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt
-            log.warning("lm-eval task index cache %s unreadable (%s): rebuilding it", f, e)
-        index = original.__func__(paths, **options)
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-            write_bytes(f, pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
-            for old in sorted(where.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)[keep:]:
-                old.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("lm-eval task index not cached in %s: %s", where, e)
-        return index
+    key = hashlib.sha256(json.dumps([INDEX_FORMAT, lm_eval_version(), str(root), stamp]).encode()).hexdigest()[:32]
+    return cache_dir() / "lm_eval_index" / f"{key}.json"
 
-    TaskIndex.build = staticmethod(build)
+
+@lru_cache(maxsize=64)
+def _table(root: str, stamp: str) -> dict[str, list[Any]]:
+    """The name -> [kind, YAML relative to ``root``, tags] table of one directory: read from the cache,
+    else built by lm-eval's ``TaskIndex`` and stored (atomically; the :data:`KEEP` newest used files are kept)."""
+    path = Path(root)
+    f = _table_file(path, stamp)
     try:
-        yield
-    finally:
-        TaskIndex.build = original
+        stored = json.loads(f.read_bytes())["entries"]
+        if not isinstance(stored, dict):
+            raise ValueError("no table of names")
+        os.utime(f)  # recently used: kept
+        return stored
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt
+        log.warning("lm-eval task index cache %s unreadable (%s): rebuilding it", f, e)
+    t0 = time.perf_counter()
+    entries = build_table(path)
+    log.info("indexed lm-eval's tasks in %s (%d names) in %.1fs", root, len(entries), time.perf_counter() - t0)
+    try:
+        from fewshot_eval.store.atomic import write_bytes
+
+        f.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(f, json.dumps({"format": INDEX_FORMAT, "root": root, "entries": entries}, separators=(",", ":")).encode())
+        for old in sorted(f.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("lm-eval task index not cached in %s: %s", f.parent, e)
+    return entries
+
+
+def build_table(root: Path) -> dict[str, list[Any]]:
+    """lm-eval's index of one directory (its ``TaskIndex.build``) as name -> [kind, YAML relative to
+    ``root`` or None, sorted tags]."""
+    from lm_eval.tasks._index import TaskIndex  # heavy: imported on a cache miss only
+
+    out: dict[str, list[Any]] = {}
+    for name, e in TaskIndex.build([root]).items():
+        rel = None if e.yaml_path is None else Path(os.path.relpath(e.yaml_path, root)).as_posix()
+        out[name] = [e.kind.name, rel, sorted(e.tags)]
+    return out
 
 
 @lru_cache(maxsize=4)
-def _catalog(dirs: tuple[str, ...], signature: tuple) -> Catalog:
-    return Catalog([Path(d) for d in dirs])
-
-
-def _signature(dirs: Sequence[Path]) -> tuple:
-    """Names, sizes and mtimes of the files in the include dirs: an edited YAML rebuilds the catalog."""
-    out = []
-    for d in dirs:
-        for f in sorted(d.rglob("*")):
-            if f.suffix in (".yaml", ".yml", ".py") and f.is_file():
-                st = f.stat()
-                out.append((str(f), st.st_size, st.st_mtime_ns))
-    return tuple(out)
+def _catalog(roots: tuple[str, ...], stamps: tuple[str, ...]) -> Catalog:
+    t0 = time.perf_counter()
+    tables = [_table(r, s) for r, s in zip(roots, stamps)]
+    cat = Catalog([Path(r) for r in roots], tables)
+    log.debug("read lm-eval's task catalog (%d names, include paths %s) in %.2fs",
+              len(cat.index), list(roots[1:]) or "none", time.perf_counter() - t0)
+    return cat
 
 
 _RECENT: dict[tuple[str, ...], tuple[float, Catalog]] = {}
@@ -317,13 +382,14 @@ def look_again() -> None:
 
 
 def catalog(search: Optional[Iterable[Path]] = None) -> Catalog:
-    """The catalog for the config search path: built once per process and set of include dirs (again
+    """The catalog for the config search path: read once per process and set of include dirs (again
     when a file in an include dir changes; looked at most every 2 s, a plan asks once per job)."""
     key = tuple(str(d) for d in _search(search))
     hit = _RECENT.get(key)
     if hit is not None and time.monotonic() - hit[0] < 2:
         return hit[1]
-    dirs = include_dirs([Path(d) for d in key])
-    cat = _catalog(tuple(str(d) for d in dirs), _signature(dirs))
+    roots = [lm_eval_dir() / "tasks", *(d.resolve() for d in include_dirs([Path(d) for d in key]))]
+    stamps = tuple(_root_stamp(r, i == 0) for i, r in enumerate(roots))
+    cat = _catalog(tuple(str(r) for r in roots), stamps)
     _RECENT[key] = (time.monotonic(), cat)
     return cat

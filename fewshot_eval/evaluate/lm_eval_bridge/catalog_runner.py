@@ -106,6 +106,8 @@ def run_catalog_tasks(
     """(metrics, predictions, info) of the catalog tasks ``names`` (``lm_eval:<name>``) for one trial."""
     import lm_eval
 
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_manager import task_manager
+
     cat = catalog(search)
     seed = int(params.get("seed") or 0) + int(trial)
     limit = int(params.get("n_eval_samples") or 0) or None
@@ -113,7 +115,7 @@ def run_catalog_tasks(
     lm = _lm_class()(predictor)
     logging.getLogger("lm_eval").setLevel(max(logging.getLogger("lm_eval").level, logging.WARNING))
     res = lm_eval.simple_evaluate(
-        model=lm, tasks=[bare(n) for n in names], num_fewshot=nshot, task_manager=cat.manager, limit=limit,
+        model=lm, tasks=[bare(n) for n in names], num_fewshot=nshot, task_manager=task_manager(cat), limit=limit,
         bootstrap_iters=0, log_samples=True, fewshot_random_seed=seed,
     )
     metrics: dict[str, dict[str, Any]] = {}

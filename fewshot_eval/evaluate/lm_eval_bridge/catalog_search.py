@@ -16,18 +16,16 @@ def search_catalog(pattern: Optional[str], search: Optional[Iterable[Path]] = No
     pat = pattern or "*"
     if not any(c in pat for c in "*?["):
         pat = f"*{pat}*"
-    import lm_eval
-
-    pkg = Path(lm_eval.__file__).resolve().parent
+    pkg = cat.lm_eval_dir
     out = []
-    for name in cat.manager.all_tasks:
+    for name in sorted(cat.index):
         if not fnmatch.fnmatchcase(name.lower(), pat.lower()):
             continue
-        entry = cat.index[name]
-        src = cat.sources.get(name)
+        row = cat.index[name]
+        src = cat.source(name)
         if src is None:
-            where = f"tag of {len(entry.tags)} tasks" if entry.kind.name == "TAG" else "inline"
+            where = f"tag of {len(row.tags)} tasks" if row.kind == "TAG" else "inline"
         else:
             where = f"lm_eval/{src.resolve().relative_to(pkg).as_posix()}" if is_under(src, pkg) else str(src)
-        out.append((name, entry.kind.name.lower().replace("py_task", "task"), str(where)))
+        out.append((name, row.kind.lower().replace("py_task", "task"), str(where)))
     return out

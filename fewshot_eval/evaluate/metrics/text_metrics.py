@@ -1,11 +1,16 @@
 """Metrics of generated text (task ``kind: generate``), ×100, registered by name.
 
 Each gets, per example, the list of reference texts and the generated output (surrounding
-whitespace is stripped from both before scoring: the model writes ``" Paris"`` after ``"A:"``).
+whitespace is stripped from both before scoring: the model writes ``" Paris"`` after ``"A:"``),
+except ``exact_match_lm_eval``, which compares them raw.
 
 * ``exact_match`` -- SQuAD's: the normalised output equals a normalised reference
   (lower-cased, punctuation and the articles a/an/the removed, whitespace collapsed);
-* ``exact_match_strict`` -- the output equals a reference character for character;
+* ``exact_match_strict`` -- the stripped output equals a stripped reference;
+* ``exact_match_lm_eval`` -- lm-evaluation-harness's ``exact_match`` of a generation task: the raw
+  output (nothing stripped) equals a reference as lm-eval builds its target -- the whitespace the
+  prompt leaves to the model (the row's ``target_delimiter``: ``" "`` after ``"Answer:"``) + the
+  reference, as lm-eval's ``doc_to_target: " {{answer}}"`` with ``target_delimiter: ""``;
 * ``f1`` -- SQuAD's token F1 of the normalised texts, the best over the references, averaged;
 * ``bleu``, ``chrf`` -- corpus-level sacrebleu (defaults: BLEU 13a tokenisation with exp
   smoothing; chrF2), several references allowed; sacrebleu's signature is stored beside the
@@ -59,6 +64,15 @@ def exact_match(references: Sequence[Sequence[str]], outputs: Sequence[str]) -> 
 @register_metric("exact_match_strict", kind="generate")
 def exact_match_strict(references: Sequence[Sequence[str]], outputs: Sequence[str]) -> float:
     return _mean([float(any(o.strip() == r.strip() for r in refs)) for refs, o in zip(references, outputs)])
+
+
+@register_metric("exact_match_lm_eval", kind="generate", over="rows")
+def exact_match_lm_eval(rows: Sequence[dict[str, Any]]) -> Optional[float]:
+    """lm-eval's generation exact match: ``output == target_delimiter + reference`` for any reference, raw.
+    None (left out) for rows written before rows recorded ``target_delimiter``."""
+    if any("target_delimiter" not in r for r in rows):
+        return None
+    return _mean([float(any(r["output"] == r["target_delimiter"] + ref for ref in r["references"])) for r in rows])
 
 
 @register_metric("f1", kind="generate")

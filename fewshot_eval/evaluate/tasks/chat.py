@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.backends.hf_base import check_chat_template
 
 
 class ChatFormat:
@@ -55,14 +55,3 @@ def chat_format(setting: Optional[dict[str, Any]], predictor: Any, model_name: s
         return None
     check_chat_template(getattr(predictor, "tokenizer", None), model_name, getattr(predictor, "name", "?"))
     return ChatFormat(predictor.tokenizer, setting.get("system_prompt"), bool(setting.get("fewshot_as_multiturn", True)))
-
-
-def check_chat_template(tokenizer: Any, model_name: str, what: str) -> None:
-    """A clear error when ``chat`` is set but there is no tokenizer or it has no chat template."""
-    if tokenizer is None:
-        raise ConfigError(f"model '{model_name}': chat.enabled is true but predictor '{what}' has no tokenizer to apply a chat template. "
-                          f"Set chat.enabled=false or use predictor clm.")
-    if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"model '{model_name}': chat.enabled is true but the tokenizer of '{what}' has no chat template. Set "
-                          f"chat.enabled=false, or use weights whose tokenizer defines one (tokenizer_config.json "
-                          f"'chat_template' or chat_template.jinja).")

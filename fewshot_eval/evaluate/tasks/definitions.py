@@ -8,7 +8,7 @@ A task definition (see ``conf/task_def/copa_demo.yaml`` for a commented one)::
         train: data/copa_demo/train.jsonl
         validation: data/copa_demo/validation.jsonl
       # or, for real use, a HuggingFace ``datasets`` source ({lang} allowed in name/data_files):
-      # hf: {path: super_glue, name: copa, splits: {train: train, validation: validation}}
+      # hf: {path: aps/super_glue, name: copa, splits: {train: train, validation: validation}}
     train_split: train               # demonstrations (params train_set overrides)
     eval_split: validation           # evaluated (params eval_set overrides)
     id_field: idx                    # null: "<split>-<row number>"
@@ -82,11 +82,13 @@ class LocalSource:
 
 @dataclass
 class HFSource:
-    path: str  # datasets id ("super_glue") or builder ("json")
+    path: str  # hub dataset id ("aps/super_glue") or builder ("json")
     splits: dict[str, str]  # our split name -> the dataset's split name
     name: Optional[str] = None  # dataset config, may contain {lang}
-    data_files: Optional[dict[str, str]] = None  # for builders like "json"; relative to the YAML
-    revision: Optional[str] = None
+    # hub split -> file or glob, may contain {lang}: of the hub repo at `revision` for a hub id
+    # ("{lang}/test/*.parquet" on refs/convert/parquet); relative to the YAML for a builder like "json"
+    data_files: Optional[dict[str, str]] = None
+    revision: Optional[str] = None  # hub branch, tag, refs/convert/parquet or commit
     data_dir: Optional[str] = None  # $VARS and ~ expanded here and in data_files (manual downloads); unset/missing: a planning error
 
 
@@ -119,6 +121,7 @@ class TaskDef:
     positive_label: Optional[str] = None  # the "true" label of grouped binary sub-problems (f1a)
     pair_fields: Optional[dict[str, str]] = None  # minimal_pairs: {good: field, bad: field}
     record_fields: tuple[str, ...] = ()  # data fields each prediction row records under ``fields`` (row metrics read them)
+    written_splits: tuple[Optional[str], Optional[str]] = (None, None)  # (train_split, eval_split) as written (None: not or null)
 
     def labels_of(self, doc: dict[str, Any]) -> list[str]:
         """The candidate labels of one example: the task's labels, or the indices of its choices."""
@@ -275,6 +278,7 @@ def parse_task_def(name: str, path: Path, node: Any) -> TaskDef:
         positive_label=shape.get("positive_label"),
         pair_fields=shape.get("pair_fields"),
         record_fields=tuple(record),
+        written_splits=(_written(node, "train_split"), _written(node, "eval_split")),
     )
     for key in ("train_split", "eval_split"):
         if getattr(task, key) is not None and getattr(task, key) not in source.splits:
@@ -288,6 +292,10 @@ def _stop_strings(value: Any, where: str) -> list[str]:
     if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
         raise ConfigError(f"{where}: expected a non-empty string or a list of them, got {value!r}.")
     return list(items)
+
+
+def _written(node: dict, key: str) -> Optional[str]:
+    return None if node.get(key) is None else str(node[key])
 
 
 def _train_split(node: dict, source: LocalSource | HFSource) -> Optional[str]:

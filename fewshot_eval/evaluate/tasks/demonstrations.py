@@ -9,9 +9,14 @@
 * ``balanced``: ``nshot / n_classes`` rows per class (error if not divisible or a class is short).
 * ``demo_sampling=per_example``: each evaluated example draws its own demonstrations, as
   lm-evaluation-harness's ``ContextSampler`` does: one ``random.Random(seed + trial)``, then
-  ``rng.sample(pool, nshot)`` for each example in order (:func:`sample_per_example`). For a task
-  whose demonstration split differs from the evaluated one, example i gets the same train rows
-  as in lm-eval run with ``fewshot_random_seed=seed + trial``.
+  ``rng.sample(pool, nshot)`` for each example in order (:func:`sample_per_example`) -- lm-eval's
+  draw when its fewshot split differs from its test split as configured.
+* ``demo_sampling=per_example_lm_eval``: lm-eval's whole rule (:func:`sample_lm_eval`): when the
+  fewshot split equals the test split as configured (both unset counts as equal:
+  :func:`~fewshot_eval.evaluate.tasks.selection.lm_eval_drops_evaluated`), ``rng.sample(pool,
+  nshot + 1)``, the evaluated example removed, the first ``nshot`` kept (the pool is then the whole
+  split); else as ``per_example``. Example i gets the rows lm-eval gives it with
+  ``fewshot_random_seed=seed + trial``.
 * Prompt: ``description``, the demonstrations (template filled with the gold label) and the
   test prompt, joined by ``train_sep``. When a model's ``max_length`` is exceeded, only the
   first demonstrations that fit are kept (never the test prompt or a candidate is cut).
@@ -70,7 +75,8 @@ def sample_demonstrations(pool: Sequence[Doc], nshot: int, seed: int, *, balance
     return Sample(rng.sample(list(pool), k), nshot, warnings)
 
 
-DEMO_SAMPLING = ("per_trial", "per_example")
+DEMO_SAMPLING = ("per_trial", "per_example", "per_example_lm_eval")
+PER_EXAMPLE = ("per_example", "per_example_lm_eval")
 
 
 def check_demo_sampling(value: Any, *, balanced: bool = False) -> str:
@@ -78,9 +84,11 @@ def check_demo_sampling(value: Any, *, balanced: bool = False) -> str:
     mode = value or "per_trial"
     if mode not in DEMO_SAMPLING:
         raise ConfigError(f"demo_sampling: unknown value {value!r}. Valid: per_trial (one demonstration set per trial, shared by "
-                          f"every example), per_example (each example draws its own, as lm-evaluation-harness does).")
-    if mode == "per_example" and balanced:
-        raise ConfigError("demo_sampling=per_example cannot be combined with balanced=true; use demo_sampling=per_trial or balanced=false.")
+                          f"every example), per_example (each example draws its own, as lm-evaluation-harness does), "
+                          f"per_example_lm_eval (as per_example, with lm-eval's k / k+1 rule: k+1 drawn and the evaluated "
+                          f"example dropped when the demonstration split equals the evaluated one as configured).")
+    if mode in PER_EXAMPLE and balanced:
+        raise ConfigError(f"demo_sampling={mode} cannot be combined with balanced=true; use demo_sampling=per_trial or balanced=false.")
     return mode
 
 
@@ -100,6 +108,46 @@ def sample_per_example(pool: Sequence[Doc], n_examples: int, nshot: int, seed: i
         warnings.append(f"task '{task}': nshot={nshot} > {len(population)} demonstration rows; using {len(population)}.")
         k = len(population)
     return Sample([rng.sample(population, k) for _ in range(n_examples)], nshot, warnings)
+
+
+def _content(doc: Doc) -> Doc:
+    """A row as its dataset holds it (lm-eval compares whole documents), without our ``_`` keys."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+def sample_lm_eval(pool: Sequence[Doc], evaluated: Sequence[Doc], nshot: int, seed: int, *, drop_evaluated: bool,
+                   task: str = "") -> Sample:
+    """Demonstrations for each evaluated example exactly as lm-eval's ``ContextSampler.sample`` draws them
+    with one ``random.Random(seed)`` for the task: ``drop_evaluated`` (its fewshot split equals its test
+    split as configured) -> ``nshot + 1`` rows, those equal to the evaluated example removed, the first
+    ``nshot`` kept (fewer left, a duplicate of it was drawn too: a fresh ``sample`` of the pool without it);
+    else ``nshot`` rows. ``nshot=-1``: the whole pool (without the evaluated example). ``nshot`` above the
+    pool (lm-eval fails): a warning and the pool's size."""
+    if nshot < -1:
+        raise ConfigError(f"nshot must be >= -1 (-1 = the whole train set), got {nshot}.")
+    if nshot == 0:
+        return Sample([[] for _ in evaluated], nshot)
+    rng = random.Random(seed)
+    population = list(pool)
+    extra = 1 if drop_evaluated else 0
+    room = max(0, len(population) - extra)
+    warnings = []
+    k = room if nshot == -1 else nshot
+    if k > room:
+        warnings.append(f"task '{task}': nshot={nshot} > {room} demonstration rows (lm-eval would fail); using {room}.")
+        k = room
+    docs = []
+    for doc in evaluated:
+        if not drop_evaluated:
+            docs.append(rng.sample(population, k))
+            continue
+        own = _content(doc)
+        res = [d for d in rng.sample(population, k + 1) if _content(d) != own][:k]
+        if len(res) < k:
+            rest = [d for d in population if _content(d) != own]
+            res = rng.sample(rest, min(k, len(rest)))
+        docs.append(res)
+    return Sample(docs, nshot, warnings)
 
 
 def demo_pool(train: Optional[list[Doc]], validation: Optional[list[Doc]], evaluated: Sequence[Doc]) -> list[Doc]:

@@ -10,6 +10,7 @@ do not fit ``max_length - max_new_tokens`` tokens are dropped from the end, neve
 Prediction row (one per evaluated example)::
 
     id, prompt, output, references, n_demos    # output: generated text, cut before the first stop string
+    target_delimiter                           # the whitespace the prompt leaves to the model (" " after "A:"; chat: "")
     [demo_ids]                                 # demo_sampling=per_example: this example's demonstrations
 
 With a chat model (model setting ``chat.enabled``) the demonstrations are user/assistant turns
@@ -110,14 +111,16 @@ def generate_rows(predictor: Predictor, task: TaskDef, tname: str, lang: Optiona
         demos = shared if shared is not None else [demo(d) for d in sample.docs[j]]
         prefix, _ = tmpl.split(doc, lang)
         prompt = prefix.rstrip(" \t")
+        delimiter = "" if chat is not None else prefix[len(prompt):]  # what the model writes before the target (chat: nothing)
         k = fit_demonstrations(demos, lambda k: [context(demos[:k], prompt)], predictor.num_tokens, budget) if budget else len(demos)
         requests.append(GenerationRequest(context(demos[:k], prompt), tuple(settings["until"]), settings["max_new_tokens"],
                                           settings["do_sample"], settings["temperature"], seed, doc["_id"]))
-        plans.append((j, doc, k))
+        plans.append((j, doc, k, delimiter))
     outputs = predictor.generate_until(requests) if requests else []
     rows = []
-    for (j, doc, k), req, out in zip(plans, requests, outputs):
-        row = {"id": doc["_id"], "prompt": req.context, "output": out, "references": list(doc["_references"]), "n_demos": k}
+    for (j, doc, k, delimiter), req, out in zip(plans, requests, outputs):
+        row = {"id": doc["_id"], "prompt": req.context, "output": out, "references": list(doc["_references"]), "n_demos": k,
+               "target_delimiter": delimiter}
         if per_example:
             row["demo_ids"] = [d["_id"] for d in sample.docs[j][:k]]
         rows.append(row)

@@ -87,10 +87,22 @@ def split_names(task: TaskDef, params: dict[str, Any]) -> tuple[Optional[str], s
     return (str(train) if train else None), str(evals)
 
 
+def lm_eval_drops_evaluated(task: TaskDef, params: dict[str, Any]) -> bool:
+    """lm-evaluation-harness's k / k+1 rule (``ConfigurableTask.fewshot_context``): its sampler draws k+1
+    demonstrations and drops the evaluated example when the task's fewshot split equals its test split
+    *as configured* -- both unset counts as equal. Here: ``train_set`` (else the task's ``train_split``
+    as written) against ``eval_set`` (else its ``eval_split`` as written)."""
+    written_train, written_eval = task.written_splits
+    fewshot = _per_task(params, "train_set", task.name) or written_train
+    test = _per_task(params, "eval_set", task.name) or written_eval
+    return fewshot == test
+
+
 def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train_lang: Optional[str],
-               *, demonstrations: bool = True) -> tuple[list[Doc], list[Doc]]:
+               *, demonstrations: bool = True, keep_evaluated: bool = False) -> tuple[list[Doc], list[Doc]]:
     """(evaluated rows, demonstration pool) of one language: ``n_eval_samples`` applied; the pool is
-    the train split in the demonstration language, never containing an evaluated row.
+    the train split in the demonstration language, never containing an evaluated row -- unless
+    ``keep_evaluated`` (lm-eval's sampler: the whole split, each example drops itself).
 
     The selected templates' fields must exist in the evaluated rows, and in the pool only when
     ``demonstrations`` are drawn from it (a field missing from a split that is not read is fine)."""
@@ -104,11 +116,11 @@ def split_data(task: TaskDef, params: dict[str, Any], lang: Optional[str], train
     demo_lang = train_lang or lang
     if train_split is not None:
         pool = load_split(task, train_split, demo_lang)
-        if train_split == eval_split and demo_lang == lang:  # never demonstrate an evaluated row
+        if train_split == eval_split and demo_lang == lang and not keep_evaluated:  # never demonstrate an evaluated row
             pool = demo_pool(None, pool, eval_docs)
     else:
         val = load_split(task, "validation", demo_lang) if "validation" in task.splits else None
-        pool = demo_pool(None, val, eval_docs)
+        pool = demo_pool(None, val, [] if keep_evaluated else eval_docs)
     templates = select_templates(task, params)
     check_split_fields(task, eval_docs, eval_split, templates)
     if demonstrations:

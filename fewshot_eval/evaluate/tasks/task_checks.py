@@ -16,7 +16,7 @@ the affected rows ``error: <reason>``:
 Sources through HuggingFace ``datasets`` are not read at planning (that would download), except
 from a local mirror (``$FEWSHOT_HF_MIRROR``, see ``evaluate/tasks/task_data.py``), which is checked like local
 files. Offline (``HF_DATASETS_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), a hub dataset that is neither
-mirrored nor in the local cache is an error row (the job could not load it); a manual download
+mirrored nor in the local cache is an error row (the job could not load it: ``fewshot-eval prefetch`` fetches it); a manual download
 (``$VARS`` in ``data_dir``/``data_files``, storycloze) is read and checked at planning when it is
 there, and is an error row saying what to set when it is not.
 
@@ -80,10 +80,13 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
             for lang in langs:
                 split_data(td, params, lang, train_lang, demonstrations=False)
         else:
+            from fewshot_eval.evaluate.tasks.hub_data import check_hub_id
+
+            check_hub_id(td)  # the hub refuses bare ids: say where the dataset lives now
             check_hf_available(td, params, langs, train_lang)
 
 
-def _needed(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> list[tuple[str, Optional[str]]]:
+def needed_splits(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> list[tuple[str, Optional[str]]]:
     """(split, language) pairs a job reads."""
     from fewshot_eval.evaluate.tasks.selection import split_names
 
@@ -103,7 +106,7 @@ def hf_mirrored(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]],
 
     if not isinstance(td.source, HFSource):
         return False
-    return all(hf_mirror_file(td.source, split, lang if td.languages else None) is not None for split, lang in _needed(td, params, langs, train_lang))
+    return all(hf_mirror_file(td.source, split, lang if td.languages else None) is not None for split, lang in needed_splits(td, params, langs, train_lang))
 
 
 def manual_present(td: Any, langs: Sequence[Optional[str]]) -> bool:
@@ -126,19 +129,34 @@ def hf_cached(path: str) -> bool:
     return (datasets_cache / path.replace("/", "___")).is_dir() or (hub_cache / f"datasets--{path.replace('/', '--')}").is_dir()
 
 
+def _splits_cached(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> bool:
+    """A hub repo: every split a job reads is in the hub cache (or datasets' cache holds an earlier load of the
+    dataset); another source (a builder over files): its cache dirs exist."""
+    from fewshot_eval.evaluate.tasks.hub_data import hub_split, local_files
+
+    home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or home / "datasets").expanduser()
+    if (datasets_cache / td.source.path.replace("/", "___")).is_dir():
+        return True
+    splits = [hub_split(td, split, lang if td.languages else None) for split, lang in needed_splits(td, params, langs, train_lang)]
+    if any(hs is None for hs in splits):
+        return hf_cached(td.source.path)
+    return all(local_files(hs) is not None for hs in splits)
+
+
 def check_hf_available(td: Any, params: dict[str, Any], langs: Sequence[Optional[str]], train_lang: Optional[str]) -> None:
     """A hub task a job could not load: a manual download that is missing, or offline without a local copy."""
     from fewshot_eval.evaluate.tasks.task_data import HF_MIRROR_ENV, hf_mirror_file
 
     offline = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if env_flag(v)]
-    if offline and not hf_cached(td.source.path):
+    if offline and not _splits_cached(td, params, langs, train_lang):
         src = td.source
-        configs = sorted({(src.name or "").replace("{lang}", lang or "") for split, lang in _needed(td, params, langs, train_lang)
+        configs = sorted({(src.name or "").replace("{lang}", lang or "") for split, lang in needed_splits(td, params, langs, train_lang)
                           if hf_mirror_file(src, split, lang if td.languages else None) is None} - {""})
         name = f" (config{'s' if len(configs) > 1 else ''} {', '.join(configs)})" if configs else ""
         raise ConfigError(
             f"task '{td.name}': hub dataset {td.source.path}{name} is not in the local cache and {offline[0]}=1: its job "
-            f"could not load it. Load it once with network access, point {HF_MIRROR_ENV} at JSONL copies, or unset {offline[0]}."
+            f"could not load it. Fetch it where there is network with `fewshot-eval prefetch -m <this sweep's overrides>`, point {HF_MIRROR_ENV} at JSONL copies, or unset {offline[0]}."
         )
 
 
@@ -201,6 +219,34 @@ def demo_pool_size(task_names: Sequence[str], params: dict[str, Any], search: Se
         langs, train_lang = select_languages(td, params)
         sizes += [len(split_data(td, params, lang, train_lang, demonstrations=False)[1]) for lang in langs]
     return max(sizes) if sizes else None
+
+
+def eval_size(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> Optional[int]:
+    """Examples one trial scores: per task, its evaluated rows (``n_eval_samples`` applied) x languages x
+    templates. None when a task's data is not on disk (a hub dataset neither mirrored nor a manual
+    download, an lm-eval catalog task) or cannot be read (the planning checks report that)."""
+    from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
+    from fewshot_eval.evaluate.tasks.selection import select_languages, select_templates, split_names
+    from fewshot_eval.evaluate.tasks.task_data import load_split
+
+    total = 0
+    try:
+        for name in task_names:
+            if is_catalog(name):
+                return None
+            td = load_task_def(name, search)
+            langs, train_lang = select_languages(td, params)
+            if not (isinstance(td.source, LocalSource) or hf_mirrored(td, params, langs, train_lang) or manual_present(td, langs)):
+                return None
+            evals = split_names(td, params)[1]
+            n = int(params.get("n_eval_samples") or 0)
+            templates = len(select_templates(td, params))
+            for lang in langs:
+                rows = len(load_split(td, evals, lang))
+                total += (min(rows, n) if n > 0 else rows) * templates
+    except (ConfigError, OSError, ValueError):
+        return None
+    return total
 
 
 def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path]) -> None:

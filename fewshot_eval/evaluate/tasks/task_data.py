@@ -3,8 +3,10 @@
 Sources (``data:`` of a task definition, see :mod:`~fewshot_eval.evaluate.tasks.definitions`):
 
 * ``local``: JSON (a list of objects) or JSONL files next to the YAML; bad JSON names file and line;
-* ``hf``: a HuggingFace ``datasets`` source, read through ``datasets.load_dataset``; or, when
-  ``$FEWSHOT_HF_MIRROR`` holds a copy of the split (:func:`hf_mirror_file`), from that JSONL
+* ``hf``: a HuggingFace ``datasets`` source. A hub repo (``<org>/<name>``) is read split by split
+  through the hub cache (:mod:`~fewshot_eval.evaluate.tasks.hub_data`: only the files of the split a
+  job reads are fetched); a builder (``json``, ``csv`` ...) over files through ``datasets.load_dataset``;
+  when ``$FEWSHOT_HF_MIRROR`` holds a copy of the split (:func:`hf_mirror_file`), from that JSONL
   copy; a manual download (``$VARS`` in ``data_dir``/``data_files``) must be where they point.
 
 Every row gets ``_id`` (``id_field`` or ``<split>-<row number>``) and ``_label`` (the gold as a
@@ -128,6 +130,12 @@ def _read_hf(task: TaskDef, split: str, lang: Optional[str]) -> list[Doc]:
     if mirrored is not None:
         ds = datasets.load_dataset("json", data_files={"rows": str(mirrored)}, split="rows")
         return [dict(row) for row in ds]
+    from fewshot_eval.evaluate.tasks.hub_data import check_hub_id, hub_split, read_split
+
+    check_hub_id(task)
+    hs = hub_split(task, split, lang)
+    if hs is not None:  # a hub repo: only this split's files, through the hub cache
+        return read_split(hs)
     kwargs: dict[str, Any] = {}
     if src.name:
         kwargs["name"] = _fmt(src.name, lang)

@@ -1,7 +1,7 @@
 """Is a job that was submitted to SLURM still queued or running, or must it be submitted again?
 
 The SLURM launcher writes ``submitted.json`` into each result dir it submits (format in
-``fewshot_eval.launch.slurm.marker``) and the job removes it when it finishes. For every result
+``fewshot_eval.launch.slurm.submission.marker``) and the job removes it when it finishes. For every result
 dir that still has one, the planner asks :func:`pending_reason`, which asks SLURM (squeue, then
 sacct) about the job::
 

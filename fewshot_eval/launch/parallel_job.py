@@ -1,0 +1,66 @@
+"""One job process of the ``local_parallel`` launcher (see :mod:`fewshot_eval.launch.parallel`).
+
+    python -m fewshot_eval.launch.parallel_job SHARED.pkl JOB.pkl RETURN.pkl
+
+Loads the task function, config loader and Hydra's global state (``SHARED.pkl``, once per sweep)
+and the job's composed config (``JOB.pkl``), runs Hydra's ``run_job`` -- as Hydra's own launchers do
+in their workers -- and writes the ``JobReturn`` to ``RETURN.pkl``. The callbacks run in the sweep's
+process, so none run here. Exit status 1 when the job failed (its traceback is on stderr: the job's
+log), 128 + N when signal N stopped it.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+class _NoCallbacks:
+    """The job's callbacks run in the sweep's process (``on_job_start``/``on_job_end`` around this one)."""
+
+    def on_job_start(self, **kwargs: Any) -> None:
+        pass
+
+    def on_job_end(self, **kwargs: Any) -> None:
+        pass
+
+
+def run(shared: Path, job: Path, out: Path) -> int:
+    import cloudpickle
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobStatus, run_job, setup_globals
+    from hydra.types import HydraContext
+
+    from fewshot_eval import progress
+    from fewshot_eval.store.atomic import write_bytes
+
+    with progress.signals_raise():  # SIGTERM/SIGHUP from the sweep: finally blocks run (locks, claims)
+        try:
+            task_function, config_loader, state = cloudpickle.loads(shared.read_bytes())
+            config = cloudpickle.loads(job.read_bytes())
+            Singleton.set_state(state)
+            setup_globals()
+            context = HydraContext(config_loader=config_loader, callbacks=_NoCallbacks())  # type: ignore[arg-type]
+            ret = run_job(hydra_context=context, task_function=task_function, config=config,
+                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        except KeyboardInterrupt as e:
+            stop = e if isinstance(e, progress.Interrupted) else progress.Interrupted.of(e)
+            print(stop.message(), file=sys.stderr, flush=True)
+            return stop.exit_status
+    failed = ret.status == JobStatus.FAILED
+    if failed:
+        traceback.print_exception(ret._return_value, file=sys.stderr)
+    try:
+        data = cloudpickle.dumps(ret)
+    except Exception as e:  # noqa: BLE001 - a return value (or exception) that cannot be pickled
+        ret.return_value = RuntimeError(f"{ret._return_value!r}") if failed else repr(ret._return_value)
+        print(f"fewshot-eval: the job's return value cannot be sent back ({e}); sent as text", file=sys.stderr)
+        data = cloudpickle.dumps(ret)
+    write_bytes(out, data)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(*map(Path, sys.argv[1:4])))

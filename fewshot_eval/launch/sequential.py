@@ -1,0 +1,84 @@
+"""The ``local`` launcher: each job in this process, one after the other (fast: no start-up per job).
+
+Each job runs through Hydra's ``run_job`` as with Hydra's basic launcher: its own log file and, when
+``hydra.output_subdir`` is set, its ``.hydra/`` in ``hydra.sweep.dir/hydra.sweep.subdir``; callbacks'
+``on_job_start``/``on_job_end`` around it. Shows the sweep's progress
+(:class:`fewshot_eval.progress.SweepProgress`); Ctrl-C, SIGTERM or SIGHUP end the running job (its
+finished trials are kept) and stop the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from omegaconf import DictConfig, open_dict
+
+from fewshot_eval import progress
+from fewshot_eval.launch.batch import LaunchBatch
+from fewshot_eval.launch.joblog import log_launch
+from fewshot_eval.launch.returns import failed_return, outcome_of
+
+log = logging.getLogger("fewshot_eval")
+
+
+def launch_sequential(
+    hydra_context: Any,
+    task_function: Any,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    compose: Callable[[list[str]], DictConfig] | None = None,
+) -> list[JobReturn]:
+    """Run each job in this process, one after the other; a failure does not stop the others.
+
+    ``compose`` builds a job's config (the planner's cached ``job_config``); default: Hydra's full composition.
+    """
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    if compose is None:
+        loader = hydra_context.config_loader
+        compose = lambda overrides: loader.load_sweep_config(config, overrides)  # noqa: E731
+    returns: list[JobReturn] = []
+    with progress.SweepProgress(len(job_overrides)) as bar, bar.stdout_above_bar():
+        try:
+            for idx, overrides in enumerate(job_overrides):
+                idx += initial_job_idx
+                try:
+                    sweep_config = compose(list(overrides))
+                    with open_dict(sweep_config):
+                        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+                        sweep_config.hydra.job.num = idx
+                    progress.job_prefix = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
+                    ret = run_job(
+                        hydra_context=hydra_context,
+                        task_function=task_function,
+                        config=sweep_config,
+                        job_dir_key="hydra.sweep.dir",
+                        job_subdir_key="hydra.sweep.subdir",  # .hydra/ (when hydra.output_subdir is set) and its own log
+                    )
+                except Exception as e:  # composition failed: count it, go on
+                    ret = failed_return(overrides, e)
+                if progress.received is not None:  # a stop signal that landed inside Hydra/OmegaConf code may surface
+                    raise progress.Interrupted(progress.received)  # there as another error: it is still a stop
+                if ret.status == JobStatus.FAILED:
+                    log.error("job %d failed (%s): %s", idx, " ".join(overrides), ret._return_value)
+                returns.append(ret)
+                bar.finished(outcome_of(ret))
+        except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the running job is abandoned (its finished trials are kept)
+            raise progress.Interrupted.of(e, f"{len(returns)} of {len(job_overrides)} jobs finished") from None
+        finally:
+            progress.job_prefix = ""
+    HydraConfig.instance().set_config(config)
+    return returns
+
+
+def launch_batch(hydra_context: Any, task_function: Any, config: DictConfig, batch: LaunchBatch, launcher: str) -> list[JobReturn]:
+    """The fewshot sweeper's planned jobs, each logged in ``scheduled_jobs.jsonl``; their configs come from the planner."""
+    for j in batch.jobs:
+        log_launch(batch.output_root, j, launcher)
+    return launch_sequential(hydra_context, task_function, config, batch.overrides, 0, batch.planner.job_config)

@@ -1,0 +1,52 @@
+"""``hydra/launcher=local`` (fewshot-eval's default): every job in this process, one after the other.
+
+    python -m fewshot_eval -m model=random,majority task=copa_demo
+
+The logic lives in ``fewshot_eval.launch.sequential``.
+"""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from fewshot_eval.launch.batch import LaunchBatch
+
+
+@dataclass
+class LocalLauncherConf:
+    _target_: str = "hydra_plugins.fewshot_eval_plugins.local_launcher.LocalLauncher"
+
+
+class LocalLauncher(Launcher):
+    """Sequential, in process; a failed job does not stop the others."""
+
+    runs_locally = True  # the planner ignores SLURM records it cannot ask SLURM about (fewshot_eval.launch.batch)
+
+    def __init__(self) -> None:
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Hydra's launcher interface (any sweeper): each job's config composed by Hydra."""
+        from fewshot_eval.launch.sequential import launch_sequential
+
+        return launch_sequential(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx)
+
+    def launch_batch(self, batch: "LaunchBatch") -> Sequence[JobReturn]:
+        """The fewshot sweeper's planned jobs; each job's config is composed cheaply by the planner."""
+        from fewshot_eval.launch.sequential import launch_batch
+
+        return launch_batch(self.hydra_context, self.task_function, self.config, batch, type(self).__name__)
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="local", node=LocalLauncherConf, provider="fewshot_eval")

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# A venv with olah, a HuggingFace-hub-compatible server that serves local git repos, for tests/test_hub_server.py.
+# Its own venv: olah 0.5.4 pulls fastapi-utils, which pins psutil < 6 (ours: psutil 7), so it does not install
+# cleanly beside the project's packages.
+#
+#   bash tests/setup_hub_server.sh /opt/olah-venv
+#   FEWSHOT_HUB_SERVER_PYTHON=/opt/olah-venv/bin/python .venv/bin/python -m pytest tests/test_hub_server.py
+#
+# ~20 s, ~40 MB.
+set -euo pipefail
+VENV=${1:?usage: $0 VENV_DIR}
+OLAH_VERSION=${OLAH_VERSION:-0.5.4}
+PY=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/pip" install -q "olah==$OLAH_VERSION"
+"$VENV/bin/python" -c 'import olah.server; from importlib.metadata import version; print("olah", version("olah"))'
