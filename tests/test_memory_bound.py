@@ -73,11 +73,11 @@ def test_the_bound_holds_on_every_shape(lm, shape):
 def test_rolling_windows_stay_within_the_bound(lm):
     rng = random.Random(4)
     texts = [words(rng, rng.randint(40, 400)) for _ in range(12)]
-    lm.max_length = 64
+    old, lm.max_length = lm.max_length, 64
     try:
         lm.loglikelihood_rolling(texts)
     finally:
-        lm.max_length = 1024
+        lm.max_length = old
     assert lm.tree_stats.peak_cache_tokens <= lm.tree_stats.bound_tokens
 
 
