@@ -142,7 +142,9 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
         its window), and every window is scored as a (context, continuation) request.
         ``Loglik.total`` adds the windows as lm-eval does (each window's sum in float32), so it
         equals lm-eval's number for the text to float32 rounding. The windows are scored
-        ``32 x batch_size`` at a time, so only the results grow with the number of texts."""
+        ``2 x batch_size`` at a time, so only the results grow with the number of texts (at ``32 x
+        batch_size`` the C heap grew to twice lm-eval's working memory at 100 documents of 1,024-token
+        windows -- not with glibc's mmap threshold fixed: ``benchmarks/bench_memory_vs_lm_eval.py``)."""
         import torch
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # lazy: heavy package
 
@@ -167,7 +169,7 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
                 full = (ctx + cont)[-(self.max_length + 1):]
                 seqs.append((tuple(full[:-1]), cont))
                 owner.append(i)
-                if len(seqs) == 32 * self.batch_size:  # windows share (almost) nothing: scored a few batches at a time
+                if len(seqs) == 2 * self.batch_size:  # windows share (almost) nothing: scored two batches at a time
                     score()
         if seqs:
             score()
