@@ -49,6 +49,22 @@ def bench_gpt2(width: Optional[int], layers: int = 2) -> str:
     return str(path)
 
 
+def our_predictor(path: str, batch_size: int, max_length: Optional[int], hf_overrides: Optional[dict] = None, device: str = "cpu") -> Any:
+    """fewshot-eval's ``CausalLMPredictor`` on the model at ``path``, fp32 on ``device``."""
+    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+
+    return CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path, "hf_overrides": hf_overrides or {}},
+                                           {"device": device, "batch_size": batch_size, "max_length": max_length})
+
+
+def lm_eval_hflm(path: str, batch_size: int, max_length: Optional[int], device: str = "cpu") -> Any:
+    """lm-eval's ``HFLM`` on the model at ``path``, fp32 on ``device``, the same batch size and window."""
+    from lm_eval.models.huggingface import HFLM
+
+    window = {"max_length": max_length} if max_length else {}
+    return HFLM(pretrained=path, device=device, batch_size=batch_size, dtype="float32", **window)
+
+
 def tiny_predictors(batch_size: int, max_length: Optional[int], threads: Optional[int] = None,
                     hf_overrides: Optional[dict] = None, weights: Optional[str] = None) -> tuple[str, Any, Any]:
     """(weights path, our ``CausalLMPredictor``, lm-eval's ``HFLM``): the locally built tiny GPT-2
@@ -56,19 +72,13 @@ def tiny_predictors(batch_size: int, max_length: Optional[int], threads: Optiona
     model's). ``threads`` sets torch's thread count first; ``hf_overrides`` go to our side's setting;
     ``weights``: another model dir (:func:`bench_gpt2`)."""
     import torch
-    from lm_eval.models.huggingface import HFLM
 
-    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
     from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     if threads is not None:
         torch.set_num_threads(threads)
     path = weights or str(tiny_gpt2_path())
-    ours = CausalLMPredictor.from_settings({"name": "tiny-gpt2", "weights": path, "hf_overrides": hf_overrides or {}},
-                                           {"device": "cpu", "batch_size": batch_size, "max_length": max_length})
-    window = {"max_length": max_length} if max_length else {}
-    theirs = HFLM(pretrained=path, device="cpu", batch_size=batch_size, dtype="float32", **window)
-    return path, ours, theirs
+    return path, our_predictor(path, batch_size, max_length, hf_overrides), lm_eval_hflm(path, batch_size, max_length)
 
 
 def interleaved(theirs_fn: Callable[[], Any], ours_fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any, Any]:

@@ -60,7 +60,7 @@ def test_tree_counts_each_distinct_prefix_once():
             if unit == 10**6:  # whole subtrees of the root, nothing recomputed: every token in exactly one row
                 assert sum(r.width for r in rows) == tree.n_tokens
             assert sum(r.width for r in rows) >= tree.n_tokens  # short shared segments may be recomputed
-            needs = sorted((i, j) for r in rows for _, i, j in r.needs)
+            needs = sorted((i, j + t) for r in rows for _, i, j, k in r.needs for t in range(k))
             assert needs == [(i, 0) for i in range(len(inputs))]  # each read exactly once
         a, b = rng.sample(inputs, 2) if len(inputs) > 1 else (inputs[0], inputs[0])
         k = 0

@@ -209,7 +209,18 @@ class FewShotEvaluator:
             if w not in _logged_warnings:
                 _logged_warnings.add(w)
                 log.warning(w)
+        self._note_predictor_changes(info)
         return TrialResult(metrics=metrics, predictions=predictions, info=info)
+
+    def _note_predictor_changes(self, info: dict[str, Any]) -> None:
+        """Notes the predictor added during the trial (``clm`` halving its batch after running out of
+        memory) go to the trial's ``predictor_notes`` and ``warnings`` (the predictor logged them)."""
+        before = info.get("predictor_notes") or []
+        after = self.predictor.describe().get("predictor_notes") or []
+        new = [n for n in after if n not in before]
+        if new:
+            info["predictor_notes"] = list(after)
+            info["warnings"].extend(new)
 
     def _run_catalog(self, names: list[str], params: dict[str, Any], nshot: int, trial: int, ignored: list[str],
                      metrics: dict, predictions: dict, info: dict) -> None:

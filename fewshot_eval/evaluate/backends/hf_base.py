@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.backends.predictor import Predictor, split_whitespace
@@ -100,25 +100,33 @@ class HFPredictor(Predictor):
         return ctx, whole[len(ctx) :]
 
     def encode_many(self, texts: Sequence[str]) -> dict[str, list[int]]:
-        """``tok_encode`` of many texts in one batched tokenizer call (each distinct text once)."""
-        distinct = list(dict.fromkeys(texts))
-        if not distinct:
-            return {}
-        ids = self.tokenizer(distinct)["input_ids"]
-        return dict(zip(distinct, (list(x) for x in ids)))
+        """``tok_encode`` of many texts in batched tokenizer calls (each distinct text once)."""
+        return dict(self.iter_encoded(texts))
 
-    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    def iter_encoded(self, texts: Sequence[str], chunk: int = 128) -> Iterator[tuple[str, list[int]]]:
+        """(text, ``tok_encode(text)``) of each distinct text, tokenised ``chunk`` texts per batched call:
+        a fast tokenizer's per-token records (offsets, token strings ...) of one call are alive at once,
+        so one call over a whole task's requests would hold them for every token of the task."""
+        distinct = list(dict.fromkeys(texts))
+        for a in range(0, len(distinct), chunk):
+            part = distinct[a : a + chunk]
+            yield from zip(part, (list(x) for x in self.tokenizer(part, return_attention_mask=False)["input_ids"]))
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], chunk: int = 256) -> list[tuple[list[int], list[int]]]:
         """:meth:`encode_pair` of each (context, continuation), the contexts and whole texts tokenised
-        in one batched call (:meth:`encode_many`); empty contexts go through :meth:`encode_pair`."""
+        in batched calls (:meth:`iter_encoded`), the whole texts ``chunk`` pairs at a time (only
+        their continuations are kept); empty contexts go through :meth:`encode_pair`."""
         split = [split_whitespace(ctx, cont) for ctx, cont in pairs]
-        enc = self.encode_many([c for c, _ in split if c] + [c + t for c, t in split if c])
+        contexts = dict(self.iter_encoded([c for c, _ in split if c]))
         out = []
-        for (ctx_raw, cont_raw), (ctx, cont) in zip(pairs, split):
-            if ctx:
-                c = enc[ctx]
-                out.append((c, enc[ctx + cont][len(c) :]))
-            else:
-                out.append(self.encode_pair(ctx_raw, cont_raw))
+        for a in range(0, len(pairs), chunk):
+            whole = dict(self.iter_encoded([c + t for c, t in split[a : a + chunk] if c]))
+            for (ctx_raw, cont_raw), (ctx, cont) in zip(pairs[a : a + chunk], split[a : a + chunk]):
+                if ctx:
+                    c = contexts[ctx]
+                    out.append((c, whole[ctx + cont][len(c) :]))
+                else:
+                    out.append(self.encode_pair(ctx_raw, cont_raw))
         return out
 
 

@@ -2,7 +2,8 @@
 
 ``causal_lm.py`` (the class: settings, loading, the operations' entry points), ``model_loading.py``
 (``load_model``, placement over devices), ``tree_scoring.py`` + ``prefix_tree.py`` (prefix-tree
-scoring), ``linear_scoring.py`` (the fallback), ``greedy_generation.py`` (``generate_until``).
+scoring), ``linear_scoring.py`` (the fallback), ``greedy_generation.py`` (``generate_until``),
+``out_of_memory.py`` (one retry at half the batch).
 Importing this package registers ``clm``.
 """
 

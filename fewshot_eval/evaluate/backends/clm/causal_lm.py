@@ -13,7 +13,9 @@ and the choice of scoring path. The work is done by its mixins, one module per j
 * :mod:`.linear_scoring` -- the fallback: sorted batches, each running the prefix its requests
   share once, reusing the previous batch's key/value cache as far as they agree;
 * :mod:`.greedy_generation` -- ``generate_until``, lm-evaluation-harness's ``HFLM.generate_until``
-  step for step (same outputs), greedy batches sharing the demonstrations' key/value cache.
+  step for step (same outputs), greedy batches sharing the demonstrations' key/value cache;
+* :mod:`.out_of_memory` -- a CUDA out-of-memory error retried once at half the batch, else one line
+  saying what to set.
 
 Both ``loglikelihood`` and ``generate_until`` report each finished batch to ``on_batch`` when
 the resume cache (``evaluate.resume``) sets it, keeping their own batching.
@@ -28,14 +30,15 @@ from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.backends.clm.greedy_generation import GreedyGeneration
 from fewshot_eval.evaluate.backends.clm.linear_scoring import LinearScoring
 from fewshot_eval.evaluate.backends.clm.model_loading import DEVICE_MAPS, input_device, load_model, memory_map, placement
+from fewshot_eval.evaluate.backends.clm.out_of_memory import OutOfMemoryRetry
 from fewshot_eval.evaluate.backends.clm.tree_scoring import TreeScoring
 from fewshot_eval.evaluate.backends.hf_base import HFPredictor, weights_path
-from fewshot_eval.evaluate.backends.predictor import Loglik, Request
+from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Loglik, Request
 from fewshot_eval.evaluate.registry import register_predictor
 
 
 @register_predictor("clm", operations=("loglikelihood", "loglikelihood_rolling", "generate_until"))
-class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, HFPredictor):
+class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemoryRetry, HFPredictor):
     """A HuggingFace causal LM on one device or sharded (``parallel.device_map``); its mixins score and generate."""
 
     reports_batches = frozenset({"loglikelihood", "generate_until"})
@@ -117,11 +120,11 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, HFPredicto
         for r in requests:
             unique.setdefault((r.context, r.continuation), len(unique))
         seqs = []
-        for (ctx, _), (c, t) in zip(unique, self.encode_pairs(list(unique))):  # lm-eval's split, one batched tokenizer call
+        for (ctx, _), (c, t) in zip(unique, self.encode_pairs(list(unique))):  # lm-eval's split, batched tokenizer calls
             if not t:
                 raise ValueError(f"empty continuation for context ending {ctx.rstrip()[-40:]!r}")
             full = (c + t)[-(self.max_length + 1) :]
-            seqs.append((full[:-1], full[-len(t) :] if len(t) < len(full) else full[1:]))
+            seqs.append((tuple(full[:-1]), full[-len(t) :] if len(t) < len(full) else full[1:]))  # a tuple: the prefix tree keeps it
         report = None
         if self.on_batch is not None:  # tell the resume cache of each finished batch, as request indices
             hook, where = self.on_batch, [[] for _ in seqs]
@@ -138,37 +141,62 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, HFPredicto
         windows of ``max_length`` predicted tokens, each conditioned on the tokens before it in
         its window), and every window is scored as a (context, continuation) request.
         ``Loglik.total`` adds the windows as lm-eval does (each window's sum in float32), so it
-        equals lm-eval's number for the text to float32 rounding."""
+        equals lm-eval's number for the text to float32 rounding. The windows are scored
+        ``2 x batch_size`` at a time, so only the results grow with the number of texts (at ``32 x
+        batch_size`` the C heap grew to twice lm-eval's working memory at 100 documents of 1,024-token
+        windows -- not with glibc's mmap threshold fixed: ``benchmarks/bench_memory_vs_lm_eval.py``)."""
+        import torch
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # lazy: heavy package
 
-        seqs, owner = [], []
+        out = [Loglik([], [], True, 0.0) for _ in texts]
+        seqs: list[tuple[Sequence[int], list[int]]] = []
+        owner: list[int] = []
+
+        def score() -> None:
+            for i, res in zip(owner, self._score_tokens(seqs, operation="loglikelihood_rolling")):
+                out[i].logprobs.extend(res.logprobs)
+                out[i].tokens.extend(res.tokens)
+                out[i].greedy = bool(out[i].greedy and res.greedy)
+                # lm-eval sums each window in float32 (``logits.sum()``), then the windows in Python
+                out[i].summed += float(torch.tensor(res.logprobs, dtype=torch.float32).sum())
+            seqs.clear()
+            owner.clear()
+
         for i, text in enumerate(texts):
             tokens = list(self.tokenizer.encode(text, add_special_tokens=False))
             for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
                     token_list=tokens, prefix_token=self.prefix_token_id(), max_seq_len=self.max_length, context_len=1)):
                 full = (ctx + cont)[-(self.max_length + 1):]
-                seqs.append((full[:-1], cont))
+                seqs.append((tuple(full[:-1]), cont))
                 owner.append(i)
-        import torch
-
-        scored = self._score_tokens(seqs)
-        out = [Loglik([], [], True, 0.0) for _ in texts]
-        for i, res in zip(owner, scored):
-            out[i].logprobs.extend(res.logprobs)
-            out[i].tokens.extend(res.tokens)
-            out[i].greedy = bool(out[i].greedy and res.greedy)
-            # lm-eval sums each window in float32 (``logits.sum()``), then the windows in Python
-            out[i].summed += float(torch.tensor(res.logprobs, dtype=torch.float32).sum())
+                if len(seqs) == 2 * self.batch_size:  # windows share (almost) nothing: scored two batches at a time
+                    score()
+        if seqs:
+            score()
         return out
 
-    def _score_tokens(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None) -> list[Loglik]:
+    def _score_tokens(self, seqs: list[tuple[Sequence[int], Sequence[int]]], report: Optional[Callable] = None,
+                      operation: str = "loglikelihood") -> list[Loglik]:
         """``seqs``: (input ids, continuation ids); the continuation's log-probs come from the
         last ``len(cont)`` input positions. Every common prefix is computed once (see
         :mod:`.prefix_tree`); at most ``batch_size`` rows per forward call.
         ``report(seq indices, results)`` after each forward call, for the sequences it finished
-        (the resume cache commits them)."""
+        (the resume cache commits them). Out of memory: :mod:`.out_of_memory`."""
         if not seqs:
             return []
-        if not self._tree_ok():
-            return self._score_tokens_linear(seqs, report)
-        return self._score_tree(seqs, report)
+        score = self._score_tree if self._tree_ok() else self._score_tokens_linear
+        return self._retrying(operation, seqs, score, report)
+
+    def generate_until(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """:meth:`GreedyGeneration.generate_until`, retried at half the batch after an out-of-memory
+        error (:mod:`.out_of_memory`)."""
+        hook = self.on_batch
+
+        def run(items: list[GenerationRequest], finished: Callable) -> list[str]:
+            self.on_batch = finished
+            try:
+                return GreedyGeneration.generate_until(self, items)
+            finally:
+                self.on_batch = hook
+
+        return self._retrying("generate_until", requests, run, hook)

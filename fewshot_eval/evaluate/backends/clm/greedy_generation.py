@@ -12,7 +12,7 @@ dropped as soon as its output is final -- the same tokens as ``model.generate``.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.backends.clm.prefix_tree import common_prefix as _common_prefix
@@ -22,7 +22,7 @@ from fewshot_eval.evaluate.backends.predictor import GenerationRequest
 class GreedyGeneration:
     """Mixin of :class:`~fewshot_eval.evaluate.backends.clm.causal_lm.CausalLMPredictor`: uses its
     ``model``, ``tokenizer``, ``device``, ``batch_size``, ``max_length``, ``on_batch``, batched
-    encoding (``encode_many``) and ``_tree_ok`` (:mod:`~fewshot_eval.evaluate.backends.clm.tree_scoring`:
+    encoding (``iter_encoded``) and ``_tree_ok`` (:mod:`~fewshot_eval.evaluate.backends.clm.tree_scoring`:
     a plain key/value cache and explicit positions, which the greedy loop needs too)."""
 
     model: Any
@@ -34,7 +34,7 @@ class GreedyGeneration:
     _logits_to_keep: bool
     _gen_prefix: tuple[tuple[int, ...], Any]
     on_batch: Any
-    encode_many: Callable[[Sequence[str]], dict[str, list[int]]]
+    iter_encoded: Callable[[Sequence[str]], Iterator[tuple[str, list[int]]]]
     _tree_ok: Callable[[], bool]
 
     def pad_token_id(self) -> int:
@@ -60,7 +60,7 @@ class GreedyGeneration:
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):  # lm-eval batches only requests with the same kwargs
             groups.setdefault(json.dumps([r.gen_kwargs(), r.seed if r.do_sample else None], sort_keys=True), []).append(i)
-        lengths = {t: len(ids) for t, ids in self.encode_many([r.context for r in requests]).items()}
+        lengths = {t: len(ids) for t, ids in self.iter_encoded([r.context for r in requests])}
         eos = self.tokenizer.decode(self.tokenizer.eos_token_id, skip_special_tokens=False) if self.tokenizer.eos_token_id is not None else None
         bos = self.tokenizer.bos_token
         pad = self.pad_token_id()

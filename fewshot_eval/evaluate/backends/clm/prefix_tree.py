@@ -53,30 +53,45 @@ class Node:
     parent: int
     seq: int
     children: list[int] = field(default_factory=list)
-    needs: list[tuple[int, int, int]] = field(default_factory=list)  # (offset in node, request, continuation index)
+    needs: list[tuple[int, int, int, int]] = field(default_factory=list)  # runs: (offset in node, request, continuation index, tokens)
     size: int = 0  # tokens in the subtree
     order: int = 0  # pre-order index
 
 
 @dataclass
 class Row:
-    """One row of a forward call: ``ids``/``pos`` (position = depth), ``allowed`` (tree mask over
-    the row, ``allowed[q, k]``: query ``q`` may attend to key ``k``), ``needs`` as (column,
-    request, continuation index), and for a cached row the columns of its segment in depth order."""
+    """One row of a forward call: its segments ``segs`` as (node, offset in the row, row index of the
+    parent's last token or -1), ``needs`` as runs (first column, request, first continuation index,
+    tokens: consecutive columns), in the row's depth order. The arrays a forward call takes are
+    built when the row runs (:meth:`PrefixTree.arrays`), so the rows of a whole call stay small."""
 
     past: int  # the cached node whose key/value cache precedes the row (0: none)
     node: int  # cached row: the node it computes; else -1
-    order: int
-    ids: Any = None
-    pos: Any = None
-    allowed: Any = None
-    needs: list[tuple[int, int, int]] = field(default_factory=list)
-    kv_cols: Any = None
+    order: int  # pre-order index of its first own unit (not of a recomputed chain that other rows share)
+    width: int = 0
+    segs: list[tuple[int, int, int]] = field(default_factory=list)
+    needs: list[tuple[int, int, int, int]] = field(default_factory=list)
     chain: bool = False  # one path, in depth order (needs no mask when it has no past)
 
-    @property
-    def width(self) -> int:
-        return len(self.ids)
+
+@dataclass
+class RowArrays:
+    """A row as a forward call takes it: ``ids``/``pos`` (position = depth), ``allowed`` (tree mask
+    over the row, ``allowed[q, k]``: query ``q`` may attend to key ``k``; None for a chain: causal),
+    ``needs`` with the row's final columns (needed tokens last, unless a chain), and for a cached row
+    the columns of its segment in depth order (``kv_cols``)."""
+
+    row: Row
+    ids: Any
+    pos: Any
+    allowed: Any
+    needs: list[tuple[int, int, int, int]]
+    kv_cols: Any = None
+
+    def __getattr__(self, name: str) -> Any:  # past, node, order, width, chain: the row's
+        if name == "row":
+            raise AttributeError(name)
+        return getattr(self.row, name)
 
     def mask(self) -> Any:
         """``allowed``, built on demand for a chain (causal)."""
@@ -106,8 +121,9 @@ class PrefixTree:
             n = end_node[seq_of[i]]
             while n > 0 and self.nodes[n].end > first:
                 node = self.nodes[n]
-                for d in range(max(node.start, first), min(node.end, len(inp))):
-                    node.needs.append((d - node.start, i, d - first))
+                lo, hi = max(node.start, first), min(node.end, len(inp))
+                if hi > lo:  # one run per request and node, not a record per token (perplexity reads every token)
+                    node.needs.append((lo - node.start, i, lo - first, hi - lo))
                 n = node.parent
         self._measure()
 
@@ -217,8 +233,6 @@ class PrefixTree:
     def _layout(self, past: int, chain: list[int], units: list[int], done: set[int], cached_node: int = -1) -> Row:
         """One row: the ``chain`` segments (not cached, between ``past`` and the units), then the
         ``units`` (whole subtrees, or the segment of ``cached_node``)."""
-        import numpy as np
-
         segs: list[tuple[int, int, int]] = []  # (node, offset in row, row index of the parent's last token or -1)
         width = 0
         for n in chain:
@@ -233,13 +247,23 @@ class PrefixTree:
             width += node.end - node.start
             if cached_node < 0:
                 todo.extend((ch, width - 1) for ch in reversed(node.children))
+        needs = []
+        for n, o, _ in segs:
+            if n not in done:  # a node's log-probs are read by the first row that holds it
+                done.add(n)
+                needs.extend((o + off, i, j, k) for off, i, j, k in self.nodes[n].needs)
+        return Row(past=past, node=cached_node, order=self.nodes[units[0]].order, width=width, segs=segs, needs=needs,
+                   chain=all(p == o - 1 for _, o, p in segs))
+
+    def arrays(self, row: Row) -> RowArrays:
+        """The arrays of ``row`` for a forward call (built when it runs, dropped after)."""
+        import numpy as np
+
+        width = row.width
         ids = np.empty(width, dtype=np.int64)
         pos = np.empty(width, dtype=np.int64)
-        chain_row = all(p == o - 1 for _, o, p in segs)
-        allowed = None if chain_row else np.zeros((width, width), dtype=bool)  # a chain's mask is causal: Row.mask()
-        needed = np.zeros(width, dtype=bool)
-        needs = []
-        for n, o, p in segs:
+        allowed = None if row.chain else np.zeros((width, width), dtype=bool)  # a chain's mask is causal: RowArrays.mask()
+        for n, o, p in row.segs:
             node = self.nodes[n]
             length = node.end - node.start
             ids[o : o + length] = self.tokens(n)
@@ -248,23 +272,14 @@ class PrefixTree:
                 if p >= 0:
                     allowed[o : o + length, :o] = allowed[p, :o]
                 allowed[o : o + length, o : o + length] = np.tri(length, dtype=bool)
-            if n in done:
-                continue
-            done.add(n)
-            for off, i, j in node.needs:
-                needed[o + off] = True
-                needs.append((o + off, i, j))
-        if chain_row:  # depth order: rows of a batch without a mask must stay causal
-            perm = np.arange(width)
-        else:  # needed tokens last (their relative order kept): logits are computed for the row's end only
-            perm = np.concatenate([np.flatnonzero(~needed), np.flatnonzero(needed)])
+        if row.chain:  # depth order: rows of a batch without a mask must stay causal
+            return RowArrays(row, ids, pos, None, list(row.needs), np.arange(width) if row.node >= 0 else None)
+        # needed tokens last (their relative order kept: a run's columns stay consecutive): logits for the row's end only
+        needed = np.zeros(width, dtype=bool)
+        for c, _, _, k in row.needs:
+            needed[c : c + k] = True
+        perm = np.concatenate([np.flatnonzero(~needed), np.flatnonzero(needed)])
         where = np.empty(width, dtype=np.int64)
         where[perm] = np.arange(width)
-        first = chain[0] if chain else units[0]
-        if not chain_row:  # (a chain keeps its order: no copies of its width-squared mask)
-            ids, pos, allowed = ids[perm], pos[perm], allowed[np.ix_(perm, perm)]
-        row = Row(past=past, node=cached_node, order=self.nodes[first].order, ids=ids, pos=pos,
-                  allowed=allowed, needs=[(int(where[c]), i, j) for c, i, j in needs], chain=chain_row)
-        if cached_node >= 0:
-            row.kv_cols = where  # the row's columns in depth order (its whole path below ``past``)
-        return row
+        return RowArrays(row, ids[perm], pos[perm], allowed[np.ix_(perm, perm)], [(int(where[c]), i, j, k) for c, i, j, k in row.needs],
+                         where if row.node >= 0 else None)

@@ -5,16 +5,55 @@ its rows run ``batch_size`` at a time under a 4D tree mask, reusing the key/valu
 they hang from (:meth:`TreeScoring._score_tree`). Used for models whose cache and attention take
 such a mask (:meth:`TreeScoring._tree_ok`, checked once on a probe against plain forward passes);
 others take :mod:`~fewshot_eval.evaluate.backends.clm.linear_scoring`.
+
+**Memory is bounded by the batch, not by the number of requests.** A cached node's key/value cache
+holds the keys and values of its whole path (at most ``L`` tokens, ``L`` the call's longest request
+input, itself at most ``max_length``); it lives from its row's batch until the last row below it
+has run. Rows run in pre-order: each batch starts with the first ready row (so a prompt's
+candidates run right after the prompt). A batch takes a cached row other than its first only while
+the tokens of the caches alive -- leaving out those its first row hangs from -- and of the batch's
+new caches stay within ``batch_size x L``. So at any moment::
+
+    tokens in key/value caches alive  <=  (batch_size + h) x L
+
+``h`` being the most cached nodes on one path from the root: 1 for shared demonstrations or for
+per-example contexts, 2 for contexts cached below shared demonstrations (or below a first
+demonstration that several examples drew), rarely more. Why: all rows before the first ready one
+(in pre-order) have run, so a cache alive is either a cached ancestor of that row (at most ``h``
+caches), or was opened by a batch that counted it within ``batch_size x L`` and has not been an
+ancestor of a first ready row since (once it is, it stays one until it is dropped). That is the
+key/value memory of ``batch_size + h`` full-length rows, the same for 10 or 10,000 documents, on
+every shape (shared or per-example demonstrations, 0-shot, many choices, long continuations,
+rolling-perplexity windows). Beside it a forward call holds its own rows: their pasts,
+activations, the tree mask and the logits of the columns read (in chunks:
+:meth:`TreeScoring._read_logprobs`). :attr:`TreeScoring.tree_stats` records the last call's peak
+against the bound. Generation (:mod:`.greedy_generation`) keeps one cache besides its batch's: the
+shared prefix (batch 1).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from fewshot_eval.evaluate.backends.predictor import Loglik
 
 log = logging.getLogger("fewshot_eval")
+
+
+@dataclass
+class TreeStats:
+    """What one :meth:`TreeScoring._score_tree` call held at most: key/value caches alive at once and
+    their tokens, against the bound of the module docstring."""
+
+    rows: int = 0
+    batches: int = 0  # forward calls
+    depth: int = 0  # h: the most cached nodes on one path from the root
+    longest: int = 0  # L: the longest request input, in tokens
+    bound_tokens: int = 0  # (batch_size + h) x L
+    peak_caches: int = 0
+    peak_cache_tokens: int = 0
 
 
 class TreeScoring:
@@ -29,6 +68,7 @@ class TreeScoring:
     _cache_arg: str
     _logits_to_keep: bool
     _tree: Optional[bool]
+    tree_stats: Optional[TreeStats] = None  # of the last prefix-tree call (the peak of caches alive at once)
 
     def _tree_ok(self) -> bool:
         """Whether this model takes tree attention: a plain key/value cache (no sliding windows,
@@ -79,9 +119,9 @@ class TreeScoring:
 
     def _score_tree(self, seqs: list[tuple[list[int], list[int]]], report: Optional[Callable] = None, **row_options: int) -> list[Loglik]:
         """Prefix-tree scoring: the rows of :class:`~fewshot_eval.evaluate.backends.clm.prefix_tree.PrefixTree`
-        (``row_options``: its ``rows`` arguments), batched ``batch_size`` at a time in pre-order (a
-        cached node's rows right after it, so the key/value caches alive at once stay few: each is
-        dropped when its last row ran)."""
+        (``row_options``: its ``rows`` arguments), batched ``batch_size`` at a time in pre-order, the
+        key/value caches alive at once bounded by ``batch_size + h`` (see the module docstring): each
+        is dropped when its last row ran."""
         import heapq
 
         import torch
@@ -91,8 +131,16 @@ class TreeScoring:
         tree = PrefixTree(seqs)
         rows = tree.rows(**row_options)
         by_past: dict[int, list[int]] = {}
-        for r, row in enumerate(rows):
+        depth = {0: 0}  # cached node -> cached nodes on its path (itself included)
+        above = {0: 0}  # cached node -> the cached node its row hangs from
+        for r, row in enumerate(rows):  # pre-order: a cached row comes before the rows below it
             by_past.setdefault(row.past, []).append(r)
+            if row.node >= 0:
+                depth[row.node], above[row.node] = depth[row.past] + 1, row.past
+        longest = max(len(inp) for inp, _ in seqs)  # no cache holds more tokens (a cache is its node's whole path)
+        budget = self.batch_size * longest  # cache tokens alive that a batch's rows besides its first may bring to
+        h = max(depth.values())
+        stats = self.tree_stats = TreeStats(rows=len(rows), depth=h, longest=longest, bound_tokens=budget + h * longest)
         left = {p: len(rs) for p, rs in by_past.items()}
         kv: dict[int, Optional[list[tuple[Any, Any]]]] = {0: None}  # cached node -> per-layer (keys, values) of its whole path
         past_len = {0: 0}
@@ -100,19 +148,23 @@ class TreeScoring:
         greedy = [[True] * len(cont) for _, cont in seqs]
         ready = [(rows[r].order, r) for r in by_past.get(0, [])]
         heapq.heapify(ready)
-        todo = [set(range(len(cont))) for _, cont in seqs]  # continuation tokens not scored yet, per sequence
+        todo = [len(cont) for _, cont in seqs]  # continuation tokens not scored yet, per sequence (each is read once)
         with torch.inference_mode():
             while ready:
-                batch = self._pick_batch(ready, rows, past_len)
-                caches = self._run_rows([rows[r] for r in batch], kv, past_len, seqs, lps, greedy)
+                first = heapq.heappop(ready)[1]
+                p, alive = rows[first].past, sum(past_len[n] for n in kv)
+                while p:  # the caches the first ready row hangs from are not the batch's to count
+                    alive, p = alive - past_len[p], above[p]
+                batch = self._pick_batch(first, ready, rows, past_len, tree, alive, budget)
+                caches = self._run_rows([tree.arrays(rows[r]) for r in batch], kv, past_len, seqs, lps, greedy)
+                stats.batches += 1
                 if report is not None:
                     done = []
                     for r in batch:
-                        for _, i, j in rows[r].needs:
-                            if todo[i]:
-                                todo[i].discard(j)
-                                if not todo[i]:
-                                    done.append(i)
+                        for _, i, _, k in rows[r].needs:
+                            todo[i] -= k
+                            if not todo[i]:
+                                done.append(i)
                     if done:
                         report(done, [Loglik(lps[i], list(seqs[i][1]), all(greedy[i])) for i in done])
                 for r, cache in zip(batch, caches):
@@ -121,26 +173,34 @@ class TreeScoring:
                         kv[row.node], past_len[row.node] = cache, tree.nodes[row.node].end
                         for child in by_past.get(row.node, []):
                             heapq.heappush(ready, (rows[child].order, child))
-                    left[row.past] -= 1
-                    if not left[row.past] and row.past:
-                        del kv[row.past]
+                stats.peak_caches = max(stats.peak_caches, len(kv) - 1)
+                stats.peak_cache_tokens = max(stats.peak_cache_tokens, sum(past_len[n] for n in kv))
+                for r in batch:
+                    past = rows[r].past
+                    left[past] -= 1
+                    if not left[past] and past:
+                        del kv[past]
         return [Loglik(lp, list(cont), all(g)) for lp, g, (_, cont) in zip(lps, greedy, seqs)]
 
-    def _pick_batch(self, ready: list, rows: list, past_len: dict[int, int]) -> list[int]:
-        """Up to ``batch_size`` ready rows, the first in pre-order and those among the next few
-        of a similar width and past length (padding stays small)."""
+    def _pick_batch(self, first: int, ready: list, rows: list, past_len: dict[int, int], tree: Any, alive: int, budget: int) -> list[int]:
+        """Up to ``batch_size`` rows: ``first`` (the first ready row in pre-order), and those among the next
+        few ready ones of a similar width and past length (padding stays small); a cached row besides
+        ``first`` only while the tokens of the caches alive that ``first`` does not hang from (``alive``)
+        and of the batch's new ones stay within ``budget``."""
         import heapq
 
-        first = heapq.heappop(ready)[1]
         w0, p0 = rows[first].width, past_len[rows[first].past]
         free = p0 == 0 and rows[first].chain  # batches of such rows run without a mask
+        opened = alive + (tree.nodes[rows[first].node].end if rows[first].node >= 0 else 0)
         batch, skipped = [first], []
         while ready and len(batch) < self.batch_size and len(skipped) < 4 * self.batch_size:
             item = heapq.heappop(ready)
             row = rows[item[1]]
             p = past_len[row.past]
-            if free == (p == 0 and row.chain) and w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0):
+            if (free == (p == 0 and row.chain) and w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0)
+                    and (row.node < 0 or opened + tree.nodes[row.node].end <= budget)):
                 batch.append(item[1])
+                opened += tree.nodes[row.node].end if row.node >= 0 else 0
             else:
                 skipped.append(item)
         for item in skipped:
@@ -148,9 +208,10 @@ class TreeScoring:
         return batch
 
     def _run_rows(self, batch: list, kv: dict, past_len: dict[int, int], seqs: list, lps: list[list[float]], greedy: list[list[bool]]) -> list:
-        """One forward call over ``batch`` (rows left-padded to one width, pasts left-padded to one
-        length, a 4D tree mask); fills ``lps``/``greedy``; returns per row the key/value cache of
-        its whole path when it is a cached row, else None."""
+        """One forward call over ``batch`` (the rows' :class:`~fewshot_eval.evaluate.backends.clm.prefix_tree.RowArrays`,
+        left-padded to one width, pasts left-padded to one length, a 4D tree mask); fills
+        ``lps``/``greedy``; returns per row the key/value cache of its whole path when it is a
+        cached row, else None."""
         import numpy as np
         import torch
 
@@ -201,30 +262,27 @@ class TreeScoring:
             cache = DynamicCache(ddp_cache_data=layers)
         keep_cache = any(row.node >= 0 for row in batch)
         kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": cache is not None or keep_cache}
-        keep = sorted({left[r] + c for r, row in enumerate(batch) for c, _, _ in row.needs})
+        runs = [(r, left[r] + c, i, j, k) for r, row in enumerate(batch) for c, i, j, k in row.needs]  # (row, first column, request, j, tokens)
+        run = np.asarray(runs, dtype=np.int64).reshape(-1, 5)
+        lens = run[:, 4]
+        which = np.repeat(run[:, 0], lens)  # per token read: its row and column
+        cols = np.repeat(run[:, 1] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        keep = np.unique(cols)
         if self._logits_to_keep:  # logits of the columns read only (the probe checked the model takes a tensor)
-            kwargs["logits_to_keep"] = 0 if len(keep) == width else torch.tensor(keep or [0], device=self.device)  # 0: all (no gather)
+            kwargs["logits_to_keep"] = 0 if len(keep) == width else torch.from_numpy(keep if len(keep) else np.zeros(1, np.int64)).to(self.device)  # 0: all
         out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=torch.from_numpy(pos).to(self.device), attention_mask=mask, **kwargs)
         logits = out.logits
-        parts = [np.column_stack([np.full(len(row.needs), r), np.asarray(row.needs, dtype=np.int64).reshape(-1, 3)])
-                 for r, row in enumerate(batch) if row.needs]
-        if parts:
-            need = np.concatenate(parts)  # (row, column, request, continuation index), runs of consecutive tokens
-            cols = np.asarray(left, dtype=np.int64)[need[:, 0]] + need[:, 1]
+        if runs:
             if self._logits_to_keep and not isinstance(kwargs["logits_to_keep"], int):
-                cols = np.searchsorted(np.asarray(keep, dtype=np.int64), cols)  # column -> logits index
-            cut = np.flatnonzero((np.diff(need[:, 2]) != 0) | (np.diff(need[:, 3]) != 1)) + 1
-            runs = [(int(a), int(b), int(need[a, 2]), int(need[a, 3])) for a, b in zip(np.r_[0, cut], np.r_[cut, len(need)])]
+                cols = np.searchsorted(keep, cols)  # column -> logits index
             tt: list[int] = []
-            for a, b, i, j in runs:
-                tt.extend(seqs[i][1][j : j + b - a])
-            sel = logits[torch.from_numpy(need[:, 0]).to(logits.device), torch.from_numpy(cols).to(logits.device)].float()
-            tgt = torch.tensor(tt, device=sel.device)
-            # log_softmax + gather, fused (no (tokens x vocab) log-prob tensor is written; same numbers)
-            tok_lp = torch.nn.functional.cross_entropy(sel, tgt, reduction="none").neg_().tolist()
-            hit = (sel.argmax(-1) == tgt).tolist()
-            for a, b, i, j in runs:
-                lps[i][j : j + b - a], greedy[i][j : j + b - a] = tok_lp[a:b], hit[a:b]
+            for _, _, i, j, k in runs:
+                tt.extend(seqs[i][1][j : j + k])
+            tok_lp, hit = self._read_logprobs(logits, which, cols, tt)
+            a = 0
+            for _, _, i, j, k in runs:
+                lps[i][j : j + k], greedy[i][j : j + k] = tok_lp[a : a + k], hit[a : a + k]
+                a += k
         caches: list = [None] * n
         if keep_cache:
             new = getattr(out, self._cache_arg)
@@ -240,3 +298,21 @@ class TreeScoring:
                     for layer in new.layers
                 ]
         return caches
+
+    def _read_logprobs(self, logits: Any, rows: Any, cols: Any, targets: list[int], chunk_bytes: int = 1 << 26) -> tuple[list[float], list[bool]]:
+        """Log-prob of ``targets[k]`` at ``logits[rows[k], cols[k]]`` and whether it is the argmax,
+        a chunk of positions at a time (at most ``chunk_bytes`` of float32 logits copied at once:
+        a rolling-perplexity batch reads every position, ``batch_size x max_length x vocab``)."""
+        import torch
+
+        step = max(1, chunk_bytes // (4 * logits.shape[-1]))
+        rows_t, cols_t = torch.from_numpy(rows).to(logits.device), torch.from_numpy(cols).to(logits.device)
+        tgt = torch.tensor(targets, device=logits.device)
+        tok_lp: list[float] = []
+        hit: list[bool] = []
+        for a in range(0, len(targets), step):
+            sel = logits[rows_t[a : a + step], cols_t[a : a + step]].float()
+            # log_softmax + gather, fused (no (tokens x vocab) log-prob tensor is written; same numbers)
+            tok_lp += torch.nn.functional.cross_entropy(sel, tgt[a : a + step], reduction="none").neg_().tolist()
+            hit += (sel.argmax(-1) == tgt[a : a + step]).tolist()
+        return tok_lp, hit
