@@ -204,7 +204,10 @@ class GreedyGeneration:
 
         old_ids, old_layers = self._gen_prefix
         same = _common_prefix(ids, list(old_ids))
-        cache = DynamicCache(ddp_cache_data=[(k[:, :, :same], v[:, :, :same]) for k, v in old_layers]) if same and old_layers else DynamicCache(config=self.model.config)
+        if same and old_layers:
+            cache = DynamicCache(ddp_cache_data=[(k[:, :, :same], v[:, :, :same]) for k, v in old_layers])
+        else:
+            cache = DynamicCache(config=self.model.config)
         if same < len(ids):
             out = self.model(input_ids=torch.tensor([ids[same:]], device=self.device), position_ids=torch.arange(same, len(ids), device=self.device)[None],
                              **{self._cache_arg: cache}, use_cache=True, **({"logits_to_keep": 1} if self._logits_to_keep else {}))
