@@ -185,7 +185,7 @@ def test_a_complete_result_with_a_lost_metrics_file_is_not_complete(tmp_path: Pa
 def test_results_without_files_maps_are_checked_by_content_and_then_recorded(tmp_path: Path) -> None:
     """Results of 0.1.0 recorded no files: each scored sub-result's predictions file must be there, in
     whole rows (``n_examples`` of them where the trial says); a whole result gets its ``files`` map added
-    to results.json once (store/legacy.py), after which sizes are checked as for newer results."""
+    to results.json once, by a sweep that launches (store/legacy.py), after which sizes are checked as for newer results."""
     _complete_result(tmp_path)
     for f in [tmp_path / "results.json", *tmp_path.glob("trial*/metrics.json")]:
         data = json.loads(f.read_text())
@@ -215,6 +215,11 @@ def test_results_without_files_maps_are_checked_by_content_and_then_recorded(tmp
     assert json.loads((tmp_path / "results.json").read_text()) == legacy  # nothing recorded while a trial is broken
     pred1.write_bytes(rows1)
     assert result_status(tmp_path, "fp", [0, 1]).state == COMPLETE
+    assert json.loads((tmp_path / "results.json").read_text()) == legacy  # reading alone writes nothing
+    writes: list = []  # a planner's deferred writes, done by a sweep that launches (Planner.commit)
+    assert result_status(tmp_path, "fp", [0, 1], record=writes.append).state == COMPLETE
+    assert len(writes) == 1 and json.loads((tmp_path / "results.json").read_text()) == legacy
+    writes[0]()
     recorded = json.loads((tmp_path / "results.json").read_text())
     assert {k: v for k, v in recorded.items() if k != "files"} == legacy
     assert {k: v["size"] for k, v in recorded["files"].items()} == {
