@@ -24,7 +24,8 @@ caches), or was opened by a batch that counted it within ``batch_size x L`` and 
 ancestor of a first ready row since (once it is, it stays one until it is dropped). That is the
 key/value memory of ``batch_size + h`` full-length rows, the same for 10 or 10,000 documents, on
 every shape (shared or per-example demonstrations, 0-shot, many choices, long continuations,
-rolling-perplexity windows). Beside it a forward call holds its own rows: their pasts,
+rolling-perplexity windows). Beside it a forward call holds its own rows -- at most ``batch_size x L``
+padded tokens, as lm-eval's longest batch (one row wider than that runs alone) --: their pasts,
 activations, the tree mask and the logits of the columns read (in chunks:
 :meth:`TreeScoring._read_logprobs`). :attr:`TreeScoring.tree_stats` records the last call's peak
 against the bound. Generation (:mod:`.greedy_generation`) keeps one cache besides its batch's: the
@@ -155,7 +156,7 @@ class TreeScoring:
                 p, alive = rows[first].past, sum(past_len[n] for n in kv)
                 while p:  # the caches the first ready row hangs from are not the batch's to count
                     alive, p = alive - past_len[p], above[p]
-                batch = self._pick_batch(first, ready, rows, past_len, tree, alive, budget)
+                batch = self._pick_batch(first, ready, rows, past_len, tree, alive, budget, tokens=budget)
                 caches = self._run_rows([tree.arrays(rows[r]) for r in batch], kv, past_len, seqs, lps, greedy)
                 stats.batches += 1
                 if report is not None:
@@ -182,24 +183,29 @@ class TreeScoring:
                         del kv[past]
         return [Loglik(lp, list(cont), all(g)) for lp, g, (_, cont) in zip(lps, greedy, seqs)]
 
-    def _pick_batch(self, first: int, ready: list, rows: list, past_len: dict[int, int], tree: Any, alive: int, budget: int) -> list[int]:
+    def _pick_batch(self, first: int, ready: list, rows: list, past_len: dict[int, int], tree: Any, alive: int, budget: int,
+                    tokens: int) -> list[int]:
         """Up to ``batch_size`` rows: ``first`` (the first ready row in pre-order), and those among the next
-        few ready ones of a similar width and past length (padding stays small); a cached row besides
-        ``first`` only while the tokens of the caches alive that ``first`` does not hang from (``alive``)
-        and of the batch's new ones stay within ``budget``."""
+        few ready ones of a similar width and past length (padding stays small), while the batch's padded
+        tokens (rows x widest row) stay within ``tokens`` (packed rows are wide: without it a forward call
+        of 0-shot documents held three times lm-eval's tokens, and the C heap grew to twice its working
+        memory at 1,000 documents); a cached row besides ``first`` only while the tokens of the caches
+        alive that ``first`` does not hang from (``alive``) and of the batch's new ones stay within ``budget``."""
         import heapq
 
         w0, p0 = rows[first].width, past_len[rows[first].past]
         free = p0 == 0 and rows[first].chain  # batches of such rows run without a mask
         opened = alive + (tree.nodes[rows[first].node].end if rows[first].node >= 0 else 0)
-        batch, skipped = [first], []
-        while ready and len(batch) < self.batch_size and len(skipped) < 4 * self.batch_size:
+        batch, skipped, wide = [first], [], w0
+        while ready and len(batch) < self.batch_size and len(skipped) < 4 * self.batch_size and (len(batch) + 1) * wide <= tokens:
             item = heapq.heappop(ready)
             row = rows[item[1]]
             p = past_len[row.past]
             if (free == (p == 0 and row.chain) and w0 / 2 <= row.width <= 2 * w0 and (p0 + w0) / 2 <= p + row.width <= 2 * (p0 + w0)
+                    and (len(batch) + 1) * row.width <= tokens
                     and (row.node < 0 or opened + tree.nodes[row.node].end <= budget)):
                 batch.append(item[1])
+                wide = max(wide, row.width)
                 opened += tree.nodes[row.node].end if row.node >= 0 else 0
             else:
                 skipped.append(item)
