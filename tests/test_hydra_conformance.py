@@ -15,30 +15,16 @@ test of ``LauncherTestSuite``, ``IntegrationTestSuite`` and ``BatchedSweeperTest
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
+from hydra_suites import hydra_default_version_base  # noqa: F401  (autouse: Hydra's default version base)
 
 from hydra_plugins.fewshot_eval_plugins.local_launcher import LocalLauncher
 from hydra_plugins.fewshot_eval_plugins.local_parallel_launcher import LocalParallelLauncher
 
 LAUNCHERS = [("local", []), ("local_parallel", ["hydra.launcher.max_workers=2"])]
-
-
-@pytest.fixture(autouse=True)
-def hydra_default_version_base() -> Iterator[None]:
-    """The suites are written for Hydra's default version base (1.1: a job chdirs into its output dir);
-    an earlier test of this process may have set another one (Hydra's VersionBase is a process-wide singleton)."""
-    from hydra.core.singleton import Singleton
-    from hydra.version import VersionBase
-
-    saved = Singleton._instances.pop(VersionBase, None)
-    yield
-    if saved is not None:
-        Singleton._instances[VersionBase] = saved
 
 
 def test_discovery() -> None:

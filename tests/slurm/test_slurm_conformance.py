@@ -10,8 +10,6 @@ does (``SlurmPoolLauncher.launch``). Every test of the three suites applies and 
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import os
 import subprocess
 import sys
@@ -20,23 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
+from hydra_suites import hydra_default_version_base  # noqa: F401  (autouse: Hydra's default version base)
 
 pytestmark = pytest.mark.slurm
 
 SLURM = ["hydra.launcher.partition=debug", "hydra.launcher.timeout_min=5"]
-
-
-@pytest.fixture(autouse=True)
-def hydra_default_version_base() -> Iterator[None]:
-    """The suites are written for Hydra's default version base (1.1: a job chdirs into its output dir);
-    an earlier test of this process may have set another one (Hydra's VersionBase is a process-wide singleton)."""
-    from hydra.core.singleton import Singleton
-    from hydra.version import VersionBase
-
-    saved = Singleton._instances.pop(VersionBase, None)
-    yield
-    if saved is not None:
-        Singleton._instances[VersionBase] = saved
 
 
 @pytest.fixture(autouse=True)
