@@ -135,6 +135,7 @@ class Parallel:
     device_map: Optional[str] = None  # clm: null = one device; auto | balanced | balanced_low_0 | sequential (accelerate)
     max_memory: dict = field(default_factory=dict)  # clm with device_map: per device, e.g. {0: 70GiB, 1: 70GiB, cpu: 200GiB}
     offload_folder: Optional[str] = None  # clm with device_map: where weights beyond max_memory go (disk offload)
+    data_parallel_size: int = 1  # clm: N copies of the model, one per worker process (cuda:i or a CPU share); vllm: the engine's
     tensor_parallel_size: int = 1  # vllm: GPUs one copy of the model is split over (within a node)
     pipeline_parallel_size: int = 1  # vllm: stages over nodes (> 1 node: a Ray cluster in the SLURM job)
     engine_args: dict = field(default_factory=dict)  # vllm: more vllm.LLM(...) arguments, e.g. {gpu_memory_utilization: 0.85}
@@ -249,6 +250,10 @@ def model_setting(node: DictConfig | dict, key: str) -> dict[str, Any]:
     check_setting_name(data["name"], "name", where)
     if data["max_parallel"] < 1:
         raise ConfigError(f"{where}: max_parallel must be >= 1, got {data['max_parallel']}.")
+    dp = data["parallel"]["data_parallel_size"]
+    if dp < 1:
+        raise ConfigError(f"{where}: parallel.data_parallel_size must be an integer >= 1 (copies of the model in one job; "
+                          f"1: one process), got {dp}.")
     timeout = data["resources"]["timeout_min"]
     if timeout != "auto" and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(f"{where}: resources.timeout_min must be a number of minutes or 'auto' (from the wall times of "

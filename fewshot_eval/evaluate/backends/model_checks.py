@@ -38,6 +38,10 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
     device = params.get("device")
     if device is not None and not (isinstance(device, str) and _DEVICE.fullmatch(device)):
         raise ConfigError(f"device: unknown device {device!r}. Valid: auto, cpu, cuda, cuda:<index>.")
+    dp = (model.get("parallel") or {}).get("data_parallel_size") or 1
+    if dp != 1 and not cls.data_parallel:
+        raise ConfigError(f"model '{model_key}': parallel.data_parallel_size={dp} applies to predictors "
+                          f"{_and(predictors_with('data_parallel'))}, not '{predictor}'. Remove it (or set it to 1).")
     if model.get("chat") is not None and not cls.is_lm:
         check_chat_template(None, model_key, predictor)
     if model.get("hf_overrides") and not cls.loads_hf_weights:

@@ -14,7 +14,7 @@ Baselines (``random``, ``majority``) answer with one pseudo log-probability per 
 (``Loglik.tokens`` empty); scoring modes and calibration apply only to real LMs
 (``Predictor.is_lm``). What a predictor needs and can do are class attributes of
 :class:`Predictor` (``is_lm``, ``uses_gpus``, ``loads_hf_weights``, ``needs_train_labels``,
-``operations``, ``reports_batches``); the predictors that load a HuggingFace checkpoint share
+``operations``, ``reports_batches``, ``data_parallel``); the predictors that load a HuggingFace checkpoint share
 :class:`~fewshot_eval.evaluate.backends.hf_base.HFPredictor` (tokenisation, weights checks).
 
 A :class:`GenerationRequest` is one context with lm-eval's generation kwargs (``until`` stop
@@ -101,6 +101,9 @@ class Predictor(ABC):
     # requests, their results)`` when a caller set it (the resume cache, ``evaluate.resume``, which
     # otherwise calls the operation once per ``batch_size`` requests to store them as they come).
     reports_batches: frozenset = frozenset()
+    # Takes ``parallel.data_parallel_size > 1`` (several copies of the model in one job); planning refuses
+    # it for a predictor without this capability.
+    data_parallel: bool = False
 
     max_length: Optional[int] = None  # context length in tokens; None = unlimited (baselines)
     on_batch: Optional[Callable[[list[int], list[Any]], None]] = None
@@ -113,6 +116,13 @@ class Predictor(ABC):
     def check_files(cls, model_key: str, model: dict) -> None:
         """Planning-only checks of the setting against local files (never a download): run after the
         model check's own (``model_checks.check_model``); raises ConfigError."""
+
+    @classmethod
+    def node_gpus(cls, model: dict, asked: int) -> int:
+        """GPUs per node a SLURM job of this setting asks for, given its ``resources.gpus_per_node``
+        (``asked``): none for a predictor that uses none (``uses_gpus``); a subclass adds what its
+        parallelism needs (e.g. one GPU per data-parallel copy)."""
+        return asked if cls.uses_gpus else 0
 
     @classmethod
     def from_settings(cls, model: dict, params: dict) -> "Predictor":

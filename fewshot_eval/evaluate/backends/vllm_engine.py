@@ -18,7 +18,8 @@ for the continuation's positions is what ``clm`` computes. So scoring modes, cal
 ``recalc`` work unchanged.
 
 Parallelism: ``parallel.tensor_parallel_size`` GPUs per copy of the model (within a node) times
-``parallel.pipeline_parallel_size`` stages. When the stages span the nodes of a SLURM job, a Ray
+``parallel.pipeline_parallel_size`` stages; ``parallel.data_parallel_size`` copies, passed to the engine
+as vLLM's own ``data_parallel_size`` (GPU only; not run by the project's tests, which have no GPU). When the stages span the nodes of a SLURM job, a Ray
 cluster is started in the allocation first (``ray_slurm.sh`` beside this file: the head on this
 node, one worker per other node through ``srun``) and stopped when the process exits.
 
@@ -100,7 +101,8 @@ def start_ray_cluster() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def load_engine(weights: str, revision: Optional[str], dtype: str, tp: int, pp: int, engine_args: tuple, hf_overrides: str = "{}") -> Any:
+def load_engine(weights: str, revision: Optional[str], dtype: str, tp: int, pp: int, engine_args: tuple, hf_overrides: str = "{}",
+                dp: int = 1) -> Any:
     """The ``vllm.LLM`` of one model, created once per process (the jobs of a combine_tasks SLURM job share it).
     ``hf_overrides``: JSON of the setting's config overrides (vLLM's ``hf_overrides`` engine argument)."""
     from vllm import LLM
@@ -111,6 +113,8 @@ def load_engine(weights: str, revision: Optional[str], dtype: str, tp: int, pp: 
         kwargs["revision"] = revision
     if json.loads(hf_overrides):
         kwargs["hf_overrides"] = json.loads(hf_overrides)
+    if dp > 1:
+        kwargs["data_parallel_size"] = dp  # vLLM's data parallelism: dp engine copies of tp x pp GPUs each
     if needs_ray(tp, pp):
         kwargs.setdefault("distributed_executor_backend", "ray")
         log.info("vllm: %d x %d GPUs span the job's nodes: Ray cluster at %s", tp, pp, start_ray_cluster())
@@ -121,6 +125,8 @@ def load_engine(weights: str, revision: Optional[str], dtype: str, tp: int, pp: 
 
 @register_predictor("vllm")
 class VLLMPredictor(HFPredictor):
+    data_parallel = True  # parallel.data_parallel_size: vLLM's own data_parallel_size
+
     def __init__(self, llm: Any, *, max_length: Optional[int] = None, name: str = "", parallel: tuple[int, int] = (1, 1)) -> None:
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
@@ -145,9 +151,18 @@ class VLLMPredictor(HFPredictor):
         if gpus and tp * pp > gpus:
             raise ConfigError(f"{where}: tensor_parallel_size x pipeline_parallel_size = {tp * pp} GPUs, but resources ask for "
                               f"{gpus} ({res.get('nodes')} node(s) x {res.get('gpus_per_node')}). Make them agree.")
+        if int((model.get("parallel") or {}).get("data_parallel_size") or 1) > 1 and pp > 1:
+            raise ConfigError(f"{where}: parallel.data_parallel_size > 1 with pipeline_parallel_size={pp} is not supported here: "
+                              f"data-parallel copies run within one node. Set one of them to 1.")
         if int(res.get("nodes") or 1) > 1 and importlib.util.find_spec("ray") is None:
             raise ConfigError(f"{where}: a vllm model over {res.get('nodes')} nodes runs on a Ray cluster, and ray is not "
                               f"installed: pip install 'ray[default]'.")
+
+    @classmethod
+    def node_gpus(cls, model: dict[str, Any], asked: int) -> int:
+        """Data-parallel copies of ``tensor_parallel_size`` GPUs each, on one node."""
+        dp = int((model.get("parallel") or {}).get("data_parallel_size") or 1)
+        return max(asked, dp * parallel_sizes(model)[0]) if asked and dp > 1 else asked
 
     @classmethod
     def from_settings(cls, model: dict[str, Any], params: dict[str, Any]) -> "VLLMPredictor":
@@ -157,7 +172,8 @@ class VLLMPredictor(HFPredictor):
         par = model.get("parallel") or {}
         engine_args = tuple(sorted((par.get("engine_args") or {}).items()))
         tp, pp = parallel_sizes(model)
-        llm = load_engine(weights, model.get("revision"), dtype, tp, pp, engine_args, json.dumps(model.get("hf_overrides") or {}, sort_keys=True))
+        dp = int(par.get("data_parallel_size") or 1)
+        llm = load_engine(weights, model.get("revision"), dtype, tp, pp, engine_args, json.dumps(model.get("hf_overrides") or {}, sort_keys=True), dp)
         return cls(llm, max_length=params.get("max_length"), name=model.get("name", weights), parallel=(tp, pp))
 
     def describe(self) -> dict:

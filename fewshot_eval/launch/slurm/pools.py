@@ -191,13 +191,13 @@ def pool_folder(template: str, pool: str) -> str:
 
 
 def job_resources(unit: Any) -> dict[str, Any]:
-    """The model setting's resources; no GPU for a predictor that uses none (a served model, a baseline)."""
+    """The model setting's resources; its predictor's class says how many GPUs a node gets
+    (``Predictor.node_gpus``: none for a served model or a baseline, one per data-parallel copy)."""
     from fewshot_eval.config import config_dirs
     from fewshot_eval.evaluate.registry import predictor_class
 
     res = dict(unit.model["resources"])
-    if res.get("gpus_per_node") and not predictor_class(unit.params["predictor"], config_dirs()).uses_gpus:
-        res["gpus_per_node"] = 0
+    res["gpus_per_node"] = predictor_class(unit.params["predictor"], config_dirs()).node_gpus(unit.model, int(res.get("gpus_per_node") or 0))
     return res
 
 

@@ -37,11 +37,17 @@ from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Loglik, 
 from fewshot_eval.evaluate.registry import register_predictor
 
 
+def data_parallel_size(model: dict[str, Any]) -> int:
+    """The setting's ``parallel.data_parallel_size`` (1 when unset)."""
+    return int((model.get("parallel") or {}).get("data_parallel_size") or 1)
+
+
 @register_predictor("clm", operations=("loglikelihood", "loglikelihood_rolling", "generate_until"))
 class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemoryRetry, HFPredictor):
     """A HuggingFace causal LM on one device or sharded (``parallel.device_map``); its mixins score and generate."""
 
     reports_batches = frozenset({"loglikelihood", "generate_until"})
+    data_parallel = True  # parallel.data_parallel_size: N copies in worker processes (:mod:`.data_parallel`)
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str = "cpu", batch_size: int = 8, max_length: Optional[int] = None, name: str = "") -> None:
         self.model = model
@@ -70,6 +76,19 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
             raise ConfigError(f"model '{model.get('name', '?')}': parallel.device_map {device_map!r} is not one of "
                               f"{', '.join(DEVICE_MAPS)} (or null: one device).")
         memory_map(par.get("max_memory"))
+        dp, device = data_parallel_size(model), params.get("device") or "auto"
+        if dp > 1 and device_map is not None:
+            raise ConfigError(f"model '{model.get('name', '?')}': parallel.data_parallel_size={dp} copies the whole model to each "
+                              f"device, parallel.device_map={device_map} shards it over them: set one of them (data_parallel_size=1 "
+                              f"or device_map=null).")
+        if dp > 1 and device.startswith("cuda:"):
+            raise ConfigError(f"model '{model.get('name', '?')}': parallel.data_parallel_size={dp} puts worker i on cuda:i, so "
+                              f"device={device} cannot hold; use device=cuda or device=auto (CUDA_VISIBLE_DEVICES picks the GPUs).")
+
+    @classmethod
+    def node_gpus(cls, model: dict[str, Any], asked: int) -> int:
+        """A data-parallel job on GPUs gets one GPU per copy."""
+        return max(asked, data_parallel_size(model)) if asked else 0
 
     @classmethod
     def from_settings(cls, model: dict[str, Any], params: dict[str, Any]) -> "CausalLMPredictor":
@@ -82,6 +101,8 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device: '{device}' but no CUDA device is available. Use device=cpu or device=auto.")
+        if data_parallel_size(model) > 1:
+            return cls._data_parallel(model, params, weights, device)
         dtype = cls.job_dtype(params)
         notes = []
         if device == "cpu" and dtype == "float16":
@@ -97,6 +118,25 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
         pred = cls(lm, tok, device=device, batch_size=params.get("batch_size") or 8, max_length=params.get("max_length"), name=model.get("name", weights))
         pred.notes = notes
         return pred
+
+    @classmethod
+    def _data_parallel(cls, model: dict[str, Any], params: dict[str, Any], weights: str, device: str) -> Any:
+        """N copies in worker processes (:mod:`.data_parallel`): worker i on cuda:i, or on the CPU with
+        its share of the threads; the tokenizer stays here."""
+        import torch
+        from transformers import AutoTokenizer
+
+        from fewshot_eval.evaluate.backends.clm.data_parallel import DataParallelPredictor
+
+        n = data_parallel_size(model)
+        if device == "cuda" and torch.cuda.device_count() < n:
+            raise ConfigError(f"model '{model.get('name', '?')}': parallel.data_parallel_size={n} needs {n} GPUs, "
+                              f"{torch.cuda.device_count()} visible. Ask for {n} (resources.gpus_per_node) or lower it.")
+        devices = [f"cuda:{i}" for i in range(n)] if device == "cuda" else [device] * n
+        threads = max(1, torch.get_num_threads() // n) if device == "cpu" else 0
+        one = {**model, "weights": weights, "parallel": {**(model.get("parallel") or {}), "data_parallel_size": 1}}
+        tok = AutoTokenizer.from_pretrained(weights, **({"revision": model["revision"]} if model.get("revision") else {}))
+        return DataParallelPredictor.start(cls, one, params, devices, threads, tok)
 
     def _model_max_length(self) -> int:
         cfg = self.model.config
