@@ -96,25 +96,23 @@ def test_a_worker_that_raises_fails_the_call_with_one_line(two_workers) -> None:
     line = str(err.value)
     assert "\n" not in line and "data-parallel worker" in line and "ValueError: empty continuation" in line, line
     assert time.monotonic() - t0 < 30
+    # the workers stay usable: the next call (the next job of a sequential sweep) gets its own results
+    docs = [Request(f"Document {i} says", " something") for i in range(8)]
+    assert [r.tokens for r in two_workers.loglikelihood(docs)] == [two_workers.encode_pair(r.context, r.continuation)[1] for r in docs]
+
+
+def test_a_killed_worker_fails_the_call_without_hanging(two_workers) -> None:
+    pool = two_workers.pool
+    os.kill(pool.procs[1].pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError) as err:
+        two_workers.loglikelihood([Request(f"Document {i} says", " something") for i in range(8)])
+    assert time.monotonic() - t0 < 10
+    line = str(err.value)
+    assert "\n" not in line and "data-parallel worker 1 of 2" in line and "killed by signal SIGKILL" in line, line
+    assert pool.closed and not any(p.is_alive() for p in pool.procs)  # the other worker is stopped too
     with pytest.raises(WorkerError, match="stopped after an error"):  # the job does not go on with half its workers
         two_workers.loglikelihood([Request("Hello", " world")])
-
-
-def test_a_killed_worker_fails_the_call_without_hanging() -> None:
-    from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
-
-    pred = CausalLMPredictor.from_settings(dp_model(2), PARAMS)
-    try:
-        os.kill(pred.pool.procs[1].pid, signal.SIGKILL)
-        t0 = time.monotonic()
-        with pytest.raises(WorkerError) as err:
-            pred.loglikelihood([Request(f"Document {i} says", " something") for i in range(8)])
-        assert time.monotonic() - t0 < 10
-        line = str(err.value)
-        assert "\n" not in line and "data-parallel worker 1 of 2" in line and "killed by signal SIGKILL" in line, line
-    finally:
-        pred.pool.close()
-    assert not any(p.is_alive() for p in pred.pool.procs)
 
 
 def test_split_keeps_groups_together_and_balances() -> None:

@@ -14,9 +14,10 @@ sorted groups are cut into N contiguous runs of about equal new characters (what
 computes). Each worker computes shared demonstrations once (N times in all). Rolling perplexity splits
 by document; sampled generations of one seed stay together (their draws depend on their batch).
 
-A worker that raises fails the call with one line naming it and the error (a ``ConfigError`` stays
-one); one that dies (killed, out of host memory, a segfault) is noticed within a second and fails the
-call with its exit code: nothing hangs. The workers are started once per process (spawned, torch's
+A worker that raises fails the call at once with one line naming it and the error (a ``ConfigError``
+stays one); the workers stay usable (what the others were doing is waited for and dropped before the
+next call). One that dies (killed, out of host memory, a segfault) is noticed within a second and fails
+the call with its exit code, and the workers are stopped: nothing hangs. The workers are started once per process (spawned, torch's
 multiprocessing) and reused by the next job of the same devices; they exit with the job's process.
 """
 
@@ -167,12 +168,13 @@ class WorkerPool:
         for p in self.procs:
             p.start()
         self.closed = False
+        self.busy: set[int] = set()  # workers still on a call that failed in another worker: drained before the next
 
     def who(self, rank: int) -> str:
         return f"data-parallel worker {rank} of {len(self.procs)} ({self.devices[rank]}, pid {self.procs[rank].pid})"
 
-    def receive(self, waiting: set[int], doing: str) -> tuple[int, str, Any]:
-        """The next message of a worker in ``waiting``; a worker that died or failed raises one line."""
+    def receive(self, waiting: set[int], doing: str, raise_errors: bool = True) -> tuple[int, str, Any]:
+        """The next message of a worker in ``waiting``; a worker that died (or failed: ``raise_errors``) raises one line."""
         while True:
             try:
                 rank, kind, payload = self.results.get(timeout=POLL_S)
@@ -186,14 +188,21 @@ class WorkerPool:
                     raise WorkerError(f"{self.who(dead[0])} {how} while {doing}; the job fails (see its log for the cause, "
                                       f"e.g. out of memory; parallel.data_parallel_size=1 runs in one process)") from None
                 continue
-            if kind == "error":
+            if kind == "error" and raise_errors:
                 name, message, trace = payload
                 log.debug("%s failed:\n%s", self.who(rank), trace)
-                self.close()
+                self.busy = set(waiting) - {rank}
                 line = f"{self.who(rank)} failed while {doing}: {name}: {message}"
                 raise (ConfigError(line) if name == "ConfigError" else WorkerError(line))
             if rank in waiting:
                 return rank, kind, payload
+
+    def settle(self) -> None:
+        """Wait for the workers still on a failed call and drop what they send (their last message: done or error)."""
+        while self.busy:
+            rank, kind, _ = self.receive(self.busy, "finishing a failed call", raise_errors=False)
+            if kind in ("done", "error"):
+                self.busy.discard(rank)
 
     def close(self) -> None:
         """Stop the workers (politely, then by force) and forget this pool."""
@@ -255,6 +264,7 @@ class DataParallelPredictor(HFPredictor):
         ``inner.from_settings(model, params with its device)``; waits until all are ready."""
         t0 = time.perf_counter()
         pool = worker_pool(devices, threads)
+        pool.settle()
         for r, d in enumerate(devices):
             pool.tasks[r].put(("build", inner, model, {**params, "device": d}))
         infos: dict[int, Any] = {}
@@ -274,6 +284,7 @@ class DataParallelPredictor(HFPredictor):
             return []
         if self.pool.closed:
             raise WorkerError(f"the data-parallel workers of this job were stopped after an error; {operation} cannot run")
+        self.pool.settle()
         keys, weights = request_groups(operation, items)
         parts = split_groups(keys, weights, len(self.pool.procs))
         waiting = {r for r, part in enumerate(parts) if part}
