@@ -168,7 +168,7 @@ class WorkerPool:
         for p in self.procs:
             p.start()
         self.closed = False
-        self.busy: set[int] = set()  # workers still on a call that failed in another worker: drained before the next
+        self.busy: set[int] = set()  # workers sent a message they have not answered (done, ready or error) yet
 
     def who(self, rank: int) -> str:
         return f"data-parallel worker {rank} of {len(self.procs)} ({self.devices[rank]}, pid {self.procs[rank].pid})"
@@ -191,18 +191,23 @@ class WorkerPool:
             if kind == "error" and raise_errors:
                 name, message, trace = payload
                 log.debug("%s failed:\n%s", self.who(rank), trace)
-                self.busy = set(waiting) - {rank}
+                self.busy.discard(rank)
                 line = f"{self.who(rank)} failed while {doing}: {name}: {message}"
                 raise (ConfigError(line) if name == "ConfigError" else WorkerError(line))
+            if kind != "batch":  # the worker's last message on what it was sent
+                self.busy.discard(rank)
             if rank in waiting:
                 return rank, kind, payload
 
+    def send(self, rank: int, message: tuple) -> None:
+        self.busy.add(rank)
+        self.tasks[rank].put(message)
+
     def settle(self) -> None:
-        """Wait for the workers still on a failed call and drop what they send (their last message: done or error)."""
+        """Wait for the workers still on an earlier message (a call that failed in another worker, one interrupted)
+        and drop their answers, so that the next call reads only its own."""
         while self.busy:
-            rank, kind, _ = self.receive(self.busy, "finishing a failed call", raise_errors=False)
-            if kind in ("done", "error"):
-                self.busy.discard(rank)
+            self.receive(set(self.busy), "finishing a failed call", raise_errors=False)
 
     def close(self) -> None:
         """Stop the workers (politely, then by force) and forget this pool."""
@@ -266,7 +271,7 @@ class DataParallelPredictor(HFPredictor):
         pool = worker_pool(devices, threads)
         pool.settle()
         for r, d in enumerate(devices):
-            pool.tasks[r].put(("build", inner, model, {**params, "device": d}))
+            pool.send(r, ("build", inner, model, {**params, "device": d}))
         infos: dict[int, Any] = {}
         while len(infos) < len(devices):
             rank, kind, payload = pool.receive(set(range(len(devices))) - set(infos), "loading the model")
@@ -289,7 +294,7 @@ class DataParallelPredictor(HFPredictor):
         parts = split_groups(keys, weights, len(self.pool.procs))
         waiting = {r for r, part in enumerate(parts) if part}
         for r in waiting:
-            self.pool.tasks[r].put(("call", operation, [items[i] for i in parts[r]], report is not None))
+            self.pool.send(r, ("call", operation, [items[i] for i in parts[r]], report is not None))
         out: list[Any] = [None] * len(items)
         while waiting:
             rank, kind, payload = self.pool.receive(waiting, f"scoring {operation} ({len(items)} requests)")
