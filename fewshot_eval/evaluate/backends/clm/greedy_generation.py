@@ -167,6 +167,13 @@ class GreedyGeneration:
             nxt = torch.tensor([len(e) for e in enc], device=dev)
             out = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), use_cache=True, **{self._cache_arg: cache}, **keep)
             alive = list(range(n))
+            # a step's mask as transformers builds it from the 2D one (a query at the end sees every key
+            # not padding: the padding mask, as booleans; none without padding), built here: the columns
+            # filled in place, not rebuilt every step
+            seen = torch.zeros((n, shared + width + max_new), dtype=torch.bool, device=dev)
+            seen[:, : shared + width] = mask.bool()
+            kv = shared + width
+            padded = not bool(seen[:, :kv].all())
             for step in range(max_new):
                 toks = out.logits[:, -1].argmax(-1).tolist()
                 still = []
@@ -184,11 +191,14 @@ class GreedyGeneration:
                 if len(still) < len(alive):
                     sel = torch.tensor(still, device=dev)
                     cache.batch_select_indices(sel)
-                    mask, nxt = mask[sel], nxt[sel]
+                    seen, nxt = seen[sel], nxt[sel]
+                    padded = padded and not bool(seen[:, :kv].all())
                     alive = [alive[k] for k in still]
                     toks = [toks[k] for k in still]
-                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], 1)
-                out = self.model(input_ids=torch.tensor(toks, device=dev)[:, None], attention_mask=mask, position_ids=nxt[:, None],
+                seen[:, kv] = True
+                kv += 1
+                step_mask = seen[:, None, None, :kv].contiguous() if padded else None
+                out = self.model(input_ids=torch.tensor(toks, device=dev)[:, None], attention_mask=step_mask, position_ids=nxt[:, None],
                                  **{self._cache_arg: cache}, use_cache=True)
                 nxt = nxt + 1
         for r in range(n):
