@@ -6,7 +6,9 @@ batch left-padded, its contexts left-truncated to ``max_length - max_gen_toks`` 
 tokens and cut before the first stop string (:func:`cut_at_stop`; the end-of-text token is always
 one). Greedy batches of a model that qualifies run our own loop instead (:meth:`GreedyGeneration._greedy_batch`):
 the rows' shared prefix (the demonstrations) computed once and kept for the next batch, each row
-dropped as soon as its output is final -- the same tokens as ``model.generate``.
+dropped as soon as its output is final, each step's keys and values written into room kept for
+them (:func:`growing_layer`: no copy of the cache per step) and its mask filled in place -- the same
+tokens as ``model.generate``.
 """
 
 from __future__ import annotations
