@@ -334,11 +334,19 @@ def test_shared_demonstrations_decode_once_and_equal_lm_eval(ours, theirs, monke
     assert len(set(want)) > 3
     calls = []
     forward = ours.model.forward
+    steps, copied = [0], [0]  # decoding steps; those that moved the key/value cache to new memory
 
     @functools.wraps(forward)
     def counted(*args, **kwargs):
         calls.append(tuple(kwargs["input_ids"].shape))
-        return forward(*args, **kwargs)
+        cache = kwargs.get(ours._cache_arg)
+        if cache is None or kwargs["input_ids"].shape[1] != 1:
+            return forward(*args, **kwargs)
+        where = [layer.keys.untyped_storage().data_ptr() for layer in cache.layers]
+        out = forward(*args, **kwargs)
+        steps[0] += 1
+        copied[0] += where != [layer.keys.untyped_storage().data_ptr() for layer in cache.layers]  # a step concatenating copies
+        return out
 
     assert ours._tree_ok()
     monkeypatch.setattr(ours.model, "generate", lambda *a, **k: pytest.fail("greedy batches decode without generate"))
@@ -348,6 +356,7 @@ def test_shared_demonstrations_decode_once_and_equal_lm_eval(ours, theirs, monke
     assert max(len(ours.tok_encode(r.context)) for r in reqs) <= MAX_LENGTH - 10  # no truncation: the demonstrations stay a common prefix
     prefix = [w for n, w in calls if n == 1 and w > shortest // 2]
     assert len(prefix) == 1 and all(w < shortest // 2 for n, w in calls[1:])  # the demonstrations ran once, alone, for all batches
+    assert steps[0] > 10 and copied[0] == 0  # each step wrote its keys/values into room kept for them
 
 
 # ---------------------------------------------------------------- lm-eval's exact match, on data generated here

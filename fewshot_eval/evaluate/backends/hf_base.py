@@ -103,14 +103,16 @@ class HFPredictor(Predictor):
         """``tok_encode`` of many texts in batched tokenizer calls (each distinct text once)."""
         return dict(self.iter_encoded(texts))
 
-    def iter_encoded(self, texts: Sequence[str], chunk: int = 128) -> Iterator[tuple[str, list[int]]]:
+    def iter_encoded(self, texts: Sequence[str], chunk: int = 128, special: bool = True) -> Iterator[tuple[str, list[int]]]:
         """(text, ``tok_encode(text)``) of each distinct text, tokenised ``chunk`` texts per batched call:
         a fast tokenizer's per-token records (offsets, token strings ...) of one call are alive at once,
-        so one call over a whole task's requests would hold them for every token of the task."""
+        so one call over a whole task's requests would hold them for every token of the task.
+        ``special=False``: ``tokenizer.encode(text, add_special_tokens=False)`` instead."""
         distinct = list(dict.fromkeys(texts))
         for a in range(0, len(distinct), chunk):
             part = distinct[a : a + chunk]
-            yield from zip(part, (list(x) for x in self.tokenizer(part, return_attention_mask=False)["input_ids"]))
+            ids = self.tokenizer(part, return_attention_mask=False, add_special_tokens=special)["input_ids"]
+            yield from zip(part, (list(x) for x in ids))
 
     def encode_pairs(self, pairs: Sequence[tuple[str, str]], chunk: int = 256) -> list[tuple[list[int], list[int]]]:
         """:meth:`encode_pair` of each (context, continuation), the contexts and whole texts tokenised

@@ -202,8 +202,11 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
             seqs.clear()
             owner.clear()
 
+        encoded: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
-            tokens = list(self.tokenizer.encode(text, add_special_tokens=False))
+            if text not in encoded:  # the next texts in batched tokenizer calls (a few at a time: documents are long)
+                encoded = dict(self.iter_encoded(texts[i : i + 4 * self.batch_size], chunk=4 * self.batch_size, special=False))
+            tokens = encoded[text]
             for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
                     token_list=tokens, prefix_token=self.prefix_token_id(), max_seq_len=self.max_length, context_len=1)):
                 full = (ctx + cont)[-(self.max_length + 1):]

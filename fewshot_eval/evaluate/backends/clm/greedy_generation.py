@@ -6,11 +6,14 @@ batch left-padded, its contexts left-truncated to ``max_length - max_gen_toks`` 
 tokens and cut before the first stop string (:func:`cut_at_stop`; the end-of-text token is always
 one). Greedy batches of a model that qualifies run our own loop instead (:meth:`GreedyGeneration._greedy_batch`):
 the rows' shared prefix (the demonstrations) computed once and kept for the next batch, each row
-dropped as soon as its output is final -- the same tokens as ``model.generate``.
+dropped as soon as its output is final, each step's keys and values written into room kept for
+them (:func:`growing_layer`: no copy of the cache per step) and its mask filled in place -- the same
+tokens as ``model.generate``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -60,7 +63,7 @@ class GreedyGeneration:
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):  # lm-eval batches only requests with the same kwargs
             groups.setdefault(json.dumps([r.gen_kwargs(), r.seed if r.do_sample else None], sort_keys=True), []).append(i)
-        lengths = {t: len(ids) for t, ids in self.iter_encoded([r.context for r in requests])}
+        encoded = dict(self.iter_encoded([r.context for r in requests]))  # each distinct context once, in batched calls
         eos = self.tokenizer.decode(self.tokenizer.eos_token_id, skip_special_tokens=False) if self.tokenizer.eos_token_id is not None else None
         bos = self.tokenizer.bos_token
         pad = self.pad_token_id()
@@ -71,7 +74,7 @@ class GreedyGeneration:
             if max_ctx <= 0:
                 raise ConfigError(f"max_new_tokens={req.max_gen_toks} leaves no room for the prompt in max_length={self.max_length}: "
                                   f"use max_new_tokens < max_length.")
-            order = sorted(idx, key=lambda i: (-lengths[requests[i].context], requests[i].context))
+            order = sorted(idx, key=lambda i: (-len(encoded[requests[i].context]), requests[i].context))
             kwargs: dict[str, Any] = {"do_sample": req.do_sample}
             if req.do_sample:
                 kwargs["temperature"] = req.temperature
@@ -82,8 +85,10 @@ class GreedyGeneration:
                 for b in range(0, len(order), self.batch_size):
                     batch = order[b : b + self.batch_size]
                     contexts = [requests[i].context for i in batch]
-                    special = {"add_special_tokens": False} if bos and contexts[0].startswith(bos) else {}
-                    enc = self.tokenizer(contexts, **special)["input_ids"]
+                    if bos and contexts[0].startswith(bos):  # lm-eval adds no special tokens to such a batch
+                        enc = self.tokenizer(contexts, add_special_tokens=False)["input_ids"]
+                    else:  # the same call as lm-eval's batch: the tokens encoded above
+                        enc = [encoded[c] for c in contexts]
                     texts = None if req.do_sample else self._greedy_batch([list(e)[-max_ctx:] for e in enc], req.max_gen_toks, until, pad)
                     if texts is None:
                         ids, mask = self._left_padded(enc, pad, max_ctx)
@@ -148,10 +153,9 @@ class GreedyGeneration:
         gen: list[list[int]] = [[] for _ in range(n)]
         texts: list[Optional[str]] = [None] * n
         with torch.inference_mode():
-            cache = None
-            if shared:
-                cache = self._shared_prefix(enc[0][:shared], n)
             width = max(len(e) for e in enc) - shared
+            # keys/values written in place into room for every token the batch adds (no copy of the cache per step)
+            cache = self._shared_prefix(enc[0][:shared], n, width + max_new) if shared else self._growing_cache(width + max_new)
             ids = torch.full((n, width), pad, dtype=torch.long)
             pos = torch.zeros((n, width), dtype=torch.long)
             mask = torch.zeros((n, shared + width), dtype=torch.long)
@@ -163,9 +167,15 @@ class GreedyGeneration:
                 mask[r, shared + width - len(rest) :] = 1
             mask = mask.to(dev)
             nxt = torch.tensor([len(e) for e in enc], device=dev)
-            kwargs: dict[str, Any] = {self._cache_arg: cache} if cache is not None else {}
-            out = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), use_cache=True, **kwargs, **keep)
+            out = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), use_cache=True, **{self._cache_arg: cache}, **keep)
             alive = list(range(n))
+            # a step's mask as transformers builds it from the 2D one (a query at the end sees every key
+            # not padding: the padding mask, as booleans; none without padding), built here: the columns
+            # filled in place, not rebuilt every step
+            seen = torch.zeros((n, shared + width + max_new), dtype=torch.bool, device=dev)
+            seen[:, : shared + width] = mask.bool()
+            kv = shared + width
+            padded = not bool(seen[:, :kv].all())
             for step in range(max_new):
                 toks = out.logits[:, -1].argmax(-1).tolist()
                 still = []
@@ -180,25 +190,27 @@ class GreedyGeneration:
                         still.append(k)
                 if not still:
                     break
-                cache = getattr(out, self._cache_arg)
                 if len(still) < len(alive):
                     sel = torch.tensor(still, device=dev)
                     cache.batch_select_indices(sel)
-                    mask, nxt = mask[sel], nxt[sel]
+                    seen, nxt = seen[sel], nxt[sel]
+                    padded = padded and not bool(seen[:, :kv].all())
                     alive = [alive[k] for k in still]
                     toks = [toks[k] for k in still]
-                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], 1)
-                out = self.model(input_ids=torch.tensor(toks, device=dev)[:, None], attention_mask=mask, position_ids=nxt[:, None],
+                seen[:, kv] = True
+                kv += 1
+                step_mask = seen[:, None, None, :kv].contiguous() if padded else None
+                out = self.model(input_ids=torch.tensor(toks, device=dev)[:, None], attention_mask=step_mask, position_ids=nxt[:, None],
                                  **{self._cache_arg: cache}, use_cache=True)
                 nxt = nxt + 1
         for r in range(n):
             texts[r] = cut_at_stop(self.tokenizer.decode(gen[r], skip_special_tokens=True), until)
         return texts  # type: ignore[return-value]
 
-    def _shared_prefix(self, ids: list[int], n: int) -> Any:
-        """A key/value cache of ``ids`` for ``n`` rows, computed once (batch 1) and kept for the next
-        batch: the part of ``ids`` the previous batch's prefix agrees with is not run again (the
-        same demonstrations head every batch of a trial)."""
+    def _shared_prefix(self, ids: list[int], n: int, room: int) -> Any:
+        """A key/value cache of ``ids`` for ``n`` rows with ``room`` tokens to grow (:meth:`_growing_cache`),
+        computed once (batch 1) and kept for the next batch: the part of ``ids`` the previous batch's
+        prefix agrees with is not run again (the same demonstrations head every batch of a trial)."""
         import torch
         from transformers import DynamicCache
 
@@ -214,8 +226,59 @@ class GreedyGeneration:
             cache = getattr(out, self._cache_arg)
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         self._gen_prefix = (tuple(ids), layers)
-        return DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in layers])
+        grown = self._growing_cache(room)
+        for layer, (k, v) in zip(grown.layers, layers):
+            layer.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))  # one copy per row, with the room after it
+        return grown
 
+    def _growing_cache(self, room: int) -> Any:
+        """An empty ``DynamicCache`` of the model's layers whose keys and values are written in place
+        into buffers holding ``room`` more tokens than their first update (:func:`growing_layer`):
+        transformers' ``DynamicLayer`` concatenates, copying the whole cache at every step."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [growing_layer()(room) for _ in cache.layers]
+        return cache
+
+
+@functools.lru_cache(maxsize=None)
+def growing_layer() -> Any:
+    """The class of :meth:`GreedyGeneration._growing_cache`'s layers: a transformers ``DynamicLayer``
+    (same keys and values, same mask sizes) whose ``keys``/``values`` are views of preallocated
+    buffers; a step writes its token into the room instead of concatenating. Dropping rows
+    (``batch_select_indices``) keeps the room; an update past it reallocates (never in the loop)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def __init__(self, room: int) -> None:
+            super().__init__()
+            self.room = room
+            self.buffers: Any = None
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n, m = self.get_seq_length(), key_states.shape[-2]
+            if self.buffers is None or self.buffers[0].shape[0] != key_states.shape[0] or n + m > self.buffers[0].shape[-2]:
+                shape = (key_states.shape[0], key_states.shape[1], n + m + self.room, key_states.shape[-1])
+                bufs = (key_states.new_empty(shape), value_states.new_empty(shape))
+                if n:
+                    bufs[0][:, :, :n], bufs[1][:, :, :n] = self.keys, self.values
+                self.buffers, self.room = bufs, 0
+            k_buf, v_buf = self.buffers
+            k_buf[:, :, n : n + m], v_buf[:, :, n : n + m] = key_states, value_states
+            self.keys, self.values = k_buf[:, :, : n + m], v_buf[:, :, : n + m]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: Any) -> None:
+            if self.buffers is None:
+                return super().batch_select_indices(indices)
+            n = self.get_seq_length()
+            self.buffers = tuple(b[indices] for b in self.buffers)
+            self.keys, self.values = self.buffers[0][:, :, :n], self.buffers[1][:, :, :n]
+
+    return GrowingLayer
 
 def cut_at_stop(text: str, until: Sequence[str]) -> str:
     """``text`` before the first occurrence of any non-empty stop string (lm-eval's post-processing)."""
