@@ -7,13 +7,14 @@
     fewshot-eval prefetch [-m] key=value ... fetch what the sweep's jobs read from the HuggingFace hub
     fewshot-eval list [experiments|models|tasks|model-groups|task-groups|task-defs|sites]
     fewshot-eval recalc RESULT_DIR ...       recompute metrics from stored predictions
+    fewshot-eval verify OUTPUT_DIR ...       check every result below by content (exit 1 if one is broken)
 """
 
 from __future__ import annotations
 
 import sys
 
-SUBCOMMANDS = ("report", "status", "prefetch", "list", "recalc")
+SUBCOMMANDS = ("report", "status", "prefetch", "list", "recalc", "verify")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,4 +44,4 @@ def _only_prints(argv: list[str]) -> bool:
     """A subcommand that only prints has done its job when its reader goes away (exit 0); recalc,
     ``report --out`` and the Hydra app were cut short (exit 1)."""
     first = argv[0] if argv else ""
-    return first in ("list", "status") or (first == "report" and not any(a.startswith(("--out", "--long")) for a in argv))
+    return first in ("list", "status", "verify") or (first == "report" and not any(a.startswith(("--out", "--long")) for a in argv))

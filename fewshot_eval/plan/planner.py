@@ -506,21 +506,24 @@ class Planner:
 
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         aggregate = "aggregate: every trial is done, results.json is missing"
+        verify = bool(self.run.get("verify"))
         st = result_status(unit.result_dir, unit.expected, unit.trials if split else unit.all_trials, unit.weights,
-                           record=self.writes.append)
+                           record=self.writes.append, verify=verify)
         if st.state == STALE:
             return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
         if split and st.state != COMPLETE and set(unit.trials) <= set(st.done_trials) and not st.problems:
             # this trial is done; if every trial is and results.json is missing (a kill just before it was
-            # written), the last trial's job runs again to aggregate
-            if unit.trials[0] == unit.all_trials[-1] and not (unit.result_dir / layout.RESULTS).exists():
-                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
+            # written) or corrupt, the last trial's job runs again to aggregate
+            if unit.trials[0] == unit.all_trials[-1] and (st.corrupt or not (unit.result_dir / layout.RESULTS).exists()):
+                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights, verify=verify)
                 if set(whole.done_trials) >= set(unit.all_trials) and not whole.problems:
-                    return RUN, "override_completed" if override else aggregate
+                    why = f"corrupt: {st.corrupt}: set aside; " if st.corrupt else ""
+                    return RUN, "override_completed" if override else why + aggregate
             return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
         if st.state == COMPLETE:
             return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
         if st.state == PARTIAL and not split:
+            aggregate = "aggregate: every trial is done" if st.corrupt else aggregate
             note = aggregate if set(st.done_trials) >= set(unit.all_trials) else f"resume: trials {st.done_trials} already done"
             return RUN, f"{st.detail}; {note}" if st.detail else note
         return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"
