@@ -241,3 +241,35 @@ def test_wrong_kinds_of_files_are_moved_aside_and_recomputed(workdir: Path) -> N
     assert json.loads((rdir / "results.json").read_text())["results"] == good
     [aside] = rdir.parent.glob(rdir.name + ".old-*")
     assert aside.read_text() == "a file where the result dir goes"
+
+
+def test_leftovers_beside_a_complete_result_are_tidied_by_the_next_sweep(workdir: Path) -> None:
+    """Temp files, a submitting.json older than the result, dead owners' lock files (FEWSHOT_LOCKS=files)
+    and a deleted identity.json used to stay beside a complete result for good (store/leftovers.py)."""
+    import socket
+
+    from fewshot_eval.store.locks import _start_time, result_lock_path
+
+    run_cli(ARGS, workdir)
+    rdir = result_dir(workdir)
+    identity = (rdir / "identity.json").read_text()
+    (rdir / "identity.json").unlink()
+    hour_ago = time.time() - 3600
+    dead = json.dumps({"host": socket.gethostname(), "pid": 4194000, "start": "1"})  # no such process
+    live = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())})
+    sibling = result_lock_path(rdir)
+    old = {rdir / "trial1" / f".{PRED}.k1ll3d_x.tmp": "partial", rdir / ".results.json.abcd1234.tmp": "partial",
+           rdir / "submitting.json": json.dumps({"job_name": "fewshot-x-1", "token": "t"}),
+           rdir / ".lock.s-0123456789ab": dead, rdir / ".lock.trial0.x": dead, sibling.with_name(sibling.name + ".s-0123456789ab"): dead}
+    kept = {rdir / "trial1" / ".metrics.json.l1vewr1t.tmp": "a live writer's", rdir / ".lock.s-aaaaaaaaaaaa": live,
+            rdir / ".lock.trial1": ""}  # the flock file itself stays
+    for p, text in {**old, **kept}.items():
+        p.write_text(text)
+    for p in old:
+        os.utime(p, (hour_ago, hour_ago))  # submitting.json: written before the result completed
+    assert planned(workdir, ARGS)[0][0] == "skip: complete"  # planning alone (a dry run) writes nothing
+    assert all(p.exists() for p in old) and not (rdir / "identity.json").exists()
+    assert "1 skip: complete" in run_cli(ARGS, workdir, env={"FEWSHOT_LOCKS": "files"}).stdout
+    assert [p for p in old if p.exists()] == []
+    assert all(p.exists() for p in kept)
+    assert (rdir / "identity.json").read_text() == identity

@@ -287,3 +287,27 @@ def set_aside(path: Path, wrong: Optional[Callable[[Path], bool]] = None) -> Opt
         return _rename_aside(path, "corrupt")
     except FileNotFoundError:
         return None
+
+
+def remove_stale_lock_files(result_dir: Path) -> list[Path]:
+    """Remove the fallback lock files (``FEWSHOT_LOCKS=files``) of dead owners in ``result_dir`` and the
+    result's sibling ones, by the rule every lock taker applies (:func:`_stale`); live ones stay."""
+    removed = []
+    sibling = result_lock_path(result_dir).name
+    for where, prefix in ((result_dir, layout.LOCK), (result_dir.parent, sibling)):
+        try:
+            names = [e.name for e in os.scandir(where) if e.name.startswith(prefix)]
+        except OSError:
+            continue
+        for name in names:
+            rest = name[len(prefix):]
+            if not (rest == ".x" or rest.startswith(".s-") or (rest.startswith(".trial") and rest.endswith(".x")) or ".s-" in rest):
+                continue
+            path = where / name
+            if _stale(path):
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except OSError:
+                    pass
+    return removed
