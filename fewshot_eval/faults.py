@@ -3,7 +3,8 @@
     FEWSHOT_FAULT=kill-after-trial:2 fewshot-eval -m ...   # SIGKILL right after the 2nd trial's files are written
 
 ``FEWSHOT_FAULT=kill-<point>[:<n>]`` makes a process SIGKILL itself the n-th time (default: the first)
-it passes ``<point>``. Each process counts its own passes: with ``hydra/launcher=local`` the jobs run
+it passes ``<point>``; ``stall-<point>[:<n>]`` makes it sleep there until it is stopped (a job caught
+mid-run, for tests that kill its sweep). Each process counts its own passes: with ``hydra/launcher=local`` the jobs run
 in the sweep's process (one count over the sweep, and the whole sweep dies), with ``local_parallel``
 (and on SLURM) each job process counts from 1 and only that job dies.
 
@@ -33,7 +34,7 @@ def fault_point(point: str) -> None:
     if not spec:
         return
     name, _, nth = spec.partition(":")
-    if name != f"kill-{point}":
+    if name not in (f"kill-{point}", f"stall-{point}"):
         return
     _passes[point] += 1
     try:
@@ -41,4 +42,9 @@ def fault_point(point: str) -> None:
     except ValueError:
         raise ValueError(f"{FAULT_ENV}={spec!r}: the pass count after ':' must be an integer, e.g. kill-{point}:3") from None
     if _passes[point] == at:
+        if name.startswith("stall-"):
+            import time
+
+            while True:
+                time.sleep(3600)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -11,7 +11,8 @@ whole ``JobReturn`` back. The job process's output goes to ``job.log`` in its jo
 At most ``max_workers`` jobs run at once, and at most each pool's limit of one pool (the fewshot
 sweeper's pools: one per model setting, limited by its ``max_parallel``). Ctrl-C, SIGTERM or SIGHUP:
 the job processes are terminated (each runs in its own process group), given a few seconds, killed
-if still there, then the sweep stops with one line and 128 + the signal number.
+if still there, then the sweep stops with one line and 128 + the signal number. A sweep that is
+SIGKILLed takes its job processes with it (Linux: their parent-death signal, see parallel_job).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from fewshot_eval import progress
 from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV
 from fewshot_eval.launch.batch import LaunchBatch
 from fewshot_eval.launch.joblog import log_launch
+from fewshot_eval.launch.parallel_job import SWEEP_PID_ENV
 from fewshot_eval.launch.returns import describe_return, failed_return, job_label, outcome_of
 from fewshot_eval.store.atomic import append_jsonl, write_bytes
 
@@ -159,7 +161,9 @@ def launch_parallel(
         out = open(logf, "w")
         cmd = [sys.executable, "-m", "fewshot_eval.launch.parallel_job", str(shared), str(tmp / f"job{num}.pkl"), str(tmp / f"ret{num}.pkl")]
         # its own session: a Ctrl-C at the terminal reaches only the sweep, which stops the jobs
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, JOB_LOG_ENV: str(logf)}, start_new_session=True)
+        # and it dies with the sweep, even a SIGKILLed one (parallel_job.die_with_sweep)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, JOB_LOG_ENV: str(logf), SWEEP_PID_ENV: str(os.getpid())},
+                                start_new_session=True)
         running[i] = _Running(proc, job_cfg, pool, out, logf, tmp / f"ret{num}.pkl")
         per_pool[pool] += 1
 

@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+SWEEP_PID_ENV = "FEWSHOT_SWEEP_PID"  # the sweep's pid, set by launch.parallel: a job whose sweep is gone exits
+
 
 class _NoCallbacks:
     """The job's callbacks run in the sweep's process (``on_job_start``/``on_job_end`` around this one)."""
@@ -62,5 +64,26 @@ def run(shared: Path, job: Path, out: Path) -> int:
     return 1 if failed else 0
 
 
+def die_with_sweep() -> None:
+    """End this job process when the sweep that started it dies, SIGKILL included (it leads its own
+    session, so a signal to the sweep's process group does not reach it): on Linux the kernel sends it
+    SIGTERM (``PR_SET_PDEATHSIG``), which stops the job as the sweep's own SIGTERM would. A sweep
+    already gone by now (``FEWSHOT_SWEEP_PID`` is not the parent any more): exit at once."""
+    import os
+    import signal
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    sweep = os.environ.get(SWEEP_PID_ENV)
+    if sweep and sweep.isdigit() and os.getppid() != int(sweep):
+        sys.exit(128 + int(signal.SIGTERM))
+
+
 if __name__ == "__main__":
+    die_with_sweep()
     sys.exit(run(*map(Path, sys.argv[1:4])))
