@@ -69,6 +69,7 @@ def _header(unit: JobUnit) -> dict[str, Any]:
 def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: Path, override_completed: bool) -> dict[str, Any]:
     """Run the missing trials of ``unit``, then aggregate when all its trials exist. Returns a summary."""
     tag = f"{progress.job_prefix}{unit.model_key} x {unit.task_key} nshot={unit.nshot}"
+    fault_point("job-start")  # FEWSHOT_FAULT=full-job-start: the disk fills up now (tests)
     if not unit.applicable:
         log.info("skip %s: %s", tag, unit.reason)
         return {"status": Outcome.SKIPPED.value, "reason": unit.reason}
