@@ -49,6 +49,10 @@ def _run_and_report(func: Callable[[], Any], original: Callable[[Callable[[], An
         quiet_broken_pipe()
         sys.exit(1)
     except Exception as ex:
+        from fewshot_eval import progress
+
+        if progress.received is not None:  # a stop signal that landed inside Hydra/OmegaConf code surfaced as
+            raise progress.Interrupted(progress.received) from None  # another error there: it is still a stop
         message = compact_message(ex)
         if message is None:
             return original(functools.partial(_reraise, ex))  # Hydra's report, exit status 1

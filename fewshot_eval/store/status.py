@@ -3,9 +3,10 @@
 A trial is done once its ``trial<t>/metrics.json`` exists *and* the predictions files listed in its
 ``files`` map exist with the recorded sizes; a result is complete once ``results.json`` covers the
 trials *and* the trial files listed in its ``files`` map exist with the recorded sizes, and the
-files of at most ``HASH_MAX_BYTES`` (metrics, small predictions files) with the recorded sha256: the
-status check runs for every job of a plan (10,000 jobs in a few seconds), so larger files are hashed
-only with ``verify`` (``verify=true``, ``fewshot-eval verify``). Results of 0.1.0 have no ``files``
+files of at most ``HASH_MAX_BYTES`` (metrics, small predictions files) with the recorded sha256 when
+their mtime is not the recorded one (a file written again; maps of 0.2.0 record no mtimes): the status
+check runs for every job of a plan (10,000 jobs in a few seconds), so it costs a ``stat`` per file, and
+every file is hashed only with ``verify`` (``verify=true``, ``fewshot-eval verify``). Results of 0.1.0 have no ``files``
 maps: their files are checked by content, and the map recorded once (``store/legacy.py``).
 
 A ``results.json`` that is not a result of this directory -- not JSON, ``{}``, a directory, or one
@@ -63,7 +64,8 @@ class ResultStatus:
 def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool | int = HASH_MAX_BYTES) -> list[str]:
     """Problems with the files a ``files`` map lists ({name relative to ``base``: {size, sha256}}):
     ``"<prefix><name> missing"``, ``"... is N bytes, M recorded"`` or ``"... content differs from its
-    recorded sha256"`` (the content of files up to ``hashes`` bytes; ``True``: of every file, ``False``: none).
+    recorded sha256"``: the content of files up to ``hashes`` bytes whose mtime is not the recorded one (written
+    again since; maps without mtimes: always), ``True``: of every file, ``False``: of none.
     An empty list when all are there, or when there is no map."""
     if not isinstance(files, Mapping):
         return []
@@ -72,14 +74,16 @@ def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool | int = 
     for name, rec in files.items():
         path = os.path.join(root, name)  # str, not Path: this runs for every job of a plan
         try:
-            size = os.stat(path).st_size
+            st = os.stat(path)
         except OSError:
             problems.append(f"{prefix}{name} missing")
             continue
+        size = st.st_size
         want = rec.get("size") if isinstance(rec, Mapping) else None
         if isinstance(want, int) and size != want:
             problems.append(f"{prefix}{name} is {size} bytes, {want} recorded")
-        elif hashes is not False and (hashes is True or size <= hashes) and isinstance(rec, Mapping) and rec.get("sha256"):
+        elif hashes is not False and isinstance(rec, Mapping) and rec.get("sha256") and (
+                hashes is True or (size <= hashes and rec.get("mtime_ns") != st.st_mtime_ns)):
             if _sha256(path) != rec["sha256"]:
                 problems.append(f"{prefix}{name} content differs from its recorded sha256")
     return problems
