@@ -1,8 +1,6 @@
 try:
     from fewshot_eval.cli import main
 except KeyboardInterrupt as e:  # Ctrl-C in the first milliseconds: one line and 130, as later (cli.main)
-    import sys
-
     from fewshot_eval.cli import _interrupted, _stopped_exit
 
     _stopped_exit(_interrupted(e))

@@ -4,11 +4,12 @@
 
 ``FEWSHOT_FAULT=kill-<point>[:<n>]`` makes a process SIGKILL itself the n-th time (default: the first)
 it passes ``<point>``; ``stall-<point>[:<n>]`` makes it sleep there until it is stopped (a job caught
-mid-run, for tests that kill its sweep); ``full-<point>[:<n>]`` makes every later write of this process
-(and of the processes it starts) fail, as on a disk that just filled up (``RLIMIT_FSIZE`` 0 with
-``SIGXFSZ`` ignored: writes fail with ``EFBIG``, creating empty files and dirs still works). Each process counts its own passes: with ``hydra/launcher=local`` the jobs run
-in the sweep's process (one count over the sweep, and the whole sweep dies), with ``local_parallel``
-(and on SLURM) each job process counts from 1 and only that job dies.
+mid-run, for tests that kill its sweep); ``full-<point>[:<n>]`` makes every later write of this
+process (and of the processes it starts) fail, as on a disk that just filled up (``RLIMIT_FSIZE`` 0
+with ``SIGXFSZ`` ignored: writes fail with ``EFBIG``, creating empty files and dirs still works).
+Each process counts its own passes: with ``hydra/launcher=local`` the jobs run in the sweep's process
+(one count over the sweep, and the whole sweep dies), with ``local_parallel`` (and on SLURM) each job
+process counts from 1 and only that job dies.
 
 Points, and where they are passed:
 

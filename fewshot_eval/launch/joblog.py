@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from fewshot_eval.plan.planner import PlannedJob
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import append_jsonl, append_jsonl_rows
+from fewshot_eval.store.atomic import append_jsonl_rows
 
 
 def launch_row(job: PlannedJob, launcher: str, job_id: Optional[str] = None, **extra: Any) -> dict[str, Any]:
