@@ -24,7 +24,7 @@ from fewshot_eval.plan.unit import JobUnit, output_root, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 from fewshot_eval.store.failures import failure_streak, record_failure
-from fewshot_eval.store.leftovers import tidy
+from fewshot_eval.store.leftovers import tidy_all
 from fewshot_eval.store.markers import INTENT
 from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status
 
@@ -88,7 +88,7 @@ class Planner:
         self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
         # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures, 0.1.0 files maps; never a dry run's
         self.writes: list[Callable[[], None]] = []
-        self._tidy: set[Path] = set()  # complete results whose leftovers a write removes (store/leftovers.py)
+        self._tidy: dict[Path, dict[str, Any]] = {}  # complete results (-> identity) whose leftovers a write removes (store/leftovers.py)
         self._history: Optional[History] = None
         self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -319,7 +319,7 @@ class Planner:
     def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         check_plan(self, combos)
         self.writes = []
-        self._tidy = set()
+        self._tidy = {}
         rows: list[tuple[Sequence[str], JobUnit, Optional[str], Optional[JobUnit], list[str], bool]] = []
         seen: dict[tuple[Path, tuple[int, ...]], list[str]] = {}
         override = bool(self.run.get("override_completed"))
@@ -525,9 +525,10 @@ class Planner:
             return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
         if st.state == COMPLETE:
             if not override and unit.result_dir not in self._tidy:  # leftovers of killed writers: removed by a sweep that launches (commit)
-                rdir, identity = unit.result_dir, unit.identity
-                self._tidy.add(rdir)
-                self.writes.append(lambda: tidy(rdir, identity))
+                if not self._tidy:
+                    tidied = self._tidy
+                    self.writes.append(lambda: tidy_all(tidied.items()))
+                self._tidy[unit.result_dir] = unit.identity
             return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
         if st.state == PARTIAL and not split:
             aggregate = "aggregate: every trial is done" if st.corrupt else aggregate

@@ -289,25 +289,25 @@ def set_aside(path: Path, wrong: Optional[Callable[[Path], bool]] = None) -> Opt
         return None
 
 
-def remove_stale_lock_files(result_dir: Path) -> list[Path]:
-    """Remove the fallback lock files (``FEWSHOT_LOCKS=files``) of dead owners in ``result_dir`` and the
-    result's sibling ones, by the rule every lock taker applies (:func:`_stale`); live ones stay."""
-    removed = []
-    sibling = result_lock_path(result_dir).name
-    for where, prefix in ((result_dir, layout.LOCK), (result_dir.parent, sibling)):
-        try:
-            names = [e.name for e in os.scandir(where) if e.name.startswith(prefix)]
-        except OSError:
-            continue
-        for name in names:
-            rest = name[len(prefix):]
-            if not (rest == ".x" or rest.startswith(".s-") or (rest.startswith(".trial") and rest.endswith(".x")) or ".s-" in rest):
-                continue
-            path = where / name
-            if _stale(path):
-                try:
-                    path.unlink()
-                    removed.append(path)
-                except OSError:
-                    pass
-    return removed
+def is_lock_file(name: str, prefix: str) -> bool:
+    """Is ``name`` a fallback lock file (``FEWSHOT_LOCKS=files``) of the lock path named ``prefix``
+    (``.lock``, ``.lock.trial<t>``, ``.<dir>.lock``): ``<prefix>[.trial<t>].x`` or ``...s-<token>``?
+    The flock files themselves (``.lock``, ``.lock.trial0``) are not."""
+    if not name.startswith(prefix):
+        return False
+    rest = name[len(prefix):]
+    if rest.startswith(".trial"):
+        rest = rest[len(".trial"):].lstrip("0123456789")
+    return rest == ".x" or rest.startswith(".s-")
+
+
+def remove_if_stale(path: Path) -> bool:
+    """Remove a fallback lock file whose owner is gone, by the rule every lock taker applies
+    (:func:`_stale`); True when it was removed."""
+    if not _stale(path):
+        return False
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
