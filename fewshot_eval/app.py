@@ -14,7 +14,7 @@ import hydra
 
 from fewshot_eval import outcome, progress
 from fewshot_eval.config import ConfigError, conf_dir
-from fewshot_eval.hydra_errors import compact_user_errors, fail
+from fewshot_eval.hydra_errors import compact_user_errors, fail, quiet_log_write_errors
 
 log = logging.getLogger("fewshot_eval")
 
@@ -45,6 +45,7 @@ def run_hydra() -> int:
         if not progress.is_tty(sys.stderr):
             # no carriage-return progress bars of the HuggingFace libraries in logs (weights loading ...)
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        quiet_log_write_errors()  # a full disk: the jobs' log files lose lines, the terminal gets no tracebacks
         app = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(main)
         with progress.signals_raise(), compact_user_errors():
             app()

@@ -1,4 +1,4 @@
-"""Subcommands that are not Hydra jobs: ``report``, ``status``, ``prefetch``, ``list``, ``recalc``."""
+"""Subcommands that are not Hydra jobs: ``report``, ``status``, ``prefetch``, ``list``, ``recalc``, ``verify``."""
 
 from __future__ import annotations
 
@@ -305,6 +305,23 @@ def _recalc(args: argparse.Namespace) -> int:
     return recalc_command(args)
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """``fewshot-eval verify DIR ...``: every result below DIR checked by content; exit 1 when one is broken."""
+    from fewshot_eval.config import ConfigError
+    from fewshot_eval.store.integrity import verify_tree
+
+    missing = [d for d in args.dirs if not Path(d).is_dir()]
+    if missing:
+        raise ConfigError(f"verify: {missing[0]} is not a directory. Pass an output dir or a result dir.")
+    checked, broken = verify_tree([Path(d) for d in args.dirs])
+    if broken:
+        print(f"fewshot-eval: {broken} of {checked} results are broken; the next sweep over them recomputes what is wrong "
+              f"(finished files are moved aside, never deleted).", file=sys.stderr)
+        return 1
+    print(f"fewshot-eval: {checked} results checked, every file as recorded.")
+    return 0
+
+
 def run(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="fewshot-eval", description="Subcommands besides the Hydra app (fewshot-eval --help).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -357,6 +374,9 @@ def run(argv: list[str]) -> int:
     c.add_argument("--calibrator", help="none | average_option")
     c.add_argument("--config-dir", action="append", default=[], help="your own config dir (for its task definitions)")
     c.set_defaults(func=_recalc)
+    v = sub.add_parser("verify", help="check every result below DIR by content (sha256 of every file; results.json is its dir's); exit 1 if one is broken")
+    v.add_argument("dirs", nargs="+", help="output dirs or result dirs")
+    v.set_defaults(func=_verify)
     args = p.parse_args(argv)
     from fewshot_eval.config import ConfigError
 

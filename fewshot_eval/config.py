@@ -61,6 +61,7 @@ NON_NUMERIC_KEYS: frozenset[str] = frozenset({"num_trials", "batch_size", "devic
 RUN_KEYS: tuple[str, ...] = (
     "output_dir", "nshot", "split_trials", "trial", "override_completed", "dry_run", "max_parallel",
     "max_failures", "retry_failed", "planned_id", "checkpoint", "prefetch", "hf_offline", "job_list",
+    "verify",
 )
 
 # Run params the sweep adds to a job's overrides itself: left out of ${hydra.job.override_dirname}

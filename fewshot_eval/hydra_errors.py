@@ -49,6 +49,10 @@ def _run_and_report(func: Callable[[], Any], original: Callable[[Callable[[], An
         quiet_broken_pipe()
         sys.exit(1)
     except Exception as ex:
+        from fewshot_eval import progress
+
+        if progress.received is not None:  # a stop signal that landed inside Hydra/OmegaConf code surfaced as
+            raise progress.Interrupted(progress.received) from None  # another error there: it is still a stop
         message = compact_message(ex)
         if message is None:
             return original(functools.partial(_reraise, ex))  # Hydra's report, exit status 1
@@ -126,3 +130,22 @@ def quiet_broken_pipe() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # pragma: no cover - stdout already closed or replaced
         pass
+
+
+def quiet_log_write_errors() -> None:
+    """A log file that cannot be written (a full disk) loses its lines without Python's '--- Logging error ---'
+    traceback on the terminal: the job that cannot write its results says so in its own line. Other
+    logging errors (a bad format string) are reported as Python does."""
+    import logging
+
+    original = logging.Handler.handleError
+    if getattr(original, "quiet_os_errors", False):
+        return
+
+    def handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        original(self, record)
+
+    handle_error.quiet_os_errors = True  # type: ignore[attr-defined]
+    logging.Handler.handleError = handle_error  # type: ignore[method-assign]

@@ -45,7 +45,7 @@ SEMICOLON = re.compile(r";(?![^()]*\))")  # separates directives; a reason in pa
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 SHELL_LANGS = ("bash", "shell", "sh")
 BLOCK_TIMEOUT_S = 300
-SUBCOMMANDS = ("report", "status", "list", "recalc")
+SUBCOMMANDS = ("report", "status", "list", "recalc", "verify")
 # Config groups a YAML block of the user's own config dir may name (<dir>/<group>/<name>.yaml).
 USER_GROUPS = ("model", "task", "task_def", "models", "tasks", "experiment", "lm_eval_tasks", "site")
 
@@ -134,7 +134,7 @@ def env(root: Path) -> dict[str, str]:
 
 
 PLAN_ONLY = """fewshot-eval() {  # doc-test plan-only: sweeps only plan
-  case "${1:-}" in report|status|list|recalc) command fewshot-eval "$@" ;; *) command fewshot-eval "$@" dry_run=true ;; esac
+  case "${1:-}" in report|status|list|recalc|verify) command fewshot-eval "$@" ;; *) command fewshot-eval "$@" dry_run=true ;; esac
 }
 """
 

@@ -87,3 +87,45 @@ def test_the_fault_hook_kills_on_the_nth_pass_of_its_point_only() -> None:
         assert (p.returncode, p.stdout) == (rc, printed), (spec, p.stderr)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, FAULT_ENV: "kill-after-trial:x"})
     assert p.returncode == 1 and "the pass count after ':' must be an integer" in p.stderr
+
+
+# ------------------------------------------------------------------------------- a full disk
+@pytest.mark.parametrize("launcher", ["local", "local_parallel"])
+def test_a_disk_filling_up_gives_one_line_per_job_and_no_traceback(workdir: Path, launcher: str) -> None:
+    """Hydra's job log used to print '--- Logging error ---' tracebacks; appending to scheduled_jobs.jsonl raised
+    an uncaught OSError. The disk fills up as each job starts (FEWSHOT_FAULT=full-job-start: every write of the job
+    fails), and scheduled_jobs.jsonl is /dev/full (ENOSPC)."""
+    (workdir / "results").mkdir()
+    os.symlink("/dev/full", workdir / "results" / "scheduled_jobs.jsonl")
+    proc = run_cli(["-m", "model=random", "task=copa_demo,nli_demo", "nshot=0", f"hydra/launcher={launcher}"], workdir, check=False,
+                   env={"FEWSHOT_FAULT": "full-job-start"})
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in text and "Logging error" not in text, text[-3000:]
+    assert "ran 0, skipped 0, failed 2." in proc.stdout
+    per_job = [ln for ln in text.splitlines() if "File too large" in ln or "a full disk?" in ln]
+    assert len([ln for ln in per_job if not ln.startswith("  FAILED ")]) == 2, text  # one line per job (then the summary's)
+    assert text.count("cannot append to") == 1 and "No space left on device" in text
+    assert not list((workdir / "results").rglob("results.json")) and not list((workdir / "results").rglob("*.tmp"))
+
+
+def test_a_full_disk_stops_a_sweep_before_launch_with_one_line(workdir: Path, monkeypatch) -> None:
+    """The probe of the output dir created an empty file, which a full disk allows: the sweep then died with an
+    OSError traceback writing multirun.yaml; the dry run said the output dir 'is writable'."""
+    import resource
+    import signal
+    import subprocess
+
+    from fewshot_eval.config import ConfigError
+    from fewshot_eval.store import writable
+
+    def full() -> None:  # every write of the sweep fails (EFBIG), as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = subprocess.run([sys.executable, "-m", "fewshot_eval", "-m", "model=random", "task=copa_demo", "nshot=0"], cwd=workdir,
+                          capture_output=True, text=True, preexec_fn=full, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr[-3000:]
+    assert "cannot be created or written (File too large)" in proc.stderr
+    monkeypatch.setattr(writable.os, "statvfs", lambda p: os.statvfs_result((4096, 4096, 100, 0, 0, 10, 0, 0, 0, 255)))
+    with pytest.raises(ConfigError, match="is on a full filesystem"):
+        writable.check_writable(workdir / "results", probe=False)  # what a dry run asks: nothing is written

@@ -73,3 +73,54 @@ def test_sequential_sweep_loads_a_model_once(workdir: Path) -> None:
     proc = run_cli(["-m", "model=tiny_gpt2", "task=copa_demo,nli_demo", "nshot=0,1"], workdir)
     assert "ran 4, skipped 0, failed 0" in proc.stdout
     assert (proc.stdout + proc.stderr).count("loaded model") == 1
+
+
+def test_job_processes_die_with_a_sigkilled_sweep_and_a_rerun_proceeds(workdir: Path) -> None:
+    """A SIGKILL of the sweep's process group used to leave its local_parallel job processes running (they
+    lead their own sessions), and a re-run exited 3 'running elsewhere' until they finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fewshot_eval.faults import FAULT_ENV
+
+    args = ["-m", "model=random", "task=copa_demo", "nshot=2", "num_trials=2", "hydra/launcher=local_parallel"]
+    proc = subprocess.Popen([sys.executable, "-m", "fewshot_eval", *args], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, FAULT_ENV: "stall-after-trial"})  # the job stops after trial 0
+    kids: list[int] = []
+    try:
+        t0 = time.monotonic()
+        while not list((workdir / "results").rglob("trial0/metrics.json")):
+            assert proc.poll() is None and time.monotonic() - t0 < 120, "the job did not reach its first trial"
+            time.sleep(0.1)
+        kids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat") if _parent(p) == proc.pid]
+        assert kids
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep, as `kill -9 -<pgid>` does
+        proc.wait()
+        t0 = time.monotonic()
+        while [k for k in kids if _alive(k)] and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        assert [k for k in kids if _alive(k)] == [], "job processes outlived their SIGKILLed sweep"
+    finally:
+        for k in kids:
+            if _alive(k):
+                os.kill(k, signal.SIGKILL)
+    out = run_cli(args, workdir)
+    assert "ran 1" in out.stdout and "running elsewhere" not in out.stdout, out.stdout
+
+
+def _parent(stat: Path) -> int:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -154,10 +154,19 @@ def test_two_sweeps_started_together_get_their_own_sweep_dirs(workdir: Path) -> 
 
 
 # ------------------------------------------------------------------------------- stopping a sweep
+def default_stop_signals() -> None:
+    """In the child, before exec: Ctrl-C, SIGTERM and SIGHUP with their default disposition, as an interactive
+    shell starts a command -- whatever this test process inherited (``nohup pytest ... &`` ignores SIGINT and
+    SIGHUP, and the app rightly keeps an ignored signal ignored)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start_sweep(workdir: Path, args: list[str]) -> subprocess.Popen:
     """The sweep in its own session, as a shell would start it (a signal to it reaches nothing else)."""
-    return subprocess.Popen([sys.executable, "-m", "fewshot_eval", "-m", *args], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "fewshot_eval", "-m", *args], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_stop_signals)
 
 
 def wait_for(cond, timeout: float = 120.0) -> None:
@@ -222,6 +231,29 @@ def test_stopping_a_local_parallel_sweep_stops_its_job_processes(workdir: Path, 
     assert [k for k in kids if Path(f"/proc/{k}").exists()] == [], "job processes outlived the sweep"
     rows = [json.loads(line) for line in next(sweeps.glob("*/launches.jsonl")).read_text().splitlines()]
     assert sorted(r["job"] for r in rows) == [0, 1] and all(r["stopped"] for r in rows)
+
+
+@pytest.mark.parametrize("after_s", [0.25, 0.6])
+def test_ctrl_c_while_the_app_starts_exits_130_with_one_line(workdir: Path, after_s: float) -> None:
+    """Ctrl-C in the first second, while Hydra and the app import, used to print a KeyboardInterrupt traceback."""
+    proc = start_sweep(workdir, ["model=random", "task=copa_demo", "nshot=0", "dry_run=true"])
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Dry run" not in out, (proc.returncode, out[-500:], err[-3000:])
+    assert err == "fewshot-eval: interrupted; finished results are kept, re-run the same command to continue.\n", err[-3000:]
+
+
+def test_an_ignored_ctrl_c_stays_ignored_and_a_default_one_stops(workdir: Path) -> None:
+    """Started with SIGINT ignored (``nohup ... &``) the app keeps it ignored; the tests above set the default
+    disposition in their child, so they hold wherever the suite runs."""
+    code = ("import signal, sys; from fewshot_eval.cli import _exit_on_stop_signal; _exit_on_stop_signal(); "
+            "sys.stdout.write(str(signal.getsignal(signal.SIGINT) is signal.SIG_IGN))")
+    ignored = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert ignored.stdout == "True", ignored.stderr
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=default_stop_signals)
+    assert default.stdout == "False", default.stderr
 
 
 def test_a_configuration_error_exits_2_with_one_line(workdir: Path) -> None:

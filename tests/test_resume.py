@@ -99,6 +99,52 @@ def test_each_batch_is_committed_as_it_is_scored_and_reused_later(clm, tmp_path:
         assert other.scored == 2
 
 
+class _Lengths:
+    """A predictor without a model: the log-likelihood of a continuation is minus its length."""
+
+    batch_size = 4
+
+    def __init__(self) -> None:
+        self.scored = 0
+
+    def begin(self, task, train_labels, seed) -> None:  # noqa: ANN001
+        pass
+
+    def loglikelihood(self, requests):  # noqa: ANN001, ANN201
+        self.scored += len(requests)
+        return [Loglik([-float(len(r.continuation))]) for r in requests]
+
+
+def test_damaged_score_cache_rows_are_dropped_rescored_and_named_once(tmp_path: Path, caplog) -> None:
+    """A row holding a wrong value (valid SQLite) used to fail the job with 'Expecting value: line 1 column 1'
+    (the file not named), and fail it again on every retry."""
+    reqs = _requests()[:6]
+    path = tmp_path / "trial0.sqlite"
+    with ScoreCache(path) as store:
+        first = CachedPredictor(_Lengths(), store, "ns")
+        first.begin("t", ["a"], 0)
+        expected = first.loglikelihood(reqs)
+        keys = [first.key("loglikelihood", r) for r in reqs]
+    db = sqlite3.connect(str(path))
+    db.execute("UPDATE scores SET value = 'garbage' WHERE key = ?", (keys[0],))  # not JSON
+    db.execute("UPDATE scores SET value = (SELECT value FROM scores WHERE key = ?) WHERE key = ?", (keys[2], keys[1]))  # another row's
+    db.commit()
+    db.close()
+    with ScoreCache(path) as store:
+        store.put_many([(keys[3], "{not json")])  # sealed as it is, but does not decode
+    caplog.set_level("WARNING", logger="fewshot_eval")
+    inner = _Lengths()
+    with ScoreCache(path) as store:
+        again = CachedPredictor(inner, store, "ns")
+        again.begin("t", ["a"], 0)
+        assert again.loglikelihood(reqs) == expected
+        assert inner.scored == 3 and again.reused == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(path) in warnings[0] and "dropped, scored again" in warnings[0], warnings
+    with ScoreCache(path) as store:  # the damaged rows were replaced by good ones
+        assert store.get_many(keys) and len(store.get_many(keys)) == len(set(keys))
+
+
 def test_results_round_trip_exactly() -> None:
     values = [Loglik([-0.1, float("-inf"), 1e-300], [1, 2], True), ("text", 3.0), {"a": [1.5]}, None]
     assert from_json(json.loads(json.dumps(to_json(values)))) == values

@@ -156,7 +156,8 @@ def test_trial_files_are_recorded_and_checked(tmp_path: Path) -> None:
     write_trial(tmp_path, 0, _trial(3), "fp")
     metrics = json.loads((tmp_path / "trial0" / "metrics.json").read_text())
     data = (tmp_path / "trial0" / PRED).read_bytes()
-    assert metrics["files"] == {PRED: {"size": len(data), "sha256": __import__("hashlib").sha256(data).hexdigest()}}
+    assert metrics["files"] == {PRED: {"size": len(data), "sha256": __import__("hashlib").sha256(data).hexdigest(),
+                                       "mtime_ns": (tmp_path / "trial0" / PRED).stat().st_mtime_ns}}
     assert trial_done(tmp_path, 0, "fp") is True
     (tmp_path / "trial0" / PRED).write_bytes(data[:-1])
     assert trial_done(tmp_path, 0, "fp") is None
@@ -235,5 +236,10 @@ def test_verify_files_with_hashes_catches_same_size_damage(tmp_path: Path) -> No
     pred = tmp_path / "trial0" / PRED
     data = pred.read_bytes()
     pred.write_bytes(data.replace(b'"i": 0', b'"i": 9'))
-    assert verify_files(tmp_path, files) == []
-    assert verify_files(tmp_path, files, hashes=True) == [f"trial0/{PRED} content differs from its recorded sha256"]
+    damaged = [f"trial0/{PRED} content differs from its recorded sha256"]
+    assert verify_files(tmp_path, files) == damaged  # a small file written again since (another mtime): hashed
+    assert result_status(tmp_path, "fp", [0, 1]).state != COMPLETE
+    rec = files[f"trial0/{PRED}"]
+    os.utime(pred, ns=(rec["mtime_ns"], rec["mtime_ns"]))  # its recorded mtime: not hashed, planning stays a stat per file
+    assert verify_files(tmp_path, files) == [] and verify_files(tmp_path, files, hashes=False) == []
+    assert verify_files(tmp_path, files, hashes=True) == damaged  # verify=true, fewshot-eval verify: every file by content

@@ -38,7 +38,7 @@ from fewshot_eval.store.score_cache import ScoreCache, score_cache_file
 
 log = logging.getLogger("fewshot_eval")
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: values sealed with a checksum (store.score_cache)
 
 
 # ---- (de)serialising requests and results -------------------------------------------------------
@@ -133,7 +133,15 @@ class CachedPredictor(Predictor):
         """``inner.<operation>(requests, *args, **kwargs)``, from the cache where it can."""
         kwargs = kwargs or {}
         keys = [self.key(operation, r, args, kwargs) for r in requests]
-        found = {k: from_json(json.loads(v)) for k, v in self.store.get_many(keys).items()}
+        found: dict[str, Any] = {}
+        undecodable: list[str] = []
+        for k, v in self.store.get_many(keys).items():
+            try:
+                found[k] = from_json(json.loads(v))
+            except (ValueError, TypeError):  # a row that passed its checksum but does not decode: scored again
+                undecodable.append(k)
+        if undecodable:
+            self.store.drop(undecodable, "do not decode")
         first: dict[str, Any] = {}
         for k, r in zip(keys, requests):
             if k not in found:

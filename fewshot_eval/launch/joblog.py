@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 from fewshot_eval.plan.planner import PlannedJob
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import append_jsonl, append_jsonl_rows
+from fewshot_eval.store.atomic import append_jsonl_rows
 
 
 def launch_row(job: PlannedJob, launcher: str, job_id: Optional[str] = None, **extra: Any) -> dict[str, Any]:
@@ -29,9 +30,23 @@ def launch_row(job: PlannedJob, launcher: str, job_id: Optional[str] = None, **e
 
 
 def log_launch(root: Path, job: PlannedJob, launcher: str, job_id: Optional[str] = None, **extra: Any) -> None:
-    append_jsonl(root / layout.JOBS_LOG, launch_row(job, launcher, job_id, **extra))
+    log_launches(root, [launch_row(job, launcher, job_id, **extra)])
 
 
 def log_launches(root: Path, rows: list[dict[str, Any]]) -> None:
-    """Many lines at once (a SLURM sweep's submitted jobs)."""
-    append_jsonl_rows(root / layout.JOBS_LOG, rows)
+    """Many lines at once (a SLURM sweep's submitted jobs). A record that cannot be written (a full disk)
+    does not stop the sweep: one warning, the jobs say what they could not write themselves."""
+    try:
+        append_jsonl_rows(root / layout.JOBS_LOG, rows)
+    except OSError as e:
+        warn_unwritten(root / layout.JOBS_LOG, e)
+
+
+_warned: set[str] = set()
+
+
+def warn_unwritten(path: Path, e: OSError) -> None:
+    """One line per file (and process) that a record could not be appended to."""
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        print(f"fewshot-eval: warning: cannot append to {path} ({e.strerror or e}); the sweep goes on without it.", file=sys.stderr)

@@ -11,7 +11,8 @@ whole ``JobReturn`` back. The job process's output goes to ``job.log`` in its jo
 At most ``max_workers`` jobs run at once, and at most each pool's limit of one pool (the fewshot
 sweeper's pools: one per model setting, limited by its ``max_parallel``). Ctrl-C, SIGTERM or SIGHUP:
 the job processes are terminated (each runs in its own process group), given a few seconds, killed
-if still there, then the sweep stops with one line and 128 + the signal number.
+if still there, then the sweep stops with one line and 128 + the signal number. A sweep that is
+SIGKILLed takes its job processes with it (Linux: their parent-death signal, see parallel_job).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fewshot_eval import progress
 from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV
 from fewshot_eval.launch.batch import LaunchBatch
-from fewshot_eval.launch.joblog import log_launch
+from fewshot_eval.launch.joblog import log_launch, warn_unwritten
+from fewshot_eval.launch.parallel_job import EXIT_UNWRITABLE, SWEEP_PID_ENV
 from fewshot_eval.launch.returns import describe_return, failed_return, job_label, outcome_of
 from fewshot_eval.store.atomic import append_jsonl, write_bytes
 
@@ -54,6 +56,14 @@ def _error_line(logf: Path) -> str:
     lines = logf.read_text(errors="replace").strip().splitlines() if logf.exists() else []
     tail = [line for line in lines if line.strip() and "HYDRA_FULL_ERROR" not in line][-1:]
     return " ".join(tail).removeprefix("fewshot-eval: error: ")
+
+
+def _record(path: Path, row: dict[str, Any]) -> None:
+    """A line of ``launches.jsonl``; a full disk costs the record (one warning), never the sweep."""
+    try:
+        append_jsonl(path, row)
+    except OSError as e:
+        warn_unwritten(path, e)
 
 
 def _stop_jobs(procs: Sequence[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
@@ -159,7 +169,9 @@ def launch_parallel(
         out = open(logf, "w")
         cmd = [sys.executable, "-m", "fewshot_eval.launch.parallel_job", str(shared), str(tmp / f"job{num}.pkl"), str(tmp / f"ret{num}.pkl")]
         # its own session: a Ctrl-C at the terminal reaches only the sweep, which stops the jobs
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, JOB_LOG_ENV: str(logf)}, start_new_session=True)
+        # and it dies with the sweep, even a SIGKILLed one (parallel_job.die_with_sweep)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, JOB_LOG_ENV: str(logf), SWEEP_PID_ENV: str(os.getpid())},
+                                start_new_session=True)
         running[i] = _Running(proc, job_cfg, pool, out, logf, tmp / f"ret{num}.pkl")
         per_pool[pool] += 1
 
@@ -172,12 +184,13 @@ def launch_parallel(
         ret = _read_return(r.ret_path)
         why = None
         if ret is None:  # the job process died before run_job returned (killed, out of memory, ...)
-            ret = failed_return(overrides, RuntimeError(f"exit {rc}: {_error_line(r.logf)} (log: {r.logf})"))
+            line = _error_line(r.logf) or ("it could not write its result or log (a full disk?)" if rc == EXIT_UNWRITABLE else "")
+            ret = failed_return(overrides, RuntimeError(f"exit {rc}: {line} (log: {r.logf})"))
         elif ret.status == JobStatus.FAILED:
             why = f"exit {rc}: {traceback.format_exception_only(ret._return_value)[-1].strip()} (log: {r.logf})"
         returns[i] = ret
         end = time.time()
-        append_jsonl(sweep_dir / "launches.jsonl", {"job": initial_job_idx + i, "pool": r.pool, "start": r.start, "end": end,
+        _record(sweep_dir / "launches.jsonl", {"job": initial_job_idx + i, "pool": r.pool, "start": r.start, "end": end,
                                                    "exit": rc, "overrides": overrides})
         with as_hydra_config(r.config):
             callbacks.on_job_end(config=r.config, job_return=ret)
@@ -212,7 +225,7 @@ def launch_parallel(
                     _stop_jobs(procs)
                     for i, r in list(running.items()):
                         r.out.close()
-                        append_jsonl(sweep_dir / "launches.jsonl", {"job": initial_job_idx + i, "pool": r.pool, "start": r.start,
+                        _record(sweep_dir / "launches.jsonl", {"job": initial_job_idx + i, "pool": r.pool, "start": r.start,
                                                                    "end": time.time(), "exit": r.proc.returncode,
                                                                    "overrides": jobs[i][0], "stopped": True})
                     running.clear()

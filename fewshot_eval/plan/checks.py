@@ -166,7 +166,8 @@ def check_run_values(run: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     seed = params.get("seed")
     if not _is_int(seed):
         raise ConfigError(f"seed must be an integer, got {seed!r}; {WHERE_SET}, e.g. seed=0.")
-    for key, what in (("prefetch", "fetches what the jobs read from the hub before launching"), ("hf_offline", "is set by the sweep")):
+    for key, what in (("prefetch", "fetches what the jobs read from the hub before launching"), ("hf_offline", "is set by the sweep"),
+                      ("verify", "checks every file of a complete result by content")):
         value = run.get(key)
         if value is not None and not isinstance(value, bool):  # "yes" would be truthy
             raise ConfigError(f"{key} must be true or false, got {value!r} ({key}=true {what}). Pass {key}=true or {key}=false.")

@@ -24,6 +24,7 @@ from fewshot_eval.plan.unit import JobUnit, output_root, resolve_unit
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 from fewshot_eval.store.failures import failure_streak, record_failure
+from fewshot_eval.store.leftovers import tidy_all
 from fewshot_eval.store.markers import INTENT
 from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status
 
@@ -87,6 +88,7 @@ class Planner:
         self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
         # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures, 0.1.0 files maps; never a dry run's
         self.writes: list[Callable[[], None]] = []
+        self._tidy: dict[Path, dict[str, Any]] = {}  # complete results (-> identity) whose leftovers a write removes (store/leftovers.py)
         self._history: Optional[History] = None
         self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -317,6 +319,7 @@ class Planner:
     def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         check_plan(self, combos)
         self.writes = []
+        self._tidy = {}
         rows: list[tuple[Sequence[str], JobUnit, Optional[str], Optional[JobUnit], list[str], bool]] = []
         seen: dict[tuple[Path, tuple[int, ...]], list[str]] = {}
         override = bool(self.run.get("override_completed"))
@@ -506,21 +509,29 @@ class Planner:
 
     def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
         aggregate = "aggregate: every trial is done, results.json is missing"
+        verify = bool(self.run.get("verify"))
         st = result_status(unit.result_dir, unit.expected, unit.trials if split else unit.all_trials, unit.weights,
-                           record=self.writes.append)
+                           record=self.writes.append, verify=verify)
         if st.state == STALE:
             return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
         if split and st.state != COMPLETE and set(unit.trials) <= set(st.done_trials) and not st.problems:
             # this trial is done; if every trial is and results.json is missing (a kill just before it was
-            # written), the last trial's job runs again to aggregate
-            if unit.trials[0] == unit.all_trials[-1] and not (unit.result_dir / layout.RESULTS).exists():
-                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
+            # written) or corrupt, the last trial's job runs again to aggregate
+            if unit.trials[0] == unit.all_trials[-1] and (st.corrupt or not (unit.result_dir / layout.RESULTS).exists()):
+                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights, verify=verify)
                 if set(whole.done_trials) >= set(unit.all_trials) and not whole.problems:
-                    return RUN, "override_completed" if override else aggregate
+                    why = f"corrupt: {st.corrupt}: set aside; " if st.corrupt else ""
+                    return RUN, "override_completed" if override else why + aggregate
             return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
         if st.state == COMPLETE:
+            if not override and unit.result_dir not in self._tidy:  # leftovers of killed writers: removed by a sweep that launches (commit)
+                if not self._tidy:
+                    tidied = self._tidy
+                    self.writes.append(lambda: tidy_all(tidied.items()))
+                self._tidy[unit.result_dir] = unit.identity
             return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
         if st.state == PARTIAL and not split:
+            aggregate = "aggregate: every trial is done" if st.corrupt else aggregate
             note = aggregate if set(st.done_trials) >= set(unit.all_trials) else f"resume: trials {st.done_trials} already done"
             return RUN, f"{st.detail}; {note}" if st.detail else note
         return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"

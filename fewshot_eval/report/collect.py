@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import pandas as pd
 
 from fewshot_eval.store import layout
+from fewshot_eval.store.status import foreign
 
 # results.json params that cannot change the numbers (not in identity.json)
 NOT_IDENTITY = ("batch_size", "device", "num_trials", "allowed_nshot")
@@ -68,6 +69,9 @@ def read_result(f: Path) -> dict[str, Any]:
         raise ValueError(f"lacks {', '.join(missing)} (not a complete fewshot-eval result)")
     if not isinstance(res["results"], dict):
         raise ValueError("'results' is not a mapping")
+    why = foreign(f.parent, res)
+    if why:  # a copy of another result's numbers: never shown as this one's
+        raise ValueError(f"{why}; not shown (the next sweep over it recomputes it; fewshot-eval verify checks a whole tree)")
     for sub, metrics in res["results"].items():
         if not isinstance(metrics, dict):
             raise ValueError(f"results[{sub!r}] is not a mapping")

@@ -23,7 +23,7 @@ from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import clean_temp_files, write_json, write_text
 from fewshot_eval.store.failures import clear_failures, error_line, record_failure
-from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, writing
+from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, set_aside, writing
 from fewshot_eval.store.markers import forget_submission
 from fewshot_eval.store.repro import repro_info
 from fewshot_eval.store.results import prepare_aggregation, write_results, write_trial
@@ -54,6 +54,7 @@ def unit_from_config(cfg: DictConfig) -> JobUnit:
 def _header(unit: JobUnit) -> dict[str, Any]:
     return {
         "fingerprint": unit.fingerprint,
+        "identity_digest": unit.id_digest,  # the dir's name ends with its first 8 characters (store.status.foreign)
         "weights": unit.weights,
         "model": unit.model_key,
         "model_name": unit.model["name"],
@@ -68,6 +69,7 @@ def _header(unit: JobUnit) -> dict[str, Any]:
 def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: Path, override_completed: bool) -> dict[str, Any]:
     """Run the missing trials of ``unit``, then aggregate when all its trials exist. Returns a summary."""
     tag = f"{progress.job_prefix}{unit.model_key} x {unit.task_key} nshot={unit.nshot}"
+    fault_point("job-start")  # FEWSHOT_FAULT=full-job-start: the disk fills up now (tests)
     if not unit.applicable:
         log.info("skip %s: %s", tag, unit.reason)
         return {"status": Outcome.SKIPPED.value, "reason": unit.reason}
@@ -75,13 +77,19 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     if status.state in (COMPLETE, STALE) and not override_completed:
         log.info("skip %s: %s (%s)", tag, status.state, unit.result_dir)
         return {"status": Outcome.SKIPPED.value, "reason": status.state, "result_dir": str(unit.result_dir)}
-    if status.state in (COMPLETE, STALE) or (override_completed and status.done_trials):
+    if status.state in (COMPLETE, STALE) or (override_completed and status.done_trials) or status.aside:
+        still = None
+        if status.aside and not override_completed:  # another job of this sweep may have moved it and started anew
+            def still() -> bool:
+                return result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights).aside
         try:
-            moved = move_aside(unit.result_dir)
+            moved = move_aside(unit.result_dir, still)
         except ResultBusy as e:
             log.info("skip %s: %s", tag, e)
             return {"status": Outcome.ELSEWHERE.value, "reason": str(e)}
-        log.info("%s: moved the old result to %s (override_completed=true)", tag, moved)
+        if moved is not None:
+            why = f"corrupt: {status.corrupt}" if status.aside else "override_completed=true"
+            log.warning("%s: moved the old result to %s (%s)", tag, moved, why)
     start = time.time()
     started_at = datetime.now().astimezone().isoformat(timespec="milliseconds")
     repro = repro_info(cwd, overrides)  # slow parts (git) before the trials, not between the last trial and results.json
@@ -96,6 +104,8 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
             return {"status": Outcome.ELSEWHERE.value, "reason": "running elsewhere", "result_dir": str(unit.result_dir)}
         if elsewhere:
             log.info("%s: trials %s run in another process", tag, elsewhere)
+        for t in todo:  # a trial dir that is a file: kept aside, never deleted
+            set_aside(layout.trial_dir(unit.result_dir, t), lambda p: not p.is_dir())
         write_json(unit.result_dir / layout.IDENTITY, {"fingerprint": unit.fingerprint, **unit.identity})
         if cfg is not None:
             write_text(unit.result_dir / layout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
@@ -120,6 +130,9 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
             wall = time.time() - start
             # aggregate once all trials are done; again when this job recomputed a trial (files were broken)
             if set(finished.done_trials) >= set(unit.all_trials) and (finished.state != COMPLETE or todo):
+                if finished.corrupt:  # not this result's: kept aside (never deleted), then aggregated anew
+                    moved = set_aside(unit.result_dir / layout.RESULTS)
+                    log.warning("%s: %s: moved it to %s", tag, finished.corrupt, moved)
                 record = {
                     **_header(unit),
                     "wall_time_s": round(wall, 3),

@@ -152,9 +152,17 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     write_bytes(path, jsonl_bytes(rows))
 
 
-def file_record(data: bytes) -> dict[str, Any]:
-    """What ``files`` maps record of a file written with ``data``: its size and sha256."""
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+def file_record(data: bytes, path: Path | None = None) -> dict[str, Any]:
+    """What ``files`` maps record of a file written with ``data``: its size and sha256, and (given the file's
+    ``path``) its mtime in ns: a file whose mtime is still the recorded one was not rewritten since, so the
+    planner need not hash it (store.status.verify_files)."""
+    rec: dict[str, Any] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if path is not None:
+        try:
+            rec["mtime_ns"] = os.stat(path).st_mtime_ns
+        except OSError:
+            pass
+    return rec
 
 
 def append_jsonl(path: Path, row: Any) -> None:

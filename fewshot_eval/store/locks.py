@@ -31,7 +31,7 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from fewshot_eval.store import layout
 
@@ -253,19 +253,61 @@ def claim_trials(result_dir: Path, trials: list[int]) -> Iterator[list[int]]:
         yield held
 
 
-def move_aside(result_dir: Path) -> Path | None:
+def move_aside(result_dir: Path, still: Optional[Callable[[], bool]] = None) -> Path | None:
     """Rename an old result to ``<dir>.old-<time>`` (never delete it); returns the new path, or None
-    when there is nothing to move. Raises :class:`ResultBusy` while a job writes into it."""
+    when there is nothing to move (or ``still``, asked under the lock, says it no longer needs moving).
+    Raises :class:`ResultBusy` while a job writes into it."""
     with locked(result_lock_path(result_dir)) as ok:
         if not ok:
             raise ResultBusy(f"{result_dir} is being written by another job; not moved (re-run once it has finished).")
-        if not result_dir.exists():
+        if not (result_dir.exists() or result_dir.is_symlink()) or (still is not None and not still()):
             return None
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        target = result_dir.with_name(f"{result_dir.name}.old-{stamp}")
-        n = 1
-        while target.exists():
-            target = result_dir.with_name(f"{result_dir.name}.old-{stamp}-{n}")
-            n += 1
-        result_dir.rename(target)
-        return target
+        return _rename_aside(result_dir, "old")
+
+
+def _rename_aside(path: Path, word: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.{word}-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{word}-{stamp}-{n}")
+        n += 1
+    path.rename(target)
+    return target
+
+
+def set_aside(path: Path, wrong: Optional[Callable[[Path], bool]] = None) -> Optional[Path]:
+    """Rename a file or dir that is not what it should be (a results.json that is another result's, a trial
+    dir that is a file) to ``<name>.corrupt-<time>`` beside it, never deleting it; only when ``wrong(path)``
+    (default: always) holds. Returns the new path, or None (nothing there, or another process was first).
+    The caller holds the lock that orders writers of ``path``."""
+    if not (path.exists() or path.is_symlink()) or (wrong is not None and not wrong(path)):
+        return None
+    try:
+        return _rename_aside(path, "corrupt")
+    except FileNotFoundError:
+        return None
+
+
+def is_lock_file(name: str, prefix: str) -> bool:
+    """Is ``name`` a fallback lock file (``FEWSHOT_LOCKS=files``) of the lock path named ``prefix``
+    (``.lock``, ``.lock.trial<t>``, ``.<dir>.lock``): ``<prefix>[.trial<t>].x`` or ``...s-<token>``?
+    The flock files themselves (``.lock``, ``.lock.trial0``) are not."""
+    if not name.startswith(prefix):
+        return False
+    rest = name[len(prefix):]
+    if rest.startswith(".trial"):
+        rest = rest[len(".trial"):].lstrip("0123456789")
+    return rest == ".x" or rest.startswith(".s-")
+
+
+def remove_if_stale(path: Path) -> bool:
+    """Remove a fallback lock file whose owner is gone, by the rule every lock taker applies
+    (:func:`_stale`); True when it was removed."""
+    if not _stale(path):
+        return False
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True

@@ -13,7 +13,7 @@ from fewshot_eval.store.legacy import legacy_trial_files
 
 
 def write_trial_files(result_dir: Path, trial: int, predictions: dict[str, list[Any]], record: dict[str, Any]) -> None:
-    """Predictions first, then ``metrics.json`` (``record`` plus a ``files`` map: size and sha256 of each
+    """Predictions first, then ``metrics.json`` (``record`` plus a ``files`` map: size, sha256 and mtime of each
     predictions file): a trial counts as done only once its metrics exist and the files they list are
     whole. Every file is replaced atomically, so recomputing a broken trial overwrites it cleanly."""
     files: dict[str, dict[str, Any]] = {}
@@ -21,7 +21,7 @@ def write_trial_files(result_dir: Path, trial: int, predictions: dict[str, list[
         path = layout.predictions_file(result_dir, trial, subkey)
         data = jsonl_bytes(rows)
         write_bytes(path, data)
-        files[path.name] = file_record(data)
+        files[path.name] = file_record(data, path)
     write_bytes(layout.trial_dir(result_dir, trial) / layout.METRICS, json_bytes({**record, "files": files}))
 
 
@@ -39,7 +39,7 @@ def trial_files(result_dir: Path, trials: list[int]) -> dict[str, dict[str, Any]
     for t in trials:
         tdir = layout.trial_dir(result_dir, t)
         data = (tdir / layout.METRICS).read_bytes()
-        out[f"{tdir.name}/{layout.METRICS}"] = file_record(data)
+        out[f"{tdir.name}/{layout.METRICS}"] = file_record(data, tdir / layout.METRICS)
         listed = json.loads(data).get("files")
         if isinstance(listed, dict):
             for name, rec in sorted(listed.items()):

@@ -2,16 +2,26 @@
 
 A trial is done once its ``trial<t>/metrics.json`` exists *and* the predictions files listed in its
 ``files`` map exist with the recorded sizes; a result is complete once ``results.json`` covers the
-trials *and* the trial files listed in its ``files`` map exist with the recorded sizes. Sizes only:
-the status check runs for every job of a plan (10,000 jobs in a few seconds); the sha256 recorded
-next to each size is there for :func:`verify_files` with ``hashes=True``. Results of 0.1.0 have no
-``files`` maps: their files are checked by content, and the map recorded once (``store/legacy.py``).
+trials *and* the trial files listed in its ``files`` map exist with the recorded sizes, and the
+files of at most ``HASH_MAX_BYTES`` (metrics, small predictions files) with the recorded sha256 when
+their mtime is not the recorded one (a file written again; maps of 0.2.0 record no mtimes): the status
+check runs for every job of a plan (10,000 jobs in a few seconds), so it costs a ``stat`` per file, and
+every file is hashed only with ``verify`` (``verify=true``, ``fewshot-eval verify``). Results of 0.1.0 have no ``files``
+maps: their files are checked by content, and the map recorded once (``store/legacy.py``).
+
+A ``results.json`` that is not a result of this directory -- not JSON, ``{}``, a directory, or one
+copied from another result (its model, task setting, nshot or identity digest are not this dir's, or
+its fingerprint is not the one ``identity.json`` records) -- is *corrupt*: ``ResultStatus.corrupt``
+says why and the result is recomputed (the job moves the bad file, or the whole dir when its trials are
+foreign too, aside: never deleted). A result dir or trial dir that is a file is corrupt the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Optional, Union
@@ -21,6 +31,10 @@ from fewshot_eval.store.atomic import read_json
 from fewshot_eval.store.legacy import legacy_problems, legacy_trial_files
 
 COMPLETE, PARTIAL, STALE, MISSING = "complete", "partial", "stale", "missing"
+# Files up to this size are hashed (sha256 against the files map) whenever a result is checked; larger
+# ones only with ``verify``: a plan of 10,000 complete results reads their metrics, not their predictions.
+HASH_MAX_BYTES = 64 * 1024
+_RESULT_NAME = re.compile(r"^-?\d+shot\.[0-9a-f]{8}$")  # store.layout.result_dir's last part
 
 
 # The fingerprint a result must carry: one string, or the set of accepted ones (the current
@@ -41,12 +55,18 @@ class ResultStatus:
     # files the result recorded that are missing or of another size ("trial1/<name> missing", ...);
     # a done trial can be listed when results.json no longer matches it (results.json is then rewritten)
     problems: list[str] = field(default_factory=list)
+    # why results.json (or the dir) is not this result's ("results.json is a directory", ...): '' when fine
+    corrupt: str = ""
+    # the whole dir is to be moved aside (its trials are another result's too, or it is a file)
+    aside: bool = False
 
 
-def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool = False) -> list[str]:
+def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool | int = HASH_MAX_BYTES) -> list[str]:
     """Problems with the files a ``files`` map lists ({name relative to ``base``: {size, sha256}}):
-    ``"<prefix><name> missing"`` or ``"... is N bytes, M recorded"`` (with ``hashes``: also a wrong
-    sha256). An empty list when all are there, or when there is no map."""
+    ``"<prefix><name> missing"``, ``"... is N bytes, M recorded"`` or ``"... content differs from its
+    recorded sha256"``: the content of files up to ``hashes`` bytes whose mtime is not the recorded one (written
+    again since; maps without mtimes: always), ``True``: of every file, ``False``: of none.
+    An empty list when all are there, or when there is no map."""
     if not isinstance(files, Mapping):
         return []
     problems = []
@@ -54,32 +74,92 @@ def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool = False)
     for name, rec in files.items():
         path = os.path.join(root, name)  # str, not Path: this runs for every job of a plan
         try:
-            size = os.stat(path).st_size
+            st = os.stat(path)
         except OSError:
             problems.append(f"{prefix}{name} missing")
             continue
+        size = st.st_size
         want = rec.get("size") if isinstance(rec, Mapping) else None
         if isinstance(want, int) and size != want:
             problems.append(f"{prefix}{name} is {size} bytes, {want} recorded")
-        elif hashes and isinstance(rec, Mapping) and rec.get("sha256"):
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            if h.hexdigest() != rec["sha256"]:
+        elif hashes is not False and isinstance(rec, Mapping) and rec.get("sha256") and (
+                hashes is True or (size <= hashes and rec.get("mtime_ns") != st.st_mtime_ns)):
+            if _sha256(path) != rec["sha256"]:
                 problems.append(f"{prefix}{name} content differs from its recorded sha256")
     return problems
 
 
-def _trial_check(result_dir: Path, trial: int, fingerprint: Fingerprints, weights: str | None = None) -> tuple[Optional[bool], list[str]]:
+def _sha256(path: str) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def load_checked(path: Path) -> tuple[Any, str]:
+    """(the parsed JSON file, '') or (None, why it is corrupt); (None, '') when it is missing or cannot be
+    read for another reason (permissions: not ours to call corrupt)."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None, ""
+    except IsADirectoryError:
+        return None, f"{path.name} is a directory"
+    except NotADirectoryError:
+        return None, f"{path.parent.name} is a file, not a directory"
+    except OSError:
+        return None, ""
+    try:
+        return json.loads(text), ""
+    except ValueError:
+        return None, f"{path.name} is not valid JSON"
+
+
+def foreign(result_dir: Path, res: Mapping[str, Any], fingerprint: Fingerprints | None = None) -> str:
+    """Why ``res`` (a results.json) is not the result of ``result_dir`` ('' when it is): its model, task
+    setting, nshot or identity digest differ from the dir's place, or (given the expected ``fingerprint``,
+    which it does not carry; always without one) its fingerprint is not the one the dir's ``identity.json`` records."""
+    name = result_dir.name
+    ident = res.get("identity_digest")
+    if not _RESULT_NAME.match(name):  # not where the sweeps put results (a copy kept elsewhere): nothing to compare
+        pass
+    elif isinstance(ident, str) and not name.endswith("." + ident[:8]):
+        return f"results.json is result {ident[:8]}'s, not {name}'s"
+    elif "nshot" in res and not name.startswith(f"{res['nshot']}shot."):
+        return f"results.json is of nshot={res['nshot']!r}, not {name}'s"
+    elif "task_setting" in res and res["task_setting"] != result_dir.parent.name:
+        return f"results.json is of task setting {res['task_setting']!r}, not {result_dir.parent.name!r}"
+    elif "model" in res and res["model"] != result_dir.parent.parent.name:
+        return f"results.json is of model {res['model']!r}, not {result_dir.parent.parent.name!r}"
+    if fingerprint is None or not fingerprint_ok(res.get("fingerprint"), fingerprint):  # a plan reads identity.json only then
+        ident = read_json(result_dir / layout.IDENTITY)
+        ident_fp = ident.get("fingerprint") if isinstance(ident, dict) else None
+        if ident_fp is not None and ident_fp != res.get("fingerprint"):
+            return "results.json's fingerprint is not the one identity.json records (copied from another result?)"
+    return ""
+
+
+def malformed(res: Any) -> str:
+    if not isinstance(res, dict):
+        return "results.json is not a JSON object"
+    missing = [k for k in ("fingerprint", "trials", "results") if k not in res]
+    return f"results.json lacks {', '.join(missing)}" if missing else ""
+
+
+def _trial_check(result_dir: Path, trial: int, fingerprint: Fingerprints, weights: str | None = None,
+                 hashes: bool | int = HASH_MAX_BYTES) -> tuple[Optional[bool], list[str]]:
     tdir = layout.trial_dir(result_dir, trial)
-    m = read_json(tdir / layout.METRICS)
+    m, bad = load_checked(tdir / layout.METRICS)
     if not isinstance(m, dict):
-        return None, []
+        return None, [f"corrupt: {bad}"] if bad.endswith("is a file, not a directory") else []
     if not fingerprint_ok(m.get("fingerprint"), fingerprint) or not weights_ok(m.get("weights"), weights):
         return False, []
     if isinstance(m.get("files"), Mapping):
-        problems = verify_files(tdir, m["files"], prefix=f"{tdir.name}/")
+        problems = verify_files(tdir, m["files"], prefix=f"{tdir.name}/", hashes=hashes)
     else:  # a trial of 0.1.0: its files are checked by content
         problems = legacy_trial_files(result_dir, trial)[1]
     return (None, problems) if problems else (True, [])
@@ -104,14 +184,22 @@ def _incomplete(problems: list[str]) -> str:
 
 
 def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int], weights: str | None = None,
-                  record: Callable[[Callable[[], None]], None] | None = None) -> ResultStatus:
+                  record: Callable[[Callable[[], None]], None] | None = None, verify: bool = False) -> ResultStatus:
     """Status of ``trials`` in ``result_dir``; ``complete`` only when results.json covers them all and
-    their files are there. A result whose files were deleted or truncated is ``partial``/``missing``
-    (the broken trials are recomputed) with ``detail`` saying what is wrong. ``record`` takes the write
-    of a whole 0.1.0 result's files map, for a sweep that launches to do (reading itself writes nothing)."""
-    res = read_json(result_dir / layout.RESULTS)
+    their files are there (and the small ones, with ``verify`` all, hold what was recorded). A result whose
+    files were deleted, truncated or changed is ``partial``/``missing`` (the broken trials are recomputed)
+    with ``detail`` saying what is wrong; one whose results.json is not its own is that too, with ``corrupt``
+    set. ``record`` takes the write of a whole 0.1.0 result's files map, for a sweep that launches to do
+    (reading itself writes nothing)."""
+    hashes: bool | int = True if verify else HASH_MAX_BYTES
+    res, corrupt = load_checked(result_dir / layout.RESULTS)
     problems: list[str] = []
-    if isinstance(res, dict):
+    if corrupt.endswith("is a file, not a directory"):
+        return ResultStatus(MISSING, detail=f"corrupt: the result dir {result_dir.name} is a file: moved aside, recomputed",
+                            corrupt=f"the result dir {result_dir.name} is a file", aside=True)
+    if res is not None and not corrupt:
+        corrupt = malformed(res) or foreign(result_dir, res, fingerprint)
+    if isinstance(res, dict) and not corrupt:
         if not fingerprint_ok(res.get("fingerprint"), fingerprint):
             return ResultStatus(STALE, detail="task data or definitions changed since this result was written")
         if not weights_ok(res.get("weights"), weights):
@@ -121,19 +209,24 @@ def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int]
             files = res.get("files")
             if isinstance(files, Mapping):
                 wanted = tuple(f"trial{t}/" for t in trials)
-                problems = verify_files(result_dir, {k: v for k, v in files.items() if k.startswith(wanted)})
+                problems = verify_files(result_dir, {k: v for k, v in files.items() if k.startswith(wanted)}, hashes=hashes)
             else:  # a result of 0.1.0
                 problems = legacy_problems(result_dir, res, trials, record)
             if not problems:
                 return ResultStatus(COMPLETE, sorted(covered))
-    elif not result_dir.exists():
+    elif res is None and not corrupt and not result_dir.exists():
         return ResultStatus(MISSING)
     done = []
     for t in trials:
-        ok, trial_problems = _trial_check(result_dir, t, fingerprint, weights)
+        ok, trial_problems = _trial_check(result_dir, t, fingerprint, weights, hashes)
         if ok is False:
+            if corrupt:  # a copied dir: its trials are another result's too
+                return ResultStatus(MISSING, detail=f"corrupt: {corrupt}, its trials too: moved aside, recomputed", corrupt=corrupt, aside=True)
             return ResultStatus(STALE, detail=f"trial {t} was computed from other task data, definitions or weights")
         if ok:
             done.append(t)
         problems += [p for p in trial_problems if p not in problems]
-    return ResultStatus(PARTIAL if done else MISSING, done, _incomplete(problems), problems)
+    detail = _incomplete([p for p in problems if not p.startswith("corrupt: ")])
+    bad_trials = [p for p in problems if p.startswith("corrupt: ")]
+    notes = ([f"corrupt: {corrupt}: set aside, recomputed"] if corrupt else []) + bad_trials + ([detail] if detail else [])
+    return ResultStatus(PARTIAL if done else MISSING, done, "; ".join(notes), problems, corrupt=corrupt)

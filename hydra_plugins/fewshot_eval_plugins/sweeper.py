@@ -137,7 +137,8 @@ class FewshotSweeper(Sweeper):
                 print(f"\nDry run: {planned} ({counts(jobs)}). Nothing launched.")
                 print(f"fewshot-eval: error: {unwritable}", file=sys.stderr)
                 return EXIT_CONFIG, []
-            writable = "is not writable by you (nothing would run)" if unwritable else "is writable"
+            writable = ("is writable" if not unwritable else "is on a full filesystem (nothing would run)" if "full filesystem" in unwritable
+                        else "is not writable by you (nothing would run)")
             print(f"\nDry run: {planned} ({counts(jobs)}); output dir {root} {writable}. Nothing launched.")
             for line in _run_time_lines(planner, to_run, local, self.launcher):
                 print(line)
@@ -206,9 +207,15 @@ def _save_multirun_yaml(config: DictConfig) -> None:
 
     from omegaconf import OmegaConf
 
+    from fewshot_eval.config import ConfigError
+
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    except OSError as e:  # the disk filled up since the output dir was probed: one line, nothing launched
+        raise ConfigError(f"cannot write {sweep_dir / 'multirun.yaml'} ({e.strerror or e}); nothing launched. "
+                          f"Free space there or pass output_dir=<a directory with space>.") from None
 
 
 def _run_time_lines(planner: Any, to_run: list[Any], local: bool, launcher: Any) -> list[str]:
