@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from fewshot_eval.param_schema import choices
 from fewshot_eval.config import ConfigError
 
-CALIBRATORS = ("average_option",)
+CALIBRATORS = choices("calibrator")  # the schema holds them (fewshot_eval/param_schema.py)
 
 
 def check_calibrator(name: Optional[str]) -> Optional[str]:

@@ -78,6 +78,7 @@ class Planner:
         self._parsed: dict[str, tuple[str, Any]] = {}
         self._ctx: Optional[DictConfig] = None
         self._checked: dict[str, Optional[str]] = {}
+        self._valid: set[tuple[str, ...]] = set()  # settings whose values passed the schema (overrides less nshot/trial)
         self._notes: dict[tuple, Optional[str]] = {}
         self._offline: dict[str, bool] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
@@ -223,10 +224,13 @@ class Planner:
         else:
             run = dict(self.run)
             run.update(values)
-        return resolve_unit(
+        setting = tuple(o for o in overrides if o.split("=", 1)[0] not in CHEAP_KEYS)  # one schema check per distinct setting
+        unit = resolve_unit(
             choices["model"], choices["task"], None, None, run, override_keys(list(overrides)), self.cwd, self.search,
-            model=model, task=task,
+            model=model, task=task, check=setting not in self._valid,
         )
+        self._valid.add(setting)
+        return unit
 
     def plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         """One PlannedJob per distinct result (split_trials: per trial), with its status. With the run
@@ -319,12 +323,16 @@ class Planner:
         self.writes = []
         rows: list[tuple[Sequence[str], JobUnit, Optional[str], Optional[JobUnit], list[str], bool]] = []
         seen: dict[tuple[Path, tuple[int, ...]], list[str]] = {}
+        by_dir: dict[Path, Sequence[str]] = {}  # a result dir is written by one setting (num_trials=2,3 would share one)
         override = bool(self.run.get("override_completed"))
         for combo in combos:
             unit = self.resolve(combo)
             if not unit.applicable:
                 rows.append((combo, unit, None, None, [], False))
                 continue
+            first = by_dir.setdefault(unit.result_dir, combo)
+            if first is not combo:
+                check_same_result(first, combo, unit.result_dir)
             error = self.check(unit)
             split = bool(self.run.get("split_trials")) and len(unit.all_trials) > 1
             parts = [[t] for t in unit.all_trials] if split else [unit.all_trials]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, effective_params
-from fewshot_eval.plan.checks import check_run_values
+from fewshot_eval.param_schema import check_values
 from fewshot_eval.plan.expand import checkpoint_setting
 from fewshot_eval.plan.identity import catalog_identity, fingerprints, identity_digest, job_identity, weights_fingerprint
 from fewshot_eval.settings import model_setting, task_setting
@@ -126,15 +126,21 @@ def resolve_unit(
     *,
     model: dict[str, Any] | None = None,
     task: dict[str, Any] | None = None,
+    check: bool = True,
 ) -> JobUnit:
     """Layer the params, validate, and locate the result of one job.
 
     ``run`` holds the top-level config values (command-line values applied), ``cli_keys`` the
     top-level keys set on the command line or by the sweep. Pre-validated ``model``/``task``
-    dicts may be passed to save re-validation.
+    dicts may be passed to save re-validation; ``check=False`` skips the schema check of the values
+    (fewshot_eval/param_schema.py) for a setting the caller has already checked (the planner checks
+    each distinct setting once).
     """
     model = model if model is not None else model_setting(model_node, model_key)
     task = task if task is not None else task_setting(task_node, task_key)
+    if check and not model.get("checkpoints") and run.get("checkpoint") is not None:
+        raise ConfigError(f"checkpoint={run['checkpoint']}: model '{model_key}' has no 'checkpoints' (a training run's dir or hub "
+                          f"revisions), so there is no step to pick. Drop checkpoint=, or give model/{model_key}.yaml checkpoints:.")
     if model.get("checkpoints"):  # a checkpoint sweep: this job evaluates checkpoint run['checkpoint']
         if run.get("checkpoint") is None:
             raise ConfigError(
@@ -147,7 +153,8 @@ def resolve_unit(
         run, model["eval"], task["eval"], run.get("final_overrides") or {}, cli, model_key=model_key, task_key=task_key
     )
     params["predictor"] = params.get("predictor") or model["predictor"]
-    check_run_values(run, params)
+    if check:
+        check_values(run, params, task["tasks"], search)
     nshot = run["nshot"]
     if not isinstance(nshot, int) or isinstance(nshot, bool) or nshot < -1:
         raise ConfigError(f"nshot must be an integer >= -1 (-1 = the whole train set), got {nshot!r}.")

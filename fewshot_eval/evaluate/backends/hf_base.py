@@ -24,13 +24,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from fewshot_eval.param_schema import choices
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.backends.predictor import Predictor, split_whitespace
 
 WEIGHTS_DIR_ENV = "FEWSHOT_WEIGHTS_DIR"
 
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = choices("dtype")  # the schema holds them (fewshot_eval/param_schema.py)
 
 
 def weights_path(weights: str) -> str:
