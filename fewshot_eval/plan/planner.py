@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, conf_dir, override_keys, run_values
+from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, closest, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.estimates import AUTO, Estimate, History
 from fewshot_eval.plan.unit import JobUnit, output_root, resolve_unit
@@ -115,7 +115,7 @@ class Planner:
         res = self.loader.repository.load_config(f"{group}/{key}")
         if res is None:
             raise ConfigError(
-                f"Unknown {group} '{key}'. Available: {', '.join(self._options(group))}. "
+                f"Unknown {group} '{key}'{closest(key, self._options(group))}. Available: {', '.join(self._options(group))}. "
                 f"Add conf/{group}/{key}.yaml (or to your --config-dir) or pick one of these."
             )
         value: Optional[dict[str, Any]] = None
@@ -415,14 +415,15 @@ class Planner:
         hit = self._model_json.get(id(unit.model))
         if hit is None or hit[0] is not unit.model:  # the setting's dict is shared by its jobs: serialised once
             hit = self._model_json[id(unit.model)] = (unit.model, json.dumps([unit.model_key, unit.model], sort_keys=True, default=str))
-        model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]], default=str)
+        model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"],
+                            unit.params.get("max_length")], default=str)
         # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
         # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
         n = unit.nshot
         nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
         return (
             once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
-            or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params))
+            or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params, local=self.local_launcher))
             or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
         )
 

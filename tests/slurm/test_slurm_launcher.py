@@ -41,7 +41,8 @@ def conf(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("slurmconf")
     (d / "model").mkdir()
     (d / "broken_weights").mkdir()
-    (d / "broken_weights" / "config.json").write_text("{not json")
+    (d / "broken_weights" / "config.json").write_text("{}")  # passes planning (JSON, a weight file), fails to load (no model_type)
+    (d / "broken_weights" / "model.safetensors").write_text("not safetensors")
     os.environ["FEWSHOT_TEST_BROKEN_WEIGHTS"] = str(d / "broken_weights")
     for name, text in MODELS.items():
         (d / "model" / f"{name}.yaml").write_text(text)

@@ -32,7 +32,7 @@ from fewshot_eval.evaluate.backends.clm.linear_scoring import LinearScoring
 from fewshot_eval.evaluate.backends.clm.model_loading import DEVICE_MAPS, input_device, load_model, memory_map, placement
 from fewshot_eval.evaluate.backends.clm.out_of_memory import OutOfMemoryRetry
 from fewshot_eval.evaluate.backends.clm.tree_scoring import TreeScoring
-from fewshot_eval.evaluate.backends.hf_base import HFPredictor, weights_path
+from fewshot_eval.evaluate.backends.hf_base import POSITION_KEYS, HFPredictor, weights_path
 from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Loglik, Request
 from fewshot_eval.evaluate.registry import register_predictor
 
@@ -100,7 +100,7 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
 
     def _model_max_length(self) -> int:
         cfg = self.model.config
-        for attr in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        for attr in POSITION_KEYS:
             value = getattr(cfg, attr, None)
             if isinstance(value, int) and value > 0:
                 return value
