@@ -152,10 +152,8 @@ def describe(hint: Any, rules: Mapping[str, Any] | None = None) -> str:
     if hint in (int, float):
         word = "an integer" if hint is int else "a number"
         lo, hi = rules.get("min"), rules.get("max")
-        if lo is not None and hi is not None and hi < COUNT_MAX:
+        if lo is not None and hi is not None and (hi < COUNT_MAX or rules.get("show_max")):
             return f"{word} in [{lo}, {hi}]"
-        if lo is not None and hi is not None:
-            return f"{word} >= {lo} (at most {hi})"
         return f"{word} >= {lo}" if lo is not None else word
     if hint is str:
         return "a non-empty string" if rules.get("nonempty") else "a string"
@@ -194,7 +192,9 @@ def check_value(key: str, value: Any, *, is_eval: bool) -> None:
     if not ok:
         close = difflib.get_close_matches(value, choices(key), n=1) if isinstance(value, str) and _is_enum(hint) else []
         mean = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{key}={_show(value)}: {key} must be {describe(hint, rules)}{mean}. {_fix(key, hint, rules, is_eval)}.")
+        too_big = isinstance(value, int) and rules.get("max") is not None and value > rules["max"]
+        what = describe(hint, {**rules, "show_max": too_big})
+        raise ConfigError(f"{key} must be {what}, got {_show(value)}{mean}. {_fix(key, hint, rules, is_eval)}.")
 
 
 def _is_enum(hint: Any) -> bool:

@@ -226,9 +226,10 @@ def baseline_warning(predictor: Any, scoring: Any, calibrator: Any) -> Optional[
     return f"predictor '{predictor}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores)."
 
 
-def plan_warnings(jobs: Sequence[Any]) -> list[str]:
-    """Distinct warnings about the planned jobs (``PlannedJob``s), each once, in plan order."""
-    out: dict[str, None] = {}
+def plan_warnings(jobs: Sequence[Any], found: Iterable[str] = ()) -> list[str]:
+    """Distinct warnings about the planned jobs (``PlannedJob``s), each once, in plan order; ``found``: those
+    of the planning checks (``Planner.warnings``: empty data, repeated ids)."""
+    out: dict[str, None] = dict.fromkeys(found)
     for j in jobs:
         p = j.unit.params
         w = baseline_warning(p.get("predictor"), p.get("scoring"), p.get("calibrator"))
@@ -237,6 +238,6 @@ def plan_warnings(jobs: Sequence[Any]) -> list[str]:
     return list(out)
 
 
-def print_plan_warnings(jobs: Sequence[Any]) -> None:
-    for w in plan_warnings(jobs):
+def print_plan_warnings(jobs: Sequence[Any], found: Iterable[str] = ()) -> None:
+    for w in plan_warnings(jobs, found):
         warn(w)

@@ -78,6 +78,7 @@ class Planner:
         self._parsed: dict[str, tuple[str, Any]] = {}
         self._ctx: Optional[DictConfig] = None
         self._checked: dict[str, Optional[str]] = {}
+        self.warnings: dict[str, None] = {}  # what the planning checks allow but say once (empty data ...), in order
         self._valid: set[tuple[str, ...]] = set()  # settings whose values passed the schema (overrides less nshot/trial)
         self._notes: dict[tuple, Optional[str]] = {}
         self._offline: dict[str, bool] = {}
@@ -361,6 +362,9 @@ class Planner:
                 detail = f"{detail}; {note}" if detail and note else (note or detail)
                 if self._runs_offline(unit):
                     extra = [*extra, "hf_offline=true"]
+            if unit.requested_nshot is not None and unit.nshot == 0:
+                self._warn(f"task setting '{unit.task_key}': nshot={unit.requested_nshot} but its demonstration split has no rows "
+                           f"(besides the evaluated ones): its prompts get no demonstrations, the result of nshot=0.")
             if unit.requested_nshot is not None:
                 cap = f"nshot={unit.requested_nshot} > the {unit.nshot} demonstration rows: the same result as nshot={unit.nshot}"
                 detail = f"{detail}; {cap}" if detail else cap
@@ -422,10 +426,13 @@ class Planner:
         n = unit.nshot
         nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
         return (
-            once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
+            once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search, warn=self._warn))
             or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params, local=self.local_launcher))
-            or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
+            or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search, warn=self._warn))
         )
+
+    def _warn(self, message: str) -> None:
+        self.warnings[message] = None
 
     def _has_submission(self, result_dir: Path) -> bool:
         has = getattr(self.pending_check, "has_submission", None)
