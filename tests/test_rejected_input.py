@@ -201,7 +201,7 @@ def _in_process(args: list[str], conf: Path, out: Path) -> tuple[int, list[str]]
         assert message is not None, f"not a user error (the app would print a traceback): {e!r}"
         return 2, [message]
     errors = list(dict.fromkeys(j.detail for j in jobs if j.status == ERROR))
-    return (2, errors) if errors else (0, list(planner.warnings))
+    return (2, errors) if errors else (0, list(getattr(planner, "warnings", {})))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[1]}: {c[0]}" for c in CASES])
@@ -254,6 +254,13 @@ def _as_other_user(request: pytest.FixtureRequest, conf: Path, args: list[str]) 
     proc = run_as(user, ["-m", "fewshot_eval", "-m", "model=random", "dry_run=true", *[a.format(mine) for a in args]], work, home_of(user, shared))
     proc.workdir = work  # type: ignore[attr-defined]
     return proc
+
+
+def test_the_parameter_tables_of_the_docs_are_the_schema() -> None:
+    """docs/parameters.md shows the schema's types and ranges (regenerate: python -m fewshot_eval.param_schema)."""
+    from fewshot_eval.param_schema import markdown
+
+    assert markdown() in (Path(__file__).resolve().parents[1] / "docs" / "parameters.md").read_text()
 
 
 # ---- 3. names that become directories ----------------------------------------------------------
