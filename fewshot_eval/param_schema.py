@@ -92,7 +92,7 @@ class EvalParams:
     max_new_tokens: Optional[int] = _p("generation: new tokens at most; null = the task's, else 32", min=1, max=COUNT_MAX)
     until: Optional[Union[Names, dict[str, PerTask]]] = _p("generation: stop string(s); null = the task's, else train_sep", per_task=True)
     do_sample: bool = _p("generation: sample (seeded with the trial's seed) instead of greedy decoding")
-    temperature: float = _p("generation: sampling temperature (do_sample=true)", min=0)
+    temperature: float = _p("generation: sampling temperature (do_sample=true)", gt=0)
 
 
 RUN_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunParams)}
@@ -152,6 +152,8 @@ def describe(hint: Any, rules: Mapping[str, Any] | None = None) -> str:
     if hint in (int, float):
         word = "an integer" if hint is int else "a number"
         lo, hi = rules.get("min"), rules.get("max")
+        if rules.get("gt") is not None:
+            return f"{word} > {rules['gt']}"
         if lo is not None and hi is not None and (hi < COUNT_MAX or rules.get("show_max")):
             return f"{word} in [{lo}, {hi}]"
         return f"{word} >= {lo}" if lo is not None else word
@@ -185,8 +187,8 @@ def check_value(key: str, value: Any, *, is_eval: bool) -> None:
     hint, rules = _hints()[key], f.metadata
     ok = _matches(value, hint)
     if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-        lo, hi = rules.get("min"), rules.get("max")
-        ok = (lo is None or value >= lo) and (hi is None or value <= hi)
+        lo, hi, gt = rules.get("min"), rules.get("max"), rules.get("gt")
+        ok = (lo is None or value >= lo) and (hi is None or value <= hi) and (gt is None or value > gt)
     if ok and isinstance(value, str) and rules.get("nonempty"):
         ok = bool(value.strip())
     if not ok:
@@ -205,6 +207,27 @@ def _is_enum(hint: Any) -> bool:
 def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _optional(hint: Any) -> bool:
+    return typing.get_origin(hint) is Union and type(None) in typing.get_args(hint)
+
+
+def typed_params(params: Mapping[str, Any]) -> EvalParams:
+    """``params`` as typed fields (what the evaluator reads): a missing key, or null where null is not one of
+    the key's values, is its default from ``conf/config.yaml`` (as :func:`fewshot_eval.config.eval_param`).
+    The values are a checked job's (planning checked them); nothing is converted."""
+    from fewshot_eval.config import default_params
+
+    defaults = default_params()
+    hints = _hints()
+    values = {}
+    for key in EVAL_FIELDS:
+        value = params.get(key)
+        if value is None and (key not in params or not _optional(hints[key])):
+            value = defaults.get(key)
+        values[key] = value
+    return EvalParams(**values)
 
 
 # ---- known task names for per-task mappings ----------------------------------------------------------

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from fewshot_eval.param_schema import choices
 from fewshot_eval.config import ConfigError
+from fewshot_eval.param_schema import choices
 
 SCORING_MODES = choices("scoring")  # the schema holds them (fewshot_eval/param_schema.py)
 

@@ -24,9 +24,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from fewshot_eval.param_schema import choices
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.backends.predictor import Predictor, split_whitespace
+from fewshot_eval.param_schema import choices, typed_params
 
 WEIGHTS_DIR_ENV = "FEWSHOT_WEIGHTS_DIR"
 
@@ -74,7 +74,7 @@ class HFPredictor(Predictor):
     @staticmethod
     def job_dtype(params: dict[str, Any]) -> str:
         """The job's ``dtype`` param (float32 when unset), one of :data:`DTYPES`."""
-        dtype = params.get("dtype") or "float32"
+        dtype = typed_params(params).dtype
         if dtype not in DTYPES:
             raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
         return dtype

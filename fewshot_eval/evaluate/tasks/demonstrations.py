@@ -28,8 +28,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from fewshot_eval.param_schema import choices
 from fewshot_eval.config import ConfigError
+from fewshot_eval.param_schema import choices
 
 Doc = dict[str, Any]
 

@@ -32,7 +32,6 @@ from typing import Any, Callable, Optional, Sequence
 from fewshot_eval.config import ConfigError, env_flag
 from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 
-
 Warn = Callable[[str], None]
 
 
