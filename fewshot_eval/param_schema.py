@@ -142,8 +142,8 @@ def describe(hint: Any, rules: Mapping[str, Any] | None = None) -> str:
     """The type in words: ``an integer >= 1``, ``true or false``, ``one of sum, mean`` ..."""
     rules = rules or {}
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union:
-        parts = [describe(a, rules) for a in args if a is not type(None)]
+    if origin is Union:  # sorted: typing caches equal unions, so the order of their args is not the annotation's
+        parts = sorted(describe(a, rules) for a in args if a is not type(None))
         return " or ".join(parts + (["null"] if type(None) in args else []))
     if origin is Literal:
         return "one of " + ", ".join(args)

@@ -107,7 +107,7 @@ CASES: list[tuple[str, str, list[str], int, list[str]]] = [
     ("scoring=meen", "plan", ["scoring=meen"], 2, ["scoring must be one of sum, mean,", "got 'meen' (did you mean 'mean'?)"]),
     ("dtype=fp16", "plan", ["dtype=fp16"], 2, ["dtype must be one of float32, float16, bfloat16, got 'fp16'"]),
     # nested mappings only known keys
-    ("templates=5", "cli", ["templates=5"], 2, ["templates must be a string or a list of strings or {<task>:", "got 5"]),
+    ("templates=5", "cli", ["templates=5"], 2, ["templates must be a list of strings or a string or {<task>:", "got 5"]),
     ("templates={copa_dmo: default}", "plan", ["templates={copa_dmo: default}"], 2,
      ["unknown task 'copa_dmo' (did you mean 'copa_demo'?)", "this job's tasks: copa_demo"]),
     # values that are ignored or contradict another

@@ -200,8 +200,11 @@ class Planner:
         choices = {"model": self.choices["model"], "task": self.choices["task"]}
         values: dict[str, Any] = {}
         slow = self.force_slow
+        setting: list[str] = []  # the overrides less nshot/trial: the schema checks each distinct setting once
         for s in overrides:
             k, v = self._parse(s)
+            if k not in CHEAP_KEYS:
+                setting.append(s)
             if k in ("model", "task"):
                 choices[k] = v
             elif k in self.choices:  # another config group: fine only if it is the base's choice
@@ -225,12 +228,12 @@ class Planner:
         else:
             run = dict(self.run)
             run.update(values)
-        setting = tuple(o for o in overrides if o.split("=", 1)[0] not in CHEAP_KEYS)  # one schema check per distinct setting
+        key = tuple(setting)
         unit = resolve_unit(
             choices["model"], choices["task"], None, None, run, override_keys(list(overrides)), self.cwd, self.search,
-            model=model, task=task, check=setting not in self._valid,
+            model=model, task=task, check=key not in self._valid,
         )
-        self._valid.add(setting)
+        self._valid.add(key)
         return unit
 
     def plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
