@@ -5,7 +5,8 @@ several lines and exit status 1, or a long traceback for a YAML syntax error. Hy
 public way to change that: ``hydra.main`` takes no error handler, and ``HYDRA_FULL_ERROR=1`` (its one
 public switch) turns every error into a full traceback. So, and only here, :func:`compact_user_errors`
 replaces that private function while the app runs: an error the user can fix (a config error,
-malformed YAML, an unknown option) becomes one line and exit 2; anything else (a bug, a failing job)
+malformed YAML, an unknown option, an override Hydra cannot parse, a key the config does not have --
+with the closest valid name) becomes one line and exit 2; anything else (a bug, a failing job)
 goes to Hydra's own report unchanged, and ``HYDRA_FULL_ERROR=1`` still shows Hydra's full report.
 ``tests/test_hydra_errors.py`` fails if Hydra's private function disappears or changes its signature.
 """
