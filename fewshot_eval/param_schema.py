@@ -17,7 +17,7 @@ import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Literal, Mapping, Optional, Sequence, Union
 
 from fewshot_eval.config import ConfigError
 
@@ -257,22 +257,26 @@ def check_task_keys(params: Mapping[str, Any], tasks: Sequence[str], search: Seq
 
 
 # ---- rules across parameters -----------------------------------------------------------------------
-def check_rules(run: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """What no single key's type says: values that are ignored or contradict another key."""
+def check_rules(run: Mapping[str, Any], params: Mapping[str, Any], explicit: Iterable[str] = ()) -> None:
+    """What no single key's type says: values that are ignored or contradict another key. ``explicit``: the
+    keys set on the command line (a task setting may carry calibration options that ``calibrator=null`` turns
+    off, as recalc's results do; options given with no calibrator at all are a mistake)."""
     if run.get("trial") is not None and not run.get("split_trials"):
         raise ConfigError(f"trial={run['trial']}: trial is set by split_trials=true sweeps (one job per trial); without "
                           f"split_trials a job runs all its trials. Drop trial=, or pass split_trials=true trial={run['trial']}.")
     if params.get("scoring") == "unconditional-norm" and not str(params.get("unconditional_prompt") or "").strip():
         raise ConfigError(f"unconditional_prompt={_show(params.get('unconditional_prompt'))}: scoring=unconditional-norm divides by "
                           "each candidate's probability after this prompt, so it must not be empty. Pass e.g. unconditional_prompt=Answer:")
-    if params.get("calibration_options") not in (None, {}) and not params.get("calibrator"):
+    if "calibration_options" in explicit and params.get("calibration_options") not in (None, {}) and not params.get("calibrator"):
         raise ConfigError(f"calibration_options={_show(params['calibration_options'])}: the options are used only by a calibrator, "
                           "and calibrator is null. Pass calibrator=average_option, or calibration_options=null.")
 
 
-def check_values(run: Mapping[str, Any], params: Mapping[str, Any], tasks: Sequence[str] = (), search: Sequence[Path] = ()) -> None:
+def check_values(run: Mapping[str, Any], params: Mapping[str, Any], tasks: Sequence[str] = (), search: Sequence[Path] = (),
+                 explicit: Iterable[str] = ()) -> None:
     """A job's run values (``run``: top-level, command line applied) and layered evaluation ``params``
-    against the schema; raises ConfigError (one line: key, value, fix) for the first wrong one."""
+    against the schema; raises ConfigError (one line: key, value, fix) for the first wrong one. ``explicit``:
+    the keys the command line sets (:func:`check_rules`)."""
     out = run.get("output_dir")
     if out is None or not str(out).strip():
         raise ConfigError(
@@ -287,7 +291,7 @@ def check_values(run: Mapping[str, Any], params: Mapping[str, Any], tasks: Seque
             check_value(key, params[key], is_eval=True)
     if tasks:
         check_task_keys(params, tasks, search)
-    check_rules(run, params)
+    check_rules(run, params, explicit)
 
 
 def markdown() -> str:

@@ -116,7 +116,8 @@ CASES: list[tuple[str, str, list[str], int, list[str]]] = [
     ("calibration_options without a calibrator", "plan", ["calibration_options={copa_demo: ['premise::']}"], 2,
      ["calibration_options=", "calibrator is null", "calibrator=average_option"]),
     ("trial=1 without split_trials", "plan", ["nshot=2", "trial=1"], 2, ["trial=1: trial is set by split_trials=true", "split_trials=true trial=1"]),
-    ("checkpoint=1000 without checkpoints", "plan", ["checkpoint=1000"], 2, ["checkpoint=1000: model 'random' has no 'checkpoints'"]),
+    ("checkpoint=1000 without checkpoints", "plan", ["checkpoint=1000"], 2, ["checkpoint=1000: no model of this sweep (random) has 'checkpoints'"]),
+    ("calibrator=null on a setting with options (recalc's)", "plan", ["task=demo_calib", "calibrator=null"], 0, []),
     # two jobs, one result dir
     ("num_trials=2,3", "plan", ["nshot=2", "num_trials=2,3"], 2, ["num_trials=2,3: these values give the same result"]),
     ("task=a task=b", "cli", ["task=copa_demo", "task=nli_demo"], 2, ["'task=copa_demo' and 'task=nli_demo': task is given twice", "task=copa_demo,nli_demo"]),
@@ -174,6 +175,8 @@ def battery_conf(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if weights:
             (w / "model.safetensors").write_text("never loaded at planning")
         (conf / "model" / f"{name}.yaml").write_text(f"name: {name}\npredictor: clm\nweights: {w}\n")
+    (conf / "task" / "demo_calib.yaml").write_text("run_name: battery\ntasks: [copa_demo]\n"
+                                                   "eval: {calibrator: average_option, calibration_options: {copa_demo: ['premise::']}}\n")
     (conf / "model" / "bad_bs.yaml").write_text("name: bad_bs\npredictor: random\neval: {batch_size: 0}\n")
     rows = (conf_dir() / "task_def" / "data" / "copa_demo" / "validation.jsonl").read_text().splitlines()
     train = (conf_dir() / "task_def" / "data" / "copa_demo" / "train.jsonl").read_text().splitlines()

@@ -80,6 +80,7 @@ class Planner:
         self._checked: dict[str, Optional[str]] = {}
         self.warnings: dict[str, None] = {}  # what the planning checks allow but say once (empty data ...), in order
         self._valid: set[tuple[str, ...]] = set()  # settings whose values passed the schema (overrides less nshot/trial)
+        self._checkpoints_used = False  # a model setting with 'checkpoints' was planned (checkpoint= picks its steps)
         self._notes: dict[tuple, Optional[str]] = {}
         self._offline: dict[str, bool] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
@@ -219,6 +220,8 @@ class Planner:
         task = None if slow else self.setting("task", choices["task"])
         if model is None or task is None:
             model, task, run, composed_choices = self._compose(overrides)
+        if model.get("checkpoints"):
+            self._checkpoints_used = True
             choices = {"model": composed_choices["model"], "task": composed_choices["task"]}
             run = dict(run)
             for s in overrides:
@@ -348,6 +351,7 @@ class Planner:
                 seen[key] = list(combo)
                 u = unit if not split else _with_trials(unit, trials)
                 rows.append((combo, unit, error, u, [f"trial={trials[0]}"] if split else [], split))
+        self._check_checkpoint_used(combos)
         prepare = getattr(self.pending_check, "prepare", None)
         if prepare is not None:  # what SLURM says about every recorded submission of the plan: asked once
             prepare(output_root(self.run, self.cwd), [r[1].result_dir for r in rows if r[3] is not None and not r[2]])
@@ -373,6 +377,20 @@ class Planner:
                 detail = f"{detail}; {cap}" if detail else cap
             jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
         return jobs
+
+    def _check_checkpoint_used(self, combos: Sequence[Sequence[str]]) -> None:
+        """``checkpoint=N`` picks steps of the sweep's checkpoint-sweep models (others ignore it); with none
+        in the sweep it would pick nothing and be silently ignored."""
+        if self._checkpoints_used:
+            return
+        asked = self.run.get("checkpoint")
+        if asked is None:
+            asked = next((self._parse(o)[1] for c in combos[:1] for o in c if self._parse(o)[0] == "checkpoint"), None)
+        if asked is not None:
+            models = sorted({self._parse(o)[1] for c in combos for o in c if self._parse(o)[0] == "model"} or {self.choices["model"]})
+            raise ConfigError(f"checkpoint={asked}: no model of this sweep ({', '.join(map(str, models))}) has 'checkpoints' (a training "
+                              f"run's dir or hub revisions), so there is no step to pick. Drop checkpoint=, or pick a model setting "
+                              f"with checkpoints:.")
 
     def _runs_offline(self, unit: JobUnit) -> bool:
         """Every hub input of the job is in the local caches (and its model setting does not opt out):

@@ -138,9 +138,6 @@ def resolve_unit(
     """
     model = model if model is not None else model_setting(model_node, model_key)
     task = task if task is not None else task_setting(task_node, task_key)
-    if check and not model.get("checkpoints") and run.get("checkpoint") is not None:
-        raise ConfigError(f"checkpoint={run['checkpoint']}: model '{model_key}' has no 'checkpoints' (a training run's dir or hub "
-                          f"revisions), so there is no step to pick. Drop checkpoint=, or give model/{model_key}.yaml checkpoints:.")
     if model.get("checkpoints"):  # a checkpoint sweep: this job evaluates checkpoint run['checkpoint']
         if run.get("checkpoint") is None:
             raise ConfigError(
@@ -154,7 +151,7 @@ def resolve_unit(
     )
     params["predictor"] = params.get("predictor") or model["predictor"]
     if check:
-        check_values(run, params, task["tasks"], search)
+        check_values(run, params, task["tasks"], search, explicit=cli)
     nshot = run["nshot"]
     if not isinstance(nshot, int) or isinstance(nshot, bool) or nshot < -1:
         raise ConfigError(f"nshot must be an integer >= -1 (-1 = the whole train set), got {nshot!r}.")
