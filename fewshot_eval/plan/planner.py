@@ -220,8 +220,6 @@ class Planner:
         task = None if slow else self.setting("task", choices["task"])
         if model is None or task is None:
             model, task, run, composed_choices = self._compose(overrides)
-        if model.get("checkpoints"):
-            self._checkpoints_used = True
             choices = {"model": composed_choices["model"], "task": composed_choices["task"]}
             run = dict(run)
             for s in overrides:
@@ -231,6 +229,8 @@ class Planner:
         else:
             run = dict(self.run)
             run.update(values)
+        if model.get("checkpoints"):
+            self._checkpoints_used = True
         key = tuple(setting)
         unit = resolve_unit(
             choices["model"], choices["task"], None, None, run, override_keys(list(overrides)), self.cwd, self.search,
