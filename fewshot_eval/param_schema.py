@@ -6,7 +6,7 @@ rules and meaning (the field's metadata). :func:`check_values` validates a job's
 once per distinct setting (the planner caches by the sweep's overrides), and raises a
 :class:`~fewshot_eval.config.ConfigError` whose one line names the key, the value and the fix.
 Values are checked, never rewritten: a result's identity is computed from them as they are.
-``docs/parameters.md`` is generated from this module (``python -m fewshot_eval.param_schema``).
+``docs/parameters.md`` shows :func:`markdown` (``tests/test_rejected_input.py`` checks it).
 """
 
 from __future__ import annotations

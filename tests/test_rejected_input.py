@@ -261,7 +261,7 @@ def _as_other_user(request: pytest.FixtureRequest, conf: Path, args: list[str]) 
 
 
 def test_the_parameter_tables_of_the_docs_are_the_schema() -> None:
-    """docs/parameters.md shows the schema's types and ranges (regenerate: python -m fewshot_eval.param_schema)."""
+    """docs/parameters.md shows the schema's types and ranges (regenerate: print param_schema.markdown())."""
     from fewshot_eval.param_schema import markdown
 
     assert markdown() in (Path(__file__).resolve().parents[1] / "docs" / "parameters.md").read_text()
