@@ -76,8 +76,11 @@ def _report(args: argparse.Namespace) -> int:
 
     from fewshot_eval.config import ConfigError
     from fewshot_eval.report import tables
-    from fewshot_eval.report.collect import find_results, load_results, long_table, trial_table, write_table
+    from fewshot_eval.report.collect import check_table_path, find_results, load_results, long_table, trial_table, write_table
 
+    for option, value in (("--out", args.out), ("--long", args.long)):
+        if value:
+            check_table_path(Path(value), option)
     jobs = None
     if args.sweep or args.experiment:
         from fewshot_eval.report.sweep_status import complete_results, label

@@ -124,16 +124,24 @@ def find_config_file(group: str, name: str, search: Iterable[Path] | None = None
             return path
     available = sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml") if not p.stem.startswith("_")})
     raise ConfigError(
-        f"Unknown {group} '{name}'. Available: {', '.join(available) or '(none)'}. "
+        f"Unknown {group} '{name}'{closest(name, available)}. Available: {', '.join(available) or '(none)'}. "
         f"Add {group}/{name}.yaml to a config dir (--config-dir) or pick one of these."
     )
+
+
+def closest(name: str, names: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``names`` (difflib), or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(n) for n in names], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def check_eval_keys(section: Mapping[str, Any] | None, where: str) -> None:
     """Reject unknown evaluation-parameter keys, naming the file/key and the valid ones."""
     for key in section or {}:
         if key not in EVAL_KEYS:
-            raise ConfigError(f"{where}: unknown evaluation parameter '{key}'. Valid keys: {', '.join(EVAL_KEYS)}.")
+            raise ConfigError(f"{where}: unknown evaluation parameter '{key}'{closest(key, EVAL_KEYS)}. Valid keys: {', '.join(EVAL_KEYS)}.")
 
 
 def check_keys(node: Any, allowed: Mapping[str, bool] | Iterable[str], where: str) -> dict:

@@ -5,7 +5,8 @@ several lines and exit status 1, or a long traceback for a YAML syntax error. Hy
 public way to change that: ``hydra.main`` takes no error handler, and ``HYDRA_FULL_ERROR=1`` (its one
 public switch) turns every error into a full traceback. So, and only here, :func:`compact_user_errors`
 replaces that private function while the app runs: an error the user can fix (a config error,
-malformed YAML, an unknown option) becomes one line and exit 2; anything else (a bug, a failing job)
+malformed YAML, an unknown option, an override Hydra cannot parse, a key the config does not have --
+with the closest valid name) becomes one line and exit 2; anything else (a bug, a failing job)
 goes to Hydra's own report unchanged, and ``HYDRA_FULL_ERROR=1`` still shows Hydra's full report.
 ``tests/test_hydra_errors.py`` fails if Hydra's private function disappears or changes its signature.
 """
@@ -18,7 +19,7 @@ import os
 import sys
 from typing import Any, Callable, Iterator, NoReturn, Optional
 
-from fewshot_eval.config import ConfigError
+from fewshot_eval.config import ConfigError, closest
 
 EXIT_USER_ERROR = 2
 PRESET_AND_SETTING_GROUPS = ("model", "task", "models", "tasks", "experiment", "task_def", "site")
@@ -71,7 +72,7 @@ def compact_message(ex: BaseException) -> Optional[str]:
 def user_error_message(ex: BaseException) -> Optional[str]:
     """A one-line message for an error the user can fix in their command or config files; None for
     anything else (a bug, a failing job): Hydra reports those as usual."""
-    from hydra.errors import MissingConfigException, OverrideParseException
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
     yaml_error = _yaml_error(ex)
     if yaml_error is not None:
@@ -81,9 +82,16 @@ def user_error_message(ex: BaseException) -> Optional[str]:
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and "/" in ex.missing_cfg_file:
         group, name = ex.missing_cfg_file.rsplit("/", 1)
         if group in PRESET_AND_SETTING_GROUPS:
-            options = ", ".join(o for o in (ex.options or []) if not o.startswith("_")) or "(none)"
-            return (f"Unknown {group} '{name}'. Available: {options}. "
+            visible = [o for o in (ex.options or []) if not o.startswith("_")]
+            options = ", ".join(visible) or "(none)"
+            return (f"Unknown {group} '{name}'{closest(name, visible)}. Available: {options}. "
                     f"Add {group}/{name}.yaml to a config dir (--config-dir) or pick one of these.{_quote_hint(group, name)}")
+    if isinstance(ex, ConfigCompositionException):
+        unknown = _unknown_override_key(ex)
+        if unknown is not None:
+            return unknown
+    if isinstance(ex, OverrideParseException) and ex.override.isascii():
+        return _parse_error(ex)
     if isinstance(ex, OverrideParseException) and not ex.override.isascii():
         key, _, value = ex.override.partition("=")
         quoted = ",".join(v if v.isascii() or v.startswith(("'", '"')) else f'"{v.strip()}"' for v in value.split(","))
@@ -92,6 +100,46 @@ def user_error_message(ex: BaseException) -> Optional[str]:
             f"non-ASCII letters; in the shell write '{key}={quoted}'."
         )
     return None
+
+
+def _unknown_override_key(ex: BaseException) -> Optional[str]:
+    """Hydra's "Could not override 'x'. To append to your config use +x=..." for a key the config does not
+    have: the app's one line with the closest valid key (top-level, or a model/task setting's field)."""
+    import dataclasses
+    import re
+
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    m = re.match(r"Could not override '([^']+)'", str(ex))
+    if m is None or not isinstance(ex.__cause__, (ConfigAttributeError, ConfigKeyError)):
+        return None
+    key = m.group(1)
+    value = re.search(r"use \+\S+?=(.*)$", str(ex), re.S)
+    shown = f"'{key}={value.group(1).strip()}'" if value else f"'{key}'"
+    if "." not in key:
+        from fewshot_eval.plan.checks import unknown_key_message, valid_top_level_keys
+
+        return unknown_key_message(key, valid_top_level_keys(), shown)
+    from fewshot_eval.settings import ModelSetting, TaskSetting
+
+    head, _, rest = key.partition(".")
+    schema = {"model": ModelSetting, "task": TaskSetting}.get(head)
+    if schema is None or "." in rest:
+        return f"{shown}: unknown key '{key}': the config has no such key. Check its spelling (fewshot-eval --cfg job shows the config)."
+    fields = [f.name for f in dataclasses.fields(schema)]
+    return (f"{shown}: unknown key '{key}'{closest(key, [head + '.' + f for f in fields])}. Valid keys of a {head} setting: "
+            f"{', '.join(head + '.' + f for f in fields)}.")
+
+
+def _parse_error(ex: Any) -> str:
+    """Hydra's grammar error for an override (``output_dir=~/x``, ``nshot=[0,2``) as one line with the fix."""
+    key, _, value = ex.override.partition("=")
+    reason = str(ex).splitlines()[0] if str(ex) else "invalid syntax"
+    if value.count("[") != value.count("]") or value.count("{") != value.count("}"):
+        fix = f"close the bracket (a list is {key.lstrip('+~')}=[a,b]; a sweep with -m is {key.lstrip('+~')}=a,b)"
+    else:
+        fix = f"quote a value with special characters; in the shell write '{key}=\"{value}\"'"
+    return f"cannot parse the override '{ex.override}' ({reason}): {fix}. See https://hydra.cc/docs/advanced/override_grammar/basic/"
 
 
 def _quote_hint(group: str, name: str) -> str:

@@ -54,14 +54,21 @@ def user_conf(tmp_path: Path) -> Path:
     return d
 
 
+def unloadable_weights(path: Path) -> Path:
+    """A weights dir that passes the planning checks (config.json is a JSON object, a weight file is there)
+    but that transformers cannot load: the config.json names no model_type."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_text("not safetensors")
+    return path
+
+
 def broken_model_conf(tmp_path: Path) -> Path:
-    """A config dir with model 'broken': its weights dir passes the planning checks (it holds a
-    config.json) but cannot be loaded (the config.json is not JSON), so its jobs fail at run time."""
+    """A config dir with model 'broken': its weights dir passes the planning checks (a JSON config.json and a
+    weight file) but cannot be loaded (the config.json names no model_type), so its jobs fail at run time."""
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    (weights / "config.json").write_text("{not json")
+    weights = unloadable_weights(tmp_path / "weights")
     (conf / "model" / "broken.yaml").write_text(f"name: broken\npredictor: clm\nweights: {weights}\n")
     return conf
 

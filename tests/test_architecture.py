@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "fewshot_eval"
 
 # Shared modules every stage may use; they use no stage themselves.
-SHARED = {"config", "settings", "outcome", "progress", "searchpath", "faults"}
+SHARED = {"config", "settings", "param_schema", "outcome", "progress", "searchpath", "faults"}
 # stage -> stages it must not import
 FORBIDDEN = {
     "store": {"plan", "launch", "run", "evaluate", "report", "app", "cli", "commands"},

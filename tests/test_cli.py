@@ -46,7 +46,7 @@ def test_dry_run_lists_the_plan_and_launches_nothing(workdir: Path) -> None:
 def test_unknown_model_fails_with_the_choices(workdir: Path) -> None:
     proc = run_cli(["-m", "model=random,gpt5", "dry_run=true"], workdir, check=False)
     assert proc.returncode != 0
-    assert "Unknown model 'gpt5'. Available:" in proc.stderr and "tiny_gpt2" in proc.stderr
+    assert "Unknown model 'gpt5' (did you mean 'gpt2'?). Available:" in proc.stderr and "tiny_gpt2" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

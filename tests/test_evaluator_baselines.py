@@ -80,7 +80,7 @@ def test_errors():
     # baselines ignore calibration (no options needed) and say so
     res = run("random", ["copa_demo"], calibrator="average_option")
     assert "calibrator=average_option ignored" in res.info["warnings"][0] and "accuracy_raw" not in res.metrics["copa_demo.default"]
-    with pytest.raises(ConfigError, match=r"Unknown task_def 'copa_nope'. Available: .*copa_demo"):
+    with pytest.raises(ConfigError, match=r"Unknown task_def 'copa_nope' \(did you mean 'copa_demo'\?\)\. Available: .*copa_demo"):
         run("random", ["copa_nope"])
     with pytest.raises(ConfigError, match="unknown predictor 'gpt3'"):
         build_evaluator({"predictor": "gpt3"}, {"predictor": "gpt3"})

@@ -54,6 +54,7 @@ def offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in ("dense_lang16", "moe_128exp_lang16"):
         (weights / name).mkdir(parents=True)
         (weights / name / "config.json").write_text("{}")
+        (weights / name / "model.safetensors").write_text("")  # planning looks for weight files, never loads them
     monkeypatch.setenv("FEWSHOT_WEIGHTS_DIR", str(weights))
     return tmp_path
 

@@ -26,6 +26,27 @@ def test_eval_param_keeps_a_given_value_and_fills_a_missing_or_null_one() -> Non
     assert eval_param({}, "train_sep") == eval_param({"train_sep": None}, "train_sep") == default_params()["train_sep"]
 
 
+def test_the_schema_types_every_param_and_the_config_holds_every_default() -> None:
+    """fewshot_eval/param_schema.py has one field per run and evaluation param (no default: conf/config.yaml
+    holds them), and every packaged default passes the schema."""
+    from fewshot_eval.param_schema import EVAL_FIELDS, RUN_FIELDS, check_values
+
+    assert set(EVAL_FIELDS) == set(EVAL_KEYS) and set(RUN_FIELDS) == set(config.RUN_KEYS)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in [*EVAL_FIELDS.values(), *RUN_FIELDS.values()])
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        values = run_values(compose("config", overrides=["model=random", "task=copa_demo"]))
+    assert set(EVAL_FIELDS) - set(values) == {"allowed_nshot"}  # a task setting's own key, no top-level default
+    check_values({k: values[k] for k in RUN_FIELDS}, {k: values[k] for k in EVAL_FIELDS if k in values}, ["copa_demo"])
+
+
+def test_typed_params_fill_gaps_from_the_config_and_keep_a_null_that_is_a_value() -> None:
+    from fewshot_eval.param_schema import typed_params
+
+    p = typed_params({"seed": 5, "scoring": None, "calibrator": None})
+    assert p.seed == 5 and p.scoring == default_params()["scoring"] and p.calibrator is None
+    assert p.train_sep == default_params()["train_sep"] and p.batch_size == default_params()["batch_size"]
+
+
 @pytest.fixture
 def other_defaults(monkeypatch: pytest.MonkeyPatch) -> dict:
     """conf/config.yaml as if it said train_sep ' ### ' and temperature 0.5: the code must follow it."""

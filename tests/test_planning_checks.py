@@ -82,10 +82,10 @@ def test_missing_local_weights_names_the_key_and_the_variable(workdir: Path, tmp
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ("dtype=fp16", "dtype: unknown dtype 'fp16'. Valid: float32, float16, bfloat16"),
     ("device=gpu", "device: unknown device 'gpu'. Valid: auto, cpu, cuda, cuda:<index>"),
 ])
 def test_dtype_and_device_values(workdir: Path, override: str, fragment: str) -> None:
+    """(dtype=fp16, outside the schema's enum, refuses the whole plan: tests/test_rejected_input.py)"""
     assert_caught(workdir, ["model=tiny_gpt2", "task=copa_demo", "nshot=0", override], fragment)
 
 

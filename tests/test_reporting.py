@@ -160,7 +160,7 @@ def test_sweep_report_labels_every_planned_cell_and_status_counts_match_the_plan
     assert got["failed"] + got["missing"] == planned["run"] + planned.get("failed", 0) and got["failed"] == 1
     assert got["total"] == sum(planned.values()) == 12
     [fail] = [ln for ln in status.splitlines() if ln.strip().startswith("broken x copa_demo nshot=0:")]
-    assert "config.json" in fail and "(log: " in fail and Path(fail.split("(log: ")[1].split(")")[0]).exists()
+    assert "Error: " in fail and "(log: " in fail and Path(fail.split("(log: ")[1].split(")")[0]).exists()
     assert "SLURM job 4242_1" in status
     per_model = {tuple(ln.split()[:2]): ln.split()[2:] for ln in status.splitlines()[1:] if ln.startswith(("random ", "broken "))}
     assert per_model[("broken", "copa_demo")][-1] == "2" and per_model[("random", "nli_demo")][0] == "1"

@@ -6,7 +6,7 @@ import json
 import signal
 from pathlib import Path
 
-from cli_helpers import run_cli
+from cli_helpers import run_cli, unloadable_weights
 from fewshot_eval.faults import FAULT_ENV
 
 SWEEP = ["-m", "models=baselines", "task=copa_demo,nli_demo", "nshot=0,2"]
@@ -100,9 +100,7 @@ def test_override_completed_reruns_and_keeps_the_old_result(workdir: Path) -> No
 def test_failed_job_does_not_stop_the_others_and_exit_is_nonzero(workdir: Path, tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
-    weights = tmp_path / "weights"  # passes the planning checks (a dir with a config.json), fails to load
-    weights.mkdir()
-    (weights / "config.json").write_text("{not json")
+    weights = unloadable_weights(tmp_path / "weights")  # passes the planning checks, fails to load
     (conf / "model" / "broken.yaml").write_text(f"name: broken\npredictor: clm\nweights: {weights}\n")
     proc = run_cli(["-m", "model=broken,random", "task=copa_demo", "--config-dir", str(conf)], workdir, check=False)
     assert proc.returncode == 1

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.param_schema import choices
 
-CALIBRATORS = ("average_option",)
+CALIBRATORS = choices("calibrator")  # the schema holds them (fewshot_eval/param_schema.py)
 
 
 def check_calibrator(name: Optional[str]) -> Optional[str]:

@@ -37,7 +37,6 @@ import time
 from typing import Any, Optional, Sequence
 
 from fewshot_eval import progress
-from fewshot_eval.config import eval_param
 from fewshot_eval.evaluate.backends.predictor import Loglik, Predictor, Request, split_whitespace
 from fewshot_eval.evaluate.calibration import apply_option, calibrate, check_calibrator, parse_option, task_options
 from fewshot_eval.evaluate.metrics.compute import compute_metrics
@@ -60,6 +59,7 @@ from fewshot_eval.evaluate.tasks.perplexity_task import score_documents
 from fewshot_eval.evaluate.tasks.selection import lm_eval_drops_evaluated, select_languages, select_metrics, select_templates, split_data
 from fewshot_eval.evaluate.tasks.shapes import row_fields
 from fewshot_eval.evaluate.trial_result import TrialResult
+from fewshot_eval.param_schema import typed_params
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,13 @@ class FewShotEvaluator:
     # ------------------------------------------------------------------ the interface
     def run_trial(self, tasks: Sequence[str], params: dict[str, Any], nshot: int, trial: int) -> TrialResult:
         t0 = time.time()
-        mode = check_mode(params.get("scoring"))
-        calibrator = check_calibrator(params.get("calibrator"))
-        sampling = check_demo_sampling(params.get("demo_sampling"), balanced=bool(params.get("balanced")))
+        p = typed_params(params)  # the fields of fewshot_eval/param_schema.py, defaults filled in
+        mode = check_mode(p.scoring)
+        calibrator = check_calibrator(p.calibrator)
+        sampling = check_demo_sampling(p.demo_sampling, balanced=p.balanced)
         per_example = sampling in PER_EXAMPLE
         lm_eval_rule = sampling == "per_example_lm_eval"  # per example, with lm-eval's k / k+1 rule
-        seed = int(params.get("seed") or 0) + int(trial)
+        seed = p.seed + int(trial)
         metrics: dict[str, dict[str, Any]] = {}
         predictions: dict[str, list[dict[str, Any]]] = {}
         info: dict[str, Any] = {
@@ -162,7 +163,7 @@ class FewShotEvaluator:
                 elif per_example:  # docs: one list per example (lm-eval's sampler)
                     sample = sample_per_example(pool, len(eval_docs), nshot, seed, task=name)
                 else:
-                    sample = sample_demonstrations(pool, nshot, seed, balanced=bool(params.get("balanced")), labels=task.labels, task=name)
+                    sample = sample_demonstrations(pool, nshot, seed, balanced=p.balanced, labels=task.labels, task=name)
                 sampled = len(sample.docs[0]) if per_example and sample.docs else len(sample.docs)
                 info["warnings"].extend(sample.warnings)
                 self.predictor.begin(name, [d["_label"] for d in pool], seed)
@@ -251,9 +252,10 @@ class FewShotEvaluator:
                per_example: bool = False) -> list[dict]:
         tmpl = task.templates[tname]
         pred = self.predictor
-        sep = str(eval_param(params, "train_sep"))
+        p = typed_params(params)
+        sep = str(p.train_sep)
         desc = _description(params, task.name)
-        uncond_prompt = str(eval_param(params, "unconditional_prompt"))
+        uncond_prompt = str(p.unconditional_prompt)
 
         def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
             if self.chat is None:

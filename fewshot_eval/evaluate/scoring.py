@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.param_schema import choices
 
-SCORING_MODES = ("sum", "mean", "suffix", "unconditional-norm", "char-norm")
+SCORING_MODES = choices("scoring")  # the schema holds them (fewshot_eval/param_schema.py)
 
 
 def check_mode(mode: Optional[str]) -> str:

@@ -7,8 +7,9 @@ do. Where they are called:
 * :func:`check_plan` -- top of ``Planner.plan``: unknown top-level keys (base config, experiment
   and preset files, every swept override) and SLURM's client commands; :func:`check_job_keys`
   -- the same for a single run (``fewshot_eval.run.job``).
-* :func:`check_run_values` -- ``resolve_unit``: ``output_dir``, ``max_parallel``, ``batch_size``,
-  ``n_eval_samples``, ``seed``, ``keep_score_cache``, ``prefetch``, ``hf_offline`` (after layering, so a model/task setting's value is checked too).
+* ``fewshot_eval.param_schema.check_values`` -- ``resolve_unit``: every run and evaluation param's type and
+  range (after layering, so a model/task setting's value is checked too), once per distinct setting;
+  :func:`check_repeated_keys` -- ``check_plan``: a key given twice on the command line.
 * ``fewshot_eval.settings.check_setting_name`` -- names that become directories (model/task settings).
 * :func:`check_same_result` -- ``Planner.plan``: two override combinations with one result dir.
 * :func:`check_result_layout` -- ``fewshot-eval recalc``: a results.json in the result-dir layout.
@@ -107,6 +108,7 @@ def check_job_keys(keys: Iterable[str], choices: Mapping[str, Any], overrides: S
 
 def check_plan(planner: Any, combos: Sequence[Sequence[str]]) -> None:
     """The checks that need the whole sweep (called once at the top of ``Planner.plan``)."""
+    check_repeated_keys(list(planner.base.hydra.overrides.task))
     choices = dict(planner.choices)
     valid = valid_top_level_keys(choices)
     unknown = [k for k in planner.run if k not in set(valid)]
@@ -138,45 +140,17 @@ def check_plan(planner: Any, combos: Sequence[Sequence[str]]) -> None:
         warn(message)
 
 
-# ---- 2. values of run and evaluation params --------------------------------------------------
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-WHERE_SET = "set it on the command line or fix it where it is set (a model/task setting's eval:, an experiment)"
-
-
-def check_run_values(run: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """``run``: the top-level values (command line applied); ``params``: the layered evaluation params."""
-    out = run.get("output_dir")
-    if out is None or not str(out).strip():
-        raise ConfigError(
-            f"output_dir is empty ({out!r}): results would land in the launch directory and Hydra's logs under '/'. "
-            f"Pass output_dir=<a directory>, e.g. output_dir=results."
-        )
-    mp = run.get("max_parallel")
-    if mp is not None and (not _is_int(mp) or mp < 1):
-        raise ConfigError(f"max_parallel must be an integer >= 1 (or null: each model setting's own), got {mp!r}. Pass e.g. max_parallel=4.")
-    bs = params.get("batch_size")
-    if not _is_int(bs) or bs < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, got {bs!r}; {WHERE_SET}, e.g. batch_size=8.")
-    n = params.get("n_eval_samples")
-    if n is not None and (not _is_int(n) or n < 0):
-        raise ConfigError(f"n_eval_samples must be an integer >= 0 (0 = all examples), got {n!r}; {WHERE_SET}.")
-    seed = params.get("seed")
-    if not _is_int(seed):
-        raise ConfigError(f"seed must be an integer, got {seed!r}; {WHERE_SET}, e.g. seed=0.")
-    for key, what in (("prefetch", "fetches what the jobs read from the hub before launching"), ("hf_offline", "is set by the sweep"),
-                      ("verify", "checks every file of a complete result by content")):
-        value = run.get(key)
-        if value is not None and not isinstance(value, bool):  # "yes" would be truthy
-            raise ConfigError(f"{key} must be true or false, got {value!r} ({key}=true {what}). Pass {key}=true or {key}=false.")
-    jl = run.get("job_list")
-    if jl is not None and not isinstance(jl, str):
-        raise ConfigError(f"job_list must be the path of a job list (a CSV written by fewshot-eval status ... --missing FILE), got {jl!r}.")
-    keep = params.get("keep_score_cache")
-    if keep is not None and not isinstance(keep, bool):  # "no" would be truthy in the job
-        raise ConfigError(f"keep_score_cache must be true or false, got {keep!r}; {WHERE_SET}.")
+# ---- 2. values of run and evaluation params: fewshot_eval/param_schema.py (check_values, from resolve_unit) --------
+def check_repeated_keys(overrides: Sequence[str]) -> None:
+    """A key given twice on the command line (``task=a task=b``): Hydra keeps only the last one."""
+    seen: dict[str, str] = {}
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key in seen and "=" in o:
+            values = ",".join(x.split("=", 1)[1] for x in (seen[key], o))
+            raise ConfigError(f"'{seen[key]}' and '{o}': {key} is given twice and only the last would count. "
+                              f"Give it once; to sweep both values write {key}={values} (with -m).")
+        seen[key] = o
 
 
 # ---- 3. names that become directories -------------------------------------------------------
@@ -252,9 +226,10 @@ def baseline_warning(predictor: Any, scoring: Any, calibrator: Any) -> Optional[
     return f"predictor '{predictor}' is a baseline: {' and '.join(unused)} ignored (baselines use their own scores)."
 
 
-def plan_warnings(jobs: Sequence[Any]) -> list[str]:
-    """Distinct warnings about the planned jobs (``PlannedJob``s), each once, in plan order."""
-    out: dict[str, None] = {}
+def plan_warnings(jobs: Sequence[Any], found: Iterable[str] = ()) -> list[str]:
+    """Distinct warnings about the planned jobs (``PlannedJob``s), each once, in plan order; ``found``: those
+    of the planning checks (``Planner.warnings``: empty data, repeated ids)."""
+    out: dict[str, None] = dict.fromkeys(found)
     for j in jobs:
         p = j.unit.params
         w = baseline_warning(p.get("predictor"), p.get("scoring"), p.get("calibrator"))
@@ -263,6 +238,6 @@ def plan_warnings(jobs: Sequence[Any]) -> list[str]:
     return list(out)
 
 
-def print_plan_warnings(jobs: Sequence[Any]) -> None:
-    for w in plan_warnings(jobs):
+def print_plan_warnings(jobs: Sequence[Any], found: Iterable[str] = ()) -> None:
+    for w in plan_warnings(jobs, found):
         warn(w)

@@ -140,8 +140,14 @@ def _file_digest(path: Path, mtime_ns: int, size: int) -> str:
 
 
 def file_digest(path: Path) -> str:
-    st = path.stat()
-    return _file_digest(path, st.st_mtime_ns, st.st_size)
+    """sha256 of a task data file; one this user cannot read is a ConfigError naming it (no traceback)."""
+    try:
+        st = path.stat()
+        return _file_digest(path, st.st_mtime_ns, st.st_size)
+    except OSError as e:
+        raise ConfigError(f"cannot read task data file {path} ({e.strerror or type(e).__name__}): every job reads it and its "
+                          f"content is part of the result's identity. Make it readable by you (chmod a+r), or point the task "
+                          f"definition at a copy you can read.") from None
 
 
 def _strings(node: Any) -> Iterable[str]:
@@ -205,9 +211,10 @@ def _catalog_data_digest(search: tuple[Path, ...], name: str) -> str:
     from fewshot_eval.evaluate.lm_eval_bridge.catalog_identity import local_files
 
     try:
-        return digest([file_digest(f) for f in local_files(name, search)])
+        files = local_files(name, search)
     except ConfigError:  # an unknown name: the planning checks report it on the job's row
         return "unknown"
+    return digest([file_digest(f) for f in files])
 
 
 def fingerprints(id_digest: str, tasks: Sequence[str], search: Sequence[Path]) -> tuple[str, frozenset[str]]:

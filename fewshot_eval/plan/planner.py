@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, conf_dir, override_keys, run_values
+from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, closest, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.estimates import AUTO, Estimate, History
 from fewshot_eval.plan.unit import JobUnit, output_root, resolve_unit
@@ -79,6 +79,9 @@ class Planner:
         self._parsed: dict[str, tuple[str, Any]] = {}
         self._ctx: Optional[DictConfig] = None
         self._checked: dict[str, Optional[str]] = {}
+        self.warnings: dict[str, None] = {}  # what the planning checks allow but say once (empty data ...), in order
+        self._valid: set[tuple[str, ...]] = set()  # settings whose values passed the schema (overrides less nshot/trial)
+        self._checkpoints_used = False  # a model setting with 'checkpoints' was planned (checkpoint= picks its steps)
         self._notes: dict[tuple, Optional[str]] = {}
         self._offline: dict[str, bool] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
@@ -116,7 +119,7 @@ class Planner:
         res = self.loader.repository.load_config(f"{group}/{key}")
         if res is None:
             raise ConfigError(
-                f"Unknown {group} '{key}'. Available: {', '.join(self._options(group))}. "
+                f"Unknown {group} '{key}'{closest(key, self._options(group))}. Available: {', '.join(self._options(group))}. "
                 f"Add conf/{group}/{key}.yaml (or to your --config-dir) or pick one of these."
             )
         value: Optional[dict[str, Any]] = None
@@ -200,8 +203,11 @@ class Planner:
         choices = {"model": self.choices["model"], "task": self.choices["task"]}
         values: dict[str, Any] = {}
         slow = self.force_slow
+        setting: list[str] = []  # the overrides less nshot/trial: the schema checks each distinct setting once
         for s in overrides:
             k, v = self._parse(s)
+            if k not in CHEAP_KEYS:
+                setting.append(s)
             if k in ("model", "task"):
                 choices[k] = v
             elif k in self.choices:  # another config group: fine only if it is the base's choice
@@ -225,10 +231,15 @@ class Planner:
         else:
             run = dict(self.run)
             run.update(values)
-        return resolve_unit(
+        if model.get("checkpoints"):
+            self._checkpoints_used = True
+        key = tuple(setting)
+        unit = resolve_unit(
             choices["model"], choices["task"], None, None, run, override_keys(list(overrides)), self.cwd, self.search,
-            model=model, task=task,
+            model=model, task=task, check=key not in self._valid,
         )
+        self._valid.add(key)
+        return unit
 
     def plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         """One PlannedJob per distinct result (split_trials: per trial), with its status. With the run
@@ -322,12 +333,16 @@ class Planner:
         self._tidy = {}
         rows: list[tuple[Sequence[str], JobUnit, Optional[str], Optional[JobUnit], list[str], bool]] = []
         seen: dict[tuple[Path, tuple[int, ...]], list[str]] = {}
+        by_dir: dict[Path, Sequence[str]] = {}  # a result dir is written by one setting (num_trials=2,3 would share one)
         override = bool(self.run.get("override_completed"))
         for combo in combos:
             unit = self.resolve(combo)
             if not unit.applicable:
                 rows.append((combo, unit, None, None, [], False))
                 continue
+            first = by_dir.setdefault(unit.result_dir, combo)
+            if first is not combo:
+                check_same_result(first, combo, unit.result_dir)
             error = self.check(unit)
             split = bool(self.run.get("split_trials")) and len(unit.all_trials) > 1
             parts = [[t] for t in unit.all_trials] if split else [unit.all_trials]
@@ -339,6 +354,7 @@ class Planner:
                 seen[key] = list(combo)
                 u = unit if not split else _with_trials(unit, trials)
                 rows.append((combo, unit, error, u, [f"trial={trials[0]}"] if split else [], split))
+        self._check_checkpoint_used(combos)
         prepare = getattr(self.pending_check, "prepare", None)
         if prepare is not None:  # what SLURM says about every recorded submission of the plan: asked once
             prepare(output_root(self.run, self.cwd), [r[1].result_dir for r in rows if r[3] is not None and not r[2]])
@@ -356,11 +372,28 @@ class Planner:
                 detail = f"{detail}; {note}" if detail and note else (note or detail)
                 if self._runs_offline(unit):
                     extra = [*extra, "hf_offline=true"]
+            if unit.requested_nshot is not None and unit.nshot == 0:
+                self._warn(f"task setting '{unit.task_key}': nshot={unit.requested_nshot} but its demonstration split has no rows "
+                           f"(besides the evaluated ones): its prompts get no demonstrations, the result of nshot=0.")
             if unit.requested_nshot is not None:
                 cap = f"nshot={unit.requested_nshot} > the {unit.nshot} demonstration rows: the same result as nshot={unit.nshot}"
                 detail = f"{detail}; {cap}" if detail else cap
             jobs.append(PlannedJob(list(combo) + extra, u, status, detail))
         return jobs
+
+    def _check_checkpoint_used(self, combos: Sequence[Sequence[str]]) -> None:
+        """``checkpoint=N`` picks steps of the sweep's checkpoint-sweep models (others ignore it); with none
+        in the sweep it would pick nothing and be silently ignored."""
+        if self._checkpoints_used:
+            return
+        asked = self.run.get("checkpoint")
+        if asked is None:
+            asked = next((self._parse(o)[1] for c in combos[:1] for o in c if self._parse(o)[0] == "checkpoint"), None)
+        if asked is not None:
+            models = sorted({self._parse(o)[1] for c in combos for o in c if self._parse(o)[0] == "model"} or {self.choices["model"]})
+            raise ConfigError(f"checkpoint={asked}: no model of this sweep ({', '.join(map(str, models))}) has 'checkpoints' (a training "
+                              f"run's dir or hub revisions), so there is no step to pick. Drop checkpoint=, or pick a model setting "
+                              f"with checkpoints:.")
 
     def _runs_offline(self, unit: JobUnit) -> bool:
         """Every hub input of the job is in the local caches (and its model setting does not opt out):
@@ -410,16 +443,20 @@ class Planner:
         hit = self._model_json.get(id(unit.model))
         if hit is None or hit[0] is not unit.model:  # the setting's dict is shared by its jobs: serialised once
             hit = self._model_json[id(unit.model)] = (unit.model, json.dumps([unit.model_key, unit.model], sort_keys=True, default=str))
-        model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]], default=str)
+        model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"],
+                            unit.params.get("max_length")], default=str)
         # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
         # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
         n = unit.nshot
         nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
         return (
-            once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
-            or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params))
-            or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
+            once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search, warn=self._warn))
+            or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params, local=self.local_launcher))
+            or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search, warn=self._warn))
         )
+
+    def _warn(self, message: str) -> None:
+        self.warnings[message] = None
 
     def _has_submission(self, result_dir: Path) -> bool:
         has = getattr(self.pending_check, "has_submission", None)

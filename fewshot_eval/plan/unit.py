@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, effective_params
-from fewshot_eval.plan.checks import check_run_values
+from fewshot_eval.param_schema import check_values
 from fewshot_eval.plan.expand import checkpoint_setting
 from fewshot_eval.plan.identity import catalog_identity, fingerprints, identity_digest, job_identity, weights_fingerprint
 from fewshot_eval.settings import model_setting, task_setting
@@ -126,12 +126,15 @@ def resolve_unit(
     *,
     model: dict[str, Any] | None = None,
     task: dict[str, Any] | None = None,
+    check: bool = True,
 ) -> JobUnit:
     """Layer the params, validate, and locate the result of one job.
 
     ``run`` holds the top-level config values (command-line values applied), ``cli_keys`` the
     top-level keys set on the command line or by the sweep. Pre-validated ``model``/``task``
-    dicts may be passed to save re-validation.
+    dicts may be passed to save re-validation; ``check=False`` skips the schema check of the values
+    (fewshot_eval/param_schema.py) for a setting the caller has already checked (the planner checks
+    each distinct setting once).
     """
     model = model if model is not None else model_setting(model_node, model_key)
     task = task if task is not None else task_setting(task_node, task_key)
@@ -147,7 +150,8 @@ def resolve_unit(
         run, model["eval"], task["eval"], run.get("final_overrides") or {}, cli, model_key=model_key, task_key=task_key
     )
     params["predictor"] = params.get("predictor") or model["predictor"]
-    check_run_values(run, params)
+    if check:
+        check_values(run, params, task["tasks"], search, explicit=cli)
     nshot = run["nshot"]
     if not isinstance(nshot, int) or isinstance(nshot, bool) or nshot < -1:
         raise ConfigError(f"nshot must be an integer >= -1 (-1 = the whole train set), got {nshot!r}.")

@@ -227,8 +227,20 @@ def trial_table(loaded: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet", ".tsv")
+
+
+def check_table_path(out: Path, option: str) -> None:
+    """``out`` ends in a table format :func:`write_table` writes (checked before any work)."""
+    from fewshot_eval.config import ConfigError, closest
+
+    if out.suffix not in TABLE_SUFFIXES:
+        raise ConfigError(f"{option} {out}: unknown table format '{out.suffix or '(no suffix)'}'{closest(out.suffix, TABLE_SUFFIXES)}. "
+                          f"Name the file with one of {', '.join(TABLE_SUFFIXES)} (e.g. {option} {out.with_suffix('.csv')}).")
+
+
 def write_table(df: pd.DataFrame, out: Path) -> None:
-    """.csv, .jsonl, .json, .parquet (needs pyarrow), else TSV."""
+    """.csv, .jsonl, .json, .parquet (needs pyarrow), .tsv."""
     from fewshot_eval.store.atomic import write_text
 
     if out.suffix == ".csv":

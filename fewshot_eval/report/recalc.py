@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from fewshot_eval.config import ConfigError, conf_dir
+from fewshot_eval.config import ConfigError, closest, conf_dir
+from fewshot_eval.param_schema import check_value, choices
 from fewshot_eval.plan.checks import RESULT_LAYOUT, check_result_layout
 from fewshot_eval.plan.identity import fingerprints, identity_digest, with_params
 from fewshot_eval.report.collect import find_results
@@ -128,6 +129,12 @@ def recalc_command(args: argparse.Namespace) -> int:
     if not changes:
         print("Nothing to change: pass --scoring and/or --calibrator.", file=sys.stderr)
         return 2
+    for key, value in changes.items():  # checked once, before any result is read
+        try:
+            check_value(key, value, is_eval=True)
+        except ConfigError:
+            valid = ", ".join(choices(key)) + (", none" if key == "calibrator" else "")
+            raise ConfigError(f"--{key} {value}: unknown {key}{closest(value, choices(key))}. Valid: {valid}.") from None
     search = [Path(d).resolve() for d in args.config_dir] + [conf_dir()]
     files = find_results(args.result_dirs)
     if not files:

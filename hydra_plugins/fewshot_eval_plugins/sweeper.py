@@ -108,7 +108,7 @@ class FewshotSweeper(Sweeper):
 
         assert self.config is not None
         jobs = planner.plan(combos)
-        print_plan_warnings(jobs)
+        print_plan_warnings(jobs, planner.warnings)
         moved = moved_results(arguments, jobs)  # job_list=<file>: its jobs planned elsewhere?
         if moved:
             warn(moved)

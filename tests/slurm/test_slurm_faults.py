@@ -309,7 +309,8 @@ def test_dry_runs_status_and_report_write_nothing(slurm_cluster, workdir, tmp_pa
     conf = tmp_path / "conf"
     model(conf, "ro_ok")
     (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "broken" / "config.json").write_text("{}")  # passes planning (JSON, a weight file), fails to load (no model_type)
+    (tmp_path / "broken" / "model.safetensors").write_text("not safetensors")
     model(conf, "ro_broken", predictor="clm", extra=f"weights: {tmp_path / 'broken'}\n")
     ok = ["model=ro_ok", "task=copa_demo,nli_demo", "nshot=0"]
     broken = ["model=ro_broken", "task=copa_demo", "nshot=0"]

@@ -27,7 +27,7 @@ HOLD = "+hydra.launcher.additional_parameters.hold=true"
 MODELS = {
     "slurm_small": "name: slurm_small\npredictor: random\nmax_parallel: 1\nresources: {cpus_per_task: 1, timeout_min: 7}\n",
     "slurm_wide": "name: slurm_wide\npredictor: majority\nmax_parallel: 2\nresources: {cpus_per_task: 2, mem_gb: 1, timeout_min: 9}\n",
-    # weights that pass the planning checks (a dir with a config.json) but cannot be loaded
+    # weights that pass the planning checks (a JSON config.json, a weight file) but cannot be loaded
     "slurm_broken": "name: slurm_broken\npredictor: clm\nweights: ${oc.env:FEWSHOT_TEST_BROKEN_WEIGHTS}\nresources: {timeout_min: 5}\n",
     "slurm_twonode": "name: slurm_twonode\npredictor: random\nresources: {nodes: 2, timeout_min: 5}\n",  # the cluster has one node
     "slurm_gpuq": "name: slurm_gpuq\npredictor: random\nresources: {timeout_min: 5}\n"
@@ -41,7 +41,8 @@ def conf(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("slurmconf")
     (d / "model").mkdir()
     (d / "broken_weights").mkdir()
-    (d / "broken_weights" / "config.json").write_text("{not json")
+    (d / "broken_weights" / "config.json").write_text("{}")  # passes planning (JSON, a weight file), fails to load (no model_type)
+    (d / "broken_weights" / "model.safetensors").write_text("not safetensors")
     os.environ["FEWSHOT_TEST_BROKEN_WEIGHTS"] = str(d / "broken_weights")
     for name, text in MODELS.items():
         (d / "model" / f"{name}.yaml").write_text(text)

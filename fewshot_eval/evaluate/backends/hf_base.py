@@ -26,11 +26,12 @@ from typing import Any, Iterator, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.backends.predictor import Predictor, split_whitespace
+from fewshot_eval.param_schema import choices, typed_params
 
 WEIGHTS_DIR_ENV = "FEWSHOT_WEIGHTS_DIR"
 
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = choices("dtype")  # the schema holds them (fewshot_eval/param_schema.py)
 
 
 def weights_path(weights: str) -> str:
@@ -73,7 +74,7 @@ class HFPredictor(Predictor):
     @staticmethod
     def job_dtype(params: dict[str, Any]) -> str:
         """The job's ``dtype`` param (float32 when unset), one of :data:`DTYPES`."""
-        dtype = params.get("dtype") or "float32"
+        dtype = typed_params(params).dtype
         if dtype not in DTYPES:
             raise ConfigError(f"dtype: unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}.")
         return dtype
@@ -144,6 +145,66 @@ def _check_weights_dir(model_key: str, path: Path) -> None:
         )
     if not (path / "config.json").is_file():
         raise ConfigError(f"model '{model_key}': weights dir {path} has no config.json: not a HuggingFace checkpoint dir.")
+    read_model_config(model_key, path / "config.json")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ConfigError(f"model '{model_key}': weights dir {path} holds no weight files ({', '.join(WEIGHT_FILES)}): "
+                          f"copy the checkpoint's weights there, or point the setting's 'weights' at the dir that has them.")
+
+
+# What a HuggingFace checkpoint dir holds its weights in (transformers' and vLLM's formats, shards included)
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.gguf")
+
+
+def read_model_config(model_key: str, path: Path) -> dict[str, Any]:
+    """A checkpoint's config.json as a dict; one that is not a JSON object is a ConfigError naming it."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"model '{model_key}': {path} is not valid JSON ({e}): the checkpoint's config.json is damaged; "
+                          f"copy it again from where the checkpoint came from.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"model '{model_key}': {path} holds {type(data).__name__}, not a JSON object: not a HuggingFace config.")
+    return data
+
+
+POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")  # as the clm predictor reads them
+
+
+def model_positions(model_key: str, model: dict[str, Any]) -> Optional[int]:
+    """The context length (positions) of the setting's model from its config.json when it is on this machine
+    (a local dir, the built tiny model, a hub model in the local cache), ``hf_overrides`` applied; else None."""
+    import os
+
+    from fewshot_eval.settings import is_local_weights
+
+    weights = str(model.get("weights") or "")
+    if not weights:
+        return None
+    if weights == "tiny-gpt2":
+        from fewshot_eval.config import cache_dir
+        from fewshot_eval.evaluate.backends.tiny_model import VERSION
+
+        config = cache_dir() / VERSION / "config.json"
+    elif is_local_weights(weights):
+        config = Path(weights).expanduser() / "config.json"
+    else:
+        home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+        repo = Path(os.environ.get("HF_HUB_CACHE") or home / "hub").expanduser() / f"models--{weights.replace('/', '--')}"
+        ref = repo / "refs" / str(model.get("revision") or "main")
+        try:
+            config = repo / "snapshots" / (ref.read_text().strip() if ref.is_file() else str(model.get("revision"))) / "config.json"
+        except OSError:
+            return None
+    if not config.is_file():
+        return None
+    data = {**read_model_config(model_key, config), **(model.get("hf_overrides") or {})}
+    for key in POSITION_KEYS:
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _local(model: dict[str, Any], loader: str) -> Optional[Any]:

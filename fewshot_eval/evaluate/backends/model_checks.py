@@ -24,8 +24,10 @@ from fewshot_eval.evaluate.backends.hf_base import DTYPES, check_chat_template
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -> None:
-    """A model setting and the job's params (dtype, device) as its predictor will take them; raises ConfigError."""
+def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any], local: bool = False) -> None:
+    """A model setting and the job's params (dtype, device, max_length) as its predictor will take them; raises
+    ConfigError. ``local``: the job runs on this machine (a local launcher), so a ``device=cuda[:N]`` must exist
+    here (a SLURM sweep planned on a login node without GPUs plans GPU jobs all the same)."""
     from fewshot_eval.config import config_dirs
     from fewshot_eval.evaluate.registry import predictor_class, predictors_with
 
@@ -48,6 +50,36 @@ def check_model(model_key: str, model: dict[str, Any], params: dict[str, Any]) -
         raise ConfigError(f"model '{model_key}': hf_overrides applies to predictors {_and(predictors_with('loads_hf_weights'))} "
                           f"(they load a HuggingFace config), not '{predictor}'. Remove hf_overrides from the setting.")
     cls.check_files(model_key, model)
+    if cls.loads_hf_weights:
+        check_max_length(model_key, model, params.get("max_length"))
+        if local:
+            check_device_here(device)
+
+
+def check_max_length(model_key: str, model: dict[str, Any], max_length: Any) -> None:
+    """``max_length`` fits the model's positions (read from its config.json when it is on this machine)."""
+    from fewshot_eval.evaluate.backends.hf_base import model_positions
+
+    if not isinstance(max_length, int) or isinstance(max_length, bool):
+        return
+    positions = model_positions(model_key, model)
+    if positions is not None and max_length > positions:
+        raise ConfigError(f"max_length={max_length}: model '{model_key}' has {positions} positions (its config.json), so longer "
+                          f"contexts cannot be scored. Pass max_length=null (the model's) or at most max_length={positions}.")
+
+
+def check_device_here(device: Any) -> None:
+    """``device=cuda`` / ``cuda:N`` names a GPU this machine has (torch is imported only for such a device)."""
+    if not isinstance(device, str) or not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= count:
+        have = f"{count} GPU{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})" if count else "no GPU torch can use"
+        raise ConfigError(f"device={device}: this machine has {have}, and the local launcher runs jobs here. Pass device=auto "
+                          f"(a GPU when there is one) or device=cpu, or launch on GPU nodes (hydra/launcher=submitit_slurm).")
 
 
 def _and(names: list[str]) -> str:

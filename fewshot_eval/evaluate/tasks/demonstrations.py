@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.param_schema import choices
 
 Doc = dict[str, Any]
 
@@ -75,7 +76,7 @@ def sample_demonstrations(pool: Sequence[Doc], nshot: int, seed: int, *, balance
     return Sample(rng.sample(list(pool), k), nshot, warnings)
 
 
-DEMO_SAMPLING = ("per_trial", "per_example", "per_example_lm_eval")
+DEMO_SAMPLING = choices("demo_sampling")  # the schema holds them (fewshot_eval/param_schema.py)
 PER_EXAMPLE = ("per_example", "per_example_lm_eval")
 
 

@@ -21,18 +21,19 @@ generates the assistant's answer. Requests go through the resume cache like scor
 Settings (eval params, else the task definition, else the default): ``until`` (stop strings;
 default ``train_sep``), ``max_new_tokens`` (32), ``do_sample`` (false: greedy) with
 ``temperature``; sampling is seeded with the trial's seed. A param that is missing or null
-takes its default from ``conf/config.yaml`` (:func:`fewshot_eval.config.eval_param`).
+takes its default from ``conf/config.yaml`` (:func:`fewshot_eval.param_schema.typed_params`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from fewshot_eval.config import ConfigError, eval_param
+from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Predictor
 from fewshot_eval.evaluate.metrics.compute import compute_metrics
 from fewshot_eval.evaluate.tasks.definitions import TaskDef
 from fewshot_eval.evaluate.tasks.demonstrations import Sample, fit_demonstrations, join_prompt
+from fewshot_eval.param_schema import typed_params
 
 DEFAULT_MAX_NEW_TOKENS = 32
 OPERATION = "generate_until"
@@ -41,30 +42,31 @@ OPERATION = "generate_until"
 def generation_settings(task: TaskDef, params: dict[str, Any]) -> dict[str, Any]:
     """``until`` (list), ``max_new_tokens``, ``do_sample``, ``temperature`` for ``task`` under ``params``;
     a bad value is a :class:`ConfigError` naming it."""
-    until: Any = params.get("until")
+    p = typed_params(params)  # the fields of fewshot_eval/param_schema.py, defaults filled in
+    until: Any = p.until
     if isinstance(until, dict):  # {<task>: stop strings}
         until = until.get(task.name)
     if until is None:
         until = task.until
     if until is None:
-        until = [str(eval_param(params, "train_sep"))]
+        until = [str(p.train_sep)]
     until = [until] if isinstance(until, str) else list(until)
     if not until or not all(isinstance(u, str) and u for u in until):
         raise ConfigError(f"until: expected a non-empty stop string or a list of them, got {params.get('until')!r}.")
-    max_new = params.get("max_new_tokens")
+    max_new = p.max_new_tokens
     if max_new is None:
         max_new = task.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
     if not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 1:
         raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new!r}.")
-    do_sample = params.get("do_sample") or False
+    do_sample = p.do_sample or False
     if not isinstance(do_sample, bool):
         raise ConfigError(f"do_sample must be true or false, got {do_sample!r}.")
-    temperature = eval_param(params, "temperature")
+    temperature = p.temperature
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature <= 0:
         raise ConfigError(f"temperature must be a number > 0, got {temperature!r}.")
     if not do_sample and float(temperature) != 1.0:
         raise ConfigError(f"temperature={temperature} has no effect with greedy decoding: set do_sample=true to sample (or leave temperature at 1.0).")
-    max_length = params.get("max_length")
+    max_length = p.max_length
     if isinstance(max_length, int) and max_new >= max_length:
         raise ConfigError(f"max_new_tokens={max_new} leaves no room for the prompt in max_length={max_length}: use max_new_tokens < max_length.")
     return {"until": until, "max_new_tokens": int(max_new), "do_sample": do_sample, "temperature": float(temperature)}
@@ -93,7 +95,7 @@ def generate_rows(predictor: Predictor, task: TaskDef, tname: str, lang: Optiona
     check_predictor_generates(task, predictor.name or type(predictor).__name__, predictor)
     settings = generation_settings(task, params)
     tmpl = task.templates[tname]
-    sep = str(eval_param(params, "train_sep"))
+    sep = str(typed_params(params).train_sep)
 
     def demo(d: dict) -> Any:  # a filled template; for chat, (user turn, assistant turn)
         if chat is None:

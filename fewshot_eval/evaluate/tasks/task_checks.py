@@ -27,14 +27,35 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, env_flag
 from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 
+Warn = Callable[[str], None]
 
-def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> None:
-    """Validate what the tasks of one task setting read under ``params``; raises ConfigError."""
+
+def _ignore(message: str) -> None:
+    pass
+
+
+def data_warnings(td: Any, split: str, docs: Sequence[Any], lang: Optional[str], warn: Warn) -> None:
+    """The data rules of docs/parameters.md#data-rules: an empty evaluated split and repeated example ids are
+    allowed (a sweep may hold a placeholder; ids are only labels), but said once at planning."""
+    where = f"task '{td.name}'{f' ({lang})' if lang else ''} split '{split}'"
+    if not docs:
+        warn(f"{where} has no rows: its metrics will be over n=0 examples ({td.path}).")
+        return
+    seen: set[Any] = set()
+    repeated = [i for i in (d.get("_id") for d in docs) if i in seen or seen.add(i)]
+    if repeated:
+        warn(f"{where}: {len(repeated)} example id{'s are' if len(repeated) > 1 else ' is'} repeated (e.g. {repeated[0]!r}): "
+             f"predictions are matched by row, so all rows count, but ids no longer name one row ({td.path}).")
+
+
+def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path], warn: Warn = _ignore) -> None:
+    """Validate what the tasks of one task setting read under ``params``; raises ConfigError; ``warn`` gets
+    what is allowed but worth a word (:func:`data_warnings`)."""
     from fewshot_eval.evaluate.calibration import check_calibrator, parse_option, task_options
     from fewshot_eval.evaluate.registry import predictor_capability
     from fewshot_eval.evaluate.scoring import check_mode
@@ -77,8 +98,11 @@ def check_tasks(task_names: Sequence[str], params: dict[str, Any], search: Seque
                     raise ConfigError(f"calibration_options.{name}: option '{option}' blanks '{td.choices_field}', the field holding "
                                       "the candidates; blank the context fields instead.")
         if isinstance(td.source, LocalSource) or hf_mirrored(td, params, langs, train_lang) or manual_present(td, langs):
+            from fewshot_eval.evaluate.tasks.selection import split_names
+
             for lang in langs:
-                split_data(td, params, lang, train_lang, demonstrations=False)
+                eval_docs, _ = split_data(td, params, lang, train_lang, demonstrations=False)
+                data_warnings(td, split_names(td, params)[1], eval_docs, lang, warn)
         else:
             from fewshot_eval.evaluate.tasks.hub_data import check_hub_id
 
@@ -251,9 +275,9 @@ def eval_size(task_names: Sequence[str], params: dict[str, Any], search: Sequenc
     return total
 
 
-def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path]) -> None:
+def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, search: Sequence[Path], warn: Warn = _ignore) -> None:
     """What depends on nshot: with demonstrations, the templates' fields are in the demonstration
-    split; ``balanced`` (see :func:`check_balanced`)."""
+    split (an empty one is a warning: the prompts get none); ``balanced`` (see :func:`check_balanced`)."""
     from fewshot_eval.evaluate.tasks.definitions import LocalSource, load_task_def
     from fewshot_eval.evaluate.tasks.selection import select_languages, split_data
 
@@ -265,7 +289,10 @@ def check_nshot(task_names: Sequence[str], params: dict[str, Any], nshot: int, s
             if isinstance(td.source, LocalSource):
                 langs, train_lang = select_languages(td, params)
                 for lang in langs:
-                    split_data(td, params, lang, train_lang, demonstrations=True)
+                    _, pool = split_data(td, params, lang, train_lang, demonstrations=True)
+                    if not pool:
+                        warn(f"task '{td.name}'{f' ({lang})' if lang else ''}: nshot={nshot} but its demonstration split has no rows "
+                             f"(besides the evaluated ones): its prompts get no demonstrations, as nshot=0 ({td.path}).")
     check_balanced(task_names, params, nshot, search)
 
 

@@ -32,9 +32,10 @@ from fewshot_eval.evaluate.backends.clm.linear_scoring import LinearScoring
 from fewshot_eval.evaluate.backends.clm.model_loading import DEVICE_MAPS, input_device, load_model, memory_map, placement
 from fewshot_eval.evaluate.backends.clm.out_of_memory import OutOfMemoryRetry
 from fewshot_eval.evaluate.backends.clm.tree_scoring import TreeScoring
-from fewshot_eval.evaluate.backends.hf_base import HFPredictor, weights_path
+from fewshot_eval.evaluate.backends.hf_base import POSITION_KEYS, HFPredictor, weights_path
 from fewshot_eval.evaluate.backends.predictor import GenerationRequest, Loglik, Request
 from fewshot_eval.evaluate.registry import register_predictor
+from fewshot_eval.param_schema import typed_params
 
 
 def data_parallel_size(model: dict[str, Any]) -> int:
@@ -96,7 +97,8 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
 
         cls.check_settings(model, params)
         weights = weights_path(model["weights"])
-        device = params.get("device") or "auto"
+        p = typed_params(params)  # the fields of fewshot_eval/param_schema.py, defaults filled in
+        device = p.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -115,7 +117,7 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
         if device_map:
             device = input_device(lm, device)
             notes.append(f"sharded with device_map={device_map}: {placement(lm)}")
-        pred = cls(lm, tok, device=device, batch_size=params.get("batch_size") or 8, max_length=params.get("max_length"), name=model.get("name", weights))
+        pred = cls(lm, tok, device=device, batch_size=p.batch_size, max_length=p.max_length, name=model.get("name", weights))
         pred.notes = notes
         return pred
 
@@ -140,7 +142,7 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
 
     def _model_max_length(self) -> int:
         cfg = self.model.config
-        for attr in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        for attr in POSITION_KEYS:
             value = getattr(cfg, attr, None)
             if isinstance(value, int) and value > 0:
                 return value
