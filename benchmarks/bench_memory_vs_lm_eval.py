@@ -209,6 +209,7 @@ def work(side: str, kind: str, shape: str, regime: str, n: int, args: argparse.N
     seconds = time.perf_counter() - t
     peak = (_status("VmHWM") if fresh else None) or ru_maxrss_mb()
     results = deep_mb(out)
+    gc.collect()  # garbage the call left in reference cycles is not its results
     heap_after = heap.now()
     if kind == "gen":
         values: list = list(out)
