@@ -81,6 +81,26 @@ def test_rolling_windows_stay_within_the_bound(lm):
     assert lm.tree_stats.peak_cache_tokens <= lm.tree_stats.bound_tokens
 
 
+def test_a_call_leaves_no_garbage_in_reference_cycles(lm):
+    """The prefix tree (every request's tokens) is freed when the call returns, not at the next full
+    garbage collection: rolling perplexity scores a tree per two batches, and those trees piled up."""
+    import gc
+
+    reqs = arc_like(4, seed=5)
+    gc.collect()
+    gc.disable()
+    try:
+        lm.loglikelihood(reqs)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not left & {"PrefixTree", "Node", "Row", "function"}, left
+
+
 # ---------------------------------------------------------------------- out of memory
 class OutOfMemoryOnce:
     """A forward pre-hook that raises CUDA's out-of-memory error on the model's ``at``-th forward

@@ -227,6 +227,7 @@ class PrefixTree:
                 out.append(self._layout(past, chain, group, done))
 
         visit(0, [], 0)
+        visit = None  # type: ignore[assignment]  # a recursive closure is a reference cycle holding the whole tree until a full gc
         out.sort(key=lambda r: r.order)
         return out
 
