@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.estimates import AUTO, Estimate, History
-from fewshot_eval.plan.unit import JobUnit, output_root, resolve_unit
+from fewshot_eval.plan.unit import JobUnit, UnitBase, output_root, resolve_unit, unit_base
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
+from fewshot_eval.store.dir_listing import DirListing
 from fewshot_eval.store.failures import failure_streak, record_failure
 from fewshot_eval.store.markers import INTENT
 from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status
@@ -80,14 +81,20 @@ class Planner:
         self._checked: dict[str, Optional[str]] = {}
         self._notes: dict[tuple, Optional[str]] = {}
         self._offline: dict[str, bool] = {}
+        self._offline_of: dict[tuple[int, ...], tuple[tuple[dict[str, Any], ...], bool]] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
+        self._live: dict[tuple[str, ...], tuple[DictConfig, dict[str, str], set[str]]] = {}  # job_config(reuse=True)
+        self._overrides: dict[str, Any] = {}
         self._time_checks: dict[Any, Any] = {}  # the launcher options; time limit problems per value
         self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
+        self._params_json: dict[int, tuple[dict[str, Any], str]] = {}
+        self._bases: dict[tuple[Any, ...], UnitBase] = {}  # (model, task, overrides but nshot/trial) -> what their jobs share
         # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures, 0.1.0 files maps; never a dry run's
         self.writes: list[Callable[[], None]] = []
         self._history: Optional[History] = None
+        self._listing: Optional[DirListing] = None  # while planning
         self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -119,11 +126,13 @@ class Planner:
             )
         value: Optional[dict[str, Any]] = None
         if "defaults" not in res.config and res.header.get("package") in (None, "", group, "_group_"):
-            if self._ctx is None:  # resolve a file's interpolations against the run values
-                self._ctx = OmegaConf.create(dict(self.run))
-            with open_dict(self._ctx):
-                self._ctx[group] = res.config
-            node = OmegaConf.to_container(self._ctx[group], resolve=True)
+            node = OmegaConf.to_container(res.config, resolve=False)
+            if _interpolates(node):  # resolve the file's interpolations against the run values
+                if self._ctx is None:
+                    self._ctx = OmegaConf.create(dict(self.run))
+                with open_dict(self._ctx):
+                    self._ctx[group] = res.config
+                node = OmegaConf.to_container(self._ctx[group], resolve=True)
             value = model_setting(node, key) if group == "model" else task_setting(node, key)
         self._settings[(group, key)] = value
         return value
@@ -156,13 +165,13 @@ class Planner:
             self._nodes[(group, key)] = OmegaConf.merge(schema, raw)
         return self._nodes[(group, key)]
 
-    def job_config(self, overrides: Sequence[str]) -> DictConfig:
+    def job_config(self, overrides: Sequence[str], reuse: bool = False) -> DictConfig:
         """The composed config of one job, equal to Hydra's ``load_sweep_config`` but cheap: one full
         composition per distinct set of 'other' overrides, then model/task nodes and top-level values
-        are swapped in on a copy."""
+        are swapped in on a copy. ``reuse``: the same object for every job of that composition, set again
+        in place (no copy of the whole config per job): for a launcher that is done with a job's config
+        before it asks for the next one's (Hydra's ``run_job`` copies what it keeps)."""
         import copy
-
-        from hydra.core.override_parser.overrides_parser import OverridesParser
 
         swaps: dict[str, str] = {}
         values: dict[str, Any] = {}
@@ -178,19 +187,44 @@ class Planner:
         key = ("__job__",) + tuple(other)
         if key not in self._composed:
             self._composed[key] = self.loader.load_sweep_config(self.base, other)  # type: ignore[assignment]
-        cfg = copy.deepcopy(self._composed[key])
+        base: DictConfig = self._composed[key]  # type: ignore[assignment]
+        live = self._live.get(key) if reuse else None
+        if reuse and live is None:
+            live = self._live[key] = (copy.deepcopy(base), {}, set())
+        cfg = live[0] if live is not None else copy.deepcopy(base)
+        if live is not None:  # Hydra's run_job made the last job's hydra node read-only (HydraConfig.set_config)
+            OmegaConf.set_readonly(cfg.hydra, base.hydra._get_node_flag("readonly"))
         with open_dict(cfg):
+            if live is not None:  # what the previous job set and this one does not: back to the composition's
+                for group in live[1].keys() - swaps.keys():
+                    cfg[group] = copy.deepcopy(base._get_node(group))
+                    cfg.hydra.runtime.choices[group] = base.hydra.runtime.choices[group]
+                for k in live[2] - values.keys():
+                    cfg[k] = copy.deepcopy(base._get_node(k))
+                live[2].clear(), live[2].update(values)
             for group, option in swaps.items():
+                if live is not None and live[1].get(group) == option:
+                    continue  # the previous job's setting node, untouched (run_job hands the job a copy)
                 cfg[group] = copy.deepcopy(self._setting_node(group, option))
                 cfg.hydra.runtime.choices[group] = option
+            if live is not None:
+                live[1].clear(), live[1].update(swaps)
             for k, v in values.items():
                 cfg[k] = v
             cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
-            parsed = OverridesParser.create().parse_overrides(list(overrides))
+            parsed = [self._override(s) for s in overrides]
             exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
             cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg
+
+    def _override(self, s: str) -> Any:
+        """Hydra's parsed Override of an override string (parsed once per string, as ``get_overrides_dirname`` wants it)."""
+        if s not in self._overrides:
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            self._overrides[s] = OverridesParser.create().parse_overrides([s])[0]
+        return self._overrides[s]
 
     # ---- planning -----------------------------------------------------------------------
     def resolve(self, overrides: Sequence[str]) -> JobUnit:
@@ -220,9 +254,15 @@ class Planner:
                 k, v = self._parse(s)
                 if k in CHEAP_KEYS:
                     run[k] = v
-        else:
-            run = dict(self.run)
-            run.update(values)
+        else:  # the jobs of one setting differ only in nshot and trial: the rest is resolved once (UnitBase)
+            key = (choices["model"], choices["task"], tuple(s for s in overrides if self._parse(s)[0] not in CHEAP_KEYS))
+            base = self._bases.get(key)
+            if base is None:
+                run = dict(self.run)
+                run.update(values)
+                base = self._bases[key] = unit_base(choices["model"], choices["task"], None, None, run, override_keys(list(overrides)),
+                                                    self.cwd, self.search, model=model, task=task)
+            return base.unit(values["nshot"] if "nshot" in values else self.run["nshot"], values["trial"] if "trial" in values else self.run.get("trial"))
         return resolve_unit(
             choices["model"], choices["task"], None, None, run, override_keys(list(overrides)), self.cwd, self.search,
             model=model, task=task,
@@ -245,6 +285,8 @@ class Planner:
             self._checked.clear()
             self._notes.clear()
             self._offline.clear()
+            self._offline_of.clear()
+            self._bases.clear()  # weights fingerprints of what was fetched
             jobs = self._plan(combos)
         if not self.local_launcher and any(j.status == RUN and self._timeout(j.unit) == AUTO for j in jobs):
             self._auto_time_limits(jobs)
@@ -315,6 +357,13 @@ class Planner:
                     j.status, j.detail = ERROR, f"timeout_min=auto gave {limit} min: {problem}"
 
     def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
+        self._listing = DirListing()  # this plan's view of the result tree: each dir listed once
+        try:
+            return self._plan_jobs(combos)
+        finally:
+            self._listing = None  # later questions (a launcher's re-check under its lock) read the disk
+
+    def _plan_jobs(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         check_plan(self, combos)
         self.writes = []
         rows: list[tuple[Sequence[str], JobUnit, Optional[str], Optional[JobUnit], list[str], bool]] = []
@@ -337,6 +386,8 @@ class Planner:
                 u = unit if not split else _with_trials(unit, trials)
                 rows.append((combo, unit, error, u, [f"trial={trials[0]}"] if split else [], split))
         prepare = getattr(self.pending_check, "prepare", None)
+        if hasattr(self.pending_check, "listing"):
+            self.pending_check.listing = self._listing
         if prepare is not None:  # what SLURM says about every recorded submission of the plan: asked once
             prepare(output_root(self.run, self.cwd), [r[1].result_dir for r in rows if r[3] is not None and not r[2]])
         jobs: list[PlannedJob] = []
@@ -366,14 +417,23 @@ class Planner:
 
         if not unit.model.get("offline_when_cached", True):
             return False
+        objs = (unit.model, unit.params, unit.task)
+        hit = self._offline_of.get(tuple(map(id, objs)))
+        if hit is not None and all(a is b for a, b in zip(hit[0], objs)):  # the jobs of one setting share these dicts
+            return hit[1]
         p = unit.params
-        key = json.dumps([unit.model.get("weights"), unit.model.get("revision"), p.get("predictor"), unit.task["tasks"],
-                          [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]], sort_keys=True, default=str)
-        if key not in self._offline:
-            from fewshot_eval.plan.prefetch import inputs_cached
+        model_key = "model" + json.dumps([unit.model.get("weights"), unit.model.get("revision"), p.get("predictor")], default=str)
+        tasks_key = "tasks" + json.dumps([unit.task["tasks"], [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]],
+                                         sort_keys=True, default=str)
+        from fewshot_eval.plan.prefetch import model_cached, tasks_cached
 
-            self._offline[key] = inputs_cached(unit, self.search)
-        return self._offline[key]
+        if model_key not in self._offline:  # once per model and once per tasks, not per model x task
+            self._offline[model_key] = model_cached(unit.model, p, self.search)
+        if self._offline[model_key] and tasks_key not in self._offline:
+            self._offline[tasks_key] = tasks_cached(unit.task["tasks"], p, self.search)
+        value = self._offline[model_key] and self._offline[tasks_key]
+        self._offline_of[tuple(map(id, objs))] = (objs, value)
+        return value
 
     def _weights_note(self, unit: JobUnit) -> Optional[str]:
         """'hub model, not in the local cache' for a hub id (planning does not download), once per weights."""
@@ -403,7 +463,10 @@ class Planner:
             return self._checked[key]
 
         tasks = unit.task["tasks"]
-        setting = json.dumps([tasks, unit.params], sort_keys=True, default=str)  # one serialisation per job
+        hit = self._params_json.get(id(unit.params))
+        if hit is None or hit[0] is not unit.params:  # the jobs of one setting share its params: serialised once
+            hit = self._params_json[id(unit.params)] = (unit.params, json.dumps([tasks, unit.params], sort_keys=True, default=str))
+        setting = hit[1]
         hit = self._model_json.get(id(unit.model))
         if hit is None or hit[0] is not unit.model:  # the setting's dict is shared by its jobs: serialised once
             hit = self._model_json[id(unit.model)] = (unit.model, json.dumps([unit.model_key, unit.model], sort_keys=True, default=str))
@@ -436,7 +499,7 @@ class Planner:
                 failure = dict(state.failure)
                 f, rdir, digest = failure, unit.result_dir, unit.config_digest
                 self.writes.append(lambda: record_failure(rdir, f["error"], digest, job_id=f["job_id"], log=f["log"]))
-        status, detail = self._disk_status(unit, split, override)
+        status, detail = self._disk_status(unit, split, override, self._listing)
         if status == RUN and not self.local_launcher:
             problem = self._time_limit(unit)
             if problem:
@@ -489,6 +552,8 @@ class Planner:
 
     def _failures(self, unit: JobUnit, unrecorded: Optional[dict[str, Any]] = None) -> tuple[bool, str]:
         """(stop relaunching?, note) from the result's failure record (and a failure seen but not yet recorded)."""
+        if unrecorded is None and self._listing is not None and not self._listing.has(unit.result_dir, layout.FAILURE):
+            return False, ""  # nothing recorded (and the config's digest not computed)
         n, last = failure_streak(unit.result_dir, unit.config_digest, unrecorded)
         if not n or last is None:
             return False, ""
@@ -504,17 +569,18 @@ class Planner:
         split = bool(self.run.get("split_trials")) and len(unit.all_trials) > 1
         return self._disk_status(unit, split, bool(self.run.get("override_completed")))[0]
 
-    def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
+    def _disk_status(self, unit: JobUnit, split: bool, override: bool, listing: Optional[DirListing] = None) -> tuple[str, str]:
         aggregate = "aggregate: every trial is done, results.json is missing"
         st = result_status(unit.result_dir, unit.expected, unit.trials if split else unit.all_trials, unit.weights,
-                           record=self.writes.append)
+                           record=self.writes.append, listing=listing)
         if st.state == STALE:
             return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
         if split and st.state != COMPLETE and set(unit.trials) <= set(st.done_trials) and not st.problems:
             # this trial is done; if every trial is and results.json is missing (a kill just before it was
             # written), the last trial's job runs again to aggregate
-            if unit.trials[0] == unit.all_trials[-1] and not (unit.result_dir / layout.RESULTS).exists():
-                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights)
+            has_results = listing.has(unit.result_dir, layout.RESULTS) if listing is not None else (unit.result_dir / layout.RESULTS).exists()
+            if unit.trials[0] == unit.all_trials[-1] and not has_results:
+                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights, listing=listing)
                 if set(whole.done_trials) >= set(unit.all_trials) and not whole.problems:
                     return RUN, "override_completed" if override else aggregate
             return (RUN, "override_completed") if override else (SKIP_COMPLETE, "")
@@ -526,7 +592,18 @@ class Planner:
         return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"
 
 
-def _with_trials(unit: JobUnit, trials: list[int]) -> JobUnit:
-    from dataclasses import replace
+def _interpolates(node: Any) -> bool:
+    """Does a plain config tree hold an interpolation (``${...}``, escaped ones included)?"""
+    if isinstance(node, dict):
+        return any(_interpolates(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_interpolates(v) for v in node)
+    return isinstance(node, str) and "${" in node
 
-    return replace(unit, trials=list(trials))
+
+def _with_trials(unit: JobUnit, trials: list[int]) -> JobUnit:
+    import copy
+
+    u = copy.copy(unit)  # dataclasses.replace, without re-running __init__ for every trial of a plan
+    u.trials = list(trials)
+    return u

@@ -18,6 +18,7 @@ from typing import Any, Callable, Collection, Mapping, Optional, Union
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
+from fewshot_eval.store.dir_listing import DirListing
 from fewshot_eval.store.legacy import legacy_problems, legacy_trial_files
 
 COMPLETE, PARTIAL, STALE, MISSING = "complete", "partial", "stale", "missing"
@@ -71,8 +72,12 @@ def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool = False)
     return problems
 
 
-def _trial_check(result_dir: Path, trial: int, fingerprint: Fingerprints, weights: str | None = None) -> tuple[Optional[bool], list[str]]:
+def _trial_check(result_dir: Path, trial: int, fingerprint: Fingerprints, weights: str | None = None,
+                 names: Optional[frozenset[str]] = None) -> tuple[Optional[bool], list[str]]:
+    """``names``: the result dir's entries when the caller listed it (a trial dir not among them is not read)."""
     tdir = layout.trial_dir(result_dir, trial)
+    if names is not None and tdir.name not in names:
+        return None, []
     m = read_json(tdir / layout.METRICS)
     if not isinstance(m, dict):
         return None, []
@@ -104,12 +109,18 @@ def _incomplete(problems: list[str]) -> str:
 
 
 def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int], weights: str | None = None,
-                  record: Callable[[Callable[[], None]], None] | None = None) -> ResultStatus:
+                  record: Callable[[Callable[[], None]], None] | None = None, listing: DirListing | None = None) -> ResultStatus:
     """Status of ``trials`` in ``result_dir``; ``complete`` only when results.json covers them all and
     their files are there. A result whose files were deleted or truncated is ``partial``/``missing``
     (the broken trials are recomputed) with ``detail`` saying what is wrong. ``record`` takes the write
-    of a whole 0.1.0 result's files map, for a sweep that launches to do (reading itself writes nothing)."""
-    res = read_json(result_dir / layout.RESULTS)
+    of a whole 0.1.0 result's files map, for a sweep that launches to do (reading itself writes nothing).
+    ``listing``: a plan's view of the tree (files it does not list are not read)."""
+    names = None
+    if listing is not None:
+        names = listing.names(result_dir)
+        if names is None:
+            return ResultStatus(MISSING)
+    res = read_json(result_dir / layout.RESULTS) if names is None or layout.RESULTS in names else None
     problems: list[str] = []
     if isinstance(res, dict):
         if not fingerprint_ok(res.get("fingerprint"), fingerprint):
@@ -126,11 +137,11 @@ def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int]
                 problems = legacy_problems(result_dir, res, trials, record)
             if not problems:
                 return ResultStatus(COMPLETE, sorted(covered))
-    elif not result_dir.exists():
+    elif names is None and not result_dir.exists():
         return ResultStatus(MISSING)
     done = []
     for t in trials:
-        ok, trial_problems = _trial_check(result_dir, t, fingerprint, weights)
+        ok, trial_problems = _trial_check(result_dir, t, fingerprint, weights, names)
         if ok is False:
             return ResultStatus(STALE, detail=f"trial {t} was computed from other task data, definitions or weights")
         if ok:
