@@ -189,7 +189,9 @@ def phase_times(tree: Path) -> tuple[dict[str, float], dict[str, int], int]:
         t1 = time.process_time()
         from fewshot_eval.plan.unit import output_root
 
-        text = table.format_plan(jobs, output_root(pl.run, pl.cwd))
+        paused = getattr(planner, "gc_paused", contextlib.nullcontext)  # as the sweeper prints it
+        with paused():
+            text = table.format_plan(jobs, output_root(pl.run, pl.cwd))
         p.t["printing the plan table (format)"] = time.process_time() - t1
         t1 = time.process_time()
         with open(os.devnull, "w") as f:

@@ -82,3 +82,10 @@ def test_a_planned_identity_digest_is_the_formula_s_for_every_nshot() -> None:
                     expected = job_identity(model, ["copa_demo", "xnli_demo"], p, n, catalog=catalog)
                     assert template.identity(n) == expected
                     assert template.digest(n) == identity_digest(expected)
+    from fewshot_eval.plan.identity import TaskFingerprints
+
+    fingerprints = TaskFingerprints(["copa_demo", "pawsx_demo"], [conf_dir()])
+    general = TaskFingerprints(["copa_demo", "pawsx_demo"], [conf_dir()])
+    general._tails = None  # the formula as written: json.dumps of the list, then sha256
+    digest = IdentityTemplate(models[0], ["copa_demo", "pawsx_demo"], params[0]).digest(2)
+    assert fingerprints(digest) == general(digest) and fingerprints(digest)[0].startswith("2:")

@@ -258,11 +258,21 @@ class TaskFingerprints:
             return [catalog[t] if t in catalog else _data_digest(search_t, t, fmt) for t in tasks]
 
         self._parts = {fmt: parts(fmt) for fmt in (FINGERPRINT_FORMAT, 1)}  # 1: release 0.1.0
+        # digest([id, *parts]) is the sha256 of '["<id>", "<part>", ...]': the parts' JSON is written once
+        plain = all(json.dumps(p) == f'"{p}"' for ps in self._parts.values() for p in ps)
+        self._tails = {fmt: "".join(f', "{p}"' for p in ps) + "]" for fmt, ps in self._parts.items()} if plain else None
 
     def __call__(self, id_digest: str) -> tuple[str, frozenset[str]]:
-        current = f"{FINGERPRINT_FORMAT}:" + digest([id_digest, *self._parts[FINGERPRINT_FORMAT]])
-        format1 = digest([id_digest, *self._parts[1]])
+        if self._tails is None or not _HEX.fullmatch(id_digest):
+            current = f"{FINGERPRINT_FORMAT}:" + digest([id_digest, *self._parts[FINGERPRINT_FORMAT]])
+            format1 = digest([id_digest, *self._parts[1]])
+        else:
+            current = f"{FINGERPRINT_FORMAT}:" + hashlib.sha256(f'["{id_digest}"{self._tails[FINGERPRINT_FORMAT]}'.encode()).hexdigest()
+            format1 = hashlib.sha256(f'["{id_digest}"{self._tails[1]}'.encode()).hexdigest()
         return current, frozenset({current, format1})
+
+
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 

@@ -9,10 +9,12 @@ one full composition per distinct combination.
 
 from __future__ import annotations
 
+import gc
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.estimates import AUTO, Estimate, History
+from fewshot_eval.plan.expand import load_option
 from fewshot_eval.plan.unit import JobUnit, UnitBase, output_root, resolve_unit, unit_base
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
@@ -90,7 +93,8 @@ class Planner:
         self._time_checks: dict[Any, Any] = {}  # the launcher options; time limit problems per value
         self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
         self._params_json: dict[int, tuple[dict[str, Any], str]] = {}
-        self._bases: dict[tuple[Any, ...], UnitBase] = {}  # (model, task, overrides but nshot/trial) -> what their jobs share
+        self._check_of: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any], Optional[str]]] = {}
+        self._bases: dict[tuple[str, ...], UnitBase] = {}  # a combination's overrides but nshot/trial -> what their jobs share
         # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures, 0.1.0 files maps; never a dry run's
         self.writes: list[Callable[[], None]] = []
         self._history: Optional[History] = None
@@ -118,7 +122,7 @@ class Planner:
         """A validated model/task setting loaded straight from its file, or None if it needs full composition."""
         if (group, key) in self._settings:
             return self._settings[(group, key)]
-        res = self.loader.repository.load_config(f"{group}/{key}")
+        res = load_option(self.loader, f"{group}/{key}")
         if res is None:
             raise ConfigError(
                 f"Unknown {group} '{key}'. Available: {', '.join(self._options(group))}. "
@@ -229,6 +233,19 @@ class Planner:
     # ---- planning -----------------------------------------------------------------------
     def resolve(self, overrides: Sequence[str]) -> JobUnit:
         """The JobUnit of one combination of overrides."""
+        rest, cheap = [], []
+        for s in overrides:
+            (cheap if self._parse(s)[0] in CHEAP_KEYS else rest).append(s)
+        base = self._bases.get(tuple(rest))  # a setting resolved before: only nshot and trial are new
+        if base is not None:
+            nshot, trial = self.run["nshot"], self.run.get("trial")
+            for s in cheap:
+                k, v = self._parse(s)
+                if k == "nshot":
+                    nshot = v
+                else:
+                    trial = v
+            return base.unit(nshot, trial)
         choices = {"model": self.choices["model"], "task": self.choices["task"]}
         values: dict[str, Any] = {}
         slow = self.force_slow
@@ -255,13 +272,10 @@ class Planner:
                 if k in CHEAP_KEYS:
                     run[k] = v
         else:  # the jobs of one setting differ only in nshot and trial: the rest is resolved once (UnitBase)
-            key = (choices["model"], choices["task"], tuple(s for s in overrides if self._parse(s)[0] not in CHEAP_KEYS))
-            base = self._bases.get(key)
-            if base is None:
-                run = dict(self.run)
-                run.update(values)
-                base = self._bases[key] = unit_base(choices["model"], choices["task"], None, None, run, override_keys(list(overrides)),
-                                                    self.cwd, self.search, model=model, task=task)
+            run = dict(self.run)
+            run.update(values)
+            base = self._bases[tuple(rest)] = unit_base(choices["model"], choices["task"], None, None, run, override_keys(list(overrides)),
+                                                        self.cwd, self.search, model=model, task=task)
             return base.unit(values["nshot"] if "nshot" in values else self.run["nshot"], values["trial"] if "trial" in values else self.run.get("trial"))
         return resolve_unit(
             choices["model"], choices["task"], None, None, run, override_keys(list(overrides)), self.cwd, self.search,
@@ -272,6 +286,10 @@ class Planner:
         """One PlannedJob per distinct result (split_trials: per trial), with its status. With the run
         param ``prefetch=true`` (not a dry run), what the jobs to run read from the hub is fetched first
         (:mod:`fewshot_eval.plan.prefetch`) and the sweep planned again."""
+        with gc_paused():
+            return self._plan_all(combos)
+
+    def _plan_all(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         from fewshot_eval.plan.prefetch import forget_cache_state
 
         forget_cache_state()  # what the caches hold is asked once per plan
@@ -283,6 +301,7 @@ class Planner:
                 raise ConfigError("prefetch=true: the hub inputs above could not be fetched; nothing launched. Fix them or run without prefetch=true.")
             forget_cache_state()
             self._checked.clear()
+            self._check_of.clear()
             self._notes.clear()
             self._offline.clear()
             self._offline_of.clear()
@@ -303,9 +322,15 @@ class Planner:
         for j in jobs:
             if j.status == RUN:
                 wanted.setdefault(j.unit.model_key, {})[(j.unit.task_key, j.unit.nshot)] = None
+        memo: dict[tuple[Any, ...], tuple[dict[str, Any], Estimate]] = {}  # the trials of one result, its jobs of one setting: one estimate
         for j in jobs:
             if j.status == RUN and j.estimate is None:
-                j.estimate = self._history.estimate(j.unit, wanted[j.unit.model_key])
+                u = j.unit
+                key = (u.model_key, u.task_key, u.nshot, len(u.trials), id(u.params))
+                hit = memo.get(key)
+                if hit is None or hit[0] is not u.params:
+                    hit = memo[key] = (u.params, self._history.estimate(u, wanted[u.model_key]))
+                j.estimate = hit[1]
 
     def _launcher(self) -> Any:
         if "launcher" not in self._time_checks:  # asked per job: read once
@@ -448,6 +473,12 @@ class Planner:
         """What would make this job die at its start (None: nothing), checked once per distinct task
         setting and params and once per model -- see :mod:`fewshot_eval.evaluate.tasks.task_checks` and
         :mod:`fewshot_eval.evaluate.backends.model_checks`."""
+        n = unit.nshot
+        nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
+        memo = (id(unit.params), id(unit.model), id(unit.task), nshot_kind)  # the jobs of one setting share these dicts
+        seen = self._check_of.get(memo)
+        if seen is not None and seen[0] is unit.params and seen[1] is unit.model and seen[2] is unit.task:
+            return seen[3]
         import json
 
         from fewshot_eval.evaluate.backends.model_checks import check_model
@@ -473,13 +504,13 @@ class Planner:
         model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"]], default=str)
         # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
         # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
-        n = unit.nshot
-        nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
-        return (
+        error = (
             once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search))
             or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params))
             or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search))
         )
+        self._check_of[memo] = (unit.params, unit.model, unit.task, error)
+        return error
 
     def _has_submission(self, result_dir: Path) -> bool:
         has = getattr(self.pending_check, "has_submission", None)
@@ -592,6 +623,20 @@ class Planner:
         return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a plan builds its objects (a JobUnit, its dicts and paths
+    per job: no cycles among them), on again after: at 100,000 jobs its full passes over the growing heap
+    cost a fifth of the plan. Nested uses leave it to the outermost."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _interpolates(node: Any) -> bool:
     """Does a plain config tree hold an interpolation (``${...}``, escaped ones included)?"""
     if isinstance(node, dict):
@@ -602,8 +647,7 @@ def _interpolates(node: Any) -> bool:
 
 
 def _with_trials(unit: JobUnit, trials: list[int]) -> JobUnit:
-    import copy
-
-    u = copy.copy(unit)  # dataclasses.replace, without re-running __init__ for every trial of a plan
+    u = object.__new__(JobUnit)  # dataclasses.replace, without re-running __init__ for every trial of a plan
+    u.__dict__.update(unit.__dict__)
     u.trials = list(trials)
     return u

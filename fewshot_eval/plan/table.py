@@ -49,9 +49,10 @@ def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mappi
         if hit is None or hit[0] is not u.model:
             hit = shown[key] = (u.model, resources(j, launcher, max_parallel))
         rows.append((j.status, u.model_key, u.task_key, str(u.nshot), trials, rdir, hit[1], j.detail))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    columns = list(zip(*rows))
+    widths = [max(map(len, columns[i])) for i in range(len(header) - 1)]
+    row = "  ".join(f"{{:<{w}}}" for w in widths)  # each cell left-justified to its column's width
+    return "\n".join((row.format(*r[:-1]) + ("  " + r[-1] if r[-1] else "")).rstrip() for r in rows)
 
 
 def counts(jobs: Sequence[PlannedJob]) -> str:

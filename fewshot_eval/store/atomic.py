@@ -246,10 +246,11 @@ def append_jsonl_rows(path: Path, rows: Iterable[Any]) -> None:
         os.close(fd)
 
 
-def read_json(path: Path) -> Any | None:
+def read_json(path: Path | str) -> Any | None:
     """The parsed file, or None when it is missing or unreadable."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as f:
+            return json.loads(f.read())
     except (OSError, ValueError):
         return None
 

@@ -49,7 +49,11 @@ def result_name(nshot: int, digest: str) -> str:
 
 
 def trial_dir(result_dir: Path, trial: int) -> Path:
-    return result_dir / f"trial{trial}"
+    return result_dir / trial_name(trial)
+
+
+def trial_name(trial: int) -> str:
+    return f"trial{trial}"
 
 
 def predictions_file(result_dir: Path, trial: int, subkey: str) -> Path:

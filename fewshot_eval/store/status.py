@@ -44,11 +44,11 @@ class ResultStatus:
     problems: list[str] = field(default_factory=list)
 
 
-def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool = False) -> list[str]:
+def verify_files(base: Path | str, files: Any, prefix: str = "", hashes: bool = False) -> list[str]:
     """Problems with the files a ``files`` map lists ({name relative to ``base``: {size, sha256}}):
     ``"<prefix><name> missing"`` or ``"... is N bytes, M recorded"`` (with ``hashes``: also a wrong
     sha256). An empty list when all are there, or when there is no map."""
-    if not isinstance(files, Mapping):
+    if not isinstance(files, (dict, Mapping)):  # dict first: isinstance against the ABC alone is slow
         return []
     problems = []
     root = os.fspath(base)
@@ -59,7 +59,7 @@ def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool = False)
         except OSError:
             problems.append(f"{prefix}{name} missing")
             continue
-        want = rec.get("size") if isinstance(rec, Mapping) else None
+        want = rec.get("size") if isinstance(rec, (dict, Mapping)) else None
         if isinstance(want, int) and size != want:
             problems.append(f"{prefix}{name} is {size} bytes, {want} recorded")
         elif hashes and isinstance(rec, Mapping) and rec.get("sha256"):
@@ -75,16 +75,17 @@ def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool = False)
 def _trial_check(result_dir: Path, trial: int, fingerprint: Fingerprints, weights: str | None = None,
                  names: Optional[frozenset[str]] = None) -> tuple[Optional[bool], list[str]]:
     """``names``: the result dir's entries when the caller listed it (a trial dir not among them is not read)."""
-    tdir = layout.trial_dir(result_dir, trial)
-    if names is not None and tdir.name not in names:
+    name = layout.trial_name(trial)
+    if names is not None and name not in names:  # not listed: not there
         return None, []
-    m = read_json(tdir / layout.METRICS)
+    tdir = os.path.join(os.fspath(result_dir), name)  # layout.trial_dir, as text: this runs for every job of a plan
+    m = read_json(os.path.join(tdir, layout.METRICS))
     if not isinstance(m, dict):
         return None, []
     if not fingerprint_ok(m.get("fingerprint"), fingerprint) or not weights_ok(m.get("weights"), weights):
         return False, []
-    if isinstance(m.get("files"), Mapping):
-        problems = verify_files(tdir, m["files"], prefix=f"{tdir.name}/")
+    if isinstance(m.get("files"), (dict, Mapping)):
+        problems = verify_files(tdir, m["files"], prefix=f"{name}/")
     else:  # a trial of 0.1.0: its files are checked by content
         problems = legacy_trial_files(result_dir, trial)[1]
     return (None, problems) if problems else (True, [])
