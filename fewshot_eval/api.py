@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fewshot_eval.config import conf_dir
-from fewshot_eval.plan.planner import PlannedJob, Planner
+from fewshot_eval.plan.planner import PlannedJob, Planner, gc_paused
 
 
 def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tuple[Planner, list[PlannedJob]]:
@@ -49,7 +49,8 @@ def plan(overrides: Sequence[str], config_dirs: Sequence[str | Path] = ()) -> tu
         loader = GlobalHydra.instance().config_loader()
         cfg = loader.load_configuration("config", overrides=hydra_ovr + task_ovr, run_mode=RunMode.MULTIRUN)
         HydraConfig.instance().set_config(cfg)
-        combos = expand(cfg.hydra.sweeper.params, task_ovr, loader, cfg.hydra.runtime.choices)
+        with gc_paused():
+            combos = expand(cfg.hydra.sweeper.params, task_ovr, loader, cfg.hydra.runtime.choices)
         local = runs_locally(launcher_class(cfg.hydra.launcher))
         planner = Planner(cfg, loader, pending_check=SchedulerView(), local_launcher=local)
         planner.site = resolve_site(cfg, planner.search)

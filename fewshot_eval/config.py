@@ -189,6 +189,14 @@ def run_values(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def yaml_safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with libyaml's parser where PyYAML has it: the same objects, several times faster
+    (a plan reads every task definition of the sweep)."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 @lru_cache(maxsize=1)
 def _packaged_defaults() -> tuple[tuple[str, Any], ...]:
     import yaml

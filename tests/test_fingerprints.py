@@ -62,3 +62,30 @@ def test_hub_weights_are_fingerprinted_by_their_resolved_revision(tmp_path: Path
     assert first == f"hub:org/lm@{'a' * 40}" and weights_fingerprint("org/lm", "main") != first
     assert weights_fingerprint("org/lm", "c" * 40) == f"hub:org/lm@{'c' * 40}"  # a pinned commit needs no cache
     assert os.environ["HF_HUB_CACHE"] == str(cache)
+
+
+def test_a_planned_identity_digest_is_the_formula_s_for_every_nshot() -> None:
+    """The planner serialises a setting's identity once and puts each nshot in (plan/identity.py
+    IdentityTemplate): the digest must be the formula's byte for byte, or every result dir would move."""
+    from fewshot_eval.plan.identity import IdentityTemplate, identity_digest, job_identity
+
+    models = [{"predictor": "clm", "weights": "tiny-gpt2", "revision": None, "resources": {"gpus": 1}, "chat": {"system": "ö \"q\""}},
+              {"predictor": "random", "weights": None, "revision": "main", "hf_overrides": {}}]
+    params = [{"scoring": "sum", "seed": 3, "templates": ["a", "b"], "languages": None, "batch_size": 8, "demo_sampling": "per_example"},
+              {"scoring": "mean", "seed": 0, "description": "tab\there", "max_new_tokens": 16, "until": ["\n"]}]
+    catalogs = [None, {"lm_eval": "0.4.13", "tasks": {"lm_eval:copa": {"version": 1.0, "config": "abc"}}}]
+    for model in models:
+        for p in params:
+            for catalog in catalogs:
+                template = IdentityTemplate(model, ["copa_demo", "xnli_demo"], p, catalog)
+                for n in (-1, 0, 1, 16, 10**6):
+                    expected = job_identity(model, ["copa_demo", "xnli_demo"], p, n, catalog=catalog)
+                    assert template.identity(n) == expected
+                    assert template.digest(n) == identity_digest(expected)
+    from fewshot_eval.plan.identity import TaskFingerprints
+
+    fingerprints = TaskFingerprints(["copa_demo", "pawsx_demo"], [conf_dir()])
+    general = TaskFingerprints(["copa_demo", "pawsx_demo"], [conf_dir()])
+    general._tails = None  # the formula as written: json.dumps of the list, then sha256
+    digest = IdentityTemplate(models[0], ["copa_demo", "pawsx_demo"], params[0]).digest(2)
+    assert fingerprints(digest) == general(digest) and fingerprints(digest)[0].startswith("2:")

@@ -123,11 +123,14 @@ def test_job_config_equals_hydra_composition(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
     planner, jobs = plan(["model=random,tiny_gpt2", "task=copa_demo,pawsx_calib", "nshot=0,2", "scoring=mean", f"output_dir={tmp_path}"])
-    for j in jobs:
+    for j in [*jobs, *reversed(jobs)]:
         fast = OmegaConf.to_container(planner.job_config(j.overrides))
+        reused = OmegaConf.to_container(planner.job_config(j.overrides, reuse=True))  # one config, set again per job
         full = OmegaConf.to_container(planner.loader.load_sweep_config(planner.base, j.overrides))
-        fast["hydra"]["runtime"].pop("output_dir", None), full["hydra"]["runtime"].pop("output_dir", None)
+        for c in (fast, reused, full):
+            c["hydra"]["runtime"].pop("output_dir", None)
         assert fast == full, j.overrides
+        assert reused == full, j.overrides
 
 
 @pytest.mark.parametrize(

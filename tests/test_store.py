@@ -73,6 +73,23 @@ def test_write_fsyncs_the_file_and_then_its_directory(tmp_path: Path, monkeypatc
     assert kinds == ["file", "dir"]
 
 
+def test_a_batch_of_writes_is_fsynced_once_at_its_end_files_first(tmp_path: Path, monkeypatch) -> None:
+    """A job's writes (batched_fsync): each is atomic and whole on disk when written (a kill -9 loses nothing:
+    the page cache keeps it), and the fsyncs come together -- each file once, then each directory once."""
+    kinds = _fsynced_kinds(monkeypatch)
+    with atomic.batched_fsync():
+        write_text(tmp_path / "r" / "trial0" / "a.txt", "a")
+        write_text(tmp_path / "r" / "trial0" / "a.txt", "a2")  # rewritten: still one fsync
+        write_text(tmp_path / "r" / "b.txt", "b")
+        assert kinds == [] and (tmp_path / "r" / "trial0" / "a.txt").read_text() == "a2"
+        atomic.fsync_pending()  # a finished trial: on disk now, the batch goes on
+        assert kinds == ["file", "file", "dir", "dir", "dir"], kinds  # 2 files; then tmp_path, r (new dirs' parents), r/trial0
+        write_text(tmp_path / "r" / "c.txt", "c")
+    assert kinds[5:] == ["file", "dir"]
+    write_text(tmp_path / "d.txt", "d")  # outside a batch: as before
+    assert kinds[7:] == ["file", "dir"]
+
+
 def test_a_filesystem_that_refuses_directory_fsync_is_tolerated(tmp_path: Path, monkeypatch) -> None:
     real = os.fsync
 

@@ -81,4 +81,6 @@ def launch_batch(hydra_context: Any, task_function: Any, config: DictConfig, bat
     """The fewshot sweeper's planned jobs, each logged in ``scheduled_jobs.jsonl``; their configs come from the planner."""
     for j in batch.jobs:
         log_launch(batch.output_root, j, launcher)
-    return launch_sequential(hydra_context, task_function, config, batch.overrides, 0, batch.planner.job_config)
+    planner = batch.planner
+    # one job at a time, each done with its config before the next: the planner re-sets one config in place
+    return launch_sequential(hydra_context, task_function, config, batch.overrides, 0, lambda o: planner.job_config(o, reuse=True))

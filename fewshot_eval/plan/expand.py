@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -21,6 +22,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 
 from fewshot_eval.config import ConfigError
+
+_LOADED: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()  # repository -> {path: load_config's}
 
 PRESET_GROUPS = ("models", "tasks", "experiment")
 SETTING_GROUPS = ("model", "task")
@@ -75,12 +78,25 @@ def expand(params: Mapping[str, Any] | None, arguments: Sequence[str], config_lo
     return expand_checkpoints(combos, str(choices.get("model")), setting)
 
 
+def load_option(config_loader: Any, path: str) -> Any:
+    """``config_loader.repository.load_config(path)`` (a group option's own file, as Hydra loads it), read
+    once per config loader: the expansion and the planner both look at every model setting of a sweep."""
+    repo = config_loader.repository
+    try:
+        loaded = _LOADED.setdefault(repo, {})
+    except TypeError:  # a repository that cannot be weakly referenced: not cached
+        return repo.load_config(path)
+    if path not in loaded:
+        loaded[path] = repo.load_config(path)
+    return loaded[path]
+
+
 def _checkpoint_fields(config_loader: Any, key: str) -> Optional[dict[str, Any]]:
     """Model setting ``key`` (resolved, validated) if it has ``checkpoints``, else None."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    res = config_loader.repository.load_config(f"model/{key}")
+    res = load_option(config_loader, f"model/{key}")
     if res is None or "checkpoints" not in res.config or res.config.checkpoints is None:
         return None
     from fewshot_eval.settings import model_setting
@@ -252,17 +268,23 @@ def expand_checkpoints(combos: Sequence[Sequence[str]], default_model: str, sett
     ``setting(key)``: the validated model setting of ``key`` (None when it cannot be loaded alone)."""
     out: list[list[str]] = []
     steps_of: dict[str, list[int]] = {}
+    kinds: dict[str, tuple[bool, Optional[str]]] = {}  # override -> (sets checkpoint?, the model it selects): each string split once
     for combo in combos:
-        key = default_model
+        key, has_checkpoint = default_model, False
         for o in combo:
-            k, _, v = o.partition("=")
-            if k.lstrip("+~") == "model":
-                key = v
+            kind = kinds.get(o)
+            if kind is None:
+                k, _, v = o.partition("=")
+                k = k.lstrip("+~")
+                kind = kinds[o] = (k == "checkpoint", v if k == "model" else None)
+            has_checkpoint = has_checkpoint or kind[0]
+            if kind[1] is not None:
+                key = kind[1]
         model = setting(key)
         if not model or not model.get("checkpoints"):
-            out.append([o for o in combo if o.partition("=")[0].lstrip("+~") != "checkpoint"])
+            out.append([o for o in combo if not kinds[o][0]] if has_checkpoint else list(combo))
             continue
-        if any(o.partition("=")[0].lstrip("+~") == "checkpoint" for o in combo):
+        if has_checkpoint:
             out.append(list(combo))
             continue
         if key not in steps_of:

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from fewshot_eval.config import NON_NUMERIC_KEYS, ConfigError, find_config_file
+from fewshot_eval.config import NON_NUMERIC_KEYS, ConfigError, find_config_file, yaml_safe_load
 from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import is_catalog
 from fewshot_eval.settings import is_local_weights
 
@@ -120,6 +120,38 @@ def identity_digest(identity: dict[str, Any]) -> str:
     return digest(identity)
 
 
+class IdentityTemplate:
+    """:func:`job_identity` and :func:`identity_digest` of one model, tasks and params for any nshot: the
+    parts that do not depend on nshot are picked and serialised once (a plan has thousands of jobs per
+    setting). ``digest(n) == identity_digest(job_identity(model, tasks, params, n, catalog))``, byte for byte:
+    the JSON of the identity, keys sorted, is the same text with nshot's number in its place."""
+
+    def __init__(self, model: dict[str, Any], tasks: list[str], params: dict[str, Any], catalog: Optional[dict[str, Any]] = None) -> None:
+        self.model = _pick(model, MODEL_0_1_0, NEUTRAL_MODEL, MODEL_NON_IDENTITY, "model field")
+        self.tasks = list(tasks)
+        self.params = _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter")
+        self.catalog = catalog or None
+
+        def dumps(obj: Any) -> str:
+            return json.dumps(obj, sort_keys=True, default=str)
+
+        head = f'{{"catalog": {dumps(self.catalog)}, ' if self.catalog else "{"  # keys sorted: catalog, model, nshot, params, tasks
+        self._head = f'{head}"model": {dumps(self.model)}, "nshot": '
+        self._tail = f', "params": {dumps(self.params)}, "tasks": {dumps(self.tasks)}}}'
+
+    def identity(self, nshot: int) -> dict[str, Any]:
+        """The identity dict (its model/params dicts shared by every nshot: read them, do not change them)."""
+        out = {"model": self.model, "tasks": self.tasks, "params": self.params, "nshot": nshot}
+        if self.catalog:
+            out["catalog"] = self.catalog
+        return out
+
+    def digest(self, nshot: int) -> str:
+        if type(nshot) is not int:  # noqa: E721 (bool, numpy ints ...: the general formula)
+            return identity_digest(self.identity(nshot))
+        return hashlib.sha256(f"{self._head}{nshot}{self._tail}".encode()).hexdigest()
+
+
 def with_params(identity: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """``identity`` with its params replaced by those of ``params`` (used by recalc)."""
     return {**identity, "params": _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter")}
@@ -192,7 +224,7 @@ def task_data_digest(task_def_file: Path, fmt: int = FINGERPRINT_FORMAT) -> str:
     text = task_def_file.read_text(encoding="utf-8")
     parts = [digest(text)]
     try:
-        node = yaml.safe_load(text)
+        node = yaml_safe_load(text)
     except yaml.YAMLError:
         node = None
     for f in _referenced_files(node, task_def_file.parent, expand_lang=fmt >= 2):
@@ -219,15 +251,35 @@ def _catalog_data_digest(search: tuple[Path, ...], name: str) -> str:
 
 def fingerprints(id_digest: str, tasks: Sequence[str], search: Sequence[Path]) -> tuple[str, frozenset[str]]:
     """(the fingerprint a new result records, every fingerprint an existing result may carry)."""
-    search_t = tuple(search)
-    catalog = {t: _catalog_data_digest(search_t, t) for t in tasks if is_catalog(t)}  # the same in both formats
+    return TaskFingerprints(tasks, search)(id_digest)
 
-    def parts(fmt: int) -> list[str]:
-        return [id_digest] + [catalog[t] if t in catalog else _data_digest(search_t, t, fmt) for t in tasks]
 
-    current = f"{FINGERPRINT_FORMAT}:" + digest(parts(FINGERPRINT_FORMAT))
-    format1 = digest(parts(1))  # release 0.1.0
-    return current, frozenset({current, format1})
+class TaskFingerprints:
+    """:func:`fingerprints` of one list of tasks for any identity digest: the task data is digested once."""
+
+    def __init__(self, tasks: Sequence[str], search: Sequence[Path]) -> None:
+        search_t = tuple(search)
+        catalog = {t: _catalog_data_digest(search_t, t) for t in tasks if is_catalog(t)}  # the same in both formats
+
+        def parts(fmt: int) -> list[str]:
+            return [catalog[t] if t in catalog else _data_digest(search_t, t, fmt) for t in tasks]
+
+        self._parts = {fmt: parts(fmt) for fmt in (FINGERPRINT_FORMAT, 1)}  # 1: release 0.1.0
+        # digest([id, *parts]) is the sha256 of '["<id>", "<part>", ...]': the parts' JSON is written once
+        plain = all(json.dumps(p) == f'"{p}"' for ps in self._parts.values() for p in ps)
+        self._tails = {fmt: "".join(f', "{p}"' for p in ps) + "]" for fmt, ps in self._parts.items()} if plain else None
+
+    def __call__(self, id_digest: str) -> tuple[str, frozenset[str]]:
+        if self._tails is None or not _HEX.fullmatch(id_digest):
+            current = f"{FINGERPRINT_FORMAT}:" + digest([id_digest, *self._parts[FINGERPRINT_FORMAT]])
+            format1 = digest([id_digest, *self._parts[1]])
+        else:
+            current = f"{FINGERPRINT_FORMAT}:" + hashlib.sha256(f'["{id_digest}"{self._tails[FINGERPRINT_FORMAT]}'.encode()).hexdigest()
+            format1 = hashlib.sha256(f'["{id_digest}"{self._tails[1]}'.encode()).hexdigest()
+        return current, frozenset({current, format1})
+
+
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 

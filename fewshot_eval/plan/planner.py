@@ -9,10 +9,12 @@ one full composition per distinct combination.
 
 from __future__ import annotations
 
+import gc
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -20,9 +22,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, closest, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
 from fewshot_eval.plan.estimates import AUTO, Estimate, History
-from fewshot_eval.plan.unit import JobUnit, output_root, resolve_unit
+from fewshot_eval.plan.expand import load_option
+from fewshot_eval.plan.unit import JobUnit, UnitBase, output_root, resolve_unit, unit_base
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
+from fewshot_eval.store.dir_listing import DirListing
 from fewshot_eval.store.failures import failure_streak, record_failure
 from fewshot_eval.store.leftovers import tidy_all
 from fewshot_eval.store.markers import INTENT
@@ -84,15 +88,22 @@ class Planner:
         self._checkpoints_used = False  # a model setting with 'checkpoints' was planned (checkpoint= picks its steps)
         self._notes: dict[tuple, Optional[str]] = {}
         self._offline: dict[str, bool] = {}
+        self._offline_of: dict[tuple[int, ...], tuple[tuple[dict[str, Any], ...], bool]] = {}
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
+        self._live: dict[tuple[str, ...], tuple[DictConfig, dict[str, str], set[str]]] = {}  # job_config(reuse=True)
+        self._overrides: dict[str, Any] = {}
         self._time_checks: dict[Any, Any] = {}  # the launcher options; time limit problems per value
         self._model_json: dict[int, tuple[dict[str, Any], str]] = {}
+        self._params_json: dict[int, tuple[dict[str, Any], str]] = {}
+        self._check_of: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any], Optional[str]]] = {}
+        self._bases: dict[tuple[str, ...], UnitBase] = {}  # a combination's overrides but nshot/trial -> what their jobs share
         # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures, 0.1.0 files maps; never a dry run's
         self.writes: list[Callable[[], None]] = []
         self._tidy: dict[Path, dict[str, Any]] = {}  # complete results (-> identity) whose leftovers a write removes (store/leftovers.py)
         self._history: Optional[History] = None
+        self._listing: Optional[DirListing] = None  # while planning
         self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -116,7 +127,7 @@ class Planner:
         """A validated model/task setting loaded straight from its file, or None if it needs full composition."""
         if (group, key) in self._settings:
             return self._settings[(group, key)]
-        res = self.loader.repository.load_config(f"{group}/{key}")
+        res = load_option(self.loader, f"{group}/{key}")
         if res is None:
             raise ConfigError(
                 f"Unknown {group} '{key}'{closest(key, self._options(group))}. Available: {', '.join(self._options(group))}. "
@@ -124,11 +135,13 @@ class Planner:
             )
         value: Optional[dict[str, Any]] = None
         if "defaults" not in res.config and res.header.get("package") in (None, "", group, "_group_"):
-            if self._ctx is None:  # resolve a file's interpolations against the run values
-                self._ctx = OmegaConf.create(dict(self.run))
-            with open_dict(self._ctx):
-                self._ctx[group] = res.config
-            node = OmegaConf.to_container(self._ctx[group], resolve=True)
+            node = OmegaConf.to_container(res.config, resolve=False)
+            if _interpolates(node):  # resolve the file's interpolations against the run values
+                if self._ctx is None:
+                    self._ctx = OmegaConf.create(dict(self.run))
+                with open_dict(self._ctx):
+                    self._ctx[group] = res.config
+                node = OmegaConf.to_container(self._ctx[group], resolve=True)
             value = model_setting(node, key) if group == "model" else task_setting(node, key)
         self._settings[(group, key)] = value
         return value
@@ -161,13 +174,13 @@ class Planner:
             self._nodes[(group, key)] = OmegaConf.merge(schema, raw)
         return self._nodes[(group, key)]
 
-    def job_config(self, overrides: Sequence[str]) -> DictConfig:
+    def job_config(self, overrides: Sequence[str], reuse: bool = False) -> DictConfig:
         """The composed config of one job, equal to Hydra's ``load_sweep_config`` but cheap: one full
         composition per distinct set of 'other' overrides, then model/task nodes and top-level values
-        are swapped in on a copy."""
+        are swapped in on a copy. ``reuse``: the same object for every job of that composition, set again
+        in place (no copy of the whole config per job): for a launcher that is done with a job's config
+        before it asks for the next one's (Hydra's ``run_job`` copies what it keeps)."""
         import copy
-
-        from hydra.core.override_parser.overrides_parser import OverridesParser
 
         swaps: dict[str, str] = {}
         values: dict[str, Any] = {}
@@ -183,23 +196,61 @@ class Planner:
         key = ("__job__",) + tuple(other)
         if key not in self._composed:
             self._composed[key] = self.loader.load_sweep_config(self.base, other)  # type: ignore[assignment]
-        cfg = copy.deepcopy(self._composed[key])
+        base: DictConfig = self._composed[key]  # type: ignore[assignment]
+        live = self._live.get(key) if reuse else None
+        if reuse and live is None:
+            live = self._live[key] = (copy.deepcopy(base), {}, set())
+        cfg = live[0] if live is not None else copy.deepcopy(base)
+        if live is not None:  # Hydra's run_job made the last job's hydra node read-only (HydraConfig.set_config)
+            OmegaConf.set_readonly(cfg.hydra, base.hydra._get_node_flag("readonly"))
         with open_dict(cfg):
+            if live is not None:  # what the previous job set and this one does not: back to the composition's
+                for group in live[1].keys() - swaps.keys():
+                    cfg[group] = copy.deepcopy(base._get_node(group))
+                    cfg.hydra.runtime.choices[group] = base.hydra.runtime.choices[group]
+                for k in live[2] - values.keys():
+                    cfg[k] = copy.deepcopy(base._get_node(k))
+                live[2].clear(), live[2].update(values)
             for group, option in swaps.items():
+                if live is not None and live[1].get(group) == option:
+                    continue  # the previous job's setting node, untouched (run_job hands the job a copy)
                 cfg[group] = copy.deepcopy(self._setting_node(group, option))
                 cfg.hydra.runtime.choices[group] = option
+            if live is not None:
+                live[1].clear(), live[1].update(swaps)
             for k, v in values.items():
                 cfg[k] = v
             cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
-            parsed = OverridesParser.create().parse_overrides(list(overrides))
+            parsed = [self._override(s) for s in overrides]
             exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
             cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg
 
+    def _override(self, s: str) -> Any:
+        """Hydra's parsed Override of an override string (parsed once per string, as ``get_overrides_dirname`` wants it)."""
+        if s not in self._overrides:
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            self._overrides[s] = OverridesParser.create().parse_overrides([s])[0]
+        return self._overrides[s]
+
     # ---- planning -----------------------------------------------------------------------
     def resolve(self, overrides: Sequence[str]) -> JobUnit:
         """The JobUnit of one combination of overrides."""
+        rest, cheap = [], []
+        for s in overrides:
+            (cheap if self._parse(s)[0] in CHEAP_KEYS else rest).append(s)
+        base = self._bases.get(tuple(rest))  # a setting resolved before: only nshot and trial are new
+        if base is not None:
+            nshot, trial = self.run["nshot"], self.run.get("trial")
+            for s in cheap:
+                k, v = self._parse(s)
+                if k == "nshot":
+                    nshot = v
+                else:
+                    trial = v
+            return base.unit(nshot, trial)
         choices = {"model": self.choices["model"], "task": self.choices["task"]}
         values: dict[str, Any] = {}
         slow = self.force_slow
@@ -228,15 +279,21 @@ class Planner:
                 k, v = self._parse(s)
                 if k in CHEAP_KEYS:
                     run[k] = v
-        else:
+        else:  # the jobs of one setting differ only in nshot and trial: the rest is resolved once (UnitBase)
             run = dict(self.run)
             run.update(values)
         if model.get("checkpoints"):
             self._checkpoints_used = True
         key = tuple(setting)
+        check = key not in self._valid
+        if not slow:
+            base = self._bases[tuple(rest)] = unit_base(choices["model"], choices["task"], None, None, run, override_keys(list(overrides)),
+                                                        self.cwd, self.search, model=model, task=task, check=check)
+            self._valid.add(key)
+            return base.unit(values["nshot"] if "nshot" in values else self.run["nshot"], values["trial"] if "trial" in values else self.run.get("trial"))
         unit = resolve_unit(
             choices["model"], choices["task"], None, None, run, override_keys(list(overrides)), self.cwd, self.search,
-            model=model, task=task, check=key not in self._valid,
+            model=model, task=task, check=check,
         )
         self._valid.add(key)
         return unit
@@ -245,6 +302,10 @@ class Planner:
         """One PlannedJob per distinct result (split_trials: per trial), with its status. With the run
         param ``prefetch=true`` (not a dry run), what the jobs to run read from the hub is fetched first
         (:mod:`fewshot_eval.plan.prefetch`) and the sweep planned again."""
+        with gc_paused():
+            return self._plan_all(combos)
+
+    def _plan_all(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         from fewshot_eval.plan.prefetch import forget_cache_state
 
         forget_cache_state()  # what the caches hold is asked once per plan
@@ -256,8 +317,11 @@ class Planner:
                 raise ConfigError("prefetch=true: the hub inputs above could not be fetched; nothing launched. Fix them or run without prefetch=true.")
             forget_cache_state()
             self._checked.clear()
+            self._check_of.clear()
             self._notes.clear()
             self._offline.clear()
+            self._offline_of.clear()
+            self._bases.clear()  # weights fingerprints of what was fetched
             jobs = self._plan(combos)
         if not self.local_launcher and any(j.status == RUN and self._timeout(j.unit) == AUTO for j in jobs):
             self._auto_time_limits(jobs)
@@ -274,9 +338,15 @@ class Planner:
         for j in jobs:
             if j.status == RUN:
                 wanted.setdefault(j.unit.model_key, {})[(j.unit.task_key, j.unit.nshot)] = None
+        memo: dict[tuple[Any, ...], tuple[dict[str, Any], Estimate]] = {}  # the trials of one result, its jobs of one setting: one estimate
         for j in jobs:
             if j.status == RUN and j.estimate is None:
-                j.estimate = self._history.estimate(j.unit, wanted[j.unit.model_key])
+                u = j.unit
+                key = (u.model_key, u.task_key, u.nshot, len(u.trials), id(u.params))
+                hit = memo.get(key)
+                if hit is None or hit[0] is not u.params:
+                    hit = memo[key] = (u.params, self._history.estimate(u, wanted[u.model_key]))
+                j.estimate = hit[1]
 
     def _launcher(self) -> Any:
         if "launcher" not in self._time_checks:  # asked per job: read once
@@ -328,6 +398,13 @@ class Planner:
                     j.status, j.detail = ERROR, f"timeout_min=auto gave {limit} min: {problem}"
 
     def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
+        self._listing = DirListing()  # this plan's view of the result tree: each dir listed once
+        try:
+            return self._plan_jobs(combos)
+        finally:
+            self._listing = None  # later questions (a launcher's re-check under its lock) read the disk
+
+    def _plan_jobs(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
         check_plan(self, combos)
         self.writes = []
         self._tidy = {}
@@ -356,6 +433,8 @@ class Planner:
                 rows.append((combo, unit, error, u, [f"trial={trials[0]}"] if split else [], split))
         self._check_checkpoint_used(combos)
         prepare = getattr(self.pending_check, "prepare", None)
+        if hasattr(self.pending_check, "listing"):
+            self.pending_check.listing = self._listing
         if prepare is not None:  # what SLURM says about every recorded submission of the plan: asked once
             prepare(output_root(self.run, self.cwd), [r[1].result_dir for r in rows if r[3] is not None and not r[2]])
         jobs: list[PlannedJob] = []
@@ -402,14 +481,23 @@ class Planner:
 
         if not unit.model.get("offline_when_cached", True):
             return False
+        objs = (unit.model, unit.params, unit.task)
+        hit = self._offline_of.get(tuple(map(id, objs)))
+        if hit is not None and all(a is b for a, b in zip(hit[0], objs)):  # the jobs of one setting share these dicts
+            return hit[1]
         p = unit.params
-        key = json.dumps([unit.model.get("weights"), unit.model.get("revision"), p.get("predictor"), unit.task["tasks"],
-                          [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]], sort_keys=True, default=str)
-        if key not in self._offline:
-            from fewshot_eval.plan.prefetch import inputs_cached
+        model_key = "model" + json.dumps([unit.model.get("weights"), unit.model.get("revision"), p.get("predictor")], default=str)
+        tasks_key = "tasks" + json.dumps([unit.task["tasks"], [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]],
+                                         sort_keys=True, default=str)
+        from fewshot_eval.plan.prefetch import model_cached, tasks_cached
 
-            self._offline[key] = inputs_cached(unit, self.search)
-        return self._offline[key]
+        if model_key not in self._offline:  # once per model and once per tasks, not per model x task
+            self._offline[model_key] = model_cached(unit.model, p, self.search)
+        if self._offline[model_key] and tasks_key not in self._offline:
+            self._offline[tasks_key] = tasks_cached(unit.task["tasks"], p, self.search)
+        value = self._offline[model_key] and self._offline[tasks_key]
+        self._offline_of[tuple(map(id, objs))] = (objs, value)
+        return value
 
     def _weights_note(self, unit: JobUnit) -> Optional[str]:
         """'hub model, not in the local cache' for a hub id (planning does not download), once per weights."""
@@ -424,6 +512,12 @@ class Planner:
         """What would make this job die at its start (None: nothing), checked once per distinct task
         setting and params and once per model -- see :mod:`fewshot_eval.evaluate.tasks.task_checks` and
         :mod:`fewshot_eval.evaluate.backends.model_checks`."""
+        n = unit.nshot
+        nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
+        memo = (id(unit.params), id(unit.model), id(unit.task), nshot_kind)  # the jobs of one setting share these dicts
+        seen = self._check_of.get(memo)
+        if seen is not None and seen[0] is unit.params and seen[1] is unit.model and seen[2] is unit.task:
+            return seen[3]
         import json
 
         from fewshot_eval.evaluate.backends.model_checks import check_model
@@ -439,7 +533,10 @@ class Planner:
             return self._checked[key]
 
         tasks = unit.task["tasks"]
-        setting = json.dumps([tasks, unit.params], sort_keys=True, default=str)  # one serialisation per job
+        hit = self._params_json.get(id(unit.params))
+        if hit is None or hit[0] is not unit.params:  # the jobs of one setting share its params: serialised once
+            hit = self._params_json[id(unit.params)] = (unit.params, json.dumps([tasks, unit.params], sort_keys=True, default=str))
+        setting = hit[1]
         hit = self._model_json.get(id(unit.model))
         if hit is None or hit[0] is not unit.model:  # the setting's dict is shared by its jobs: serialised once
             hit = self._model_json[id(unit.model)] = (unit.model, json.dumps([unit.model_key, unit.model], sort_keys=True, default=str))
@@ -447,13 +544,13 @@ class Planner:
                             unit.params.get("max_length")], default=str)
         # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
         # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
-        n = unit.nshot
-        nshot_kind = n if unit.params.get("balanced") else (0 if n == 0 else -1 if n < 0 else "k")
-        return (
+        error = (
             once("tasks" + setting, lambda: check_tasks(tasks, unit.params, self.search, warn=self._warn))
             or once("model" + model, lambda: check_model(unit.model_key, unit.model, unit.params, local=self.local_launcher))
             or once(f"nshot{nshot_kind}" + setting, lambda: check_nshot(tasks, unit.params, unit.nshot, self.search, warn=self._warn))
         )
+        self._check_of[memo] = (unit.params, unit.model, unit.task, error)
+        return error
 
     def _warn(self, message: str) -> None:
         self.warnings[message] = None
@@ -476,7 +573,7 @@ class Planner:
                 failure = dict(state.failure)
                 f, rdir, digest = failure, unit.result_dir, unit.config_digest
                 self.writes.append(lambda: record_failure(rdir, f["error"], digest, job_id=f["job_id"], log=f["log"]))
-        status, detail = self._disk_status(unit, split, override)
+        status, detail = self._disk_status(unit, split, override, self._listing)
         if status == RUN and not self.local_launcher:
             problem = self._time_limit(unit)
             if problem:
@@ -529,6 +626,8 @@ class Planner:
 
     def _failures(self, unit: JobUnit, unrecorded: Optional[dict[str, Any]] = None) -> tuple[bool, str]:
         """(stop relaunching?, note) from the result's failure record (and a failure seen but not yet recorded)."""
+        if unrecorded is None and self._listing is not None and not self._listing.has(unit.result_dir, layout.FAILURE):
+            return False, ""  # nothing recorded (and the config's digest not computed)
         n, last = failure_streak(unit.result_dir, unit.config_digest, unrecorded)
         if not n or last is None:
             return False, ""
@@ -544,18 +643,19 @@ class Planner:
         split = bool(self.run.get("split_trials")) and len(unit.all_trials) > 1
         return self._disk_status(unit, split, bool(self.run.get("override_completed")))[0]
 
-    def _disk_status(self, unit: JobUnit, split: bool, override: bool) -> tuple[str, str]:
+    def _disk_status(self, unit: JobUnit, split: bool, override: bool, listing: Optional[DirListing] = None) -> tuple[str, str]:
         aggregate = "aggregate: every trial is done, results.json is missing"
         verify = bool(self.run.get("verify"))
         st = result_status(unit.result_dir, unit.expected, unit.trials if split else unit.all_trials, unit.weights,
-                           record=self.writes.append, verify=verify)
+                           record=self.writes.append, verify=verify, listing=listing)
         if st.state == STALE:
             return (RUN, "override: stale result moved aside") if override else (SKIP_STALE, st.detail)
         if split and st.state != COMPLETE and set(unit.trials) <= set(st.done_trials) and not st.problems:
             # this trial is done; if every trial is and results.json is missing (a kill just before it was
             # written) or corrupt, the last trial's job runs again to aggregate
-            if unit.trials[0] == unit.all_trials[-1] and (st.corrupt or not (unit.result_dir / layout.RESULTS).exists()):
-                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights, verify=verify)
+            has_results = listing.has(unit.result_dir, layout.RESULTS) if listing is not None else (unit.result_dir / layout.RESULTS).exists()
+            if unit.trials[0] == unit.all_trials[-1] and (st.corrupt or not has_results):
+                whole = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights, verify=verify, listing=listing)
                 if set(whole.done_trials) >= set(unit.all_trials) and not whole.problems:
                     why = f"corrupt: {st.corrupt}: set aside; " if st.corrupt else ""
                     return RUN, "override_completed" if override else why + aggregate
@@ -574,7 +674,31 @@ class Planner:
         return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"
 
 
-def _with_trials(unit: JobUnit, trials: list[int]) -> JobUnit:
-    from dataclasses import replace
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a plan builds its objects (a JobUnit, its dicts and paths
+    per job: no cycles among them), on again after: at 100,000 jobs its full passes over the growing heap
+    cost a fifth of the plan. Nested uses leave it to the outermost."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
-    return replace(unit, trials=list(trials))
+
+def _interpolates(node: Any) -> bool:
+    """Does a plain config tree hold an interpolation (``${...}``, escaped ones included)?"""
+    if isinstance(node, dict):
+        return any(_interpolates(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_interpolates(v) for v in node)
+    return isinstance(node, str) and "${" in node
+
+
+def _with_trials(unit: JobUnit, trials: list[int]) -> JobUnit:
+    u = object.__new__(JobUnit)  # dataclasses.replace, without re-running __init__ for every trial of a plan
+    u.__dict__.update(unit.__dict__)
+    u.trials = list(trials)
+    return u

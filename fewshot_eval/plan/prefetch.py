@@ -156,9 +156,23 @@ def _catalog_cached(item: CatalogData) -> bool:
 
 def inputs_cached(unit: Any, search: Sequence[Path]) -> bool:
     """Every hub input of the job is in the local caches: it can run with HuggingFace offline mode."""
+    return model_cached(unit.model, unit.params, search) and tasks_cached(unit.task["tasks"], unit.params, search)
+
+
+def model_cached(model: dict[str, Any], params: dict[str, Any], search: Sequence[Path]) -> bool:
+    """The model part of :func:`inputs_cached` (a planner asks it once per model, not per model x task)."""
     try:
-        return all(_cached_once(i) for i in job_inputs(unit, search))
+        item = hub_model(model, params, search)
+        return item is None or _cached_once(item)
     except ConfigError:  # the planning checks report it on the job's row
+        return False
+
+
+def tasks_cached(task_names: Sequence[str], params: dict[str, Any], search: Sequence[Path]) -> bool:
+    """The tasks' part of :func:`inputs_cached`."""
+    try:
+        return all(_cached_once(i) for i in task_inputs(task_names, params, search))
+    except ConfigError:
         return False
 
 

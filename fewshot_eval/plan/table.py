@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -30,17 +31,28 @@ def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mappi
     the SLURM launcher's settings, whose resource values apply to every pool)."""
     header = ("STATUS", "MODEL", "TASK", "NSHOT", "TRIALS", "RESULT DIR", "RESOURCES", "NOTE")
     rows = [header]
+    under = os.path.join(str(root), "")  # "<root>/": a result dir's text below it is its path relative to root
+    shown: dict[tuple[int, Any], tuple[Any, str]] = {}  # the jobs of a model setting share its resources: formatted once
     for j in jobs:
         u = j.unit
-        try:
-            rdir = str(u.result_dir.relative_to(root))
-        except ValueError:
-            rdir = str(u.result_dir)
+        path = str(u.result_dir)
+        if path.startswith(under):
+            rdir = path[len(under):]
+        else:
+            try:
+                rdir = str(u.result_dir.relative_to(root))
+            except ValueError:
+                rdir = path
         trials = ",".join(map(str, u.trials)) if len(u.trials) <= 4 else f"{u.trials[0]}-{u.trials[-1]}"
-        rows.append((j.status, u.model_key, u.task_key, str(u.nshot), trials, rdir, resources(j, launcher, max_parallel), j.detail))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+        key = (id(u.model), j.time_limit_min)
+        hit = shown.get(key)
+        if hit is None or hit[0] is not u.model:
+            hit = shown[key] = (u.model, resources(j, launcher, max_parallel))
+        rows.append((j.status, u.model_key, u.task_key, str(u.nshot), trials, rdir, hit[1], j.detail))
+    columns = list(zip(*rows))
+    widths = [max(map(len, columns[i])) for i in range(len(header) - 1)]
+    row = "  ".join(f"{{:<{w}}}" for w in widths)  # each cell left-justified to its column's width
+    return "\n".join((row.format(*r[:-1]) + ("  " + r[-1] if r[-1] else "")).rstrip() for r in rows)
 
 
 def counts(jobs: Sequence[PlannedJob]) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 from fewshot_eval.config import ConfigError, effective_params
 from fewshot_eval.param_schema import check_values
 from fewshot_eval.plan.expand import checkpoint_setting
-from fewshot_eval.plan.identity import catalog_identity, fingerprints, identity_digest, job_identity, weights_fingerprint
+from fewshot_eval.plan.identity import IdentityTemplate, TaskFingerprints, catalog_identity, weights_fingerprint
 from fewshot_eval.settings import model_setting, task_setting
 from fewshot_eval.store import layout
 
@@ -136,6 +136,84 @@ def resolve_unit(
     (fewshot_eval/param_schema.py) for a setting the caller has already checked (the planner checks
     each distinct setting once).
     """
+    base = unit_base(model_key, task_key, model_node, task_node, run, cli_keys, cwd, search, model=model, task=task, check=check)
+    return base.unit(run["nshot"], run.get("trial"))
+
+
+class UnitBase:
+    """What the jobs of one model setting, task setting and run values share, whatever their nshot and
+    trial: the layered, checked params and what is derived from them once (the identity's parts, the task
+    data's digests, the weights fingerprint, the result dirs' parent). The planner keeps one per distinct
+    setting; :meth:`unit` gives the JobUnit of an nshot and trial, as :func:`resolve_unit` does."""
+
+    def __init__(self, model_key: str, task_key: str, model: dict[str, Any], task: dict[str, Any], params: dict[str, Any],
+                 run: Mapping[str, Any], cwd: Path, search: Sequence[Path]) -> None:
+        self.model_key, self.task_key, self.model, self.task, self.params = model_key, task_key, model, task, params
+        self.search = search
+        self.tasks = task["tasks"]
+        self.parent = layout.result_parent(output_root(run, cwd), task["run_name"], model_key, task_key)
+        self.allowed = params.get("allowed_nshot")
+        self._pool: Any = _UNKNOWN
+        self._derived: Optional[tuple[IdentityTemplate, TaskFingerprints, Optional[str]]] = None
+
+    def _derive(self) -> tuple[IdentityTemplate, TaskFingerprints, Optional[str]]:
+        """The identity's parts, the task data's digests and the weights fingerprint (after a first job's nshot is checked)."""
+        if self._derived is None:
+            model, params, search = self.model, self.params, self.search
+            template = IdentityTemplate(model, self.tasks, params, catalog_identity(self.tasks, search))
+            fingerprints_of = TaskFingerprints(self.tasks, search)
+            weights = _weights(model.get("weights"), model.get("revision")) if _loads_hf_weights(params["predictor"], search) else None
+            self._derived = (template, fingerprints_of, weights)
+        return self._derived
+
+    def effective_nshot(self, nshot: int) -> int:
+        """:func:`effective_nshot`, the demonstration pool looked up once."""
+        if nshot <= 0 or self.params.get("balanced"):
+            return nshot
+        if self._pool is _UNKNOWN:
+            self._pool = _pool_size(self.tasks, self.params, self.search)
+        return self._pool if self._pool is not None and nshot > self._pool else nshot
+
+    def unit(self, nshot: Any, trial: Any = None) -> JobUnit:
+        if not isinstance(nshot, int) or isinstance(nshot, bool) or nshot < -1:
+            raise ConfigError(f"nshot must be an integer >= -1 (-1 = the whole train set), got {nshot!r}.")
+        requested, nshot = nshot, self.effective_nshot(nshot)
+        num_trials = self.params["num_trials"]
+        if not isinstance(num_trials, int) or num_trials < 1:
+            raise ConfigError(f"num_trials must be an integer >= 1, got {num_trials!r}.")
+        all_trials = [0] if nshot == 0 else list(range(num_trials))
+        trials = all_trials if trial is None else [trial]
+        if trial is not None and trial not in all_trials:
+            raise ConfigError(f"trial={trial} is outside this job's trials {all_trials} (num_trials={num_trials}, nshot={nshot}).")
+        template, fingerprints_of, weights = self._derive()
+        id_digest = template.digest(nshot)
+        fingerprint, accepted = fingerprints_of(id_digest)
+        applicable, reason = True, ""
+        if self.allowed is not None and requested not in self.allowed:
+            applicable, reason = False, f"task setting '{self.task_key}' runs only with nshot in {self.allowed}"
+        return JobUnit(self.model_key, self.task_key, self.model, self.task, self.params, nshot, trials, all_trials,
+                       self.parent / layout.result_name(nshot, id_digest), template.identity(nshot), fingerprint, applicable, reason,
+                       accepted=accepted, weights=weights, id_digest=id_digest, requested_nshot=requested if requested != nshot else None)
+
+
+_UNKNOWN = object()
+
+
+def unit_base(
+    model_key: str,
+    task_key: str,
+    model_node: Any,
+    task_node: Any,
+    run: Mapping[str, Any],
+    cli_keys: Sequence[str],
+    cwd: Path,
+    search: Sequence[Path],
+    *,
+    model: dict[str, Any] | None = None,
+    task: dict[str, Any] | None = None,
+    check: bool = True,
+) -> UnitBase:
+    """The :class:`UnitBase` of a model and task setting under ``run`` (its nshot and trial are not read)."""
     model = model if model is not None else model_setting(model_node, model_key)
     task = task if task is not None else task_setting(task_node, task_key)
     if model.get("checkpoints"):  # a checkpoint sweep: this job evaluates checkpoint run['checkpoint']
@@ -152,28 +230,4 @@ def resolve_unit(
     params["predictor"] = params.get("predictor") or model["predictor"]
     if check:
         check_values(run, params, task["tasks"], search, explicit=cli)
-    nshot = run["nshot"]
-    if not isinstance(nshot, int) or isinstance(nshot, bool) or nshot < -1:
-        raise ConfigError(f"nshot must be an integer >= -1 (-1 = the whole train set), got {nshot!r}.")
-    requested, nshot = nshot, effective_nshot(nshot, task["tasks"], params, search)
-    num_trials = params["num_trials"]
-    if not isinstance(num_trials, int) or num_trials < 1:
-        raise ConfigError(f"num_trials must be an integer >= 1, got {num_trials!r}.")
-    all_trials = [0] if nshot == 0 else list(range(num_trials))
-    trial = run.get("trial")
-    trials = all_trials if trial is None else [trial]
-    if trial is not None and trial not in all_trials:
-        raise ConfigError(f"trial={trial} is outside this job's trials {all_trials} (num_trials={num_trials}, nshot={nshot}).")
-
-    identity = job_identity(model, task["tasks"], params, nshot, catalog=catalog_identity(task["tasks"], search))
-    id_digest = identity_digest(identity)
-    fingerprint, accepted = fingerprints(id_digest, task["tasks"], search)
-    weights = _weights(model.get("weights"), model.get("revision")) if _loads_hf_weights(params["predictor"], search) else None
-    rdir = layout.result_dir(output_root(run, cwd), task["run_name"], model_key, task_key, nshot, id_digest)
-
-    allowed = params.get("allowed_nshot")
-    applicable, reason = True, ""
-    if allowed is not None and requested not in allowed:
-        applicable, reason = False, f"task setting '{task_key}' runs only with nshot in {allowed}"
-    return JobUnit(model_key, task_key, model, task, params, nshot, trials, all_trials, rdir, identity, fingerprint, applicable, reason,
-                   accepted=accepted, weights=weights, id_digest=id_digest, requested_nshot=requested if requested != nshot else None)
+    return UnitBase(model_key, task_key, model, task, params, run, cwd, search)

@@ -21,7 +21,7 @@ from fewshot_eval.outcome import Outcome
 from fewshot_eval.plan.checks import check_job_keys
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
-from fewshot_eval.store.atomic import clean_temp_files, write_json, write_text
+from fewshot_eval.store.atomic import batched_fsync, clean_temp_files, fsync_pending, write_json, write_text
 from fewshot_eval.store.failures import clear_failures, error_line, record_failure
 from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, set_aside, writing
 from fewshot_eval.store.markers import forget_submission
@@ -94,7 +94,8 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
     started_at = datetime.now().astimezone().isoformat(timespec="milliseconds")
     repro = repro_info(cwd, overrides)  # slow parts (git) before the trials, not between the last trial and results.json
     prepare_aggregation(len(unit.all_trials))
-    with writing(unit.result_dir), claim_trials(unit.result_dir, unit.trials) as held:
+    # the job's writes are fsynced together: after its first files and each trial (fsync_pending) and at its end
+    with writing(unit.result_dir), claim_trials(unit.result_dir, unit.trials) as held, batched_fsync():
         clean_temp_files(unit.result_dir)  # temp files of killed writes (only old ones: never a live writer's)
         done = result_status(unit.result_dir, unit.expected, unit.all_trials, unit.weights).done_trials  # finished meanwhile?
         todo = [t for t in held if t not in done]
@@ -120,6 +121,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
                     progress.trial_tag = f"trial {t} ({i}/{len(todo)})"  # evaluate/runner logs it with examples/s
                     result = evaluator.run_trial(unit.task["tasks"], unit.params, unit.nshot, t)
                     write_trial(unit.result_dir, t, result, unit.fingerprint, unit.weights)
+                    fsync_pending()  # a finished trial is on disk before the next one starts
                     fault_point("after-trial")  # FEWSHOT_FAULT=kill-after-trial:<n> (tests)
             except Exception as e:  # recorded so that the planner bounds retries; then the job fails as before
                 record_failure(unit.result_dir, error_line(e), unit.config_digest, job_id=_job_id(), log=_log_path(), exc=e)

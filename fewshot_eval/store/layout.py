@@ -36,11 +36,24 @@ SCORE_CACHE = "score_cache"
 
 
 def result_dir(output_dir: Path, run_name: str, model_key: str, task_key: str, nshot: int, digest: str) -> Path:
-    return output_dir / run_name / model_key / task_key / f"{nshot}shot.{digest[:8]}"
+    return result_parent(output_dir, run_name, model_key, task_key) / result_name(nshot, digest)
+
+
+def result_parent(output_dir: Path, run_name: str, model_key: str, task_key: str) -> Path:
+    """The dir holding a model and task setting's result dirs (one per nshot and identity)."""
+    return output_dir / run_name / model_key / task_key
+
+
+def result_name(nshot: int, digest: str) -> str:
+    return f"{nshot}shot.{digest[:8]}"
 
 
 def trial_dir(result_dir: Path, trial: int) -> Path:
-    return result_dir / f"trial{trial}"
+    return result_dir / trial_name(trial)
+
+
+def trial_name(trial: int) -> str:
+    return f"trial{trial}"
 
 
 def predictions_file(result_dir: Path, trial: int, subkey: str) -> Path:

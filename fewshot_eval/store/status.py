@@ -28,6 +28,7 @@ from typing import Any, Callable, Collection, Mapping, Optional, Union
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
+from fewshot_eval.store.dir_listing import DirListing
 from fewshot_eval.store.legacy import legacy_problems, legacy_trial_files
 
 COMPLETE, PARTIAL, STALE, MISSING = "complete", "partial", "stale", "missing"
@@ -61,13 +62,13 @@ class ResultStatus:
     aside: bool = False
 
 
-def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool | int = HASH_MAX_BYTES) -> list[str]:
+def verify_files(base: Path | str, files: Any, prefix: str = "", hashes: bool | int = HASH_MAX_BYTES) -> list[str]:
     """Problems with the files a ``files`` map lists ({name relative to ``base``: {size, sha256}}):
     ``"<prefix><name> missing"``, ``"... is N bytes, M recorded"`` or ``"... content differs from its
     recorded sha256"``: the content of files up to ``hashes`` bytes whose mtime is not the recorded one (written
     again since; maps without mtimes: always), ``True``: of every file, ``False``: of none.
     An empty list when all are there, or when there is no map."""
-    if not isinstance(files, Mapping):
+    if not isinstance(files, (dict, Mapping)):  # dict first: isinstance against the ABC alone is slow
         return []
     problems = []
     root = os.fspath(base)
@@ -79,7 +80,7 @@ def verify_files(base: Path, files: Any, prefix: str = "", hashes: bool | int = 
             problems.append(f"{prefix}{name} missing")
             continue
         size = st.st_size
-        want = rec.get("size") if isinstance(rec, Mapping) else None
+        want = rec.get("size") if isinstance(rec, (dict, Mapping)) else None
         if isinstance(want, int) and size != want:
             problems.append(f"{prefix}{name} is {size} bytes, {want} recorded")
         elif hashes is not False and isinstance(rec, Mapping) and rec.get("sha256") and (
@@ -151,15 +152,19 @@ def malformed(res: Any) -> str:
 
 
 def _trial_check(result_dir: Path, trial: int, fingerprint: Fingerprints, weights: str | None = None,
-                 hashes: bool | int = HASH_MAX_BYTES) -> tuple[Optional[bool], list[str]]:
+                 hashes: bool | int = HASH_MAX_BYTES, names: Optional[frozenset[str]] = None) -> tuple[Optional[bool], list[str]]:
+    """``names``: the result dir's entries when the caller listed it (a trial dir not among them is not read)."""
+    name = layout.trial_name(trial)
+    if names is not None and name not in names:  # not listed: not there
+        return None, []
     tdir = layout.trial_dir(result_dir, trial)
     m, bad = load_checked(tdir / layout.METRICS)
     if not isinstance(m, dict):
         return None, [f"corrupt: {bad}"] if bad.endswith("is a file, not a directory") else []
     if not fingerprint_ok(m.get("fingerprint"), fingerprint) or not weights_ok(m.get("weights"), weights):
         return False, []
-    if isinstance(m.get("files"), Mapping):
-        problems = verify_files(tdir, m["files"], prefix=f"{tdir.name}/", hashes=hashes)
+    if isinstance(m.get("files"), (dict, Mapping)):
+        problems = verify_files(tdir, m["files"], prefix=f"{name}/", hashes=hashes)
     else:  # a trial of 0.1.0: its files are checked by content
         problems = legacy_trial_files(result_dir, trial)[1]
     return (None, problems) if problems else (True, [])
@@ -184,15 +189,24 @@ def _incomplete(problems: list[str]) -> str:
 
 
 def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int], weights: str | None = None,
-                  record: Callable[[Callable[[], None]], None] | None = None, verify: bool = False) -> ResultStatus:
+                  record: Callable[[Callable[[], None]], None] | None = None, verify: bool = False,
+                  listing: DirListing | None = None) -> ResultStatus:
     """Status of ``trials`` in ``result_dir``; ``complete`` only when results.json covers them all and
     their files are there (and the small ones, with ``verify`` all, hold what was recorded). A result whose
     files were deleted, truncated or changed is ``partial``/``missing`` (the broken trials are recomputed)
     with ``detail`` saying what is wrong; one whose results.json is not its own is that too, with ``corrupt``
     set. ``record`` takes the write of a whole 0.1.0 result's files map, for a sweep that launches to do
-    (reading itself writes nothing)."""
+    (reading itself writes nothing). ``listing``: a plan's view of the tree (files it does not list are not read)."""
     hashes: bool | int = True if verify else HASH_MAX_BYTES
-    res, corrupt = load_checked(result_dir / layout.RESULTS)
+    names = None
+    if listing is not None:
+        names = listing.names(result_dir)
+        if names is None:
+            parent = listing.names(result_dir.parent)
+            if parent is None or result_dir.name not in parent:
+                return ResultStatus(MISSING)
+            # there but not a listable dir (a file?): read as without a listing
+    res, corrupt = load_checked(result_dir / layout.RESULTS) if names is None or layout.RESULTS in names else (None, "")
     problems: list[str] = []
     if corrupt.endswith("is a file, not a directory"):
         return ResultStatus(MISSING, detail=f"corrupt: the result dir {result_dir.name} is a file: moved aside, recomputed",
@@ -214,11 +228,11 @@ def result_status(result_dir: Path, fingerprint: Fingerprints, trials: list[int]
                 problems = legacy_problems(result_dir, res, trials, record)
             if not problems:
                 return ResultStatus(COMPLETE, sorted(covered))
-    elif res is None and not corrupt and not result_dir.exists():
+    elif res is None and not corrupt and names is None and not result_dir.exists():
         return ResultStatus(MISSING)
     done = []
     for t in trials:
-        ok, trial_problems = _trial_check(result_dir, t, fingerprint, weights, hashes)
+        ok, trial_problems = _trial_check(result_dir, t, fingerprint, weights, hashes, names)
         if ok is False:
             if corrupt:  # a copied dir: its trials are another result's too
                 return ResultStatus(MISSING, detail=f"corrupt: {corrupt}, its trials too: moved aside, recomputed", corrupt=corrupt, aside=True)

@@ -79,12 +79,13 @@ class FewshotSweeper(Sweeper):
         from fewshot_eval.launch.slurm.pending_check import SchedulerView
         from fewshot_eval.launch.slurm.site_profiles import resolve_site, site_env
         from fewshot_eval.plan.expand import expand
-        from fewshot_eval.plan.planner import Planner
+        from fewshot_eval.plan.planner import Planner, gc_paused
 
         assert self.config is not None and self.hydra_context is not None
         tic = time.perf_counter()
         loader = self.hydra_context.config_loader
-        combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
+        with gc_paused():  # tens of thousands of override lists: no garbage cycles among them
+            combos = expand(self.params, arguments, loader, self.config.hydra.runtime.choices)
         local = runs_locally(self.launcher)
         planner = Planner(self.config, loader, pending_check=SchedulerView(), local_launcher=local)
         site = planner.site = resolve_site(self.config, planner.search)
@@ -101,7 +102,7 @@ class FewshotSweeper(Sweeper):
         from fewshot_eval.outcome import EXIT_CONFIG, EXIT_ELSEWHERE, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Outcome, job_outcome
         from fewshot_eval.plan.checks import print_plan_warnings, warn
         from fewshot_eval.plan.job_list import moved_results
-        from fewshot_eval.plan.planner import ERROR, FAILED, RUN
+        from fewshot_eval.plan.planner import ERROR, FAILED, RUN, gc_paused
         from fewshot_eval.plan.table import counts, format_plan
         from fewshot_eval.plan.unit import output_root
         from fewshot_eval.store.writable import check_writable
@@ -128,7 +129,8 @@ class FewshotSweeper(Sweeper):
             from omegaconf import OmegaConf
 
             launcher_settings = None if local else OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
-            print(format_plan(jobs, root, launcher_settings, planner.run.get("max_parallel")))
+            with gc_paused():
+                print(format_plan(jobs, root, launcher_settings, planner.run.get("max_parallel")))
             if errors:
                 print(f"\nDry run: {planned} ({counts(jobs)}). Nothing launched.")
                 _report_errors(errors)

@@ -72,7 +72,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from fewshot_eval.config import ConfigError, check_keys, find_config_file
+from fewshot_eval.config import ConfigError, check_keys, find_config_file, yaml_safe_load
 from fewshot_eval.evaluate.tasks.templates import GenerationTemplate, Template
 
 
@@ -311,10 +311,10 @@ def _source_strings(source: LocalSource | HFSource) -> list[str]:
     return [source.name or "", *((source.data_files or {}).values())]
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=1024)  # a plan goes round every task definition of its sweep once per setting: all of them kept
 def _load_task_def_cached(name: str, path: str, mtime: float) -> TaskDef:
     try:
-        node = yaml.safe_load(Path(path).read_text())
+        node = yaml_safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"task_def/{name}.yaml ({path}): not valid YAML: {e}") from None
     return parse_task_def(name, Path(path), node)

@@ -53,6 +53,7 @@ from fewshot_eval.launch.slurm.job_states import (
     why_pending,
 )
 from fewshot_eval.store import layout
+from fewshot_eval.store.dir_listing import DirListing
 from fewshot_eval.store.markers import INTENT, add_submissions, drop_intent, marker_jobs, read_intent, read_marker
 from fewshot_eval.store.submissions import read_records, remove_record, task_dir, write_record
 
@@ -318,6 +319,7 @@ class SchedulerView:
         self._markers: dict[Path, dict[str, Any]] = {}
         self._intents: dict[Path, dict[str, Any]] = {}
         self._recorded: dict[Path, list[Recorded]] = {}
+        self.listing: Optional[DirListing] = None  # the plan's view of the tree (store/dir_listing.py), set by the planner
 
     def prepare(self, root: Path, result_dirs: Iterable[Path]) -> None:
         """Read what is recorded for these result dirs (and every pool record under ``root``) and ask
@@ -339,13 +341,18 @@ class SchedulerView:
             if d in self._dirs:
                 continue
             self._dirs.add(d)
-            try:
-                names = os.listdir(d)  # one call per dir (most are new: it does not exist)
-            except OSError:
-                continue
-            if layout.SUBMITTED in names and not self._record_is_newer(d, written) and (m := read_marker(d)) is not None:
+            if self.listing is not None:
+                entries = self.listing.names(d)  # shared with the plan's status checks; a dir not there costs no call
+                if entries is None:
+                    continue
+            else:
+                try:
+                    entries = frozenset(os.listdir(d))  # one call per dir (most are new: it does not exist)
+                except OSError:
+                    continue
+            if layout.SUBMITTED in entries and not self._record_is_newer(d, written) and (m := read_marker(d)) is not None:
                 self._markers[d] = m
-            if INTENT in names and (i := read_intent(d)) is not None:
+            if INTENT in entries and (i := read_intent(d)) is not None:
                 self._intents[d] = i
         ids = [(m.get("cluster"), str(j["job_id"])) for m in self._markers.values() for j in marker_jobs(m, None)]
         names = [(i.get("cluster"), str(i["job_name"])) for i in self._intents.values()]
