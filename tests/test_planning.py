@@ -89,12 +89,12 @@ def test_complete_partial_and_stale_statuses(tmp_path: Path) -> None:
     _, [job] = plan(args)
     assert job.status == RUN and "trials [0] already done" in job.detail
     # results.json lists its files since 0.2.0 (an empty map: nothing to check); without one it is a 0.1.0 result, checked by content
-    write_json(u.result_dir / layout.RESULTS, {"fingerprint": u.fingerprint, "trials": [0, 1, 2], "files": {}})
+    write_json(u.result_dir / layout.RESULTS, {"fingerprint": u.fingerprint, "trials": [0, 1, 2], "files": {}, "results": {}})
     _, [job] = plan(args)
     assert job.status == SKIP_COMPLETE
     _, [job] = plan(args + ["num_trials=4"])  # more trials wanted: same dir, not complete any more
     assert job.status == RUN and job.unit.result_dir == u.result_dir
-    write_json(u.result_dir / layout.RESULTS, {"fingerprint": "from-other-data", "trials": [0, 1, 2], "files": {}})
+    write_json(u.result_dir / layout.RESULTS, {"fingerprint": "from-other-data", "trials": [0, 1, 2], "files": {}, "results": {}})
     _, [job] = plan(args)
     assert job.status == SKIP_STALE
     _, [job] = plan(args + ["override_completed=true"])
