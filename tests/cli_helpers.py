@@ -23,10 +23,9 @@ def run_cli(args: Sequence[str], cwd: Path, check: bool = True, env: dict | None
     unless its environment differs from the server's where that matters: then it is a plain subprocess."""
     full_env = {**os.environ, **(env or {})}
     zygote = _zygote(full_env)
-    if zygote is None:
+    proc = zygote.run(list(args), cwd, full_env, timeout) if zygote else None
+    if proc is None:
         proc = subprocess.run([sys.executable, "-m", "fewshot_eval", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
-    else:
-        proc = zygote.run(list(args), cwd, full_env, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}")
     return proc
@@ -51,27 +50,34 @@ class _Zygote:
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=self.env)
         if self.proc.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"tests/cli_zygote.py did not start (exit {self.proc.wait()}): {_read(self.dir / 'server.log')}")
-        self.count = 0
 
     def fits(self, env: dict) -> bool:
-        keys = {k for k in env.keys() ^ self.env.keys() | {k for k in env if env[k] != self.env.get(k)}}
+        keys = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)}
         return self.proc.poll() is None and all(k.startswith(SAFE_PREFIXES) for k in keys)
 
-    def run(self, args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess | None:
+        """The run's outcome, as subprocess.run's; None if the server cannot be reached (nothing ran)."""
         import json
         import socket
         import time
+        import uuid
 
-        self.count += 1
-        out, err = self.dir / f"{self.count}.out", self.dir / f"{self.count}.err"
+        name = uuid.uuid4().hex  # runs may overlap (tests that run sweeps side by side)
+        out, err = self.dir / f"{name}.out", self.dir / f"{name}.err"
         cmd = [sys.executable, "-m", "fewshot_eval", *args]
         deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.socket))
+            try:
+                s.connect(str(self.socket))
+            except OSError:
+                return None
             s.sendall((json.dumps({"args": args, "cwd": str(Path(cwd).resolve()), "env": env, "stdout": str(out), "stderr": str(err)}) + "\n").encode())
             s.settimeout(120)
             f = s.makefile("rb")
-            pid = int(f.readline().split()[1])
+            started = f.readline()
+            if not started.startswith(b"pid "):
+                return None
+            pid = int(started.split()[1])
             s.settimeout(max(deadline - time.monotonic(), 0.1))
             try:
                 line = f.readline()
@@ -101,7 +107,7 @@ def _read(path: Path) -> str:
     return text
 
 
-_ZYGOTE: list[_Zygote] = []
+_ZYGOTE: list[_Zygote | None] = []
 
 
 def _zygote(env: dict) -> _Zygote | None:
@@ -111,9 +117,13 @@ def _zygote(env: dict) -> _Zygote | None:
     if not _ZYGOTE:
         import atexit
 
-        _ZYGOTE.append(_Zygote())
-        atexit.register(_ZYGOTE[0].close)
-    return _ZYGOTE[0] if _ZYGOTE[0].fits(env) else None
+        try:
+            _ZYGOTE.append(_Zygote())
+            atexit.register(_ZYGOTE[0].close)
+        except (OSError, RuntimeError) as e:  # only slower without it
+            print(f"cli_helpers: no fork server, plain subprocesses: {e}", file=sys.stderr)
+            _ZYGOTE.append(None)
+    return _ZYGOTE[0] if _ZYGOTE[0] and _ZYGOTE[0].fits(env) else None
 
 
 @pytest.fixture
