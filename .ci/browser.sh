@@ -27,9 +27,10 @@ cmd_install() {
   command -v apt-get >/dev/null || { log "apt-get not available"; return 1; }
   log "installing chromium via apt-get (~1 min)"
   local out; out=$(mktemp)
-  if ! { apt-get -o DPkg::Lock::Timeout=120 update -qq &&
+  # flock: one of our apt-get runs at a time (.ci/run starts this and .ci/slurm/cluster.sh's early, beside pip)
+  if ! ( flock 8 && apt-get -o DPkg::Lock::Timeout=120 update -qq &&
          DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -qq \
-           --no-install-recommends chromium; } >"$out" 2>&1; then
+           --no-install-recommends chromium ) 8>/tmp/fewshot-apt.lock >"$out" 2>&1; then
     tail -n 40 "$out" >&2; rm -f "$out"; return 1
   fi
   rm -f "$out"

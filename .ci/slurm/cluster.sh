@@ -78,9 +78,10 @@ cmd_install() {
   command -v apt-get >/dev/null || { log "apt-get not available"; return 1; }
   log "installing slurm + mariadb via apt-get (~20 s)"
   local out; out=$(mktemp)
-  if ! { apt-get -o DPkg::Lock::Timeout=120 update -qq &&
+  # flock: one of our apt-get runs at a time (.ci/run starts this and .ci/browser.sh's early, beside pip)
+  if ! ( flock 8 && apt-get -o DPkg::Lock::Timeout=120 update -qq &&
          DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -qq \
-           --no-install-recommends slurmctld slurmd slurm-client slurmdbd mariadb-server; } >"$out" 2>&1; then
+           --no-install-recommends slurmctld slurmd slurm-client slurmdbd mariadb-server ) 8>/tmp/fewshot-apt.lock >"$out" 2>&1; then
     tail -n 40 "$out" >&2; rm -f "$out"; return 1
   fi
   rm -f "$out"
