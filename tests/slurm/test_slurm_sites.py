@@ -58,7 +58,8 @@ def conf(tmp_path_factory) -> Path:
 
 
 def sweep(workdir: Path, conf: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    return run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", "task=copa_demo", "nshot=0", *args],
+    defaults = [d for d in ("task=copa_demo", "nshot=0") if not any(a.startswith(d.split("=")[0] + "=") for a in args)]  # a key once
+    return run_cli(["-m", "--config-dir", str(conf), "hydra/launcher=submitit_slurm", *defaults, *args],
                    workdir, env=env, check=check, timeout=240)
 
 
