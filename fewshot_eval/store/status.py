@@ -121,15 +121,16 @@ def load_checked(path: Path) -> tuple[Any, str]:
 
 
 def foreign(result_dir: Path, res: Mapping[str, Any], fingerprint: Fingerprints | None = None) -> str:
-    """Why ``res`` (a results.json) is not the result of ``result_dir`` ('' when it is): its model, task
-    setting, nshot or identity digest differ from the dir's place, or (given the expected ``fingerprint``,
+    """Why ``res`` (a results.json) is not the result of ``result_dir`` ('' when it is): its identity digest
+    (or, for results written before it was recorded, its model, task setting or nshot) differs from the dir's place, or (given the expected ``fingerprint``,
     which it does not carry; always without one) its fingerprint is not the one the dir's ``identity.json`` records."""
     name = result_dir.name
     ident = res.get("identity_digest")
     if not _RESULT_NAME.match(name):  # not where the sweeps put results (a copy kept elsewhere): nothing to compare
         pass
-    elif isinstance(ident, str) and not name.endswith("." + ident[:8]):
-        return f"results.json is result {ident[:8]}'s, not {name}'s"
+    elif isinstance(ident, str):  # the digest covers model, task setting and nshot: a copy moved whole elsewhere is still its own
+        if not name.endswith("." + ident[:8]):
+            return f"results.json is result {ident[:8]}'s, not {name}'s"
     elif "nshot" in res and not name.startswith(f"{res['nshot']}shot."):
         return f"results.json is of nshot={res['nshot']!r}, not {name}'s"
     elif "task_setting" in res and res["task_setting"] != result_dir.parent.name:
