@@ -240,8 +240,15 @@ def test_ctrl_c_while_the_app_starts_exits_130_with_one_line(workdir: Path, afte
     time.sleep(after_s)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err[-3000:]
+    if "Nothing launched" in out:  # on a quiet machine the dry run can be over before the signal: it ended, silently
+        assert proc.returncode in (0, 130, -signal.SIGINT) and err in ("", INTERRUPTED), (proc.returncode, err[-3000:])
+        return
     assert proc.returncode == 130 and "Dry run" not in out, (proc.returncode, out[-500:], err[-3000:])
-    assert err == "fewshot-eval: interrupted; finished results are kept, re-run the same command to continue.\n", err[-3000:]
+    assert err == INTERRUPTED, err[-3000:]
+
+
+INTERRUPTED = "fewshot-eval: interrupted; finished results are kept, re-run the same command to continue.\n"
 
 
 def test_an_ignored_ctrl_c_stays_ignored_and_a_default_one_stops(workdir: Path) -> None:
