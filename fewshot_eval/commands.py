@@ -137,9 +137,16 @@ def _report(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     """``fewshot-eval status``: counts per model x task setting; exit 1 when a job failed, 2 when one is an error row."""
-    from fewshot_eval.report.sweep_status import exit_status, status_text
+    from fewshot_eval.plan.planner import gc_paused
 
     overrides, dirs = _selection(None, args.experiment, args.overrides, args.config_dir)
+    with gc_paused(keep=True):  # the command ends once it has counted: no collector passes over the plan's objects
+        return _status_of(args, overrides, dirs)
+
+
+def _status_of(args: argparse.Namespace, overrides: list[str], dirs: list[str]) -> int:
+    from fewshot_eval.report.sweep_status import exit_status, status_text
+
     planner, jobs, elapsed = _plan(overrides, dirs)
     if planner.site is not None:
         print(f"fewshot-eval: {planner.site.describe()}")

@@ -182,8 +182,25 @@ def _fix(key: str, hint: Any, rules: Mapping[str, Any], is_eval: bool) -> str:
     return f"Pass {example}" if example else f"Pass a valid {key}, or leave it out"
 
 
+# (is_eval, key, type, value) of plain values that passed check_value: a plan checks the same run values and
+# mostly the same params for each of its (up to 10,000) settings
+_PASSED: set[tuple[bool, str, type, Any]] = set()
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def check_value(key: str, value: Any, *, is_eval: bool) -> None:
     """``value`` of parameter ``key`` has its type and range; raises ConfigError naming key, value and fix."""
+    memo = (is_eval, key, type(value), value) if type(value) in _PLAIN else None
+    if memo is not None and memo in _PASSED:
+        return
+    _check_value(key, value, is_eval)
+    if memo is not None:
+        if len(_PASSED) > 100_000:
+            _PASSED.clear()
+        _PASSED.add(memo)
+
+
+def _check_value(key: str, value: Any, is_eval: bool) -> None:
     f = (EVAL_FIELDS if is_eval else RUN_FIELDS)[key]
     hint, rules = _hints()[key], f.metadata
     ok = _matches(value, hint)
@@ -237,12 +254,17 @@ def _task_def_names(search: tuple[Path, ...]) -> frozenset[str]:
     return frozenset(p.stem for d in search for p in (d / "task_def").glob("*.yaml"))
 
 
+@functools.lru_cache(maxsize=1)
+def _per_task_keys() -> tuple[str, ...]:
+    return tuple(k for k, f in EVAL_FIELDS.items() if f.metadata.get("per_task"))
+
+
 def check_task_keys(params: Mapping[str, Any], tasks: Sequence[str], search: Sequence[Path]) -> None:
     """Each key of a per-task mapping (``templates={copa: x}``) names a task: one of this job's, a task
     definition of the config search path, or an lm-eval catalog task (``lm_eval:<name>``)."""
-    for key, f in EVAL_FIELDS.items():
+    for key in _per_task_keys():
         value = params.get(key)
-        if not f.metadata.get("per_task") or not isinstance(value, Mapping):
+        if not isinstance(value, Mapping):
             continue
         known = None
         for name in value:

@@ -230,8 +230,12 @@ def plan_warnings(jobs: Sequence[Any], found: Iterable[str] = ()) -> list[str]:
     """Distinct warnings about the planned jobs (``PlannedJob``s), each once, in plan order; ``found``: those
     of the planning checks (``Planner.warnings``: empty data, repeated ids)."""
     out: dict[str, None] = dict.fromkeys(found)
+    seen: dict[int, Any] = {}  # the jobs of one setting share its params: asked once
     for j in jobs:
         p = j.unit.params
+        if seen.get(id(p)) is p:
+            continue
+        seen[id(p)] = p
         w = baseline_warning(p.get("predictor"), p.get("scoring"), p.get("calibrator"))
         if w:
             out[w] = None

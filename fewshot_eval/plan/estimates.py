@@ -18,9 +18,11 @@ model setting's own ``timeout_min`` when a job of the pool has no estimate.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,15 +138,44 @@ def _basis(n: int, model: str, what: str) -> str:
 
 
 def _result_files(root: Path, model_pattern: str) -> dict[tuple[str, int], list[Path]]:
-    """``results.json`` files of one model setting (a glob pattern) under ``root``, by (task setting, nshot)."""
+    """``results.json`` files of one model setting (a glob pattern) under ``root``, by (task setting, nshot):
+    ``root.glob(f"*/{model_pattern}/*/*/results.json")``, one ``scandir`` per dir above the result dirs and one
+    ``stat`` per result dir (pathlib's glob lists every result dir: 50,000 of them in a tree of 100,000 jobs)."""
     out: dict[tuple[str, int], list[Path]] = {}
-    for f in sorted(root.glob(f"*/{model_pattern}/*/*/{layout.RESULTS}")):
-        nshot = f.parent.name.split("shot.")[0]
+    found = []
+    for run in _subdirs(os.fspath(root)):
+        for model in _subdirs(run, model_pattern):
+            for task in _subdirs(model):
+                for rdir in _subdirs(task):
+                    f = os.path.join(rdir, layout.RESULTS)
+                    if os.path.exists(f):
+                        found.append(f)
+    for f in sorted(found, key=lambda f: f.split(os.sep)):  # as Paths sort: part by part
+        rdir, _ = os.path.split(f)
+        task, name = os.path.split(rdir)
+        nshot = name.split("shot.")[0]
         try:
-            out.setdefault((f.parent.parent.name, int(nshot)), []).append(f)
+            out.setdefault((os.path.basename(task), int(nshot)), []).append(Path(f))
         except ValueError:
             continue
     return out
+
+
+def _subdirs(path: str, pattern: str = "*") -> list[str]:
+    """The dirs in ``path`` whose names match the glob ``pattern`` (as pathlib's glob: hidden ones too, links followed)."""
+    try:
+        with os.scandir(path) as it:
+            entries = [e for e in it if (pattern == "*" or fnmatch.fnmatchcase(e.name, pattern)) and _is_dir(e)]
+    except OSError:
+        return []
+    return [e.path for e in entries]
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def auto_limit(seconds: float, factor: float = FACTOR, floor_min: int = FLOOR_MIN, signal_delay_s: float = 120) -> int:

@@ -88,7 +88,8 @@ class Planner:
         self._checkpoints_used = False  # a model setting with 'checkpoints' was planned (checkpoint= picks its steps)
         self._notes: dict[tuple, Optional[str]] = {}
         self._offline: dict[str, bool] = {}
-        self._offline_of: dict[tuple[int, ...], tuple[tuple[dict[str, Any], ...], bool]] = {}
+        self._offline_of: dict[int, tuple[tuple[dict[str, Any], ...], bool]] = {}  # id(params) -> (model, params, task), value
+        self._note_of: dict[int, tuple[dict[str, Any], dict[str, Any], Optional[str]]] = {}  # id(params) -> model, params, note
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
@@ -319,6 +320,7 @@ class Planner:
             self._checked.clear()
             self._check_of.clear()
             self._notes.clear()
+            self._note_of.clear()
             self._offline.clear()
             self._offline_of.clear()
             self._bases.clear()  # weights fingerprints of what was fetched
@@ -477,14 +479,14 @@ class Planner:
     def _runs_offline(self, unit: JobUnit) -> bool:
         """Every hub input of the job is in the local caches (and its model setting does not opt out):
         it runs with HuggingFace offline mode forced (``hf_offline=true``), once per distinct inputs."""
-        import json
-
         if not unit.model.get("offline_when_cached", True):
             return False
-        objs = (unit.model, unit.params, unit.task)
-        hit = self._offline_of.get(tuple(map(id, objs)))
-        if hit is not None and all(a is b for a, b in zip(hit[0], objs)):  # the jobs of one setting share these dicts
+        model, params, task = objs = (unit.model, unit.params, unit.task)
+        hit = self._offline_of.get(id(params))
+        if hit is not None and hit[0][0] is model and hit[0][1] is params and hit[0][2] is task:  # the jobs of one setting share these dicts
             return hit[1]
+        import json
+
         p = unit.params
         model_key = "model" + json.dumps([unit.model.get("weights"), unit.model.get("revision"), p.get("predictor")], default=str)
         tasks_key = "tasks" + json.dumps([unit.task["tasks"], [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]],
@@ -496,16 +498,21 @@ class Planner:
         if self._offline[model_key] and tasks_key not in self._offline:
             self._offline[tasks_key] = tasks_cached(unit.task["tasks"], p, self.search)
         value = self._offline[model_key] and self._offline[tasks_key]
-        self._offline_of[tuple(map(id, objs))] = (objs, value)
+        self._offline_of[id(params)] = (objs, value)
         return value
 
     def _weights_note(self, unit: JobUnit) -> Optional[str]:
         """'hub model, not in the local cache' for a hub id (planning does not download), once per weights."""
+        model, params = unit.model, unit.params
+        hit = self._note_of.get(id(params))
+        if hit is not None and hit[0] is model and hit[1] is params:  # the jobs of one setting share these dicts
+            return hit[2]
         from fewshot_eval.evaluate.backends.model_checks import weights_note
 
-        key = ("weights", unit.model.get("weights"), unit.model.get("revision"), unit.params.get("predictor"))
+        key = ("weights", model.get("weights"), model.get("revision"), params.get("predictor"))
         if key not in self._notes:
-            self._notes[key] = weights_note(unit.model, unit.params)
+            self._notes[key] = weights_note(model, params)
+        self._note_of[id(params)] = (model, params, self._notes[key])
         return self._notes[key]
 
     def check(self, unit: JobUnit) -> Optional[str]:
@@ -674,17 +681,29 @@ class Planner:
         return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"
 
 
+_FROZEN = [False]  # gc_paused(keep=True) froze the heap; the next pause thaws it
+
+
 @contextmanager
-def gc_paused() -> Iterator[None]:
+def gc_paused(keep: bool = False) -> Iterator[None]:
     """Python's cyclic garbage collector off while a plan builds its objects (a JobUnit, its dicts and paths
     per job: no cycles among them), on again after: at 100,000 jobs its full passes over the growing heap
-    cost a fifth of the plan. Nested uses leave it to the outermost."""
+    cost a fifth of the plan. Nested uses leave it to the outermost. ``keep``: what is built stays until the
+    process ends (a dry run, ``status``): the heap is frozen (``gc.freeze``) as the collector comes back on,
+    so that its first passes do not walk every object of the plan (a second or two at 100,000 jobs) to free
+    nothing; the next pause thaws it (a process that plans again, such as a test run)."""
     was = gc.isenabled()
     gc.disable()
+    if was and _FROZEN[0]:
+        gc.unfreeze()
+        _FROZEN[0] = False
     try:
         yield
     finally:
         if was:
+            if keep:
+                gc.freeze()
+                _FROZEN[0] = True
             gc.enable()
 
 

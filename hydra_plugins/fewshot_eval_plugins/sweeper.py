@@ -10,6 +10,7 @@ records the sweep's exit status (``fewshot_eval.outcome``: 1 a job failed, 2 a p
 ``on_multirun_end`` first; ``fewshot_eval.app`` exits with it.
 """
 
+import contextlib
 import logging
 import sys
 import time
@@ -91,7 +92,8 @@ class FewshotSweeper(Sweeper):
         site = planner.site = resolve_site(self.config, planner.search)
         if site is not None:
             print(f"fewshot-eval: {site.describe()}", flush=True)
-        with site_env(site):  # planning, prefetch and local jobs see the caches the site's jobs use
+        # a dry run ends once it has printed the plan: the collector stays off until then and its plan is kept (gc_paused)
+        with site_env(site), (gc_paused(keep=True) if self.config.dry_run else contextlib.nullcontext()):
             return self._plan_and_launch(planner, arguments, combos, local, site, tic)
 
     def _plan_and_launch(self, planner: Any, arguments: List[str], combos: List[List[str]], local: bool, site: Any,

@@ -15,6 +15,7 @@ with the target.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -85,10 +86,18 @@ class Template(PromptTemplate):
 
 def _compile(text: str, where: str) -> tuple[jinja2.Template, set[str]]:
     try:
-        ast = _ENV.parse(text)
-        return _ENV.from_string(text), set(meta.find_undeclared_variables(ast))
+        template, variables = _compiled(text)
     except jinja2.TemplateSyntaxError as e:
         raise ConfigError(f"{where}: Jinja2 syntax error in {text!r}: {e.message}") from None
+    return template, set(variables)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(text: str) -> tuple[jinja2.Template, frozenset[str]]:
+    """A template's source compiled once per process (a few ms each; task definitions copied from one
+    another share theirs, and a plan loads every task definition of its sweep)."""
+    ast = _ENV.parse(text)
+    return _ENV.from_string(text), frozenset(meta.find_undeclared_variables(ast))
 
 
 def _compile_prompt(node: dict[str, Any], slot: str, purpose: str, where: str) -> tuple[jinja2.Template, set[str], str]:
