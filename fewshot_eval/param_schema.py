@@ -264,7 +264,7 @@ def check_task_keys(params: Mapping[str, Any], tasks: Sequence[str], search: Seq
     definition of the config search path, or an lm-eval catalog task (``lm_eval:<name>``)."""
     for key in _per_task_keys():
         value = params.get(key)
-        if not isinstance(value, Mapping):
+        if value is None or not isinstance(value, (dict, Mapping)):  # dict first: isinstance against the ABC alone is slow
             continue
         known = None
         for name in value:
@@ -306,12 +306,17 @@ def check_values(run: Mapping[str, Any], params: Mapping[str, Any], tasks: Seque
             f"output_dir is empty ({out!r}): results would land in the launch directory and Hydra's logs under '/'. "
             f"Pass output_dir=<a directory>, e.g. output_dir=results."
         )
+    passed, plain = _PASSED, _PLAIN  # check_value's memo, looked up here: a plan checks each of its settings
     for key in RUN_FIELDS:
         if key in run and key != "output_dir":
-            check_value(key, run[key], is_eval=False)
+            value = run[key]
+            if type(value) not in plain or (False, key, type(value), value) not in passed:
+                check_value(key, value, is_eval=False)
     for key in EVAL_FIELDS:
         if key in params and key != "allowed_nshot":  # allowed_nshot: checked with its task setting
-            check_value(key, params[key], is_eval=True)
+            value = params[key]
+            if type(value) not in plain or (True, key, type(value), value) not in passed:
+                check_value(key, value, is_eval=True)
     if tasks:
         check_task_keys(params, tasks, search)
     check_rules(run, params, explicit)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import read_json
+from fewshot_eval.store.dir_listing import DirListing
 
 PER_GROUP = 3  # results read per (task setting, nshot) of a model: their times agree closely
 PER_MODEL = 48  # results read per model at most: planning stays fast on trees of 10,000 results
@@ -64,6 +65,7 @@ class History:
 
     root: Path
     search: Sequence[Path]
+    listing: Optional[DirListing] = None  # the plan's view of the tree (store/dir_listing.py): its dirs are not listed again
     _samples: dict[str, list[Sample]] = field(default_factory=dict)
     _sizes: dict[str, Optional[int]] = field(default_factory=dict)
 
@@ -84,9 +86,9 @@ class History:
         ``wanted`` (task setting, nshot) groups first."""
         if model_key in self._samples:
             return self._samples[model_key]
-        groups = _result_files(self.root, glob.escape(model_key))
+        groups = _result_files(self.root, glob.escape(model_key), self.listing)
         if not groups and "__step" in model_key:
-            groups = _result_files(self.root, glob.escape(model_key.split("__step")[0]) + "__step*")
+            groups = _result_files(self.root, glob.escape(model_key.split("__step")[0]) + "__step*", self.listing)
         first = [g for g in dict.fromkeys(wanted) if g in groups]
         order = first + sorted(set(groups) - set(first))
         picked: list[Path] = []
@@ -137,19 +139,19 @@ def _basis(n: int, model: str, what: str) -> str:
     return f"{n} earlier result{'s' if n != 1 else ''} of {model} ({what})"
 
 
-def _result_files(root: Path, model_pattern: str) -> dict[tuple[str, int], list[Path]]:
+def _result_files(root: Path, model_pattern: str, listing: Optional[DirListing] = None) -> dict[tuple[str, int], list[Path]]:
     """``results.json`` files of one model setting (a glob pattern) under ``root``, by (task setting, nshot):
-    ``root.glob(f"*/{model_pattern}/*/*/results.json")``, one ``scandir`` per dir above the result dirs and one
-    ``stat`` per result dir (pathlib's glob lists every result dir: 50,000 of them in a tree of 100,000 jobs)."""
+    ``root.glob(f"*/{model_pattern}/*/*/results.json")``, each dir listed once through ``listing`` (the plan's,
+    which has listed the plan's result dirs already: 50,000 of them in a tree of 100,000 jobs)."""
+    listing = listing if listing is not None else DirListing(up=0)
     out: dict[tuple[str, int], list[Path]] = {}
     found = []
-    for run in _subdirs(os.fspath(root)):
-        for model in _subdirs(run, model_pattern):
-            for task in _subdirs(model):
-                for rdir in _subdirs(task):
-                    f = os.path.join(rdir, layout.RESULTS)
-                    if os.path.exists(f):
-                        found.append(f)
+    for run in _subdirs(listing, os.fspath(root)):
+        for model in _subdirs(listing, run, model_pattern):
+            for task in _subdirs(listing, model):
+                for rdir in _subdirs(listing, task):
+                    if layout.RESULTS in listing.names(rdir, 0):  # type: ignore[operator] (a listed dir)
+                        found.append(os.path.join(rdir, layout.RESULTS))
     for f in sorted(found, key=lambda f: f.split(os.sep)):  # as Paths sort: part by part
         rdir, _ = os.path.split(f)
         task, name = os.path.split(rdir)
@@ -161,21 +163,14 @@ def _result_files(root: Path, model_pattern: str) -> dict[tuple[str, int], list[
     return out
 
 
-def _subdirs(path: str, pattern: str = "*") -> list[str]:
-    """The dirs in ``path`` whose names match the glob ``pattern`` (as pathlib's glob: hidden ones too, links followed)."""
-    try:
-        with os.scandir(path) as it:
-            entries = [e for e in it if (pattern == "*" or fnmatch.fnmatchcase(e.name, pattern)) and _is_dir(e)]
-    except OSError:
+def _subdirs(listing: DirListing, path: str, pattern: str = "*") -> list[str]:
+    """The dirs in ``path`` (those that can be listed) whose names match the glob ``pattern``, hidden ones
+    too, as pathlib's glob."""
+    names = listing.names(path, 0)
+    if not names:
         return []
-    return [e.path for e in entries]
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
+    children = (os.path.join(path, n) for n in sorted(names) if pattern == "*" or fnmatch.fnmatchcase(n, pattern))
+    return [c for c in children if listing.names(c, 0) is not None]
 
 
 def auto_limit(seconds: float, factor: float = FACTOR, floor_min: int = FLOOR_MIN, signal_delay_s: float = 120) -> int:

@@ -76,8 +76,8 @@ def digest(obj: Any) -> str:
 
 
 def _pick(values: dict[str, Any], always: Sequence[str], neutral: dict[str, Any], skip: Iterable[str], what: str) -> dict[str, Any]:
-    skip = set(skip)
-    unknown = [k for k in values if k not in skip and k not in always and k not in neutral]
+    known = _known(tuple(always), tuple(neutral), frozenset(skip) if not isinstance(skip, frozenset) else skip)
+    unknown = [k for k in values if k not in known]
     if unknown:
         raise IdentityError(
             f"{what} '{unknown[0]}' is not declared in fewshot_eval/plan/identity.py: add it to NEUTRAL_"
@@ -86,6 +86,11 @@ def _pick(values: dict[str, Any], always: Sequence[str], neutral: dict[str, Any]
     out = {k: values.get(k) for k in always}
     out.update({k: v for k, v in values.items() if k in neutral and v != neutral[k]})
     return dict(sorted(out.items()))
+
+
+@lru_cache(maxsize=16)
+def _known(always: tuple[str, ...], neutral: tuple[str, ...], skip: frozenset[str]) -> frozenset[str]:
+    return frozenset(always) | frozenset(neutral) | skip
 
 
 def job_identity(model: dict[str, Any], tasks: list[str], params: dict[str, Any], nshot: int,
@@ -126,17 +131,25 @@ class IdentityTemplate:
     setting). ``digest(n) == identity_digest(job_identity(model, tasks, params, n, catalog))``, byte for byte:
     the JSON of the identity, keys sorted, is the same text with nshot's number in its place."""
 
-    def __init__(self, model: dict[str, Any], tasks: list[str], params: dict[str, Any], catalog: Optional[dict[str, Any]] = None) -> None:
-        self.model = _pick(model, MODEL_0_1_0, NEUTRAL_MODEL, MODEL_NON_IDENTITY, "model field")
-        self.tasks = list(tasks)
-        self.params = _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter")
-        self.catalog = catalog or None
+    def __init__(self, model: dict[str, Any], tasks: list[str], params: dict[str, Any], catalog: Optional[dict[str, Any]] = None,
+                 memo: Optional[dict[Any, Any]] = None) -> None:
+        """``memo``: a dict shared by the templates of one plan, where a model's part is kept (for its other settings)."""
 
         def dumps(obj: Any) -> str:
             return json.dumps(obj, sort_keys=True, default=str)
 
+        hit = memo.get(("identity model", id(model))) if memo is not None else None
+        if hit is None or hit[0] is not model:
+            picked = _pick(model, MODEL_0_1_0, NEUTRAL_MODEL, MODEL_NON_IDENTITY, "model field")
+            hit = (model, picked, dumps(picked))
+            if memo is not None:
+                memo[("identity model", id(model))] = hit  # the dict is kept there: its id is not reused
+        self.model, model_json = hit[1], hit[2]
+        self.tasks = list(tasks)
+        self.params = _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter")
+        self.catalog = catalog or None
         head = f'{{"catalog": {dumps(self.catalog)}, ' if self.catalog else "{"  # keys sorted: catalog, model, nshot, params, tasks
-        self._head = f'{head}"model": {dumps(self.model)}, "nshot": '
+        self._head = f'{head}"model": {model_json}, "nshot": '
         self._tail = f', "params": {dumps(self.params)}, "tasks": {dumps(self.tasks)}}}'
 
     def identity(self, nshot: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from fewshot_eval.store.leftovers import tidy_all
 from fewshot_eval.store.markers import INTENT
 from fewshot_eval.store.status import COMPLETE, PARTIAL, STALE, result_status
 
+_UNSET = object()
 RUN, SKIP_COMPLETE, SKIP_PENDING, SKIP_STALE, NOT_APPLICABLE = "run", "skip: complete", "skip: pending", "stale", "n/a"
 ERROR, FAILED = "error", "failed"  # error: would die at start (fix the config); failed: failed max_failures times
 CHEAP_KEYS = ("nshot", "trial")
@@ -100,11 +101,13 @@ class Planner:
         self._params_json: dict[int, tuple[dict[str, Any], str]] = {}
         self._check_of: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any], Optional[str]]] = {}
         self._bases: dict[tuple[str, ...], UnitBase] = {}  # a combination's overrides but nshot/trial -> what their jobs share
+        self._memo: dict[Any, Any] = {}  # what the settings of a plan share (unit_base: per model, per tasks)
         # what the plan saw and a sweep that is not a dry run writes it (commit): SLURM failures, 0.1.0 files maps; never a dry run's
         self.writes: list[Callable[[], None]] = []
         self._tidy: dict[Path, dict[str, Any]] = {}  # complete results (-> identity) whose leftovers a write removes (store/leftovers.py)
         self._history: Optional[History] = None
         self._listing: Optional[DirListing] = None  # while planning
+        self._seen: Optional[DirListing] = None  # the last plan's listing: where the estimates look for earlier results
         self.time_limits: dict[str, tuple[int, str]] = {}  # timeout_min=auto: model -> (minutes, why)
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -239,19 +242,20 @@ class Planner:
     # ---- planning -----------------------------------------------------------------------
     def resolve(self, overrides: Sequence[str]) -> JobUnit:
         """The JobUnit of one combination of overrides."""
-        rest, cheap = [], []
-        for s in overrides:
-            (cheap if self._parse(s)[0] in CHEAP_KEYS else rest).append(s)
+        rest = []
+        nshot = trial = _UNSET
+        parsed = self._parsed
+        for s in overrides:  # CHEAP_KEYS apart (this runs for every combination of a plan)
+            kv = parsed.get(s) or self._parse(s)
+            if kv[0] == "nshot":
+                nshot = kv[1]
+            elif kv[0] == "trial":
+                trial = kv[1]
+            else:
+                rest.append(s)
         base = self._bases.get(tuple(rest))  # a setting resolved before: only nshot and trial are new
         if base is not None:
-            nshot, trial = self.run["nshot"], self.run.get("trial")
-            for s in cheap:
-                k, v = self._parse(s)
-                if k == "nshot":
-                    nshot = v
-                else:
-                    trial = v
-            return base.unit(nshot, trial)
+            return base.unit(self.run["nshot"] if nshot is _UNSET else nshot, self.run.get("trial") if trial is _UNSET else trial)
         choices = {"model": self.choices["model"], "task": self.choices["task"]}
         values: dict[str, Any] = {}
         slow = self.force_slow
@@ -289,7 +293,7 @@ class Planner:
         check = key not in self._valid
         if not slow:
             base = self._bases[tuple(rest)] = unit_base(choices["model"], choices["task"], None, None, run, override_keys(list(overrides)),
-                                                        self.cwd, self.search, model=model, task=task, check=check)
+                                                        self.cwd, self.search, model=model, task=task, check=check, memo=self._memo)
             self._valid.add(key)
             return base.unit(values["nshot"] if "nshot" in values else self.run["nshot"], values["trial"] if "trial" in values else self.run.get("trial"))
         unit = resolve_unit(
@@ -324,6 +328,7 @@ class Planner:
             self._offline.clear()
             self._offline_of.clear()
             self._bases.clear()  # weights fingerprints of what was fetched
+            self._memo.clear()
             jobs = self._plan(combos)
         if not self.local_launcher and any(j.status == RUN and self._timeout(j.unit) == AUTO for j in jobs):
             self._auto_time_limits(jobs)
@@ -335,7 +340,7 @@ class Planner:
         from fewshot_eval.plan.unit import output_root
 
         if self._history is None:
-            self._history = History(output_root(self.run, self.cwd), self.search)
+            self._history = History(output_root(self.run, self.cwd), self.search, listing=self._seen)
         wanted: dict[str, dict[tuple[str, int], None]] = {}
         for j in jobs:
             if j.status == RUN:
@@ -400,7 +405,7 @@ class Planner:
                     j.status, j.detail = ERROR, f"timeout_min=auto gave {limit} min: {problem}"
 
     def _plan(self, combos: Sequence[Sequence[str]]) -> list[PlannedJob]:
-        self._listing = DirListing()  # this plan's view of the result tree: each dir listed once
+        self._listing = self._seen = DirListing()  # this plan's view of the result tree: each dir listed once
         try:
             return self._plan_jobs(combos)
         finally:
@@ -485,12 +490,9 @@ class Planner:
         hit = self._offline_of.get(id(params))
         if hit is not None and hit[0][0] is model and hit[0][1] is params and hit[0][2] is task:  # the jobs of one setting share these dicts
             return hit[1]
-        import json
-
         p = unit.params
-        model_key = "model" + json.dumps([unit.model.get("weights"), unit.model.get("revision"), p.get("predictor")], default=str)
-        tasks_key = "tasks" + json.dumps([unit.task["tasks"], [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]],
-                                         sort_keys=True, default=str)
+        model_key = _key("model", [unit.model.get("weights"), unit.model.get("revision"), p.get("predictor")])
+        tasks_key = _key("tasks", [unit.task["tasks"], [p.get(k) for k in ("languages", "train_languages", "train_set", "eval_set")]])
         from fewshot_eval.plan.prefetch import model_cached, tasks_cached
 
         if model_key not in self._offline:  # once per model and once per tasks, not per model x task
@@ -705,6 +707,25 @@ def gc_paused(keep: bool = False) -> Iterator[None]:
                 gc.freeze()
                 _FROZEN[0] = True
             gc.enable()
+
+
+def _key(kind: str, values: list[Any]) -> Any:
+    """A dict key for plain ``values`` (strings, numbers, None and lists of them: a tuple), else their JSON."""
+    def plain(v: Any) -> Any:
+        if v is None or type(v) is str:
+            return v
+        if type(v) in (int, float, bool):
+            return type(v), v  # True and 1 apart
+        if type(v) in (list, tuple):
+            return tuple(plain(x) for x in v)
+        raise TypeError
+
+    try:
+        return (kind, plain(values))
+    except TypeError:
+        import json
+
+        return kind + json.dumps(values, sort_keys=True, default=str)
 
 
 def _interpolates(node: Any) -> bool:

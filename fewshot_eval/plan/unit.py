@@ -147,11 +147,19 @@ class UnitBase:
     setting; :meth:`unit` gives the JobUnit of an nshot and trial, as :func:`resolve_unit` does."""
 
     def __init__(self, model_key: str, task_key: str, model: dict[str, Any], task: dict[str, Any], params: dict[str, Any],
-                 run: Mapping[str, Any], cwd: Path, search: Sequence[Path]) -> None:
+                 run: Mapping[str, Any], cwd: Path, search: Sequence[Path], memo: Optional[dict[Any, Any]] = None) -> None:
         self.model_key, self.task_key, self.model, self.task, self.params = model_key, task_key, model, task, params
         self.search = search
         self.tasks = task["tasks"]
-        self.parent = layout.result_parent(output_root(run, cwd), task["run_name"], model_key, task_key)
+        self.memo = memo  # what the settings of one plan share: the model's identity part, the tasks' digests, result dirs' parents
+        if memo is None:
+            self.parent = layout.result_parent(output_root(run, cwd), task["run_name"], model_key, task_key)
+        else:
+            key = ("parent", str(run["output_dir"]), cwd, task["run_name"], model_key)
+            above = memo.get(key)
+            if above is None:
+                above = memo[key] = layout.result_parent(output_root(run, cwd), task["run_name"], model_key, "")
+            self.parent = above / task_key
         self.allowed = params.get("allowed_nshot")
         self._pool: Any = _UNKNOWN
         self._derived: Optional[tuple[IdentityTemplate, TaskFingerprints, Optional[str]]] = None
@@ -159,9 +167,14 @@ class UnitBase:
     def _derive(self) -> tuple[IdentityTemplate, TaskFingerprints, Optional[str]]:
         """The identity's parts, the task data's digests and the weights fingerprint (after a first job's nshot is checked)."""
         if self._derived is None:
-            model, params, search = self.model, self.params, self.search
-            template = IdentityTemplate(model, self.tasks, params, catalog_identity(self.tasks, search))
-            fingerprints_of = TaskFingerprints(self.tasks, search)
+            model, params, search, memo = self.model, self.params, self.search, self.memo
+            template = IdentityTemplate(model, self.tasks, params, catalog_identity(self.tasks, search), memo=memo)
+            key = ("tasks", tuple(self.tasks), tuple(search))
+            fingerprints_of = memo.get(key) if memo is not None else None
+            if fingerprints_of is None:
+                fingerprints_of = TaskFingerprints(self.tasks, search)
+                if memo is not None:
+                    memo[key] = fingerprints_of
             weights = _weights(model.get("weights"), model.get("revision")) if _loads_hf_weights(params["predictor"], search) else None
             self._derived = (template, fingerprints_of, weights)
         return self._derived
@@ -192,7 +205,7 @@ class UnitBase:
         if self.allowed is not None and requested not in self.allowed:
             applicable, reason = False, f"task setting '{self.task_key}' runs only with nshot in {self.allowed}"
         return JobUnit(self.model_key, self.task_key, self.model, self.task, self.params, nshot, trials, all_trials,
-                       self.parent / layout.result_name(nshot, id_digest), template.identity(nshot), fingerprint, applicable, reason,
+                       layout.child(self.parent, layout.result_name(nshot, id_digest)), template.identity(nshot), fingerprint, applicable, reason,
                        accepted=accepted, weights=weights, id_digest=id_digest, requested_nshot=requested if requested != nshot else None)
 
 
@@ -212,8 +225,10 @@ def unit_base(
     model: dict[str, Any] | None = None,
     task: dict[str, Any] | None = None,
     check: bool = True,
+    memo: Optional[dict[Any, Any]] = None,
 ) -> UnitBase:
-    """The :class:`UnitBase` of a model and task setting under ``run`` (its nshot and trial are not read)."""
+    """The :class:`UnitBase` of a model and task setting under ``run`` (its nshot and trial are not read).
+    ``memo``: a dict the settings of one plan share (the planner's), for what they have in common."""
     model = model if model is not None else model_setting(model_node, model_key)
     task = task if task is not None else task_setting(task_node, task_key)
     if model.get("checkpoints"):  # a checkpoint sweep: this job evaluates checkpoint run['checkpoint']
@@ -230,4 +245,4 @@ def unit_base(
     params["predictor"] = params.get("predictor") or model["predictor"]
     if check:
         check_values(run, params, task["tasks"], search, explicit=cli)
-    return UnitBase(model_key, task_key, model, task, params, run, cwd, search)
+    return UnitBase(model_key, task_key, model, task, params, run, cwd, search, memo)

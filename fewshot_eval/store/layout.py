@@ -21,6 +21,7 @@ weights ...) never share a directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 RESULTS = "results.json"
@@ -46,6 +47,13 @@ def result_parent(output_dir: Path, run_name: str, model_key: str, task_key: str
 
 def result_name(nshot: int, digest: str) -> str:
     return f"{nshot}shot.{digest[:8]}"
+
+
+def child(parent: Path, name: str) -> Path:
+    """``parent / name`` for a single, plain ``name`` (no separator), without parsing it again: pathlib's own
+    shortcut where it has one (a plan makes a path per job: 100,000 of them)."""
+    make = getattr(parent, "_make_child_relpath", None)
+    return make(name) if make is not None and name and os.sep not in name and name not in (".", "..") else parent / name
 
 
 def trial_dir(result_dir: Path, trial: int) -> Path:
