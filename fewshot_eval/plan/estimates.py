@@ -114,11 +114,16 @@ class History:
         examples = self.size(tasks, params) if tasks else None
         return Sample(str(rec.get("task_setting")), int(rec.get("nshot") or 0), float(wall), len(trials), examples or None)
 
+    @staticmethod
+    def estimate_without(model_key: str) -> Estimate:
+        """The estimate of a job whose model has no earlier results (:meth:`samples` is empty)."""
+        return Estimate(None, f"no earlier results of {model_key}")
+
     def estimate(self, unit: Any, wanted: Iterable[tuple[str, int]] = ()) -> Estimate:
         """Seconds the job of ``unit`` (a JobUnit) will run, and what that is based on."""
         samples = self.samples(unit.model_key, wanted)
         if not samples:
-            return Estimate(None, f"no earlier results of {unit.model_key}")
+            return self.estimate_without(unit.model_key)
         trials = len(unit.trials)
         size = self.size(unit.task["tasks"], unit.params)
         same = [s for s in samples if s.task_key == unit.task_key and s.nshot == unit.nshot]

@@ -133,7 +133,8 @@ class IdentityTemplate:
 
     def __init__(self, model: dict[str, Any], tasks: list[str], params: dict[str, Any], catalog: Optional[dict[str, Any]] = None,
                  memo: Optional[dict[Any, Any]] = None) -> None:
-        """``memo``: a dict shared by the templates of one plan, where a model's part is kept (for its other settings)."""
+        """``memo``: a dict shared by the templates of one plan, where a model's and a params dict's parts are kept (for
+        the other settings that share them)."""
 
         def dumps(obj: Any) -> str:
             return json.dumps(obj, sort_keys=True, default=str)
@@ -145,12 +146,18 @@ class IdentityTemplate:
             if memo is not None:
                 memo[("identity model", id(model))] = hit  # the dict is kept there: its id is not reused
         self.model, model_json = hit[1], hit[2]
+        hit = memo.get(("identity params", id(params))) if memo is not None else None
+        if hit is None or hit[0] is not params:
+            picked = _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter")
+            hit = (params, picked, dumps(picked))
+            if memo is not None:
+                memo[("identity params", id(params))] = hit
+        self.params, params_json = hit[1], hit[2]
         self.tasks = list(tasks)
-        self.params = _pick(params, PARAMS_0_1_0, NEUTRAL_PARAMS, NON_NUMERIC_KEYS, "parameter")
         self.catalog = catalog or None
         head = f'{{"catalog": {dumps(self.catalog)}, ' if self.catalog else "{"  # keys sorted: catalog, model, nshot, params, tasks
         self._head = f'{head}"model": {model_json}, "nshot": '
-        self._tail = f', "params": {dumps(self.params)}, "tasks": {dumps(self.tasks)}}}'
+        self._tail = f', "params": {params_json}, "tasks": {dumps(self.tasks)}}}'
 
     def identity(self, nshot: int) -> dict[str, Any]:
         """The identity dict (its model/params dicts shared by every nshot: read them, do not change them)."""

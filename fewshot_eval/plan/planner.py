@@ -346,9 +346,13 @@ class Planner:
             if j.status == RUN:
                 wanted.setdefault(j.unit.model_key, {})[(j.unit.task_key, j.unit.nshot)] = None
         memo: dict[tuple[Any, ...], tuple[dict[str, Any], Estimate]] = {}  # the trials of one result, its jobs of one setting: one estimate
+        unknown = {m: self._history.estimate_without(m) for m, w in wanted.items() if not self._history.samples(m, w)}  # one per model
         for j in jobs:
             if j.status == RUN and j.estimate is None:
                 u = j.unit
+                if u.model_key in unknown:
+                    j.estimate = unknown[u.model_key]
+                    continue
                 key = (u.model_key, u.task_key, u.nshot, len(u.trials), id(u.params))
                 hit = memo.get(key)
                 if hit is None or hit[0] is not u.params:
@@ -549,8 +553,7 @@ class Planner:
         hit = self._model_json.get(id(unit.model))
         if hit is None or hit[0] is not unit.model:  # the setting's dict is shared by its jobs: serialised once
             hit = self._model_json[id(unit.model)] = (unit.model, json.dumps([unit.model_key, unit.model], sort_keys=True, default=str))
-        model = json.dumps([hit[1], unit.params.get("dtype"), unit.params.get("device"), unit.params["predictor"],
-                            unit.params.get("max_length")], default=str)
+        model = hit[1] + repr([unit.params.get(k) for k in ("dtype", "device", "predictor", "max_length")])  # a key, not JSON
         # check_nshot reads the demonstration split when nshot != 0, whatever its value; only balanced=true
         # (divisibility, rows per class) depends on the value: one check per kind of nshot, not per value
         error = (

@@ -33,17 +33,19 @@ def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mappi
     rows = [header]
     under = os.path.join(str(root), "")  # "<root>/": a result dir's text below it is its path relative to root
     shown: dict[tuple[int, Any], tuple[Any, str]] = {}  # the jobs of a model setting share its resources: formatted once
+    cut = len(under)
     for j in jobs:
         u = j.unit
         path = str(u.result_dir)
         if path.startswith(under):
-            rdir = path[len(under):]
+            rdir = path[cut:]
         else:
             try:
                 rdir = str(u.result_dir.relative_to(root))
             except ValueError:
                 rdir = path
-        trials = ",".join(map(str, u.trials)) if len(u.trials) <= 4 else f"{u.trials[0]}-{u.trials[-1]}"
+        t = u.trials
+        trials = str(t[0]) if len(t) == 1 else ",".join(map(str, t)) if len(t) <= 4 else f"{t[0]}-{t[-1]}"
         key = (id(u.model), j.time_limit_min)
         hit = shown.get(key)
         if hit is None or hit[0] is not u.model:
@@ -52,7 +54,8 @@ def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mappi
     columns = list(zip(*rows))
     widths = [max(map(len, columns[i])) for i in range(len(header) - 1)]
     row = "  ".join(f"{{:<{w}}}" for w in widths)  # each cell left-justified to its column's width
-    return "\n".join((row.format(*r[:-1]) + ("  " + r[-1] if r[-1] else "")).rstrip() for r in rows)
+    with_note = row + "  {}"
+    return "\n".join(with_note.format(*r).rstrip() if r[-1] else row.format(*r).rstrip() for r in rows)  # str.format ignores the unused note
 
 
 def counts(jobs: Sequence[PlannedJob]) -> str:

@@ -184,7 +184,13 @@ class UnitBase:
         if nshot <= 0 or self.params.get("balanced"):
             return nshot
         if self._pool is _UNKNOWN:
-            self._pool = _pool_size(self.tasks, self.params, self.search)
+            key = ("pool", id(self.params), tuple(self.tasks), tuple(self.search))
+            hit = self.memo.get(key) if self.memo is not None else None
+            if hit is None or hit[0] is not self.params:  # settings that share their params dict: looked up once
+                hit = (self.params, _pool_size(self.tasks, self.params, self.search))
+                if self.memo is not None:
+                    self.memo[key] = hit
+            self._pool = hit[1]
         return self._pool if self._pool is not None and nshot > self._pool else nshot
 
     def unit(self, nshot: Any, trial: Any = None) -> JobUnit:
@@ -210,6 +216,22 @@ class UnitBase:
 
 
 _UNKNOWN = object()
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _plain_key(params: dict[str, Any]) -> Optional[tuple[Any, ...]]:
+    """A key equal for params dicts that serialise to the same JSON (keys in order, values of the same type;
+    floats by repr: 0.0 and -0.0 apart); None when a value is a list or mapping (such dicts are not shared)."""
+    out: list[Any] = ["params"]
+    for k, v in params.items():
+        t = type(v)
+        if t in _SCALARS:
+            out.append((k, t, v))
+        elif t is float:
+            out.append((k, t, repr(v)))
+        else:
+            return None
+    return tuple(out)
 
 
 def unit_base(
@@ -245,4 +267,8 @@ def unit_base(
     params["predictor"] = params.get("predictor") or model["predictor"]
     if check:
         check_values(run, params, task["tasks"], search, explicit=cli)
+    if memo is not None:  # settings with equal params share one dict: what is derived from it is derived once (by its id)
+        key = _plain_key(params)
+        if key is not None:
+            params = memo.setdefault(key, params)
     return UnitBase(model_key, task_key, model, task, params, run, cwd, search, memo)
