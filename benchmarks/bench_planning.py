@@ -17,7 +17,8 @@ their status and check their files.
 
 Prints /proc/loadavg, then per size: the planner's phases measured in-process (Hydra's composition of
 the base config, Hydra's sweep expansion, settings resolution, identity/fingerprint hashing, the
-planning checks, on-disk status/skip checks, SLURM/pool bookkeeping, printing the plan table), the
+planning checks, on-disk status/skip checks, listing the result dirs (one listdir each, done while the
+SLURM/pool records are read and shared with the status checks), printing the plan table, the ETA), the
 whole dry-run command's wall time (start-up and printing every row included), the planner's own
 time as the command prints it, a cold plan through the Python API (nothing on disk) and the whole
 ``fewshot-eval status`` command; checks the counts. Exits 1 when a target is missed.
@@ -120,11 +121,13 @@ class Phases:
         self.n: dict[str, int] = defaultdict(int)
         self._depth: dict[str, int] = defaultdict(int)
         self._undo: list[Callable[[], None]] = []
+        self.order: dict[str, None] = {}  # the phases in the order they were wrapped: the printout's
 
     def wrap(self, owner: Any, name: str, phase: str) -> None:
         fn = getattr(owner, name, None)
         if fn is None:
             return
+        self.order[phase] = None
         t, n, depth = self.t, self.n, self._depth
 
         def timed(*a: Any, **k: Any) -> Any:
@@ -164,24 +167,27 @@ def phase_times(tree: Path) -> tuple[dict[str, float], dict[str, int], int]:
     p.wrap(ConfigLoaderImpl, "load_configuration", "hydra: compose the base config")
     p.wrap(expand, "expand", "sweep expansion (all)")
     p.wrap(basic.BasicSweeper, "split_arguments", "  of which Hydra's split_arguments")
-    p.wrap(planner.Planner, "resolve", "settings resolution + identity (all)")
-    p.wrap(planner.Planner, "setting", "  of which loading the settings' files")
-    p.wrap(planner, "unit_base", "  of which per setting (unit_base)")
+    p.wrap(planner.Planner, "_plan", "planner._plan (all)")
+    p.wrap(planner.Planner, "resolve", "  settings resolution + identity (all)")
+    p.wrap(planner.Planner, "setting", "    of which loading the settings' files")
+    p.wrap(planner, "unit_base", "    of which per setting (unit_base)")
     for name in ("job_identity", "identity_digest", "fingerprints", "catalog_identity", "_weights"):  # before UnitBase
-        p.wrap(unit, name, "  of which identity/fingerprint hashing")
+        p.wrap(unit, name, "    of which identity/fingerprint hashing")
     for owner, name in ((getattr(identity, "IdentityTemplate", None), "digest"), (getattr(identity, "TaskFingerprints", None), "__call__"),
                         (getattr(unit, "UnitBase", None), "_derive")):
         if owner is not None:
-            p.wrap(owner, name, "  of which identity/fingerprint hashing")
-    p.wrap(planner.Planner, "check", "planning checks (per job)")
-    p.wrap(planner, "check_plan", "planning checks (per plan)")
-    p.wrap(planner.Planner, "_disk_status", "on-disk status/skip checks")
-    p.wrap(planner.Planner, "_failures", "failure records")
-    p.wrap(pending_check.SchedulerView, "prepare", "SLURM/pool bookkeeping")
-    p.wrap(planner.Planner, "_has_submission", "SLURM/pool bookkeeping")
-    p.wrap(planner.Planner, "_weights_note", "weights notes / offline")
-    p.wrap(planner.Planner, "_runs_offline", "weights notes / offline")
-    p.wrap(planner.Planner, "_plan", "planner._plan (all)")
+            p.wrap(owner, name, "    of which identity/fingerprint hashing")
+    p.wrap(planner.Planner, "check", "  planning checks (per job)")
+    p.wrap(planner, "check_plan", "  planning checks (per plan)")
+    p.wrap(planner.Planner, "_disk_status", "  on-disk status/skip checks")
+    p.wrap(planner.Planner, "_failures", "  failure records")
+    p.wrap(pending_check.SchedulerView, "prepare", "  result dirs listed + SLURM/pool records")  # prepare lists the plan's dirs first
+    p.wrap(planner.Planner, "_has_submission", "  result dirs listed + SLURM/pool records")
+    from fewshot_eval.store import dir_listing
+
+    p.wrap(dir_listing.DirListing, "names", "    of which listing dirs (once each: shared)")
+    p.wrap(planner.Planner, "_weights_note", "  weights notes / offline")
+    p.wrap(planner.Planner, "_runs_offline", "  weights notes / offline")
     try:
         t0 = time.process_time()
         pl, jobs = api.plan(overrides_of(tree), config_dirs=[tree / "conf"])
@@ -197,10 +203,16 @@ def phase_times(tree: Path) -> tuple[dict[str, float], dict[str, int], int]:
         with open(os.devnull, "w") as f:
             f.write(text)
         p.t["printing the plan table (write)"] = time.process_time() - t1
+        t1 = time.process_time()
+        with paused():
+            pl.estimate([j for j in jobs if j.status == planner.RUN])  # the dry run's ETA line
+        p.t["ETA from earlier results (dry run)"] = time.process_time() - t1
         p.t["api.plan (all)"] = total
     finally:
         p.undo()
-    return dict(p.t), dict(p.n), len(jobs)
+    ordered = {k: p.t[k] for k in p.order if k in p.t}
+    ordered.update({k: v for k, v in p.t.items() if k not in ordered})
+    return ordered, dict(p.n), len(jobs)
 
 
 # ---- whole commands ---------------------------------------------------------------------------------
@@ -266,7 +278,7 @@ def run_size(tree: Path, n: int, pythonpath: str | None, repeat: int, phases: bo
         print("phases, CPU seconds (in-process, wrapped: the wrappers add ~1 us per call):")
         for name, secs in t.items():
             extra = f"  ({calls[name]:,} calls)" if calls.get(name, 0) > 1 else ""
-            print(f"  {name:44s} {secs:7.2f} s{extra}")
+            print(f"  {name:48s} {secs:7.2f} s{extra}")
     env = env_for(pythonpath)
     missed = []
     for _ in range(repeat):
