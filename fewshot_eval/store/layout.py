@@ -22,6 +22,7 @@ weights ...) never share a directory.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 RESULTS = "results.json"
@@ -52,8 +53,11 @@ def result_name(nshot: int, digest: str) -> str:
 def child(parent: Path, name: str) -> Path:
     """``parent / name`` for a single, plain ``name`` (no separator), without parsing it again: pathlib's own
     shortcut where it has one (a plan makes a path per job: 100,000 of them)."""
-    make = getattr(parent, "_make_child_relpath", None)
+    make = getattr(parent, "_make_child_relpath", None) if _CHILD_SHORTCUT else None
     return make(name) if make is not None and name and os.sep not in name and name not in (".", "..") else parent / name
+
+
+_CHILD_SHORTCUT = sys.version_info < (3, 13)  # pathlib's private helper as 3.10-3.12 define it (joins one plain name)
 
 
 def trial_dir(result_dir: Path, trial: int) -> Path:
