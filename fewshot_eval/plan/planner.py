@@ -220,7 +220,13 @@ class Planner:
                 live[1].clear(), live[1].update(swaps)
             for k, v in values.items():
                 cfg[k] = v
-            cfg.hydra.overrides.task = list(overrides)
+            task, was = cfg.hydra.overrides.task, OmegaConf.to_container(cfg.hydra.overrides.task)  # unresolved strings
+            if len(was) == len(overrides):  # a sweep's job differs from the last one in a value or two: set those
+                for i, s in enumerate(overrides):
+                    if was[i] != s:
+                        task[i] = s
+            else:
+                cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
             parsed = [self._override(s) for s in overrides]
             exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
@@ -230,9 +236,7 @@ class Planner:
     def _override(self, s: str) -> Any:
         """Hydra's parsed Override of an override string (parsed once per string, as ``get_overrides_dirname`` wants it)."""
         if s not in self._overrides:
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-
-            self._overrides[s] = OverridesParser.create().parse_overrides([s])[0]
+            self._overrides[s] = self._parser.parse_overrides([s])[0]
         return self._overrides[s]
 
     # ---- planning -----------------------------------------------------------------------
