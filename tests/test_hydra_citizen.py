@@ -155,7 +155,8 @@ def plain(c):
 def describe(ret):
     return {"overrides": ret.overrides, "cfg": plain(ret.cfg), "struct": OmegaConf.is_struct(ret.cfg),
             "readonly": OmegaConf.is_readonly(ret.cfg), "hydra_cfg": plain(ret.hydra_cfg),
-            "hydra_type": OmegaConf.get_type(ret.hydra_cfg, "hydra").__name__,
+            "hydra_type": OmegaConf.get_type(ret.hydra_cfg, "hydra").__name__, "hydra_struct": OmegaConf.is_struct(ret.hydra_cfg.hydra),
+            "hydra_readonly": OmegaConf.is_readonly(ret.hydra_cfg.hydra),
             "log_file": OmegaConf.select(ret.hydra_cfg, "hydra.job_logging.handlers.file.filename"),  # resolved in the copy
             "working_dir": ret.working_dir, "task_name": ret.task_name, "status": ret.status.name,
             "returned": sorted(ret.return_value), "result": ret.return_value["status"]}

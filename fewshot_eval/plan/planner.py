@@ -186,6 +186,9 @@ class Planner:
         values: dict[str, Any] = {}
         other: list[str] = []
         for s in overrides:
+            if s not in self._parsed:  # an override planning did not see (planned_id=...): parsed once, for both uses
+                o = self._override(s)
+                self._parsed[s] = (o.get_key_element(), o.value())
             k, v = self._parse(s)
             if k in ("model", "task") and not self.force_slow and self.setting(k, v) is not None:
                 swaps[k] = v

@@ -16,8 +16,9 @@ import yaml
 from omegaconf import Container, OmegaConf
 
 _PLAIN = (str, int, float, bool, type(None))
-_MAX = 4096  # cached entries; the cache starts over when full (a sweep's distinct values are few)
-_cache: dict[tuple[Optional[str], str], str] = {}
+_MAX = 4096  # cached entries (a few MB at most); the cache starts over when full: a sweep adds ~10 per job
+_cache: dict[tuple[tuple[Any, ...], str], str] = {}
+_heads: dict[tuple[tuple[Any, ...], str], Optional[str]] = {}
 
 
 def _plain(v: Any) -> bool:
@@ -44,16 +45,25 @@ def _entry(path: tuple[Any, ...], key: Any, value: Any) -> str:
     if text is None:
         if type(value) is dict and value:  # a mapping: its head line, then its entries, each cached on its own
             sub = (*path, key)
-            head = _lines(path, {key: None})
-            if not head.endswith(": null\n") or head.count("\n") != 1:  # a key not on one line: the entry at once
+            head = _head(path, key)
+            if head is None:  # a key not on one line: the entry at once
                 return _lines(path, {key: value})
-            text = head[: -len(" null\n")] + "\n" + "".join(_entry(sub, k, v) for k, v in value.items())
+            text = head + "".join(_entry(sub, k, v) for k, v in value.items())
         else:
             text = _lines(path, {key: value})
         if len(_cache) >= _MAX:
-            _cache.clear()
+            _cache.clear(), _heads.clear()
         _cache[ck] = text
     return text
+
+
+def _head(path: tuple[Any, ...], key: Any) -> Optional[str]:
+    """The line ``<key>:`` (indented under ``path``) that opens a nested mapping; None if the key takes more."""
+    ck = (path, repr(key))
+    if ck not in _heads:
+        line = _lines(path, {key: None})
+        _heads[ck] = line[: -len(" null\n")] + "\n" if line.endswith(": null\n") and line.count("\n") == 1 else None
+    return _heads[ck]
 
 
 def _lines(path: tuple[Any, ...], value: Any) -> str:
