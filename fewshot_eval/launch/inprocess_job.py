@@ -92,20 +92,23 @@ def _write(path: Path, text: str) -> None:
 class JobLogging:
     """``configure_log(hydra.job_logging, hydra.verbose)`` per job, in full only when needed.
 
-    After a full configuration, a job whose resolved logging configuration differs from the last one
-    only in ``logging.FileHandler`` file names gets those handlers pointed at its files -- when logging
-    is still as that configuration left it: the same loggers exist, the configured (and verbose) ones
-    have the same level, handlers, propagation and state, and no handler was created since. That is
-    what a full configuration would leave, without rebuilding formatters, handlers and loggers."""
+    After a full configuration, a job whose logging configuration is the last one's but for the
+    resolved file names of ``logging.FileHandler`` handlers gets those handlers pointed at its files --
+    when logging is still as that configuration left it: the same loggers exist, the configured (and
+    verbose) ones have the same level, handlers, propagation and state, and no handler was created since.
+    That is what a full configuration would leave, without rebuilding formatters, handlers and loggers.
+    (The configuration is compared unresolved, plus the resolved values of its interpolations: what
+    ``OmegaConf.to_container(resolve=True)`` would give, without resolving the rest again.)"""
 
     def __init__(self) -> None:
-        self._conf: Optional[dict[str, Any]] = None
+        self._raw: Any = None  # the last full configuration's job_logging, unresolved (None: none to compare with)
         self._verbose: Any = None
+        self._interpolated: list[tuple[Any, ...]] = []  # paths of its interpolated values
+        self._resolved: list[Any] = []  # their values for the last job
         self._state: Any = None
 
     def _loggers(self) -> list[logging.Logger]:
-        assert self._conf is not None
-        names = [*(self._conf.get("loggers") or {}), *(self._verbose if isinstance(self._verbose, list) else [self._verbose])]
+        names = [*(self._raw.get("loggers") or {}), *(self._verbose if isinstance(self._verbose, list) else [self._verbose])]
         return [logging.getLogger(), *(logging.getLogger(n) for n in names if isinstance(n, str))]
 
     def _snapshot(self) -> Any:
@@ -115,49 +118,62 @@ class JobLogging:
 
     def configure(self, config: DictConfig) -> None:
         log_cfg, verbose = config.hydra.job_logging, config.hydra.verbose
-        conf = OmegaConf.to_container(log_cfg, resolve=True) if log_cfg is not None else None
+        raw = OmegaConf.to_container(log_cfg) if log_cfg is not None else None
         verbose_key = OmegaConf.to_container(verbose) if OmegaConf.is_config(verbose) else verbose
-        files = self._swappable(conf, verbose_key)
+        files = self._swappable(log_cfg, raw, verbose_key)
         if files is None:
             configure_log(log_cfg, verbose)
-            full = isinstance(conf, dict) and conf.get("root") is not None and not conf.get("incremental")
-            self._conf, self._verbose = (conf, verbose_key) if full else (None, None)
-            self._state = self._snapshot() if full else None
+            full = isinstance(raw, dict) and raw.get("root") is not None and not raw.get("incremental")
+            self._raw, self._verbose = (raw, verbose_key) if full else (None, None)
+            if full:
+                self._interpolated = list(_interpolations(raw))
+                self._resolved = [_value_at(log_cfg, p) for p in self._interpolated]
+                self._state = self._snapshot()
             return
-        handlers = {h.get_name(): h for lg in self._loggers() for h in lg.handlers}
+        installed = {h.get_name(): h for lg in self._loggers() for h in lg.handlers}
         for name, filename in files.items():
-            h = handlers[name]
+            h = installed[name]
             assert isinstance(h, logging.FileHandler)
             h.baseFilename = os.path.abspath(filename)
             old = h.setStream(None if h.delay else h._open())  # flushes the old stream
             if old is not None:
                 old.close()
-        self._conf = conf
 
-    def _swappable(self, conf: Any, verbose: Any) -> Optional[dict[str, str]]:
+    def _swappable(self, log_cfg: Any, raw: Any, verbose: Any) -> Optional[dict[str, str]]:
         """The file handlers to point at other files (name -> file), or None: configure in full."""
-        if self._conf is None or not isinstance(conf, dict) or verbose != self._verbose or self._snapshot() != self._state:
+        if self._raw is None or raw != self._raw or verbose != self._verbose or self._snapshot() != self._state:
             return None
-        old, new = self._conf, conf
-        if {k: v for k, v in old.items() if k != "handlers"} != {k: v for k, v in new.items() if k != "handlers"}:
-            return None
-        oh, nh = old.get("handlers") or {}, new.get("handlers") or {}
-        if list(oh) != list(nh):
+        resolved = [_value_at(log_cfg, p) for p in self._interpolated]
+        if any(OmegaConf.is_config(v) for v in resolved):
             return None
         installed = {h.get_name(): h for lg in self._loggers() for h in lg.handlers}
         files: dict[str, str] = {}
-        for name in nh:
-            a, b = oh[name], nh[name]
-            if a == b:
+        for path, old, new in zip(self._interpolated, self._resolved, resolved):
+            if old == new:
                 continue
-            if not (isinstance(a, dict) and isinstance(b, dict) and a.get("class") == b.get("class") == "logging.FileHandler"):
+            if len(path) != 3 or path[0] != "handlers" or path[2] != "filename" or raw["handlers"][path[1]].get("class") != "logging.FileHandler":
                 return None
-            if {k: v for k, v in a.items() if k != "filename"} != {k: v for k, v in b.items() if k != "filename"}:
+            if type(installed.get(path[1])) is not logging.FileHandler:  # exactly what dictConfig built for it
                 return None
-            if type(installed.get(name)) is not logging.FileHandler:  # exactly what dictConfig built for it
-                return None
-            files[name] = str(b["filename"])
+            files[path[1]] = str(new)
+        self._resolved = resolved
         return files
+
+
+def _interpolations(data: Any, path: tuple[Any, ...] = ()) -> Any:
+    """The paths of the values with an interpolation in plain (unresolved) config data."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for k, v in items:
+        if isinstance(v, str) and "${" in v:
+            yield (*path, k)
+        else:
+            yield from _interpolations(v, (*path, k))
+
+
+def _value_at(cfg: Any, path: tuple[Any, ...]) -> Any:
+    for k in path:
+        cfg = cfg[k]
+    return cfg
 
 
 class InProcessJobs:
