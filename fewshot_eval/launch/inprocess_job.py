@@ -21,7 +21,6 @@ handlers' files are swapped for the job's (what ``configure_log`` would have ins
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import pickle
@@ -36,31 +35,18 @@ from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_writ
 from fewshot_eval.store.config_yaml import render
 
 
-class _Skip(pickle.Pickler):
-    """Pickles a config less one node (it comes back as None)."""
-
-    def __init__(self, f: io.BytesIO, skip: Any) -> None:
-        super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
-        self.skip = skip
-
-    def persistent_id(self, obj: Any) -> Optional[str]:
-        return "skip" if obj is self.skip else None
-
-
-class _Unskip(pickle.Unpickler):
-    def persistent_load(self, pid: Any) -> None:
-        return None
-
-
 def task_copy(config: DictConfig) -> DictConfig:
-    """``run_job``'s ``task_cfg``: a copy of ``config`` less its ``hydra`` node (flags and types kept)."""
-    f = io.BytesIO()
-    _Skip(f, config._get_node("hydra")).dump(config)
-    f.seek(0)
-    task_cfg: DictConfig = _Unskip(f).load()
-    with read_write(task_cfg), open_dict(task_cfg):
-        del task_cfg["hydra"]
-    return task_cfg
+    """``run_job``'s ``task_cfg``: a copy of ``config`` less its ``hydra`` node (flags and types kept).
+
+    Pickled with its content less ``hydra`` for that moment (``_content``: the dict OmegaConf's own
+    ``__deepcopy__`` and ``__getstate__`` copy), so the hydra node is neither copied nor deleted after."""
+    content = config.__dict__["_content"]
+    config.__dict__["_content"] = {k: v for k, v in content.items() if k != "hydra"}
+    try:
+        data = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        config.__dict__["_content"] = content
+    return pickle.loads(data)  # type: ignore[no-any-return]
 
 
 def hydra_wrapper(config: DictConfig) -> DictConfig:
