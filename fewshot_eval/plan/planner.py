@@ -179,7 +179,7 @@ class Planner:
         composition per distinct set of 'other' overrides, then model/task nodes and top-level values
         are swapped in on a copy. ``reuse``: the same object for every job of that composition, set again
         in place (no copy of the whole config per job): for a launcher that is done with a job's config
-        before it asks for the next one's (Hydra's ``run_job`` copies what it keeps)."""
+        before it asks for the next one's (``run_job``, Hydra's or launch/inprocess_job's, copies what it keeps)."""
         import copy
 
         swaps: dict[str, str] = {}
