@@ -11,6 +11,7 @@ by the predictor's class at planning (``evaluate/backends/``), not here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from dataclasses import dataclass, field
@@ -186,13 +187,18 @@ class TaskSetting:
     description: str = ""
 
 
+@functools.lru_cache(maxsize=None)
+def _schema(schema: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """A dataclass schema's type hints and fields, looked up once (each job validates its settings)."""
+    return typing.get_type_hints(schema), {f.name: f for f in dataclasses.fields(schema)}
+
+
 def _check(schema: type, node: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
     """Plain-Python validation against a dataclass schema (OmegaConf's costs ~10 ms a file):
     unknown keys, missing mandatory keys and wrong types are errors naming file and key."""
     if not isinstance(node, Mapping):
         raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'the file'}' must be a mapping, got {type(node).__name__}.")
-    hints = typing.get_type_hints(schema)
-    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints, fields = _schema(schema)
     unknown = [k for k in node if k not in fields]
     if unknown:
         raise ConfigError(f"{where}: unknown key '{prefix}{unknown[0]}'. Valid keys: {', '.join(prefix + f for f in fields)}.")

@@ -3,7 +3,9 @@ Hydra's per-job record (``.hydra/``, one log per job, ``multirun.yaml``) in fews
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +138,100 @@ def test_the_stock_slurm_entry_is_back_for_the_next_app_of_the_same_process(tmp_
     create_config_search_path(str(tmp_path))  # any other app
     assert entry() is not None and entry().node._target_.endswith("hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
     assert ConfigStore.instance().repo["hydra"]["launcher"]["fewshot_slurm.yaml"].provider == "fewshot_eval"
+
+
+# ---- the local launcher keeps Hydra's per-job contract: what Hydra's basic launcher gives ----------------
+CONTRACT_RECORDER = '''
+import json, os
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+
+def plain(c):
+    return OmegaConf.to_container(c, enum_to_str=True)
+
+
+def describe(ret):
+    return {"overrides": ret.overrides, "cfg": plain(ret.cfg), "struct": OmegaConf.is_struct(ret.cfg),
+            "readonly": OmegaConf.is_readonly(ret.cfg), "hydra_cfg": plain(ret.hydra_cfg),
+            "hydra_type": OmegaConf.get_type(ret.hydra_cfg, "hydra").__name__, "hydra_struct": OmegaConf.is_struct(ret.hydra_cfg.hydra),
+            "hydra_readonly": OmegaConf.is_readonly(ret.hydra_cfg.hydra),
+            "log_file": OmegaConf.select(ret.hydra_cfg, "hydra.job_logging.handlers.file.filename"),  # resolved in the copy
+            "working_dir": ret.working_dir, "task_name": ret.task_name, "status": ret.status.name,
+            "returned": sorted(ret.return_value), "result": ret.return_value["status"]}
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.returns = []
+
+    def _log(self, event, **extra):
+        with open(os.environ["FEWSHOT_TEST_RECORD"], "a") as f:
+            f.write(json.dumps({"event": event, **extra}) + "\\n")
+
+    def on_job_start(self, config, task_function, **kwargs):
+        self._log("on_job_start", hc=plain(HydraConfig.get()), config=plain(config), cwd=os.getcwd(),
+                  env_set=os.environ.get("FEWSHOT_TEST_ENV_SET"), task_function=task_function.__name__)
+
+    def on_job_end(self, config, job_return, **kwargs):
+        self.returns.append(job_return)
+        self._log("on_job_end", hc=plain(HydraConfig.get()), config=plain(config), ret=describe(job_return))
+
+    def on_multirun_end(self, config, **kwargs):  # each job's JobReturn after the whole sweep: still its own
+        self._log("on_multirun_end", returns=[describe(r) for r in self.returns])
+'''
+# What the two launchers differ in by design: their own config node and name, and local's job ids (<job name>_<num>).
+LAUNCHER_TEXT = [("hydra_plugins.fewshot_eval_plugins.local_launcher.LocalLauncher", "hydra._internal.core_plugins.basic_launcher.BasicLauncher"),
+                 ("hydra/launcher=local", "hydra/launcher=basic"), ("hydra/launcher: local", "hydra/launcher: basic"),
+                 ('"hydra/launcher": "local"', '"hydra/launcher": "basic"'),
+                 *((f"id: fewshot_eval_{n}", f"id: '{n}'") for n in range(3)), *((f'"id": "fewshot_eval_{n}"', f'"id": "{n}"') for n in range(3))]
+
+
+def contract_run(tmp_path: Path, launcher: str) -> tuple[str, dict[str, str]]:
+    """A 3-job sweep with a recording callback, ``hydra.job.chdir`` and ``hydra.job.env_set``: (the records, each
+    job's ``.hydra/*.yaml`` and log), the run's own paths written ROOT and the local launcher's own text as the basic one's."""
+    work, out = tmp_path / f"work_{launcher}", tmp_path / launcher
+    work.mkdir()
+    (work / "fewshot_contract_recorder.py").write_text(CONTRACT_RECORDER)
+    record = tmp_path / f"{launcher}.jsonl"
+    run_cli(["-m", "model=random", "task=copa_demo", "nshot=0", "seed=0,1,2", f"output_dir={out}", f"hydra/launcher={launcher}",
+             f"hydra.sweep.dir={out}/sweep", "hydra.job.chdir=true", "++hydra.job.env_set.FEWSHOT_TEST_ENV_SET=on",
+             "+hydra.callbacks.rec._target_=fewshot_contract_recorder.Recorder"], work, env={"FEWSHOT_TEST_RECORD": str(record)})
+    files = {f"{n}/{name}": (out / "sweep" / str(n) / name).read_text()
+             for n in range(3) for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "fewshot_eval.log")}
+
+    def norm(text: str) -> str:
+        text = text.replace(str(out), "ROOT").replace(str(work), "WORK")
+        for a, b in LAUNCHER_TEXT:
+            text = text.replace(a, b)
+        return text
+
+    return norm(record.read_text()), {k: norm(v) for k, v in files.items()}
+
+
+def test_the_local_launcher_keeps_hydras_per_job_contract(tmp_path: Path) -> None:
+    """Each job's ``.hydra/`` files (byte for byte), ``HydraConfig.get()`` and the config as callbacks see them,
+    ``hydra.job.chdir``, ``hydra.job.env_set``, the ``JobReturn`` fields (during and after the sweep) and the
+    job's own log are those of Hydra's basic launcher (Hydra's ``run_job``) for the same sweep."""
+    local, local_files = contract_run(tmp_path, "local")
+    basic, basic_files = contract_run(tmp_path, "basic")
+    events = [json.loads(line) for line in local.splitlines()]
+    assert [e["event"] for e in events] == ["on_job_start", "on_job_end"] * 3 + ["on_multirun_end"]
+    assert [e["hc"]["job"]["num"] for e in events[:-1]] == [0, 0, 1, 1, 2, 2]
+    assert [e["cwd"] for e in events[:-1:2]] == [f"ROOT/sweep/{n}" for n in range(3)]  # chdir
+    assert {e["env_set"] for e in events[:-1:2]} == {"on"}
+    rets = events[-1]["returns"]
+    assert [r["cfg"]["seed"] for r in rets] == [0, 1, 2] and [r["log_file"] for r in rets] == [f"ROOT/sweep/{n}/fewshot_eval.log" for n in range(3)]
+    assert rets == [e["ret"] for e in events[1:-1:2]]  # the returns kept their job's values after the sweep
+    for a, b in zip(local.splitlines(), basic.splitlines()):
+        assert json.loads(a) == json.loads(b)
+    assert len(local.splitlines()) == len(basic.splitlines())
+    for name, text in basic_files.items():
+        if name.endswith(".log"):  # each job logs its own line ([n/3]: the local launcher's progress prefix)
+            def line(log: str) -> str:
+                return re.sub(r"\[\d/3\] | in [\d.]+s", "", log.split("] - ", 1)[1])
+
+            assert text.count("done ") == 1 and line(local_files[name]) == line(text), (local_files[name], text)
+        else:
+            assert local_files[name] == text, name

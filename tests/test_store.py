@@ -260,3 +260,34 @@ def test_verify_files_with_hashes_catches_same_size_damage(tmp_path: Path) -> No
     os.utime(pred, ns=(rec["mtime_ns"], rec["mtime_ns"]))  # its recorded mtime: not hashed, planning stays a stat per file
     assert verify_files(tmp_path, files) == [] and verify_files(tmp_path, files, hashes=False) == []
     assert verify_files(tmp_path, files, hashes=True) == damaged  # verify=true, fewshot-eval verify: every file by content
+
+
+def test_config_yaml_is_omegaconfs_text_byte_for_byte() -> None:
+    """store/config_yaml renders each repeated entry once; the text is OmegaConf.to_yaml's for any plain data
+    (quoted scalars, long and multi-line strings, odd keys, empty and nested containers), cached or not."""
+    import random
+
+    from omegaconf import OmegaConf
+
+    from fewshot_eval.store.config_yaml import config_yaml, render
+
+    rnd = random.Random(0)
+    words = ["a", "true", "null", "1", "1.5", "x: y", "k" * 130, "multi\nline", "ünï", "", " lead", "trail ", "#c", "- d",
+             "${x}", "'q'", '"dq"', "long " * 30]
+
+    def value(depth: int):  # noqa: ANN202
+        r = rnd.random()
+        if depth > 3 or r < 0.4:
+            return rnd.choice([rnd.choice(words), rnd.randint(-5, 5), rnd.random(), True, False, None, 1e20, -0.0])
+        if r < 0.7:
+            return {rnd.choice([*words, 1, 2, True]): value(depth + 1) for _ in range(rnd.randint(0, 4))}
+        return [value(depth + 1) for _ in range(rnd.randint(0, 3))]
+
+    for i in range(300):
+        data = {rnd.choice(words): value(1) for _ in range(rnd.randint(1, 5))}
+        data = {"hydra": data} if i % 3 == 0 else data
+        cfg = OmegaConf.create(data)
+        expected = OmegaConf.to_yaml(cfg)
+        assert render(OmegaConf.to_container(cfg)) == expected and config_yaml(cfg) == expected, data
+    cfg = OmegaConf.create({"a": "${b}", "b": {"c": 1}})
+    assert config_yaml(cfg) == OmegaConf.to_yaml(cfg) and config_yaml(cfg, resolve=True) == OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,6 +1,7 @@
 """The ``local`` launcher: each job in this process, one after the other (fast: no start-up per job).
 
-Each job runs through Hydra's ``run_job`` as with Hydra's basic launcher: its own log file and, when
+Each job runs as through Hydra's ``run_job`` with Hydra's basic launcher (an equivalent without its
+repeated work: :mod:`fewshot_eval.launch.inprocess_job`): its own log file and, when
 ``hydra.output_subdir`` is set, its ``.hydra/`` in ``hydra.sweep.dir/hydra.sweep.subdir``; callbacks'
 ``on_job_start``/``on_job_end`` around it. Shows the sweep's progress
 (:class:`fewshot_eval.progress.SweepProgress`); Ctrl-C, SIGTERM or SIGHUP end the running job (its
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, open_dict
 
 from fewshot_eval import progress
 from fewshot_eval.launch.batch import LaunchBatch
+from fewshot_eval.launch.inprocess_job import InProcessJobs
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.launch.returns import failed_return, outcome_of
 
@@ -44,6 +46,7 @@ def launch_sequential(
         loader = hydra_context.config_loader
         compose = lambda overrides: loader.load_sweep_config(config, overrides)  # noqa: E731
     returns: list[JobReturn] = []
+    jobs = InProcessJobs(hydra_context, task_function)
     with progress.SweepProgress(len(job_overrides)) as bar, bar.stdout_above_bar():
         try:
             for idx, overrides in enumerate(job_overrides):
@@ -54,13 +57,8 @@ def launch_sequential(
                         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                         sweep_config.hydra.job.num = idx
                     progress.job_prefix = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
-                    ret = run_job(
-                        hydra_context=hydra_context,
-                        task_function=task_function,
-                        config=sweep_config,
-                        job_dir_key="hydra.sweep.dir",
-                        job_subdir_key="hydra.sweep.subdir",  # .hydra/ (when hydra.output_subdir is set) and its own log
-                    )
+                    # .hydra/ (when hydra.output_subdir is set) and its own log in hydra.sweep.dir/hydra.sweep.subdir
+                    ret = jobs.run(sweep_config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
                 except Exception as e:  # composition failed: count it, go on
                     ret = failed_return(overrides, e)
                 if progress.received is not None:  # a stop signal that landed inside Hydra/OmegaConf code may surface

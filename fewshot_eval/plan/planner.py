@@ -183,13 +183,16 @@ class Planner:
         composition per distinct set of 'other' overrides, then model/task nodes and top-level values
         are swapped in on a copy. ``reuse``: the same object for every job of that composition, set again
         in place (no copy of the whole config per job): for a launcher that is done with a job's config
-        before it asks for the next one's (Hydra's ``run_job`` copies what it keeps)."""
+        before it asks for the next one's (``run_job``, Hydra's or launch/inprocess_job's, copies what it keeps)."""
         import copy
 
         swaps: dict[str, str] = {}
         values: dict[str, Any] = {}
         other: list[str] = []
         for s in overrides:
+            if s not in self._parsed:  # an override planning did not see (planned_id=...): parsed once, for both uses
+                o = self._override(s)
+                self._parsed[s] = (o.get_key_element(), o.value())
             k, v = self._parse(s)
             if k in ("model", "task") and not self.force_slow and self.setting(k, v) is not None:
                 swaps[k] = v
@@ -224,7 +227,13 @@ class Planner:
                 live[1].clear(), live[1].update(swaps)
             for k, v in values.items():
                 cfg[k] = v
-            cfg.hydra.overrides.task = list(overrides)
+            task, was = cfg.hydra.overrides.task, OmegaConf.to_container(cfg.hydra.overrides.task)  # unresolved strings
+            if len(was) == len(overrides):  # a sweep's job differs from the last one in a value or two: set those
+                for i, s in enumerate(overrides):
+                    if was[i] != s:
+                        task[i] = s
+            else:
+                cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
             parsed = [self._override(s) for s in overrides]
             exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
@@ -234,9 +243,7 @@ class Planner:
     def _override(self, s: str) -> Any:
         """Hydra's parsed Override of an override string (parsed once per string, as ``get_overrides_dirname`` wants it)."""
         if s not in self._overrides:
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-
-            self._overrides[s] = OverridesParser.create().parse_overrides([s])[0]
+            self._overrides[s] = self._parser.parse_overrides([s])[0]
         return self._overrides[s]
 
     # ---- planning -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fewshot_eval import progress
 from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV, ConfigError, config_dirs, override_keys, run_values
@@ -22,6 +22,7 @@ from fewshot_eval.plan.checks import check_job_keys
 from fewshot_eval.plan.unit import JobUnit, resolve_unit
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import batched_fsync, clean_temp_files, fsync_pending, write_json, write_text
+from fewshot_eval.store.config_yaml import config_yaml
 from fewshot_eval.store.failures import clear_failures, error_line, record_failure
 from fewshot_eval.store.locks import ResultBusy, claim_trials, locked, move_aside, set_aside, writing
 from fewshot_eval.store.markers import forget_submission
@@ -37,18 +38,9 @@ def unit_from_config(cfg: DictConfig) -> JobUnit:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    choices = hc.runtime.choices
-    check_job_keys(run_values(cfg), choices, list(hc.overrides.task))
-    return resolve_unit(
-        choices["model"],
-        choices["task"],
-        cfg.model,
-        cfg.task,
-        run_values(cfg),
-        override_keys(list(hc.overrides.task)),
-        Path(hc.runtime.cwd),
-        config_dirs(),
-    )
+    choices, overrides, run = hc.runtime.choices, list(hc.overrides.task), run_values(cfg)
+    check_job_keys(run, choices, overrides)
+    return resolve_unit(choices["model"], choices["task"], cfg.model, cfg.task, run, override_keys(overrides), Path(hc.runtime.cwd), config_dirs())
 
 
 def _header(unit: JobUnit) -> dict[str, Any]:
@@ -109,7 +101,7 @@ def run_unit(unit: JobUnit, cfg: DictConfig | None, overrides: list[str], cwd: P
             set_aside(layout.trial_dir(unit.result_dir, t), lambda p: not p.is_dir())
         write_json(unit.result_dir / layout.IDENTITY, {"fingerprint": unit.fingerprint, **unit.identity})
         if cfg is not None:
-            write_text(unit.result_dir / layout.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+            write_text(unit.result_dir / layout.CONFIG, config_yaml(cfg, resolve=True))  # OmegaConf.to_yaml's text
         eval_s = 0.0
         if todo:
             from fewshot_eval.evaluate import build_evaluator
