@@ -6,12 +6,13 @@
 Runs N jobs of the ``random`` baseline on a tiny task (one job per seed, 0-shot) with
 fewshot-eval's default ``local`` launcher and with Hydra's ``basic`` launcher, in one run.
 overhead/job = (sweep wall time - start-up - scoring time) / N, where start-up is the wall time of the
-same command when everything is already complete (it plans and exits) and scoring time is the
-evaluation's own time without the result files: results.json's ``eval_time_s`` includes the fsynced
-writes of the trial files, so those writes are counted as overhead here (the ``random`` baseline's
-scoring itself takes ~0 s, so nothing is subtracted for it). The jobs' writes are durable as before:
-each job's files are fsynced together after its trial and at its end (fewshot_eval.store.atomic.batched_fsync),
-not one fsync per file. Prints /proc/loadavg and, next to the wall time, the CPU time per job (user + sys of the
+same command when everything is already complete (it plans and exits) and scoring time is the sum of
+the trials' own evaluation time (each trial's ``metrics.json`` ``info.time_s``: reading the task,
+templates, demonstrations, scoring, metrics -- a few ms per job for the ``random`` baseline). Everything
+else counts as overhead: the launcher, the job's bookkeeping, building the evaluator and the result
+writes (results.json's ``eval_time_s``, printed too, includes the trial files' fsynced writes). The jobs'
+writes are durable as before: each job's files are fsynced together after its trial and at its end
+(fewshot_eval.store.atomic.batched_fsync), not one fsync per file. Prints /proc/loadavg and, next to the wall time, the CPU time per job (user + sys of the
 command: the steadier figure on a shared machine); the target next to the measured value; exits 1 when the
 local launcher misses it.
 """
@@ -60,8 +61,10 @@ def measure(launcher: str, n: int, work: Path, env: dict[str, str]) -> dict[str,
     startup, startup_cpu = timed(cmd, work, env)  # everything complete now: plan + exit
     files = list(out.rglob("results.json"))
     assert len(files) == n, (launcher, len(files))
-    evals = sum(json.loads(f.read_text())["eval_time_s"] for f in files)  # scoring + the result writes
-    return {"wall": wall, "startup": startup, "eval": evals, "overhead": (wall - startup) / n, "cpu": (cpu - startup_cpu) / n}
+    evals = sum(json.loads(f.read_text())["eval_time_s"] for f in files)  # evaluator built + trials + their writes
+    scoring = sum(json.loads(m.read_text()).get("info", {}).get("time_s", 0.0) for m in out.rglob("metrics.json"))
+    return {"wall": wall, "startup": startup, "eval": evals, "scoring": scoring,
+            "overhead": (wall - startup - scoring) / n, "cpu": (cpu - startup_cpu - scoring) / n}
 
 
 def main() -> None:
@@ -81,7 +84,7 @@ def main() -> None:
             res[name] = measure(name, n, Path(tmp), env)
             print(f"/proc/loadavg: {loadavg()}")
     for name, r in res.items():
-        print(f"{name:6s} launcher: {n} jobs in {r['wall']:.2f}s (start-up {r['startup']:.2f}s, eval_time_s incl. writes {r['eval']:.2f}s) "
+        print(f"{name:6s} launcher: {n} jobs in {r['wall']:.2f}s (start-up {r['startup']:.2f}s, trials' own time {r['scoring']:.2f}s, eval_time_s incl. writes {r['eval']:.2f}s) "
               f"-> overhead {r['overhead']:.3f} s/job wall, {r['cpu']:.3f} s/job CPU")
     if "local" not in res:
         return

@@ -182,7 +182,8 @@ class Recorder(Callback):
         self._log("on_multirun_end", returns=[describe(r) for r in self.returns])
 '''
 # What the two launchers differ in by design: their own config node and name, and local's job ids (<job name>_<num>).
-LAUNCHER_TEXT = [("hydra_plugins.fewshot_eval_plugins.local_launcher.LocalLauncher", "hydra._internal.core_plugins.basic_launcher.BasicLauncher"),
+LAUNCHER_TEXT = [("\n    fsync_every_s: 1.0", ""), (', "fsync_every_s": 1.0', ""),  # the local launcher's own setting
+                 ("hydra_plugins.fewshot_eval_plugins.local_launcher.LocalLauncher", "hydra._internal.core_plugins.basic_launcher.BasicLauncher"),
                  ("hydra/launcher=local", "hydra/launcher=basic"), ("hydra/launcher: local", "hydra/launcher: basic"),
                  ('"hydra/launcher": "local"', '"hydra/launcher": "basic"'),
                  *((f"id: fewshot_eval_{n}", f"id: '{n}'") for n in range(3)), *((f'"id": "fewshot_eval_{n}"', f'"id": "{n}"') for n in range(3))]

@@ -98,7 +98,8 @@ def test_a_disk_filling_up_gives_one_line_per_job_and_no_traceback(workdir: Path
     (workdir / "results").mkdir()
     os.symlink("/dev/full", workdir / "results" / "scheduled_jobs.jsonl")
     proc = run_cli(["-m", "model=random", "task=copa_demo,nli_demo", "nshot=0", f"hydra/launcher={launcher}"], workdir, check=False,
-                   env={"FEWSHOT_FAULT": "full-job-start"})
+                   # a plain subprocess: its stdout a pipe (the fork server's are files, which the simulated full disk stops too)
+                   env={"FEWSHOT_FAULT": "full-job-start", "FEWSHOT_TEST_FRESH_PROCESS": "1"})
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in text and "Logging error" not in text, text[-3000:]
     assert "ran 0, skipped 0, failed 2." in proc.stdout

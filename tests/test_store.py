@@ -90,6 +90,27 @@ def test_a_batch_of_writes_is_fsynced_once_at_its_end_files_first(tmp_path: Path
     assert kinds[7:] == ["file", "dir"]
 
 
+def test_jobs_in_a_group_commit_share_their_fsyncs(tmp_path: Path, monkeypatch) -> None:
+    """The local launcher's sweep (group_commit): each job's batch and its per-trial flushes wait for the
+    group's interval; leaving the group makes everything durable, each file and directory once."""
+    kinds = _fsynced_kinds(monkeypatch)
+    with atomic.group_commit(every_s=3600):
+        for job in range(3):
+            with atomic.batched_fsync():
+                write_text(tmp_path / f"r{job}" / "trial0" / "m.json", "{}")
+                atomic.fsync_pending()  # a finished trial: deferred to the group
+                write_text(tmp_path / f"r{job}" / "results.json", "{}")
+            assert kinds == []  # a job's end: still deferred
+            assert (tmp_path / f"r{job}" / "results.json").read_text() == "{}"  # readers see it at once
+    assert kinds.count("file") == 6 and kinds.index("dir") == 6, kinds  # files first, then directories
+    assert kinds.count("dir") == 7, kinds  # tmp_path, r0..r2, r0..r2/trial0: each once
+    kinds.clear()
+    with atomic.group_commit(every_s=0):  # 0: each job flushes at its end, as without a group
+        with atomic.batched_fsync():
+            write_text(tmp_path / "s" / "a.txt", "a")
+        assert kinds == ["file", "dir", "dir"], kinds
+
+
 def test_a_filesystem_that_refuses_directory_fsync_is_tolerated(tmp_path: Path, monkeypatch) -> None:
     real = os.fsync
 

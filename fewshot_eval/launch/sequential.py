@@ -23,6 +23,7 @@ from fewshot_eval.launch.batch import LaunchBatch
 from fewshot_eval.launch.inprocess_job import InProcessJobs
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.launch.returns import failed_return, outcome_of
+from fewshot_eval.store.atomic import group_commit
 
 log = logging.getLogger("fewshot_eval")
 
@@ -34,10 +35,12 @@ def launch_sequential(
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
     compose: Callable[[list[str]], DictConfig] | None = None,
+    fsync_every_s: float = 0.0,
 ) -> list[JobReturn]:
     """Run each job in this process, one after the other; a failure does not stop the others.
 
     ``compose`` builds a job's config (the planner's cached ``job_config``); default: Hydra's full composition.
+    ``fsync_every_s`` > 0: the jobs' fsyncs are shared, at most one flush per interval (store/atomic.group_commit).
     """
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
@@ -47,7 +50,7 @@ def launch_sequential(
         compose = lambda overrides: loader.load_sweep_config(config, overrides)  # noqa: E731
     returns: list[JobReturn] = []
     jobs = InProcessJobs(hydra_context, task_function)
-    with progress.SweepProgress(len(job_overrides)) as bar, bar.stdout_above_bar():
+    with progress.SweepProgress(len(job_overrides)) as bar, bar.stdout_above_bar(), group_commit(fsync_every_s):
         try:
             for idx, overrides in enumerate(job_overrides):
                 idx += initial_job_idx
@@ -75,10 +78,12 @@ def launch_sequential(
     return returns
 
 
-def launch_batch(hydra_context: Any, task_function: Any, config: DictConfig, batch: LaunchBatch, launcher: str) -> list[JobReturn]:
+def launch_batch(hydra_context: Any, task_function: Any, config: DictConfig, batch: LaunchBatch, launcher: str,
+                 fsync_every_s: float = 0.0) -> list[JobReturn]:
     """The fewshot sweeper's planned jobs, each logged in ``scheduled_jobs.jsonl``; their configs come from the planner."""
     for j in batch.jobs:
         log_launch(batch.output_root, j, launcher)
     planner = batch.planner
     # one job at a time, each done with its config before the next: the planner re-sets one config in place
-    return launch_sequential(hydra_context, task_function, config, batch.overrides, 0, lambda o: planner.job_config(o, reuse=True))
+    return launch_sequential(hydra_context, task_function, config, batch.overrides, 0, lambda o: planner.job_config(o, reuse=True),
+                             fsync_every_s)

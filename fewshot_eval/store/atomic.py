@@ -3,7 +3,7 @@
 A write goes to a temp file ``.<name>.<random>.tmp`` in the target's directory, is fsynced, renamed
 over the target, and the directory is fsynced: readers see the old file or the whole new one, and
 after a crash the file is either there whole or not at all (inside :func:`batched_fsync`, a job's writes are
-fsynced together at its end). ``durable=False`` skips the fsyncs (readers
+fsynced together at its end; inside :func:`group_commit`, a local sweep's at most every second). ``durable=False`` skips the fsyncs (readers
 still see a whole file): for records whose durable copy is elsewhere, such as the per-result SLURM
 markers derived from a pool's submission record, where an fsync per job would cost milliseconds each
 on a network filesystem. Files get ``0o666 & ~umask`` and
@@ -63,6 +63,8 @@ def dir_mode() -> int:
 class _Deferred(threading.local):
     files: Optional[dict[str, None]] = None  # files written, in write order (None: no batch open in this thread)
     dirs: Optional[dict[str, None]] = None
+    every_s: Optional[float] = None  # inside group_commit: flush at most this often
+    flushed_at: float = 0.0
 
 
 _deferred = _Deferred()
@@ -76,27 +78,61 @@ def batched_fsync() -> Iterator[None]:
     when the disk has it: at the end of the batch (for a job: before it reports finished) instead of after
     each file -- on ext4 one journal commit instead of one per file. After a power cut inside a batch, a
     file may come back short or empty: a result's files are recorded with their sizes, so the planner then
-    sees the trial or result as incomplete and recomputes it. Nested batches flush with the outermost."""
+    sees the trial or result as incomplete and recomputes it. Nested batches flush with the outermost
+    (inside :func:`group_commit`, at most every ``every_s``)."""
     if _deferred.files is not None:
-        yield
+        try:
+            yield
+        finally:
+            if _deferred.every_s is not None:
+                fsync_pending()
         return
     _deferred.files, _deferred.dirs = {}, {}
     try:
         yield
     finally:
         try:
-            fsync_pending()
+            _flush()
         finally:
             _deferred.files = _deferred.dirs = None
 
 
+@contextmanager
+def group_commit(every_s: float) -> Iterator[None]:
+    """Jobs run one after another in this thread (the ``local`` launcher) share their fsyncs: what they
+    write is made durable at most every ``every_s`` seconds and on leaving, not at the end of each job.
+    Atomicity and kill -9 are as in :func:`batched_fsync`; a power cut can cost the jobs of the last
+    ``every_s`` seconds, whose files the planner then finds short or missing and recomputes.
+    ``every_s <= 0``: each job flushes at its end, as without a group."""
+    if _deferred.files is not None or every_s <= 0:
+        yield
+        return
+    _deferred.files, _deferred.dirs = {}, {}
+    _deferred.every_s, _deferred.flushed_at = every_s, time.monotonic()
+    try:
+        yield
+    finally:
+        try:
+            _flush()
+        finally:
+            _deferred.files = _deferred.dirs = _deferred.every_s = None
+
+
 def fsync_pending() -> None:
     """Inside :func:`batched_fsync`: make what the batch wrote so far durable now (files, then their
-    directories); the batch goes on. Outside: nothing to do (every write was fsynced)."""
+    directories); the batch goes on. Inside :func:`group_commit`: only when ``every_s`` has passed since
+    the last flush. Outside: nothing to do (every write was fsynced)."""
+    if _deferred.every_s is not None and time.monotonic() - _deferred.flushed_at < _deferred.every_s:
+        return
+    _flush()
+
+
+def _flush() -> None:
     files, dirs = _deferred.files, _deferred.dirs
     if files is None or dirs is None:
         return
     _deferred.files, _deferred.dirs = {}, {}
+    _deferred.flushed_at = time.monotonic()
     for f in files:
         _fsync_path(f)
     for d in dirs:

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 @dataclass
 class LocalLauncherConf:
     _target_: str = "hydra_plugins.fewshot_eval_plugins.local_launcher.LocalLauncher"
+    # the jobs' files are made durable (fsynced) together at most this often and when the sweep ends,
+    # not at the end of each job; a power cut costs at most the jobs of the last interval (recomputed
+    # on the next run). 0: each job's files are fsynced before it is reported finished
+    fsync_every_s: float = 1.0
 
 
 class LocalLauncher(Launcher):
@@ -28,7 +32,8 @@ class LocalLauncher(Launcher):
 
     runs_locally = True  # the planner ignores SLURM records it cannot ask SLURM about (fewshot_eval.launch.batch)
 
-    def __init__(self) -> None:
+    def __init__(self, fsync_every_s: float = 1.0) -> None:
+        self.fsync_every_s = fsync_every_s
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -40,13 +45,14 @@ class LocalLauncher(Launcher):
         """Hydra's launcher interface (any sweeper): each job's config composed by Hydra."""
         from fewshot_eval.launch.sequential import launch_sequential
 
-        return launch_sequential(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx)
+        return launch_sequential(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx,
+                                 fsync_every_s=self.fsync_every_s)
 
     def launch_batch(self, batch: "LaunchBatch") -> Sequence[JobReturn]:
         """The fewshot sweeper's planned jobs; each job's config is composed cheaply by the planner."""
         from fewshot_eval.launch.sequential import launch_batch
 
-        return launch_batch(self.hydra_context, self.task_function, self.config, batch, type(self).__name__)
+        return launch_batch(self.hydra_context, self.task_function, self.config, batch, type(self).__name__, self.fsync_every_s)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="local", node=LocalLauncherConf, provider="fewshot_eval")
