@@ -44,7 +44,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return lo
 
 
-@dataclass
+@dataclass(slots=True)  # no per-object __dict__: a call's tree holds a few nodes per request
 class Node:
     """Tokens ``inputs[seq][start:end]`` (depths ``start..end-1``); node 0 is the empty root."""
 
@@ -58,7 +58,7 @@ class Node:
     order: int = 0  # pre-order index
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One row of a forward call: its segments ``segs`` as (node, offset in the row, row index of the
     parent's last token or -1), ``needs`` as runs (first column, request, first continuation index,
@@ -230,6 +230,12 @@ class PrefixTree:
         visit = None  # type: ignore[assignment]  # a recursive closure is a reference cycle holding the whole tree until a full gc
         out.sort(key=lambda r: r.order)
         return out
+
+    def release_needs(self) -> None:
+        """Forget which tokens each node's requests read, once the rows that read them are built
+        (they hold their own ``needs``): a scoring call's tree then keeps what :meth:`arrays` takes."""
+        for node in self.nodes:
+            node.needs = []
 
     def _layout(self, past: int, chain: list[int], units: list[int], done: set[int], cached_node: int = -1) -> Row:
         """One row: the ``chain`` segments (not cached, between ``past`` and the units), then the

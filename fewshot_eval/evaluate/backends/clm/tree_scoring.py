@@ -130,7 +130,8 @@ class TreeScoring:
         from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree
 
         tree = PrefixTree(seqs)
-        rows = tree.rows(**row_options)
+        rows: list = tree.rows(**row_options)
+        tree.release_needs()
         by_past: dict[int, list[int]] = {}
         depth = {0: 0}  # cached node -> cached nodes on its path (itself included)
         above = {0: 0}  # cached node -> the cached node its row hangs from
@@ -146,7 +147,8 @@ class TreeScoring:
         kv: dict[int, Optional[list[tuple[Any, Any]]]] = {0: None}  # cached node -> per-layer (keys, values) of its whole path
         past_len = {0: 0}
         lps = [[0.0] * len(cont) for _, cont in seqs]
-        greedy = [[True] * len(cont) for _, cont in seqs]
+        greedy = [True] * len(seqs)  # every continuation token read so far is the argmax
+        out: list[Optional[Loglik]] = [None] * len(seqs)  # each result made once, when its last token is read
         ready = [(rows[r].order, r) for r in by_past.get(0, [])]
         heapq.heapify(ready)
         todo = [len(cont) for _, cont in seqs]  # continuation tokens not scored yet, per sequence (each is read once)
@@ -159,15 +161,15 @@ class TreeScoring:
                 batch = self._pick_batch(first, ready, rows, past_len, tree, alive, budget, tokens=budget)
                 caches = self._run_rows([tree.arrays(rows[r]) for r in batch], kv, past_len, seqs, lps, greedy)
                 stats.batches += 1
-                if report is not None:
-                    done = []
-                    for r in batch:
-                        for _, i, _, k in rows[r].needs:
-                            todo[i] -= k
-                            if not todo[i]:
-                                done.append(i)
-                    if done:
-                        report(done, [Loglik(lps[i], list(seqs[i][1]), all(greedy[i])) for i in done])
+                done = []
+                for r in batch:
+                    for _, i, _, k in rows[r].needs:
+                        todo[i] -= k
+                        if not todo[i]:
+                            done.append(i)
+                            out[i] = self._loglik(lps[i], seqs[i][1], greedy[i])
+                if done and report is not None:
+                    report(done, [out[i] for i in done])
                 for r, cache in zip(batch, caches):
                     row = rows[r]
                     if cache is not None:
@@ -181,7 +183,13 @@ class TreeScoring:
                     left[past] -= 1
                     if not left[past] and past:
                         del kv[past]
-        return [Loglik(lp, list(cont), all(g)) for lp, g, (_, cont) in zip(lps, greedy, seqs)]
+                    rows[r] = None  # a row that ran is not read again: its segments and needs go as the results come
+        return [x if x is not None else self._loglik(lp, cont, g) for x, lp, g, (_, cont) in zip(out, lps, greedy, seqs)]
+
+    @staticmethod
+    def _loglik(logprobs: list[float], cont: Any, greedy: bool) -> Loglik:
+        """A result; its ``tokens`` the request's continuation list itself when it is one (no copy per request)."""
+        return Loglik(logprobs, cont if type(cont) is list else list(cont), greedy)
 
     def _pick_batch(self, first: int, ready: list, rows: list, past_len: dict[int, int], tree: Any, alive: int, budget: int,
                     tokens: int) -> list[int]:
@@ -213,7 +221,7 @@ class TreeScoring:
             heapq.heappush(ready, item)
         return batch
 
-    def _run_rows(self, batch: list, kv: dict, past_len: dict[int, int], seqs: list, lps: list[list[float]], greedy: list[list[bool]]) -> list:
+    def _run_rows(self, batch: list, kv: dict, past_len: dict[int, int], seqs: list, lps: list[list[float]], greedy: list[bool]) -> list:
         """One forward call over ``batch`` (the rows' :class:`~fewshot_eval.evaluate.backends.clm.prefix_tree.RowArrays`,
         left-padded to one width, pasts left-padded to one length, a 4D tree mask); fills
         ``lps``/``greedy``; returns per row the key/value cache of its whole path when it is a
@@ -287,7 +295,8 @@ class TreeScoring:
             tok_lp, hit = self._read_logprobs(logits, which, cols, tt)
             a = 0
             for _, _, i, j, k in runs:
-                lps[i][j : j + k], greedy[i][j : j + k] = tok_lp[a : a + k], hit[a : a + k]
+                lps[i][j : j + k] = tok_lp[a : a + k]
+                greedy[i] = greedy[i] and all(hit[a : a + k])
                 a += k
         caches: list = [None] * n
         if keep_cache:
