@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 
+PACK = 64  # tokens of sibling units that share a row below a cached node (at least): ``PrefixTree.rows``' ``pack``
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the common prefix of two token lists (slice comparisons run in C)."""
     n = min(len(a), len(b))
@@ -177,7 +180,7 @@ class PrefixTree:
         return self.nodes[0].size
 
     # ------------------------------------------------------------------ rows
-    def rows(self, split: int = 64, short: int = 192, pack: int = 64, unit: int = 128) -> list[Row]:
+    def rows(self, split: int = 64, short: int = 192, pack: int = PACK, unit: int = 128) -> list[Row]:
         """The rows of the whole tree, in pre-order (see the module docstring).
 
         A node is *cached* (its segment is a row; its key/value cache is kept for its children)

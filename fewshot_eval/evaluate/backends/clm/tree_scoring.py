@@ -24,8 +24,11 @@ caches), or was opened by a batch that counted it within ``batch_size x L`` and 
 ancestor of a first ready row since (once it is, it stays one until it is dropped). That is the
 key/value memory of ``batch_size + h`` full-length rows, the same for 10 or 10,000 documents, on
 every shape (shared or per-example demonstrations, 0-shot, many choices, long continuations,
-rolling-perplexity windows). Beside it a forward call holds its own rows -- at most ``batch_size x L``
-padded tokens, as lm-eval's longest batch (one row wider than that runs alone) --: their pasts,
+rolling-perplexity windows). Beside it a forward call holds its own rows -- at most ``batch_size x
+max(L, PACK)`` padded tokens: lm-eval's longest batch, or for short requests (0-shot) ``batch_size``
+rows of packed candidates (:data:`~fewshot_eval.evaluate.backends.clm.prefix_tree.PACK` tokens, 64:
+capped at ``batch_size x L`` they ran in 1.5x the forward calls, ~14% slower at 300 documents; one row
+wider than the cap runs alone) --: their pasts,
 activations, the tree mask and the logits of the columns read (in chunks:
 :meth:`TreeScoring._read_logprobs`). :attr:`TreeScoring.tree_stats` records the last call's peak
 against the bound. Generation (:mod:`.greedy_generation`) keeps one cache besides its batch's: the
@@ -55,6 +58,8 @@ class TreeStats:
     bound_tokens: int = 0  # (batch_size + h) x L
     peak_caches: int = 0
     peak_cache_tokens: int = 0
+    batch_tokens: int = 0  # the cap on a forward call's padded tokens: batch_size x max(L, PACK)
+    peak_batch_tokens: int = 0  # the most padded tokens (rows x widest row) of one forward call
 
 
 class TreeScoring:
@@ -127,7 +132,7 @@ class TreeScoring:
 
         import torch
 
-        from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree
+        from fewshot_eval.evaluate.backends.clm.prefix_tree import PACK, PrefixTree
 
         tree = PrefixTree(seqs)
         rows: list = tree.rows(**row_options)
@@ -141,8 +146,9 @@ class TreeScoring:
                 depth[row.node], above[row.node] = depth[row.past] + 1, row.past
         longest = max(len(inp) for inp, _ in seqs)  # no cache holds more tokens (a cache is its node's whole path)
         budget = self.batch_size * longest  # cache tokens alive that a batch's rows besides its first may bring to
+        wide = self.batch_size * max(longest, row_options.get("pack", PACK))  # padded tokens of a forward call
         h = max(depth.values())
-        stats = self.tree_stats = TreeStats(rows=len(rows), depth=h, longest=longest, bound_tokens=budget + h * longest)
+        stats = self.tree_stats = TreeStats(rows=len(rows), depth=h, longest=longest, bound_tokens=budget + h * longest, batch_tokens=wide)
         left = {p: len(rs) for p, rs in by_past.items()}
         kv: dict[int, Optional[list[tuple[Any, Any]]]] = {0: None}  # cached node -> per-layer (keys, values) of its whole path
         past_len = {0: 0}
@@ -158,9 +164,10 @@ class TreeScoring:
                 p, alive = rows[first].past, sum(past_len[n] for n in kv)
                 while p:  # the caches the first ready row hangs from are not the batch's to count
                     alive, p = alive - past_len[p], above[p]
-                batch = self._pick_batch(first, ready, rows, past_len, tree, alive, budget, tokens=budget)
+                batch = self._pick_batch(first, ready, rows, past_len, tree, alive, budget, tokens=wide)
                 caches = self._run_rows([tree.arrays(rows[r]) for r in batch], kv, past_len, seqs, lps, greedy)
                 stats.batches += 1
+                stats.peak_batch_tokens = max(stats.peak_batch_tokens, len(batch) * max(rows[r].width for r in batch))
                 done = []
                 for r in batch:
                     for _, i, _, k in rows[r].needs:
@@ -195,9 +202,8 @@ class TreeScoring:
                     tokens: int) -> list[int]:
         """Up to ``batch_size`` rows: ``first`` (the first ready row in pre-order), and those among the next
         few ready ones of a similar width and past length (padding stays small), while the batch's padded
-        tokens (rows x widest row) stay within ``tokens`` (packed rows are wide: without it a forward call
-        of 0-shot documents held three times lm-eval's tokens, and the C heap grew to twice its working
-        memory at 1,000 documents); a cached row besides ``first`` only while the tokens of the caches
+        tokens (rows x widest row) stay within ``tokens`` (packed rows are wide: without a cap a forward call
+        of 0-shot documents held three times lm-eval's tokens); a cached row besides ``first`` only while the tokens of the caches
         alive that ``first`` does not hang from (``alive``) and of the batch's new ones stay within ``budget``."""
         import heapq
 
