@@ -12,7 +12,6 @@ import json
 import time
 from typing import Any, Callable, Optional
 
-
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 _clock = CLOCKS["wall"]
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-
 PACK = 64  # tokens of sibling units that share a row below a cached node (at least): ``PrefixTree.rows``' ``pack``
 
 
