@@ -27,7 +27,7 @@ every shape (shared or per-example demonstrations, 0-shot, many choices, long co
 rolling-perplexity windows). Beside it a forward call holds its own rows -- at most ``batch_size x
 max(L, PACK)`` padded tokens: lm-eval's longest batch, or for short requests (0-shot) ``batch_size``
 rows of packed candidates (:data:`~fewshot_eval.evaluate.backends.clm.prefix_tree.PACK` tokens, 64:
-capped at ``batch_size x L`` they ran in 1.5x the forward calls, ~14% slower at 300 documents; one row
+capped at ``batch_size x L`` they ran in 1.35x the forward calls, ~10% slower at 300 documents; one row
 wider than the cap runs alone) --: their pasts,
 activations, the tree mask and the logits of the columns read (in chunks:
 :meth:`TreeScoring._read_logprobs`). :attr:`TreeScoring.tree_stats` records the last call's peak
