@@ -12,11 +12,23 @@ import json
 import time
 from typing import Any, Callable, Optional
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = CLOCKS["wall"]
+
+
+class _SetClock(argparse.Action):
+    """``--clock``: the timer of :func:`interleaved`, set as the option is parsed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, option: Optional[str] = None) -> None:
+        global _clock
+        _clock = CLOCKS[value]
+        setattr(namespace, self.dest, value)
+
 
 def add_common_args(ap: argparse.ArgumentParser, *, seed: int, max_length: Optional[int], repeats: int,
                     max_length_help: Optional[str] = None) -> None:
-    """``--seed``, ``--batch-size`` (8), ``--max-length``, ``--repeats``, ``--threads`` (2) and
-    ``--hf-overrides`` (JSON, fewshot-eval's side only), with these defaults."""
+    """``--seed``, ``--batch-size`` (8), ``--max-length``, ``--repeats``, ``--threads`` (2), ``--clock``
+    (wall) and ``--hf-overrides`` (JSON, fewshot-eval's side only), with these defaults."""
     ap.add_argument("--seed", type=int, default=seed)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=max_length, help=max_length_help)
@@ -25,6 +37,9 @@ def add_common_args(ap: argparse.ArgumentParser, *, seed: int, max_length: Optio
     ap.add_argument("--width", type=int, default=None, help="a wider GPT-2 than the tiny one (n_embd; heads of 64), built "
                     "locally with deterministic weights and the same tokenizer: per-call overheads weigh less")
     ap.add_argument("--layers", type=int, default=2, help="layers of the --width model")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall", action=_SetClock,
+                    help="wall: perf_counter; cpu: this process's CPU seconds (user+sys, all threads): steadier than wall "
+                    "time on a loaded machine, with --threads 1")
     ap.add_argument("--hf-overrides", type=json.loads, default={}, help="JSON: the model setting's hf_overrides for fewshot-eval's "
                     "side, e.g. '{\"activation_function\": \"gelu_pytorch_tanh\"}' (GPT-2's fused GELU)")
 
@@ -83,14 +98,14 @@ def tiny_predictors(batch_size: int, max_length: Optional[int], threads: Optiona
 
 def interleaved(theirs_fn: Callable[[], Any], ours_fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any, Any]:
     """(lm-eval's time, ours, lm-eval's last output, ours): the best of ``repeats`` runs of each,
-    alternated (theirs, ours, theirs, ...) so that machine noise hits both alike."""
+    alternated (theirs, ours, theirs, ...) so that machine noise hits both alike; timed by ``--clock``."""
     t_theirs = t_ours = float("inf")
     a = b = None
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = _clock()
         a = theirs_fn()
-        t_theirs = min(t_theirs, time.perf_counter() - t)
-        t = time.perf_counter()
+        t_theirs = min(t_theirs, _clock() - t)
+        t = _clock()
         b = ours_fn()
-        t_ours = min(t_ours, time.perf_counter() - t)
+        t_ours = min(t_ours, _clock() - t)
     return t_theirs, t_ours, a, b

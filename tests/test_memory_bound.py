@@ -61,12 +61,16 @@ def test_caches_alive_do_not_grow_with_the_number_of_documents(lm):
 
 @pytest.mark.parametrize("shape", ["shared", "0-shot", "many-choices", "long-continuations"])
 def test_the_bound_holds_on_every_shape(lm, shape):
-    """Shared demonstrations, 0-shot, 20 choices, long continuations: within the bound, flat in documents."""
+    """Shared demonstrations, 0-shot, 20 choices, long continuations: within the bound, flat in documents;
+    a forward call within its padded tokens, batch_size x max(L, PACK)."""
+    from fewshot_eval.evaluate.backends.clm.prefix_tree import PACK
+
     opts = {"shared": {"regime": "shared"}, "0-shot": {"nshot": 0}, "many-choices": {"choices": 20, "nshot": 1},
             "long-continuations": {"choices": 2, "cont": 30}}[shape]
     stats = [peak(lm, arc_like(n, seed=1, **opts)) for n in (12, 48)]
     for s in stats:
         assert s.peak_cache_tokens <= s.bound_tokens
+        assert 0 < s.peak_batch_tokens <= s.batch_tokens == lm.batch_size * max(s.longest, PACK)
     assert stats[1].peak_cache_tokens <= 1.3 * stats[0].peak_cache_tokens
 
 

@@ -162,10 +162,12 @@ class CausalLMPredictor(TreeScoring, LinearScoring, GreedyGeneration, OutOfMemor
         for r in requests:
             unique.setdefault((r.context, r.continuation), len(unique))
         seqs = []
+        one = {}.setdefault  # one int object per token id: a tokenizer returns a new one per token (above 256), per context
         for (ctx, _), (c, t) in zip(unique, self.encode_pairs(list(unique))):  # lm-eval's split, batched tokenizer calls
             if not t:
                 raise ValueError(f"empty continuation for context ending {ctx.rstrip()[-40:]!r}")
             full = (c + t)[-(self.max_length + 1) :]
+            full = list(map(one, full, full))
             seqs.append((tuple(full[:-1]), full[-len(t) :] if len(t) < len(full) else full[1:]))  # a tuple: the prefix tree keeps it
         report = None
         if self.on_batch is not None:  # tell the resume cache of each finished batch, as request indices

@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+PACK = 64  # tokens of sibling units that share a row below a cached node (at least): ``PrefixTree.rows``' ``pack``
+
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the common prefix of two token lists (slice comparisons run in C)."""
@@ -44,7 +46,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return lo
 
 
-@dataclass
+@dataclass(slots=True)  # no per-object __dict__: a call's tree holds a few nodes per request
 class Node:
     """Tokens ``inputs[seq][start:end]`` (depths ``start..end-1``); node 0 is the empty root."""
 
@@ -58,7 +60,7 @@ class Node:
     order: int = 0  # pre-order index
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One row of a forward call: its segments ``segs`` as (node, offset in the row, row index of the
     parent's last token or -1), ``needs`` as runs (first column, request, first continuation index,
@@ -177,7 +179,7 @@ class PrefixTree:
         return self.nodes[0].size
 
     # ------------------------------------------------------------------ rows
-    def rows(self, split: int = 64, short: int = 192, pack: int = 64, unit: int = 128) -> list[Row]:
+    def rows(self, split: int = 64, short: int = 192, pack: int = PACK, unit: int = 128) -> list[Row]:
         """The rows of the whole tree, in pre-order (see the module docstring).
 
         A node is *cached* (its segment is a row; its key/value cache is kept for its children)
@@ -230,6 +232,12 @@ class PrefixTree:
         visit = None  # type: ignore[assignment]  # a recursive closure is a reference cycle holding the whole tree until a full gc
         out.sort(key=lambda r: r.order)
         return out
+
+    def release_needs(self) -> None:
+        """Forget which tokens each node's requests read, once the rows that read them are built
+        (they hold their own ``needs``): a scoring call's tree then keeps what :meth:`arrays` takes."""
+        for node in self.nodes:
+            node.needs = []
 
     def _layout(self, past: int, chain: list[int], units: list[int], done: set[int], cached_node: int = -1) -> Row:
         """One row: the ``chain`` segments (not cached, between ``past`` and the units), then the

@@ -24,8 +24,11 @@ caches), or was opened by a batch that counted it within ``batch_size x L`` and 
 ancestor of a first ready row since (once it is, it stays one until it is dropped). That is the
 key/value memory of ``batch_size + h`` full-length rows, the same for 10 or 10,000 documents, on
 every shape (shared or per-example demonstrations, 0-shot, many choices, long continuations,
-rolling-perplexity windows). Beside it a forward call holds its own rows -- at most ``batch_size x L``
-padded tokens, as lm-eval's longest batch (one row wider than that runs alone) --: their pasts,
+rolling-perplexity windows). Beside it a forward call holds its own rows -- at most ``batch_size x
+max(L, PACK)`` padded tokens: lm-eval's longest batch, or for short requests (0-shot) ``batch_size``
+rows of packed candidates (:data:`~fewshot_eval.evaluate.backends.clm.prefix_tree.PACK` tokens, 64:
+capped at ``batch_size x L`` they ran in 1.35x the forward calls, ~10% slower at 300 documents; one row
+wider than the cap runs alone) --: their pasts,
 activations, the tree mask and the logits of the columns read (in chunks:
 :meth:`TreeScoring._read_logprobs`). :attr:`TreeScoring.tree_stats` records the last call's peak
 against the bound. Generation (:mod:`.greedy_generation`) keeps one cache besides its batch's: the
@@ -55,6 +58,8 @@ class TreeStats:
     bound_tokens: int = 0  # (batch_size + h) x L
     peak_caches: int = 0
     peak_cache_tokens: int = 0
+    batch_tokens: int = 0  # the cap on a forward call's padded tokens: batch_size x max(L, PACK)
+    peak_batch_tokens: int = 0  # the most padded tokens (rows x widest row) of one forward call
 
 
 class TreeScoring:
@@ -127,10 +132,11 @@ class TreeScoring:
 
         import torch
 
-        from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree
+        from fewshot_eval.evaluate.backends.clm.prefix_tree import PACK, PrefixTree
 
         tree = PrefixTree(seqs)
-        rows = tree.rows(**row_options)
+        rows: list = tree.rows(**row_options)
+        tree.release_needs()
         by_past: dict[int, list[int]] = {}
         depth = {0: 0}  # cached node -> cached nodes on its path (itself included)
         above = {0: 0}  # cached node -> the cached node its row hangs from
@@ -140,13 +146,15 @@ class TreeScoring:
                 depth[row.node], above[row.node] = depth[row.past] + 1, row.past
         longest = max(len(inp) for inp, _ in seqs)  # no cache holds more tokens (a cache is its node's whole path)
         budget = self.batch_size * longest  # cache tokens alive that a batch's rows besides its first may bring to
+        wide = self.batch_size * max(longest, row_options.get("pack", PACK))  # padded tokens of a forward call
         h = max(depth.values())
-        stats = self.tree_stats = TreeStats(rows=len(rows), depth=h, longest=longest, bound_tokens=budget + h * longest)
+        stats = self.tree_stats = TreeStats(rows=len(rows), depth=h, longest=longest, bound_tokens=budget + h * longest, batch_tokens=wide)
         left = {p: len(rs) for p, rs in by_past.items()}
         kv: dict[int, Optional[list[tuple[Any, Any]]]] = {0: None}  # cached node -> per-layer (keys, values) of its whole path
         past_len = {0: 0}
         lps = [[0.0] * len(cont) for _, cont in seqs]
-        greedy = [[True] * len(cont) for _, cont in seqs]
+        greedy = [True] * len(seqs)  # every continuation token read so far is the argmax
+        out: list[Optional[Loglik]] = [None] * len(seqs)  # each result made once, when its last token is read
         ready = [(rows[r].order, r) for r in by_past.get(0, [])]
         heapq.heapify(ready)
         todo = [len(cont) for _, cont in seqs]  # continuation tokens not scored yet, per sequence (each is read once)
@@ -156,18 +164,19 @@ class TreeScoring:
                 p, alive = rows[first].past, sum(past_len[n] for n in kv)
                 while p:  # the caches the first ready row hangs from are not the batch's to count
                     alive, p = alive - past_len[p], above[p]
-                batch = self._pick_batch(first, ready, rows, past_len, tree, alive, budget, tokens=budget)
+                batch = self._pick_batch(first, ready, rows, past_len, tree, alive, budget, tokens=wide)
                 caches = self._run_rows([tree.arrays(rows[r]) for r in batch], kv, past_len, seqs, lps, greedy)
                 stats.batches += 1
-                if report is not None:
-                    done = []
-                    for r in batch:
-                        for _, i, _, k in rows[r].needs:
-                            todo[i] -= k
-                            if not todo[i]:
-                                done.append(i)
-                    if done:
-                        report(done, [Loglik(lps[i], list(seqs[i][1]), all(greedy[i])) for i in done])
+                stats.peak_batch_tokens = max(stats.peak_batch_tokens, len(batch) * max(rows[r].width for r in batch))
+                done = []
+                for r in batch:
+                    for _, i, _, k in rows[r].needs:
+                        todo[i] -= k
+                        if not todo[i]:
+                            done.append(i)
+                            out[i] = self._loglik(lps[i], seqs[i][1], greedy[i])
+                if done and report is not None:
+                    report(done, [out[i] for i in done])
                 for r, cache in zip(batch, caches):
                     row = rows[r]
                     if cache is not None:
@@ -181,15 +190,20 @@ class TreeScoring:
                     left[past] -= 1
                     if not left[past] and past:
                         del kv[past]
-        return [Loglik(lp, list(cont), all(g)) for lp, g, (_, cont) in zip(lps, greedy, seqs)]
+                    rows[r] = None  # a row that ran is not read again: its segments and needs go as the results come
+        return [x if x is not None else self._loglik(lp, cont, g) for x, lp, g, (_, cont) in zip(out, lps, greedy, seqs)]
+
+    @staticmethod
+    def _loglik(logprobs: list[float], cont: Any, greedy: bool) -> Loglik:
+        """A result; its ``tokens`` the request's continuation list itself when it is one (no copy per request)."""
+        return Loglik(logprobs, cont if type(cont) is list else list(cont), greedy)
 
     def _pick_batch(self, first: int, ready: list, rows: list, past_len: dict[int, int], tree: Any, alive: int, budget: int,
                     tokens: int) -> list[int]:
         """Up to ``batch_size`` rows: ``first`` (the first ready row in pre-order), and those among the next
         few ready ones of a similar width and past length (padding stays small), while the batch's padded
-        tokens (rows x widest row) stay within ``tokens`` (packed rows are wide: without it a forward call
-        of 0-shot documents held three times lm-eval's tokens, and the C heap grew to twice its working
-        memory at 1,000 documents); a cached row besides ``first`` only while the tokens of the caches
+        tokens (rows x widest row) stay within ``tokens`` (packed rows are wide: without a cap a forward call
+        of 0-shot documents held three times lm-eval's tokens); a cached row besides ``first`` only while the tokens of the caches
         alive that ``first`` does not hang from (``alive``) and of the batch's new ones stay within ``budget``."""
         import heapq
 
@@ -213,7 +227,7 @@ class TreeScoring:
             heapq.heappush(ready, item)
         return batch
 
-    def _run_rows(self, batch: list, kv: dict, past_len: dict[int, int], seqs: list, lps: list[list[float]], greedy: list[list[bool]]) -> list:
+    def _run_rows(self, batch: list, kv: dict, past_len: dict[int, int], seqs: list, lps: list[list[float]], greedy: list[bool]) -> list:
         """One forward call over ``batch`` (the rows' :class:`~fewshot_eval.evaluate.backends.clm.prefix_tree.RowArrays`,
         left-padded to one width, pasts left-padded to one length, a 4D tree mask); fills
         ``lps``/``greedy``; returns per row the key/value cache of its whole path when it is a
@@ -287,7 +301,8 @@ class TreeScoring:
             tok_lp, hit = self._read_logprobs(logits, which, cols, tt)
             a = 0
             for _, _, i, j, k in runs:
-                lps[i][j : j + k], greedy[i][j : j + k] = tok_lp[a : a + k], hit[a : a + k]
+                lps[i][j : j + k] = tok_lp[a : a + k]
+                greedy[i] = greedy[i] and all(hit[a : a + k])
                 a += k
         caches: list = [None] * n
         if keep_cache:
