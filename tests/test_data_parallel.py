@@ -156,11 +156,11 @@ def test_the_setting_key_is_an_int_of_at_least_one() -> None:
 def test_slurm_jobs_ask_for_a_gpu_per_copy(predictor: str, dp: int, asked: int, gpus: int) -> None:
     from types import SimpleNamespace
 
-    from fewshot_eval.launch.slurm.pools import job_resources
+    from fewshot_eval.plan.unit import unit_resources
     from fewshot_eval.settings import model_setting
 
     model = model_setting({**dp_model(dp), "predictor": predictor, "resources": {"gpus_per_node": asked}}, "x")
-    assert job_resources(SimpleNamespace(model=model, params={"predictor": predictor}))["gpus_per_node"] == gpus
+    assert unit_resources(SimpleNamespace(model=model, params={"predictor": predictor}))["gpus_per_node"] == gpus
 
 
 def test_vllm_takes_the_option_as_its_own_and_asks_for_its_gpus() -> None:

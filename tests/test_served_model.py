@@ -160,7 +160,7 @@ def test_a_served_model_job_through_the_cli_is_refused_and_keeps_the_key_out_of_
 
 def test_a_served_model_job_asks_slurm_for_no_gpu(key, tmp_path):
     from fewshot_eval.api import plan
-    from fewshot_eval.launch.slurm.pools import job_resources
+    from fewshot_eval.plan.unit import unit_resources
 
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
@@ -170,7 +170,11 @@ def test_a_served_model_job_asks_slurm_for_no_gpu(key, tmp_path):
     (conf / "model" / "local.yaml").write_text("name: local\nweights: tiny-gpt2\nresources: {gpus_per_node: 4}\n")
     _, jobs = plan(["model=served,local", "task=copa_demo", f"output_dir={tmp_path / 'r'}"], [conf])
     assert [j.status for j in jobs] == ["run", "run"]
-    assert [job_resources(j.unit)["gpus_per_node"] for j in jobs] == [0, 4]
+    assert [unit_resources(j.unit)["gpus_per_node"] for j in jobs] == [0, 4]
+    from fewshot_eval.plan.table import format_plan
+
+    rows = format_plan(jobs, tmp_path / "r").splitlines()[1:]  # the dry run's table shows what the job asks for
+    assert [" 1n x 0g " in rows[0], " 1n x 4g " in rows[1]] == [True, True], rows
 
 
 @pytest.mark.parametrize("server_opts, match", [

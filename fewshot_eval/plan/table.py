@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.plan.planner import PlannedJob
+from fewshot_eval.plan.unit import unit_resources
 
 
 def resources(job: PlannedJob, launcher: Optional[Mapping[str, Any]] = None, max_parallel: Optional[int] = None) -> str:
-    """What the job really gets: its model's resources, with values set under ``hydra.launcher``
-    (SLURM) winning, and its pool's throttle (run param max_parallel, capped by array_parallelism)."""
-    r = dict(job.unit.model["resources"])
+    """What the job really gets: its model's resources (GPUs as its predictor asks them: ``unit_resources``),
+    with values set under ``hydra.launcher`` (SLURM) winning, and its pool's throttle (run param
+    max_parallel, capped by array_parallelism)."""
+    r = unit_resources(job.unit)
     for k, v in (launcher or {}).items():
         if k in r and v is not None:
             r[k] = v
@@ -46,7 +48,7 @@ def format_plan(jobs: Sequence[PlannedJob], root: Path, launcher: Optional[Mappi
                 rdir = path
         t = u.trials
         trials = str(t[0]) if len(t) == 1 else ",".join(map(str, t)) if len(t) <= 4 else f"{t[0]}-{t[-1]}"
-        key = (id(u.model), j.time_limit_min)
+        key = (id(u.model), u.params.get("predictor"), j.time_limit_min)
         hit = shown.get(key)
         if hit is None or hit[0] is not u.model:
             hit = shown[key] = (u.model, resources(j, launcher, max_parallel))

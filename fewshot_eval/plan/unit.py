@@ -272,3 +272,15 @@ def unit_base(
         if key is not None:
             params = memo.setdefault(key, params)
     return UnitBase(model_key, task_key, model, task, params, run, cwd, search, memo)
+
+
+def unit_resources(unit: Any) -> dict[str, Any]:
+    """What a job of ``unit`` asks a scheduler for: its model setting's resources, with the GPUs per node
+    its predictor's class says (``Predictor.node_gpus``: none for a served model or a baseline, one per
+    data-parallel copy). The SLURM pools submit it; the plan table shows it."""
+    from fewshot_eval.config import config_dirs
+    from fewshot_eval.evaluate.registry import predictor_class
+
+    res = dict(unit.model["resources"])
+    res["gpus_per_node"] = predictor_class(unit.params["predictor"], config_dirs()).node_gpus(unit.model, int(res.get("gpus_per_node") or 0))
+    return res

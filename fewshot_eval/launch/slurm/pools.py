@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from fewshot_eval.launch.batch import LaunchBatch
+from fewshot_eval.plan.unit import unit_resources
 
 RESOURCE_KEYS = ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "timeout_min")
 # launcher options that are not passed to sbatch as they are
@@ -190,22 +191,11 @@ def pool_folder(template: str, pool: str) -> str:
     return template.replace("%j", f"{pool}/%j") if "%j" in template else str(Path(template) / pool / "%j")
 
 
-def job_resources(unit: Any) -> dict[str, Any]:
-    """The model setting's resources; its predictor's class says how many GPUs a node gets
-    (``Predictor.node_gpus``: none for a served model or a baseline, one per data-parallel copy)."""
-    from fewshot_eval.config import config_dirs
-    from fewshot_eval.evaluate.registry import predictor_class
-
-    res = dict(unit.model["resources"])
-    res["gpus_per_node"] = predictor_class(unit.params["predictor"], config_dirs()).node_gpus(unit.model, int(res.get("gpus_per_node") or 0))
-    return res
-
-
 def pool_info(batch: LaunchBatch) -> list[dict[str, Any]]:
     """Per job: its pool (model setting), throttle, resources and combine flag."""
     return [
         {"pool": j.unit.model_key, "max_parallel": batch.pool_limit(i),
-         "resources": {**job_resources(j.unit), **({"timeout_min": j.time_limit_min} if j.time_limit_min else {})},
+         "resources": {**unit_resources(j.unit), **({"timeout_min": j.time_limit_min} if j.time_limit_min else {})},
          "combine_tasks": bool(j.unit.model["job"]["combine_tasks"]), "slurm": dict(j.unit.model.get("slurm") or {})}
         for i, j in enumerate(batch.jobs)
     ]
