@@ -4,6 +4,7 @@ number of documents; a CUDA out-of-memory error is retried once at half the batc
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +194,41 @@ def test_the_trial_records_the_retry(lm):
         res = ev.run_trial(["copa_demo"], params, 2, 0)
     assert any("retried at batch_size=2" in n for n in res.info["predictor_notes"])
     assert any("retried at batch_size=2" in w for w in res.info["warnings"])
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_free_heap_pages_go_back_to_the_system_past_the_threshold() -> None:
+    """glibc keeps the pages of freed chunks between live ones (what batches of other sizes leave): past
+    FREE_BYTES of free heap, release_freed_memory hands them back on a CPU device, and leaves them on CUDA."""
+    import ctypes
+
+    from fewshot_eval.evaluate.backends.clm import freed_memory
+
+    libc = freed_memory._libc()
+    if libc is None:
+        pytest.skip("not glibc")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    chunk = 100 << 10  # below glibc's mmap threshold: from the heap
+    blocks = [libc.malloc(chunk) for _ in range(2 * (160 << 20) // chunk)]
+    for b in blocks:
+        ctypes.memset(b, 1, chunk)  # touched: resident
+    try:
+        for b in blocks[::2]:  # 160 MB of holes between live chunks: not at the heap's top, so not trimmed by free()
+            libc.free(b)
+        assert libc.mallinfo2().fordblks > freed_memory.FREE_BYTES
+        before = _rss_mb()
+        freed_memory.release_freed_memory("cuda:0")
+        assert _rss_mb() > before - 20  # a GPU's caches are not in this heap: nothing done
+        freed_memory.release_freed_memory("cpu")
+        assert _rss_mb() < before - 100, (before, _rss_mb())
+    finally:
+        for b in blocks[1::2]:
+            libc.free(b)

@@ -18,6 +18,7 @@ import json
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from fewshot_eval.config import ConfigError
+from fewshot_eval.evaluate.backends.clm.freed_memory import release_freed_memory
 from fewshot_eval.evaluate.backends.clm.prefix_tree import common_prefix as _common_prefix
 from fewshot_eval.evaluate.backends.predictor import GenerationRequest
 
@@ -102,6 +103,7 @@ class GreedyGeneration:
                         texts = [cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), until) for toks in gen[:, ids.shape[1] :].tolist()]
                     for i, text in zip(batch, texts):
                         out[i] = text
+                    release_freed_memory(self.device)  # the batch's caches: freed pages back to the system (CPU)
                     if self.on_batch is not None:  # the resume cache stores each finished batch
                         self.on_batch(list(batch), list(texts))
         self._gen_prefix = ((), None)  # the shared prefix's cache lives for one call

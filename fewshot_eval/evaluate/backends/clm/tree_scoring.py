@@ -41,6 +41,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from fewshot_eval.evaluate.backends.clm.freed_memory import release_freed_memory
 from fewshot_eval.evaluate.backends.predictor import Loglik
 
 log = logging.getLogger("fewshot_eval")
@@ -191,6 +192,7 @@ class TreeScoring:
                     if not left[past] and past:
                         del kv[past]
                     rows[r] = None  # a row that ran is not read again: its segments and needs go as the results come
+                release_freed_memory(self.device)  # caches freed by this batch: their pages back to the system (CPU)
         return [x if x is not None else self._loglik(lp, cont, g) for x, lp, g, (_, cont) in zip(out, lps, greedy, seqs)]
 
     @staticmethod
