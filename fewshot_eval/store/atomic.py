@@ -87,14 +87,8 @@ def batched_fsync() -> Iterator[None]:
             if _deferred.every_s is not None:
                 fsync_pending()
         return
-    _deferred.files, _deferred.dirs = {}, {}
-    try:
+    with _batch(None):
         yield
-    finally:
-        try:
-            _flush()
-        finally:
-            _deferred.files = _deferred.dirs = None
 
 
 @contextmanager
@@ -107,6 +101,13 @@ def group_commit(every_s: float) -> Iterator[None]:
     if _deferred.files is not None or every_s <= 0:
         yield
         return
+    with _batch(every_s):
+        yield
+
+
+@contextmanager
+def _batch(every_s: Optional[float]) -> Iterator[None]:
+    """This thread's batch, open inside: writes note their fsyncs; on leaving, all are done (:func:`_flush`)."""
     _deferred.files, _deferred.dirs = {}, {}
     _deferred.every_s, _deferred.flushed_at = every_s, time.monotonic()
     try:
