@@ -236,3 +236,25 @@ def test_the_local_launcher_keeps_hydras_per_job_contract(tmp_path: Path) -> Non
             assert text.count("done ") == 1 and line(local_files[name]) == line(text), (local_files[name], text)
         else:
             assert local_files[name] == text, name
+
+
+def test_a_kept_job_return_holds_its_configs_as_bytes_until_read() -> None:
+    """What a local sweep keeps of each finished job: ``cfg`` and ``hydra_cfg`` pickled (a few KB, nothing for the
+    garbage collector to walk), read back as equal configs with their flags, the same object on each read."""
+    import pickle
+
+    from omegaconf import DictConfig, OmegaConf
+
+    from fewshot_eval.launch.inprocess_job import PackedJobReturn, Pickled
+
+    cfg = OmegaConf.create({"seed": 3, "model": {"name": "random", "eval": {"scoring": "sum"}}})
+    OmegaConf.set_struct(cfg, True)
+    hydra_cfg = OmegaConf.create({"hydra": {"job": {"num": 3}}})
+    ret = PackedJobReturn(overrides=["seed=3"], cfg=cfg, hydra_cfg=Pickled(pickle.dumps(hydra_cfg)))
+    assert ret.cfg is cfg and ret.hydra_cfg == hydra_cfg  # the object the task function got; the hydra copy once read
+    ret.pack()
+    assert all(type(ret.__dict__[a]) is Pickled for a in ("_cfg", "_hydra_cfg"))
+    cfg.seed = 4  # changed after the job ended: the kept return is as it was
+    back = ret.cfg
+    assert isinstance(back, DictConfig) and back is not cfg and back.seed == 3 and OmegaConf.is_struct(back)
+    assert ret.cfg is back and ret.hydra_cfg.hydra.job.num == 3 and ret.overrides == ["seed=3"]

@@ -133,6 +133,28 @@ def test_job_config_equals_hydra_composition(tmp_path: Path) -> None:
         assert reused == full, j.overrides
 
 
+def test_a_local_jobs_planned_unit_is_the_one_its_config_resolves_to(tmp_path: Path) -> None:
+    """The local launcher hands each job its planned JobUnit (run.job.planned_unit) instead of resolving the
+    job's config again: both must be the same unit -- checkpoints, split trials, nshot above the pool, a
+    per-task param and run values set on the command line included."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from fewshot_eval.run.job import unit_from_config
+
+    planner, jobs = plan(["model=random,pythia_160m_steps", "checkpoint=1000", "task=copa_demo,pawsx_calib", "nshot=0,2,1000",
+                          "split_trials=true", "scoring=mean", "seed=1,7", f"output_dir={tmp_path}"])
+    assert len(jobs) > 20 and {j.unit.requested_nshot for j in jobs} > {None}
+    hc = HydraConfig.instance()
+    old = hc.cfg
+    try:
+        for j in jobs:
+            cfg = planner.job_config(j.overrides, reuse=True)
+            hc.set_config(cfg)
+            assert unit_from_config(cfg) == j.unit, j.overrides
+    finally:
+        hc.cfg = old
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

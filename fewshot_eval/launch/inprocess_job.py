@@ -10,10 +10,12 @@ arguments; the ``JobReturn`` has the same fields, ``cfg`` (the config the task f
 ``hydra``) and ``hydra_cfg`` (``{hydra: ...}``) being the job's own copies, as deep copies would be.
 
 What it saves (CPU time per job beyond the task function, this project's config, 2 cores: ``run_job``
-~30 ms, this ~10 ms): ``HydraConfig`` holds the job's hydra node
+~30 ms, this ~8 ms): ``HydraConfig`` holds the job's hydra node
 itself instead of two masked deep copies (it is read-only while set, as there); the two copies the
-``JobReturn`` keeps are pickled round trips (half a deep copy's time, the same nodes, flags and
-types); the YAML files are rendered by :mod:`fewshot_eval.store.config_yaml` (the same dumper, each
+``JobReturn`` keeps are pickles (the same nodes, flags and types once unpickled): the task function's
+``cfg`` is unpickled at once, ``hydra_cfg`` only if read, and once the job has ended both are held as
+bytes until read (:class:`PackedJobReturn`: a sweep keeps a few KB per job, not two config trees the
+garbage collector walks again and again); the YAML files are rendered by :mod:`fewshot_eval.store.config_yaml` (the same dumper, each
 top-level entry once while it repeats); logging is configured in full by Hydra's ``configure_log`` for
 the first job and whenever the configuration or what it installed changed, otherwise only the file
 handlers' files are swapped for the job's (what ``configure_log`` would have installed anew).
@@ -61,14 +63,55 @@ def hydra_wrapper(config: DictConfig) -> DictConfig:
     return wrapper
 
 
-def hydra_copy(wrapper: DictConfig, config: DictConfig) -> DictConfig:
-    """``run_job``'s ``hydra_cfg``: a deep copy of ``HydraConfig``'s ``{hydra: ...}`` (its node's parent is the copy)."""
+def hydra_copy(wrapper: DictConfig, config: DictConfig) -> "Pickled":
+    """``run_job``'s ``hydra_cfg``, pickled: a deep copy of ``HydraConfig``'s ``{hydra: ...}`` once unpickled
+    (its node's parent is the copy)."""
     node = wrapper._get_node("hydra")
     node._set_parent(wrapper)  # type: ignore[union-attr]
     try:
-        return pickle.loads(pickle.dumps(wrapper, protocol=pickle.HIGHEST_PROTOCOL))  # type: ignore[no-any-return]
+        return Pickled(pickle.dumps(wrapper, protocol=pickle.HIGHEST_PROTOCOL))
     finally:
         node._set_parent(config)  # type: ignore[union-attr]
+
+
+class Pickled:
+    """A config kept as its pickle until it is read."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _unpickled_on_read(name: str) -> property:
+    attr = f"_{name}"
+
+    def get(self: JobReturn) -> Any:
+        value = self.__dict__.get(attr)
+        if type(value) is Pickled:
+            value = self.__dict__[attr] = pickle.loads(value.data)
+        return value
+
+    def set(self: JobReturn, value: Any) -> None:
+        self.__dict__[attr] = value
+
+    return property(get, set)
+
+
+class PackedJobReturn(JobReturn):
+    """A ``JobReturn`` whose ``cfg`` and ``hydra_cfg`` may be held pickled (:class:`Pickled`, :meth:`pack`) and
+    are unpickled when first read: a sweep's returns then hold a few KB of bytes per job instead of two config
+    trees (~10,000 Python objects), which also the garbage collector's passes no longer walk."""
+
+    cfg = _unpickled_on_read("cfg")
+    hydra_cfg = _unpickled_on_read("hydra_cfg")
+
+    def pack(self) -> None:
+        """Hold ``cfg`` and ``hydra_cfg`` pickled until read again (as they are now)."""
+        for attr in ("_cfg", "_hydra_cfg"):
+            value = self.__dict__.get(attr)
+            if isinstance(value, DictConfig):
+                self.__dict__[attr] = Pickled(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _write(path: Path, text: str) -> None:
@@ -183,11 +226,11 @@ class InProcessJobs:
             config.hydra.runtime.output_dir = os.path.abspath(output_dir)
         _chdir = None
         try:
-            ret = JobReturn()
+            ret = PackedJobReturn()
             task_cfg = task_copy(config)
             ret.cfg = task_cfg
-            hydra_cfg = hydra_copy(wrapper, config)
-            ret.hydra_cfg = hydra_cfg
+            ret.hydra_cfg = hydra_copy(wrapper, config)  # unpickled if read (a callback)
+            hydra_cfg = wrapper  # its values: the same as the copy's
             overrides = OmegaConf.to_container(config.hydra.overrides.task)
             assert isinstance(overrides, list)
             ret.overrides = overrides
@@ -227,6 +270,7 @@ class InProcessJobs:
             ret.task_name = JobRuntime.instance().get("name")
             _flush_loggers()
             self.callbacks.on_job_end(config=config, job_return=ret)
+            ret.pack()  # what the sweep keeps of each job: bytes
             return ret
         finally:
             hc.cfg = orig_hydra_cfg

@@ -23,6 +23,7 @@ from fewshot_eval.launch.batch import LaunchBatch
 from fewshot_eval.launch.inprocess_job import InProcessJobs
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.launch.returns import failed_return, outcome_of
+from fewshot_eval.run.job import planned_unit
 from fewshot_eval.store.atomic import group_commit
 
 log = logging.getLogger("fewshot_eval")
@@ -36,11 +37,13 @@ def launch_sequential(
     initial_job_idx: int,
     compose: Callable[[list[str]], DictConfig] | None = None,
     fsync_every_s: float = 0.0,
+    units: Sequence[Any] | None = None,
 ) -> list[JobReturn]:
     """Run each job in this process, one after the other; a failure does not stop the others.
 
     ``compose`` builds a job's config (the planner's cached ``job_config``); default: Hydra's full composition.
     ``fsync_every_s`` > 0: the jobs' fsyncs are shared, at most one flush per interval (store/atomic.group_commit).
+    ``units``: per job, the planner's JobUnit, which its task function then takes (run.job.planned_unit).
     """
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
@@ -61,7 +64,8 @@ def launch_sequential(
                         sweep_config.hydra.job.num = idx
                     progress.job_prefix = f"[{idx - initial_job_idx + 1}/{len(job_overrides)}] "
                     # .hydra/ (when hydra.output_subdir is set) and its own log in hydra.sweep.dir/hydra.sweep.subdir
-                    ret = jobs.run(sweep_config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+                    with planned_unit(overrides, units[idx - initial_job_idx] if units is not None else None):
+                        ret = jobs.run(sweep_config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
                 except Exception as e:  # composition failed: count it, go on
                     ret = failed_return(overrides, e)
                 if progress.received is not None:  # a stop signal that landed inside Hydra/OmegaConf code may surface
@@ -86,4 +90,4 @@ def launch_batch(hydra_context: Any, task_function: Any, config: DictConfig, bat
     planner = batch.planner
     # one job at a time, each done with its config before the next: the planner re-sets one config in place
     return launch_sequential(hydra_context, task_function, config, batch.overrides, 0, lambda o: planner.job_config(o, reuse=True),
-                             fsync_every_s)
+                             fsync_every_s, units=[j.unit for j in batch.jobs])

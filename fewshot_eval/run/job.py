@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from omegaconf import DictConfig
 
@@ -32,6 +33,31 @@ from fewshot_eval.store.score_cache import remove_score_cache
 from fewshot_eval.store.status import COMPLETE, STALE, result_status
 
 log = logging.getLogger("fewshot_eval")
+
+_planned: list[tuple[list[str], JobUnit]] = []  # the job about to run in this process and its planned unit (planned_unit)
+
+
+@contextmanager
+def planned_unit(overrides: Sequence[str], unit: JobUnit | None) -> Iterator[None]:
+    """While a job with ``overrides`` runs in this process, its task function takes ``unit`` -- the planner's
+    (the local launcher composes the job's config from the planner's own caches, so resolving it again
+    from the config gives the same unit) -- instead of resolving the config again (unit_from_config)."""
+    if unit is None:
+        yield
+        return
+    _planned.append((list(overrides), unit))
+    try:
+        yield
+    finally:
+        _planned.pop()
+
+
+def _job_unit(cfg: DictConfig, overrides: list[str]) -> JobUnit:
+    """This job's unit: the planner's when it handed it over for exactly these overrides, else resolved from ``cfg``."""
+    if _planned and _planned[-1][0] == overrides:
+        return _planned[-1][1]
+    return unit_from_config(cfg)
+
 
 def unit_from_config(cfg: DictConfig) -> JobUnit:
     """Resolve the job that ``cfg`` (a composed job config) describes."""
@@ -192,6 +218,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     from fewshot_eval.evaluate.hub_cache import forced_offline
 
     with forced_offline(bool(cfg.get("hf_offline"))):  # the sweep found every hub input cached: no network
-        unit = unit_from_config(cfg)
+        overrides = list(hc.overrides.task)
+        unit = _job_unit(cfg, overrides)
         check_planned(cfg, unit)
-        return run_unit(unit, cfg, list(hc.overrides.task), Path(hc.runtime.cwd), bool(cfg.override_completed))
+        return run_unit(unit, cfg, overrides, Path(hc.runtime.cwd), bool(cfg.override_completed))
