@@ -258,3 +258,24 @@ def test_a_kept_job_return_holds_its_configs_as_bytes_until_read() -> None:
     back = ret.cfg
     assert isinstance(back, DictConfig) and back is not cfg and back.seed == 3 and OmegaConf.is_struct(back)
     assert ret.cfg is back and ret.hydra_cfg.hydra.job.num == 3 and ret.overrides == ["seed=3"]
+
+
+def test_kept_parse_trees_resolve_each_config_by_its_own_values() -> None:
+    """While a local sweep's jobs run, OmegaConf's parse trees are kept per interpolation string: the same string
+    still resolves against each config's own values, a malformed one fails every time, and afterwards OmegaConf
+    parses as before."""
+    import omegaconf.base
+    from omegaconf import OmegaConf
+    from omegaconf.errors import GrammarParseError
+
+    from fewshot_eval.launch.inprocess_job import parse_trees_kept
+
+    original = omegaconf.base.parse
+    with parse_trees_kept():
+        assert omegaconf.base.parse is not original
+        one, two = (OmegaConf.create({"n": n, "dir": "out/${n}/${oc.env:FEWSHOT_NO_SUCH_VAR,x}"}) for n in (1, 2))
+        assert [one.dir, two.dir, one.dir] == ["out/1/x", "out/2/x", "out/1/x"]
+        for _ in range(2):
+            with pytest.raises(GrammarParseError):
+                OmegaConf.create({"bad": "${n"}).bad
+    assert omegaconf.base.parse is original

@@ -294,7 +294,9 @@ def test_config_yaml_is_omegaconfs_text_byte_for_byte() -> None:
 
     rnd = random.Random(0)
     words = ["a", "true", "null", "1", "1.5", "x: y", "k" * 130, "multi\nline", "ünï", "", " lead", "trail ", "#c", "- d",
-             "${x}", "'q'", '"dq"', "long " * 30]
+             "${x}", "'q'", '"dq"', "long " * 30, "tab\there", "k" * 101, "\x85", "a\u2028b"]
+    punct = "abcXYZ0123456789 :#-'\"!@%&*{}[],.?|>=~/\\`$^()+;_"
+    words += ["".join(rnd.choice(punct) for _ in range(rnd.choice([1, 3, 12, 90, 200]))) for _ in range(40)]  # libyaml's emitter
 
     def value(depth: int):  # noqa: ANN202
         r = rnd.random()
@@ -304,7 +306,7 @@ def test_config_yaml_is_omegaconfs_text_byte_for_byte() -> None:
             return {rnd.choice([*words, 1, 2, True]): value(depth + 1) for _ in range(rnd.randint(0, 4))}
         return [value(depth + 1) for _ in range(rnd.randint(0, 3))]
 
-    for i in range(300):
+    for i in range(1000):
         data = {rnd.choice(words): value(1) for _ in range(rnd.randint(1, 5))}
         data = {"hydra": data} if i % 3 == 0 else data
         cfg = OmegaConf.create(data)

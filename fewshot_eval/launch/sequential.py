@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from fewshot_eval import progress
 from fewshot_eval.launch.batch import LaunchBatch
-from fewshot_eval.launch.inprocess_job import InProcessJobs
+from fewshot_eval.launch.inprocess_job import InProcessJobs, parse_trees_kept
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.launch.returns import failed_return, outcome_of
 from fewshot_eval.run.job import planned_unit
@@ -53,7 +53,7 @@ def launch_sequential(
         compose = lambda overrides: loader.load_sweep_config(config, overrides)  # noqa: E731
     returns: list[JobReturn] = []
     jobs = InProcessJobs(hydra_context, task_function)
-    with progress.SweepProgress(len(job_overrides)) as bar, bar.stdout_above_bar(), group_commit(fsync_every_s):
+    with progress.SweepProgress(len(job_overrides)) as bar, bar.stdout_above_bar(), group_commit(fsync_every_s), parse_trees_kept():
         try:
             for idx, overrides in enumerate(job_overrides):
                 idx += initial_job_idx

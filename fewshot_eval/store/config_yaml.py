@@ -5,7 +5,8 @@ its result's ``config.yaml`` differ from the previous job's in a few top-level k
 number, its output dir). In block style (what OmegaConf writes) the YAML of a mapping is the YAML of
 each of its top-level entries one after the other, so each entry's text is rendered by OmegaConf's own
 dumper once and reused while its value is the same. Values that are not plain data (str, int, float,
-bool, None, dict, list) are rendered whole, uncached, exactly as OmegaConf does.
+bool, None, dict, list) are rendered whole, uncached, exactly as OmegaConf does. Entries of printable
+ASCII text go through libyaml's emitter with OmegaConf's representers (the same bytes, a third of the time).
 """
 
 from __future__ import annotations
@@ -35,7 +36,40 @@ def _plain(v: Any) -> bool:
 def _dump(data: Any) -> str:
     from omegaconf._utils import get_omega_conf_dumper
 
-    return yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())  # type: ignore[no-any-return]
+    dumper = _c_dumper() if _c_safe(data) else get_omega_conf_dumper()
+    return yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=dumper)  # type: ignore[no-any-return]
+
+
+_C_DUMPER: list[Any] = []
+
+
+def _c_dumper() -> Any:
+    """OmegaConf's dumper on libyaml's emitter (the same representers; ~3x faster), or OmegaConf's own."""
+    if not _C_DUMPER:
+        from omegaconf._utils import OmegaConfDumper, get_omega_conf_dumper
+
+        if getattr(yaml, "__with_libyaml__", False):
+            class CDumper(yaml.CDumper):  # type: ignore[misc,name-defined]
+                pass
+
+            CDumper.add_representer(str, OmegaConfDumper.str_representer)
+            _C_DUMPER.append(CDumper)
+        else:
+            _C_DUMPER.append(get_omega_conf_dumper())
+    return _C_DUMPER[0]
+
+
+def _c_safe(v: Any) -> bool:
+    """Data both emitters write alike: printable ASCII strings, keys non-empty and short (libyaml and PyYAML
+    differ on line breaks, some non-ASCII characters, empty and long keys)."""
+    t = type(v)
+    if t is str:
+        return v.isascii() and v.isprintable()
+    if t is dict:
+        return all((type(k) is not str or 0 < len(k) <= 100) and _c_safe(k) and _c_safe(x) for k, x in v.items())
+    if t is list:
+        return all(_c_safe(x) for x in v)
+    return True
 
 
 def _entry(path: tuple[Any, ...], key: Any, value: Any) -> str:
