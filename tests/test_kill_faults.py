@@ -72,6 +72,32 @@ def test_a_job_refuses_to_write_another_result_than_planned(workdir: Path) -> No
     assert not list((workdir / "results").rglob("trial0"))
 
 
+@pytest.mark.parametrize("digest", ["1234e56789012345", "1234567890123456", "0e12345678901234", "0123456789abcdef"])
+def test_a_planned_id_that_reads_as_a_number_reaches_the_job_as_planned(tmp_path: Path, digest: str) -> None:
+    """A result id whose first 16 hex digits Hydra would read as a float (1234e5...: inf) or an int is passed so
+    that the job gets it as the string planned: its type check and the planned-result check accept it."""
+    import dataclasses
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from fewshot_eval.api import plan
+    from fewshot_eval.launch.dispatch import planned_id
+    from fewshot_eval.run.job import check_planned, unit_from_config
+
+    planner, [job] = plan(["model=random", "task=copa_demo", "nshot=0", f"output_dir={tmp_path}"])
+    job = dataclasses.replace(job, unit=dataclasses.replace(job.unit, id_digest=digest + "0" * 48))
+    cfg = planner.job_config([*job.overrides, *planned_id(job)])
+    assert cfg.planned_id == digest
+    hc = HydraConfig.instance()
+    old = hc.cfg
+    try:
+        hc.set_config(cfg)
+        unit_from_config(cfg)  # the job's own checks: planned_id must be a string
+    finally:
+        hc.cfg = old
+    check_planned(cfg, job.unit)
+
+
 def test_the_fault_hook_kills_on_the_nth_pass_of_its_point_only() -> None:
     """FEWSHOT_FAULT=kill-<point>:<n> (fewshot_eval/faults.py), which the kill tests use instead of racing a timer."""
     import signal

@@ -47,8 +47,9 @@ def prepare_overrides(jobs: Sequence[PlannedJob], override_completed: bool) -> t
 
 
 def planned_id(job: PlannedJob) -> list[str]:
-    """The override that makes a job refuse to write a result other than the one planned."""
-    return [f"planned_id={job.unit.id_digest[:16]}"]
+    """The override that makes a job refuse to write a result other than the one planned. Quoted: Hydra would
+    read a digest such as ``1234e56789012345`` as a float (inf) and ``1234567890123456`` as an int."""
+    return [f"planned_id='{job.unit.id_digest[:16]}'"]
 
 
 def prepare_batch(jobs: Sequence[PlannedJob], root: Path, planner: Any, override_completed: bool,
