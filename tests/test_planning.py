@@ -122,15 +122,18 @@ def test_job_config_equals_hydra_composition(tmp_path: Path) -> None:
     """The launcher's cheap per-job config is what Hydra's full composition gives."""
     from omegaconf import OmegaConf
 
+    from fewshot_eval.plan.planner import planned_id_override
+
     planner, jobs = plan(["model=random,tiny_gpt2", "task=copa_demo,pawsx_calib", "nshot=0,2", "scoring=mean", f"output_dir={tmp_path}"])
-    for j in [*jobs, *reversed(jobs)]:
-        fast = OmegaConf.to_container(planner.job_config(j.overrides))
-        reused = OmegaConf.to_container(planner.job_config(j.overrides, reuse=True))  # one config, set again per job
-        full = OmegaConf.to_container(planner.loader.load_sweep_config(planner.base, j.overrides))
+    for i, j in enumerate([*jobs, *reversed(jobs)]):
+        overrides = [*j.overrides, planned_id_override(j.unit.id_digest[:16])] if i % 2 else j.overrides  # as launched
+        fast = OmegaConf.to_container(planner.job_config(overrides))
+        reused = OmegaConf.to_container(planner.job_config(overrides, reuse=True))  # one config, set again per job
+        full = OmegaConf.to_container(planner.loader.load_sweep_config(planner.base, overrides))
         for c in (fast, reused, full):
             c["hydra"]["runtime"].pop("output_dir", None)
-        assert fast == full, j.overrides
-        assert reused == full, j.overrides
+        assert fast == full, overrides
+        assert reused == full, overrides
 
 
 def test_a_local_jobs_planned_unit_is_the_one_its_config_resolves_to(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from fewshot_eval.launch.batch import LaunchBatch
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.outcome import Outcome
-from fewshot_eval.plan.planner import PlannedJob
+from fewshot_eval.plan.planner import PlannedJob, planned_id_override
 from fewshot_eval.store import layout
 from fewshot_eval.store.locks import ResultBusy, move_aside
 
@@ -47,9 +47,8 @@ def prepare_overrides(jobs: Sequence[PlannedJob], override_completed: bool) -> t
 
 
 def planned_id(job: PlannedJob) -> list[str]:
-    """The override that makes a job refuse to write a result other than the one planned. Quoted: Hydra would
-    read a digest such as ``1234e56789012345`` as a float (inf) and ``1234567890123456`` as an int."""
-    return [f"planned_id='{job.unit.id_digest[:16]}'"]
+    """The override that makes a job refuse to write a result other than the one planned."""
+    return [planned_id_override(job.unit.id_digest[:16])]
 
 
 def prepare_batch(jobs: Sequence[PlannedJob], root: Path, planner: Any, override_completed: bool,

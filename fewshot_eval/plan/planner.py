@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,7 @@ class Planner:
         if s not in self._parsed:
             o = self._parser.parse_override(s)
             self._parsed[s] = (o.get_key_element(), o.value())
+            self._overrides.setdefault(s, o)  # job_config wants it too
         return self._parsed[s]
 
     def _compose(self, overrides: Sequence[str]) -> tuple[dict, dict, dict, dict[str, str]]:
@@ -189,8 +191,13 @@ class Planner:
         swaps: dict[str, str] = {}
         values: dict[str, Any] = {}
         other: list[str] = []
+        planned = None
         for s in overrides:
-            if s not in self._parsed:  # an override planning did not see (planned_id=...): parsed once, for both uses
+            m = _PLANNED_ID.fullmatch(s)
+            if m is not None:  # the sweep's own override, one per result: read here, not parsed and kept per string
+                planned = values["planned_id"] = m.group(1)
+                continue
+            if s not in self._parsed:  # an override planning did not see: parsed once, for both uses
                 o = self._override(s)
                 self._parsed[s] = (o.get_key_element(), o.value())
             k, v = self._parse(s)
@@ -235,7 +242,7 @@ class Planner:
             else:
                 cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
-            parsed = [self._override(s) for s in overrides]
+            parsed = [self._override(s) for s in overrides if planned is None or not _PLANNED_ID.fullmatch(s)]  # planned_id: excluded below
             exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
             cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg
@@ -691,6 +698,16 @@ class Planner:
             note = aggregate if set(st.done_trials) >= set(unit.all_trials) else f"resume: trials {st.done_trials} already done"
             return RUN, f"{st.detail}; {note}" if st.detail else note
         return RUN, st.detail  # e.g. "incomplete: trial1/copa_demo.default.predictions.jsonl missing"
+
+
+_PLANNED_ID = re.compile(r"planned_id='([0-9a-f]+)'")
+
+
+def planned_id_override(digest: str) -> str:
+    """The override that makes a job refuse to write a result other than ``digest`` (the planned one's
+    identity digest, a prefix). Quoted: Hydra would read ``1234e56789012345`` as a float (inf) and
+    ``1234567890123456`` as an int."""
+    return f"planned_id='{digest}'"
 
 
 _FROZEN = [False]  # gc_paused(keep=True) froze the heap; the next pause thaws it
