@@ -137,7 +137,7 @@ def test_job_config_equals_hydra_composition(tmp_path: Path) -> None:
 
 
 def test_a_local_jobs_planned_unit_is_the_one_its_config_resolves_to(tmp_path: Path) -> None:
-    """The local launcher hands each job its planned JobUnit (run.job.planned_unit) instead of resolving the
+    """The local launcher hands each job its planned JobUnit (plan.unit.planned_unit) instead of resolving the
     job's config again: both must be the same unit -- checkpoints, split trials, nshot above the pool, a
     per-task param and run values set on the command line included."""
     from hydra.core.hydra_config import HydraConfig

@@ -23,7 +23,7 @@ from fewshot_eval.launch.batch import LaunchBatch
 from fewshot_eval.launch.inprocess_job import InProcessJobs, parse_trees_kept
 from fewshot_eval.launch.joblog import log_launch
 from fewshot_eval.launch.returns import failed_return, outcome_of
-from fewshot_eval.run.job import planned_unit
+from fewshot_eval.plan.unit import planned_unit
 from fewshot_eval.store.atomic import group_commit
 
 log = logging.getLogger("fewshot_eval")
@@ -43,7 +43,7 @@ def launch_sequential(
 
     ``compose`` builds a job's config (the planner's cached ``job_config``); default: Hydra's full composition.
     ``fsync_every_s`` > 0: the jobs' fsyncs are shared, at most one flush per interval (store/atomic.group_commit).
-    ``units``: per job, the planner's JobUnit, which its task function then takes (run.job.planned_unit).
+    ``units``: per job, the planner's JobUnit, which its task function then takes (plan.unit.planned_unit).
     """
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)

@@ -7,9 +7,10 @@ they always agree on where a result lives and whether it is complete.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from fewshot_eval.config import ConfigError, effective_params
 from fewshot_eval.param_schema import check_values
@@ -99,6 +100,31 @@ def _loads_hf_weights(predictor: str, search: Sequence[Path]) -> bool:
             return False
         _HF_WEIGHTS[key] = bool(value)
     return _HF_WEIGHTS[key]
+
+
+_handed: list[tuple[list[str], JobUnit]] = []  # the job about to run in this process and its planned unit
+
+
+@contextmanager
+def planned_unit(overrides: Sequence[str], unit: Optional[JobUnit]) -> Iterator[None]:
+    """While the job with ``overrides`` runs in this process, :func:`handed_unit` gives its task function
+    ``unit`` -- the planner's: the local launcher composes the job's config from the planner's own caches, so
+    resolving that config again gives the same unit -- instead of it resolving the config again."""
+    if unit is None:
+        yield
+        return
+    _handed.append((list(overrides), unit))
+    try:
+        yield
+    finally:
+        _handed.pop()
+
+
+def handed_unit(overrides: Sequence[str]) -> Optional[JobUnit]:
+    """The unit :func:`planned_unit` handed over for exactly these overrides, or None."""
+    if _handed and _handed[-1][0] == list(overrides):
+        return _handed[-1][1]
+    return None
 
 
 def effective_nshot(nshot: int, tasks: Sequence[str], params: Mapping[str, Any], search: Sequence[Path]) -> int:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -20,7 +19,7 @@ from fewshot_eval.config import JOB_LOG_ENV, SWEEP_JOB_ENV, ConfigError, config_
 from fewshot_eval.faults import fault_point
 from fewshot_eval.outcome import Outcome
 from fewshot_eval.plan.checks import check_job_keys
-from fewshot_eval.plan.unit import JobUnit, resolve_unit
+from fewshot_eval.plan.unit import JobUnit, handed_unit, resolve_unit
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import batched_fsync, clean_temp_files, fsync_pending, write_json, write_text
 from fewshot_eval.store.config_yaml import config_yaml
@@ -34,29 +33,10 @@ from fewshot_eval.store.status import COMPLETE, STALE, result_status
 
 log = logging.getLogger("fewshot_eval")
 
-_planned: list[tuple[list[str], JobUnit]] = []  # the job about to run in this process and its planned unit (planned_unit)
-
-
-@contextmanager
-def planned_unit(overrides: Sequence[str], unit: JobUnit | None) -> Iterator[None]:
-    """While a job with ``overrides`` runs in this process, its task function takes ``unit`` -- the planner's
-    (the local launcher composes the job's config from the planner's own caches, so resolving it again
-    from the config gives the same unit) -- instead of resolving the config again (unit_from_config)."""
-    if unit is None:
-        yield
-        return
-    _planned.append((list(overrides), unit))
-    try:
-        yield
-    finally:
-        _planned.pop()
-
-
 def _job_unit(cfg: DictConfig, overrides: list[str]) -> JobUnit:
-    """This job's unit: the planner's when it handed it over for exactly these overrides, else resolved from ``cfg``."""
-    if _planned and _planned[-1][0] == overrides:
-        return _planned[-1][1]
-    return unit_from_config(cfg)
+    """This job's unit: the planner's when the launcher handed it over for exactly these overrides
+    (plan.unit.planned_unit), else resolved from ``cfg``."""
+    return handed_unit(overrides) or unit_from_config(cfg)
 
 
 def unit_from_config(cfg: DictConfig) -> JobUnit:
