@@ -253,7 +253,7 @@ def main() -> None:
 
     gen_names = [x for x in names if x in GEN_SHAPES]
     if gen_names:
-        print(f"\ngeneration (generate_until, greedy): agree = fraction of outputs identical to lm-eval's")
+        print("\ngeneration (generate_until, greedy): agree = fraction of outputs identical to lm-eval's")
         head = f"{'shape':<12} {'regime':<7} {'prompt tok':>10} {'gen tok':>7} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'agree':>6}"
         print(head)
         print("-" * len(head))
@@ -272,7 +272,7 @@ def main() -> None:
                   f"{ratio:>5.2f}x {limit:>5.2f}x {ratio / limit:>11.2f} {agree:>6.3f}", flush=True)
     ppl_names = [x for x in names if x in PPL_SHAPES]
     if ppl_names:
-        print(f"\nrolling perplexity (loglikelihood_rolling, documents longer than the window): max|dLL| per document")
+        print("\nrolling perplexity (loglikelihood_rolling, documents longer than the window): max|dLL| per document")
         head = f"{'shape':<12} {'window':>7} {'doc tok':>7} {'docs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'max|dLL|':>9}"
         print(head)
         print("-" * len(head))

@@ -97,8 +97,8 @@ def test_the_built_model_dir_follows_the_umask(tmp_path) -> None:
 def test_hf_overrides_change_the_loaded_config_and_the_identity():
     """GPT-2's fused tanh GELU (transformers' gelu_pytorch_tanh) for its Python gelu_new: the same
     function to float rounding, so log-likelihoods agree closely -- but it is another result."""
-    from fewshot_eval.evaluate.backends.predictor import Request
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.predictor import Request
     from fewshot_eval.plan.identity import job_identity
 
     plain = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2"}, {"device": "cpu"})

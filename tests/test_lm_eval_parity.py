@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.tasks.task_checks import check_nshot, check_tasks
 from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 from fewshot_eval.evaluate.tasks.definitions import load_task_def
 from fewshot_eval.evaluate.tasks.selection import split_data
+from fewshot_eval.evaluate.tasks.task_checks import check_nshot, check_tasks
 from fewshot_eval.plan.identity import job_identity
 
 COPA = Path(__file__).resolve().parents[1] / "conf" / "task_def" / "data" / "copa_demo"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_eval.config import ConfigError
 from fewshot_eval.api import plan
+from fewshot_eval.config import ConfigError
 from fewshot_eval.plan.planner import NOT_APPLICABLE, RUN, SKIP_COMPLETE, SKIP_STALE
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import write_json

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from fewshot_eval.evaluate.backends.predictor import Request
 from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree, common_prefix
+from fewshot_eval.evaluate.backends.predictor import Request
 
 WORDS = "the a cat dog ran sat on mat house tree blue red because so then went came big small old new".split()
 

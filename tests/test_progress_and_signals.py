@@ -19,7 +19,6 @@ from fewshot_eval import progress
 from fewshot_eval.outcome import Outcome
 
 
-
 @pytest.fixture
 def broken_conf(tmp_path: Path) -> list[str]:
     """A task setting 'copa_broken' whose jobs fail at run time, not at planning: its template reads an

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.config import ConfigError, conf_dir
 from fewshot_eval.api import plan
+from fewshot_eval.config import ConfigError, conf_dir
 from fewshot_eval.plan.checks import check_result_layout, check_same_result, check_slurm_client
 from fewshot_eval.settings import check_setting_name
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
 from cli_helpers import broken_model_conf, run_cli
 
 
@@ -191,10 +192,10 @@ def trial_rows(model: str, weights: str, values: list[float], metric: str = "acc
 
 
 def test_checkpoints_raw_and_calibrated_trial_counts_and_paired_deltas() -> None:
+    import pytest
+
     from fewshot_eval.config import ConfigError
     from fewshot_eval.report import tables
-
-    import pytest
 
     df = pd.DataFrame(
         trial_rows("lm", "ckpt-1000", [50.0, 52.0, 54.0]) + trial_rows("lm", "ckpt-2000", [60.0, 61.0, 65.0])

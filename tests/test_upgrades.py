@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from fewshot_eval.api import plan
 from fewshot_eval.config import EVAL_KEYS, NON_NUMERIC_KEYS
 from fewshot_eval.plan import identity
-from fewshot_eval.api import plan
 from fewshot_eval.settings import ModelSetting
 
 FIXTURES = Path(__file__).parent / "fixtures"
