@@ -102,7 +102,8 @@ def test_hf_overrides_change_the_loaded_config_and_the_identity():
     from fewshot_eval.plan.identity import job_identity
 
     plain = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2"}, {"device": "cpu"})
-    fused = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2", "hf_overrides": {"activation_function": "gelu_pytorch_tanh"}}, {"device": "cpu"})
+    fused = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2", "hf_overrides": {"activation_function": "gelu_pytorch_tanh"}},
+                                            {"device": "cpu"})
     assert plain.model.config.activation_function == "gelu_new"
     assert fused.model.config.activation_function == "gelu_pytorch_tanh"
     assert type(fused.model.transformer.h[0].mlp.act).__name__ != type(plain.model.transformer.h[0].mlp.act).__name__

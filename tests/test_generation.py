@@ -144,7 +144,8 @@ def _task(tmp_path: Path, text: str):
     return td
 
 
-GEN = "kind: generate\ndata: {local: {train: d.jsonl, validation: d.jsonl}}\nreferences_field: a\ntemplates:\n  default:\n    prompt: \"Q: {{ q }}\\nA: {{ target }}\"\n"
+GEN = ("kind: generate\ndata: {local: {train: d.jsonl, validation: d.jsonl}}\nreferences_field: a\n"
+       "templates:\n  default:\n    prompt: \"Q: {{ q }}\\nA: {{ target }}\"\n")
 
 
 def test_generation_task_definition_and_its_errors(tmp_path):
