@@ -68,10 +68,10 @@ def in_process(n_docs: int, nshot: int) -> None:
     from lm_eval.tasks import TaskManager
 
     from fewshot_eval.config import conf_dir
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import catalog
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.lm_eval_bridge.catalog_runner import run_catalog_tasks
     from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_index import catalog
+    from fewshot_eval.evaluate.lm_eval_bridge.catalog_runner import run_catalog_tasks
 
     with tempfile.TemporaryDirectory() as tmp:
         conf = write_task(Path(tmp), n_docs)
@@ -200,7 +200,6 @@ def planning(root: Path, cases: dict[str, tuple[str, int]], repeats: int) -> Non
 
 def processes(shapes: list[str], docs: list[int], repeats: int, seed: int) -> None:
     from _vs_lm_eval import interleaved  # benchmarks/_vs_lm_eval.py
-
     from fewshot_eval.evaluate.backends.tiny_model import tiny_gpt2_path
 
     tiny = str(tiny_gpt2_path())

@@ -21,7 +21,6 @@ import time
 
 from fewshot_eval.evaluate import build_evaluator
 
-
 TOL = 5e-5
 
 

@@ -185,7 +185,7 @@ def main() -> None:
                 if dtype == "float32" and (agree.get("max_abs_dll", 0.0) > args.tol or agree.get("identical", 1.0) < 1.0):
                     failures.append(f"{dtype} {op} sharded: {agree}")
             del sharded
-        del ours, theirs
+        ours = theirs = None  # frees both models before the next dtype loads (calls' closures read these names, so not del)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     print(json.dumps({"ok": not failures, "failures": failures, "tol": args.tol}))

@@ -84,7 +84,8 @@ def main() -> None:
             res[name] = measure(name, n, Path(tmp), env)
             print(f"/proc/loadavg: {loadavg()}")
     for name, r in res.items():
-        print(f"{name:6s} launcher: {n} jobs in {r['wall']:.2f}s (start-up {r['startup']:.2f}s, trials' own time {r['scoring']:.2f}s, eval_time_s incl. writes {r['eval']:.2f}s) "
+        print(f"{name:6s} launcher: {n} jobs in {r['wall']:.2f}s (start-up {r['startup']:.2f}s, trials' own time {r['scoring']:.2f}s, "
+              f"eval_time_s incl. writes {r['eval']:.2f}s) "
               f"-> overhead {r['overhead']:.3f} s/job wall, {r['cpu']:.3f} s/job CPU")
     if "local" not in res:
         return

@@ -227,7 +227,8 @@ def main() -> None:
     path, ours, theirs = tiny_predictors(args.batch_size, args.max_length, args.threads, args.hf_overrides, bench_gpt2(args.width, args.layers))
     print(f"model {path}  batch_size={args.batch_size}  threads={args.threads}  best of {args.repeats} interleaved runs  examples={args.examples}"
           + (f"  fewshot-eval hf_overrides={args.hf_overrides}" if args.hf_overrides else ""))
-    head = f"{'shape':<12} {'regime':<7} {'cands':>5} {'ctx tok':>7} {'cont tok':>8} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'max|dLL|':>9}"
+    head = (f"{'shape':<12} {'regime':<7} {'cands':>5} {'ctx tok':>7} {'cont tok':>8} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} "
+            f"{'bound':>6} {'ratio/bound':>11} {'max|dLL|':>9}")
     print(head)
     print("-" * len(head))
     names = args.shapes.split(",")
@@ -253,8 +254,9 @@ def main() -> None:
 
     gen_names = [x for x in names if x in GEN_SHAPES]
     if gen_names:
-        print(f"\ngeneration (generate_until, greedy): agree = fraction of outputs identical to lm-eval's")
-        head = f"{'shape':<12} {'regime':<7} {'prompt tok':>10} {'gen tok':>7} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'agree':>6}"
+        print("\ngeneration (generate_until, greedy): agree = fraction of outputs identical to lm-eval's")
+        head = (f"{'shape':<12} {'regime':<7} {'prompt tok':>10} {'gen tok':>7} {'reqs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} "
+                f"{'ratio/bound':>11} {'agree':>6}")
         print(head)
         print("-" * len(head))
     for si, name in enumerate(gen_names):
@@ -272,8 +274,9 @@ def main() -> None:
                   f"{ratio:>5.2f}x {limit:>5.2f}x {ratio / limit:>11.2f} {agree:>6.3f}", flush=True)
     ppl_names = [x for x in names if x in PPL_SHAPES]
     if ppl_names:
-        print(f"\nrolling perplexity (loglikelihood_rolling, documents longer than the window): max|dLL| per document")
-        head = f"{'shape':<12} {'window':>7} {'doc tok':>7} {'docs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} {'max|dLL|':>9}"
+        print("\nrolling perplexity (loglikelihood_rolling, documents longer than the window): max|dLL| per document")
+        head = (f"{'shape':<12} {'window':>7} {'doc tok':>7} {'docs':>5} {'lm-eval s':>9} {'ours s':>7} {'ratio':>6} {'bound':>6} {'ratio/bound':>11} "
+                f"{'max|dLL|':>9}")
         print(head)
         print("-" * len(head))
     for si, name in enumerate(ppl_names):
@@ -282,7 +285,8 @@ def main() -> None:
         docs = documents(shape, args.docs, args.seed + 900 + 100 * si, ours.tokenizer)
         inst = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(d,), idx=i) for i, d in enumerate(docs)]
         p_ours.loglikelihood_rolling(docs[:1]), p_theirs.loglikelihood_rolling(inst[:1], disable_tqdm=True)  # warm-up
-        t_theirs, t_ours, a, b = interleaved(lambda: p_theirs.loglikelihood_rolling(inst, disable_tqdm=True), lambda: p_ours.loglikelihood_rolling(docs), args.repeats)
+        t_theirs, t_ours, a, b = interleaved(lambda: p_theirs.loglikelihood_rolling(inst, disable_tqdm=True), lambda: p_ours.loglikelihood_rolling(docs),
+                                             args.repeats)
         dtok, limit = ppl_bound(p_ours, docs)
         diff = max(abs(x - y.total) for x, y in zip(a, b))
         ratio = t_theirs / t_ours

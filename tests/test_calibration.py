@@ -13,8 +13,8 @@ from fewshot_eval.evaluate.metrics.label_metrics import accuracy, macro_f1
 @pytest.fixture(scope="module")
 def evaluator(tmp_path_factory):
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
     from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2
+    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 
     path = build_tiny_gpt2(tmp_path_factory.mktemp("cache") / "tiny")
     lm = CausalLMPredictor.from_settings({"name": "tiny", "weights": str(path)}, {"device": "cpu", "batch_size": 8})

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from fewshot_eval.config import ConfigError, conf_dir, effective_params
 from fewshot_eval.api import plan
+from fewshot_eval.config import ConfigError, conf_dir, effective_params
 from fewshot_eval.settings import model_setting, site_profile, task_setting
 
 

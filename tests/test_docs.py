@@ -437,7 +437,8 @@ def test_every_task_definition_key_is_documented() -> None:
     missing = top - table_keys("task-format.md", "## Every key")
     assert not missing, f"docs/task-format.md '## Every key' lacks {sorted(missing)}"
     hf = {f.name for f in fields(definitions.HFSource)}
-    assert not hf - table_keys("task-format.md", "## Data sources"), f"data.hf keys undocumented: {sorted(hf - table_keys('task-format.md', '## Data sources'))}"
+    assert not hf - table_keys("task-format.md", "## Data sources"), \
+        f"data.hf keys undocumented: {sorted(hf - table_keys('task-format.md', '## Data sources'))}"
     tmpl = {k for keys in shapes._TEMPLATE_KEYS.values() for k in keys}
     assert not tmpl - table_keys("task-format.md", "## Templates"), f"template keys undocumented: {sorted(tmpl - table_keys('task-format.md', '## Templates'))}"
 

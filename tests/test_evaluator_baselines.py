@@ -41,7 +41,10 @@ def test_random_is_seeded_by_seed_plus_trial():
     b = run("random", ["story_demo"], trial=1)
     c = run("random", ["story_demo"], trial=0, seed=1)  # seed + trial is what counts
     d = run("random", ["story_demo"], trial=2)
-    preds = lambda r: [x["pred"] for x in r.predictions["story_demo.default"]]
+
+    def preds(r):
+        return [x["pred"] for x in r.predictions["story_demo.default"]]
+
     assert preds(a) == preds(b) == preds(c) != preds(d)
     assert len(set(preds(a))) == 4  # all four candidates get picked
 

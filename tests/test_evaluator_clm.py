@@ -97,12 +97,13 @@ def test_the_built_model_dir_follows_the_umask(tmp_path) -> None:
 def test_hf_overrides_change_the_loaded_config_and_the_identity():
     """GPT-2's fused tanh GELU (transformers' gelu_pytorch_tanh) for its Python gelu_new: the same
     function to float rounding, so log-likelihoods agree closely -- but it is another result."""
-    from fewshot_eval.evaluate.backends.predictor import Request
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
+    from fewshot_eval.evaluate.backends.predictor import Request
     from fewshot_eval.plan.identity import job_identity
 
     plain = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2"}, {"device": "cpu"})
-    fused = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2", "hf_overrides": {"activation_function": "gelu_pytorch_tanh"}}, {"device": "cpu"})
+    fused = CausalLMPredictor.from_settings({"name": "t", "weights": "tiny-gpt2", "hf_overrides": {"activation_function": "gelu_pytorch_tanh"}},
+                                            {"device": "cpu"})
     assert plain.model.config.activation_function == "gelu_new"
     assert fused.model.config.activation_function == "gelu_pytorch_tanh"
     assert type(fused.model.transformer.h[0].mlp.act).__name__ != type(plain.model.transformer.h[0].mlp.act).__name__

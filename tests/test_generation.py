@@ -94,8 +94,8 @@ def test_max_new_tokens_must_leave_room_for_the_prompt(ours):
 
 
 def test_squad_normalisation_exact_match_and_f1():
-    from fewshot_eval.evaluate.registry import metric
     from fewshot_eval.evaluate.metrics.text_metrics import normalize_answer, token_f1
+    from fewshot_eval.evaluate.registry import metric
 
     assert normalize_answer("  The Eiffel-Tower!  ") == "eiffeltower"
     assert normalize_answer("a cat, an owl and THE dog") == "cat owl and dog"
@@ -144,7 +144,8 @@ def _task(tmp_path: Path, text: str):
     return td
 
 
-GEN = "kind: generate\ndata: {local: {train: d.jsonl, validation: d.jsonl}}\nreferences_field: a\ntemplates:\n  default:\n    prompt: \"Q: {{ q }}\\nA: {{ target }}\"\n"
+GEN = ("kind: generate\ndata: {local: {train: d.jsonl, validation: d.jsonl}}\nreferences_field: a\n"
+       "templates:\n  default:\n    prompt: \"Q: {{ q }}\\nA: {{ target }}\"\n")
 
 
 def test_generation_task_definition_and_its_errors(tmp_path):
@@ -186,8 +187,8 @@ def test_generation_task_definition_and_its_errors(tmp_path):
 
 def test_evaluator_generates_with_demonstrations_within_max_length(tiny_path, theirs):
     from fewshot_eval.evaluate import build_evaluator
-    from fewshot_eval.evaluate.tasks.generation_task import generation_metrics
     from fewshot_eval.evaluate.rescoring import recalc_metrics
+    from fewshot_eval.evaluate.tasks.generation_task import generation_metrics
 
     model = {"name": "tiny_gpt2", "predictor": "clm", "weights": tiny_path}
     params = {"seed": 0, "predictor": "clm", "device": "cpu", "batch_size": 4, "max_length": 200, "train_sep": "\n\n", "n_eval_samples": 4}

@@ -277,5 +277,5 @@ def test_kept_parse_trees_resolve_each_config_by_its_own_values() -> None:
         assert [one.dir, two.dir, one.dir] == ["out/1/x", "out/2/x", "out/1/x"]
         for _ in range(2):
             with pytest.raises(GrammarParseError):
-                OmegaConf.create({"bad": "${n"}).bad
+                _ = OmegaConf.create({"bad": "${n"}).bad
     assert omegaconf.base.parse is original

@@ -19,10 +19,10 @@ import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
-from hydra_suites import hydra_default_version_base  # noqa: F401  (autouse: Hydra's default version base)
 
 from hydra_plugins.fewshot_eval_plugins.local_launcher import LocalLauncher
 from hydra_plugins.fewshot_eval_plugins.local_parallel_launcher import LocalParallelLauncher
+from hydra_suites import hydra_default_version_base  # noqa: F401  (autouse: Hydra's default version base)
 
 LAUNCHERS = [("local", []), ("local_parallel", ["hydra.launcher.max_workers=2"])]
 

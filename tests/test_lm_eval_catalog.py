@@ -9,7 +9,6 @@ Indexing the catalog takes ~10 s per process, so these tests are slow.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -298,7 +297,7 @@ def test_a_jobs_task_manager_builds_what_lm_evals_own_builds(catalog_conf: Path,
     data = {s: str(inc / "data" / f"{s}.jsonl") for s in ("train", "validation", "test")}  # absolute: any cwd
     (inc / "arc_local.yaml").write_text((inc / "arc_local.yaml").read_text().split("dataset_kwargs")[0]
                                         + f"dataset_kwargs:\n  data_files: {json.dumps(data)}\ntag: [local_arcs]\n")
-    (inc / "arc_again.yaml").write_text(f"include: arc_local.yaml\ntask: arc_again\nnum_fewshot: 3\n")
+    (inc / "arc_again.yaml").write_text("include: arc_local.yaml\ntask: arc_again\nnum_fewshot: 3\n")
     (inc / "arcs.yaml").write_text("group: local_arc_group\ntask:\n  - arc_local\n  - task: arc_again\n    num_fewshot: 1\n"
                                    "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\nmetadata: {version: 2}\n")
     ours = task_manager(_fresh_catalog([catalog_conf]))

@@ -4,16 +4,17 @@ sampler draws them; template fields needed only in the splits a job reads."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.tasks.task_checks import check_nshot, check_tasks
 from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 from fewshot_eval.evaluate.tasks.definitions import load_task_def
 from fewshot_eval.evaluate.tasks.selection import split_data
+from fewshot_eval.evaluate.tasks.task_checks import check_nshot, check_tasks
 from fewshot_eval.plan.identity import job_identity
 
 COPA = Path(__file__).resolve().parents[1] / "conf" / "task_def" / "data" / "copa_demo"
@@ -116,7 +117,7 @@ FRESH_CASES = {  # name: (our written keys, our params, lm-eval's split keys, da
 }
 
 
-def _fresh_rows(split: str, n: int, rng: "random.Random", start: int) -> list[dict]:
+def _fresh_rows(split: str, n: int, rng: random.Random, start: int) -> list[dict]:
     words = ["stone", "river", "cloud", "metal", "seed", "glass", "wind", "sand", "light", "heat"]
     rows = [{"idx": start + i, "premise": f"The {rng.choice(words)} met the {rng.choice(words)}.", "question": rng.choice(["cause", "effect"]),
              "choice1": f"A {rng.choice(words)}.", "choice2": f"A {rng.choice(words)}.", "label": rng.randint(0, 1)} for i in range(n)]
@@ -143,8 +144,6 @@ def _lm_eval_fresh_demos(data: dict[str, Path], splits: dict, nshot: int, seed: 
 def test_per_example_lm_eval_follows_lm_evals_k_plus_one_rule(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """demo_sampling=per_example_lm_eval gives every example the demonstrations a real lm-eval ConfigurableTask
     gives it, on fresh data, for each way of configuring the splits; per_example differs where lm-eval draws k+1."""
-    import random
-
     from fewshot_eval import config
 
     written, extra, lm_splits, splits, k_plus_one = FRESH_CASES[case]
@@ -170,7 +169,8 @@ def test_per_example_lm_eval_follows_lm_evals_k_plus_one_rule(case: str, tmp_pat
         theirs = _lm_eval_fresh_demos(data, lm_splits, nshot, PARAMS["seed"] + trial, limit)
         assert ours == theirs, (case, trial)
         assert result.info["demonstrations"]["fresh.plain"]["lm_eval_k_plus_one"] is k_plus_one
-        old = FewShotEvaluator({"name": "random"}, {**params, "demo_sampling": "per_example"}).run_trial(["fresh"], {**params, "demo_sampling": "per_example"}, nshot, trial)
+        old = FewShotEvaluator({"name": "random"}, {**params, "demo_sampling": "per_example"}).run_trial(["fresh"], {**params, "demo_sampling": "per_example"},
+                                                                                                         nshot, trial)
         assert ([[ids[i] for i in row["demo_ids"]] for row in old.predictions["fresh.plain"]] == theirs) is (not k_plus_one)
 
 

@@ -79,6 +79,7 @@ def test_generation_settings_default_to_the_configured_values(other_defaults: di
 
 def test_unconditional_norm_scores_after_the_configured_prompt(other_defaults: dict, tmp_path) -> None:
     import torch
+
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
     from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2
     from fewshot_eval.evaluate.evaluator import FewShotEvaluator

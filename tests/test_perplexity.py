@@ -38,7 +38,7 @@ def _fresh_documents(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     words = "river town stone bridge market winter the a of and to in was is old new north light".split()
     docs = []
-    for i in range(n):
+    for _ in range(n):
         k = rng.choice([1, 7, 30, 120, 400])  # some far longer than 64 tokens: several windows
         docs.append(" ".join(rng.choice(words) for _ in range(k)) + rng.choice([".", "!\n", " 12 x"]))
     return docs + [""]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_eval.config import ConfigError
 from fewshot_eval.api import plan
+from fewshot_eval.config import ConfigError
 from fewshot_eval.plan.planner import NOT_APPLICABLE, RUN, SKIP_COMPLETE, SKIP_STALE
 from fewshot_eval.store import layout
 from fewshot_eval.store.atomic import write_json
@@ -195,7 +195,8 @@ def test_union_of_a_user_preset_and_a_packaged_one(tmp_path: Path, user_conf: Pa
 
 
 def test_presets_that_cannot_be_combined_say_why(tmp_path: Path, user_conf: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown models preset 'nope'. Available: all, baselines, bloom, demo, dense_vs_moe_lang16, gpt2, large, llama, medium, opt, pythia, small, xglm\.$"):
+    with pytest.raises(ConfigError, match=r"unknown models preset 'nope'. Available: all, baselines, bloom, demo, dense_vs_moe_lang16, gpt2, large, llama, "
+                                          r"medium, opt, pythia, small, xglm\.$"):
         plan(["models=demo,nope", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"'experiment=demo,baselines': select one experiment per run -- an experiment sets run params"):
         plan(["experiment=demo,baselines", f"output_dir={tmp_path}"])

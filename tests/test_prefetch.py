@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from cli_helpers import run_cli
 from fewshot_eval.api import plan
-from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate.hub_cache import forced_offline, model_files, record_ref, storage_dir, weights_cached
 from fewshot_eval.evaluate.tasks.definitions import load_task_def
 from fewshot_eval.evaluate.tasks.hub_data import HubSplit, hub_split

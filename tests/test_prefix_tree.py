@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from fewshot_eval.evaluate.backends.predictor import Request
 from fewshot_eval.evaluate.backends.clm.prefix_tree import PrefixTree, common_prefix
+from fewshot_eval.evaluate.backends.predictor import Request
 
 WORDS = "the a cat dog ran sat on mat house tree blue red because so then went came big small old new".split()
 
@@ -98,7 +98,8 @@ def test_any_budget_and_batch_size_gives_the_same_numbers(lm):
     widths = []
     hook = lm.model.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].shape[0]), with_kwargs=True)
     try:
-        for bs, opts in ((1, {"split": 40}), (2, {"split": 7, "short": 2, "pack": 3}), (5, {"split": 1, "short": 1, "pack": 1}), (4, {"split": 1, "short": 50, "pack": 1, "unit": 3}), (3, {})):
+        for bs, opts in ((1, {"split": 40}), (2, {"split": 7, "short": 2, "pack": 3}), (5, {"split": 1, "short": 1, "pack": 1}),
+                         (4, {"split": 1, "short": 50, "pack": 1, "unit": 3}), (3, {})):
             lm.batch_size, widths[:] = bs, []
             got = lm._score_tree(seqs, **opts)
             worst = max(abs(a - b) for g, r in zip(got, ref) for a, b in zip(g.logprobs, r.logprobs))

@@ -19,7 +19,6 @@ from fewshot_eval import progress
 from fewshot_eval.outcome import Outcome
 
 
-
 @pytest.fixture
 def broken_conf(tmp_path: Path) -> list[str]:
     """A task setting 'copa_broken' whose jobs fail at run time, not at planning: its template reads an
@@ -266,4 +265,5 @@ def test_an_ignored_ctrl_c_stays_ignored_and_a_default_one_stops(workdir: Path) 
 def test_a_configuration_error_exits_2_with_one_line(workdir: Path) -> None:
     proc = run_cli(["-m", "model=random,gpt5", "dry_run=true"], workdir, check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("fewshot-eval: error: Unknown model 'gpt5' (did you mean 'gpt2'?).")
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] \
+        and proc.stderr.startswith("fewshot-eval: error: Unknown model 'gpt5' (did you mean 'gpt2'?).")

@@ -17,8 +17,8 @@ OPTS = {"pawsx_demo": ["sentence1:: | sentence2::"]}
 def runs(tmp_path_factory):
     """The same trial run once per scoring mode, raw and calibrated; rows round-tripped through JSON."""
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
-    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
     from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2
+    from fewshot_eval.evaluate.evaluator import FewShotEvaluator
 
     path = build_tiny_gpt2(tmp_path_factory.mktemp("cache") / "tiny")
     lm = CausalLMPredictor.from_settings({"name": "tiny", "weights": str(path)}, {"device": "cpu", "batch_size": 16})
@@ -78,7 +78,8 @@ def test_recalc_baseline_rows():
 
 
 def test_package_level_helpers(runs):
-    from fewshot_eval.evaluate import preferred_metric, recalc_metrics as public_recalc
+    from fewshot_eval.evaluate import preferred_metric
+    from fewshot_eval.evaluate import recalc_metrics as public_recalc
 
     params, metrics, rows = runs[("mean", "average_option")]
     assert public_recalc(rows, params, "pawsx_demo") == metrics

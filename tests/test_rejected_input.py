@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.config import ConfigError, conf_dir
 from fewshot_eval.api import plan
+from fewshot_eval.config import ConfigError, conf_dir
 from fewshot_eval.plan.checks import check_result_layout, check_same_result, check_slurm_client
 from fewshot_eval.settings import check_setting_name
 
@@ -339,7 +339,8 @@ def test_recalc_and_report_reject_what_is_not_a_result_in_one_line(workdir: Path
 def test_slurm_launcher_without_sbatch_fails_at_planning_and_dry_run_warns(workdir: Path) -> None:
     env = {"PATH": os.path.dirname(sys.executable)}
     args = BASE + ["hydra/launcher=submitit_slurm"]
-    rejected(run_cli(args, workdir, check=False, env=env), workdir, "sbatch not found: hydra/launcher=submitit_slurm needs SLURM's client commands on PATH", "hydra/launcher=local")
+    rejected(run_cli(args, workdir, check=False, env=env), workdir, "sbatch not found: hydra/launcher=submitit_slurm needs SLURM's client commands on PATH",
+             "hydra/launcher=local")
     assert not (workdir / "results").exists()
     proc = run_cli(args + ["dry_run=true"], workdir, env=env)
     assert proc.stderr.count("fewshot-eval: warning: sbatch not found") == 1 and "Dry run: 1 job planned" in proc.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from cli_helpers import run_cli
 
 
@@ -43,7 +44,8 @@ def test_deltas_say_which_way_is_better_and_averages_keep_scales_apart() -> None
 
     df = pd.DataFrame(
         rows("a", "word_perplexity", [100.0, 110.0]) + rows("b", "word_perplexity", [80.0, 90.0])
-        + rows("a", "stereotype_score", [60.0, 60.0], "stereoset", "stereoset.intra") + rows("b", "stereotype_score", [45.0, 45.0], "stereoset", "stereoset.intra")
+        + rows("a", "stereotype_score", [60.0, 60.0], "stereoset", "stereoset.intra")
+        + rows("b", "stereotype_score", [45.0, 45.0], "stereoset", "stereoset.intra")
         + rows("a", "accuracy", [50.0, 60.0], "copa_demo", "copa_demo.default") + rows("b", "accuracy", [40.0, 50.0], "copa_demo", "copa_demo.default")
         + rows("a", "f1", [20.0, 30.0], "qa_demo", "qa_demo.default") + rows("b", "f1", [20.0, 30.0], "qa_demo", "qa_demo.default")
         + rows("a", "acc", [0.5, 0.7], "lm_eval_demo", "lm_eval:demo_copa") + rows("b", "acc", [0.5, 0.7], "lm_eval_demo", "lm_eval:demo_copa")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
 from cli_helpers import broken_model_conf, run_cli
 
 
@@ -78,7 +79,8 @@ def test_tables_in_every_format_never_merge_settings_that_change_numbers(workdir
 
     latex = report(workdir, "results", "--format", "latex").stdout
     body = latex[latex.index(r"\toprule"):latex.index(r"\bottomrule")]
-    assert latex.startswith(r"\begin{tabular}{") and latex.rstrip().endswith(r"\end{tabular}") and latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
+    assert latex.startswith(r"\begin{tabular}{") and latex.rstrip().endswith(r"\end{tabular}") \
+        and latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
     ncols = len(re.match(r"\\begin\{tabular\}\{([lrc]+)\}", latex).group(1))
     for ln in body.splitlines()[1:]:
         if ln.strip() and not ln.startswith("\\midrule"):
@@ -141,7 +143,8 @@ def test_sweep_report_labels_every_planned_cell_and_status_counts_match_the_plan
     # a job submitted to SLURM that cannot be asked about: pending
     sel = ["--config-dir", str(conf), "model=random,majority,broken", "task=copa_demo,nli_demo", "nshot=0,2"]
     dry = run_cli(["-m", *sel, "dry_run=true"], workdir).stdout
-    [pend_dir] = [workdir / "results" / ln.split()[5] for ln in dry.splitlines() if ln.startswith("run ") and " majority " in ln and " nli_demo " in ln and " 2 " in ln]
+    [pend_dir] = [workdir / "results" / ln.split()[5] for ln in dry.splitlines()
+                  if ln.startswith("run ") and " majority " in ln and " nli_demo " in ln and " 2 " in ln]
     pend_dir.mkdir(parents=True)
     (pend_dir / "submitted.json").write_text(json.dumps({"job_id": "4242_1", "trials": None}))
     env = {"PATH": os.path.dirname(sys.executable)}  # no squeue/sacct
@@ -178,7 +181,8 @@ def test_sweep_report_labels_every_planned_cell_and_status_counts_match_the_plan
     (Path(cells[0]["result_dir"]) / "results.json").write_text("{")  # corrupted: the plan runs it again
     proc = report(workdir, "--sweep", " ".join(sel), "--format", "json")
     assert "Traceback" not in proc.stderr
-    assert (cells[0]["model"], cells[0]["task_setting"], "0", "missing") in {(c["model"], c["task_setting"], c["nshot"], c.get("status")) for c in json.loads(proc.stdout)}
+    assert (cells[0]["model"], cells[0]["task_setting"], "0", "missing") in {(c["model"], c["task_setting"], c["nshot"], c.get("status"))
+                                                                            for c in json.loads(proc.stdout)}
     bad = report(workdir, "--sweep", "model=nobody", check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nobody" in bad.stderr
 
@@ -191,10 +195,10 @@ def trial_rows(model: str, weights: str, values: list[float], metric: str = "acc
 
 
 def test_checkpoints_raw_and_calibrated_trial_counts_and_paired_deltas() -> None:
+    import pytest
+
     from fewshot_eval.config import ConfigError
     from fewshot_eval.report import tables
-
-    import pytest
 
     df = pd.DataFrame(
         trial_rows("lm", "ckpt-1000", [50.0, 52.0, 54.0]) + trial_rows("lm", "ckpt-2000", [60.0, 61.0, 65.0])

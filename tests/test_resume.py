@@ -14,8 +14,8 @@ import pytest
 
 from cli_helpers import run_cli
 from fewshot_eval.evaluate.backends.predictor import Loglik, Request
-from fewshot_eval.faults import FAULT_ENV
 from fewshot_eval.evaluate.resume import CachedPredictor, from_json, to_json
+from fewshot_eval.faults import FAULT_ENV
 from fewshot_eval.store.score_cache import ScoreCache
 
 

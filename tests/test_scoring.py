@@ -15,6 +15,7 @@ from fewshot_eval.evaluate.scoring import argmax, score_candidates, shared_prefi
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     import torch
+
     from fewshot_eval.evaluate.backends.clm import CausalLMPredictor
     from fewshot_eval.evaluate.backends.tiny_model import build_tiny_gpt2
 

@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from served_helpers import KEY, KEY_ENV, PARAMS, candidates, free_port, probe, running_server, served
 from fewshot_eval.config import ConfigError
 from fewshot_eval.evaluate import build_evaluator
+from fewshot_eval.evaluate.backends.openai_completions import OpenAICompletionsPredictor, ServerCheckFailed, ServerError, TokenisationMismatch
 from fewshot_eval.evaluate.backends.predictor import Request
-from fewshot_eval.evaluate.backends.openai_completions import (OpenAICompletionsPredictor, ServerCheckFailed, ServerError,
-                                                               TokenisationMismatch)
+from served_helpers import KEY, KEY_ENV, PARAMS, candidates, free_port, probe, running_server, served
 
 PYTHON = os.environ.get("FEWSHOT_LLAMA_CPP_PYTHON") or sys.executable
 

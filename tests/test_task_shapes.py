@@ -47,7 +47,7 @@ def _metrics(res):
 
 @pytest.mark.slow
 def test_demo_tasks_run_with_tiny_gpt2(lm_runs):
-    for (task, nshot), res in lm_runs.items():
+    for (task, _nshot), res in lm_runs.items():
         json.dumps([res.metrics, res.predictions, res.info])
         m = _metrics(res)
         assert m["n_examples"] == len(_rows(res)) > 0
@@ -155,7 +155,8 @@ def _task_def(name: str, **patch):
 
 @pytest.mark.parametrize("name, patch, message", [
     ("hellaswag_demo", {"labels": [0, 1]}, "key 'labels': a task with choices_field takes its candidates from the data"),
-    ("hellaswag_demo", {"templates": {"d": {"prompt": "{{ ctx }} {{ candidate }}", "candidates": {0: "a"}}}}, "key 'templates.d' key 'candidates': with choices_field, one Jinja2 string"),
+    ("hellaswag_demo", {"templates": {"d": {"prompt": "{{ ctx }} {{ candidate }}", "candidates": {0: "a"}}}},
+     "key 'templates.d' key 'candidates': with choices_field, one Jinja2 string"),
     ("hellaswag_demo", {"shape": 1}, "unknown key 'shape'"),
     ("multirc_demo", {"positive_label": None}, "key 'group_field' needs 'positive_label'"),
     ("multirc_demo", {"positive_label": 2}, "key 'positive_label': '2' is not one of the labels"),
@@ -165,7 +166,8 @@ def _task_def(name: str, **patch):
     ("record_demo", {"label_field": None}, "missing required key 'label_field'"),
 ])
 def test_shape_key_errors_name_file_and_key(name, patch, message):
-    with pytest.raises(ConfigError, match=r"task_def/" + name + r"\.yaml .*" + message.replace("{", r"\{").replace("}", r"\}").replace("(", r"\(").replace(")", r"\)").replace("'", "'")):
+    with pytest.raises(ConfigError, match=r"task_def/" + name + r"\.yaml .*"
+                       + message.replace("{", r"\{").replace("}", r"\}").replace("(", r"\(").replace(")", r"\)").replace("'", "'")):
         _task_def(name, **patch)
 
 

@@ -111,8 +111,8 @@ def test_multirc_groups_by_paragraph_and_question() -> None:
 def test_multirc_metrics_equal_lm_evals_acc_all_and_sklearns_f1() -> None:
     """The tiny model on MultiRC's fixture: group_exact_match equals lm-eval's ``acc_all`` (its SuperGLUE
     EM) and f1a sklearn's F1 of the positive class, both over the model's own predictions."""
-    from sklearn.metrics import f1_score
     from lm_eval.api.metrics import acc_all
+    from sklearn.metrics import f1_score
 
     from fewshot_eval.config import EVAL_KEYS
     from fewshot_eval.evaluate import build_evaluator

@@ -105,7 +105,8 @@ def test_unknown_label_in_data_is_an_error(tmp_path):
 
 
 def test_hf_datasets_source_with_local_json(tmp_path):
-    node = {**BASE, "data": {"hf": {"path": "json", "data_files": {"train": "d/train.jsonl", "validation": "d/val.jsonl"}, "splits": {"train": "train", "validation": "validation"}}}}
+    node = {**BASE, "data": {"hf": {"path": "json", "data_files": {"train": "d/train.jsonl", "validation": "d/val.jsonl"},
+                                    "splits": {"train": "train", "validation": "validation"}}}}
     search = write_task(tmp_path, "hf1", node)
     task = load_task_def("hf1", search)
     docs = load_split(task, "validation")

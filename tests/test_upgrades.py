@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from fewshot_eval.api import plan
 from fewshot_eval.config import EVAL_KEYS, NON_NUMERIC_KEYS
 from fewshot_eval.plan import identity
-from fewshot_eval.api import plan
 from fewshot_eval.settings import ModelSetting
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -67,7 +67,8 @@ def test_a_new_parameter_with_a_neutral_default_keeps_results_complete(tree_0_1_
     with_field = identity.job_identity(model, ["copa_demo"], {"scoring": "sum"}, 0)
     without = identity.job_identity({k: v for k, v in model.items() if k != "device_map"}, ["copa_demo"], {"scoring": "sum"}, 0)
     assert identity.identity_digest(with_field) == identity.identity_digest(without)
-    assert identity.identity_digest(identity.job_identity({**model, "device_map": "auto"}, ["copa_demo"], {"scoring": "sum"}, 0)) != identity.identity_digest(without)
+    assert identity.identity_digest(identity.job_identity({**model, "device_map": "auto"}, ["copa_demo"], {"scoring": "sum"}, 0)) \
+        != identity.identity_digest(without)
 
 
 def test_a_changed_default_runs_again(tree_0_1_0: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.config import ConfigError, conf_dir
 from fewshot_eval.api import plan
+from fewshot_eval.config import ConfigError, conf_dir
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
+
 from hydra_suites import hydra_default_version_base  # noqa: F401  (autouse: Hydra's default version base)
 
 pytestmark = pytest.mark.slurm

@@ -159,7 +159,7 @@ def test_identical_sweeps_started_together_submit_each_job_once(slurm_cluster, w
     cmd = [sys.executable, "-m", "fewshot_eval", *slurm_args(conf, *grid)]
     procs = []
     try:
-        for k in range(sweeps):
+        for _ in range(sweeps):
             procs.append(subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
             time.sleep(0.25)
         outs = [p.communicate(timeout=400)[0] for p in procs]

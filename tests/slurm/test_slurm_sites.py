@@ -149,7 +149,8 @@ def test_a_detected_site_runs_its_jobs_through_the_container_wrapper(slurm_clust
     calls = [r.removeprefix("args: ") for r in records if r.startswith("args: ")]
     assert len(calls) == 2, records  # one per array task, each the job's command under the wrapper
     for call in calls:
-        assert re.fullmatch(rf"exec --nv --bind /tmp /images/eval\.sif {re.escape(sys.executable)} -u -m fewshot_eval\.launch\.slurm\.node_start \S+/\.submitit/site_plain/[0-9a-f]{{8}}-0", call), call
+        assert re.fullmatch(rf"exec --nv --bind /tmp /images/eval\.sif {re.escape(sys.executable)} -u -m fewshot_eval\.launch\.slurm\.node_start "
+                            r"\S+/\.submitit/site_plain/[0-9a-f]{8}-0", call), call
     assert records.count(f"HF_HOME: {cache}") == 2  # the site's env reached the job
     job_out = next((workdir / "results").rglob("*_0_log.out")).read_text()
     assert "site-setup-ran" in job_out

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from fewshot_eval.launch.slurm import job_states, pending_check as pending, probes
+from fewshot_eval.launch.slurm import job_states, probes
+from fewshot_eval.launch.slurm import pending_check as pending
 from fewshot_eval.launch.slurm.pools import Pool, executor_parameters, hydra_overrides, make_pools, pool_folder
 from fewshot_eval.launch.slurm.waiting import error_line
 
