@@ -276,7 +276,7 @@ def expand_checkpoints(combos: Sequence[Sequence[str]], default_model: str, sett
             if kind is None:
                 k, _, v = o.partition("=")
                 k = k.lstrip("+~")
-                kind = kinds[o] = (k == "checkpoint", v if k == "model" else None)
+                kind = kinds[o] = (k == "checkpoint", _model_value(o, v) if k == "model" else None)
             has_checkpoint = has_checkpoint or kind[0]
             if kind[1] is not None:
                 key = kind[1]
@@ -297,3 +297,10 @@ def expand_checkpoints(combos: Sequence[Sequence[str]], default_model: str, sett
                 )
         out += [[*combo, f"checkpoint={n}"] for n in steps_of[key]]
     return out
+
+
+def _model_value(override: str, raw: str) -> str:
+    """The model key of a ``model=`` override as Hydra reads it (``model='a'`` selects ``a``)."""
+    if raw.isidentifier():  # a plain name: nothing for the grammar to unquote or unescape
+        return raw
+    return str(OverridesParser.create().parse_override(override).value())

@@ -125,9 +125,23 @@ def read_job_list(path: str | Path, cwd: Optional[Path] = None) -> JobList:
 
 def given(overrides: Sequence[str]) -> Optional[str]:
     """The value of ``job_list=...`` among command-line overrides (the last one), or None."""
-    values = [o.split("=", 1)[1] for o in overrides if _key(o) == KEY and "=" in o]
-    value = values[-1].strip() if values else None
+    values = [o for o in overrides if _key(o) == KEY and "=" in o]
+    value = _value(values[-1]) if values else None
     return value if value and value.lower() not in ("null", "none") else None
+
+
+def _value(override: str) -> Optional[str]:
+    """The value of ``override`` as Hydra reads it (``job_list='my lists/a.csv'``, ``job_list=a\\ b.csv``); as
+    written if Hydra cannot parse it (Hydra reports that itself when it parses the command line)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    raw = override.split("=", 1)[1].strip()
+    try:
+        value = OverridesParser.create().parse_override(override).value()
+    except HydraException:
+        return raw
+    return None if value is None else str(value)
 
 
 def job_list_arguments(overrides: Sequence[str], config_dirs: Sequence[str], cwd: Optional[Path] = None) -> tuple[list[str], list[str]]:

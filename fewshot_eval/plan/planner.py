@@ -284,7 +284,7 @@ class Planner:
                 slow = slow or v != self.choices[k]
             elif k.startswith("hydra.") or k.startswith("hydra/"):
                 continue
-            elif "." in k or k not in self.run:
+            elif "." in k or k not in self.run or _interpolates(v):  # ${...}, escaped too: resolved as in the job's config
                 slow = True
             else:
                 values[k] = v

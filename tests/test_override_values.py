@@ -1,0 +1,61 @@
+"""Values as Hydra's override grammar and OmegaConf read them: what the sweep plans for a quoted or
+interpolated value is what its job gets (https://hydra.cc/docs/advanced/override_grammar/basic/).
+In-process: planning (``fewshot_eval.api.plan``) and the job's own config (``Planner.job_config``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fewshot_eval.api import plan
+
+
+def job_unit(planner, job):  # noqa: ANN001, ANN201
+    """The unit the job resolves from its own config (as ``fewshot_eval.run.job.main`` does), after its planned-id check."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from fewshot_eval.launch.dispatch import planned_id
+    from fewshot_eval.run.job import check_planned, unit_from_config
+
+    cfg = planner.job_config([*job.overrides, *planned_id(job)])
+    hc = HydraConfig.instance()
+    old = hc.cfg
+    try:
+        hc.set_config(cfg)
+        unit = unit_from_config(cfg)
+    finally:
+        hc.cfg = old
+    check_planned(cfg, unit)  # the job refuses to write another result than planned
+    return unit
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("'${model.name}: '", "random: "),  # an interpolation, resolved in the job's config
+    ("'Say \\${x}'", "Say ${x}"),  # an escaped one: the text itself
+    ("'1e5'", "1e5"),  # quoted: a string, not a float
+])
+def test_a_quoted_or_interpolated_value_is_planned_as_the_job_reads_it(tmp_path: Path, value: str, expected: str) -> None:
+    planner, [job] = plan(["model=random", "task=copa_demo", "nshot=0", f"description={value}", f"output_dir={tmp_path}"])
+    assert job.unit.params["description"] == expected
+    unit = job_unit(planner, job)
+    assert unit.params["description"] == expected and unit.result_dir == job.unit.result_dir
+
+
+def test_a_quoted_checkpoint_sweep_model_is_expanded_to_its_checkpoints(tmp_path: Path) -> None:
+    _, plain = plan(["model=pythia_160m_steps", "task=copa_demo", "nshot=0", f"output_dir={tmp_path}"])
+    _, quoted = plan(["model='pythia_160m_steps'", "task=copa_demo", "nshot=0", f"output_dir={tmp_path}"])
+    assert len(plain) == 8 and [j.unit.result_dir for j in quoted] == [j.unit.result_dir for j in plain]
+
+
+def test_a_job_list_path_is_read_as_hydra_reads_it(tmp_path: Path) -> None:
+    from fewshot_eval.plan.job_list import job_row, write_job_list
+
+    _, jobs = plan(["model=random,majority", "task=copa_demo", "nshot=0", "description='1e5'", f"output_dir={tmp_path / 'out'}"])
+    listed = tmp_path / "my lists, 2" / "missing.csv"
+    write_job_list(listed, [job_row(j, "missing", []) for j in jobs])
+    escaped = str(listed).replace("\\", "\\\\").replace(" ", "\\ ").replace(",", "\\,")
+    for arg in (f"job_list='{listed}'", f'job_list="{listed}"', f"job_list={escaped}"):
+        _, again = plan([arg])
+        assert [j.unit.result_dir for j in again] == [j.unit.result_dir for j in jobs], arg
+        assert {j.unit.params["description"] for j in again} == {"1e5"}
