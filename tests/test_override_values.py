@@ -59,3 +59,19 @@ def test_a_job_list_path_is_read_as_hydra_reads_it(tmp_path: Path) -> None:
         _, again = plan([arg])
         assert [j.unit.result_dir for j in again] == [j.unit.result_dir for j in jobs], arg
         assert {j.unit.params["description"] for j in again} == {"1e5"}
+
+
+@pytest.mark.parametrize("name", ["missing.csv", "my lists, 2/it's=1.csv"])
+def test_the_command_that_runs_a_written_job_list_reads_its_path_back(tmp_path: Path, name: str) -> None:
+    import shlex
+
+    from fewshot_eval.plan.job_list import given
+    from fewshot_eval.report.sweep_status import write_missing
+
+    _, jobs = plan(["model=random", "task=copa_demo", "nshot=0", f"output_dir={tmp_path / 'out'}"])
+    listed = tmp_path / name
+    line = write_missing(listed, jobs, [])
+    words = shlex.split(line.split("Run them: ", 1)[1])
+    assert words[:2] == ["fewshot-eval", "-m"] and given(words[2:]) == str(listed), line
+    _, again = plan(words[2:])
+    assert [j.unit.result_dir for j in again] == [j.unit.result_dir for j in jobs]
