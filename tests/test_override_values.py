@@ -75,3 +75,17 @@ def test_the_command_that_runs_a_written_job_list_reads_its_path_back(tmp_path: 
     assert words[:2] == ["fewshot-eval", "-m"] and given(words[2:]) == str(listed), line
     _, again = plan(words[2:])
     assert [j.unit.result_dir for j in again] == [j.unit.result_dir for j in jobs]
+
+
+def test_an_interpolated_value_of_the_base_config_is_resolved_per_job(tmp_path: Path) -> None:
+    """An experiment's ``description: "${model.name}: "`` is each job's own model name, not the first model's."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "named.yaml").write_text(
+        '# @package _global_\ndescription: "${model.name} (${nshot}-shot): "\n'
+        "hydra:\n  sweeper:\n    params:\n      model: random,majority\n      task: copa_demo\n      nshot: 0,2\n")
+    planner, jobs = plan(["experiment=named", f"output_dir={tmp_path / 'out'}"], config_dirs=[conf])
+    assert {(j.unit.model_key, j.unit.nshot, j.unit.params["description"]) for j in jobs} == {
+        (m, n, f"{m} ({n}-shot): ") for m in ("random", "majority") for n in (0, 2)}
+    for job in jobs:
+        assert job_unit(planner, job).result_dir == job.unit.result_dir

@@ -81,7 +81,11 @@ class Planner:
         self.run = run_values(base)
         base_keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
         exp_touches = self._experiment_touches_settings()
-        self.force_slow = exp_touches or any(k.startswith(("model.", "task.")) for k in base_keys)
+        # a base value that interpolates (an experiment's ``description: "${model.name}: "``) is each job's own, as its
+        # config resolves it: every combination, nshot included, is composed (rare: none of conf/ does)
+        raw = OmegaConf.to_container(base, resolve=False)
+        self.base_interpolates = any(_interpolates(raw.get(k)) for k in self.run)
+        self.force_slow = exp_touches or self.base_interpolates or any(k.startswith(("model.", "task.")) for k in base_keys)
         self._parsed: dict[str, tuple[str, Any]] = {}
         self._ctx: Optional[DictConfig] = None
         self._checked: dict[str, Optional[str]] = {}
@@ -160,7 +164,7 @@ class Planner:
 
     def _compose(self, overrides: Sequence[str]) -> tuple[dict, dict, dict, dict[str, str]]:
         """Full composition (slow path), cached per combination minus cheap keys."""
-        key = tuple(o for o in overrides if o.split("=", 1)[0] not in CHEAP_KEYS)
+        key = tuple(o for o in overrides if self.base_interpolates or o.split("=", 1)[0] not in CHEAP_KEYS)
         if key not in self._composed:
             cfg = self.loader.load_sweep_config(self.base, list(key))
             choices = dict(cfg.hydra.runtime.choices)
