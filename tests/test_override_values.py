@@ -89,3 +89,20 @@ def test_an_interpolated_value_of_the_base_config_is_resolved_per_job(tmp_path: 
         (m, n, f"{m} ({n}-shot): ") for m in ("random", "majority") for n in (0, 2)}
     for job in jobs:
         assert job_unit(planner, job).result_dir == job.unit.result_dir
+
+
+def test_a_setting_that_interpolates_other_values_of_the_config_is_resolved_per_job(tmp_path: Path) -> None:
+    """A task setting's ``${model.name}``, a model setting's ``${nshot}``: each job's own values, as its config
+    resolves them (a setting that reads only itself or ``oc.env`` is still loaded once)."""
+    conf = tmp_path / "conf"
+    (conf / "task").mkdir(parents=True)
+    (conf / "model").mkdir()
+    (conf / "task" / "named.yaml").write_text('run_name: demo\ntasks: [copa_demo]\neval:\n  description: "${model.name} on ${task.tasks.0}: "\n')
+    (conf / "model" / "shots.yaml").write_text('name: shots\npredictor: random\neval:\n  train_sep: "${nshot} ${oc.env:FEWSHOT_NO_SUCH_VAR,x}"\n')
+    planner, jobs = plan(["model=random,majority,shots", "task=named,copa_demo", "nshot=0,2", f"output_dir={tmp_path / 'out'}"],
+                         config_dirs=[conf])
+    got = {(j.unit.model_key, j.unit.task_key, j.unit.nshot): (j.unit.params["description"], j.unit.params["train_sep"]) for j in jobs}
+    assert got[("majority", "named", 2)] == ("majority on copa_demo: ", "\n\n")
+    assert got[("shots", "named", 2)] == ("shots on copa_demo: ", "2 x") and got[("shots", "copa_demo", 0)] == (None, "0 x")
+    for job in jobs:
+        assert job_unit(planner, job).result_dir == job.unit.result_dir
