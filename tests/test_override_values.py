@@ -106,3 +106,12 @@ def test_a_setting_that_interpolates_other_values_of_the_config_is_resolved_per_
     assert got[("shots", "named", 2)] == ("shots on copa_demo: ", "2 x") and got[("shots", "copa_demo", 0)] == (None, "0 x")
     for job in jobs:
         assert job_unit(planner, job).result_dir == job.unit.result_dir
+
+
+@pytest.mark.parametrize("override, shown", [("train_sep=1e5", "100000.0"), ("unconditional_prompt=null", "None"), ("eval_set=2", "2")])
+def test_text_that_hydra_reads_as_a_number_or_null_is_refused_with_how_to_quote_it(tmp_path: Path, override: str, shown: str) -> None:
+    from fewshot_eval.config import ConfigError
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key} must be .*, got {shown}\. .* quote text \({key}='\.\.\.'\)\.$"):
+        plan(["model=random", "task=copa_demo", "nshot=0", override, f"output_dir={tmp_path}"])
