@@ -42,10 +42,12 @@ def test_a_quoted_or_interpolated_value_is_planned_as_the_job_reads_it(tmp_path:
     assert unit.params["description"] == expected and unit.result_dir == job.unit.result_dir
 
 
-def test_a_quoted_checkpoint_sweep_model_is_expanded_to_its_checkpoints(tmp_path: Path) -> None:
+def test_a_quoted_checkpoint_sweep_model_or_a_null_checkpoint_expands_to_every_checkpoint(tmp_path: Path) -> None:
     _, plain = plan(["model=pythia_160m_steps", "task=copa_demo", "nshot=0", f"output_dir={tmp_path}"])
     _, quoted = plan(["model='pythia_160m_steps'", "task=copa_demo", "nshot=0", f"output_dir={tmp_path}"])
     assert len(plain) == 8 and [j.unit.result_dir for j in quoted] == [j.unit.result_dir for j in plain]
+    _, unset = plan(["model=pythia_160m_steps", "task=copa_demo", "nshot=0", "checkpoint=null", f"output_dir={tmp_path}"])
+    assert [j.unit.result_dir for j in unset] == [j.unit.result_dir for j in plain]  # null: no step picked, as without checkpoint=
 
 
 def test_a_job_list_path_is_read_as_hydra_reads_it(tmp_path: Path) -> None:
