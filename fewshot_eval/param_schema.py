@@ -214,7 +214,19 @@ def _check_value(key: str, value: Any, is_eval: bool) -> None:
         mean = f" (did you mean '{close[0]}'?)" if close else ""
         too_big = isinstance(value, int) and rules.get("max") is not None and value > rules["max"]
         what = describe(hint, {**rules, "show_max": too_big})
-        raise ConfigError(f"{key} must be {what}, got {_show(value)}{mean}. {_fix(key, hint, rules, is_eval)}.")
+        raise ConfigError(f"{key} must be {what}, got {_show(value)}{mean}. {_fix(key, hint, rules, is_eval)}.{_text_hint(key, value, hint)}")
+
+
+def _text_hint(key: str, value: Any, hint: Any) -> str:
+    """For text that Hydra's override grammar or YAML typed (``1e5`` -> 100000.0, ``true``, ``null``): how to pass it as text."""
+    leaves = list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, list) else [value]
+    if not _takes_text(hint) or not any(v is None or isinstance(v, (bool, int, float)) for v in leaves):
+        return ""
+    return f" Unquoted, Hydra and YAML read 1e5, 12, true and null as a number, a boolean or null: quote text ({key}='...')."
+
+
+def _takes_text(hint: Any) -> bool:
+    return hint is str or any(_takes_text(a) for a in typing.get_args(hint) if not isinstance(a, str))
 
 
 def _is_enum(hint: Any) -> bool:

@@ -264,11 +264,12 @@ def checkpoint_setting(model_key: str, model: Mapping[str, Any], step: Any) -> t
 
 def expand_checkpoints(combos: Sequence[Sequence[str]], default_model: str, setting: Any) -> list[list[str]]:
     """Each combination of a checkpoint-sweep model becomes one per checkpoint (``checkpoint=<N>``
-    appended), unless it names a step already; other models drop a ``checkpoint=`` they do not use.
-    ``setting(key)``: the validated model setting of ``key`` (None when it cannot be loaded alone)."""
+    appended), unless it names a step already (``checkpoint=null`` names none); other models drop a ``checkpoint=``
+    they do not use. ``setting(key)``: the validated model setting of ``key`` (None when it cannot be loaded alone)."""
     out: list[list[str]] = []
     steps_of: dict[str, list[int]] = {}
-    kinds: dict[str, tuple[bool, Optional[str]]] = {}  # override -> (sets checkpoint?, the model it selects): each string split once
+    # override -> (None: not a checkpoint=, else whether it names a step; the model it selects): each string read once
+    kinds: dict[str, tuple[Optional[bool], Optional[str]]] = {}
     for combo in combos:
         key, has_checkpoint = default_model, False
         for o in combo:
@@ -276,16 +277,17 @@ def expand_checkpoints(combos: Sequence[Sequence[str]], default_model: str, sett
             if kind is None:
                 k, _, v = o.partition("=")
                 k = k.lstrip("+~")
-                kind = kinds[o] = (k == "checkpoint", v if k == "model" else None)
-            has_checkpoint = has_checkpoint or kind[0]
+                kind = kinds[o] = (_value(o, v) is not None if k == "checkpoint" else None, str(_value(o, v)) if k == "model" else None)
+            has_checkpoint = has_checkpoint or bool(kind[0])
             if kind[1] is not None:
                 key = kind[1]
         model = setting(key)
-        if not model or not model.get("checkpoints"):
-            out.append([o for o in combo if not kinds[o][0]] if has_checkpoint else list(combo))
-            continue
-        if has_checkpoint:
+        if has_checkpoint and model and model.get("checkpoints"):
             out.append(list(combo))
+            continue
+        combo = [o for o in combo if kinds[o][0] is None]
+        if not model or not model.get("checkpoints"):
+            out.append(combo)
             continue
         if key not in steps_of:
             steps_of[key] = list(checkpoint_steps(key, model))
@@ -297,3 +299,11 @@ def expand_checkpoints(combos: Sequence[Sequence[str]], default_model: str, sett
                 )
         out += [[*combo, f"checkpoint={n}"] for n in steps_of[key]]
     return out
+
+
+def _value(override: str, raw: str) -> Any:
+    """The value of ``override`` (``raw``: the text after its ``=``) as Hydra reads it: ``model='a'`` selects
+    ``a``, ``checkpoint=null`` names no step."""
+    if raw.isidentifier() and raw.lower() not in ("null", "true", "false", "nan", "inf"):
+        return raw  # a plain name: nothing for the grammar to unquote, unescape or type
+    return OverridesParser.create().parse_override(override).value()

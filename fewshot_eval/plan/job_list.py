@@ -125,9 +125,42 @@ def read_job_list(path: str | Path, cwd: Optional[Path] = None) -> JobList:
 
 def given(overrides: Sequence[str]) -> Optional[str]:
     """The value of ``job_list=...`` among command-line overrides (the last one), or None."""
-    values = [o.split("=", 1)[1] for o in overrides if _key(o) == KEY and "=" in o]
-    value = values[-1].strip() if values else None
+    values = [o for o in overrides if _key(o) == KEY and "=" in o]
+    value = _value(values[-1]) if values else None
     return value if value and value.lower() not in ("null", "none") else None
+
+
+def _value(override: str) -> Optional[str]:
+    """The value of ``override`` as Hydra reads it (``job_list='my lists/a.csv'``, ``job_list=a\\ b.csv``); as
+    written where Hydra reads no single string (``a,b.csv``: a sweep; one it cannot parse: Hydra says so itself)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    raw = override.split("=", 1)[1].strip()
+    try:
+        o = OverridesParser.create().parse_override(override)
+    except HydraException:
+        return raw
+    if o.is_sweep_override():
+        return raw
+    value = o.value()
+    return value if value is None or isinstance(value, str) else raw
+
+
+def hydra_value(text: str) -> str:
+    """``text`` written as an override value that Hydra reads back as this string: as it is where it
+    does, else quoted (``'my lists, 2/a.csv'``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Quote, QuotedString
+    from hydra.errors import HydraException
+
+    try:
+        o = OverridesParser.create().parse_override(f"{KEY}={text}")
+        if not o.is_sweep_override() and o.value() == text and isinstance(o.value(), str):
+            return text
+    except HydraException:
+        pass
+    return QuotedString(text=text, quote=Quote.single).with_quotes()
 
 
 def job_list_arguments(overrides: Sequence[str], config_dirs: Sequence[str], cwd: Optional[Path] = None) -> tuple[list[str], list[str]]:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_eval.config import INTERNAL_OVERRIDES, ConfigError, closest, conf_dir, override_keys, run_values
 from fewshot_eval.plan.checks import check_plan, check_same_result
@@ -81,9 +82,12 @@ class Planner:
         self.run = run_values(base)
         base_keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
         exp_touches = self._experiment_touches_settings()
-        self.force_slow = exp_touches or any(k.startswith(("model.", "task.")) for k in base_keys)
+        # a base value that interpolates (an experiment's ``description: "${model.name}: "``) is each job's own, as its
+        # config resolves it: planned by full composition (_compose; rare: none of conf/ does)
+        raw = OmegaConf.to_container(base, resolve=False)
+        base_interpolates = any(_interpolates(raw.get(k)) for k in self.run)
+        self.force_slow = exp_touches or base_interpolates or any(k.startswith(("model.", "task.")) for k in base_keys)
         self._parsed: dict[str, tuple[str, Any]] = {}
-        self._ctx: Optional[DictConfig] = None
         self._checked: dict[str, Optional[str]] = {}
         self.warnings: dict[str, None] = {}  # what the planning checks allow but say once (empty data ...), in order
         self._valid: set[tuple[str, ...]] = set()  # settings whose values passed the schema (overrides less nshot/trial)
@@ -95,6 +99,7 @@ class Planner:
         self._nodes: dict[tuple[str, str], DictConfig] = {}
         self._settings: dict[tuple[str, str], Optional[dict[str, Any]]] = {}
         self._composed: dict[tuple[str, ...], tuple[dict, dict, dict, dict[str, str]]] = {}
+        self._per_job: set[tuple[str, ...]] = set()  # settings (overrides less nshot/trial) whose composition interpolates
         self._live: dict[tuple[str, ...], tuple[DictConfig, dict[str, str], set[str]]] = {}  # job_config(reuse=True)
         self._overrides: dict[str, Any] = {}
         self._time_checks: dict[Any, Any] = {}  # the launcher options; time limit problems per value
@@ -141,13 +146,13 @@ class Planner:
         value: Optional[dict[str, Any]] = None
         if "defaults" not in res.config and res.header.get("package") in (None, "", group, "_group_"):
             node = OmegaConf.to_container(res.config, resolve=False)
-            if _interpolates(node):  # resolve the file's interpolations against the run values
-                if self._ctx is None:
-                    self._ctx = OmegaConf.create(dict(self.run))
-                with open_dict(self._ctx):
-                    self._ctx[group] = res.config
-                node = OmegaConf.to_container(self._ctx[group], resolve=True)
-            value = model_setting(node, key) if group == "model" else task_setting(node, key)
+            if _interpolates(node):  # the file's interpolations, if they read only the file itself (and resolvers: oc.env ...)
+                try:
+                    node = OmegaConf.to_container(OmegaConf.create({group: res.config})[group], resolve=True)
+                except OmegaConfBaseException:  # other values of the job's config (${model.name}, ${nshot}): composed per job
+                    node = None
+            if node is not None:
+                value = model_setting(node, key) if group == "model" else task_setting(node, key)
         self._settings[(group, key)] = value
         return value
 
@@ -158,17 +163,26 @@ class Planner:
             self._overrides.setdefault(s, o)  # job_config wants it too
         return self._parsed[s]
 
-    def _compose(self, overrides: Sequence[str]) -> tuple[dict, dict, dict, dict[str, str]]:
-        """Full composition (slow path), cached per combination minus cheap keys."""
-        key = tuple(o for o in overrides if o.split("=", 1)[0] not in CHEAP_KEYS)
+    def _compose(self, overrides: Sequence[str]) -> tuple[tuple[dict, dict, dict, dict[str, str]], bool]:
+        """Full composition (slow path), cached per combination minus cheap keys -- with them where the composed
+        config interpolates (a setting's ``${nshot}``, an experiment's ``${model.name}``): (model, task, run, choices),
+        and whether it does (each job then resolves its own)."""
+        setting = tuple(o for o in overrides if o.split("=", 1)[0] not in CHEAP_KEYS)
+        key = tuple(overrides) if setting in self._per_job else setting
         if key not in self._composed:
             cfg = self.loader.load_sweep_config(self.base, list(key))
+            raw = OmegaConf.to_container(cfg, resolve=False)
+            if setting not in self._per_job and _interpolates({k: v for k, v in raw.items() if k not in ("hydra", "site")}):
+                self._per_job.add(setting)
+                if key != tuple(overrides):
+                    key = tuple(overrides)
+                    cfg = self.loader.load_sweep_config(self.base, list(key))
             choices = dict(cfg.hydra.runtime.choices)
             run = run_values(cfg)
             model = model_setting(cfg.model, choices["model"])
             task = task_setting(cfg.task, choices["task"])
             self._composed[key] = (model, task, run, choices)
-        return self._composed[key]
+        return self._composed[key], setting in self._per_job
 
     def _setting_node(self, group: str, key: str) -> DictConfig:
         """What composition puts at ``cfg.<group>``: the schema (config.yaml's ``*_schema@<group>``) merged with the file."""
@@ -284,14 +298,15 @@ class Planner:
                 slow = slow or v != self.choices[k]
             elif k.startswith("hydra.") or k.startswith("hydra/"):
                 continue
-            elif "." in k or k not in self.run:
+            elif "." in k or k not in self.run or _interpolates(v):  # ${...}, escaped too: resolved as in the job's config
                 slow = True
             else:
                 values[k] = v
         model = None if slow else self.setting("model", choices["model"])
         task = None if slow else self.setting("task", choices["task"])
         if model is None or task is None:
-            model, task, run, composed_choices = self._compose(overrides)
+            (model, task, run, composed_choices), per_job = self._compose(overrides)
+            slow = slow or per_job  # not one UnitBase for its nshot values
             choices = {"model": composed_choices["model"], "task": composed_choices["task"]}
             run = dict(run)
             for s in overrides:

@@ -176,7 +176,7 @@ def write_missing(path: Path, jobs: list[Any], config_dirs: Sequence[str], hydra
     that says so and how to run them."""
     import shlex
 
-    from fewshot_eval.plan.job_list import KEY, job_row, write_job_list
+    from fewshot_eval.plan.job_list import KEY, hydra_value, job_row, write_job_list
 
     rows = [job_row(j, state(j), config_dirs) for j in jobs if state(j) not in ("complete", "n/a")]
     n = write_job_list(path, rows)
@@ -184,5 +184,5 @@ def write_missing(path: Path, jobs: list[Any], config_dirs: Sequence[str], hydra
         return f"\nEvery job is complete (or n/a): wrote an empty job list to {path}."
     by = Counter(r["state"] for r in rows)
     states = ", ".join(f"{by[s]} {s}" for s in STATES if by[s])
-    command = shlex.join(["fewshot-eval", "-m", f"{KEY}={path}", *hydra_overrides])
+    command = shlex.join(["fewshot-eval", "-m", f"{KEY}={hydra_value(str(path))}", *hydra_overrides])
     return f"\nWrote {n} job{'s' if n != 1 else ''} without a complete result ({states}) to {path}. Run them: {command}"

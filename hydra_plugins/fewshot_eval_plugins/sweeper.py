@@ -12,6 +12,7 @@ records the sweep's exit status (``fewshot_eval.outcome``: 1 a job failed, 2 a p
 
 import contextlib
 import logging
+import shlex
 import sys
 import time
 from collections import Counter
@@ -163,7 +164,7 @@ class FewshotSweeper(Sweeper):
         if not to_run:
             print("Nothing to launch: every selected result is complete, pending, stale or failed "
                   "(override_completed=true re-runs them; dry_run=true lists them).")
-            print(f"Aggregate: fewshot-eval report {root}")
+            print(f"Aggregate: fewshot-eval report {shlex.quote(str(root))}")
             return (EXIT_FAILED if given_up else EXIT_OK), []
         _save_multirun_yaml(self.config)
         batch, left_out = prepare_batch(to_run, root, planner, bool(self.config.override_completed), self.config.max_parallel)
@@ -183,7 +184,7 @@ class FewshotSweeper(Sweeper):
             print(f"  FAILED {j.unit.model_key} x {j.unit.task_key} nshot={j.unit.nshot}: {r._return_value} ({j.unit.result_dir})", file=sys.stderr)
         if n[Outcome.ELSEWHERE]:
             print(f"  {n[Outcome.ELSEWHERE]} job(s) were being run by another process; re-run this command once it has finished to collect them.")
-        print(f"Aggregate: fewshot-eval report {root}")
+        print(f"Aggregate: fewshot-eval report {shlex.quote(str(root))}")
         if failed or given_up:
             return EXIT_FAILED, [returns]
         if n[Outcome.NOT_SUBMITTED]:
