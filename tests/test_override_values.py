@@ -39,7 +39,7 @@ def test_a_quoted_or_interpolated_value_is_planned_as_the_job_reads_it(tmp_path:
     planner, [job] = plan(["model=random", "task=copa_demo", "nshot=0", f"description={value}", f"output_dir={tmp_path}"])
     assert job.unit.params["description"] == expected
     unit = job_unit(planner, job)
-    assert unit.params["description"] == expected and unit.result_dir == job.unit.result_dir
+    assert unit.params["description"] == expected and unit == job.unit
 
 
 def test_a_quoted_checkpoint_sweep_model_or_a_null_checkpoint_expands_to_every_checkpoint(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_an_interpolated_value_of_the_base_config_is_resolved_per_job(tmp_path: 
     assert {(j.unit.model_key, j.unit.nshot, j.unit.params["description"]) for j in jobs} == {
         (m, n, f"{m} ({n}-shot): ") for m in ("random", "majority") for n in (0, 2)}
     for job in jobs:
-        assert job_unit(planner, job).result_dir == job.unit.result_dir
+        assert job_unit(planner, job) == job.unit  # the whole unit: the local launcher hands the job the planned one
 
 
 def test_a_setting_that_interpolates_other_values_of_the_config_is_resolved_per_job(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_a_setting_that_interpolates_other_values_of_the_config_is_resolved_per_
     assert got[("majority", "named", 2)] == ("majority on copa_demo: ", "\n\n")
     assert got[("shots", "named", 2)] == ("shots on copa_demo: ", "2 x") and got[("shots", "copa_demo", 0)] == (None, "0 x")
     for job in jobs:
-        assert job_unit(planner, job).result_dir == job.unit.result_dir
+        assert job_unit(planner, job) == job.unit  # the whole unit: the local launcher hands the job the planned one
 
 
 @pytest.mark.parametrize("override, shown", [("train_sep=1e5", "100000.0"), ("unconditional_prompt=null", "None"), ("eval_set=2", "2")])
