@@ -4,6 +4,7 @@ the documents of a trial (to rebuild its expected prompts)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,11 @@ def trial_docs(result, task_name: str, params: dict, template: str = "default") 
     by_id = {d["_id"]: d for d in pool}
     demo_docs = [by_id[i] for i in result.info["demonstrations"][f"{task_name}.{template}"]["ids"]]
     return task, tmpl, eval_docs, demo_docs
+
+
+def default_stop_signals() -> None:
+    """In the child, before exec: Ctrl-C, SIGTERM and SIGHUP with their default disposition, as an interactive
+    shell starts a command -- whatever this test process inherited (``nohup pytest ... &`` ignores SIGINT and
+    SIGHUP, and the app rightly keeps an ignored signal ignored)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)

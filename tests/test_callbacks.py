@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import broken_model_conf, run_cli
+from cli_helpers import broken_model_conf, default_stop_signals, run_cli
 
 RECORDER = '''
 import json, os
@@ -87,7 +87,8 @@ def test_ctrl_c_still_ends_the_multirun(workdir: Path, recorder, launcher: str) 
     cb, env, log = recorder
     proc = subprocess.Popen([sys.executable, "-m", "fewshot_eval", "-m", "model=tiny_gpt2", "task=copa_demo", "nshot=2",
                              "num_trials=20", f"hydra/launcher={launcher}", *cb], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, **env})
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, **env},
+                            preexec_fn=default_stop_signals)  # a terminal's Ctrl-C, whatever this process inherited
     t0 = time.monotonic()
     while not any(e["event"] == "on_job_start" for e in events(log)) and proc.poll() is None:
         assert time.monotonic() - t0 < 120, "the job never started"

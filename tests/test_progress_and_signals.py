@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run_cli
+from cli_helpers import default_stop_signals, run_cli
 from fewshot_eval import progress
 from fewshot_eval.outcome import Outcome
 
@@ -153,14 +153,6 @@ def test_two_sweeps_started_together_get_their_own_sweep_dirs(workdir: Path) -> 
 
 
 # ------------------------------------------------------------------------------- stopping a sweep
-def default_stop_signals() -> None:
-    """In the child, before exec: Ctrl-C, SIGTERM and SIGHUP with their default disposition, as an interactive
-    shell starts a command -- whatever this test process inherited (``nohup pytest ... &`` ignores SIGINT and
-    SIGHUP, and the app rightly keeps an ignored signal ignored)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 def start_sweep(workdir: Path, args: list[str]) -> subprocess.Popen:
     """The sweep in its own session, as a shell would start it (a signal to it reaches nothing else)."""
     return subprocess.Popen([sys.executable, "-m", "fewshot_eval", "-m", *args], cwd=workdir,
