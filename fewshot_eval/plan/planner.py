@@ -205,12 +205,13 @@ class Planner:
         swaps: dict[str, str] = {}
         values: dict[str, Any] = {}
         other: list[str] = []
-        planned = None
+        kept: list[str] = []  # the overrides for override_dirname (planned_id is excluded from it anyway)
         for s in overrides:
             m = _PLANNED_ID.fullmatch(s)
             if m is not None:  # the sweep's own override, one per result: read here, not parsed and kept per string
-                planned = values["planned_id"] = m.group(1)
+                values["planned_id"] = m.group(1)
                 continue
+            kept.append(s)
             if s not in self._parsed:  # an override planning did not see: parsed once, for both uses
                 o = self._override(s)
                 self._parsed[s] = (o.get_key_element(), o.value())
@@ -256,7 +257,7 @@ class Planner:
             else:
                 cfg.hydra.overrides.task = list(overrides)
             jc = cfg.hydra.job.config.override_dirname
-            parsed = [self._override(s) for s in overrides if planned is None or not _PLANNED_ID.fullmatch(s)]  # planned_id: excluded below
+            parsed = [self._override(s) for s in kept]
             exclude = list(dict.fromkeys([*jc.exclude_keys, *INTERNAL_OVERRIDES]))  # the sweep's internal overrides
             cfg.hydra.job.override_dirname = get_overrides_dirname(parsed, exclude, jc.item_sep, jc.kv_sep)
         return cfg

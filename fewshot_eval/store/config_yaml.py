@@ -11,6 +11,7 @@ ASCII text go through libyaml's emitter with OmegaConf's representers (the same 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import yaml
@@ -40,23 +41,19 @@ def _dump(data: Any) -> str:
     return yaml.dump(data, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=dumper)  # type: ignore[no-any-return]
 
 
-_C_DUMPER: list[Any] = []
-
-
+@functools.cache
 def _c_dumper() -> Any:
     """OmegaConf's dumper on libyaml's emitter (the same representers; ~3x faster), or OmegaConf's own."""
-    if not _C_DUMPER:
-        from omegaconf._utils import OmegaConfDumper, get_omega_conf_dumper
+    from omegaconf._utils import OmegaConfDumper, get_omega_conf_dumper
 
-        if getattr(yaml, "__with_libyaml__", False):
-            class CDumper(yaml.CDumper):  # type: ignore[misc,name-defined]
-                pass
+    if not getattr(yaml, "__with_libyaml__", False):
+        return get_omega_conf_dumper()
 
-            CDumper.add_representer(str, OmegaConfDumper.str_representer)
-            _C_DUMPER.append(CDumper)
-        else:
-            _C_DUMPER.append(get_omega_conf_dumper())
-    return _C_DUMPER[0]
+    class CDumper(yaml.CDumper):  # type: ignore[misc,name-defined]
+        pass
+
+    CDumper.add_representer(str, OmegaConfDumper.str_representer)
+    return CDumper
 
 
 def _c_safe(v: Any) -> bool:
